@@ -61,7 +61,12 @@ class IntentStatus(Model):
     model_config = ConfigDict(extra="allow", populate_by_name=True, use_enum_values=True)
 
     observedGeneration: int | None = Field(default=None, description="metadata.generation last reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready plus kind-specific conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready plus kind-specific conditions.",
+        # A list-map keyed by type lets server-side apply merge conditions one by one.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 def now_rfc3339(now: datetime | None = None) -> str:

@@ -1,0 +1,127 @@
+"""DatabaseIntent: what an app team asks of a database, never how it is built.
+
+The spec stays small on purpose: every field is a decision the app team can make without
+knowing the cloud. What it becomes (RDS instance class, subnet group, in-cluster server) is
+the Composition's business, chosen by the platform team.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from paved.api.common import LocalObjectReference, Model
+from paved.api.fields import (
+    ComposedStatus,
+    CompositionReference,
+    DNSLabel,
+    Duration,
+    LabelSelector,
+    Timestamp,
+)
+
+Engine = Literal["postgresql", "mysql"]
+DeletionPolicy = Literal["Snapshot", "Retain", "Delete"]
+
+
+class Backup(Model):
+    """Automated backups of the database."""
+
+    retentionDays: int = Field(
+        default=7, ge=0, le=35, description="Days automated backups are kept; 0 disables automated backups."
+    )
+
+
+class AllowFrom(Model):
+    """Clients admitted to the database port."""
+
+    namespace: DNSLabel = Field(description="Namespace whose pods may connect.")
+    podSelector: LabelSelector | None = Field(
+        default=None, description="Only pods with these labels in that namespace; absent means every pod there."
+    )
+
+
+class Network(Model):
+    """Who may reach the database; everything else is denied by a NetworkPolicy."""
+
+    allowFrom: list[AllowFrom] = Field(
+        default_factory=list, description="Namespaces (and optionally pods) admitted to the database port."
+    )
+
+
+class DatabaseIntentSpec(Model):
+    """A database an application needs: engine, version and the guarantees it must keep.
+
+    Paved renders it through a Composition (cloud database or in-cluster server), writes a
+    connection Secret, restricts network access, and corrects drift for as long as it exists.
+    """
+
+    engine: Engine = Field(description="Database engine.")
+    version: str = Field(
+        pattern=r"^[0-9]+(\.[0-9]+){0,2}$",
+        max_length=32,
+        description='Engine version, major or major.minor, e.g. "16" or "8.0". Quote it in YAML.',
+    )
+    availability: Literal["standard", "high"] = Field(
+        default="standard", description="standard: one instance; high: a standby in another zone (Multi-AZ)."
+    )
+    encryption: bool = Field(default=True, description="Encrypt storage at rest.")
+    storageGB: int = Field(default=20, ge=20, le=65536, description="Allocated storage in GiB.")
+    size: Literal["small", "medium", "large"] = Field(
+        default="small", description="Capacity class; the Composition maps it to an instance class."
+    )
+    backup: Backup = Field(default_factory=Backup, description="Automated backup settings.")
+    network: Network = Field(default_factory=Network, description="Network access to the database.")
+    compositionRef: CompositionReference | None = Field(
+        default=None, description="Composition to use; absent means selector match, else the kind's default."
+    )
+    deletionPolicy: DeletionPolicy = Field(
+        default="Snapshot",
+        description="On deletion: Snapshot (final snapshot, then delete), Retain (leave the database) or Delete.",
+    )
+    driftCheckInterval: Duration = Field(
+        default="10m", description="How often cloud resources are re-read and corrected, e.g. 10m."
+    )
+    connectionSecret: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection.",
+    )
+
+    def connection_secret_name(self, intent_name: str) -> str:
+        """The connection Secret's name, applying the `<name>-connection` default."""
+        return self.connectionSecret.name if self.connectionSecret else f"{intent_name}-connection"
+
+
+class Endpoint(Model):
+    """Where clients connect."""
+
+    host: str = Field(description="DNS name or address of the database.")
+    port: int = Field(ge=1, le=65535, description="TCP port of the database.")
+
+
+class DatabaseIntentStatus(ComposedStatus):
+    """Observed state of a DatabaseIntent."""
+
+    endpoint: Endpoint | None = Field(default=None, description="Address clients connect to, once known.")
+    connectionSecret: str | None = Field(default=None, description="Name of the Secret holding the connection details.")
+    lastDriftCheck: Timestamp | None = Field(
+        default=None, description="When cloud resources were last compared with the intent."
+    )
+
+
+EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: DatabaseIntent
+metadata:
+  name: orders-db
+spec:
+  engine: postgresql
+  version: "16"
+  availability: high
+  encryption: true
+  backup: {retentionDays: 30}
+  network:
+    allowFrom:
+      - namespace: orders-app
+"""

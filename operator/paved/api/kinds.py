@@ -1,0 +1,272 @@
+"""The registry of Paved's kinds: names, scope, models, printer columns and examples.
+
+Everything that needs to know "which kinds exist" (CRD generation, docs, handlers, the
+webhook, `paved validate`) reads KINDS, so adding a kind is one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from pydantic import ValidationError
+
+from paved import API_VERSION, GROUP
+from paved.api import database, identity, platform, rollout, secrets
+from paved.api.common import Model
+
+ColumnType = Literal["string", "integer", "number", "boolean", "date"]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One `kubectl get` column (additionalPrinterColumns)."""
+
+    name: str
+    json_path: str
+    type: ColumnType = "string"
+    description: str = ""
+    priority: int = 0  # 0: always shown; 1: only with -o wide
+
+    def dump(self) -> dict[str, Any]:
+        column: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.description:
+            column["description"] = self.description
+        if self.priority:
+            column["priority"] = self.priority
+        return column
+
+
+_READY_CONDITION = '.status.conditions[?(@.type=="Ready")]'
+READY = PrinterColumn("Ready", f"{_READY_CONDITION}.status", description="Whether the object is ready.")
+REASON = PrinterColumn("Reason", f"{_READY_CONDITION}.reason", description="Reason of the Ready condition.")
+MESSAGE = PrinterColumn("Message", f"{_READY_CONDITION}.message", description="Message of the Ready condition.",
+                        priority=1)
+AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation.")
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Everything about one kind that is not in its models."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    scope: Literal["Namespaced", "Cluster"]
+    spec: type[Model]
+    status: type[Model]
+    columns: tuple[PrinterColumn, ...]
+    example: str
+    categories: tuple[str, ...] = ("paved",)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+    @property
+    def namespaced(self) -> bool:
+        return self.scope == "Namespaced"
+
+    def parse_spec(self, spec: Mapping[str, Any] | None) -> Model:
+        """Validate a spec; raise SpecError whose problems name each field path."""
+        try:
+            return self.spec.model_validate(dict(spec or {}))
+        except ValidationError as error:
+            raise SpecError(self.kind, field_problems(error, "spec")) from None
+
+    def parse_status(self, status: Mapping[str, Any] | None) -> Model:
+        return self.status.model_validate(dict(status or {}))
+
+
+class SpecError(ValueError):
+    """An object failed validation; `problems` are lines of the form "spec.path: message"."""
+
+    def __init__(self, kind: str, problems: list[str]) -> None:
+        self.kind = kind
+        self.problems = problems
+        super().__init__(f"invalid {kind}: " + "; ".join(problems))
+
+
+def field_problems(error: ValidationError, prefix: str) -> list[str]:
+    """Turn pydantic errors into "spec.a.b[0].c: message" lines users can act on."""
+    problems = []
+    for detail in error.errors(include_url=False):
+        path = prefix
+        for part in detail["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if detail["type"] == "extra_forbidden":
+            message = "unknown field; check the spelling against `kubectl explain`"
+        else:
+            message = detail["msg"].removeprefix("Value error, ")
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(
+        kind="DatabaseIntent",
+        plural="databaseintents",
+        short_names=("dbi",),
+        scope="Namespaced",
+        spec=database.DatabaseIntentSpec,
+        status=database.DatabaseIntentStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("Engine", ".spec.engine", description="Database engine."),
+            PrinterColumn("Version", ".spec.version", description="Engine version."),
+            PrinterColumn("Endpoint", ".status.endpoint.host", description="Database host.", priority=1),
+            MESSAGE,
+            AGE,
+        ),
+        example=database.EXAMPLE,
+    ),
+    KindInfo(
+        kind="ExternalSecretRef",
+        plural="externalsecretrefs",
+        short_names=("esr",),
+        scope="Namespaced",
+        spec=secrets.ExternalSecretRefSpec,
+        status=secrets.ExternalSecretRefStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("Store", ".spec.storeRef.name", description="Store read from."),
+            PrinterColumn("Last Sync", ".status.lastSyncTime", "date", "Last time the Secret was written.", priority=1),
+            MESSAGE,
+            AGE,
+        ),
+        example=secrets.EXAMPLE,
+    ),
+    KindInfo(
+        kind="AgentIdentity",
+        plural="agentidentities",
+        short_names=("agid",),
+        scope="Namespaced",
+        spec=identity.AgentIdentitySpec,
+        status=identity.AgentIdentityStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("SA", ".status.serviceAccount", description="ServiceAccount of the identity."),
+            PrinterColumn("Expires", ".status.expiresAt", description="Effective expiry.", priority=1),
+            MESSAGE,
+            AGE,
+        ),
+        example=identity.EXAMPLE,
+    ),
+    KindInfo(
+        kind="ProgressiveRollout",
+        plural="progressiverollouts",
+        short_names=("pro",),
+        scope="Namespaced",
+        spec=rollout.ProgressiveRolloutSpec,
+        status=rollout.ProgressiveRolloutStatus,
+        columns=(
+            READY,
+            PrinterColumn("Phase", ".status.phase", description="Rollout phase."),
+            PrinterColumn("Weight", ".status.canaryWeight", "integer", "Percentage of traffic on the canary."),
+            PrinterColumn("Step", ".status.currentStepIndex", "integer", "Current step index.", priority=1),
+            PrinterColumn("Message", ".status.message", description="Why the rollout is in this phase.", priority=1),
+            AGE,
+        ),
+        example=rollout.EXAMPLE,
+    ),
+    KindInfo(
+        kind="SecretStore",
+        plural="secretstores",
+        short_names=("ss",),
+        scope="Namespaced",
+        spec=secrets.SecretStoreSpec,
+        status=secrets.SecretStoreStatus,
+        columns=(READY, REASON, MESSAGE, AGE),
+        example=secrets.SECRET_STORE_EXAMPLE,
+    ),
+    KindInfo(
+        kind="ClusterSecretStore",
+        plural="clustersecretstores",
+        short_names=("css",),
+        scope="Cluster",
+        spec=secrets.ClusterSecretStoreSpec,
+        status=secrets.SecretStoreStatus,
+        columns=(READY, REASON, MESSAGE, AGE),
+        example=secrets.CLUSTER_SECRET_STORE_EXAMPLE,
+    ),
+    KindInfo(
+        kind="Composition",
+        plural="compositions",
+        short_names=("comp",),
+        scope="Cluster",
+        spec=platform.CompositionSpec,
+        status=platform.PlatformStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("Kind", ".spec.compositeKind", description="Intent kind rendered."),
+            PrinterColumn("Default", ".spec.default", "boolean", "Default for the kind."),
+            MESSAGE,
+            AGE,
+        ),
+        example=platform.COMPOSITION_EXAMPLE,
+    ),
+    KindInfo(
+        kind="IntentPolicy",
+        plural="intentpolicies",
+        short_names=("ipol",),
+        scope="Cluster",
+        spec=platform.IntentPolicySpec,
+        status=platform.PlatformStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("Mode", ".spec.mode", description="Enforce, Warn or Audit."),
+            MESSAGE,
+            AGE,
+        ),
+        example=platform.INTENT_POLICY_EXAMPLE,
+    ),
+    KindInfo(
+        kind="PolicyException",
+        plural="policyexceptions",
+        short_names=("pex",),
+        scope="Namespaced",
+        spec=platform.PolicyExceptionSpec,
+        status=platform.PlatformStatus,
+        columns=(
+            READY,
+            REASON,
+            PrinterColumn("Policy", ".spec.policy", description="Exempted policy."),
+            PrinterColumn("Expires", ".spec.expiresAt", description="When the exception stops applying."),
+            AGE,
+        ),
+        example=platform.POLICY_EXCEPTION_EXAMPLE,
+    ),
+)
+
+BY_KIND: dict[str, KindInfo] = {info.kind: info for info in KINDS}
+INTENT_KINDS: tuple[str, ...] = get_args(platform.CompositeKind)
+"""The kinds app teams write (and Compositions render); the rest are platform kinds."""
+
+
+def kind_info(kind: str) -> KindInfo:
+    try:
+        return BY_KIND[kind]
+    except KeyError:
+        raise SpecError(kind, [f"kind: unknown kind {kind!r}; Paved serves {', '.join(BY_KIND)}"]) from None
+
+
+def parse_object(body: Mapping[str, Any]) -> tuple[KindInfo, Model]:
+    """Validate a whole Paved object (apiVersion, kind, spec) as `paved validate` and the webhook do."""
+    info = kind_info(str(body.get("kind")))
+    if body.get("apiVersion") != API_VERSION:
+        raise SpecError(info.kind, [f"apiVersion: expected {API_VERSION}, got {body.get('apiVersion')!r}"])
+    return info, info.parse_spec(body.get("spec"))

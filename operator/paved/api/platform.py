@@ -1,0 +1,188 @@
+"""Platform-owned kinds: Composition, IntentPolicy and PolicyException.
+
+App teams say what they need in intents; these kinds are where the platform team decides
+what an intent becomes (Composition) and what it may ask for (IntentPolicy), with
+exceptions that are explicit, justified and expire by themselves (PolicyException).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Field
+
+from paved.api.common import IntentStatus, Model
+from paved.api.fields import DNSLabel, LabelSelector, ObjectName, UniqueBy
+
+CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
+
+PROVIDER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+TEMPLATE_IDENTIFIER_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+
+
+class PlatformStatus(IntentStatus):
+    """Observed state; Ready says whether the object is usable (templates parse, CEL compiles, not expired)."""
+
+
+# --- Composition --------------------------------------------------------------------------
+
+
+class GeneratedSecret(Model):
+    """A random value generated once per intent and kept in a Kubernetes Secret, never in status."""
+
+    name: str = Field(
+        pattern=TEMPLATE_IDENTIFIER_PATTERN,
+        max_length=63,
+        description="Name; templates read the value as generated.<name>.",
+    )
+    length: int = Field(default=32, ge=8, le=1024, description="Length in characters.")
+
+
+class ResourceTemplate(Model):
+    """One composed resource: a Jinja2 template handled by a provider."""
+
+    name: DNSLabel = Field(description="Resource name; later templates read this resource's outputs under it.")
+    provider: str = Field(
+        pattern=PROVIDER_NAME_PATTERN, max_length=63,
+        description="Provider that applies it, e.g. kubernetes, aws-rds, aws-iam, vault.",
+    )
+    template: str = Field(
+        min_length=1, description="Jinja2 template producing YAML: a manifest, or the parameters of the cloud call."
+    )
+    when: str | None = Field(
+        default=None, description="Jinja2 expression; the resource is included only when it is truthy."
+    )
+    readiness: Literal["provider", "none"] = Field(
+        default="provider", description="provider: ask the provider whether it is ready; none: ready once applied."
+    )
+
+
+class CompositionSpec(Model):
+    """How one intent kind becomes concrete resources.
+
+    Selection: the intent's compositionRef, else a Composition whose selector and
+    namespaceSelector match, else the kind's default.
+    """
+
+    compositeKind: CompositeKind = Field(description="Intent kind this Composition renders.")
+    default: bool = Field(default=False, description="Use for intents of this kind that match no other Composition.")
+    selector: LabelSelector | None = Field(default=None, description="Match intents by their labels.")
+    namespaceSelector: LabelSelector | None = Field(
+        default=None, description="Match intents by their namespace's labels."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form values templates read as parameters.<key>."
+    )
+    generatedSecrets: Annotated[list[GeneratedSecret], UniqueBy("name")] = Field(
+        default_factory=list, description="Random values (e.g. passwords) generated once per intent."
+    )
+    resources: Annotated[list[ResourceTemplate], UniqueBy("name")] = Field(
+        min_length=1, description="Resources in order; later ones may read outputs of earlier ones."
+    )
+
+
+# --- IntentPolicy -------------------------------------------------------------------------
+
+
+class PolicyMatch(Model):
+    """Which intents a policy applies to."""
+
+    kinds: list[CompositeKind] = Field(min_length=1, description="Intent kinds checked.")
+    namespaceSelector: LabelSelector | None = Field(
+        default=None, description="Only intents in namespaces with these labels."
+    )
+
+
+class PolicyRule(Model):
+    """One CEL check; true means compliant."""
+
+    name: DNSLabel = Field(description="Rule name, shown in rejections, reports and exceptions.")
+    expression: str = Field(
+        min_length=1, description="CEL over object, rendered, namespaceObject and params; true means compliant."
+    )
+    message: str = Field(min_length=1, description="Shown when the rule is violated; say what to change.")
+
+
+class IntentPolicySpec(Model):
+    """A guardrail checked at admission and continuously, over the intent and what it renders to."""
+
+    match: PolicyMatch = Field(description="Which intents are checked.")
+    mode: Literal["Enforce", "Warn", "Audit"] = Field(
+        default="Enforce", description="Enforce: reject; Warn: admit with a warning; Audit: admit and report."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Free-form values rules read as params.<key>.")
+    rules: Annotated[list[PolicyRule], UniqueBy("name")] = Field(min_length=1, description="The checks.")
+
+
+# --- PolicyException ----------------------------------------------------------------------
+
+
+class IntentReference(Model):
+    """An intent in the exception's namespace."""
+
+    kind: CompositeKind = Field(description="Intent kind.")
+    name: ObjectName = Field(description="Intent name.")
+
+
+class PolicyExceptionSpec(Model):
+    """Exempts named intents from named rules of a policy until it expires."""
+
+    policy: ObjectName = Field(description="Name of the IntentPolicy.")
+    rules: list[DNSLabel] = Field(min_length=1, description="Names of the exempted rules.")
+    intents: list[IntentReference] = Field(min_length=1, description="Intents in this namespace that are exempted.")
+    expiresAt: AwareDatetime = Field(description="When the exception stops applying (RFC 3339).")
+    reason: str = Field(min_length=1, description="Why the exception is justified (audit).")
+
+
+COMPOSITION_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: Composition
+metadata:
+  name: postgres-in-cluster
+spec:
+  compositeKind: DatabaseIntent
+  default: true
+  parameters:
+    image: postgres
+  generatedSecrets:
+    - name: password
+  resources:
+    - name: connection
+      provider: kubernetes
+      template: |
+        apiVersion: v1
+        kind: Secret
+        metadata:
+          name: {{ intent.metadata.name }}-connection
+        stringData:
+          password: {{ generated.password }}
+"""
+
+INTENT_POLICY_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: IntentPolicy
+metadata:
+  name: encryption-required
+spec:
+  match:
+    kinds: [DatabaseIntent]
+  mode: Enforce
+  rules:
+    - name: storage-encrypted
+      expression: object.spec.encryption == true
+      message: set spec.encryption to true
+"""
+
+POLICY_EXCEPTION_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: PolicyException
+metadata:
+  name: legacy-reports-db
+spec:
+  policy: encryption-required
+  rules: [storage-encrypted]
+  intents:
+    - {kind: DatabaseIntent, name: legacy-reports}
+  expiresAt: "2030-01-01T00:00:00Z"
+  reason: migration of the legacy reporting database, ticket OPS-123
+"""

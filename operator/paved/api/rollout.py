@@ -1,0 +1,279 @@
+"""ProgressiveRollout: canary releases of a native Deployment, decided by metrics.
+
+All progress lives in status (step index, weight, check counters, capped history), so a
+restarted operator continues exactly where it stopped, and `status.message` says in one
+sentence why the rollout is where it is.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from paved.api.common import IntentStatus, LocalObjectReference, Model
+from paved.api.fields import (
+    HTTP_URL_PATTERN,
+    CelRule,
+    DNSLabel,
+    Duration,
+    FieldGroup,
+    ObjectName,
+    RuledModel,
+    Timestamp,
+    UniqueBy,
+)
+
+ANALYSIS_HISTORY_LIMIT = 50
+"""status.analysisHistory keeps at most this many measurements, newest last."""
+
+MAX_STEPS = 100
+
+Weight = Annotated[int, Field(ge=0, le=100)]
+Phase = Literal["Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
+Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
+WebhookType = Literal["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback"]
+
+
+class ServicePort(Model):
+    """The Service clients use; Paved derives the stable and canary Services from it."""
+
+    name: DNSLabel = Field(description="Name of the Service in front of the Deployment.")
+    port: int = Field(ge=1, le=65535, description="Service port receiving the traffic.")
+
+
+class GatewayAPIRouting(Model):
+    """Weights on a Gateway API HTTPRoute; Paved changes only the backendRefs it owns."""
+
+    httpRoute: ObjectName = Field(description="Name of the HTTPRoute that references the Service.")
+    namespace: DNSLabel | None = Field(
+        default=None, description="Namespace of the HTTPRoute; absent means the rollout's."
+    )
+
+
+class ReplicaRatioRouting(Model):
+    """No router: the weight is approximated by the ratio of canary to stable replicas."""
+
+
+class TrafficRouting(RuledModel):
+    """How traffic is split between stable and canary; exactly one router."""
+
+    field_groups = (FieldGroup(("gatewayAPI", "replicaRatio")),)
+
+    gatewayAPI: GatewayAPIRouting | None = Field(default=None, description="Gateway API HTTPRoute weights.")
+    replicaRatio: ReplicaRatioRouting | None = Field(
+        default=None, description="Replica-ratio approximation (no router)."
+    )
+
+
+class PauseStep(Model):
+    """Wait before the next step."""
+
+    duration: Duration | None = Field(default=None, description="How long; absent means until `paved rollout promote`.")
+
+
+class AnalysisStep(Model):
+    """Run the analysis now and wait for a verdict."""
+
+    metrics: list[str] | None = Field(
+        default=None, description="Names of spec.analysis.metrics to run; absent means all."
+    )
+
+
+class Step(RuledModel):
+    """One step of the rollout; exactly one action."""
+
+    field_groups = (FieldGroup(("setWeight", "pause", "analysis")),)
+
+    setWeight: Weight | None = Field(default=None, description="Send this percentage of traffic to the canary.")
+    pause: PauseStep | None = Field(default=None, description="Pause for a duration, or until promoted.")
+    analysis: AnalysisStep | None = Field(default=None, description="Run metric analysis as a gate.")
+
+
+class PrometheusSource(Model):
+    """The Prometheus server queried for metrics."""
+
+    address: str = Field(pattern=HTTP_URL_PATTERN, description="Base URL, e.g. http://prometheus.monitoring:9090.")
+
+
+class Metric(RuledModel):
+    """One health check of the canary: a PromQL instant query judged by CEL conditions."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.minSamples) || self.minSamples == 0 || has(self.samplesQuery)", "minSamples needs samplesQuery"
+        ),
+    )
+
+    name: DNSLabel = Field(description="Metric name, used in steps, status and messages.")
+    query: str = Field(min_length=1, description="PromQL instant query; the result is `result` in the conditions.")
+    successCondition: str = Field(
+        min_length=1, description="CEL over `result`; true means this measurement passed, e.g. result >= 0.95."
+    )
+    failureCondition: str | None = Field(
+        default=None, description="CEL over `result`; true means a severe breach that rolls back at once."
+    )
+    failureLimit: int = Field(default=1, ge=1, description="Failed measurements that trigger a rollback.")
+    minSamples: int = Field(
+        default=0, ge=0, description="Samples (from samplesQuery) required before a measurement counts."
+    )
+    samplesQuery: str | None = Field(
+        default=None, description="PromQL giving the sample count, e.g. the request count."
+    )
+    noData: Literal["hold", "fail", "pass"] = Field(
+        default="hold", description="When the query returns nothing: hold (extend the step), fail or pass."
+    )
+    maxHolds: int = Field(
+        default=5, ge=0, description="Holds allowed in one step before the rollout pauses as inconclusive."
+    )
+    warmup: Duration = Field(default="0s", description="Ignore measurements this long after a step starts.")
+    interval: Duration | None = Field(default=None, description="Measurement interval; default spec.analysis.interval.")
+
+    @model_validator(mode="after")
+    def _samples_need_query(self) -> Self:
+        if self.minSamples and not self.samplesQuery:
+            raise ValueError("minSamples needs samplesQuery")
+        return self
+
+
+class Analysis(Model):
+    """Metrics measured during every step and at analysis steps."""
+
+    prometheus: PrometheusSource = Field(description="Where the metrics come from.")
+    interval: Duration = Field(default="30s", description="Time between measurements.")
+    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, description="The checks.")
+
+
+class Webhook(Model):
+    """An HTTP call at a point of the rollout; a non-2xx answer or a timeout is a failed check."""
+
+    name: DNSLabel = Field(description="Webhook name.")
+    type: WebhookType = Field(description="When it is called.")
+    url: str = Field(pattern=HTTP_URL_PATTERN, description="URL receiving a POST with the rollout's state.")
+    timeout: Duration = Field(default="10s", description="Time allowed for an answer.")
+
+
+class ProgressiveRolloutSpec(RuledModel):
+    """Roll a Deployment's new pod template out as a canary, step by step, judged by metrics.
+
+    Give either steps, or the shorthand maxWeight + stepWeight + stepInterval.
+    """
+
+    field_groups = (
+        FieldGroup(("steps", "maxWeight"), text="set either steps or the maxWeight/stepWeight/stepInterval shorthand"),
+        FieldGroup(("maxWeight", "stepWeight", "stepInterval"), "all-or-none"),
+    )
+
+    targetRef: LocalObjectReference = Field(description="The Deployment (same namespace) to roll out.")
+    service: ServicePort = Field(description="The Service in front of the Deployment.")
+    trafficRouting: TrafficRouting = Field(
+        default_factory=lambda: TrafficRouting(replicaRatio=ReplicaRatioRouting()),
+        description="How traffic is split; absent means replicaRatio.",
+    )
+    steps: Annotated[list[Step], Field(max_length=MAX_STEPS)] | None = Field(
+        default=None, description="Explicit steps."
+    )
+    maxWeight: int | None = Field(
+        default=None, ge=1, le=100, description="Shorthand: final canary weight before promotion."
+    )
+    stepWeight: int | None = Field(default=None, ge=1, le=100, description="Shorthand: weight added per step.")
+    stepInterval: Duration | None = Field(default=None, description="Shorthand: time between steps.")
+    analysis: Analysis | None = Field(default=None, description="Metric analysis; absent means steps only.")
+    webhooks: Annotated[list[Webhook], UniqueBy("name")] = Field(default_factory=list, description="Webhooks.")
+
+    @model_validator(mode="after")
+    def _analysis_steps_name_metrics(self) -> Self:
+        """Analysis steps may only name declared metrics (too costly to check in CEL)."""
+        declared = {metric.name for metric in (self.analysis.metrics if self.analysis else [])}
+        for index, step in enumerate(self.steps or []):
+            if step.analysis is None:
+                continue
+            if not declared:
+                raise ValueError(f"steps[{index}].analysis needs spec.analysis.metrics")
+            unknown = sorted(set(step.analysis.metrics or []) - declared)
+            if unknown:
+                raise ValueError(f"steps[{index}].analysis.metrics: unknown metric(s) {', '.join(unknown)}")
+        return self
+
+    def expanded_steps(self) -> list[Step]:
+        """The explicit steps, or those the maxWeight/stepWeight/stepInterval shorthand means."""
+        if self.steps is not None:
+            return list(self.steps)
+        assert self.maxWeight and self.stepWeight and self.stepInterval  # guaranteed by field_groups
+        weights = list(range(self.stepWeight, self.maxWeight, self.stepWeight)) + [self.maxWeight]
+        steps: list[Step] = []
+        for weight in weights:
+            steps += [Step(setWeight=weight), Step(pause=PauseStep(duration=self.stepInterval))]
+        return steps
+
+
+class CheckCounters(Model):
+    """Verdict counts of one metric or webhook in the current step."""
+
+    failures: int = Field(default=0, ge=0, description="Failed measurements.")
+    holds: int = Field(default=0, ge=0, description="Measurements held for lack of data or samples.")
+    successes: int = Field(default=0, ge=0, description="Successful measurements.")
+
+
+class Measurement(Model):
+    """One analysis measurement."""
+
+    metric: str = Field(description="Metric (or webhook) name.")
+    value: float | None = Field(default=None, description="Query result; absent when there was no data.")
+    samples: float | None = Field(default=None, description="Sample count from samplesQuery, if any.")
+    verdict: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
+    at: Timestamp = Field(description="When it was measured.")
+
+
+class ProgressiveRolloutStatus(IntentStatus):
+    """Observed state of a rollout; enough to resume after an operator restart."""
+
+    phase: Phase | None = Field(
+        default=None, description="Initializing, Progressing, Paused, Promoting, Succeeded, RolledBack or Failed."
+    )
+    message: str | None = Field(default=None, description="One sentence saying why the rollout is in this phase.")
+    currentStepIndex: int | None = Field(default=None, ge=0, description="Index into the (expanded) steps.")
+    canaryWeight: Weight | None = Field(default=None, description="Percentage of traffic on the canary now.")
+    stableRevision: str | None = Field(default=None, description="Pod template hash of the stable version.")
+    canaryRevision: str | None = Field(default=None, description="Pod template hash of the canary version.")
+    stepStartedAt: Timestamp | None = Field(default=None, description="When the current step started.")
+    pauseUntil: Timestamp | None = Field(default=None, description="End of the current timed pause.")
+    checks: dict[str, CheckCounters] = Field(
+        default_factory=dict, description="Metric or webhook name -> verdict counts in this step."
+    )
+    analysisHistory: list[Measurement] = Field(
+        default_factory=list, max_length=ANALYSIS_HISTORY_LIMIT, description="Latest measurements, oldest first."
+    )
+
+
+EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: ProgressiveRollout
+metadata:
+  name: checkout
+spec:
+  targetRef: {name: checkout}
+  service: {name: checkout, port: 80}
+  trafficRouting:
+    gatewayAPI: {httpRoute: checkout}
+  steps:
+    - setWeight: 5
+    - pause: {duration: 1m}
+    - setWeight: 20
+    - pause: {duration: 1m}
+    - setWeight: 50
+    - analysis: {}
+  analysis:
+    prometheus: {address: http://prometheus.monitoring:9090}
+    interval: 30s
+    metrics:
+      - name: success-rate
+        query: |
+          sum(rate(http_requests_total{version="canary",code!~"5.."}[1m]))
+          / sum(rate(http_requests_total{version="canary"}[1m]))
+        successCondition: result >= 0.95
+        failureCondition: result < 0.8
+        failureLimit: 2
+        minSamples: 50
+        samplesQuery: sum(increase(http_requests_total{version="canary"}[1m]))
+"""
