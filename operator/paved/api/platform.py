@@ -52,6 +52,13 @@ class ResourceTemplate(Model):
     when: str | None = Field(
         default=None, description="Jinja2 expression; the resource is included only when it is truthy."
     )
+    forEach: str | None = Field(
+        default=None,
+        description=(
+            "Jinja2 expression giving a list of strings; the resource is rendered once per item, "
+            "named <name>-<item>, with the item in `item` (e.g. one Role per granted namespace)."
+        ),
+    )
     readiness: Literal["provider", "none"] = Field(
         default="provider", description="provider: ask the provider whether it is ready; none: ready once applied."
     )

@@ -1,0 +1,409 @@
+"""The shipped compositions (compositions/*.yaml) rendered with intents as the operator sees
+them: API defaults applied by the pydantic models, namespace and uid set."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paved.api.kinds import BY_KIND
+from paved.api.platform import CompositionSpec
+from paved.render import RenderError, RenderResult, render, select_composition
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSITIONS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted((ROOT / "compositions").glob("*.yaml"))}
+SEED = yaml.safe_load((ROOT / "examples/01-database/orders-db.yaml").read_text())
+POD_READER = yaml.safe_load((ROOT / "examples/02-agent-identity/pod-reader.yaml").read_text())
+CNPG_KEYS = {"host", "port", "dbname", "username", "password", "uri", "jdbc-uri"}
+RDS_IDENTIFIER = re.compile(r"^[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)$")
+UID = "6f1c2a9e-0000-4000-8000-000000000001"
+
+
+def as_operator_sees(
+    document: dict[str, Any], namespace: str = "orders", uid: str = UID, **overrides: Any
+) -> dict[str, Any]:
+    """The intent document the handlers pass to render: spec validated with defaults, then overrides."""
+    spec = BY_KIND[document["kind"]].parse_spec(document["spec"]).dump()
+    spec.update(overrides)
+    metadata = {"name": document["metadata"]["name"], "namespace": namespace, "uid": uid, "generation": 1, "labels": {}}
+    return {"apiVersion": document["apiVersion"], "kind": document["kind"], "metadata": metadata, "spec": spec}
+
+
+def by_name(result: RenderResult) -> dict[str, Any]:
+    return {resource.name: resource for resource in result.resources}
+
+
+def test_shipped_compositions_are_valid_composition_objects() -> None:
+    """Every shipped file must pass the API model the cluster validates Compositions with."""
+    assert set(COMPOSITIONS) >= {"postgres-aws-rds", "postgres-in-cluster", "agent-identity-default"}
+    for name, document in COMPOSITIONS.items():
+        assert (document["apiVersion"], document["kind"], document["metadata"]["name"]) == (
+            "paved.dev/v1alpha1",
+            "Composition",
+            name,
+        )
+        CompositionSpec.model_validate(document["spec"])
+
+
+# --------------------------------------------------------------------------- DatabaseIntent on RDS
+
+
+def test_seed_renders_to_the_exact_rds_parameters() -> None:
+    result = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED))
+    assert [r.name for r in result.resources] == ["instance", "connection-secret", "network-policy"]
+    instance = by_name(result)["instance"]
+    assert (instance.provider, instance.pending) == ("aws-rds", False)
+    params = instance.body
+    assert params["Engine"] == "postgres" and params["EngineVersion"] == "16"
+    assert params["MultiAZ"] is True and params["StorageEncrypted"] is True
+    assert params["BackupRetentionPeriod"] == 30
+    assert params["DBInstanceClass"] == "db.t3.micro" and params["AllocatedStorage"] == 20
+    assert params["Port"] == 5432 and params["DeletionProtection"] is False and params["CopyTagsToSnapshot"] is True
+    assert params["MasterUserPassword"] == "<generated:masterPassword>"
+    assert RDS_IDENTIFIER.fullmatch(params["DBInstanceIdentifier"])
+    assert params["DBInstanceIdentifier"].startswith("paved-orders-orders-db-")
+    assert {tag["Key"]: tag["Value"] for tag in params["Tags"]} == {
+        "paved.dev/namespace": "orders",
+        "paved.dev/name": "orders-db",
+        "paved.dev/uid": UID,
+        "app.kubernetes.io/managed-by": "paved",
+    }
+
+
+def test_identifier_is_stable_for_an_intent_and_unique_per_uid() -> None:
+    first = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body
+    again = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body
+    other = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED, uid="another")).resources[0].body
+    assert first["DBInstanceIdentifier"] == again["DBInstanceIdentifier"] != other["DBInstanceIdentifier"]
+
+
+def test_network_policy_admits_exactly_the_allowed_namespaces_to_the_port() -> None:
+    policy = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)))["network-policy"].body
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == "orders"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"paved.dev/database": "orders-db"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "orders-app"}}}],
+            "ports": [{"protocol": "TCP", "port": 5432}],
+        }
+    ]
+
+
+def test_network_policy_narrows_to_pods_and_is_omitted_without_allow_from() -> None:
+    spec = {
+        **SEED["spec"],
+        "network": {"allowFrom": [{"namespace": "a", "podSelector": {"matchLabels": {"app": "api"}}}]},
+    }
+    policy = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": spec})))[
+        "network-policy"
+    ]
+    assert policy.body["spec"]["ingress"][0]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "a"}},
+            "podSelector": {"matchLabels": {"app": "api"}},
+        }
+    ]
+    open_spec = {key: value for key, value in SEED["spec"].items() if key != "network"}
+    names = [
+        r.name
+        for r in render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": open_spec})).resources
+    ]
+    assert names == ["instance", "connection-secret"]
+
+
+def test_connection_secret_has_the_cnpg_keys_and_waits_for_the_endpoint() -> None:
+    composition = COMPOSITIONS["postgres-aws-rds"]
+    offline = by_name(render(composition, as_operator_sees(SEED)))["connection-secret"]
+    assert offline.pending and offline.depends_on == ("instance",)
+    assert offline.body["metadata"] == {
+        "name": "orders-db-connection",
+        "namespace": "orders",
+        "labels": {"app.kubernetes.io/managed-by": "paved", "paved.dev/database": "orders-db"},
+    }
+    assert set(offline.body["stringData"]) == CNPG_KEYS
+    assert offline.body["stringData"]["host"] == "<pending:instance.address>"
+
+    online = render(
+        composition,
+        as_operator_sees(SEED),
+        outputs={"instance": {"address": "db.example", "port": 5432}},
+        generated={"masterPassword": "Pw0123456789"},
+    )
+    secret = by_name(online)["connection-secret"]
+    assert not secret.pending
+    assert secret.body["stringData"] == {
+        "host": "db.example",
+        "port": "5432",
+        "dbname": "app",
+        "username": "paved",
+        "password": "Pw0123456789",
+        "uri": "postgresql://paved:Pw0123456789@db.example:5432/app",
+        "jdbc-uri": "jdbc:postgresql://db.example:5432/app?password=Pw0123456789&user=paved",
+    }
+    assert by_name(online)["instance"].body["MasterUserPassword"] == "Pw0123456789"
+    assert "Pw0123456789" not in online.hash
+
+
+def test_connection_secret_name_size_and_mysql() -> None:
+    spec = {
+        **SEED["spec"],
+        "engine": "mysql",
+        "version": "8.0.35",
+        "size": "large",
+        "connectionSecret": {"name": "creds"},
+    }
+    result = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": spec})))
+    assert result["instance"].body["Engine"] == "mysql" and result["instance"].body["Port"] == 3306
+    assert result["instance"].body["DBInstanceClass"] == "db.m6g.large"
+    assert result["connection-secret"].body["metadata"]["name"] == "creds"
+    assert result["connection-secret"].body["stringData"]["jdbc-uri"].startswith("jdbc:mysql://")
+    assert result["network-policy"].body["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 3306}]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"version": "13"}, "spec.version", 'postgresql version "13" is not supported; use one of: 14, 15, 16, 17'),
+        ({"version": "8.0"}, "spec.version", "not supported"),
+        ({"engine": "oracle"}, "spec.engine", 'engine "oracle" is not offered'),
+        ({"backup": {"retentionDays": 40}}, "spec.backup.retentionDays", "from 0 to 35"),
+        ({"backup": {"retentionDays": -1}}, "spec.backup.retentionDays", "from 0 to 35"),
+        ({"size": "huge"}, "spec.size", "use one of: small, medium, large"),
+    ],
+)
+def test_bad_database_input_is_refused_with_the_field(overrides: dict[str, Any], field: str, words: str) -> None:
+    # Overrides bypass the API model on purpose: the composition must hold on its own
+    # (a platform composition may be stricter than the schema, e.g. fewer versions).
+    with pytest.raises(RenderError) as error:
+        render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED, **overrides))
+    assert error.value.field == field
+    assert words in error.value.message
+    assert (error.value.composition, error.value.resource) == ("postgres-aws-rds", "instance")
+    assert isinstance(error.value.line, int)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    namespace=st.from_regex(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", fullmatch=True),
+    name=st.from_regex(r"^[a-z0-9]([-a-z0-9.]{0,120}[a-z0-9])?$", fullmatch=True),
+    uid=st.uuids().map(str),
+)
+def test_rds_identifier_is_always_valid(namespace: str, name: str, uid: str) -> None:
+    document = {**SEED, "metadata": {"name": name}}
+    identifier = (
+        render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(document, namespace, uid))
+        .resources[0]
+        .body["DBInstanceIdentifier"]
+    )
+    assert RDS_IDENTIFIER.fullmatch(identifier) and len(identifier) <= 63
+
+
+# --------------------------------------------------------------------------- DatabaseIntent in the cluster
+
+
+def test_dev_namespaces_get_the_in_cluster_composition() -> None:
+    intent = as_operator_sees(SEED)
+    compositions = list(COMPOSITIONS.values())
+    assert (
+        select_composition(intent, compositions, {"paved.dev/environment": "dev"})["metadata"]["name"]
+        == "postgres-in-cluster"
+    )
+    assert (
+        select_composition(intent, compositions, {"paved.dev/environment": "prod"})["metadata"]["name"]
+        == "postgres-aws-rds"
+    )
+
+
+def test_in_cluster_database_needs_no_cloud_and_no_outputs() -> None:
+    result = render(COMPOSITIONS["postgres-in-cluster"], as_operator_sees(SEED))
+    resources = by_name(result)
+    assert list(resources) == ["connection-secret", "service", "statefulset", "network-policy"]
+    assert {r.provider for r in result.resources} == {"kubernetes"} and not any(r.pending for r in result.resources)
+    statefulset = resources["statefulset"].body
+    assert statefulset["spec"]["replicas"] == 1
+    assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.io/library/postgres:16"
+    assert any("availability" in warning for warning in result.warnings)
+    secret = resources["connection-secret"].body["stringData"]
+    assert set(secret) == CNPG_KEYS and secret["host"] == "orders-db.orders.svc" and secret["port"] == "5432"
+    assert resources["service"].body["spec"]["selector"] == {"paved.dev/database": "orders-db"}
+    assert resources["network-policy"].body["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+
+
+def test_in_cluster_refuses_mysql() -> None:
+    with pytest.raises(RenderError) as error:
+        render(COMPOSITIONS["postgres-in-cluster"], as_operator_sees(SEED, engine="mysql", version="8.0"))
+    assert error.value.field == "spec.engine"
+
+
+# --------------------------------------------------------------------------- AgentIdentity
+
+
+def identity(
+    namespace: str = "agents", params: dict[str, Any] | None = None, **spec: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    composition = json.loads(json.dumps(COMPOSITIONS["agent-identity-default"]))
+    composition["spec"]["parameters"].update(params or {})
+    document = {**POD_READER, "spec": {**POD_READER["spec"], **spec}}
+    return composition, as_operator_sees(document, namespace)
+
+
+def test_pod_reader_gets_exactly_its_rules_in_its_namespace() -> None:
+    composition, intent = identity()
+    resources = by_name(render(composition, intent))
+    assert list(resources) == ["service-account", "role-agents", "binding-agents"]
+    account = resources["service-account"]
+    assert not account.pending and "annotations" not in account.body["metadata"]
+    assert account.body["metadata"]["name"] == "pod-reader"
+    role, binding = resources["role-agents"].body, resources["binding-agents"].body
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "agents"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pod-reader", "namespace": "agents"}]
+
+
+def test_one_role_per_namespace_with_only_the_rules_that_apply_there() -> None:
+    deploy = {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "patch"],
+        "resourceNames": ["web"],
+        "namespaces": ["shop", "agents"],
+    }
+    logs = {"resources": ["pods/log"], "verbs": ["get"], "namespaces": ["shop", "ops"]}
+    composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], deploy, logs])
+    resources = by_name(render(composition, intent))
+    assert list(resources) == [
+        "service-account",
+        "role-agents",
+        "role-shop",
+        "role-ops",
+        "binding-agents",
+        "binding-shop",
+        "binding-ops",
+    ]
+    deploy_rule = {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "patch"],
+        "resourceNames": ["web"],
+    }
+    logs_rule = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}
+    assert resources["role-agents"].body["rules"][1:] == [deploy_rule, logs_rule]
+    assert resources["role-shop"].body["rules"] == [deploy_rule, logs_rule]
+    assert resources["role-ops"].body["rules"] == [logs_rule]
+    for namespace in ("agents", "shop", "ops"):
+        assert resources[f"role-{namespace}"].body["metadata"]["namespace"] == namespace
+        assert resources[f"binding-{namespace}"].body["subjects"][0]["namespace"] == "agents"
+
+
+@pytest.mark.parametrize(
+    ("capability", "field"),
+    [
+        ({"resources": ["pods"], "verbs": ["*"]}, "spec.capabilities[1].verbs"),
+        ({"resources": ["*"], "verbs": ["get"]}, "spec.capabilities[1].resources"),
+        ({"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]}, "spec.capabilities[1].apiGroups"),
+        ({"resources": ["pods"], "verbs": ["impersonate"]}, "spec.capabilities[1].verbs"),
+    ],
+)
+def test_wildcards_and_unknown_verbs_are_refused(capability: dict[str, Any], field: str) -> None:
+    composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], capability])
+    with pytest.raises(RenderError) as error:
+        render(composition, intent)
+    assert error.value.field == field and error.value.composition == "agent-identity-default"
+
+
+def test_wildcards_pass_when_the_platform_allows_them() -> None:
+    composition, intent = identity(
+        params={"allowWildcards": True}, capabilities=[{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+    )
+    assert by_name(render(composition, intent))["role-agents"].body["rules"] == [
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}
+    ]
+
+
+def test_vault_policy_and_role_grant_exactly_the_declared_paths() -> None:
+    secrets = [{"path": "secret/data/agents/reporter/*", "capabilities": ["read", "list"]}, {"path": "kv/data/shared"}]
+    composition, intent = identity(secrets=secrets, tokenTTL="10m")
+    resources = by_name(render(composition, intent))
+    policy, role = resources["vault-policy"], resources["vault-role"]
+    assert (policy.provider, role.provider) == ("vault-policy", "vault-k8s-role")
+    assert policy.body["policy"] == (
+        'path "secret/data/agents/reporter/*" {\n  capabilities = ["read", "list"]\n}\n'
+        'path "kv/data/shared" {\n  capabilities = ["read"]\n}\n'
+    )
+    assert role.body == {
+        "mount_point": "kubernetes",
+        "name": policy.body["name"],
+        "bound_service_account_names": ["pod-reader"],
+        "bound_service_account_namespaces": ["agents"],
+        "token_ttl": "10m",
+        "token_max_ttl": "10m",
+        "audience": "paved",
+        "token_policies": [policy.body["name"]],
+    }
+    composition, intent = identity(secrets=[{"path": "*"}])
+    with pytest.raises(RenderError) as error:
+        render(composition, intent)
+    assert error.value.field == "spec.secrets[0].path"
+
+
+def test_iam_role_trusts_exactly_this_service_account_and_annotates_it() -> None:
+    aws = {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::reports/*"]}
+    composition, intent = identity(
+        params={
+            "aws": {
+                **COMPOSITIONS["agent-identity-default"]["spec"]["parameters"]["aws"],
+                "oidcIssuer": "https://oidc.example/id/ABC",
+            }
+        },
+        cloud={"aws": aws},
+    )
+    offline = by_name(render(composition, intent))
+    assert list(offline)[:2] == ["iam-role", "service-account"]
+    role = offline["iam-role"].body
+    assert RDS_IDENTIFIER.fullmatch(role["RoleName"].lower()) and len(role["RoleName"]) <= 64
+    trust = json.loads(role["AssumeRolePolicyDocument"])
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.example/id/ABC"}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "oidc.example/id/ABC:sub": "system:serviceaccount:agents:pod-reader",
+            "oidc.example/id/ABC:aud": "sts.amazonaws.com",
+        }
+    }
+    (inline,) = role["InlinePolicies"]
+    assert json.loads(inline["PolicyDocument"])["Statement"] == [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::reports/*"]}
+    ]
+    account = offline["service-account"]
+    assert account.pending and account.depends_on == ("iam-role",)
+    assert account.body["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "<pending:iam-role.arn>"}
+    arn = "arn:aws:iam::123456789012:role/paved/x"
+    online = by_name(render(composition, intent, outputs={"iam-role": {"arn": arn}}))["service-account"]
+    assert not online.pending and online.body["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn
+
+
+def test_iam_needs_an_issuer_and_refuses_the_star_action() -> None:
+    composition, intent = identity(cloud={"aws": {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::b"]}})
+    with pytest.raises(RenderError, match="oidcIssuer") as error:
+        render(composition, intent)
+    assert error.value.field == "spec.cloud.aws"
+    params = {"aws": {**composition["spec"]["parameters"]["aws"], "oidcIssuer": "oidc.example"}}
+    composition, intent = identity(params=params, cloud={"aws": {"actions": ["*"], "resources": ["*"]}})
+    with pytest.raises(RenderError) as star:
+        render(composition, intent)
+    assert star.value.field == "spec.cloud.aws.actions[0]"
