@@ -12,6 +12,7 @@ from paved.commands.crds import crds
 from paved.commands.dev import dev
 from paved.commands.render import render
 from paved.commands.run import run
+from paved.commands.validate import validate
 
 
 @click.group()
@@ -20,5 +21,5 @@ def main() -> None:
     """Paved: intent-driven platform operator for Kubernetes."""
 
 
-for _command in (run, dev, render, crds):
+for _command in (run, dev, render, validate, crds):
     main.add_command(_command)
