@@ -1,11 +1,117 @@
-"""`paved dev`: Local real control plane: up, down, env (owned by paved.dev)."""
+"""`paved dev`: a real local control plane (etcd, kube-apiserver, controllers, kwok).
+
+The implementation lives in paved.dev.controlplane; this module only parses options and
+prints. It is imported by `paved --help`, so paved.dev is imported inside the commands.
+"""
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from paved.dev.controlplane import ControlPlane
+
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where this control plane keeps data, certificates, logs and ports "
+    "[default: $PAVED_DEV_DIR or ~/.cache/paved/dev].",
+)
+
+
+def _control_plane(state_dir: Path | None, assets: Path | None = None) -> ControlPlane:
+    from paved.dev.controlplane import ControlPlane
+
+    return ControlPlane(state_dir, assets, log=lambda message: click.echo(message, err=True))
 
 
 @click.group()
 def dev() -> None:
-    """Local real control plane: up, down, env (owned by paved.dev)."""
-    raise click.ClickException("not implemented yet")
+    """Local real control plane: build, up, down, env."""
+
+
+@dev.command()
+@_STATE_DIR
+@click.option(
+    "--assets",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with prebuilt binaries (like KUBEBUILDER_ASSETS); the missing ones are built.",
+)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds to wait.")
+def up(state_dir: Path | None, assets: Path | None, timeout: float) -> None:
+    """Start the control plane, or reuse it if it already runs."""
+    from paved.dev.binaries import BinaryError
+    from paved.dev.controlplane import ControlPlaneError
+
+    plane = _control_plane(state_dir, assets)
+    try:
+        result = plane.up(timeout=timeout)
+    except (BinaryError, ControlPlaneError) as error:
+        raise click.ClickException(str(error)) from error
+    timings = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.timings.items())
+    verb = "already running" if result.reused else "started"
+    click.echo(
+        f"control plane {verb} at {result.server} in {result.total:.1f}s ({timings})", err=True
+    )
+    click.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
+
+
+@dev.command()
+@click.option(
+    "--assets",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with prebuilt binaries (like KUBEBUILDER_ASSETS); the missing ones are built.",
+)
+def build(assets: Path | None) -> None:
+    """Build (or find) the control-plane binaries and fetch the Gateway API CRDs; print paths.
+
+    Safe to run repeatedly: cached binaries are reused, so this is what bootstrap scripts call.
+    """
+    from paved.dev.binaries import BinaryError, ensure_binaries, gateway_api_crd_dir, go_module_dir
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    try:
+        binaries = ensure_binaries(assets, log=log)
+        crds = gateway_api_crd_dir()
+        go_module_dir("kwok", "sigs.k8s.io/kwok")  # its RBAC role is read at `up`
+    except BinaryError as error:
+        raise click.ClickException(str(error)) from error
+    for name, path in binaries.items():
+        click.echo(f"{name}\t{path}")
+    click.echo(f"gateway-api-crds\t{crds}")
+
+
+@dev.command()
+@_STATE_DIR
+@click.option("--purge", is_flag=True, help="Also delete the state dir (data, certificates, logs).")
+def down(state_dir: Path | None, purge: bool) -> None:
+    """Stop the control plane."""
+    plane = _control_plane(state_dir)
+    plane.down(purge=purge)
+    click.echo(
+        f"control plane in {plane.state_dir} stopped" + (" and removed" if purge else ""), err=True
+    )
+
+
+@dev.command()
+@_STATE_DIR
+def env(state_dir: Path | None) -> None:
+    """Print shell exports for the control plane: eval "$(paved dev env)"."""
+    from paved.dev.controlplane import ControlPlaneError
+
+    plane = _control_plane(state_dir)
+    try:
+        kubectl = plane.kubectl_path
+    except ControlPlaneError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
+    click.echo(f"export PAVED_KUBECTL={shlex.quote(str(kubectl))}")
