@@ -7,7 +7,7 @@ sentence why the rollout is where it is.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -124,7 +124,7 @@ class Metric(RuledModel):
         default="hold", description="When the query returns nothing: hold (extend the step), fail or pass."
     )
     maxHolds: int = Field(
-        default=5, ge=0, description="Holds allowed in one step before the rollout pauses as inconclusive."
+        default=5, ge=1, description="Consecutive inconclusive results allowed before the rollout pauses with the reason."
     )
     warmup: Duration = Field(default="0s", description="Ignore measurements this long after a step starts.")
     interval: Duration | None = Field(default=None, description="Measurement interval; default spec.analysis.interval.")
@@ -239,10 +239,21 @@ class ProgressiveRolloutStatus(IntentStatus):
     stepStartedAt: Timestamp | None = Field(default=None, description="When the current step started.")
     pauseUntil: Timestamp | None = Field(default=None, description="End of the current timed pause.")
     checks: dict[str, CheckCounters] = Field(
-        default_factory=dict, description="Metric or webhook name -> verdict counts in this step."
+        default_factory=dict,
+        description=(
+            "Metric or webhook name -> verdict counts: failures and successes over the whole rollout, "
+            "holds as consecutive inconclusive results."
+        ),
     )
     analysisHistory: list[Measurement] = Field(
         default_factory=list, max_length=ANALYSIS_HISTORY_LIMIT, description="Latest measurements, oldest first."
+    )
+    progress: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The state machine's own bookkeeping (stage, pending requests, used command ids). "
+            "Kept in status so a restarted operator continues exactly where it stopped; not for humans."
+        ),
     )
 
 

@@ -1,0 +1,34 @@
+"""The ProgressiveRollout core: a pure canary state machine.
+
+`decide(spec, status, observation, now)` returns the status to write and the actions to
+execute; `validate_spec(spec)` lists every field that stops a spec from running. No kopf,
+no Kubernetes client, no clock. A handler tick is:
+
+    observation = <read target, stable, canary, route weights, command, pending answers>
+    decision = decide(spec, status, observation, now)
+    write decision.status                      # first: status is the intent
+    for action in decision.actions: execute    # in order; stop at the first failure
+    if Measure/RunWebhook were among them: answer them and call decide again now
+    else: come back after RequeueAfter (or on the next watch event)
+
+See `paved.rollout.actions` for what each action means and `paved.rollout.simulate` for a
+handler that plays this loop on synthetic time.
+"""
+
+from paved.rollout.actions import (
+    Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
+    ScaleCanary, ScaleStable, SetWeights,
+)
+from paved.rollout.machine import HISTORY_LIMIT, Decision, decide
+from paved.rollout.observation import (
+    Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
+)
+from paved.rollout.plan import FieldError, RolloutPlan, SpecError, read_plan, validate_spec
+from paved.rollout.state import Phase, Stage
+
+__all__ = [
+    "Action", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
+    "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
+    "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleStable", "SetWeights", "SpecError",
+    "Stage", "TargetState", "WebhookResult", "Weights", "WorkloadState", "decide", "read_plan", "validate_spec",
+]

@@ -1,0 +1,104 @@
+"""What the state machine asks the handler to do, as plain immutable data.
+
+The handler writes the decision's status first, then executes its actions in order and
+stops at the first failure. Every action is idempotent (set a count, set a weight, apply a
+template): when the cluster lags behind status after a crash or a failed action, the next
+decision re-sends what is missing. Webhooks are at-least-once and carry a stable `key` for
+receivers that need to de-duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+
+@dataclass(frozen=True)
+class EnsureCanary:
+    """Create or update the canary workload with the target's pod template at `revision`,
+    scaled to `replicas`."""
+
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleStable:
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleCanary:
+    replicas: int
+
+
+@dataclass(frozen=True)
+class PromoteStableTemplate:
+    """Copy the target's pod template at `revision` into the stable workload (it rolls while
+    it serves no traffic)."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    """Set the route weights; the router must read them back and fail the action (stopping
+    the remaining actions) when they differ, because later actions rely on them."""
+
+    stable: int
+    canary: int
+
+
+@dataclass(frozen=True)
+class RunWebhook:
+    """Call a webhook (POST) and report `WebhookResult` under `key` in a later observation.
+
+    `key` is stable across retries of the same call: send it (e.g. as `X-Paved-Webhook-Key`)
+    so a receiver can de-duplicate an at-least-once delivery after an operator restart.
+    """
+
+    type: str
+    name: str
+    url: str
+    timeout_seconds: float
+    key: str
+    revision: str
+    step_index: int
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    name: str
+    query: str
+    samples_query: str | None = None
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Run these instant queries now and report each as `MetricMeasurement(request_id=...)`.
+
+    The handler normally measures at once and calls `decide` again with the results.
+    """
+
+    request_id: str
+    metrics: tuple[MetricQuery, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class RequeueAfter:
+    """Call `decide` again after this many seconds (the next step or measurement is due)."""
+
+    seconds: float
+
+
+Action = Union[
+    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, SetWeights,
+    RunWebhook, Measure, Event, RequeueAfter,
+]
