@@ -1,0 +1,630 @@
+"""The composed reconcile every intent kind shares: spec -> composition -> render -> providers.
+
+One function, `reconcile`, takes an intent as read from the API server and makes the world
+match it, in a fixed, visible order:
+
+1. validate the spec with the kind's pydantic model (defaults applied)  -> InvalidSpec
+2. read the namespace's labels, select the Composition                  -> NoComposition
+3. render every resource with placeholders for generated values; any RenderError stops
+   here, BEFORE anything is written (nothing half-created)              -> RenderFailed
+4. get or create the generated-secrets Secret (values made once, never logged)
+5. apply each non-pending resource in order through its provider, feed its outputs to the
+   next render pass, repeat until nothing more can be applied           -> ProviderError
+6. prune Kubernetes children the intent no longer renders
+7. build the new status (Ready, Synced, observedGeneration, composition, renderHash,
+   resources) and the delta against the old one
+
+Quiet at idle: when the render hash equals status.renderHash, step 5 first observes each
+resource and writes only the missing or drifted ones, and the status delta of an unchanged
+reconcile is empty, so a resumed or re-listed intent causes no write at all.
+
+Callers: the Kopf handlers of each kind (status through Kopf's patch, `raise_for_kopf` for
+retries), the children watch (drift of owned objects) and Composition changes (both write
+status with paved.kube.status). Kinds register an `IntentKind` so those generic paths can
+reconcile any intent from its ownerReference.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from paved import API_VERSION
+from paved import metrics
+from paved.api.common import READY, SYNCED, Model
+from paved.api.kinds import SpecError, kind_info
+from paved.kube import apply as kube
+from paved.kube import events, status as kube_status
+from paved.kube.client import ApiError
+from paved.providers import base as providers
+from paved.providers.base import Observation, Owner, ProviderError
+from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
+from paved.render.types import RenderedResource
+
+log = logging.getLogger(__name__)
+
+KUBERNETES = "kubernetes"
+GENERATED_SUFFIX = "-paved-generated"
+MAX_PASSES = 16  # render/apply passes; a composition deeper than this is a cycle
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+HANDLER_RETRIES = 40  # with the backoff above: about three hours of retrying, then a condition
+
+# Condition reasons (CamelCase, stable: users and kstatus tooling match on them).
+REASON_READY = "Ready"
+REASON_APPLIED = "Applied"
+REASON_WAITING = "Waiting"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_NO_COMPOSITION = "NoComposition"
+REASON_RENDER_FAILED = "RenderFailed"
+REASON_PROVIDER_ERROR = "ProviderError"
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+@dataclass(frozen=True)
+class IntentKind:
+    """What the generic reconcile needs to know about one intent kind.
+
+    `status_extras(body, result, old_status)` adds kind-specific status fields (an
+    identity's serviceAccount and grants); it must be deterministic so that an unchanged
+    reconcile gives an unchanged status. `audit(owner, old_status, new_status)` posts the
+    kind's own Events when the status changed (an identity's Granted/Revoked).
+    `refine(outcome, body)` may adjust the outcome's status and delta (a database's
+    Synced=False on immutable drift); it runs inside `reconcile`, so the Kopf handler, the
+    drift watch and Composition re-renders all see the same status.
+    `deletion_policy(spec)` tells providers what to do with external resources on deletion
+    (Delete, Retain, Snapshot).
+    """
+
+    kind: str
+    status_extras: Callable[[Mapping[str, Any], ComposeResult, Mapping[str, Any]], dict[str, Any]] | None = None
+    audit: Callable[[Owner, Mapping[str, Any], Mapping[str, Any]], None] | None = None
+    refine: Callable[[Outcome, Mapping[str, Any]], Outcome] | None = None
+    deletion_policy: Callable[[Model], str] = lambda spec: "Delete"
+
+    @property
+    def api_version(self) -> str:
+        return API_VERSION
+
+    @property
+    def plural(self) -> str:
+        return kind_info(self.kind).plural
+
+    def parse_spec(self, body: Mapping[str, Any]) -> Model:
+        return kind_info(self.kind).parse_spec(body.get("spec"))
+
+
+_KINDS: dict[str, IntentKind] = {}
+
+
+def register_kind(intent_kind: IntentKind) -> IntentKind:
+    """Make `intent_kind` reachable by the generic paths (children watch, composition changes)."""
+    _KINDS[intent_kind.kind] = intent_kind
+    return intent_kind
+
+
+def registered_kind(kind: str) -> IntentKind | None:
+    return _KINDS.get(kind)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ComposeError:
+    """Why a reconcile stopped; `message` names the field and never holds secret values."""
+
+    reason: str
+    message: str
+    field: str | None = None
+    retryable: bool = False
+
+
+@dataclass
+class ResourceState:
+    """What happened to one composed resource in this reconcile."""
+
+    resource: RenderedResource
+    observation: Observation
+    corrected: list[str] = field(default_factory=list)  # drifted field paths that were restored
+    written: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.observation.exists and (self.resource.readiness == "none" or self.observation.ready)
+
+    def status_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": self.resource.name,
+            "provider": self.resource.provider,
+            "externalId": self.observation.external_id or None,
+            "ready": self.ready,
+        }
+        if not self.ready and self.observation.message:
+            entry["message"] = self.observation.message
+        return {key: value for key, value in entry.items() if value is not None}
+
+
+@dataclass
+class ComposeResult:
+    """The typed outcome of one composed reconcile (no I/O left to do except the status write)."""
+
+    generation: int | None
+    spec: Model | None = None
+    composition: str | None = None
+    render_hash: str | None = None
+    states: list[ResourceState] = field(default_factory=list)
+    pending: list[RenderedResource] = field(default_factory=list)  # not applied: waiting for outputs, or stopped by an error
+    pruned: list[str] = field(default_factory=list)
+    error: ComposeError | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and not self.pending and all(state.ready for state in self.states)
+
+    @property
+    def written(self) -> bool:
+        return any(state.written for state in self.states) or bool(self.pruned)
+
+    @property
+    def corrected(self) -> list[str]:
+        return [f"{s.observation.external_id or s.resource.name} ({', '.join(s.corrected)})" for s in self.states if s.corrected]
+
+    def waiting_for(self) -> list[str]:
+        return [state.resource.name for state in self.states if not state.ready] + [r.name for r in self.pending]
+
+    @property
+    def result_label(self) -> str:
+        """Low-cardinality outcome for reconcile_total."""
+        if self.error is not None:
+            return "error" if self.error.retryable else "invalid"
+        if not self.ready:
+            return "waiting"
+        return "ready" if self.written else "unchanged"
+
+
+@dataclass
+class Outcome:
+    """A reconcile plus the status it implies: `delta` is what must be written ({} = nothing)."""
+
+    result: ComposeResult
+    status: dict[str, Any]
+    delta: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    metadata = body.get("metadata") or {}
+    return Owner(
+        api_version=body.get("apiVersion", API_VERSION),
+        kind=body.get("kind", ""),
+        name=metadata.get("name", ""),
+        namespace=metadata.get("namespace"),
+        uid=metadata.get("uid", ""),
+        generation=metadata.get("generation"),
+    )
+
+
+def in_scope(namespace: str | None, memo: Mapping[str, Any] | None) -> bool:
+    """Whether this operator serves `namespace` (`paved run --namespace` puts them in Kopf's memo).
+
+    Kopf filters watch events by namespace itself; this guards the paths that find intents
+    on their own (children's owner annotations, Composition re-renders).
+    """
+    namespaces = (memo or {}).get("namespaces")
+    return not namespaces or namespace in namespaces
+
+
+def compositions_from(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Compositions as a list, from a Kopf index ({name: Store}) or any iterable of dicts."""
+    if isinstance(index, Mapping):
+        return [composition for store in index.values() for composition in store]
+    return list(index)
+
+
+_locks_guard = threading.Lock()
+_locks: weakref.WeakValueDictionary[str, threading.RLock] = weakref.WeakValueDictionary()
+
+
+def owner_lock(uid: str) -> threading.RLock:
+    """One lock per intent, so a drift restore and a Kopf handler never interleave on it."""
+    with _locks_guard:
+        lock = _locks.get(uid)
+        if lock is None:
+            lock = threading.RLock()
+            _locks[uid] = lock
+        return lock
+
+
+def backoff(retry: int) -> float:
+    """Exponential backoff with jitter for Kopf TemporaryError delays: 2 s, 4 s, ... <= 300 s."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)
+
+
+def intent_document(body: Mapping[str, Any], spec: Model) -> dict[str, Any]:
+    """The intent as templates see it: identity, labels and the spec WITH defaults applied."""
+    metadata = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body.get("kind"),
+        "metadata": {
+            key: metadata.get(key)
+            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
+            if metadata.get(key) is not None
+        },
+        "spec": spec.dump(),
+    }
+
+
+def namespace_labels(namespace: str | None) -> dict[str, str]:
+    if not namespace:
+        return {}
+    live = kube.get("v1", "Namespace", namespace)
+    return dict(((live or {}).get("metadata") or {}).get("labels") or {})
+
+
+def generated_secret_name(owner: Owner) -> str:
+    return f"{owner.name}{GENERATED_SUFFIX}"
+
+
+def ensure_generated(composition: Mapping[str, Any], owner: Owner) -> dict[str, str]:
+    """Values of the composition's generatedSecrets, made once and kept in `<name>-paved-generated`.
+
+    Created with POST (never overwritten); a name declared later is added with a
+    resourceVersion-guarded merge patch, so two racing reconciles cannot both win.
+    """
+    if not declared_secrets(composition):
+        return {}
+    name = generated_secret_name(owner)
+    for _attempt in range(3):
+        live = kube.get("v1", "Secret", name, owner.namespace)
+        existing = _decode(live)
+        values = generate_missing(composition, existing)
+        if live is None:
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name}, "data": _encode(values)}
+            if kube.create(body, owner) is not None:
+                return values
+            continue  # a concurrent reconcile created it first: read theirs
+        missing = {key: value for key, value in values.items() if key not in existing}
+        if not missing:
+            return values
+        try:  # resourceVersion-guarded: a concurrent writer makes this fail with 409, then re-read
+            kube.merge_patch(live, {"data": _encode(missing)})
+            return values
+        except ApiError as error:
+            if error.status != 409:
+                raise
+    raise ProviderError(f"Secret {owner.namespace}/{name} keeps changing; will retry", retryable=True)
+
+
+def _decode(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def _encode(values: Mapping[str, str]) -> dict[str, str]:
+    return {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+
+
+def _render_error(error: RenderError, *, selecting: bool) -> ComposeError:
+    reason = REASON_NO_COMPOSITION if selecting else REASON_RENDER_FAILED
+    message = error.user_message if not error.location else f"{error.user_message} ({error.location})"
+    return ComposeError(reason, message, field=error.field or error.variable)
+
+
+def _spec_error(error: SpecError) -> ComposeError:
+    first = error.problems[0] if error.problems else ""
+    return ComposeError(REASON_INVALID_SPEC, "; ".join(error.problems), field=first.split(":", 1)[0] or None)
+
+
+def _provider_error(error: ProviderError, resource: RenderedResource) -> ComposeError:
+    message = f"resource {resource.name!r} ({resource.provider}): {error}"
+    return ComposeError(REASON_PROVIDER_ERROR, message, field=error.field, retryable=error.retryable)
+
+
+def _kube_key(resource: RenderedResource) -> kube.ObjectKey:
+    return kube.key_of(resource.body)
+
+
+# --------------------------------------------------------------------------- the reconcile
+
+
+def compose(
+    intent_kind: IntentKind,
+    body: Mapping[str, Any],
+    compositions: Sequence[Mapping[str, Any]],
+    *,
+    previous: Mapping[str, Any] | None = None,
+) -> ComposeResult:
+    """Steps 1-6 of the module docstring; never raises for expected failures (see result.error)."""
+    owner = owner_of(body)
+    previous = previous or {}
+    result = ComposeResult(generation=owner.generation)
+    try:
+        result.spec = intent_kind.parse_spec(body)
+    except SpecError as error:
+        result.error = _spec_error(error)
+        return result
+    intent = intent_document(body, result.spec)
+    try:
+        labels = namespace_labels(owner.namespace)
+    except ApiError as error:
+        result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
+        return result
+    try:
+        composition = select_composition(intent, compositions, labels)
+    except RenderError as error:
+        result.error = _render_error(error, selecting=True)
+        return result
+    result.composition = str((composition.get("metadata") or {}).get("name"))
+    try:
+        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels)
+    except RenderError as error:
+        result.error = _render_error(error, selecting=False)
+        return result
+    result.render_hash = rendered.hash
+    try:
+        generated = ensure_generated(composition, owner)
+        if generated:
+            rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels)
+        observe_first = previous.get("renderHash") == rendered.hash
+        _apply_passes(result, rendered, owner, observe_first=observe_first,
+                      rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated, namespace_labels=labels))
+        if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
+            _prune(result, owner, previous, generated_secret=bool(generated))
+    except RenderError as error:  # a later pass, with outputs known, failed to render
+        result.error = _render_error(error, selecting=False)
+    except ProviderError as error:  # outside a resource: generated secret, pruning
+        result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), field=error.field, retryable=error.retryable)
+    except ApiError as error:
+        result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), retryable=error.transient or error.status >= 500)
+    return result
+
+
+def _apply_passes(
+    result: ComposeResult,
+    rendered: RenderResult,
+    owner: Owner,
+    *,
+    observe_first: bool,
+    rerender: Callable[[dict[str, dict[str, Any]]], RenderResult],
+) -> None:
+    """Apply every ready-to-apply resource, re-rendering with new outputs until no progress."""
+    outputs: dict[str, dict[str, Any]] = {}
+    done: dict[str, dict[str, Any]] = {}  # name -> body as last applied/observed
+    states: dict[str, ResourceState] = {}
+    for _pass in range(MAX_PASSES):
+        progressed = False
+        for resource in rendered.resources:
+            if resource.pending or done.get(resource.name) == resource.body:
+                continue
+            try:
+                state = _reconcile_resource(resource, owner, observe_first=observe_first)
+            except ProviderError as error:
+                result.error = _provider_error(error, resource)
+                break
+            states[resource.name] = state
+            done[resource.name] = resource.body
+            outputs[resource.name] = state.observation.outputs
+            progressed = True
+        if result.error is not None or not progressed:
+            break
+        if not any(resource.pending for resource in rendered.resources):
+            break
+        rendered = rerender(outputs)
+    result.states = [states[r.name] for r in rendered.resources if r.name in states]
+    result.pending = [r for r in rendered.resources if r.name not in states]
+
+
+def _reconcile_resource(resource: RenderedResource, owner: Owner, *, observe_first: bool) -> ResourceState:
+    """Observe-then-apply (idle path) or apply at once (the desired state changed)."""
+    provider = providers.get(resource.provider)
+    if observe_first:
+        observation = provider.observe(resource, owner)
+        if observation.exists and not observation.drift:
+            return ResourceState(resource, observation)
+        corrected = observation.drift if observation.exists else ["missing"]
+        return ResourceState(resource, provider.apply(resource, owner), corrected=list(corrected), written=True)
+    return ResourceState(resource, provider.apply(resource, owner), written=True)
+
+
+def _prune(result: ComposeResult, owner: Owner, previous: Mapping[str, Any], *, generated_secret: bool) -> None:
+    """Delete Kubernetes children that the previous render had and this one does not."""
+    keep = {_kube_key(s.resource) for s in result.states if s.resource.provider == KUBERNETES}
+    if generated_secret:
+        keep.add(kube.ObjectKey("v1", "Secret", owner.namespace or "", generated_secret_name(owner)))
+    kinds = {(key.api_version, key.kind) for key in keep}
+    for entry in previous.get("resources") or []:
+        if entry.get("provider") == KUBERNETES:
+            kind = str(entry.get("externalId", "")).split("/", 1)[0]
+            if kind in kube.MANAGED_KINDS:
+                kinds.add((kube.MANAGED_KINDS[kind], kind))
+    try:
+        result.pruned = [str(key) for key in kube.prune(owner, keep, kinds)]
+    except ApiError as error:
+        raise ProviderError(f"pruning resources no longer rendered: {error.message}", retryable=True) from None
+
+
+# --------------------------------------------------------------------------- status
+
+
+def build_status(intent_kind: IntentKind, body: Mapping[str, Any], result: ComposeResult) -> dict[str, Any]:
+    """The whole new status: previous fields kept, composed fields and conditions replaced.
+
+    On InvalidSpec/NoComposition/RenderFailed nothing was applied, so what the previous
+    generation made stays live and the status keeps describing it (resources, grants).
+    """
+    old = dict(body.get("status") or {})
+    status = dict(old)
+    status["observedGeneration"] = result.generation
+    if result.composition is not None:  # also on RenderFailed: a fix to this composition re-renders the intent
+        status["composition"] = result.composition
+    applied_anything = result.error is None or result.error.reason == REASON_PROVIDER_ERROR
+    if applied_anything and result.composition is not None:
+        status["renderHash"] = result.render_hash
+        not_applied = "not applied: an earlier resource failed" if result.error else "waiting for outputs of earlier resources"
+        status["resources"] = [state.status_entry() for state in result.states] + [
+            {"name": resource.name, "provider": resource.provider, "ready": False, "message": not_applied}
+            for resource in result.pending
+        ]
+    if applied_anything and intent_kind.status_extras is not None:
+        status.update(intent_kind.status_extras(body, result, old))
+    ready, synced = _conditions(result)
+    return kube_status.with_conditions(status, [ready, synced], result.generation)
+
+
+def _conditions(result: ComposeResult) -> tuple[kube_status.ConditionSpec, kube_status.ConditionSpec]:
+    if result.error is not None:
+        error = result.error
+        return (READY, False, error.reason, error.message), (SYNCED, False, error.reason, error.message)
+    synced = (SYNCED, True, REASON_APPLIED, f"rendered through composition {result.composition}")
+    if not result.ready:
+        waiting = ", ".join(result.waiting_for())
+        details = "; ".join(f"{s.resource.name}: {s.observation.message}" for s in result.states if not s.ready and s.observation.message)
+        message = f"waiting for {waiting}" + (f" ({details})" if details else "")
+        return (READY, False, REASON_WAITING, message), synced
+    count = len(result.states)
+    return (READY, True, REASON_READY, f"{count} resource{'s' if count != 1 else ''} ready"), synced
+
+
+def reconcile(
+    intent_kind: IntentKind,
+    body: Mapping[str, Any],
+    compositions: Sequence[Mapping[str, Any]],
+    *,
+    trigger: str = "handler",
+) -> Outcome:
+    """Compose, build the status and its delta, post Events for what changed; no status write.
+
+    Serialised per intent (owner_lock). Events are posted only when something changed, so
+    an idle re-run is silent.
+    """
+    owner = owner_of(body)
+    with owner_lock(owner.uid), metrics.timed_reconcile(intent_kind.kind):
+        old = dict(body.get("status") or {})
+        result = compose(intent_kind, body, compositions, previous=old)
+        status = build_status(intent_kind, body, result)
+        outcome = Outcome(result, status, kube_status.status_delta(old, status))
+        metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
+        _report(owner, result, outcome.delta, trigger)
+        if intent_kind.refine is not None:
+            outcome = intent_kind.refine(outcome, body)
+        if outcome.delta and intent_kind.audit is not None:
+            intent_kind.audit(owner, old, outcome.status)
+        return outcome
+
+
+def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigger: str) -> None:
+    """Log and post Events for transitions only (names and fields, never values)."""
+    where = f"{owner.kind} {owner.namespace}/{owner.name}"
+    if result.corrected:
+        message = "restored " + "; ".join(result.corrected)
+        log.info("%s: %s (trigger: %s)", where, message, trigger)
+        events.post_event(owner, "DriftCorrected", message)
+    if result.pruned:
+        message = "removed resources no longer rendered: " + ", ".join(result.pruned)
+        log.info("%s: %s", where, message)
+        events.post_event(owner, "Pruned", message)
+    if "conditions" not in delta:
+        return
+    if result.error is not None:
+        log.warning("%s: %s: %s", where, result.error.reason, result.error.message)
+        events.post_event(owner, result.error.reason, result.error.message, "Warning")
+    elif result.ready:
+        log.info("%s: ready through composition %s", where, result.composition)
+        events.post_event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
+
+
+def write_status(intent_kind: IntentKind, body: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
+    """Write a status delta outside a Kopf handler (drift restore, composition change)."""
+    owner = owner_of(body)
+    kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta)
+
+
+def raise_for_kopf(outcome: Outcome, retry: int) -> None:
+    """Map an outcome to Kopf's retry semantics.
+
+    Invalid spec, missing composition, render errors and permanent provider errors return
+    normally: the condition says what to fix, and Kopf must not retry (a retry storm cannot
+    fix a spec); the next spec change triggers the update handler. Retryable provider errors
+    and resources that are not ready yet raise TemporaryError with exponential backoff.
+    """
+    import kopf  # handlers layer: the only kopf import of this module
+
+    result = outcome.result
+    if result.error is not None:
+        if result.error.retryable:
+            raise kopf.TemporaryError(f"{result.error.reason}: {result.error.message}", delay=backoff(retry))
+        return
+    if not result.ready:
+        raise kopf.TemporaryError(f"waiting for {', '.join(result.waiting_for())}", delay=backoff(retry))
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+def finalize(intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Remove what the garbage collector cannot: external resources and unowned children.
+
+    Non-Kubernetes resources are deleted through their providers in reverse order with the
+    kind's deletion policy (the intent is re-rendered to know them). Kubernetes children in
+    other namespaces or at cluster scope are pruned by label; which kinds to search comes
+    from the render and the status, and from every managed kind when neither is known.
+    Returns what is still being deleted ([] = done).
+    """
+    owner = owner_of(body)
+    unfinished: list[str] = []
+    with owner_lock(owner.uid):
+        rendered, policy = _render_for_deletion(intent_kind, body, compositions)
+        for resource in reversed(rendered):
+            if resource.provider == KUBERNETES:
+                continue
+            outcome = providers.get(resource.provider).delete(resource, owner, policy)
+            if not outcome.done:
+                unfinished.append(f"{resource.name}: {outcome.message}")
+        kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
+        if kinds:
+            kube.prune(owner, set(), kinds, only_unowned=True)
+    return unfinished
+
+
+def _render_for_deletion(
+    intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]
+) -> tuple[tuple[RenderedResource, ...], str]:
+    owner = owner_of(body)
+    try:
+        spec = intent_kind.parse_spec(body)
+        intent = intent_document(body, spec)
+        labels = namespace_labels(owner.namespace)
+        composition = select_composition(intent, compositions, labels)
+        return render(composition, intent, outputs={}, generated=None, namespace_labels=labels).resources, intent_kind.deletion_policy(spec)
+    except (SpecError, RenderError) as error:
+        log.warning("%s %s/%s: cannot render for deletion (%s); pruning Kubernetes leftovers only",
+                    owner.kind, owner.namespace, owner.name, error)
+        return (), "Delete"
+
+
+def _unowned_kinds(owner: Owner, rendered: Sequence[RenderedResource], status: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(apiVersion, kind) of children that cannot carry an ownerReference to `owner`."""
+    if not rendered and not status.get("resources"):
+        return {(api_version, kind) for kind, api_version in kube.MANAGED_KINDS.items()}  # nothing known: search all
+    kinds = set()
+    for resource in rendered:
+        metadata = resource.body.get("metadata") or {}
+        if resource.provider == KUBERNETES and metadata.get("namespace") != owner.namespace:
+            kinds.add((resource.body.get("apiVersion", ""), resource.body.get("kind", "")))
+    for entry in status.get("resources") or []:
+        parts = str(entry.get("externalId", "")).split("/")
+        if entry.get("provider") == KUBERNETES and parts[0] in kube.MANAGED_KINDS and (len(parts) != 3 or parts[1] != owner.namespace):
+            kinds.add((kube.MANAGED_KINDS[parts[0]], parts[0]))
+    return kinds

@@ -1,0 +1,105 @@
+"""Drift of owned objects: a child edited or deleted by hand is restored at once.
+
+For every kind in paved.kube.apply.MANAGED_KINDS a stateless `@kopf.on.event` handler
+(no annotations, no finalizers on children) receives MODIFIED and DELETED events of objects
+labelled `app.kubernetes.io/managed-by: paved`, finds the owning intent (ownerReference,
+else the `paved.dev/owner` annotation of children in other namespaces), and re-runs that
+intent's composed reconcile: with an unchanged render hash it observes every resource and
+server-side-applies only the missing or drifted ones.
+
+Watch cost: paved.runtime configures a server-side label selector
+(`settings.watching.label_selectors`) for these kinds, so the API server streams only
+Paved's own objects; the `labels=` filter below is a second, client-side guard. Without the
+server-side selector Kopf would list and watch every Secret and Role of the cluster.
+
+Our own writes also produce MODIFIED events; `written_by_paved` skips those cheaply (the
+newest managedFields entry is Paved's), so restoring one object costs one reconcile, not a
+loop. When in doubt (a tie in timestamps) the reconcile runs: it only reads unless
+something really drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import kopf
+
+from paved.handlers import _compose
+from paved.kube import apply as kube
+from paved.kube.client import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class OwnerRef(NamedTuple):
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    uid: str
+
+
+def owner_ref_of(child: Mapping[str, Any]) -> OwnerRef | None:
+    """The intent a Paved child belongs to: the controller ownerReference, else the owner annotation."""
+    metadata = child.get("metadata") or {}
+    uid = (metadata.get("labels") or {}).get(kube.OWNER_UID_LABEL)
+    if not uid:
+        return None
+    for ref in metadata.get("ownerReferences") or []:
+        if ref.get("uid") == uid:
+            return OwnerRef(ref.get("apiVersion", ""), ref.get("kind", ""), metadata.get("namespace"), ref.get("name", ""), uid)
+    annotation = (metadata.get("annotations") or {}).get(kube.OWNER_ANNOTATION, "")
+    parts = annotation.rsplit("/", 3)  # "<group>/<version>/<Kind>/<namespace>/<name>"
+    if len(parts) == 4 and all(parts[:2]) and parts[3]:
+        api_version, kind, namespace, name = parts
+        return OwnerRef(api_version, kind, namespace or None, name, uid)
+    return None
+
+
+def written_by_paved(child: Mapping[str, Any]) -> bool:
+    """Whether the newest write recorded in managedFields was Paved's own (and no one else's)."""
+    entries = (child.get("metadata") or {}).get("managedFields") or []
+    stamped = [entry for entry in entries if entry.get("time")]
+    if not stamped:
+        return False
+    newest = max(entry["time"] for entry in stamped)
+    managers = {entry.get("manager") for entry in stamped if entry["time"] == newest}
+    return managers == {kube.FIELD_MANAGER}
+
+
+def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mapping[str, Any]], memo: Mapping[str, Any] | None = None) -> None:
+    """Re-run the reconcile of `child`'s intent (no-op if the intent is gone, going, or not ours)."""
+    ref = owner_ref_of(child)
+    if ref is None or not _compose.in_scope(ref.namespace, memo):
+        return
+    intent_kind = _compose.registered_kind(ref.kind)
+    if intent_kind is None:
+        return
+    intent = kube.get(ref.api_version, ref.kind, ref.name, ref.namespace)
+    if intent is None or intent["metadata"].get("uid") != ref.uid or intent["metadata"].get("deletionTimestamp"):
+        return  # the garbage collector or the finalizer is removing this child on purpose
+    child_key = kube.key_of(child)
+    outcome = _compose.reconcile(intent_kind, intent, compositions, trigger=f"{event} of {child_key}")
+    _compose.write_status(intent_kind, intent, outcome.delta)
+
+
+def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """MODIFIED by someone else, or DELETED: restore. Initial listing and ADDED: nothing to do."""
+    if type not in ("MODIFIED", "DELETED"):
+        return
+    if type == "MODIFIED" and written_by_paved(body):
+        return
+    try:
+        restore_owner(body, type, _compose.compositions_from(composition_index), memo)
+    except ApiError as error:  # event handlers are not retried by Kopf: log, the next event retries
+        log.warning("could not restore the owner of %s after %s: %s", kube.key_of(body), type, error)
+
+
+def _register() -> None:
+    for kind, api_version in kube.MANAGED_KINDS.items():
+        kopf.on.event(api_version, kind, labels={kube.MANAGED_BY_LABEL: kube.MANAGED_BY}, id=f"drift-{kind.lower()}")(on_child_event)
+
+
+_register()

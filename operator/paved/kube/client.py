@@ -1,0 +1,232 @@
+"""The one Kubernetes connection of the process: configuration, raw requests, discovery.
+
+Why a thin REST layer over the official client's ApiClient instead of the DynamicClient:
+Paved applies arbitrary kinds (whatever a Composition renders) as plain dicts, and the
+DynamicClient keeps its discovery cache in a file under /tmp shared by every process of
+the user (stale right after CRDs are installed, unwritable under readOnlyRootFilesystem)
+and wraps every answer in ResourceInstance objects. Here discovery is cached in memory per
+group/version, answers are plain dicts, and every call goes through one place that
+counts it (provider_api_calls_total) and retries transient failures with tenacity.
+
+Everything is synchronous: handlers run in Kopf's thread pool (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from paved import metrics
+
+log = logging.getLogger(__name__)
+
+# (connect, read) seconds for one request; watches are Kopf's business, not ours.
+REQUEST_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+RETRY_ATTEMPTS = 5
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Enough pooled connections for Kopf's worker threads (runtime.MAX_WORKERS) plus slack.
+CONNECTION_POOL_SIZE = 32
+
+Json = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (0: no response at all).
+
+    The message is the API server's own `message` (it names the field on validation
+    errors); request bodies are never included, so Secret data cannot leak through it.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.method = method
+        self.path = path
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: throttled, server-side trouble, or no answer at all."""
+        return self.status in TRANSIENT_STATUSES or self.status == 0
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """Where a kind lives in the API: enough to build request paths."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def path(self, name: str | None = None, namespace: str | None = None, subresource: str | None = None) -> str:
+        """The REST path of the collection (name None) or of one object (and its subresource)."""
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            prefix += f"/namespaces/{namespace}"
+        path = f"{prefix}/{self.plural}"
+        if name:
+            path += f"/{name}"
+            if subresource:
+                path += f"/{subresource}"
+        return path
+
+
+_lock = threading.Lock()
+_api_client: k8s_client.ApiClient | None = None
+_discovery: dict[str, dict[str, ResourceInfo]] = {}
+
+
+def configure(kubeconfig: str | None = None, *, context: str | None = None) -> k8s_client.ApiClient:
+    """Load credentials once: an explicit kubeconfig, else $KUBECONFIG/~/.kube, else in-cluster.
+
+    Idempotent; later calls return the client built by the first one. Tests that need a
+    different identity call `reset()` first.
+    """
+    global _api_client
+    with _lock:
+        if _api_client is not None:
+            return _api_client
+        configuration = k8s_client.Configuration()
+        if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        else:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+        _api_client = k8s_client.ApiClient(configuration)
+        _api_client.user_agent = "paved"
+        return _api_client
+
+
+def api_client() -> k8s_client.ApiClient:
+    """The shared ApiClient (configured on first use)."""
+    return _api_client if _api_client is not None else configure()
+
+
+def reset() -> None:
+    """Forget the client and the discovery cache (tests; a new kubeconfig)."""
+    global _api_client
+    with _lock:
+        _api_client = None
+        _discovery.clear()
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, ApiError):
+        return error.transient
+    return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def _to_api_error(error: ApiException, method: str, path: str) -> ApiError:
+    reason, message = error.reason or "", str(error.reason or "")
+    if error.body:
+        try:
+            status_body = json.loads(error.body)
+            reason = status_body.get("reason") or reason
+            message = status_body.get("message") or message
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return ApiError(int(error.status or 0), reason, message, method=method, path=path)
+
+
+@retry(
+    retry=retry_if_exception(_is_retryable),
+    wait=wait_random_exponential(multiplier=0.2, max=5),
+    stop=stop_after_attempt(RETRY_ATTEMPTS),
+    reraise=True,
+)
+def request(
+    method: str,
+    path: str,
+    *,
+    operation: str,
+    body: Mapping[str, Any] | None = None,
+    query: Mapping[str, Any] | None = None,
+    content_type: str = "application/json",
+) -> Json:
+    """Send one request and return the decoded JSON answer; raise ApiError on any non-2xx.
+
+    Transient failures (429, 5xx, connection errors) are retried with exponential backoff
+    and jitter, at most RETRY_ATTEMPTS times; client errors (400, 403, 404, 409, 422) are
+    raised at once because repeating the same request cannot fix them.
+    """
+    metrics.count_call("kubernetes", operation)
+    client = api_client()
+    query_params = [(key, value) for key, value in (query or {}).items() if value is not None]
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    serialized = client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query_params,
+        header_params=headers,
+        body=dict(body) if body is not None else None,
+        auth_settings=["BearerToken"],
+    )
+    try:
+        response = client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as error:  # SSL errors and the like surface here with status 0
+        raise _to_api_error(error, method, path) from None
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise _to_api_error(ApiException(status=response.status, reason=response.reason, body=data), method, path)
+    return json.loads(data) if data else {}
+
+
+def resource_info(api_version: str, kind: str) -> ResourceInfo:
+    """Plural name and scope of `kind`, from discovery (one request per group/version, cached).
+
+    An unknown group/version or kind is refreshed once (a CRD may have been installed since);
+    if still unknown, ApiError 404 is raised naming the kind.
+    """
+    for refresh in (False, True):
+        infos = _discover(api_version, refresh=refresh)
+        if kind in infos:
+            return infos[kind]
+    raise ApiError(404, "NotFound", f"the server has no kind {kind!r} in {api_version!r}")
+
+
+def _discover(api_version: str, *, refresh: bool) -> dict[str, ResourceInfo]:
+    with _lock:
+        cached = _discovery.get(api_version)
+    if cached is not None and not refresh:
+        return cached
+    path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        answer = request("GET", path, operation="discover")
+    except ApiError as error:
+        if not error.not_found:
+            raise
+        answer = {"resources": []}
+    infos = {
+        item["kind"]: ResourceInfo(api_version, item["kind"], item["name"], bool(item.get("namespaced")))
+        for item in answer.get("resources", [])
+        if "/" not in item["name"]  # subresources such as roles/status
+    }
+    with _lock:
+        _discovery[api_version] = infos
+    return infos

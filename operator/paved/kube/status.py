@@ -1,0 +1,50 @@
+"""Status writes outside Kopf's own patch (drift restores, composition re-renders).
+
+Inside a Kopf handler, status goes into Kopf's `patch.status` so each reconcile is one
+PATCH. Paths that run outside a handler cycle (the children watch restoring an object, a
+Composition change re-rendering its intents) use `patch_status` here. Conditions are
+always built with paved.api.common.set_condition (`with_conditions`), never by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from paved.api.common import set_condition
+from paved.kube.client import Json, request, resource_info
+
+ConditionSpec = tuple[str, bool | str, str, str]  # (type, status, reason, message)
+
+
+def with_conditions(status: Mapping[str, Any] | None, conditions: Iterable[ConditionSpec], generation: int | None) -> Json:
+    """A copy of `status` with each (type, status, reason, message) set via set_condition."""
+    result = dict(status or {})
+    current = list(result.get("conditions") or [])
+    for type_, value, reason, message in conditions:
+        current = set_condition(current, type_, value, reason, message, generation)
+    result["conditions"] = current
+    return result
+
+
+def status_delta(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Json:
+    """The top-level status fields of `new` that differ from `old` (a merge patch; {} = no write).
+
+    Conditions keep their lastTransitionTime when the status did not flip (set_condition),
+    so an unchanged reconcile yields an empty delta and the operator stays quiet at idle.
+    """
+    old = old or {}
+    return {key: value for key, value in new.items() if old.get(key) != value}
+
+
+def patch_status(api_version: str, kind: str, namespace: str | None, name: str, delta: Mapping[str, Any]) -> Json | None:
+    """Merge-patch `delta` into the object's status subresource; no request when `delta` is empty."""
+    if not delta:
+        return None
+    info = resource_info(api_version, kind)
+    return request(
+        "PATCH",
+        info.path(name, namespace, subresource="status"),
+        operation="patch-status",
+        body={"status": dict(delta)},
+        content_type="application/merge-patch+json",
+    )

@@ -1,0 +1,297 @@
+"""`aws` store provider, Secrets Manager side (and the AWS credentials shared with SSM).
+
+Cost model (what the bench measures), per cycle and store:
+- change detection: `ListSecrets` with a `name` filter of up to 10 names per call
+  (`LIST_NAMES_PER_CALL`, the API's limit on filter values) returns each secret's version
+  ids and stages without any value, so N distinct secrets cost ceil(N/10) calls;
+- values only for secrets whose AWSCURRENT (or pinned stage's) version id changed, with
+  `BatchGetSecretValue`, up to 20 secrets per call (`BATCH_GET_MAX`);
+- a secret absent from ListSecrets is confirmed with BatchGetSecretValue (its Errors list
+  says ResourceNotFoundException, or a secret scheduled for deletion says
+  InvalidRequestException) before it is reported Missing;
+- keys given as ARNs, and keys pinned to a VersionId, skip the listing: a VersionId is
+  immutable (fetched once, then cached by the engine), an ARN is read with the batch.
+Every call goes through paved.providers.aws.session.call: counted in
+`paved_provider_api_calls_total{provider="aws-secretsmanager"}`, retried with backoff and
+jitter when transient, errors scrubbed.
+
+Credentials (spec.provider.aws.auth): the default chain (IRSA, environment), or static keys
+from a Secret (`secretRef`), optionally followed by `sts:AssumeRole` of `role`; assumed-role
+credentials refresh themselves before they expire (botocore RefreshableCredentials), so a
+store assumes its role once per hour, not once per cycle. `endpointURL` (else
+PAVED_AWS_ENDPOINT_URL) points the store's service client elsewhere; STS uses
+PAVED_AWS_ENDPOINT_URL or AWS's own endpoint.
+
+The store's auth check is one cheap call on the store's own service (`ListSecrets` with
+MaxResults=1 / SSM `DescribeParameters` with MaxResults=1): it proves the credentials and
+the permission to list, which change detection needs anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+import botocore.credentials
+import botocore.session
+
+from paved.api.secrets import AwsProvider
+from paved.providers import secretstores
+from paved.providers.aws import session as aws
+from paved.providers.aws.session import AwsError
+from paved.providers.secretstores import AUTH_FAILED, PROVIDER_ERROR, UNREACHABLE, Credentials, StoreConfig, StoreError, chunks
+from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "aws-secretsmanager"
+STS_PROVIDER = "aws-sts"
+LIST_NAMES_PER_CALL = 10
+LIST_PAGE = 100
+BATCH_GET_MAX = 20
+ROLE_SESSION_SECONDS = 3600
+
+_AUTH_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "AccessDeniedException",
+        "AccessDenied",
+        "NoCredentialsError",
+        "PartialCredentialsError",
+    }
+)
+_VERSION_ID = re.compile(r"^[A-Za-z0-9-]{32,64}$")
+
+
+def is_version_id(pin: str) -> bool:
+    """VersionIds are UUID-like; anything else is a staging label (AWSCURRENT, AWSPREVIOUS, ...)."""
+    return bool(_VERSION_ID.fullmatch(pin)) and not pin.startswith("AWS")
+
+
+def store_error(error: AwsError, what: str) -> StoreError:
+    """An AWS failure of the whole store, with the reason the refs and the store will show."""
+    if error.code in _AUTH_CODES:
+        return StoreError(f"{what}: {error}", reason=AUTH_FAILED, field="spec.provider.aws.auth")
+    if error.code.endswith(("ConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError")):
+        return StoreError(f"{what}: {error}", reason=UNREACHABLE)
+    return StoreError(f"{what}: {error}", reason=PROVIDER_ERROR, retryable=error.retryable)
+
+
+class AwsStoreSession:
+    """boto3 clients of one store, with its credentials (default chain, Secret, assumed role)."""
+
+    def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
+        spec = config.provider.aws
+        assert spec is not None
+        self.config = config
+        self.spec: AwsProvider = spec
+        self.credentials = credentials
+        self._lock = threading.Lock()
+        self._session: boto3.session.Session | None = None
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def how(self) -> str:
+        auth = self.spec.auth
+        base = "credentials from a Secret" if auth and auth.secretRef else "the default credential chain"
+        return f"role {auth.role} assumed with {base}" if auth and auth.role else base
+
+    def _base_session(self) -> boto3.session.Session:
+        auth = self.spec.auth
+        if auth and auth.secretRef:
+            namespace = self.config.credentials_namespace
+            key_id = self.credentials.secret_value(namespace, auth.secretRef.accessKeyIDSecretRef.name, auth.secretRef.accessKeyIDSecretRef.key)
+            secret = self.credentials.secret_value(
+                namespace, auth.secretRef.secretAccessKeySecretRef.name, auth.secretRef.secretAccessKeySecretRef.key
+            )
+            return boto3.session.Session(aws_access_key_id=key_id.strip(), aws_secret_access_key=secret.strip(), region_name=self.spec.region)
+        return boto3.session.Session(region_name=self.spec.region)
+
+    def _assumed_session(self, base: boto3.session.Session, role: str) -> boto3.session.Session:
+        sts = base.client("sts", region_name=self.spec.region, endpoint_url=aws.endpoint_url(), config=aws._BOTOCORE_CONFIG)
+        name = f"paved-{self.config.key.name}"[:64]
+
+        def assume() -> dict[str, str]:
+            try:
+                answer = aws.call(STS_PROVIDER, sts, "assume_role", RoleArn=role, RoleSessionName=name, DurationSeconds=ROLE_SESSION_SECONDS)
+            except AwsError as error:
+                raise StoreError(f"spec.provider.aws.auth.role: assuming {role} refused: {error}", reason=AUTH_FAILED,
+                                 field="spec.provider.aws.auth.role") from None
+            creds = answer["Credentials"]
+            expiry = creds["Expiration"]
+            if isinstance(expiry, datetime):
+                expiry = expiry.astimezone(timezone.utc).isoformat()
+            return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"], "token": creds["SessionToken"], "expiry_time": expiry}
+
+        refreshable = botocore.credentials.RefreshableCredentials.create_from_metadata(
+            metadata=assume(), refresh_using=assume, method="sts-assume-role"
+        )
+        core = botocore.session.get_session()
+        core._credentials = refreshable  # the documented way to plug refreshable credentials into a session
+        core.set_config_variable("region", self.spec.region)
+        return boto3.session.Session(botocore_session=core)
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                if self._session is None:
+                    base = self._base_session()
+                    role = self.spec.auth.role if self.spec.auth else None
+                    self._session = self._assumed_session(base, role) if role else base
+                endpoint = self.spec.endpointURL or aws.endpoint_url()
+                self._clients[service] = self._session.client(
+                    service, region_name=self.spec.region, endpoint_url=endpoint, config=aws._BOTOCORE_CONFIG
+                )
+            return self._clients[service]
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+            self._session = None
+
+
+class SecretsManagerStore:
+    """Secrets Manager: ListSecrets for versions, BatchGetSecretValue for values."""
+
+    name = PROVIDER
+    batch_size = BATCH_GET_MAX
+
+    def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
+        self.aws = AwsStoreSession(config, credentials)
+        self._lock = threading.Lock()
+        self._prefetched: dict[RemoteKey, RemoteValue] = {}
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            return aws.call(PROVIDER, self.aws.client("secretsmanager"), operation, **params)
+        except AwsError as error:
+            raise store_error(error, f"secretsmanager {operation}") from None
+
+    def check(self) -> str:
+        self._call("list_secrets", MaxResults=1)
+        return f"aws secretsmanager in {self.aws.spec.region} with {self.aws.how}"
+
+    def versions(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
+        with self._lock:
+            self._prefetched = {}
+            result: dict[RemoteKey, KeyState] = {}
+            listed = [k for k in keys if not k.key.startswith("arn:") and (k.version is None or not is_version_id(k.version))]
+            for remote in keys:
+                if remote not in listed:  # ARN (read with the batch) or an immutable VersionId
+                    result[remote] = Present(remote.version if remote.version else None)
+            names = sorted({k.key for k in listed})
+            found: dict[str, dict[str, list[str]]] = {}
+            for chunk in chunks(names, LIST_NAMES_PER_CALL):
+                token: str | None = None
+                while True:
+                    params: dict[str, Any] = {"Filters": [{"Key": "name", "Values": chunk}], "MaxResults": LIST_PAGE}
+                    if token:
+                        params["NextToken"] = token
+                    answer = self._call("list_secrets", **params)
+                    for entry in answer.get("SecretList", []):
+                        if entry.get("Name") in chunk:  # the filter matches prefixes
+                            found[entry["Name"]] = entry.get("SecretVersionsToStages") or {}
+                    token = answer.get("NextToken")
+                    if not token:
+                        break
+            unconfirmed = []
+            for remote in listed:
+                stages = found.get(remote.key)
+                if stages is None:
+                    unconfirmed.append(remote)
+                    continue
+                stage = remote.version or "AWSCURRENT"
+                version = next((vid for vid, labels in stages.items() if stage in labels), None)
+                result[remote] = Present(version) if version else Missing(f"no version labelled {stage}")
+            if unconfirmed:
+                # Not listed: make sure with a value read (listing is eventually consistent).
+                confirmed = self._batch_get([RemoteKey(r.key) for r in unconfirmed])
+                for remote in unconfirmed:
+                    answer = confirmed[RemoteKey(remote.key)]
+                    if isinstance(answer, RemoteValue) and remote.version is None:
+                        self._prefetched[remote] = answer
+                        result[remote] = Present(answer.version)
+                    elif isinstance(answer, RemoteValue):
+                        result[remote] = Present(None)  # a stage pin: let fetch resolve it
+                    else:
+                        result[remote] = answer
+            return result
+
+    def _batch_get(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
+        result: dict[RemoteKey, FetchResult] = {}
+        for chunk in chunks(sorted(keys), BATCH_GET_MAX):
+            ids = [k.key for k in chunk]
+            answer = self._call("batch_get_secret_value", SecretIdList=ids)
+            by_id: dict[str, FetchResult] = {}
+            for entry in answer.get("SecretValues", []):
+                data = entry.get("SecretString")
+                value = RemoteValue(entry.get("VersionId", ""), data if data is not None else bytes(entry.get("SecretBinary") or b""))
+                for ident in (entry.get("Name"), entry.get("ARN")):
+                    if ident:
+                        by_id[ident] = value
+            for error in answer.get("Errors", []):
+                by_id[error.get("SecretId", "")] = _key_error(error.get("ErrorCode", ""), error.get("SecretId", ""))
+            for remote in chunk:
+                result[remote] = by_id.get(remote.key, Missing("not returned"))
+        return result
+
+    def _get_pinned(self, remote: RemoteKey) -> FetchResult:
+        assert remote.version is not None
+        pin = {"VersionId": remote.version} if is_version_id(remote.version) else {"VersionStage": remote.version}
+        try:
+            entry = aws.call(PROVIDER, self.aws.client("secretsmanager"), "get_secret_value", SecretId=remote.key, **pin)
+        except AwsError as error:
+            if error.code in ("ResourceNotFoundException", "InvalidRequestException", "DecryptionFailure", "AccessDeniedException"):
+                return _key_error(error.code, remote.key)
+            raise store_error(error, "secretsmanager get_secret_value") from None
+        data = entry.get("SecretString")
+        return RemoteValue(entry.get("VersionId", ""), data if data is not None else bytes(entry.get("SecretBinary") or b""))
+
+    def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
+        with self._lock:
+            result: dict[RemoteKey, FetchResult] = {k: self._prefetched.pop(k) for k in keys if k in self._prefetched}
+            latest = [k for k in keys if k not in result and k.version is None]
+            result.update(self._batch_get(latest))
+            for remote in keys:
+                if remote not in result:
+                    result[remote] = self._get_pinned(remote)
+            return result
+
+    def close(self) -> None:
+        self.aws.close()
+
+
+def _key_error(code: str, key: str) -> Missing | KeyFailure:
+    if code == "ResourceNotFoundException":
+        return Missing("no such secret")
+    if code == "InvalidRequestException":
+        return Missing("secret is scheduled for deletion")
+    if code in ("AccessDeniedException", "AccessDenied"):
+        return KeyFailure("PermissionDenied", f"access to secret {key!r} denied")
+    if code == "DecryptionFailure":
+        return KeyFailure("DecryptionFailure", f"secret {key!r} cannot be decrypted with its KMS key")
+    return KeyFailure("ProviderError", f"secret {key!r}: {code}")
+
+
+def _factory(config: StoreConfig, credentials: Credentials) -> Any:
+    spec = config.provider.aws
+    assert spec is not None
+    if spec.service == "ParameterStore":
+        from paved.providers.aws.ssm import ParameterStore
+
+        return ParameterStore(config, credentials)
+    return SecretsManagerStore(config, credentials)
+
+
+secretstores.register("aws", _factory)

@@ -1,0 +1,187 @@
+"""boto3 clients and the one wrapper every AWS call goes through.
+
+Why one wrapper: it is the single place that (1) counts calls for
+`paved_provider_api_calls_total{provider,operation}` (the steady-state cost of an intent is
+a product promise, so it is measured where the calls are made, not inferred), (2) retries
+transient failures with bounded exponential backoff and jitter, and (3) turns botocore
+errors into ProviderError with messages scrubbed of secret parameter values (a
+ParamValidationError, for one, echoes the offending value).
+
+Clients are created once per (service, region, endpoint) and shared between Kopf's handler
+threads: boto3 clients are thread-safe, sessions are not, so creation is locked.
+`PAVED_AWS_ENDPOINT_URL` points every client at an AWS-compatible endpoint (moto in tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import botocore.parsers
+import tenacity
+
+from paved.metrics import count_call
+from paved.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_ENV = "PAVED_AWS_ENDPOINT_URL"
+REGION_ENVS = ("PAVED_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+DEFAULT_REGION = "us-east-1"
+
+# botocore's own retries stay in "standard" mode (it knows the throttling codes and keeps a
+# retry quota) but bounded to 2 attempts; the wrapper's tenacity loop is the outer bound.
+# Worst case per logical call: ATTEMPTS x 2 HTTP attempts within roughly MAX_WAIT x ATTEMPTS.
+_BOTOCORE_CONFIG = botocore.config.Config(
+    retries={"mode": "standard", "total_max_attempts": 2},
+    connect_timeout=5,
+    read_timeout=30,
+)
+ATTEMPTS = 3
+MAX_WAIT_SECONDS = 4.0
+
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+_SERVER_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException"})
+_CONNECTION_ERRORS = (
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ...
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.HTTPClientError,
+)
+_REDACTED = "<redacted>"
+
+_clients: dict[tuple[str, str, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def region() -> str:
+    return next((os.environ[name] for name in REGION_ENVS if os.environ.get(name)), DEFAULT_REGION)
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get(ENDPOINT_ENV) or None
+
+
+def client(service: str, region_name: str | None = None) -> Any:
+    """The shared boto3 client for `service` in `region_name` (default: the configured region)."""
+    key = (service, region_name or region(), endpoint_url())
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client(
+                service, region_name=key[1], endpoint_url=key[2], config=_BOTOCORE_CONFIG
+            )
+        return _clients[key]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that change the endpoint or region)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+class AwsError(ProviderError):
+    """A failed AWS call: `code` is the AWS error code ("DBInstanceNotFound", ...) or the
+    botocore exception name for failures that never reached AWS."""
+
+    def __init__(self, message: str, *, code: str, operation: str, retryable: bool, field: str | None = None) -> None:
+        super().__init__(message, retryable=retryable, field=field)
+        self.code = code
+        self.operation = operation
+
+
+@dataclass(frozen=True)
+class _Failure:
+    code: str
+    message: str
+    transient: bool  # worth retrying right now (throttling, 5xx, connection)
+    retryable: bool  # worth retrying later (the handler's backoff)
+
+
+def _classify(exc: Exception) -> _Failure:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        transient = code in _THROTTLING_CODES or code in _SERVER_CODES or status >= 500
+        # 4xx other than throttling: the request itself is wrong or not allowed now. State
+        # conflicts ("instance is modifying") clear up by themselves, so they stay retryable.
+        state_conflict = code.startswith("Invalid") and "State" in code  # InvalidDBInstanceState, ...
+        retryable = transient or state_conflict
+        return _Failure(code, str(error.get("Message", "")), transient, retryable)
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        # An error page instead of an AWS answer (an overloaded endpoint or proxy answering
+        # 5xx in HTML): transient. Its body is not repeated here.
+        return _Failure("ResponseParserError", "the endpoint answered with an unparsable response", True, True)
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return _Failure(type(exc).__name__, str(exc), True, True)
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return _Failure(type(exc).__name__, "no usable AWS credentials in the operator's environment", False, False)
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return _Failure(type(exc).__name__, str(exc), False, False)
+    raise exc
+
+
+def _secret_values(params: Mapping[str, Any]) -> list[str]:
+    return [str(v) for k, v in params.items() if v and any(word in k for word in ("Password", "Secret", "Token"))]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    return text
+
+
+def call(provider: str, aws_client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """Call `aws_client.<operation>(**params)`: counted, retried when transient, errors mapped.
+
+    Every attempt is counted (an attempt is a call AWS may bill or throttle). Raises AwsError;
+    its message names the operation and the AWS code and never contains secret parameters.
+    """
+    method = getattr(aws_client, operation)
+
+    def attempt() -> dict[str, Any]:
+        count_call(provider, operation)
+        return method(**params)
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, Exception) and not isinstance(exc, ProviderError) and _is_transient(exc)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(transient),
+        wait=tenacity.wait_random_exponential(multiplier=0.5, max=MAX_WAIT_SECONDS),
+        stop=tenacity.stop_after_attempt(ATTEMPTS),
+        reraise=True,
+        before_sleep=lambda state: log.info("aws %s %s: transient failure, retry %d", provider, operation, state.attempt_number),
+    )
+    try:
+        return retrying(attempt)
+    except Exception as exc:  # noqa: BLE001 - non-AWS errors are re-raised unchanged by _classify
+        failure = _classify(exc)
+    # Raised outside the except block so the original exception (whose text may hold a secret
+    # parameter) is not even attached as __context__.
+    message = redact(f"{operation} failed: {failure.code}: {failure.message}", _secret_values(params))
+    raise AwsError(message, code=failure.code, operation=operation, retryable=failure.retryable)
+
+
+def _is_transient(exc: Exception) -> bool:
+    try:
+        return _classify(exc).transient
+    except Exception:  # noqa: BLE001 - not an AWS error: never retried here
+        return False

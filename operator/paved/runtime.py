@@ -1,0 +1,118 @@
+"""How `paved run` starts Kopf: settings, metrics server, health endpoint.
+
+Settings, and why:
+- Progress and diff-base live in annotations with the `paved.dev` prefix
+  (AnnotationsProgressStorage / AnnotationsDiffBaseStorage, v2 keys only). Not in status:
+  status is generated from our pydantic models into a structural CRD schema, and the API
+  server prunes unknown status fields, so Kopf's `status.kopf` would silently vanish and
+  handlers would re-run forever. Annotations are schema-free. A handler that succeeds on
+  the first try leaves no progress annotation behind (stored and purged in one patch).
+- The finalizer is `paved.dev/cleanup` (DESIGN.md: finalizers are `paved.dev/<purpose>`);
+  Kopf adds it only for kinds with a mandatory delete handler.
+- Posting level WARNING: Kopf's per-handler "succeeded" Events would be a write per
+  reconcile; Paved posts its own Events only on transitions (paved.kube.events).
+- Watch server_timeout 270 s < client_timeout 300 s: the server closes each watch cleanly
+  before the client gives up, so reconnects are routine, not errors; connect_timeout
+  bounds a dead API server. Kopf resumes from the last resourceVersion and does not re-run
+  resume handlers after a reconnect.
+- Server-side label selector `app.kubernetes.io/managed-by=paved` on the child kinds
+  (paved.kube.apply.MANAGED_KINDS): Kopf watches only Paved's own Secrets, Roles, ...
+  instead of every object of those kinds in the cluster.
+- max_workers 20: the bound on concurrent synchronous handlers (and on threads blocking
+  on the API server); the Kubernetes client's connection pool is sized above it.
+- Peering standalone, scanning disabled: one operator replica, no KopfPeering CRD and no
+  permission to watch CRDs; the served resources are discovered once at start-up (the CRDs
+  are installed before the operator, by deploy/ or the test fixture).
+- Time-based event batching no longer exists in Kopf 1.45 (`queueing.batch_window` is a
+  deprecated no-op); per-object queues are consumed as events arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kopf
+from prometheus_client import start_http_server
+
+from paved.kube import apply as kube
+from paved.kube import client as kube_client
+
+PREFIX = "paved.dev"
+FINALIZER = f"{PREFIX}/cleanup"
+MAX_WORKERS = 20
+WATCH_SERVER_TIMEOUT = 270  # an integer: the API server parses timeoutSeconds with ParseInt
+WATCH_CLIENT_TIMEOUT = 300
+CONNECT_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    metrics_port: int = 8080
+    health_port: int = 8081
+    bind_address: str = "0.0.0.0"  # noqa: S104 - in a pod, probes and scrapes come from outside
+    verbose: bool = False
+
+    @property
+    def liveness_endpoint(self) -> str:
+        return f"http://{self.bind_address}:{self.health_port}/healthz"
+
+
+def build_settings(options: RunOptions) -> kopf.OperatorSettings:
+    """Kopf settings for Paved (pure: no I/O; see the module docstring for the reasons)."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration", v1=False)
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "paved"
+    settings.posting.reporting_instance = socket.gethostname()
+    settings.posting.event_name_prefix = "paved-event-"
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    for kind, api_version in kube.MANAGED_KINDS.items():
+        settings.watching.label_selectors[api_version, kind] = f"{kube.MANAGED_BY_LABEL}={kube.MANAGED_BY}"
+    settings.networking.request_timeout = REQUEST_TIMEOUT
+    settings.networking.connect_timeout = CONNECT_TIMEOUT
+    settings.execution.max_workers = MAX_WORKERS
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+    return settings
+
+
+class _QuietDriftSuccess(logging.Filter):
+    """Drop Kopf's "Handler 'drift-…' succeeded." lines: every event of every child (one per
+    object at start-up, one per own write) would log one; restores are logged by Paved."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Handler 'drift-") and message.endswith("succeeded."))
+
+
+def main(options: RunOptions) -> None:
+    """Run the operator until SIGINT/SIGTERM: metrics server first, then Kopf (blocking)."""
+    kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not options.verbose:
+        logging.getLogger("kopf.objects").addFilter(_QuietDriftSuccess())
+    kube_client.configure()  # fail fast on bad credentials, before any handler runs
+    import paved.handlers  # noqa: F401 - registers every handler with Kopf's default registry
+
+    start_http_server(options.metrics_port, addr=options.bind_address)
+    kopf.run(
+        settings=build_settings(options),
+        standalone=True,
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        liveness_endpoint=options.liveness_endpoint,
+        memo=kopf.Memo(namespaces=frozenset(options.namespaces)),  # read by _compose.in_scope
+    )
+
+
+def namespaces_option(values: Sequence[str]) -> tuple[str, ...]:
+    """Normalise repeated/comma-separated --namespace values."""
+    return tuple(ns.strip() for value in values for ns in value.split(",") if ns.strip())

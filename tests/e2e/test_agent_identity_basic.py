@@ -1,0 +1,171 @@
+"""AgentIdentity, first slice, end to end against the real control plane and the real operator.
+
+The operator runs as deploy/'s ServiceAccount (fixture `operator`), so these tests also
+prove the shipped RBAC is sufficient. Permissions are checked by the API server itself with
+SubjectAccessReview: the declared verb is allowed, its neighbours are not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+
+from fixtures.cluster import Kubectl, wait_for
+from fixtures.operator import OperatorProcess
+
+pytestmark = pytest.mark.cluster
+
+READY_TIMEOUT = 60
+
+
+def identity_manifest(name: str, namespace: str, capabilities: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "paved.dev/v1alpha1",
+        "kind": "AgentIdentity",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"owner": "team-e2e", "purpose": "e2e test", "capabilities": capabilities},
+    })
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        pytest.fail(f"kubectl get {' '.join(args)}: {result.stderr}")
+    return json.loads(result.stdout)
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def allowed(kubectl: Kubectl, user: str, verb: str, resource: str, namespace: str, group: str = "") -> bool:
+    """Ask the API server (SubjectAccessReview) whether `user` may `verb` `resource` in `namespace`."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "resource": resource, "group": group, "namespace": namespace},
+        },
+    }
+    result = kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+    return bool(json.loads(result.stdout)["status"].get("allowed"))
+
+
+def children(kubectl: Kubectl, namespace: str, uid: str) -> list[dict[str, Any]]:
+    """Paved's ServiceAccounts, Roles and RoleBindings of intent `uid` in `namespace`."""
+    listing = get_json(kubectl, "serviceaccounts,roles,rolebindings", "-n", namespace, "-l", f"paved.dev/owner-uid={uid}")
+    return (listing or {}).get("items", [])
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    kubectl("wait", "--for=condition=Ready", f"agentidentity/{name}", "-n", namespace, f"--timeout={READY_TIMEOUT}s")
+    return get_json(kubectl, "agentidentity", name, "-n", namespace)  # type: ignore[return-value]
+
+
+def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_delete(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl("apply", "-f", "-", input=identity_manifest("reporter", namespace, [{"resources": ["configmaps"], "verbs": ["get", "list"]}]))
+    intent = wait_ready(kubectl, namespace, "reporter")
+    uid = intent["metadata"]["uid"]
+    status = intent["status"]
+
+    # Ready with the generation it describes, and what is live.
+    assert condition(intent, "Ready")["status"] == "True"
+    assert condition(intent, "Ready")["observedGeneration"] == intent["metadata"]["generation"]
+    assert status["observedGeneration"] == intent["metadata"]["generation"]
+    assert condition(intent, "Synced")["status"] == "True"
+    assert status["serviceAccount"] == "reporter"
+    assert status["composition"] == "agent-identity-default"
+    assert {g["kind"] for g in status["grants"]} == {"Role", "RoleBinding"}
+
+    # ServiceAccount, Role, RoleBinding: labelled, owned by the intent (garbage collection).
+    account = get_json(kubectl, "serviceaccount", "reporter", "-n", namespace)
+    assert account is not None
+    role_name = next(g["name"] for g in status["grants"] if g["kind"] == "Role")
+    role = get_json(kubectl, "role", role_name, "-n", namespace)
+    binding = get_json(kubectl, "rolebinding", role_name, "-n", namespace)
+    for child in (account, role, binding):
+        assert child is not None
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "paved"
+        references = child["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["uid"], r.get("controller")) for r in references] == [("AgentIdentity", uid, True)]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]  # type: ignore[index]
+
+    # The API server agrees: exactly the declared permissions.
+    user = f"system:serviceaccount:{namespace}:reporter"
+    assert allowed(kubectl, user, "get", "configmaps", namespace)
+    assert allowed(kubectl, user, "list", "configmaps", namespace)
+    assert not allowed(kubectl, user, "delete", "configmaps", namespace)
+    assert not allowed(kubectl, user, "get", "secrets", namespace)
+    assert not allowed(kubectl, user, "get", "configmaps", "default")
+
+    # Quiet at idle: nothing rewrites the intent or its children.
+    versions = {key: obj["metadata"]["resourceVersion"] for key, obj in {"intent": intent, "role": role, "binding": binding}.items()}  # type: ignore[index]
+    time.sleep(3)
+    assert get_json(kubectl, "agentidentity", "reporter", "-n", namespace)["metadata"]["resourceVersion"] == versions["intent"]  # type: ignore[index]
+    assert get_json(kubectl, "role", role_name, "-n", namespace)["metadata"]["resourceVersion"] == versions["role"]  # type: ignore[index]
+
+    # Drift: a deleted RoleBinding comes back (a new object), an edited Role is put back.
+    kubectl("delete", "rolebinding", role_name, "-n", namespace, "--wait=true")
+    restored = wait_for(lambda: get_json(kubectl, "rolebinding", role_name, "-n", namespace), timeout=20, what="RoleBinding restored")
+    assert restored["metadata"]["uid"] != binding["metadata"]["uid"]  # type: ignore[index]
+    kubectl("patch", "role", role_name, "-n", namespace, "--type=json",
+            "-p", json.dumps([{"op": "add", "path": "/rules/0/verbs/-", "value": "delete"}]))
+    wait_for(lambda: get_json(kubectl, "role", role_name, "-n", namespace)["rules"][0]["verbs"] == ["get", "list"],  # type: ignore[index]
+             timeout=20, what="Role rules restored")
+    assert not allowed(kubectl, user, "delete", "configmaps", namespace)
+
+    assert operator.metric("reconcile_total", kind="AgentIdentity") >= 1
+
+    # Deleting the intent removes the children through the garbage collector.
+    kubectl("delete", "agentidentity", "reporter", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for(lambda: not children(kubectl, namespace, uid), timeout=60, what="children garbage-collected")
+    assert not allowed(kubectl, user, "get", "configmaps", namespace)
+
+
+def test_neighbour_namespace_grant_is_removed_by_the_finalizer(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    neighbour = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", neighbour)
+    try:
+        capabilities = [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": [neighbour]}]
+        kubectl("apply", "-f", "-", input=identity_manifest("wide", namespace, capabilities))
+        intent = wait_ready(kubectl, namespace, "wide")
+        assert "paved.dev/cleanup" in intent["metadata"]["finalizers"]
+        user = f"system:serviceaccount:{namespace}:wide"
+        assert allowed(kubectl, user, "get", "configmaps", neighbour)
+        assert not allowed(kubectl, user, "list", "configmaps", neighbour)
+        remote = get_json(kubectl, "roles", "-n", neighbour, "-l", f"paved.dev/owner-uid={intent['metadata']['uid']}")["items"]  # type: ignore[index]
+        assert len(remote) == 1 and not remote[0]["metadata"].get("ownerReferences")
+
+        kubectl("delete", "agentidentity", "wide", "-n", namespace, "--wait=true", "--timeout=60s")
+        wait_for(lambda: not allowed(kubectl, user, "get", "configmaps", neighbour), timeout=30, what="neighbour grant revoked")
+    finally:
+        kubectl("delete", "namespace", neighbour, "--wait=false", check=False)
+
+
+def test_operator_restart_rewrites_nothing(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+    """Resuming after a restart observes every child and writes nothing when all is in place."""
+    kubectl("apply", "-f", "-", input=identity_manifest("steady", namespace, [{"resources": ["pods"], "verbs": ["get"]}]))
+    wait_ready(kubectl, namespace, "steady")
+
+    def versions() -> dict[str, str]:
+        listing = get_json(kubectl, "agentidentities,serviceaccounts,roles,rolebindings", "-n", namespace)
+        return {f"{item['kind']}/{item['metadata']['name']}": item["metadata"]["resourceVersion"] for item in listing["items"]}  # type: ignore[index]
+
+    before = versions()
+    operator.restart()
+    wait_for(lambda: operator.metric("reconcile_total", kind="AgentIdentity", result="unchanged") >= 1,
+             timeout=30, what="the resumed reconcile")
+    assert versions() == before

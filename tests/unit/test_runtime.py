@@ -1,0 +1,43 @@
+"""Kopf settings of `paved run` (pure: build_settings does no I/O) and handler registration."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from paved import runtime
+from paved.kube.apply import MANAGED_KINDS
+
+
+def test_settings_use_paved_prefixes_and_bounded_resources() -> None:
+    settings = runtime.build_settings(runtime.RunOptions())
+    assert settings.persistence.finalizer == "paved.dev/cleanup"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.persistence.progress_storage.prefix == "paved.dev"
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.diffbase_storage.prefix == "paved.dev"
+    assert settings.posting.level == logging.WARNING
+    assert settings.watching.server_timeout < settings.watching.client_timeout
+    assert settings.watching.connect_timeout
+    assert settings.execution.max_workers == runtime.MAX_WORKERS
+    assert settings.peering.standalone is True
+    assert len(settings.watching.label_selectors) == len(MANAGED_KINDS)
+    assert set(settings.watching.label_selectors._items.values()) == {"app.kubernetes.io/managed-by=paved"}
+
+
+def test_liveness_endpoint_and_namespaces_option() -> None:
+    options = runtime.RunOptions(health_port=9999, bind_address="127.0.0.1")
+    assert options.liveness_endpoint == "http://127.0.0.1:9999/healthz"
+    assert runtime.namespaces_option(["a,b", " c ", ""]) == ("a", "b", "c")
+
+
+def test_importing_handlers_registers_identity_compositions_and_drift() -> None:
+    import paved.handlers  # noqa: F401
+
+    registry = kopf.get_default_registry()
+    ids = {handler.id for handler in registry._changing.get_all_handlers()}
+    assert {"reconcile_identity", "finalize_identity"} <= ids
+    watching = {handler.id for handler in registry._watching.get_all_handlers()}
+    assert "composition_changed" in watching and "drift-role" in watching
+    assert "composition_index" in {handler.id for handler in registry._indexing.get_all_handlers()}
