@@ -61,7 +61,9 @@ class VaultAuth(RuledModel):
     field_groups = (FieldGroup(("kubernetes", "tokenSecretRef", "appRole")),)
 
     kubernetes: VaultKubernetesAuth | None = Field(default=None, description="Kubernetes auth (recommended).")
-    tokenSecretRef: SecretKeySelector | None = Field(default=None, description="A Vault token stored in a Secret.")
+    tokenSecretRef: SecretKeySelector | None = Field(
+        default=None, description="A Vault token stored in a Secret (operator's namespace for a ClusterSecretStore)."
+    )
     appRole: VaultAppRoleAuth | None = Field(default=None, description="AppRole auth.")
 
 
@@ -78,7 +80,7 @@ class VaultProvider(Model):
 
 
 class AwsSecretRefAuth(Model):
-    """Static AWS credentials stored in a Secret."""
+    """Static AWS credentials stored in a Secret (a ClusterSecretStore reads it in the operator's namespace)."""
 
     accessKeyIDSecretRef: SecretKeySelector = Field(description="Secret key holding the access key id.")
     secretAccessKeySecretRef: SecretKeySelector = Field(description="Secret key holding the secret access key.")
@@ -203,7 +205,11 @@ class SecretTemplate(Model):
     """Shape the target Secret's values from the fetched ones."""
 
     data: dict[str, str] = Field(
-        default_factory=dict, description="Secret key -> Jinja2 template over the fetched values, e.g. {{ password }}."
+        default_factory=dict,
+        description=(
+            "Secret key -> Jinja2 template over the fetched values, e.g. {{ password }}; when set, the Secret"
+            " holds exactly these keys."
+        ),
     )
 
 
@@ -234,7 +240,9 @@ class ExternalSecretRefSpec(RuledModel):
     field_groups = (FieldGroup(("data", "dataFrom"), "at-least-one"),)
 
     storeRef: StoreRef = Field(description="Store to read from.")
-    refreshInterval: Duration = Field(default="1h", description='How often to re-read the backend; "0" syncs once.')
+    refreshInterval: Duration = Field(
+        default="1h", description='How often to re-read the backend; "0" syncs once; otherwise at least 5s.'
+    )
     data: list[DataItem] = Field(default_factory=list, description="Individual keys.")
     dataFrom: list[DataFromItem] = Field(default_factory=list, description="Whole remote secrets.")
     target: Target = Field(default_factory=Target, description="The Secret to write.")

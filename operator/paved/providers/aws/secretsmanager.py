@@ -10,7 +10,10 @@ Cost model (what the bench measures), per cycle and store:
   says ResourceNotFoundException, or a secret scheduled for deletion says
   InvalidRequestException) before it is reported Missing;
 - keys given as ARNs, and keys pinned to a VersionId, skip the listing: a VersionId is
-  immutable (fetched once, then cached by the engine), an ARN is read with the batch.
+  immutable (fetched once, then cached by the engine), an ARN is read with the batch;
+- credentials without `secretsmanager:ListSecrets` (common in ESO setups, which only grant
+  GetSecretValue) still work: versions then come from BatchGetSecretValue itself, so every
+  cycle costs ceil(N/20) value reads instead of ceil(N/10) listings.
 Every call goes through paved.providers.aws.session.call: counted in
 `paved_provider_api_calls_total{provider="aws-secretsmanager"}`, retried with backoff and
 jitter when transient, errors scrubbed.
@@ -109,10 +112,13 @@ class AwsStoreSession:
         auth = self.spec.auth
         if auth and auth.secretRef:
             namespace = self.config.credentials_namespace
-            key_id = self.credentials.secret_value(namespace, auth.secretRef.accessKeyIDSecretRef.name, auth.secretRef.accessKeyIDSecretRef.key)
-            secret = self.credentials.secret_value(
-                namespace, auth.secretRef.secretAccessKeySecretRef.name, auth.secretRef.secretAccessKeySecretRef.key
-            )
+            refs = auth.secretRef
+            field = "spec.provider.aws.auth.secretRef"
+            try:
+                key_id = self.credentials.secret_value(namespace, refs.accessKeyIDSecretRef.name, refs.accessKeyIDSecretRef.key)
+                secret = self.credentials.secret_value(namespace, refs.secretAccessKeySecretRef.name, refs.secretAccessKeySecretRef.key)
+            except StoreError as error:
+                raise StoreError(f"{field}: {error}", reason=error.reason, retryable=error.retryable, field=field) from None
             return boto3.session.Session(aws_access_key_id=key_id.strip(), aws_secret_access_key=secret.strip(), region_name=self.spec.region)
         return boto3.session.Session(region_name=self.spec.region)
 
@@ -171,6 +177,7 @@ class SecretsManagerStore:
         self.aws = AwsStoreSession(config, credentials)
         self._lock = threading.Lock()
         self._prefetched: dict[RemoteKey, RemoteValue] = {}
+        self._list_denied = False
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         try:
@@ -178,9 +185,26 @@ class SecretsManagerStore:
         except AwsError as error:
             raise store_error(error, f"secretsmanager {operation}") from None
 
+    def _list(self, **params: Any) -> dict[str, Any] | None:
+        """ListSecrets, or None when the policy does not allow it (then values are read directly)."""
+        if self._list_denied:
+            return None
+        try:
+            return aws.call(PROVIDER, self.aws.client("secretsmanager"), "list_secrets", **params)
+        except AwsError as error:
+            if error.code in ("AccessDeniedException", "AccessDenied"):
+                log.info("secretsmanager store %s may not ListSecrets; reading versions with BatchGetSecretValue",
+                         self.aws.config.key)
+                self._list_denied = True
+                return None
+            raise store_error(error, "secretsmanager list_secrets") from None
+
     def check(self) -> str:
-        self._call("list_secrets", MaxResults=1)
-        return f"aws secretsmanager in {self.aws.spec.region} with {self.aws.how}"
+        where = f"aws secretsmanager in {self.aws.spec.region} with {self.aws.how}"
+        if self._list(MaxResults=1) is None:
+            # Denied is an answer from AWS to these credentials: they authenticated.
+            return f"{where} (no ListSecrets permission: every cycle reads values)"
+        return where
 
     def versions(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
         with self._lock:
@@ -198,7 +222,9 @@ class SecretsManagerStore:
                     params: dict[str, Any] = {"Filters": [{"Key": "name", "Values": chunk}], "MaxResults": LIST_PAGE}
                     if token:
                         params["NextToken"] = token
-                    answer = self._call("list_secrets", **params)
+                    answer = self._list(**params)
+                    if answer is None:  # no ListSecrets permission: learn versions from the values
+                        return {**result, **self._versions_from_values(listed)}
                     for entry in answer.get("SecretList", []):
                         if entry.get("Name") in chunk:  # the filter matches prefixes
                             found[entry["Name"]] = entry.get("SecretVersionsToStages") or {}
@@ -218,15 +244,29 @@ class SecretsManagerStore:
                 # Not listed: make sure with a value read (listing is eventually consistent).
                 confirmed = self._batch_get([RemoteKey(r.key) for r in unconfirmed])
                 for remote in unconfirmed:
-                    answer = confirmed[RemoteKey(remote.key)]
-                    if isinstance(answer, RemoteValue) and remote.version is None:
-                        self._prefetched[remote] = answer
-                        result[remote] = Present(answer.version)
-                    elif isinstance(answer, RemoteValue):
+                    outcome = confirmed[RemoteKey(remote.key)]
+                    if isinstance(outcome, RemoteValue) and remote.version is None:
+                        self._prefetched[remote] = outcome
+                        result[remote] = Present(outcome.version)
+                    elif isinstance(outcome, RemoteValue):
                         result[remote] = Present(None)  # a stage pin: let fetch resolve it
                     else:
-                        result[remote] = answer
+                        result[remote] = outcome
             return result
+
+    def _versions_from_values(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
+        """Versions through BatchGetSecretValue (20 per call), keeping the values for fetch()."""
+        result: dict[RemoteKey, KeyState] = {}
+        latest = [k for k in keys if k.version is None]
+        for remote, outcome in self._batch_get(latest).items():
+            if isinstance(outcome, RemoteValue):
+                self._prefetched[remote] = outcome
+                result[remote] = Present(outcome.version)
+            else:
+                result[remote] = outcome
+        for remote in keys:
+            result.setdefault(remote, Present(None))  # stage pins: resolved by fetch()
+        return result
 
     def _batch_get(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         result: dict[RemoteKey, FetchResult] = {}

@@ -1,0 +1,263 @@
+"""Provider calls per sync cycle: N ExternalSecretRefs over K distinct remote secrets.
+
+    .venv/bin/python bench/bench_secrets.py            # 1,000 refs over 100 secrets
+    .venv/bin/python bench/bench_secrets.py --quick    # 100 refs over 10 secrets
+    .venv/bin/python bench/bench_secrets.py --refs 5000 --secrets 500 --changed 5
+
+Real backends, real providers: a moto server (Secrets Manager, SSM) and an OpenBao dev
+server are started on loopback; the operator's sync engine (paved.handlers.secrets
+.SyncEngine) runs in this process with the production providers. Only Kubernetes is
+replaced by an in-memory stand-in (Secret and status writes are not what is measured here;
+the e2e tests cover them). Calls are read from `provider_api_calls_total`, which counts
+every real HTTP request the providers send.
+
+Per backend, three cycles: cold (first sync of every ref), steady (nothing changed) and
+rotation (`--changed` secrets got a new version). The ESO column is what one read per ref
+per refresh costs (ESO's model): N calls every cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test fixtures know how to start moto and OpenBao
+
+from prometheus_client import REGISTRY  # noqa: E402
+
+from paved.handlers.secrets import SyncEngine, parse_ref  # noqa: E402
+from paved.kube import apply as kube_apply  # noqa: E402
+from paved.providers.base import Owner  # noqa: E402
+from paved.providers.secretstores import StoreError  # noqa: E402
+from paved.secretsync.model import StoreKey  # noqa: E402
+
+NAMESPACE = "bench"
+
+
+class MemoryKube:
+    """The Kubernetes side of the engine, in memory (a KubePort)."""
+
+    def __init__(self, stores: dict[StoreKey, dict[str, Any]], credentials: dict[tuple[str, str, str], str]) -> None:
+        self.stores = stores
+        self.credentials = credentials
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes = 0
+
+    def get_store(self, key: StoreKey) -> dict[str, Any] | None:
+        return copy.deepcopy(self.stores.get(key))
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return {}
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.get((namespace, name))
+
+    def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
+        self.writes += 1
+        self.secrets[(namespace_of(owner), body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
+
+    def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+        self.writes += 1
+
+    def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
+        self.secrets.pop((namespace, name), None)
+
+    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
+        pass
+
+    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        return []
+
+    def patch_workload(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        pass
+
+    def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
+        pass
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            return self.credentials[(namespace, name, key)]
+        except KeyError:
+            raise StoreError(f"Secret {namespace}/{name} not found", reason="CredentialsMissing") from None
+
+    def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
+        raise StoreError("no ServiceAccounts in the bench", reason="CredentialsMissing")
+
+
+def namespace_of(owner: Owner) -> str:
+    return owner.namespace or ""
+
+
+def calls(provider: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for metric in REGISTRY.collect():
+        if metric.name != "provider_api_calls":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("provider") == provider:
+                found[sample.labels["operation"]] = found.get(sample.labels["operation"], 0) + int(sample.value)
+    return found
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ref_body(i: int, key: str, store: str, properties: tuple[str, str] | None) -> dict[str, Any]:
+    if properties:
+        data = [{"secretKey": p, "remoteRef": {"key": key, "property": p}} for p in properties]
+    else:
+        data = [{"secretKey": "value", "remoteRef": {"key": key}}]
+    return {
+        "metadata": {"name": f"ref-{i}", "namespace": NAMESPACE, "uid": f"uid-{i}", "generation": 1},
+        "spec": {"storeRef": {"name": store}, "refreshInterval": "1h", "data": data, "target": {"name": f"ref-{i}"}},
+    }
+
+
+def run_scenario(
+    label: str,
+    providers: Sequence[str],
+    store: dict[str, Any],
+    credentials: dict[tuple[str, str, str], str],
+    keys: list[str],
+    refs: int,
+    rotate: Any,
+    changed: int,
+    properties: tuple[str, str] | None,
+) -> list[dict[str, Any]]:
+    clock = Clock()
+    key = StoreKey("SecretStore", NAMESPACE, store["metadata"]["name"])
+    kube = MemoryKube({key: store}, credentials)
+    engine = SyncEngine(kube, clock=clock)
+    for i in range(refs):
+        engine.register(parse_ref(ref_body(i, keys[i % len(keys)], key.name, properties)), None, immediate=True)
+    rows = []
+    for phase in ("cold", "steady", "rotation"):
+        if phase == "rotation":
+            for name in keys[:changed]:
+                rotate(name)
+        if phase != "cold":
+            clock.now = max(clock.now, engine.state.next_due())
+        before = {p: calls(p) for p in providers}
+        writes = kube.writes
+        started = time.perf_counter()
+        report = engine.run_cycle()
+        seconds = time.perf_counter() - started
+        used = {p: delta(calls(p), before[p]) for p in providers}
+        total = sum(n for ops in used.values() for n in ops.values())
+        detail = ", ".join(f"{op} {n}" for ops in used.values() for op, n in sorted(ops.items()))
+        rows.append({
+            "backend": label, "phase": phase, "refs": report.refs, "distinct": len(keys), "calls": total, "detail": detail,
+            "eso": refs, "writes": kube.writes - writes, "failures": report.failures, "seconds": seconds,
+        })
+        if report.failures:
+            raise SystemExit(f"{label} {phase}: {report.failures} ref(s) failed: {report.reasons}")
+    engine.providers.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 refs over 10 secrets")
+    parser.add_argument("--refs", type=int, default=1000)
+    parser.add_argument("--secrets", type=int, default=100)
+    parser.add_argument("--changed", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    args = parser.parse_args()
+    if args.quick:
+        args.refs, args.secrets = 100, 10
+    from fixtures.aws import _FAKE_AWS_ENV, _start_moto  # noqa: PLC0415 - test plumbing, reused on purpose
+    from fixtures.vault import _start_openbao  # noqa: PLC0415
+    import os
+
+    workdir = Path(tempfile.mkdtemp(prefix="paved-bench-secrets-"))
+    moto = _start_moto(workdir)
+    bao = _start_openbao(workdir)
+    os.environ.update(_FAKE_AWS_ENV)
+    os.environ["PAVED_AWS_ENDPOINT_URL"] = moto.endpoint_url
+    rows: list[dict[str, Any]] = []
+    try:
+        names = [f"bench/db-{i:04d}" for i in range(args.secrets)]
+        payload = {"username": "app", "password": "bench-value"}
+
+        # --- AWS Secrets Manager ------------------------------------------------------------
+        sm = moto.client("secretsmanager")
+        for name in names:
+            sm.create_secret(Name=name, SecretString=json.dumps(payload))
+        aws_store = {"metadata": {"name": "aws"},
+                     "spec": {"provider": {"aws": {"service": "SecretsManager", "region": moto.region}}}}
+        rows += run_scenario("secretsmanager", ["aws-secretsmanager", "aws-sts"], aws_store, {}, names, args.refs,
+                             lambda n: sm.put_secret_value(SecretId=n, SecretString=json.dumps({**payload, "password": "rotated"})),
+                             args.changed, ("username", "password"))
+
+        # --- AWS SSM Parameter Store --------------------------------------------------------
+        ssm = moto.client("ssm")
+        params = [f"/{n}" for n in names]
+        for name in params:
+            ssm.put_parameter(Name=name, Value="bench-value", Type="SecureString")
+        ssm_store = {"metadata": {"name": "ssm"},
+                     "spec": {"provider": {"aws": {"service": "ParameterStore", "region": moto.region}}}}
+        rows += run_scenario("ssm", ["aws-ssm"], ssm_store, {}, params, args.refs,
+                             lambda n: ssm.put_parameter(Name=n, Value="rotated", Type="SecureString", Overwrite=True),
+                             args.changed, None)
+
+        # --- Vault / OpenBao (AppRole: the login is counted) -------------------------------
+        vault = bao.client
+        for name in names:
+            vault.secrets.kv.v2.create_or_update_secret(path=name, secret=payload, mount_point="secret")
+        vault.sys.enable_auth_method("approle")
+        vault.sys.create_or_update_policy("bench", 'path "secret/*" { capabilities = ["read"] }')
+        vault.auth.approle.create_or_update_approle("bench", token_policies=["bench"], token_ttl="1h")
+        role_id = vault.auth.approle.read_role_id("bench")["data"]["role_id"]
+        secret_id = vault.auth.approle.generate_secret_id("bench")["data"]["secret_id"]
+        vault_store = {"metadata": {"name": "vault"}, "spec": {"provider": {"vault": {
+            "server": bao.addr, "caBundle": Path(bao.ca_cert).read_text(),
+            "auth": {"appRole": {"roleId": role_id, "secretRef": {"name": "approle", "key": "secret-id"}}}}}}}
+        rows += run_scenario("vault", ["vault"], vault_store, {(NAMESPACE, "approle", "secret-id"): secret_id}, names, args.refs,
+                             lambda n: vault.secrets.kv.v2.create_or_update_secret(path=n, secret={**payload, "password": "rotated"},
+                                                                                   mount_point="secret"),
+                             args.changed, ("username", "password"))
+    finally:
+        bao._process.stop()  # type: ignore[union-attr]
+        moto._process.stop()  # type: ignore[union-attr]
+
+    print(f"\n{args.refs} ExternalSecretRefs over {args.secrets} distinct remote secrets, {args.changed} changed in the rotation cycle\n")
+    header = f"{'backend':<15}{'cycle':<10}{'refs':>6}{'calls':>7}{'ESO':>7}{'Secrets written':>17}{'cycle s':>9}  calls by operation"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['backend']:<15}{row['phase']:<10}{row['refs']:>6}{row['calls']:>7}{row['eso']:>7}{row['writes']:>17}"
+              f"{row['seconds']:>9.2f}  {row['detail']}")
+    targets = {
+        ("secretsmanager", "steady"): math.ceil(args.secrets / 10),
+        ("secretsmanager", "rotation"): math.ceil(args.secrets / 10) + math.ceil(args.changed / 20),
+        ("vault", "steady"): args.secrets,
+    }
+    print()
+    for (backend, phase), expected in targets.items():
+        row = next(r for r in rows if r["backend"] == backend and r["phase"] == phase)
+        print(f"{backend} {phase}: {row['calls']} calls (model: {expected})")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Vault / OpenBao providers (hvac). `store` is the KV v2 secret store provider (`vault`)."""

@@ -1,0 +1,42 @@
+"""The secret sync core: pure planning for ExternalSecretRefs. No I/O, no clients.
+
+Layer: after `rollout/`, before `providers/` (providers import its value types). It never
+imports kopf, kubernetes, boto3 or hvac; the engine in paved.handlers.secrets does the I/O
+and asks this package what to do at each step.
+
+- model     RefSpec (a ref, normalised), StoreKey, RemoteKey, RemoteValue (masked repr),
+            Present / Missing / KeyFailure (what a store says per key), StoreFailure
+- schedule  per-store jittered grid, restart spreading, tenacity backoff capped below the interval
+- plan      grouping by store, de-duplication of remote keys, change detection (which refs
+            need values, which keys to fetch), the per-ref Decision, and the status it yields
+- missing   the two-consecutive-cycles rule for vanished remote keys
+- access    ClusterSecretStore allowances (namespaces x key prefixes with {namespace})
+- values    property extraction, dataFrom extraction, sandboxed Jinja2 templates, content
+            hash, redaction of values from every error message
+- restart   which opted-in Deployments/StatefulSets get a pod-template stamp (one per change)
+- state     the engine's thread-safe memory: registered refs, due times, the value cache
+"""
+
+from paved.secretsync.model import (
+    KeyFailure,
+    Missing,
+    Present,
+    RefSpec,
+    RemoteKey,
+    RemoteValue,
+    StoreFailure,
+    StoreKey,
+    ref_spec_from,
+)
+
+__all__ = [
+    "KeyFailure",
+    "Missing",
+    "Present",
+    "RefSpec",
+    "RemoteKey",
+    "RemoteValue",
+    "StoreFailure",
+    "StoreKey",
+    "ref_spec_from",
+]

@@ -1,0 +1,368 @@
+"""One sync cycle, decided: grouping, de-duplication, change detection, per-ref outcome, status.
+
+A cycle over the refs that are due runs in three steps; this module decides each of them and
+the engine (paved.handlers.secrets) does the I/O in between:
+
+1. `group_by_store` + `distinct_keys`: every remote key needed by the due refs of one
+   store, once, however many refs use it. The store is asked for their versions only
+   (metadata, batched by the provider).
+2. `needs_values` + `keys_to_fetch`: a ref needs values only if it never synced, its spec
+   changed, its Secret drifted, or a key's version differs from the one it last synced;
+   a key is fetched only if some such ref needs it and the in-memory cache does not already
+   hold that exact version. An unchanged cycle therefore fetches nothing.
+3. `decide`: from versions, values and the ref's memory, what to do with the Secret
+   (nothing / write / delete) and what the ref's status says. Any store or key failure, or a
+   first missing observation, leaves the Secret exactly as it is.
+
+`status_for` turns a decision into the ref's status (never a value in it).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from paved.api.common import READY, STALE, set_condition
+from paved.secretsync import missing as missing_rule
+from paved.secretsync.model import (
+    KeyFailure,
+    KeyState,
+    Missing,
+    Present,
+    RefSpec,
+    RemoteKey,
+    RemoteValue,
+    StoreFailure,
+    StoreKey,
+)
+from paved.secretsync.values import ResolveError, content_hash, resolve
+
+# Ready reasons
+SYNCED = "Synced"
+INVALID_SPEC = "InvalidSpec"
+STORE_NOT_FOUND = "StoreNotFound"
+STORE_INVALID = "StoreInvalid"
+ACCESS_DENIED = "AccessDenied"
+REMOTE_KEY_MISSING = "RemoteKeyMissing"
+REMOTE_KEY_DELETED = "RemoteKeyDeleted"
+TARGET_CONFLICT = "TargetConflict"
+TARGET_WRITE_FAILED = "TargetWriteFailed"
+
+
+@dataclass
+class RefMemory:
+    """What the engine remembers about a ref between cycles (seeded from its status)."""
+
+    spec: RefSpec
+    synced_generation: int | None = None
+    source_versions: dict[str, str] = field(default_factory=dict)
+    content_hash: str | None = None
+    missing_since: dict[str, str] = field(default_factory=dict)
+    last_good: str | None = None
+    repair: bool = False  # the live Secret drifted or disappeared: write even if nothing changed
+    status: dict[str, Any] = field(default_factory=dict)  # last status written (for deltas)
+
+    @classmethod
+    def from_status(cls, spec: RefSpec, status: Mapping[str, Any] | None) -> RefMemory:
+        status = dict(status or {})
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+        synced = status.get("observedGeneration") if ready.get("status") == "True" else None
+        return cls(
+            spec=spec,
+            synced_generation=synced,
+            source_versions=dict(status.get("sourceVersions") or {}),
+            content_hash=status.get("contentHash"),
+            missing_since=dict(status.get("missingSince") or {}),
+            last_good=status.get("lastGoodSyncTime"),
+            status=status,
+        )
+
+    @property
+    def settled(self) -> bool:
+        """Synced this generation and the Secret is believed intact."""
+        return self.synced_generation == self.spec.generation and self.content_hash is not None and not self.repair
+
+
+# --- steps 1 and 2 ------------------------------------------------------------------------
+
+
+def group_by_store(refs: Iterable[RefSpec]) -> dict[StoreKey, list[RefSpec]]:
+    groups: dict[StoreKey, list[RefSpec]] = defaultdict(list)
+    for ref in refs:
+        groups[ref.store].append(ref)
+    return dict(sorted(groups.items()))
+
+
+def distinct_keys(refs: Iterable[RefSpec]) -> list[RemoteKey]:
+    """Every remote key the refs need, each once, in a stable order."""
+    return sorted({remote for ref in refs for remote in ref.remote_keys})
+
+
+def needs_values(memory: RefMemory, observed: Mapping[RemoteKey, KeyState], now: str = "") -> bool:
+    """Whether this ref must be (re)rendered, which needs the values of its present keys."""
+    states = [observed.get(remote) for remote in memory.spec.remote_keys]
+    if any(isinstance(state, KeyFailure) or state is None for state in states):
+        return False  # nothing will be rendered this cycle
+    missing_now = [r.label for r, s in zip(memory.spec.remote_keys, states) if isinstance(s, Missing)]
+    if missing_now:
+        verdict = missing_rule.judge(memory.missing_since, missing_now, now)
+        # Only a confirmed loss under deletionPolicy Delete rewrites the Secret.
+        return bool(verdict.confirmed) and not verdict.pending and memory.spec.target.deletion_policy == "Delete"
+    if not memory.settled:
+        return True
+    for remote, state in zip(memory.spec.remote_keys, states):
+        assert isinstance(state, Present)
+        if state.version is None or memory.source_versions.get(remote.label) != state.version:
+            return True
+    return False
+
+
+def keys_to_fetch(
+    refs: Iterable[RefMemory],
+    observed: Mapping[RemoteKey, KeyState],
+    cached: Mapping[RemoteKey, RemoteValue],
+    now: str = "",
+) -> list[RemoteKey]:
+    """Present keys that some ref needs and the cache does not hold at the observed version."""
+    wanted: set[RemoteKey] = set()
+    for memory in refs:
+        if not needs_values(memory, observed, now):
+            continue
+        for remote in memory.spec.remote_keys:
+            state = observed.get(remote)
+            if not isinstance(state, Present):
+                continue
+            hit = cached.get(remote)
+            if hit is None or state.version is None or hit.version != state.version:
+                wanted.add(remote)
+    return sorted(wanted)
+
+
+# --- step 3 -------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    """What to do with one ref's Secret this cycle, and what its status should say."""
+
+    action: Literal["none", "write", "delete"]
+    ready: bool
+    reason: str
+    message: str
+    asked_backend: bool = True
+    success: bool = False  # the Secret matches the backend (lastGoodSyncTime moves)
+    retry: bool = False  # retry soon with backoff instead of waiting for the next grid point
+    data: dict[str, bytes] | None = field(default=None, repr=False)
+    content_hash: str | None = None
+    source_versions: dict[str, str] = field(default_factory=dict)
+    missing_since: dict[str, str] | None = None
+    field: str = ""  # the spec path at fault, when there is one
+
+    @property
+    def stale(self) -> bool:
+        return not self.success
+
+
+def failure(reason: str, message: str, *, field: str = "", asked_backend: bool = True, retry: bool = True) -> Decision:
+    return Decision("none", False, reason, message, asked_backend=asked_backend, retry=retry, field=field)
+
+
+def store_failed(error: StoreFailure) -> Decision:
+    return failure(error.reason, error.message, retry=error.retryable)
+
+
+def decide(
+    memory: RefMemory,
+    observed: Mapping[RemoteKey, KeyState],
+    values: Mapping[RemoteKey, RemoteValue | Missing | KeyFailure],
+    now: str,
+) -> Decision:
+    """The outcome for one ref; `values` holds fetched or cached values of its present keys."""
+    spec = memory.spec
+    once = spec.interval <= 0
+    states = {remote: observed.get(remote) for remote in spec.remote_keys}
+    # Values fetched this cycle may reveal a key that vanished or failed after the version check.
+    for remote, value in values.items():
+        if remote in states and isinstance(value, (Missing, KeyFailure)):
+            states[remote] = value
+    for remote, state in states.items():
+        if state is None:
+            return failure("ProviderError", f"store gave no answer for remote key {remote.label!r}")
+        if isinstance(state, KeyFailure):
+            fields = ", ".join(spec.fields_of(remote))
+            return failure(state.reason, f"{fields}: remote key {remote.label!r}: {state.message}", field=spec.fields_of(remote)[0])
+    missing_now = [remote for remote, state in states.items() if isinstance(state, Missing)]
+    verdict = missing_rule.judge(memory.missing_since, [r.label for r in missing_now], now)
+    if verdict.pending:
+        labels = ", ".join(sorted(verdict.pending))
+        decision = failure(
+            REMOTE_KEY_MISSING,
+            f"remote key(s) {labels} not found ({', '.join(f for r in missing_now for f in spec.fields_of(r))}); "
+            "the Secret is left as it is; if still missing on the next refresh, "
+            f"deletionPolicy {spec.target.deletion_policy} applies",
+            field=spec.fields_of(missing_now[0])[0],
+            retry=once,
+        )
+        decision.missing_since = verdict.missing_since
+        return decision
+    if verdict.confirmed:
+        return _confirmed_missing(memory, states, values, verdict, now)
+    versions = {remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version}
+    if memory.settled and all(memory.source_versions.get(label) == version for label, version in versions.items()) and len(
+        versions
+    ) == len(states):
+        return _good(memory, "none", memory.content_hash, memory.source_versions, {})
+    try:
+        present = {remote: _value(values, remote) for remote in states}
+        data = resolve(spec, present)
+    except ResolveError as error:
+        return failure(error.reason, str(error), field=error.field, retry=once)
+    except _NoValue as error:
+        return failure("ProviderError", f"no value fetched for remote key {error.remote.label!r}")
+    digest = content_hash(spec.namespace, spec.target.name, spec.target.type, data)
+    fetched_versions = {remote.label: present[remote].version for remote in states}
+    # A spec change rewrites the Secret even with equal content: labels, annotations or type may differ.
+    unchanged = digest == memory.content_hash and not memory.repair and memory.synced_generation == spec.generation
+    action: Literal["none", "write"] = "none" if unchanged else "write"
+    decision = _good(memory, action, digest, fetched_versions, {})
+    decision.data = data
+    return decision
+
+
+class _NoValue(LookupError):
+    def __init__(self, remote: RemoteKey) -> None:
+        super().__init__(remote.label)
+        self.remote = remote
+
+
+def _value(values: Mapping[RemoteKey, Any], remote: RemoteKey) -> RemoteValue:
+    value = values.get(remote)
+    if not isinstance(value, RemoteValue):
+        raise _NoValue(remote)
+    return value
+
+
+def _good(memory: RefMemory, action: Literal["none", "write"], digest: str | None, versions: Mapping[str, str], missing: dict[str, str]) -> Decision:
+    spec = memory.spec
+    count = len(spec.remote_keys)
+    return Decision(
+        action,
+        True,
+        SYNCED,
+        f"Secret {spec.target.name} matches {count} remote key(s)",
+        success=True,
+        content_hash=digest,
+        source_versions=dict(versions),
+        missing_since=missing,
+    )
+
+
+def _confirmed_missing(
+    memory: RefMemory,
+    states: Mapping[RemoteKey, KeyState | Missing | KeyFailure | None],
+    values: Mapping[RemoteKey, Any],
+    verdict: missing_rule.MissingVerdict,
+    now: str,
+) -> Decision:
+    spec = memory.spec
+    labels = ", ".join(sorted(verdict.confirmed))
+    since = min(verdict.missing_since[label] for label in verdict.confirmed)
+    if spec.target.deletion_policy == "Retain":
+        decision = failure(
+            REMOTE_KEY_DELETED,
+            f"remote key(s) {labels} gone since {since} (missing on two consecutive refreshes); "
+            "Secret retained per deletionPolicy Retain",
+            field=spec.fields_of(next(r for r in states if r.label in verdict.confirmed))[0],
+            retry=False,
+        )
+        decision.missing_since = verdict.missing_since
+        return decision
+    gone = {remote for remote in states if remote.label in verdict.confirmed}
+    remaining = without_keys(spec, gone)
+    decision = Decision(
+        "delete",
+        False,
+        REMOTE_KEY_DELETED,
+        f"remote key(s) {labels} gone since {since} (missing on two consecutive refreshes); "
+        "their Secret keys were removed per deletionPolicy Delete",
+        success=False,
+        missing_since=verdict.missing_since,
+    )
+    if remaining is not None:
+        try:
+            data = resolve(remaining, {remote: _value(values, remote) for remote in remaining.remote_keys})
+        except (ResolveError, _NoValue):
+            data = None
+        if data:
+            decision.action = "write"
+            decision.data = data
+            decision.content_hash = content_hash(spec.namespace, spec.target.name, spec.target.type, data)
+    decision.source_versions = {
+        remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version
+    }
+    return decision
+
+
+def without_keys(spec: RefSpec, gone: set[RemoteKey]) -> RefSpec | None:
+    """`spec` minus the items that read `gone` keys; None when templated or nothing is left."""
+    if spec.target.template:
+        return None
+    data = tuple(item for item in spec.data if item.remote not in gone)
+    extracts = tuple(extract for extract in spec.extracts if extract.remote not in gone)
+    if not data and not extracts:
+        return None
+    return replace(spec, data=data, extracts=extracts)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def status_for(memory: RefMemory, decision: Decision, now: str) -> dict[str, Any]:
+    """The ref's new status after `decision` (to be diffed against memory.status)."""
+    spec = memory.spec
+    status = dict(memory.status)
+    status["observedGeneration"] = spec.generation
+    if decision.asked_backend:
+        status["lastRefreshTime"] = now
+    if decision.action in ("write", "delete"):
+        status["lastSyncTime"] = now
+    if decision.success:
+        status["lastGoodSyncTime"] = now
+        status["contentHash"] = decision.content_hash
+        status["sourceVersions"] = dict(sorted(decision.source_versions.items()))
+    elif decision.action == "write":
+        status["contentHash"] = decision.content_hash
+    elif decision.action == "delete":
+        status.pop("contentHash", None)
+    if decision.missing_since is not None:
+        status["missingSince"] = dict(decision.missing_since)
+    conditions = set_condition(status.get("conditions"), READY, decision.ready, decision.reason, decision.message, spec.generation)
+    if decision.success:
+        stale = (False, SYNCED, "")
+    else:
+        last_good = status.get("lastGoodSyncTime")
+        keeps = (
+            f"Secret {spec.target.name} keeps the content of the last good sync at {last_good}"
+            if last_good
+            else f"no good sync yet; Secret {spec.target.name} not written by this ref"
+        )
+        if decision.action == "delete":
+            keeps = f"Secret {spec.target.name} reflects the backend: keys of deleted remote keys removed"
+        stale = (decision.action != "delete", decision.reason, keeps)
+    conditions = set_condition(conditions, STALE, stale[0], stale[1], stale[2], spec.generation)
+    status["conditions"] = conditions
+    return {key: value for key, value in status.items() if value is not None}
+
+
+def invalid_status(old: Mapping[str, Any] | None, generation: int | None, problems: list[str], reason: str = INVALID_SPEC) -> dict[str, Any]:
+    """Status of a ref whose spec cannot be synced at all (the Secret is left alone)."""
+    status = dict(old or {})
+    message = "; ".join(problems)
+    status["observedGeneration"] = generation
+    conditions = set_condition(status.get("conditions"), READY, False, reason, message, generation)
+    last_good = status.get("lastGoodSyncTime")
+    keeps = f"the Secret keeps the content of the last good sync at {last_good}" if last_good else "no good sync yet"
+    status["conditions"] = set_condition(conditions, STALE, True, reason, keeps, generation)
+    return {key: value for key, value in status.items() if value is not None}

@@ -1,0 +1,88 @@
+"""When each ref is due: a per-store jittered grid, restart spreading, and error backoff.
+
+Batching only pays when the refs that share remote keys are due together, so refreshes are
+not scheduled per ref. Every ref of store S with interval I refreshes on the grid
+`k * I + phase(S, I)`, where the phase is a hash of the store (in whole milliseconds,
+modulo I). Consequences, all deliberate:
+
+- refs of one store and one interval are due at the same instant, so one cycle reads each of
+  their remote keys once;
+- intervals that divide each other share grid points (phase mod 15m of the 1h grid equals the
+  15m phase), so a 15m ref and a 1h ref on the same store batch every hour;
+- different stores have different phases: load is spread, not synchronised cluster-wide;
+- the grid is a function of the store and the clock only, so an operator restart does not
+  move it; refs that became overdue while the operator was down are spread over a short
+  window by the same phase (`RESUME_WINDOW`), never all at once;
+- a ref is never refreshed later than one interval after its previous refresh.
+
+The first sync of a new or changed ref is immediate (it does not wait for the grid).
+Failures retry with tenacity's exponential backoff with full jitter, capped well below the
+interval (`retry_cap`), so a flapping backend gets a few quick retries, not a hot loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import tenacity
+
+from paved.secretsync.model import StoreKey
+
+RESUME_WINDOW = 60.0  # seconds over which refs overdue after a restart are spread
+MAX_RETRY_DELAY = 300.0
+MIN_RETRY_DELAY = 1.0
+NEVER = math.inf
+
+
+def _store_hash(store: StoreKey) -> int:
+    return int.from_bytes(hashlib.sha256(str(store).encode()).digest()[:8], "big")
+
+
+def phase(store: StoreKey, interval: float) -> float:
+    """The store's offset on the grid of `interval` seconds, in [0, interval)."""
+    period_ms = max(1, round(interval * 1000))
+    return (_store_hash(store) % period_ms) / 1000.0
+
+
+def next_due(after: float, interval: float, store: StoreKey) -> float:
+    """The first grid point of (store, interval) strictly after `after` (NEVER for interval 0)."""
+    if interval <= 0:
+        return NEVER
+    offset = phase(store, interval)
+    k = math.floor((after - offset) / interval) + 1
+    due = k * interval + offset
+    while due <= after:  # float rounding
+        due += interval
+    return due
+
+
+def resume_due(last_refresh: float | None, now: float, interval: float, store: StoreKey) -> float:
+    """Due time of a ref found at start-up (or re-registered) with its status' lastRefreshTime."""
+    if last_refresh is None:
+        return now
+    if interval <= 0:
+        return NEVER
+    due = next_due(last_refresh, interval, store)
+    if due > now:
+        return due
+    window = min(interval, RESUME_WINDOW)
+    return now + phase(store, window)
+
+
+def retry_cap(interval: float) -> float:
+    """Longest wait between retries of a failing ref: a quarter of its interval, at most 5 min."""
+    if interval <= 0:
+        return MAX_RETRY_DELAY
+    return max(MIN_RETRY_DELAY, min(MAX_RETRY_DELAY, interval / 4))
+
+
+_RETRYING = tenacity.Retrying()
+
+
+def retry_delay(attempt: int, interval: float) -> float:
+    """Seconds before retry number `attempt` (1-based): exponential with full jitter (tenacity)."""
+    wait = tenacity.wait_random_exponential(multiplier=MIN_RETRY_DELAY, min=MIN_RETRY_DELAY, max=retry_cap(interval))
+    state = tenacity.RetryCallState(retry_object=_RETRYING, fn=None, args=(), kwargs={})
+    state.attempt_number = max(1, attempt)
+    return float(wait(state))

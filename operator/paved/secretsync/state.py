@@ -1,0 +1,244 @@
+"""The engine's memory: registered refs, their due times, and the value cache. No I/O.
+
+Kopf handler threads register and unregister refs; the single engine thread takes the due
+ones, runs a cycle and completes them. One lock guards everything (operations are O(refs)
+at worst and never wait on I/O while holding it).
+
+The value cache holds the last fetched value of each (store, remote key) at its version, so
+a new ref that shares a key with others, or a ref whose spec changed, renders without asking
+the store for values again. Entries no ref uses any more are evicted after each cycle. The
+cache is process memory only: after a restart, refs whose sourceVersions still match the
+store's versions need no values at all (see plan.needs_values), so a restart costs version
+look-ups, not value reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from paved.secretsync import schedule
+from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue, StoreKey
+from paved.secretsync.plan import Decision, RefMemory
+
+
+@dataclass
+class _Entry:
+    memory: RefMemory
+    due: float
+    attempt: int = 0  # consecutive failed cycles
+    inflight: bool = False
+    dirty: bool = False  # re-registered or repaired while in flight: due again at once after
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class SyncState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: dict[str, _Entry] = {}
+        self._cache: dict[tuple[StoreKey, RemoteKey], RemoteValue] = {}
+
+    # --- registration (Kopf handler threads) -------------------------------------------
+
+    def register(self, spec: RefSpec, status: Mapping[str, Any] | None, now: float, *, immediate: bool) -> float:
+        """Add or update a ref; return its due time.
+
+        `immediate` (create/update): sync at once. Otherwise (resume after a restart) the
+        ref keeps its place on the grid, judged from status.lastRefreshTime, unless it never
+        synced its current generation.
+        """
+        with self._lock:
+            entry = self._refs.get(spec.uid)
+            if entry is not None:
+                changed = entry.memory.spec != spec
+                entry.memory.spec = spec
+                if immediate or changed:
+                    entry.due = now
+                    entry.attempt = 0
+                    entry.dirty = entry.inflight
+                return entry.due
+            memory = RefMemory.from_status(spec, status)
+            if immediate or not memory.settled:
+                due = now
+            else:
+                last = parse_time((status or {}).get("lastRefreshTime"))
+                due = schedule.resume_due(last, now, spec.interval, spec.store)
+            self._refs[spec.uid] = _Entry(memory, due)
+            return due
+
+    def unregister(self, uid: str) -> None:
+        with self._lock:
+            self._refs.pop(uid, None)
+
+    def mark_repair(self, uid: str, now: float) -> bool:
+        """The ref's Secret drifted or vanished: rewrite it at once. False if unknown."""
+        with self._lock:
+            entry = self._refs.get(uid)
+            if entry is None:
+                return False
+            entry.memory.repair = True
+            entry.due = min(entry.due, now)
+            entry.dirty = entry.inflight
+            return True
+
+    def store_changed(self, store: StoreKey, now: float) -> int:
+        """A store appeared, changed or vanished: its refs are due at once. Returns how many."""
+        with self._lock:
+            count = 0
+            for entry in self._refs.values():
+                if entry.memory.spec.store == store:
+                    entry.due = min(entry.due, now)
+                    entry.attempt = 0
+                    entry.dirty = entry.inflight
+                    count += 1
+            return count
+
+    # --- the engine thread --------------------------------------------------------------
+
+    def next_due(self) -> float:
+        with self._lock:
+            return min((e.due for e in self._refs.values() if not e.inflight), default=schedule.NEVER)
+
+    def take_due(self, now: float) -> list[RefMemory]:
+        """Refs due at `now`, marked in flight (a snapshot of their memory each)."""
+        with self._lock:
+            taken = []
+            for entry in self._refs.values():
+                if not entry.inflight and entry.due <= now:
+                    entry.inflight = True
+                    entry.dirty = False
+                    memory = entry.memory
+                    taken.append(
+                        RefMemory(
+                            spec=memory.spec,
+                            synced_generation=memory.synced_generation,
+                            source_versions=dict(memory.source_versions),
+                            content_hash=memory.content_hash,
+                            missing_since=dict(memory.missing_since),
+                            last_good=memory.last_good,
+                            repair=memory.repair,
+                            status=dict(memory.status),
+                        )
+                    )
+            return taken
+
+    def complete(self, taken: RefMemory, decision: Decision, status: Mapping[str, Any], now: float) -> float | None:
+        """Record a cycle's outcome for a ref and schedule it; returns its next due time.
+
+        If the ref was re-registered with another spec (or removed) while in flight, the
+        outcome is still recorded for what it wrote, but the ref is due again at once.
+        """
+        with self._lock:
+            entry = self._refs.get(taken.spec.uid)
+            if entry is None:
+                return None
+            memory = entry.memory
+            memory.status = dict(status)
+            if decision.missing_since is not None:
+                memory.missing_since = dict(decision.missing_since)
+            if decision.action in ("write", "delete"):
+                memory.content_hash = decision.content_hash
+                memory.repair = False
+            if decision.success:
+                memory.synced_generation = taken.spec.generation
+                memory.source_versions = dict(decision.source_versions)
+                memory.content_hash = decision.content_hash
+                memory.last_good = status.get("lastGoodSyncTime")
+                memory.repair = False
+            interval = memory.spec.interval
+            if decision.success or not decision.retry:
+                entry.attempt = 0 if decision.success else entry.attempt
+                entry.due = schedule.next_due(now, interval, memory.spec.store)
+            else:
+                entry.attempt += 1
+                entry.due = now + schedule.retry_delay(entry.attempt, interval)
+            if entry.dirty or memory.spec != taken.spec:
+                entry.due = now
+            entry.inflight = False
+            entry.dirty = False
+            return entry.due
+
+    def release(self, taken: Iterable[RefMemory], delay: float, now: float) -> None:
+        """Give back refs taken but not processed (engine stopping, unexpected error)."""
+        with self._lock:
+            for memory in taken:
+                entry = self._refs.get(memory.spec.uid)
+                if entry is not None and entry.inflight:
+                    entry.inflight = False
+                    entry.due = now + delay
+
+    # --- the value cache ----------------------------------------------------------------
+
+    def cached(self, store: StoreKey, keys: Iterable[RemoteKey]) -> dict[RemoteKey, RemoteValue]:
+        with self._lock:
+            return {key: self._cache[(store, key)] for key in keys if (store, key) in self._cache}
+
+    def remember(self, store: StoreKey, values: Mapping[RemoteKey, Any]) -> None:
+        with self._lock:
+            for key, value in values.items():
+                if isinstance(value, RemoteValue):
+                    self._cache[(store, key)] = value
+                else:
+                    self._cache.pop((store, key), None)
+
+    def forget_store(self, store: StoreKey) -> None:
+        with self._lock:
+            for cache_key in [k for k in self._cache if k[0] == store]:
+                del self._cache[cache_key]
+
+    def evict(self) -> int:
+        """Drop cached values no registered ref reads any more; returns how many."""
+        with self._lock:
+            used = {(e.memory.spec.store, key) for e in self._refs.values() for key in e.memory.spec.remote_keys}
+            stale = [k for k in self._cache if k not in used]
+            for cache_key in stale:
+                del self._cache[cache_key]
+            return len(stale)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def hashes(self, namespace: str) -> dict[str, str]:
+        """Target Secret name -> content hash, for the refs of `namespace`."""
+        with self._lock:
+            return {
+                e.memory.spec.target.name: e.memory.content_hash
+                for e in self._refs.values()
+                if e.memory.spec.namespace == namespace and e.memory.content_hash
+            }
+
+    def uid_for_target(self, namespace: str, secret: str) -> list[str]:
+        with self._lock:
+            return [
+                uid
+                for uid, e in self._refs.items()
+                if e.memory.spec.namespace == namespace and e.memory.spec.target.name == secret
+            ]
+
+    def refs_of_store(self, store: StoreKey) -> list[RefSpec]:
+        with self._lock:
+            return [e.memory.spec for e in self._refs.values() if e.memory.spec.store == store]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._refs)
+
+    def memory(self, uid: str) -> RefMemory | None:
+        with self._lock:
+            entry = self._refs.get(uid)
+            return entry.memory if entry else None
+
+    def due_of(self, uid: str) -> float | None:
+        with self._lock:
+            entry = self._refs.get(uid)
+            return entry.due if entry else None

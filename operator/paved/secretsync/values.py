@@ -1,0 +1,253 @@
+"""Fetched remote values -> the target Secret's data: properties, extraction, templates, hash.
+
+Everything here may touch secret values, so every error it raises is a `ResolveError` whose
+message names the field, the remote key and the property, and is passed through `redact`
+with the values of the ref before it leaves: a Jinja2 error or a JSON error can then never
+carry a password into a status message, an event or a log.
+
+Templates run in Jinja2's ImmutableSandboxedEnvironment with StrictUndefined: a template
+sees the fetched values by Secret key (from `data[]` and `dataFrom[]`), plus `namespace`
+and `name` of the ref; it can call the filters `b64encode`, `b64decode`, `to_json`,
+`from_json`, and nothing outside the sandbox. With `target.template.data` set, the Secret
+holds exactly the template keys (ESO's default "Replace" merge policy).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from paved.api.secrets import SECRET_KEY_PATTERN
+from paved.render.helpers import b64encode, to_json
+from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue
+
+CONTENT_HASH_ANNOTATION = "paved.dev/content-hash"
+REDACTED = "<redacted>"
+_MIN_REDACT = 3  # shorter values are too common to redact meaningfully ("1", "ok")
+
+
+class ResolveError(ValueError):
+    """A ref cannot be turned into Secret data; `field` is the spec path to fix, `reason` CamelCase."""
+
+    def __init__(self, field: str, message: str, *, reason: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = reason
+        self.message = message
+
+
+def redact(text: str, secrets: Iterable[str | bytes]) -> str:
+    """`text` with every occurrence of any of `secrets` replaced by <redacted> (longest first)."""
+    candidates = set()
+    for secret in secrets:
+        if isinstance(secret, bytes):
+            try:
+                secret = secret.decode()
+            except UnicodeDecodeError:
+                continue
+        if len(secret) >= _MIN_REDACT:
+            candidates.add(secret)
+    for secret in sorted(candidates, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def value_strings(value: str | bytes | Mapping[str, Any]) -> list[str | bytes]:
+    """Every string that is (part of) a secret value, for redaction."""
+    if isinstance(value, Mapping):
+        found: list[str | bytes] = []
+        for item in value.values():
+            found.extend(value_strings(item) if isinstance(item, (Mapping, str, bytes)) else [str(item)])
+        return found
+    found = [value]
+    if isinstance(value, str):
+        parsed = _parse_json(value)
+        if isinstance(parsed, dict):
+            found.extend(value_strings(parsed))
+    return found
+
+
+def _parse_json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def _as_text(value: Any) -> str | bytes:
+    """A property value as Secret data: strings as they are, anything else as JSON."""
+    if isinstance(value, (str, bytes)):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def as_map(remote: RemoteKey, value: RemoteValue, field: str) -> dict[str, Any]:
+    """The remote value as a mapping: a KV map as is, a JSON object string parsed."""
+    if isinstance(value.data, Mapping):
+        return dict(value.data)
+    parsed = _parse_json(value.data)
+    if not isinstance(parsed, dict):
+        raise ResolveError(
+            field,
+            f"remote key {remote.label!r} is not a JSON object, so it has no properties; "
+            "store a JSON object or drop the property",
+            reason="InvalidRemoteData",
+        )
+    return parsed
+
+
+def extract_property(remote: RemoteKey, value: RemoteValue, prop: str | None, field: str) -> str | bytes:
+    """One Secret value from a remote value: the whole value, or one (dotted) property of it."""
+    if prop is None:
+        if isinstance(value.data, Mapping):
+            return _as_text(dict(value.data))
+        return value.data
+    mapping = as_map(remote, value, f"{field}.remoteRef.property")
+    if prop in mapping:
+        return _as_text(mapping[prop])
+    current: Any = mapping
+    for part in prop.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        else:
+            raise ResolveError(
+                f"{field}.remoteRef.property",
+                f"property {prop!r} is not in remote key {remote.label!r}",
+                reason="PropertyNotFound",
+            )
+    return _as_text(current)
+
+
+def extract_all(remote: RemoteKey, value: RemoteValue, field: str) -> dict[str, str | bytes]:
+    """Every top-level property of a remote JSON object / KV map, one Secret key each."""
+    mapping = as_map(remote, value, f"{field}.key")
+    result: dict[str, str | bytes] = {}
+    for key, item in mapping.items():
+        if not re.fullmatch(SECRET_KEY_PATTERN, str(key)) or len(str(key)) > 253:
+            raise ResolveError(
+                f"{field}.key",
+                f"remote key {remote.label!r} has a property name that is not a valid Secret key "
+                "(letters, digits, '-', '_', '.'); use data[] with remoteRef.property instead",
+                reason="InvalidRemoteData",
+            )
+        result[str(key)] = _as_text(item)
+    return result
+
+
+# --- templates ----------------------------------------------------------------------------
+
+
+def _b64decode(value: Any) -> str:
+    try:
+        return base64.b64decode(str(value), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("b64decode: input is not base64 of UTF-8 text") from None
+
+
+def _from_json(value: Any) -> Any:
+    try:
+        return json.loads(str(value))
+    except ValueError:
+        raise ValueError("from_json: input is not JSON") from None
+
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV.filters.update({"b64encode": b64encode, "b64decode": _b64decode, "to_json": to_json, "from_json": _from_json})
+_ENV.globals.clear()  # no range/dict/lipsum/cycler: templates only shape values
+
+
+@lru_cache(maxsize=2048)
+def compile_template(text: str) -> Template:
+    """Compile once per text; raise TemplateSyntaxError (its message holds no values)."""
+    return _ENV.from_string(text)
+
+
+def template_problems(template: Iterable[tuple[str, str]]) -> list[str]:
+    """Syntax errors of spec.target.template.data, found without any value ("" list = fine)."""
+    problems = []
+    for key, text in template:
+        try:
+            compile_template(text)
+        except TemplateSyntaxError as error:
+            problems.append(f"spec.target.template.data.{key}: line {error.lineno}: {error.message}")
+    return problems
+
+
+def render_templates(
+    template: Iterable[tuple[str, str]], context: Mapping[str, Any], secrets: Iterable[str | bytes]
+) -> dict[str, str]:
+    """Render each template; errors name the key, never a value."""
+    secrets = list(secrets)
+    rendered: dict[str, str] = {}
+    for key, text in template:
+        field = f"spec.target.template.data.{key}"
+        try:
+            rendered[key] = compile_template(text).render(context)
+        except TemplateSyntaxError as error:
+            raise ResolveError(field, f"line {error.lineno}: {error.message}", reason="TemplateError") from None
+        except Exception as error:  # noqa: BLE001 - any failure inside a user template
+            detail = redact(f"{type(error).__name__}: {error}", secrets)
+            raise ResolveError(field, f"template does not render: {detail}", reason="TemplateError") from None
+    return rendered
+
+
+# --- the whole ref ------------------------------------------------------------------------
+
+
+def resolve(ref: RefSpec, values: Mapping[RemoteKey, RemoteValue]) -> dict[str, bytes]:
+    """The target Secret's data for `ref` from `values` (which must hold every key of the ref)."""
+    secrets = [s for remote in ref.remote_keys if remote in values for s in value_strings(values[remote].data)]
+    try:
+        fetched: dict[str, str | bytes] = {}
+        for extract in ref.extracts:
+            fetched.update(extract_all(extract.remote, values[extract.remote], extract.field))
+        for item in ref.data:
+            fetched[item.secret_key] = extract_property(item.remote, values[item.remote], item.property, item.field)
+        if ref.target.template:
+            context = {key: _text(value) for key, value in fetched.items()}
+            context.update({"namespace": ref.namespace, "name": ref.name})
+            out: dict[str, str | bytes] = dict(render_templates(ref.target.template, context, secrets))
+        else:
+            out = fetched
+    except ResolveError as error:
+        raise ResolveError(error.field, redact(error.message, secrets), reason=error.reason) from None
+    return {key: value.encode() if isinstance(value, str) else bytes(value) for key, value in out.items()}
+
+
+def _text(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode()
+    return value
+
+
+def content_hash(namespace: str, name: str, secret_type: str, data: Mapping[str, bytes]) -> str:
+    """A stable hash of a Secret's content, salted with its namespace/name.
+
+    Changes exactly when a key, a value or the type changes. The salt makes equal content in
+    two Secrets hash differently, so a hash seen in one namespace says nothing about another.
+    """
+    digest = hashlib.sha256()
+    for part in (namespace, name, secret_type):
+        digest.update(part.encode() + b"\x00")
+    for key in sorted(data):
+        digest.update(key.encode() + b"\x00" + hashlib.sha256(data[key]).digest())
+    return digest.hexdigest()[:32]
+
+
+def live_content_hash(secret: Mapping[str, Any]) -> str:
+    """content_hash of a live Secret object (data is base64 on the wire)."""
+    metadata = secret.get("metadata") or {}
+    data = {key: base64.b64decode(value or "") for key, value in (secret.get("data") or {}).items()}
+    return content_hash(metadata.get("namespace", ""), metadata.get("name", ""), secret.get("type") or "Opaque", data)

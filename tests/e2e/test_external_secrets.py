@@ -1,0 +1,515 @@
+"""ExternalSecretRef end to end: `paved run` (deploy/'s RBAC) + real API server + OpenBao + moto.
+
+ESO's well-known example — a remote `production/database` with `username` and `password`
+into the Secret `db-credentials` — with Vault (Kubernetes auth: the operator asks the API
+server for a ServiceAccount token, OpenBao reviews it with a real TokenReview) and with AWS
+Secrets Manager (moto server, credentials from a Secret). Then: rotation reaches the Secret
+within one refresh and restarts an opted-in Deployment exactly once; an OpenBao that is
+killed leaves the Secret untouched and the ref Stale, and a restart recovers it; a
+ClusterSecretStore refuses keys outside a namespace's prefix without reading them (OpenBao's
+audit log proves it); bad input gives conditions naming the field while neighbours keep
+syncing; and no secret value ever shows up in the operator's log, Events or status.
+
+The outage test needs an OpenBao that can die and come back with its data: `bao server`
+with raft storage on disk (init + unseal through the API), function-scoped, defined here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets as random
+import signal
+import ssl
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fixtures._servers import ServerProcess, free_port
+from fixtures.aws import MotoServer
+from fixtures.cluster import Kubectl, wait_for
+from fixtures.operator import OperatorProcess
+from fixtures.vault import OpenBao, bao_binary, configure_kubernetes_auth
+
+pytestmark = [pytest.mark.cluster, pytest.mark.vault]
+
+REFRESH = 10  # seconds: the refreshInterval of the e2e refs
+MARKERS: list[str] = []  # every secret value written by this module; none may leak
+
+
+def marker(label: str) -> str:
+    value = f"MARKER-{label}-{random.token_hex(6)}"
+    MARKERS.append(value)
+    return value
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def apply(kubectl: Kubectl, *docs: dict[str, Any], namespace: str | None = None) -> None:
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    kubectl(*args, input=yaml.safe_dump_all(docs))
+
+
+def get(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+    result = kubectl(*args, check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None, type_: str = "Ready") -> dict[str, Any]:
+    body = get(kubectl, kind, name, namespace) or {}
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def wait_condition(kubectl: Kubectl, kind: str, name: str, namespace: str | None, *, status: str, reason: str | None = None,
+                   timeout: float = 60, type_: str = "Ready") -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = condition(kubectl, kind, name, namespace, type_)
+        if found.get("status") == status and (reason is None or found.get("reason") == reason):
+            return found
+        return None
+
+    return wait_for(check, timeout=timeout, interval=0.5,
+                    what=f"{kind} {namespace}/{name} {type_}={status} {reason or ''} "
+                         f"(last: {condition(kubectl, kind, name, namespace, type_)})")
+
+
+def secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, str] | None:
+    body = get(kubectl, "secret", name, namespace)
+    if body is None:
+        return None
+    return {key: base64.b64decode(value).decode() for key, value in (body.get("data") or {}).items()}
+
+
+def ref(name: str, store: str, *, key: str = "production/database", kind: str = "SecretStore", interval: str = f"{REFRESH}s",
+        target_name: str | None = None, data: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "paved.dev/v1alpha1",
+        "kind": "ExternalSecretRef",
+        "metadata": {"name": name},
+        "spec": {
+            "storeRef": {"name": store, "kind": kind},
+            "refreshInterval": interval,
+            "data": data if data is not None else [
+                {"secretKey": "username", "remoteRef": {"key": key, "property": "username"}},
+                {"secretKey": "password", "remoteRef": {"key": key, "property": "password"}},
+            ],
+            "target": {"name": target_name or name},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def deployment(name: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": {"paved.dev/restart-on-secret-change": secret}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                         "envFrom": [{"secretRef": {"name": secret}}]}]},
+            },
+        },
+    }
+
+
+def kv_put(client: Any, path: str, data: dict[str, str]) -> None:
+    client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point="secret")
+
+
+# --- Vault with Kubernetes auth -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kubernetes_auth(openbao: OpenBao, control_plane: Any, operator: OperatorProcess) -> str:
+    """OpenBao's kubernetes auth method pointed at the test API server (real TokenReview)."""
+    return configure_kubernetes_auth(openbao, control_plane, mount="kubernetes").mount
+
+
+def vault_store(kubectl: Kubectl, openbao: OpenBao, namespace: str, *, name: str = "vault", role: str | None = None,
+                prefix: str = "production") -> dict[str, Any]:
+    """ServiceAccount secrets-reader, a Vault role bound to it reading `prefix/*`, and the SecretStore."""
+    vault = openbao.client
+    role = role or f"reader-{namespace}"
+    vault.sys.create_or_update_policy(f"{namespace}-read", f"""
+path "secret/data/{prefix}/*" {{ capabilities = ["read"] }}
+path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}
+""")
+    vault.auth.kubernetes.create_role(f"reader-{namespace}", bound_service_account_names=["secrets-reader"],
+                                      bound_service_account_namespaces=[namespace], policies=[f"{namespace}-read"], ttl="1h")
+    store = {
+        "apiVersion": "paved.dev/v1alpha1",
+        "kind": "SecretStore",
+        "metadata": {"name": name},
+        "spec": {"provider": {"vault": {
+            "server": openbao.addr,
+            "path": "secret",
+            "caBundle": Path(openbao.ca_cert).read_text(),
+            "auth": {"kubernetes": {"mountPath": "kubernetes", "role": role, "serviceAccountRef": {"name": "secrets-reader"}}},
+        }}},
+    }
+    apply(kubectl, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}}, store, namespace=namespace)
+    return store
+
+
+def test_vault_database_example_rotation_restarts_once(
+    kubectl: Kubectl, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
+) -> None:
+    first, second = marker("vault-v1"), marker("vault-v2")
+    kv_put(openbao.client, "production/database", {"username": "app", "password": first})
+    vault_store(kubectl, openbao, namespace)
+    apply(kubectl, deployment("web", "db-credentials"), namespace=namespace)
+    created = time.monotonic()
+    apply(kubectl, ref("db-credentials", "vault"), namespace=namespace)
+
+    wait_condition(kubectl, "secretstore", "vault", namespace, status="True", reason="Authenticated")
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    assert time.monotonic() - created < REFRESH, "the first sync must not wait for the refresh interval"
+    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": first}
+    esr = get(kubectl, "esr", "db-credentials", namespace) or {}
+    secret = get(kubectl, "secret", "db-credentials", namespace) or {}
+    status = esr["status"]
+    assert status["sourceVersions"] == {"production/database": str(_vault_version(openbao, "production/database"))}
+    assert status["contentHash"] == secret["metadata"]["annotations"]["paved.dev/content-hash"]
+    assert condition(kubectl, "esr", "db-credentials", namespace, type_="Stale")["status"] == "False"
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "ExternalSecretRef"
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "paved"
+    web = get(kubectl, "deployment", "web", namespace) or {}
+    generation = web["metadata"]["generation"]
+    assert "paved.dev/secret-hash" not in (web["spec"]["template"]["metadata"].get("annotations") or {})
+
+    # Rotation: visible in the Secret within one refresh, and ONE rolling restart of `web`.
+    kv_put(openbao.client, "production/database", {"username": "app", "password": second})
+    rotated = time.monotonic()
+    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == second,
+             timeout=REFRESH + 8, interval=0.5, what="the rotated password in db-credentials")
+    assert time.monotonic() - rotated <= REFRESH + 5
+    wait_for(lambda: (get(kubectl, "deployment", "web", namespace) or {})["metadata"]["generation"] == generation + 1,
+             timeout=20, what="one rolling restart of web")
+    time.sleep(2 * REFRESH + 2)  # two more cycles: no further restart without a further change
+    web = get(kubectl, "deployment", "web", namespace) or {}
+    assert web["metadata"]["generation"] == generation + 1
+    assert "paved.dev/secret-hash" in web["spec"]["template"]["metadata"]["annotations"]
+    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    assert [e for e in events if e["reason"] == "WorkloadRestarted"], "the restart is recorded as an Event on the ref"
+
+
+def _vault_version(openbao: OpenBao, path: str) -> int:
+    return openbao.client.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]["current_version"]
+
+
+# --- AWS Secrets Manager (moto) --------------------------------------------------------------------
+
+
+def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, moto_server: MotoServer,
+                                              operator: OperatorProcess) -> None:
+    first, second = marker("aws-v1"), marker("aws-v2")
+    sm = moto_server.client("secretsmanager")
+    name = "production/database"
+    try:
+        sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+    sm.create_secret(Name=name, SecretString=json.dumps({"username": "app", "password": first}))
+    credentials = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-credentials"},
+                   "stringData": {"access-key-id": "AKIAPAVEDTEST0000000", "secret-access-key": "test-secret-key"}}
+    store = {
+        "apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "aws"},
+        "spec": {"provider": {"aws": {
+            "service": "SecretsManager", "region": moto_server.region, "endpointURL": moto_server.endpoint_url,
+            "auth": {"secretRef": {"accessKeyIDSecretRef": {"name": "aws-credentials", "key": "access-key-id"},
+                                   "secretAccessKeySecretRef": {"name": "aws-credentials", "key": "secret-access-key"}}},
+        }}},
+    }
+    apply(kubectl, credentials, store, deployment("api", "db-credentials"), namespace=namespace)
+    apply(kubectl, ref("db-credentials", "aws"), namespace=namespace)
+    wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated")
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": first}
+    generation = (get(kubectl, "deployment", "api", namespace) or {})["metadata"]["generation"]
+
+    # Unchanged cycles cost one ListSecrets each and no value read.
+    before = _aws_calls(operator)
+    time.sleep(2 * REFRESH + 1)
+    after = _aws_calls(operator)
+    assert after["batch_get_secret_value"] == before["batch_get_secret_value"]
+    assert 1 <= after["list_secrets"] - before["list_secrets"] <= 4
+
+    sm.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "app", "password": second}))
+    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == second,
+             timeout=REFRESH + 8, interval=0.5, what="the rotated password from Secrets Manager")
+    wait_for(lambda: (get(kubectl, "deployment", "api", namespace) or {})["metadata"]["generation"] == generation + 1,
+             timeout=20, what="one rolling restart of api")
+    assert _aws_calls(operator)["batch_get_secret_value"] - after["batch_get_secret_value"] == 1
+    sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+
+
+def _aws_calls(operator: OperatorProcess) -> dict[str, float]:
+    names = ("paved_provider_api_calls_total", "provider_api_calls_total")
+    return {op: sum(operator.metric(n, provider="aws-secretsmanager", operation=op) for n in names)
+            for op in ("list_secrets", "batch_get_secret_value")}
+
+
+# --- OpenBao outage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RestartableOpenBao:
+    """A `bao server` with raft storage on disk: can be killed and started again with its data."""
+
+    workdir: Path
+    port: int
+    process: ServerProcess | None = None
+    unseal_key: str = field(default="", repr=False)
+    root_token: str = field(default="", repr=False)
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def audit_log(self) -> Path:
+        """Every request the server handled (paths in clear, values HMAC'd)."""
+        return self.workdir / "audit.log"
+
+    def audited_reads(self) -> set[str]:
+        paths = set()
+        for line in self.audit_log.read_text().splitlines():
+            entry = json.loads(line)
+            request = entry.get("request") or {}
+            if entry.get("type") == "request" and request.get("operation") == "read":
+                paths.add(request.get("path", ""))
+        return paths
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.addr}/v1/{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None)
+        if token:
+            request.add_header("X-Vault-Token", token)
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            text = answer.read()
+        return json.loads(text) if text else {}
+
+    def start(self) -> None:
+        config = self.workdir / "config.hcl"
+        (self.workdir / "data").mkdir(exist_ok=True)
+        config.write_text(f"""
+storage "raft" {{
+  path = "{self.workdir / 'data'}"
+  node_id = "paved-e2e"
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{self.port}"
+  cluster_address = "127.0.0.1:{self.port + 1}"
+  tls_disable = true
+}}
+api_addr = "{self.addr}"
+cluster_addr = "http://127.0.0.1:{self.port + 1}"
+audit "file" "paved" {{
+  options {{
+    file_path = "{self.audit_log}"
+  }}
+}}
+""")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
+        self.process = ServerProcess("openbao-raft", [bao_binary(), "server", f"-config={config}"],
+                                     self.workdir / "openbao.log", env=env)
+        self.process.wait_http(f"{self.addr}/v1/sys/health", timeout=60, ok=(200, 429, 472, 473, 501, 503))
+        if not self.unseal_key:
+            answer = self._request("PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1})
+            self.unseal_key, self.root_token = answer["keys_base64"][0], answer["root_token"]
+            self.process._secrets = (self.root_token, self.unseal_key)
+        self._request("PUT", "sys/unseal", {"key": self.unseal_key})
+        self.process.wait_http(f"{self.addr}/v1/sys/health", timeout=60, ok=(200,))
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, as if the node died."""
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.stop(grace=5)
+            self.process = None
+
+    def client(self) -> Any:
+        import hvac
+
+        return hvac.Client(url=self.addr, token=self.root_token, timeout=10)
+
+
+@pytest.fixture
+def restartable_openbao(tmp_path: Path) -> Iterator[RestartableOpenBao]:
+    port = free_port(avoid=lambda p: p >= 65000)
+    server = RestartableOpenBao(tmp_path, port)
+    server.start()
+    server.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.process.stop()
+
+
+def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
+    kubectl: Kubectl, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
+) -> None:
+    bao = restartable_openbao
+    value = marker("outage")
+    client = bao.client()
+    wait_for(lambda: _try(lambda: kv_put(client, "production/database", {"username": "app", "password": value})),
+             timeout=20, what="the KV engine to accept writes")
+    client.sys.create_or_update_policy("read", 'path "secret/*" { capabilities = ["read"] }')
+    token = client.auth.token.create(policies=["read"], ttl="2h")["auth"]["client_token"]
+    apply(kubectl,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-token"}, "stringData": {"token": token}},
+          {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "bao"},
+           "spec": {"provider": {"vault": {"server": bao.addr, "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}}}}},
+          ref("db-credentials", "bao", interval="5s"), namespace=namespace)
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    before = get(kubectl, "secret", "db-credentials", namespace) or {}
+    good = (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]["lastGoodSyncTime"]
+
+    bao.kill()
+    down = wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", reason="StoreUnreachable", timeout=30)
+    assert "unreachable" in down["message"]
+    stale = wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", type_="Stale", timeout=10)
+    assert good in stale["message"]
+    time.sleep(20)  # several refresh intervals and retries while the backend is down
+    during = get(kubectl, "secret", "db-credentials", namespace) or {}
+    assert during["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert during["data"] == before["data"]
+    status = (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]
+    assert status["lastGoodSyncTime"] == good and status["lastRefreshTime"] > good
+
+    bao.start()  # same data, unsealed again; the token is still valid
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", type_="Stale", timeout=10)
+    after = get(kubectl, "secret", "db-credentials", namespace) or {}
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # same content: not rewritten
+
+
+def _try(action: Any) -> bool:
+    try:
+        action()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# --- ClusterSecretStore allowances -------------------------------------------------------------------
+
+
+def test_cluster_store_refuses_keys_outside_the_namespace_prefix(
+    kubectl: Kubectl, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
+) -> None:
+    bao = restartable_openbao
+    client = bao.client()
+    mine, theirs = marker("tenant-mine"), marker("tenant-theirs")
+    other = f"not-{namespace}"
+    wait_for(lambda: _try(lambda: kv_put(client, f"teams/{namespace}/db", {"username": "a", "password": mine})),
+             timeout=20, what="the KV engine to accept writes")
+    kv_put(client, f"teams/{other}/db", {"username": "b", "password": theirs})
+    client.sys.create_or_update_policy("teams-read", 'path "secret/*" { capabilities = ["read"] }')
+    token = client.auth.token.create(policies=["teams-read"], ttl="2h")["auth"]["client_token"]
+    store_name = f"shared-{namespace}"
+    apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{store_name}-token"}, "stringData": {"token": token}},
+          namespace="paved-system")  # a ClusterSecretStore's credentials live in the operator's namespace
+    apply(kubectl, {
+        "apiVersion": "paved.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": store_name},
+        "spec": {
+            "provider": {"vault": {"server": bao.addr, "auth": {"tokenSecretRef": {"name": f"{store_name}-token", "key": "token"}}}},
+            "access": [{"namespaces": [namespace], "keyPrefixes": ["teams/{namespace}/"]}],
+        },
+    })
+    try:
+        apply(kubectl, ref("mine", store_name, kind="ClusterSecretStore", key=f"teams/{namespace}/db"),
+              ref("theirs", store_name, kind="ClusterSecretStore", key=f"teams/{other}/db"), namespace=namespace)
+        wait_condition(kubectl, "clustersecretstore", store_name, None, status="True", reason="Authenticated")
+        wait_condition(kubectl, "esr", "mine", namespace, status="True", timeout=30)
+        assert secret_data(kubectl, namespace, "mine") == {"username": "a", "password": mine}
+        refused = wait_condition(kubectl, "esr", "theirs", namespace, status="False", reason="AccessDenied", timeout=30)
+        assert refused["message"].startswith("spec.data[0].remoteRef.key: ")
+        assert f"teams/{namespace}/" in refused["message"] and "nothing was read" in refused["message"]
+        assert get(kubectl, "secret", "theirs", namespace) is None
+        time.sleep(REFRESH + 2)  # more cycles of both refs
+        reads = bao.audited_reads()
+        assert f"secret/metadata/teams/{namespace}/db" in reads  # the allowed key was read ...
+        assert not {path for path in reads if f"teams/{other}/" in path}, "... the refused one never"
+    finally:
+        kubectl("delete", "clustersecretstore", store_name, "--wait=false", check=False)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+def test_bad_input_gives_conditions_naming_the_field_while_neighbours_keep_syncing(
+    kubectl: Kubectl, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
+) -> None:
+    first, second = marker("bad-good-v1"), marker("bad-good-v2")
+    path = f"badinput/{namespace}/db"
+    kv_put(openbao.client, path, {"username": "app", "password": first})
+    vault_store(kubectl, openbao, namespace, prefix="badinput")
+    vault_store(kubectl, openbao, namespace, name="vault-badauth", role="no-such-role", prefix="badinput")
+    apply(kubectl,
+          ref("good", "vault", key=path),
+          ref("badauth", "vault-badauth", key=path),
+          ref("nostore", "absent", key=path),
+          ref("noprop", "vault", data=[{"secretKey": "pw", "remoteRef": {"key": path, "property": "passwd"}}]),
+          ref("badtemplate", "vault", key=path, target={"name": "badtemplate", "template": {"data": {"url": "{{ username "}}}),
+          ref("badrender", "vault", key=path, target={"name": "badrender", "template": {"data": {"url": "{{ {}[password] }}"}}}),
+          ref("badinterval", "vault", key=path, interval="100ms"),
+          namespace=namespace)
+
+    rejected = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(ref("soon", "vault", interval="soon")), check=False)
+    assert rejected.returncode != 0 and "spec.refreshInterval" in rejected.stderr  # the CRD schema first
+
+    wait_condition(kubectl, "esr", "good", namespace, status="True", timeout=30)
+    store = wait_condition(kubectl, "secretstore", "vault-badauth", namespace, status="False", reason="AuthFailed")
+    assert "spec.provider.vault.auth.kubernetes" in store["message"] and "no-such-role" in store["message"]
+    expected = {
+        "badauth": ("AuthFailed", "spec.provider.vault.auth.kubernetes"),
+        "nostore": ("StoreNotFound", "spec.storeRef.name"),
+        "noprop": ("PropertyNotFound", "spec.data[0].remoteRef.property"),
+        "badtemplate": ("InvalidSpec", "spec.target.template.data.url"),
+        "badrender": ("TemplateError", "spec.target.template.data.url"),
+        "badinterval": ("InvalidSpec", "spec.refreshInterval"),
+    }
+    for name, (reason, field_path) in expected.items():
+        found = wait_condition(kubectl, "esr", name, namespace, status="False", reason=reason, timeout=30)
+        assert field_path in found["message"], (name, found["message"])
+        assert get(kubectl, "secret", name, namespace) is None, f"{name} must not create a Secret"
+
+    # The good ref on the same store keeps syncing: a rotation reaches it.
+    kv_put(openbao.client, path, {"username": "app", "password": second})
+    wait_for(lambda: (secret_data(kubectl, namespace, "good") or {}).get("password") == second,
+             timeout=REFRESH + 8, interval=0.5, what="the good ref to keep syncing")
+    assert operator.alive()
+
+
+# --- nothing leaks -----------------------------------------------------------------------------------
+
+
+def test_no_secret_value_in_operator_log_events_or_status(kubectl: Kubectl, operator: OperatorProcess) -> None:
+    """Runs last in this module: every marker written above must appear only in Secrets."""
+    assert MARKERS, "run with the rest of the module"
+    log = operator.log_path.read_text(errors="replace")
+    events = kubectl("get", "events", "-A", "-o", "json").stdout
+    status = kubectl("get", "externalsecretrefs,secretstores", "-A", "-o", "json").stdout
+    status += kubectl("get", "clustersecretstores", "-o", "json").stdout
+    for value in MARKERS:
+        assert value not in log, "a secret value is in the operator log"
+        assert value not in events, "a secret value is in an Event"
+        assert value not in status, "a secret value is in a status"
+    secrets = kubectl("get", "secrets", "-A", "-o", "json").stdout
+    assert any(base64.b64encode(value.encode()).decode() in secrets for value in MARKERS)  # the check can fail

@@ -1,0 +1,419 @@
+"""The pure secret sync core: specs, values, templates, hashes, access, schedule, plan, restarts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from paved.api.kinds import SpecError
+from paved.api.secrets import ClusterSecretStoreSpec, ExternalSecretRefSpec
+from paved.secretsync import access, missing, plan, restart, schedule
+from paved.secretsync.model import KeyFailure, Missing, Present, RefSpec, RemoteKey, RemoteValue, StoreKey, ref_spec_from
+from paved.secretsync.state import SyncState
+from paved.secretsync.values import (
+    ResolveError,
+    content_hash,
+    live_content_hash,
+    redact,
+    resolve,
+    template_problems,
+)
+
+MARKER = "s3cr3t-MARKER-value-7f1c"
+NOW = "2025-01-01T00:00:00Z"
+LATER = "2025-01-01T01:00:00Z"
+
+
+def ref(name: str = "db", namespace: str = "app", **spec: object) -> RefSpec:
+    body = {
+        "storeRef": {"name": "vault"},
+        "refreshInterval": "1h",
+        "data": [
+            {"secretKey": "username", "remoteRef": {"key": "production/database", "property": "username"}},
+            {"secretKey": "password", "remoteRef": {"key": "production/database", "property": "password"}},
+        ],
+    }
+    body.update(spec)
+    return ref_spec_from(namespace, name, f"uid-{namespace}-{name}", 1, ExternalSecretRefSpec.model_validate(body))
+
+
+DB = RemoteKey("production/database")
+DB_VALUE = RemoteValue("1", {"username": "app", "password": MARKER})
+
+
+# --- spec ----------------------------------------------------------------------------------------
+
+
+def test_ref_spec_normalises_and_dedups_keys() -> None:
+    spec = ref()
+    assert spec.remote_keys == (DB,)
+    assert spec.interval == 3600
+    assert spec.target.name == "db"
+    assert spec.store == StoreKey("SecretStore", "app", "vault")
+    assert spec.fields_of(DB) == ["spec.data[0].remoteRef.key", "spec.data[1].remoteRef.key"]
+
+
+def test_cluster_store_ref_has_no_namespace() -> None:
+    spec = ref(storeRef={"name": "shared", "kind": "ClusterSecretStore"})
+    assert spec.store == StoreKey("ClusterSecretStore", "", "shared")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"refreshInterval": "100ms"}, "spec.refreshInterval"),
+        ({"data": [{"secretKey": "a", "remoteRef": {"key": "teams/x/../y"}}]}, "spec.data[0].remoteRef.key"),
+        (
+            {"data": [{"secretKey": "a", "remoteRef": {"key": "k1"}}, {"secretKey": "a", "remoteRef": {"key": "k2"}}]},
+            "spec.data[1].secretKey",
+        ),
+    ],
+)
+def test_semantic_spec_errors_name_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        ref(**change)
+    assert any(problem.startswith(field) for problem in caught.value.problems), caught.value.problems
+
+
+def test_zero_interval_means_once() -> None:
+    assert ref(refreshInterval="0").interval == 0
+    assert schedule.next_due(100.0, 0, StoreKey("SecretStore", "a", "b")) == math.inf
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+
+def test_properties_from_a_kv_map_and_from_json_text() -> None:
+    spec = ref()
+    assert resolve(spec, {DB: DB_VALUE}) == {"username": b"app", "password": MARKER.encode()}
+    as_json = RemoteValue("v1", json.dumps({"username": "app", "password": MARKER}))
+    assert resolve(spec, {DB: as_json}) == {"username": b"app", "password": MARKER.encode()}
+
+
+def test_dotted_property_and_whole_value() -> None:
+    spec = ref(data=[
+        {"secretKey": "host", "remoteRef": {"key": "cfg", "property": "db.host"}},
+        {"secretKey": "all", "remoteRef": {"key": "plain"}},
+    ])
+    values = {RemoteKey("cfg"): RemoteValue("1", '{"db": {"host": "h1"}}'), RemoteKey("plain"): RemoteValue("3", "just text")}
+    assert resolve(spec, values) == {"host": b"h1", "all": b"just text"}
+
+
+def test_missing_property_names_field_and_property_not_the_value() -> None:
+    spec = ref(data=[{"secretKey": "pw", "remoteRef": {"key": "production/database", "property": "passwd"}}])
+    with pytest.raises(ResolveError) as caught:
+        resolve(spec, {DB: DB_VALUE})
+    assert caught.value.field == "spec.data[0].remoteRef.property"
+    assert "passwd" in str(caught.value) and "production/database" in str(caught.value)
+    assert MARKER not in str(caught.value)
+
+
+def test_property_of_a_non_json_value() -> None:
+    spec = ref(data=[{"secretKey": "pw", "remoteRef": {"key": "plain", "property": "x"}}])
+    with pytest.raises(ResolveError) as caught:
+        resolve(spec, {RemoteKey("plain"): RemoteValue("1", MARKER)})
+    assert caught.value.reason == "InvalidRemoteData" and MARKER not in str(caught.value)
+
+
+def test_data_from_extracts_every_property() -> None:
+    spec = ref(data=[], dataFrom=[{"extract": {"key": "production/database"}}])
+    assert resolve(spec, {DB: DB_VALUE}) == {"username": b"app", "password": MARKER.encode()}
+
+
+def test_template_shapes_values_in_a_sandbox() -> None:
+    spec = ref(target={"template": {"data": {"url": "postgres://{{ username }}:{{ password }}@db/{{ namespace }}"}}})
+    assert resolve(spec, {DB: DB_VALUE}) == {"url": f"postgres://app:{MARKER}@db/app".encode()}
+
+
+def test_template_error_names_the_key_and_never_the_value() -> None:
+    # The lookup error of a missing dict key would echo the key, which is the secret value here.
+    spec = ref(target={"template": {"data": {"bad": "{{ {}[password] }}"}}})
+    with pytest.raises(ResolveError) as caught:
+        resolve(spec, {DB: DB_VALUE})
+    assert caught.value.field == "spec.target.template.data.bad"
+    assert caught.value.reason == "TemplateError"
+    assert MARKER not in str(caught.value)
+
+
+def test_template_cannot_escape_the_sandbox() -> None:
+    spec = ref(target={"template": {"data": {"x": "{{ username.__class__.__mro__ }}"}}})
+    with pytest.raises(ResolveError) as caught:
+        resolve(spec, {DB: DB_VALUE})
+    assert caught.value.reason == "TemplateError"
+
+
+def test_template_syntax_errors_are_found_without_values() -> None:
+    assert template_problems([("ok", "{{ a }}")]) == []
+    problems = template_problems([("url", "{{ username ")])
+    assert problems and problems[0].startswith("spec.target.template.data.url: line 1")
+
+
+def test_redact_replaces_longest_first() -> None:
+    assert redact("a MARKER and MARKER2", ["MARKER", "MARKER2"]) == "a <redacted> and <redacted>"
+
+
+def test_content_hash_changes_exactly_with_content() -> None:
+    a = content_hash("ns", "s", "Opaque", {"k": b"v"})
+    assert a == content_hash("ns", "s", "Opaque", {"k": b"v"})
+    assert a != content_hash("ns", "s", "Opaque", {"k": b"w"})
+    assert a != content_hash("ns", "s", "Opaque", {"k2": b"v"})
+    assert a != content_hash("ns", "other", "Opaque", {"k": b"v"})  # salted with the Secret's name
+    live = {"metadata": {"namespace": "ns", "name": "s"}, "type": "Opaque", "data": {"k": "dg=="}}
+    assert live_content_hash(live) == a
+
+
+# --- access ----------------------------------------------------------------------------------------
+
+
+def cluster_access(*rules: dict[str, object]) -> ClusterSecretStoreSpec:
+    return ClusterSecretStoreSpec.model_validate({"provider": {"aws": {"region": "eu-west-1"}}, "access": list(rules)})
+
+
+def test_access_by_name_and_prefix_template() -> None:
+    store = cluster_access({"namespaces": ["app"], "keyPrefixes": ["teams/{namespace}/"]})
+    good = ref(data=[{"secretKey": "a", "remoteRef": {"key": "teams/app/db"}}])
+    bad = ref(data=[{"secretKey": "a", "remoteRef": {"key": "teams/app/db"}}, {"secretKey": "b", "remoteRef": {"key": "teams/other/db"}}])
+    assert access.check("shared", store.access, good, {}).allowed
+    verdict = access.check("shared", store.access, bad, {})
+    assert not verdict.allowed and verdict.field == "spec.data[1].remoteRef.key"
+    assert "teams/app/" in verdict.message and "nothing was read" in verdict.message
+
+
+def test_access_by_namespace_labels() -> None:
+    store = cluster_access({"namespaceSelector": {"matchLabels": {"tenant": "yes"}}, "keyPrefixes": ["shared/"]})
+    spec = ref(data=[{"secretKey": "a", "remoteRef": {"key": "shared/x"}}])
+    assert access.check("s", store.access, spec, {"tenant": "yes"}).allowed
+    assert not access.check("s", store.access, spec, {"tenant": "no"}).allowed
+    assert not access.check("s", store.access, spec, None).allowed  # labels unknown: refuse
+    assert not access.check("s", [], spec, {"tenant": "yes"}).allowed  # empty access: nobody
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab/.-", min_size=1, max_size=20))
+def test_access_never_grants_outside_the_prefix(key: str) -> None:
+    store = cluster_access({"namespaces": ["app"], "keyPrefixes": ["a/{namespace}/"]})
+    try:
+        spec = ref(data=[{"secretKey": "k", "remoteRef": {"key": key}}])
+    except SpecError:
+        return  # refused before access is even considered ('..' segments)
+    if access.check("s", store.access, spec, {}).allowed:
+        assert key.startswith("a/app/") and ".." not in key.split("/")
+
+
+# --- schedule --------------------------------------------------------------------------------------
+
+STORE = StoreKey("SecretStore", "app", "vault")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0, max_value=1e9), st.sampled_from([5.0, 60.0, 900.0, 3600.0]))
+def test_next_due_is_on_the_grid_and_within_one_interval(after: float, interval: float) -> None:
+    due = schedule.next_due(after, interval, STORE)
+    assert after < due <= after + interval + 1e-6
+    assert math.isclose((due - schedule.phase(STORE, interval)) / interval % 1, 0, abs_tol=1e-6) or math.isclose(
+        (due - schedule.phase(STORE, interval)) / interval % 1, 1, abs_tol=1e-6
+    )
+
+
+def test_dividing_intervals_share_grid_points() -> None:
+    hourly = schedule.next_due(1_000_000.0, 3600, STORE)
+    assert schedule.next_due(hourly - 0.001, 900, STORE) == pytest.approx(hourly)
+
+
+def test_stores_get_different_phases() -> None:
+    phases = {schedule.phase(StoreKey("SecretStore", "ns", f"s{i}"), 3600) for i in range(50)}
+    assert len(phases) > 45
+
+
+def test_resume_spreads_overdue_refs_over_a_window() -> None:
+    now = 10_000.0
+    assert schedule.resume_due(None, now, 3600, STORE) == now  # never synced: at once
+    assert schedule.resume_due(now - 60, now, 3600, STORE) > now  # not overdue: grid
+    overdue = [schedule.resume_due(now - 7200, now, 3600, StoreKey("SecretStore", "n", f"s{i}")) for i in range(100)]
+    assert all(now <= due < now + schedule.RESUME_WINDOW for due in overdue)
+    assert len({round(due) for due in overdue}) > 30  # spread, not a thundering herd
+
+
+def test_retry_backoff_is_jittered_and_capped_below_the_interval() -> None:
+    delays = [schedule.retry_delay(attempt, 60) for attempt in range(1, 30)]
+    assert all(schedule.MIN_RETRY_DELAY <= d <= 15 for d in delays)
+    assert max(schedule.retry_delay(20, 0) for _ in range(20)) <= schedule.MAX_RETRY_DELAY
+    assert len({round(schedule.retry_delay(6, 3600), 3) for _ in range(20)}) > 1  # jitter
+
+
+# --- missing rule ----------------------------------------------------------------------------------
+
+
+def test_missing_needs_two_consecutive_cycles() -> None:
+    first = missing.judge({}, ["k"], NOW)
+    assert first.pending == {"k"} and not first.confirmed and first.missing_since == {"k": NOW}
+    second = missing.judge(first.missing_since, ["k"], LATER)
+    assert second.confirmed == {"k"} and second.missing_since == {"k": NOW}
+    back = missing.judge(first.missing_since, [], LATER)
+    assert back.missing_since == {} and not back.confirmed
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+
+def memory(spec: RefSpec | None = None, **fields: object) -> plan.RefMemory:
+    return plan.RefMemory(spec=spec or ref(), **fields)  # type: ignore[arg-type]
+
+
+def settled(spec: RefSpec | None = None) -> plan.RefMemory:
+    spec = spec or ref()
+    data = resolve(spec, {DB: DB_VALUE})
+    return memory(spec, synced_generation=1, source_versions={DB.label: "1"},
+                  content_hash=content_hash(spec.namespace, spec.target.name, "Opaque", data))
+
+
+def test_grouping_and_dedup_across_refs() -> None:
+    refs = [ref(f"r{i}") for i in range(30)] + [ref("other", storeRef={"name": "aws"})]
+    groups = plan.group_by_store(refs)
+    assert [len(v) for v in groups.values()] == [1, 30]
+    assert plan.distinct_keys(groups[StoreKey("SecretStore", "app", "vault")]) == [DB]
+
+
+def test_unchanged_versions_need_no_values() -> None:
+    done = settled()
+    assert not plan.needs_values(done, {DB: Present("1")})
+    assert plan.keys_to_fetch([done], {DB: Present("1")}, {}) == []
+    assert plan.needs_values(done, {DB: Present("2")})
+    assert plan.keys_to_fetch([done], {DB: Present("2")}, {}) == [DB]
+    assert plan.keys_to_fetch([done], {DB: Present("2")}, {DB: RemoteValue("2", {})}) == []  # cached at that version
+    assert plan.needs_values(memory(), {DB: Present("1")})  # never synced
+
+
+def test_decide_unchanged_writes_nothing() -> None:
+    decision = plan.decide(settled(), {DB: Present("1")}, {}, NOW)
+    assert decision.action == "none" and decision.success and decision.ready
+
+
+def test_decide_rotation_writes_once_with_new_hash() -> None:
+    done = settled()
+    rotated = RemoteValue("2", {"username": "app", "password": "new"})
+    decision = plan.decide(done, {DB: Present("2")}, {DB: rotated}, NOW)
+    assert decision.action == "write" and decision.content_hash != done.content_hash
+    assert decision.source_versions == {DB.label: "2"}
+    # A version bump whose content is equal (e.g. metadata only) writes nothing.
+    same = plan.decide(done, {DB: Present("3")}, {DB: RemoteValue("3", dict(DB_VALUE.data))}, NOW)  # type: ignore[arg-type]
+    assert same.action == "none" and same.source_versions == {DB.label: "3"}
+
+
+def test_failures_leave_the_secret_alone_and_go_stale() -> None:
+    done = settled()
+    for observed in ({DB: KeyFailure("PermissionDenied", "denied")}, {}):
+        decision = plan.decide(done, observed, {}, NOW)
+        assert decision.action == "none" and not decision.ready and decision.stale and decision.retry
+    status = plan.status_for(memory(done.spec, last_good=NOW, status={"lastGoodSyncTime": NOW}),
+                             plan.failure("StoreUnreachable", "vault down"), LATER)
+    stale = next(c for c in status["conditions"] if c["type"] == "Stale")
+    assert stale["status"] == "True" and NOW in stale["message"]
+    assert status["lastGoodSyncTime"] == NOW and status["lastRefreshTime"] == LATER
+
+
+def test_missing_key_acts_only_on_the_second_cycle() -> None:
+    done = settled(ref(target={"deletionPolicy": "Delete"}))
+    first = plan.decide(done, {DB: Missing()}, {}, NOW)
+    assert first.action == "none" and first.reason == plan.REMOTE_KEY_MISSING and first.missing_since == {DB.label: NOW}
+    done.missing_since = first.missing_since
+    assert plan.needs_values(done, {DB: Missing()}, LATER)
+    second = plan.decide(done, {DB: Missing()}, {}, LATER)
+    assert second.action == "delete" and second.reason == plan.REMOTE_KEY_DELETED
+
+
+def test_confirmed_missing_with_retain_keeps_the_secret() -> None:
+    done = settled()
+    done.missing_since = {DB.label: NOW}
+    decision = plan.decide(done, {DB: Missing()}, {}, LATER)
+    assert decision.action == "none" and decision.reason == plan.REMOTE_KEY_DELETED and "Retain" in decision.message
+
+
+def test_confirmed_missing_with_delete_keeps_other_keys() -> None:
+    spec = ref(data=[{"secretKey": "a", "remoteRef": {"key": "k1"}}, {"secretKey": "b", "remoteRef": {"key": "k2"}}],
+               target={"deletionPolicy": "Delete"})
+    done = memory(spec, synced_generation=1, content_hash="x", missing_since={"k2": NOW})
+    decision = plan.decide(done, {RemoteKey("k1"): Present("1"), RemoteKey("k2"): Missing()},
+                           {RemoteKey("k1"): RemoteValue("1", "A")}, LATER)
+    assert decision.action == "write" and decision.data == {"a": b"A"}
+
+
+def test_bad_property_is_ready_false_naming_it() -> None:
+    spec = ref(data=[{"secretKey": "pw", "remoteRef": {"key": "production/database", "property": "nope"}}])
+    decision = plan.decide(memory(spec), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    assert not decision.ready and decision.reason == "PropertyNotFound"
+    assert "spec.data[0].remoteRef.property" in decision.message and MARKER not in decision.message
+
+
+def test_status_never_holds_values() -> None:
+    decision = plan.decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    status = plan.status_for(memory(), decision, NOW)
+    assert MARKER not in json.dumps(status)
+    assert status["sourceVersions"] == {"production/database": "1"} and status["contentHash"] == decision.content_hash
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Stale": "False"}
+    assert MARKER not in repr(decision) and MARKER not in repr(DB_VALUE)
+
+
+# --- state -----------------------------------------------------------------------------------------
+
+
+def test_state_first_sync_is_immediate_and_resume_keeps_the_grid() -> None:
+    state = SyncState()
+    fresh = ref("fresh")
+    assert state.register(fresh, None, 1000.0, immediate=False) == 1000.0  # never synced
+    synced_status = {"observedGeneration": 1, "contentHash": "h", "lastRefreshTime": "1970-01-01T00:16:30Z",
+                     "conditions": [{"type": "Ready", "status": "True"}]}
+    resumed = ref("resumed")
+    due = state.register(resumed, synced_status, 1000.0, immediate=False)
+    assert due == schedule.next_due(990.0, 3600, resumed.store)
+    assert [m.spec.name for m in state.take_due(1000.0)] == ["fresh"]
+    assert state.take_due(1000.0) == []  # in flight: not taken twice
+
+
+def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
+    state = SyncState()
+    spec = ref()
+    state.register(spec, None, 0.0, immediate=True)
+    [taken] = state.take_due(0.0)
+    due = state.complete(taken, plan.failure("StoreUnreachable", "down"), {}, 0.0)
+    assert due is not None and 0 < due <= schedule.retry_cap(3600)
+    [taken] = state.take_due(due)
+    decision = plan.decide(taken, {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    retried_at = due
+    due = state.complete(taken, decision, {}, retried_at)
+    assert due == schedule.next_due(retried_at, 3600, spec.store)
+
+
+def test_state_cache_is_evicted_when_unused() -> None:
+    state = SyncState()
+    spec = ref()
+    state.register(spec, None, 0.0, immediate=True)
+    state.remember(spec.store, {DB: DB_VALUE, RemoteKey("unused"): RemoteValue("1", "x")})
+    assert state.evict() == 1
+    assert state.cached(spec.store, [DB]) == {DB: DB_VALUE}
+    state.unregister(spec.uid)
+    assert state.evict() == 1
+
+
+# --- restarts --------------------------------------------------------------------------------------
+
+
+def deployment(name: str, secrets: str, stamp: str | None = None) -> dict[str, object]:
+    template: dict[str, object] = {"metadata": {"annotations": {restart.TEMPLATE_ANNOTATION: stamp}} if stamp else {}}
+    return {"kind": "Deployment", "metadata": {"name": name, "namespace": "app", "annotations": {restart.OPT_IN_ANNOTATION: secrets}},
+            "spec": {"template": template}}
+
+
+def test_restart_once_per_cycle_and_idempotent() -> None:
+    hashes = {"db": "h2", "api": "a1"}
+    workloads = [deployment("web", "db, api"), deployment("worker", "other"), {"kind": "Deployment", "metadata": {"name": "plain"}}]
+    patches = restart.restart_patches(workloads, {"db", "api"}, hashes)
+    assert [(p.name, p.secrets) for p in patches] == [("web", ("api", "db"))]  # one patch for two changes
+    stamped = deployment("web", "db, api", patches[0].value)
+    assert restart.restart_patches([stamped], {"db"}, hashes) == []  # same content: no second restart
+    assert restart.restart_patches([stamped], {"db"}, {**hashes, "db": "h3"})  # a new change: restart
+    assert restart.patch_body(patches[0]) == {"spec": {"template": {"metadata": {"annotations": {restart.TEMPLATE_ANNOTATION: patches[0].value}}}}}

@@ -1,0 +1,426 @@
+"""The sync engine's cycles on the in-memory FakeStore and a fake Kubernetes: batching, never
+losing a Secret, the missing rule, restarts, access refusal, and no value outside the Secret."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from paved.handlers.secrets import SyncEngine, parse_ref
+from paved.kube import apply as kube_apply
+from paved.providers.base import Owner
+from paved.providers.secretstores import AUTH_FAILED, FakeStore, StoreConfig, StoreError, StoreProviders
+from paved.secretsync import restart
+from paved.secretsync.model import StoreKey
+
+MARKER = "MARKER-9d2e-never-log-me"
+
+
+class FakeKube:
+    """Just enough Kubernetes for the engine: objects in dicts, every write recorded."""
+
+    def __init__(self) -> None:
+        self.stores: dict[StoreKey, dict[str, Any]] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.status: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        self.workloads: dict[str, list[dict[str, Any]]] = {}
+        self.workload_patches: list[tuple[str, str, str, Mapping[str, Any]]] = []
+        self.secret_writes = 0
+        self.store_reads = 0
+
+    # KubePort
+    def get_store(self, key: StoreKey) -> dict[str, Any] | None:
+        self.store_reads += 1
+        return copy.deepcopy(self.stores.get(key))
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        return self.labels.get(name, {})
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.secrets.get((namespace, name)))
+
+    def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
+        self.secret_writes += 1
+        self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
+
+    def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
+        self.secret_writes += 1
+        key = (live["metadata"]["namespace"], live["metadata"]["name"])
+        secret = self.secrets[key]
+        for name, value in patch.get("data", {}).items():
+            if value is None:
+                secret.setdefault("data", {}).pop(name, None)
+            else:
+                secret.setdefault("data", {})[name] = value
+
+    def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
+        self.secrets.pop((namespace, name), None)
+
+    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
+        self.status.setdefault((namespace, name), {}).update(copy.deepcopy(dict(delta)))
+
+    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.workloads.get(namespace, []))
+
+    def patch_workload(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        self.workload_patches.append((kind, namespace, name, body))
+        for workload in self.workloads.get(namespace, []):
+            if workload["metadata"]["name"] == name:
+                template = workload.setdefault("spec", {}).setdefault("template", {}).setdefault("metadata", {})
+                template.setdefault("annotations", {}).update(body["spec"]["template"]["metadata"]["annotations"])
+
+    def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
+        self.events.append((owner.name, reason, message, type))
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        raise StoreError(f"Secret {namespace}/{name} not found", reason="CredentialsMissing")
+
+    def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
+        return "jwt"
+
+    # helpers
+    def data(self, namespace: str, name: str) -> dict[str, str]:
+        secret = self.secrets[(namespace, name)]
+        return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+    def condition(self, namespace: str, name: str, type_: str = "Ready") -> dict[str, Any]:
+        return next(c for c in self.status[(namespace, name)]["conditions"] if c["type"] == type_)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class OneStore(StoreProviders):
+    """Every store is the same FakeStore (or a failing one per store name)."""
+
+    def __init__(self, kube: FakeKube, store: FakeStore) -> None:
+        super().__init__(kube)
+        self.store = store
+        self.gets = 0
+
+    def get(self, config: StoreConfig) -> FakeStore:  # type: ignore[override]
+        self.gets += 1
+        return self.store
+
+
+VAULT_STORE = {"spec": {"provider": {"vault": {"server": "https://vault:8200", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}}}},
+               "metadata": {"name": "vault"}}
+
+
+@pytest.fixture
+def world() -> tuple[SyncEngine, FakeKube, FakeStore, Clock]:
+    kube, store, clock = FakeKube(), FakeStore(batch_size=20), Clock()
+    engine = SyncEngine(kube, clock=clock, providers=OneStore(kube, store))
+    kube.stores[StoreKey("SecretStore", "app", "vault")] = copy.deepcopy(VAULT_STORE)
+    return engine, kube, store, clock
+
+
+def ref_body(name: str, namespace: str = "app", *, key: str = "production/database", interval: str = "1m",
+             uid: str | None = None, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": "paved.dev/v1alpha1",
+        "kind": "ExternalSecretRef",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid or f"uid-{namespace}-{name}", "generation": 1},
+        "spec": {
+            "storeRef": {"name": "vault"},
+            "refreshInterval": interval,
+            "data": [
+                {"secretKey": "username", "remoteRef": {"key": key, "property": "username"}},
+                {"secretKey": "password", "remoteRef": {"key": key, "property": "password"}},
+            ],
+            "target": {"name": f"{name}-secret"},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def register(engine: SyncEngine, body: Mapping[str, Any], immediate: bool = True) -> None:
+    engine.register(parse_ref(body), body.get("status"), immediate=immediate)
+
+
+def advance_to_next_cycle(engine: SyncEngine, clock: Clock) -> None:
+    due = engine.state.next_due()
+    assert due < math.inf
+    clock.now = max(clock.now, due)
+
+
+def everything_visible(kube: FakeKube) -> str:
+    return json.dumps([list(kube.status.values()), kube.events, kube.workload_patches], default=str)
+
+
+# --- batching and change detection ----------------------------------------------------------------
+
+
+def test_1000_refs_over_100_keys_read_each_key_once_per_cycle(world: Any) -> None:
+    engine, kube, store, clock = world
+    for i in range(100):
+        store.put(f"apps/s{i}", {"username": f"u{i}", "password": MARKER})
+    for i in range(1000):
+        register(engine, ref_body(f"r{i}", key=f"apps/s{i % 100}"))
+    report = engine.run_cycle()
+    assert report.refs == 1000 and report.keys_checked == 100 and report.keys_fetched == 100
+    assert store.calls == {"versions": 5, "fetch": 5}  # 100 keys / 20 per call
+    assert kube.secret_writes == 1000 and kube.store_reads == 1
+
+    store.calls.clear()
+    advance_to_next_cycle(engine, clock)
+    report = engine.run_cycle()
+    assert report.refs == 1000 and report.keys_fetched == 0 and kube.secret_writes == 1000
+    assert store.calls == {"versions": 5}
+
+    for i in range(5):
+        store.put(f"apps/s{i}", {"username": f"u{i}", "password": "rotated"})
+    store.calls.clear()
+    advance_to_next_cycle(engine, clock)
+    report = engine.run_cycle()
+    assert report.keys_fetched == 5 and store.calls == {"versions": 5, "fetch": 1}
+    assert kube.secret_writes == 1000 + 50  # 10 refs per rotated key
+    assert kube.data("app", "r0-secret")["password"] == "rotated"
+
+
+def test_first_sync_is_immediate_and_later_refreshes_follow_the_grid(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    register(engine, ref_body("db"))
+    assert engine.state.next_due() <= clock.now
+    engine.run_cycle()
+    assert kube.condition("app", "db")["status"] == "True"
+    assert clock.now < engine.state.next_due() <= clock.now + 60
+
+
+def test_new_ref_sharing_a_cached_key_fetches_nothing(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    register(engine, ref_body("a"))
+    engine.run_cycle()
+    store.calls.clear()
+    register(engine, ref_body("b"))
+    engine.run_cycle()
+    assert store.calls == {"versions": 1}
+    assert kube.data("app", "b-secret") == {"username": "app", "password": MARKER}
+
+
+def test_restart_costs_version_lookups_not_value_reads(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    body = ref_body("db")
+    register(engine, body)
+    engine.run_cycle()
+    # A new operator process: fresh engine, the ref resumes with the status written before.
+    fresh = SyncEngine(kube, clock=clock, providers=OneStore(kube, store))
+    resumed = {**body, "status": kube.status[("app", "db")]}
+    register(fresh, resumed, immediate=False)
+    assert fresh.state.next_due() > clock.now  # keeps its place on the grid
+    store.calls.clear()
+    writes = kube.secret_writes
+    advance_to_next_cycle(fresh, clock)
+    fresh.run_cycle()
+    assert store.calls == {"versions": 1} and kube.secret_writes == writes
+
+
+# --- never lose a good Secret ------------------------------------------------------------------------
+
+
+def test_store_outage_keeps_the_secret_and_marks_stale_then_recovers(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    register(engine, ref_body("db"))
+    engine.run_cycle()
+    before = copy.deepcopy(kube.secrets[("app", "db-secret")])
+    good = kube.status[("app", "db")]["lastGoodSyncTime"]
+
+    store.failure = StoreError("vault https://vault:8200 unreachable during metadata read: ConnectionError", reason="StoreUnreachable")
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert kube.secrets[("app", "db-secret")] == before
+    ready, stale = kube.condition("app", "db"), kube.condition("app", "db", "Stale")
+    assert ready["status"] == "False" and ready["reason"] == "StoreUnreachable"
+    assert stale["status"] == "True" and good in stale["message"]
+    assert kube.status[("app", "db")]["lastGoodSyncTime"] == good
+    retry_at = engine.state.next_due()
+    assert clock.now < retry_at <= clock.now + 15  # backoff capped at interval/4
+
+    store.failure = None
+    clock.now = retry_at
+    engine.run_cycle()
+    assert kube.condition("app", "db")["status"] == "True"
+    assert kube.condition("app", "db", "Stale")["status"] == "False"
+    assert kube.secrets[("app", "db-secret")] == before  # unchanged content: not even rewritten
+
+
+def synced_then_missing_once(engine: SyncEngine, store: FakeStore, clock: Clock) -> None:
+    """db (deletionPolicy Delete) synced, then its remote key vanished for one cycle."""
+    store.put("production/database", {"username": "app", "password": MARKER})
+    register(engine, ref_body("db", target={"name": "db-secret", "deletionPolicy": "Delete"}))
+    engine.run_cycle()
+    store.delete("production/database")
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+
+
+def test_missing_key_deleted_only_after_two_cycles(world: Any) -> None:
+    engine, kube, store, clock = world
+    synced_then_missing_once(engine, store, clock)
+    assert ("app", "db-secret") in kube.secrets
+    assert kube.condition("app", "db")["reason"] == "RemoteKeyMissing"
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert ("app", "db-secret") not in kube.secrets
+    assert kube.condition("app", "db")["reason"] == "RemoteKeyDeleted"
+
+
+def test_a_key_back_before_confirmation_is_forgiven(world: Any) -> None:
+    engine, kube, store, clock = world
+    synced_then_missing_once(engine, store, clock)
+    store.put("production/database", {"username": "app", "password": MARKER})
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert kube.condition("app", "db")["status"] == "True" and kube.status[("app", "db")]["missingSince"] == {}
+
+
+# --- bad input: conditions naming the field, neighbours keep syncing ---------------------------------
+
+
+def test_bad_refs_fail_alone(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    register(engine, ref_body("good"))
+    register(engine, ref_body("noprop", data=[{"secretKey": "x", "remoteRef": {"key": "production/database", "property": "nope"}}]))
+    register(engine, ref_body("badtpl", target={"name": "t", "template": {"data": {"x": "{{ {}[password] }}"}}}))
+    register(engine, ref_body("nostore", storeRef={"name": "absent"}))
+    register(engine, ref_body("missing", key="production/absent"))
+    engine.run_cycle()
+    assert kube.condition("app", "good")["status"] == "True"
+    expect = {
+        "noprop": ("PropertyNotFound", "spec.data[0].remoteRef.property"),
+        "badtpl": ("TemplateError", "spec.target.template.data.x"),
+        "nostore": ("StoreNotFound", "spec.storeRef.name"),
+        "missing": ("RemoteKeyMissing", "spec.data[0].remoteRef.key"),
+    }
+    for name, (reason, field) in expect.items():
+        ready = kube.condition("app", name)
+        assert (ready["status"], ready["reason"]) == ("False", reason), name
+        assert field in ready["message"], (name, ready["message"])
+    assert MARKER not in everything_visible(kube)
+
+
+def test_store_auth_failure_is_reported_on_every_ref(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.failure = StoreError("spec.provider.vault.auth.kubernetes: kubernetes login refused: permission denied", reason=AUTH_FAILED)
+    register(engine, ref_body("db"))
+    engine.run_cycle()
+    ready = kube.condition("app", "db")
+    assert ready["reason"] == AUTH_FAILED and "spec.provider.vault.auth.kubernetes" in ready["message"]
+    status = engine.check_store(StoreKey("SecretStore", "app", "vault"), VAULT_STORE)
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {"Ready": ("False", AUTH_FAILED)}
+
+
+def test_cluster_store_refuses_out_of_prefix_keys_and_reads_nothing(world: Any) -> None:
+    engine, kube, store, clock = world
+    kube.stores[StoreKey("ClusterSecretStore", "", "shared")] = {
+        "metadata": {"name": "shared"},
+        "spec": {**VAULT_STORE["spec"], "access": [{"namespaces": ["app"], "keyPrefixes": ["teams/{namespace}/"]}]},
+    }
+    store.put("teams/app/db", {"username": "a", "password": MARKER})
+    store.put("teams/other/db", {"username": "b", "password": MARKER})
+    register(engine, ref_body("mine", key="teams/app/db", storeRef={"name": "shared", "kind": "ClusterSecretStore"}))
+    engine.run_cycle()
+    assert kube.condition("app", "mine")["status"] == "True"
+    store.calls.clear()
+    register(engine, ref_body("theirs", key="teams/other/db", storeRef={"name": "shared", "kind": "ClusterSecretStore"}))
+    engine.run_cycle()
+    ready = kube.condition("app", "theirs")
+    assert (ready["status"], ready["reason"]) == ("False", "AccessDenied")
+    assert "spec.data[0].remoteRef.key" in ready["message"] and "teams/app/" in ready["message"]
+    assert store.calls == {} and ("app", "theirs-secret") not in kube.secrets
+
+
+def test_target_owned_by_someone_else_is_a_conflict(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    kube.secrets[("app", "db-secret")] = {"metadata": {"name": "db-secret", "namespace": "app"}, "data": {"x": "eA=="}}
+    register(engine, ref_body("db"))
+    engine.run_cycle()
+    assert kube.condition("app", "db")["reason"] == "TargetConflict"
+    assert kube.secrets[("app", "db-secret")]["data"] == {"x": "eA=="}
+
+
+def test_merge_policy_adds_keys_to_an_existing_secret(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    kube.secrets[("app", "db-secret")] = {"metadata": {"name": "db-secret", "namespace": "app", "resourceVersion": "1"},
+                                          "data": {"x": "eA=="}}
+    register(engine, ref_body("db", target={"name": "db-secret", "creationPolicy": "Merge"}))
+    engine.run_cycle()
+    assert kube.data("app", "db-secret") == {"x": "x", "username": "app", "password": MARKER}
+
+
+# --- rotation reaches consumers -------------------------------------------------------------------
+
+
+def test_rotation_restarts_opted_in_workloads_once(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    store.put("other", {"username": "o", "password": "p"})
+    register(engine, ref_body("db", target={"name": "db-credentials"}))
+    register(engine, ref_body("api", key="other", target={"name": "api-credentials"}))
+    kube.workloads["app"] = [
+        {"kind": "Deployment", "metadata": {"name": "web", "namespace": "app",
+                                            "annotations": {restart.OPT_IN_ANNOTATION: "db-credentials,api-credentials"}}},
+        {"kind": "StatefulSet", "metadata": {"name": "idle", "namespace": "app"}},
+    ]
+    engine.run_cycle()
+    assert kube.workload_patches == []  # creation is not a change
+    store.put("production/database", {"username": "app", "password": "rotated"})
+    store.put("other", {"username": "o", "password": "rotated"})
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert [(k, n) for k, _, n, _ in kube.workload_patches] == [("Deployment", "web")]  # two Secrets, one restart
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert len(kube.workload_patches) == 1  # nothing changed: no more restarts
+    assert any(reason == "WorkloadRestarted" for _, reason, _, _ in kube.events)
+
+
+def test_drifted_secret_is_repaired(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    body = ref_body("db")
+    register(engine, body)
+    engine.run_cycle()
+    kube.secrets[("app", "db-secret")]["data"]["password"] = base64.b64encode(b"tampered").decode()
+    engine.repair(body["metadata"]["uid"])
+    assert engine.state.next_due() <= clock.now
+    store.calls.clear()
+    engine.run_cycle()
+    assert kube.data("app", "db-secret")["password"] == MARKER
+    assert "fetch" not in store.calls  # restored from the cached value
+
+
+def test_spec_change_resyncs_at_once(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("production/database", {"username": "app", "password": MARKER})
+    body = ref_body("db")
+    register(engine, body)
+    engine.run_cycle()
+    changed = copy.deepcopy(body)
+    changed["metadata"]["generation"] = 2
+    changed["spec"]["target"]["labels"] = {"team": "a"}
+    register(engine, changed)
+    engine.run_cycle()
+    assert kube.secrets[("app", "db-secret")]["metadata"]["labels"]["team"] == "a"
+    assert kube.status[("app", "db")]["observedGeneration"] == 2
