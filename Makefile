@@ -9,7 +9,7 @@ ARGS ?=
 # Where `make lock` writes the pins.
 LOCK_OUT ?= constraints.txt
 
-.PHONY: help bootstrap test unit demo bench crds lock
+.PHONY: help bootstrap test unit demo status down bench crds lock
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
@@ -26,6 +26,12 @@ unit: ## fast unit tests only (needs just the .venv)
 
 demo: bootstrap ## run the main job on this machine (scripts/demo)
 	scripts/demo $(ARGS)
+
+status: ## status of the demo: processes and a table of every intent
+	.venv/bin/paved dev status
+
+down: ## stop the demo: operator, moto and the local control plane (state is kept)
+	.venv/bin/paved dev down
 
 bench: bootstrap ## run the benchmarks (scripts/bench)
 	scripts/bench $(ARGS)

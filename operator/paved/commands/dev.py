@@ -32,7 +32,7 @@ def _control_plane(state_dir: Path | None, assets: Path | None = None) -> Contro
 
 @click.group()
 def dev() -> None:
-    """Local real control plane: build, up, down, env."""
+    """Local real control plane: build, up, down, env, demo, status."""
 
 
 @dev.command()
@@ -95,7 +95,11 @@ def build(assets: Path | None) -> None:
 @click.option("--purge", is_flag=True, help="Also delete the state dir (data, certificates, logs).")
 def down(state_dir: Path | None, purge: bool) -> None:
     """Stop the control plane."""
+    from paved.dev.demo import stop_demo
+
     plane = _control_plane(state_dir)
+    for name in stop_demo(plane):  # before the API server goes, so the operator exits cleanly
+        click.echo(f"{name} started by `paved dev demo` stopped", err=True)
     plane.down(purge=purge)
     click.echo(
         f"control plane in {plane.state_dir} stopped" + (" and removed" if purge else ""), err=True
@@ -115,3 +119,89 @@ def env(state_dir: Path | None) -> None:
         raise click.ClickException(str(error)) from error
     click.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
     click.echo(f"export PAVED_KUBECTL={shlex.quote(str(kubectl))}")
+
+
+@dev.command()
+@_STATE_DIR
+@click.option(
+    "--examples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of NN-topic/ example folders [default: the repo's examples/].",
+)
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds to wait for start-ups.")
+@click.option("--wait", type=float, default=90.0, show_default=True, help="Seconds to wait for the intents to settle.")
+def demo(state_dir: Path | None, examples: Path | None, timeout: float, wait: float) -> None:
+    """The main job: control plane, CRDs, moto (fake AWS), the operator, examples/, status.
+
+    Idempotent: what already runs is reused (the operator is restarted). Stop it all with
+    `paved dev down`.
+    """
+    from paved.dev.binaries import BinaryError
+    from paved.dev.controlplane import ControlPlaneError
+    from paved.dev.demo import format_table, run_demo
+    from paved.dev.moto import MotoError
+    from paved.dev.operator import OperatorError
+
+    plane = _control_plane(state_dir)
+    try:
+        result = run_demo(
+            plane, examples=examples, timeout=timeout, wait=wait,
+            log=lambda message: click.echo(f"==> {message}", err=True),
+        )
+    except (BinaryError, ControlPlaneError, MotoError, OperatorError) as error:
+        raise click.ClickException(str(error)) from error
+    ready = sum(row.ready == "True" for row in result.rows)
+    click.echo("")
+    click.echo(format_table(result.rows))
+    click.echo("")
+    click.echo(f"{ready}/{len(result.rows)} Ready after {result.seconds:.0f}s.")
+    paved, kubectl = _command_name("paved"), _command_name("kubectl")
+    flag = "" if state_dir is None else f" --state-dir {shlex.quote(str(plane.state_dir))}"
+    click.echo(
+        "\nUse it:\n"
+        f'  eval "$({paved} dev env{flag})"     # or: export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}\n'
+        f"  {kubectl} get paved -A\n"
+        f"  {kubectl} get agid -n orders-app pod-reader -o yaml\n"
+        f"  {paved} dev status{flag}             # this table again\n"
+        f"  operator log: {result.operator.log_path}\n"
+        "Stop it:\n"
+        f"  make down   (or: {paved} dev down{flag}; add --purge to delete the state)"
+    )
+
+
+@dev.command()
+@_STATE_DIR
+def status(state_dir: Path | None) -> None:
+    """Print the control plane, the demo's processes and a status table of every intent."""
+    from paved.dev.controlplane import ControlPlaneError
+    from paved.dev.demo import demo_processes, format_table, status_rows
+
+    plane = _control_plane(state_dir)
+    if not plane.is_running():
+        raise click.ClickException(f"no control plane runs in {plane.state_dir}; start it with `make demo`")
+    click.echo(f"control plane: running at {plane.server} (state {plane.state_dir})")
+    for name, state in demo_processes(plane).items():
+        click.echo(f"{name}: {state}")
+    try:
+        rows = status_rows(plane)
+    except ControlPlaneError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo("")
+    click.echo(format_table(rows))
+
+
+def _command_name(name: str) -> str:
+    """``name`` if it is on PATH; else how to call it after `eval "$(paved dev env)"`."""
+    import shutil
+    import sys
+
+    if shutil.which(name):
+        return name
+    if name == "kubectl":
+        return '"$PAVED_KUBECTL"'
+    venv = Path(sys.executable).with_name(name)
+    try:
+        return str(venv.relative_to(Path.cwd()))
+    except ValueError:
+        return str(venv)

@@ -1,0 +1,413 @@
+"""Benchmark plumbing shared by the bench/ scenarios: real parts, measured from outside.
+
+    from harness import BenchEnv, create_objects, ReadyWatcher, summarize
+
+    with BenchEnv.start(moto=False) as env:          # control plane + operator (+ moto)
+        with ReadyWatcher(env.api, group, version, plural, namespace) as watcher:
+            started = create_objects(env.api, bodies)  # {name: monotonic time before create}
+            ready = watcher.wait(started, timeout=120)  # {name: monotonic time seen Ready}
+        print(summarize(latencies(started, ready)))
+
+What is here (each used by bench_identity.py; bench_database.py can switch to it):
+- :class:`BenchEnv` — a fresh control plane in a temporary state dir (or an existing one with
+  ``state_dir``), optional moto, and `paved run` started by the shared launcher
+  (paved.dev.operator: deploy/'s ServiceAccount, not admin), plus an admin ApiClient and an
+  :class:`RssSampler` on the operator. Everything it started stops on exit.
+- :func:`create_objects` — creates custom objects through the API with a small thread pool
+  (the same API call `kubectl apply` makes for a new object), recording per-object start times.
+- :class:`ReadyWatcher` — ONE list+watch over a namespace, recording the first time each object
+  is seen with ``Ready=True``; ``wait`` blocks until a set of names is Ready (no polling).
+- :func:`percentile`, :func:`summarize` — nearest-rank percentiles of latencies.
+- :class:`RssSampler` — the operator's resident memory (with its children) sampled in a thread;
+  ``peak_mb`` over the run, ``reset()`` per phase.
+- :func:`operator_counters` — counters from the operator's /metrics (either metric prefix).
+- :func:`apiserver_writes` — mutating requests counted by the API server itself
+  (``apiserver_request_total``), by resource, for the resources a filter selects.
+- :func:`print_table` — fixed-width tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from paved.dev.controlplane import ControlPlane  # noqa: E402
+from paved.dev.moto import MotoServer, start_moto  # noqa: E402
+from paved.dev.operator import OperatorProcess, parse_metric, start_operator  # noqa: E402
+
+__all__ = [
+    "BenchEnv",
+    "ReadyWatcher",
+    "RssSampler",
+    "apiserver_writes",
+    "create_objects",
+    "latencies",
+    "log",
+    "operator_counters",
+    "percentile",
+    "print_table",
+    "summarize",
+]
+
+MUTATING_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def latencies(started: Mapping[str, float], done: Mapping[str, float]) -> list[float]:
+    """Per-object seconds from ``started`` to ``done`` for the objects in both."""
+    return [done[name] - started[name] for name in started if name in done]
+
+
+@dataclass(frozen=True)
+class Summary:
+    count: int
+    p50: float
+    p95: float
+    max: float
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    return Summary(len(values), percentile(values, 50), percentile(values, 95), max(values, default=math.nan))
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], file: Any = None) -> None:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+        return str(value)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
+    out = file or sys.stdout
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)), file=out)
+    for row in text:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=out)
+    out.flush()
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+class RssSampler:
+    """Samples the resident memory of a process and all its children every ``interval`` s."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_bytes = 0
+        self.last_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def sample(self) -> int:
+        try:
+            process = psutil.Process(self.pid)
+            members = [process, *process.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                total += member.memory_info().rss
+        self.last_bytes = total
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> RssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def reset(self) -> None:
+        """Start a new peak from the current value."""
+        self.peak_bytes = self.sample()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    @property
+    def last_mb(self) -> float:
+        return self.last_bytes / 2**20
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def operator_counters(operator: OperatorProcess, name: str, label: str, **labels: str) -> dict[str, float]:
+    """{value of ``label``: sum} for counter ``name`` (with or without the ``paved_`` prefix)."""
+    import re
+
+    text = operator.metrics()
+    values: dict[str, float] = {}
+    for spelled in (name, f"paved_{name}"):
+        for match in re.finditer(rf'^{re.escape(spelled)}\{{[^}}]*{label}="([^"]*)"', text, re.M):
+            key = match.group(1)
+            if key not in values:
+                values[key] = 0.0
+    for key in values:
+        values[key] = sum(parse_metric(text, spelled, **labels, **{label: key}) for spelled in (name, f"paved_{name}"))
+    return values
+
+
+def apiserver_writes(plane: ControlPlane, select: Callable[[dict[str, str]], bool]) -> dict[str, float]:
+    """Mutating requests the API server has served, by "verb resource", for label sets ``select`` accepts.
+
+    The API server's metrics carry no user label, so attribution is by resource: choose
+    resources only the operator writes (its kinds, and the children it owns).
+    """
+    import re
+
+    text = plane.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[str, float] = {}
+    for match in re.finditer(r"^apiserver_request_total\{(.*)\} (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if labels.get("verb") in MUTATING_VERBS and select(labels):
+            sub = f"/{labels['subresource']}" if labels.get("subresource") else ""
+            key = f"{labels['verb']} {labels.get('resource', '')}{sub}"
+            counts[key] = counts.get(key, 0.0) + float(match.group(2))
+    return counts
+
+
+def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0)}
+
+
+# ------------------------------------------------------------------------------ objects
+
+
+def create_objects(api: Any, bodies: Sequence[dict[str, Any]], workers: int = 8) -> dict[str, float]:
+    """Create namespaced custom objects concurrently; {name: monotonic time just before its create}.
+
+    ``api`` is a kubernetes ApiClient. Raises the first API error.
+    """
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api)
+    started: dict[str, float] = {}
+
+    def create(body: dict[str, Any]) -> None:
+        group, version = body["apiVersion"].split("/")
+        plural = _plural(body["kind"])
+        started[body["metadata"]["name"]] = time.monotonic()
+        custom.create_namespaced_custom_object(group, version, body["metadata"]["namespace"], plural, body)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(create, body) for body in bodies]:
+            future.result()
+    return started
+
+
+def _plural(kind: str) -> str:
+    from paved.api.kinds import kind_info
+
+    return kind_info(kind).plural
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class ReadyWatcher:
+    """One list+watch of a custom resource in a namespace; the first time each object was Ready.
+
+    Use as a context manager around the creates. The watch restarts (re-listing) if the
+    server closes it, so long waits are fine.
+    """
+
+    def __init__(self, api: Any, group: str, version: str, plural: str, namespace: str,
+                 ready: Callable[[Mapping[str, Any]], bool] = is_ready) -> None:
+        self.api, self.group, self.version, self.plural, self.namespace = api, group, version, plural, namespace
+        self._ready_fn = ready
+        self.ready: dict[str, float] = {}
+        self.seen: set[str] = set()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ready-watcher", daemon=True)
+        self._listed = threading.Event()
+
+    def __enter__(self) -> ReadyWatcher:
+        self._thread.start()
+        if not self._listed.wait(30):
+            raise TimeoutError("the watch did not start within 30s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _observe(self, obj: Mapping[str, Any], now: float) -> None:
+        name = obj["metadata"]["name"]
+        with self._cond:
+            self.seen.add(name)
+            if name not in self.ready and self._ready_fn(obj):
+                self.ready[name] = now
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        from kubernetes import client, watch
+
+        custom = client.CustomObjectsApi(self.api)
+        while not self._stop.is_set():
+            try:
+                listing = custom.list_namespaced_custom_object(self.group, self.version, self.namespace, self.plural)
+                now = time.monotonic()
+                for obj in listing.get("items", []):
+                    self._observe(obj, now)
+                self._listed.set()
+                stream = watch.Watch().stream(
+                    custom.list_namespaced_custom_object, self.group, self.version, self.namespace, self.plural,
+                    resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=5,
+                    allow_watch_bookmarks=True,
+                )
+                for event in stream:
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._observe(event["object"], time.monotonic())
+                    if self._stop.is_set():
+                        break
+            except Exception as error:  # noqa: BLE001 - restart the watch with a fresh list
+                if self._stop.is_set():
+                    return
+                log(f"watch restarted: {type(error).__name__}: {error}")
+                time.sleep(0.5)
+
+    def wait(self, names: Iterable[str], timeout: float) -> dict[str, float]:
+        """Block until every name in ``names`` is Ready (or ``timeout``); {name: time Ready}."""
+        wanted = set(names)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not wanted <= self.ready.keys():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, 1.0))
+            return {name: self.ready[name] for name in wanted if name in self.ready}
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+@dataclass
+class BenchEnv:
+    """A control plane, the operator (deploy/'s ServiceAccount), optional moto; stopped on close."""
+
+    plane: ControlPlane
+    operator: OperatorProcess
+    api: Any
+    rss: RssSampler
+    moto: MotoServer | None = None
+    owned_plane: bool = True
+    workdir: Path = field(default_factory=Path)
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def start(cls, *, state_dir: Path | None = None, moto: bool = False,
+              operator_env: Mapping[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> BenchEnv:
+        from kubernetes import client, config
+
+        tmp = tempfile.TemporaryDirectory(prefix="paved-bench-")
+        workdir = Path(tmp.name)
+        owned = state_dir is None
+        plane = ControlPlane(state_dir or workdir / "controlplane", die_with_parent=owned,
+                             log=lambda message: log(message))
+        started = time.monotonic()
+        up = plane.up()
+        log(f"control plane {'reused' if up.reused else 'started'} at {up.server} in {time.monotonic() - started:.1f}s")
+        moto_server = None
+        operator = None
+        try:
+            env = dict(operator_env or {})
+            if moto:
+                moto_server = start_moto(workdir / "moto")
+                env = {**moto_server.env(), **env}
+                log(f"moto at {moto_server.endpoint_url}")
+            operator = start_operator(plane, workdir / "operator", env=env, extra_args=extra_args)
+            log(f"operator pid {operator.pid} (metrics {operator.metrics_url}), log {operator.log_path}")
+            configuration = client.Configuration()
+            config.load_kube_config(config_file=str(plane.kubeconfig), client_configuration=configuration)
+            configuration.connection_pool_maxsize = 32
+            api = client.ApiClient(configuration)
+        except BaseException:
+            if operator is not None:
+                operator.stop()
+            if moto_server is not None:
+                moto_server.stop()
+            if owned:
+                plane.down()
+            tmp.cleanup()
+            raise
+        rss = RssSampler(operator.pid or 0).start()
+        return cls(plane, operator, api, rss, moto_server, owned, workdir, tmp)
+
+    def close(self) -> None:
+        self.rss.stop()
+        self.operator.stop()
+        if self.moto is not None:
+            self.moto.stop()
+        self.api.close()
+        if self.owned_plane:
+            self.plane.down()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> BenchEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_namespace(self, name: str) -> None:
+        self.plane.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+
+    def delete_namespace(self, name: str, timeout: float = 300.0) -> float:
+        """Delete a namespace and wait until it is gone (its intents first); seconds taken."""
+        started = time.monotonic()
+        self.plane.kubectl("delete", "namespace", name, "--wait=true", f"--timeout={int(timeout)}s",
+                           check=False, timeout=timeout + 30)
+        return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def bench_env(**kwargs: Any) -> Iterator[BenchEnv]:
+    env = BenchEnv.start(**kwargs)
+    try:
+        yield env
+    finally:
+        env.close()

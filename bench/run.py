@@ -1,0 +1,59 @@
+"""The benchmark runner (`scripts/bench`, `make bench`): run scenarios, print their tables.
+
+    scripts/bench                      # every scenario, full size
+    scripts/bench identity --quick     # one scenario, small sizes
+    scripts/bench identity --sizes 1,100 --idle 30    # options after the names go to the scenarios
+
+Each scenario starts its own real parts (a control plane in a temporary state dir, the
+operator through paved.dev.operator, moto/OpenBao where needed) and stops them at the end.
+Scenarios: identity (bench_identity.py, on bench/harness.py), database (bench_database.py),
+secrets (bench_secrets.py), policy (bench_policy.py). The exit status is non-zero if any scenario failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+# name -> (script, extra arguments for --quick)
+SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "identity": ("bench_identity.py", ("--quick",)),
+    "database": ("bench_database.py", ("--sizes", "1,20", "--idle", "30", "--drift-interval", "5s")),
+    "secrets": ("bench_secrets.py", ("--quick",)),
+    "policy": ("bench_policy.py", ("--quick",)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description="Run Paved's benchmarks.",
+        epilog="Options not listed here are passed to every scenario.",
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"some of: {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short idle windows")
+    args, passthrough = parser.parse_known_args(argv)
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    failed = []
+    for name in args.scenarios or list(SCENARIOS):
+        script, quick = SCENARIOS[name]
+        command = [sys.executable, str(BENCH / script), *(quick if args.quick else ()), *passthrough]
+        print(f"\n===== {name}: {' '.join(command[1:])}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(command)
+        print(f"===== {name}: exit {code} after {time.monotonic() - started:.0f}s", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
