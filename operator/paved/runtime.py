@@ -23,16 +23,23 @@ Settings, and why:
 - Peering standalone, scanning disabled: one operator replica, no KopfPeering CRD and no
   permission to watch CRDs; the served resources are discovered once at start-up (the CRDs
   are installed before the operator, by deploy/ or the test fixture).
+- Admission: `settings.admission.server` is Paved's webhook server (Kopf's aiohttp server
+  over TLS; paved.handlers.admission), which also writes the ValidatingWebhookConfiguration
+  `paved.dev` itself (failurePolicy and timeout chosen by Paved, see docs/guardrails.md);
+  Kopf's `admission.managed` stays unset. Without certificate files a CA and serving
+  certificate are generated at start-up (the caBundle is written with the configuration).
 - Time-based event batching no longer exists in Kopf 1.45 (`queueing.batch_window` is a
   deprecated no-op); per-object queues are consumed as events arrive.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -56,6 +63,9 @@ class RunOptions:
     health_port: int = 8081
     bind_address: str = "0.0.0.0"  # noqa: S104 - in a pod, probes and scrapes come from outside
     verbose: bool = False
+    webhook: Any = None  # paved.handlers.admission.WebhookOptions; None: defaults
+    exception_namespaces: tuple[str, ...] = ()  # namespaces allowed to hold PolicyExceptions
+    audit_interval: float = 600.0  # seconds between full policy audits (jittered)
 
     @property
     def liveness_endpoint(self) -> str:
@@ -82,6 +92,10 @@ def build_settings(options: RunOptions) -> kopf.OperatorSettings:
     settings.execution.max_workers = MAX_WORKERS
     settings.peering.standalone = True
     settings.scanning.disabled = True
+    if options.webhook is not None:
+        from paved.handlers.admission import PavedWebhookServer
+
+        settings.admission.server = PavedWebhookServer(options.webhook)
     return settings
 
 
@@ -101,6 +115,10 @@ def main(options: RunOptions) -> None:
         logging.getLogger("kopf.objects").addFilter(_QuietDriftSuccess())
     kube_client.configure()  # fail fast on bad credentials, before any handler runs
     import paved.handlers  # noqa: F401 - registers every handler with Kopf's default registry
+    from paved.handlers import admission
+
+    webhook = admission.self_signed(options.webhook or admission.WebhookOptions(address=options.bind_address))
+    options = dataclasses.replace(options, webhook=webhook)
 
     start_http_server(options.metrics_port, addr=options.bind_address)
     kopf.run(
@@ -109,7 +127,11 @@ def main(options: RunOptions) -> None:
         clusterwide=not options.namespaces,
         namespaces=list(options.namespaces),
         liveness_endpoint=options.liveness_endpoint,
-        memo=kopf.Memo(namespaces=frozenset(options.namespaces)),  # read by _compose.in_scope
+        memo=kopf.Memo(  # namespaces: read by _compose.in_scope; the rest by handlers.policy
+            namespaces=frozenset(options.namespaces),
+            exception_namespaces=frozenset(options.exception_namespaces),
+            audit_interval=options.audit_interval,
+        ),
     )
 
 

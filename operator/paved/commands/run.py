@@ -10,11 +10,42 @@ import click
 @click.option("--metrics-port", default=8080, show_default=True, type=int, help="Port of the Prometheus /metrics endpoint.")
 @click.option("--health-port", default=8081, show_default=True, type=int, help="Port of the /healthz liveness endpoint.")
 @click.option("--bind-address", default="0.0.0.0", show_default=True, help="Address the metrics and health endpoints listen on.")
+@click.option("--webhook-port", default=None, type=int,
+              help="Port of the HTTPS admission webhook. Default: 9443 with --webhook-service, else any free port "
+                   "(the registered URL names the port actually used).")
+@click.option("--webhook-address", default=None, help="Address the webhook listens on. Default: --bind-address.")
+@click.option("--webhook-host", default=None, help="Host (DNS name or IP) the API server calls in the webhook URL.")
+@click.option("--webhook-service", default=None, metavar="NAMESPACE/NAME[:PORT]",
+              help="Reach the webhook through this Service instead of a URL (in-cluster).")
+@click.option("--webhook-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serving certificate (PEM). Default: a CA and certificate generated at start-up.")
+@click.option("--webhook-key", type=click.Path(exists=True, dir_okay=False), default=None, help="Key of --webhook-cert (PEM).")
+@click.option("--webhook-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CA bundle the API server verifies the webhook with (PEM). Default: --webhook-cert.")
+@click.option("--webhook-failure-policy", type=click.Choice(["Fail", "Ignore"]), default="Fail", show_default=True,
+              help="What the API server does when the webhook cannot answer (docs/guardrails.md).")
+@click.option("--webhook-timeout", default=5, show_default=True, type=click.IntRange(1, 30), help="Webhook timeoutSeconds.")
+@click.option("--no-webhook-registration", is_flag=True,
+              help="Serve the webhook but do not write the ValidatingWebhookConfiguration (it is deployed by other means).")
+@click.option("--exception-namespace", "exception_namespaces", multiple=True,
+              help="Namespace whose PolicyExceptions are honoured (repeatable; also: namespace label paved.dev/policy-exceptions=allowed).")
+@click.option("--audit-interval", default=600.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="Seconds between full policy audits (jittered).")
 @click.option("--verbose", "-v", is_flag=True, help="Log at DEBUG level.")
-def run(namespaces: tuple[str, ...], metrics_port: int, health_port: int, bind_address: str, verbose: bool) -> None:
+def run(namespaces: tuple[str, ...], metrics_port: int, health_port: int, bind_address: str, webhook_port: int | None,
+        webhook_address: str | None, webhook_host: str | None, webhook_service: str | None, webhook_cert: str | None,
+        webhook_key: str | None, webhook_ca: str | None, webhook_failure_policy: str, webhook_timeout: int,
+        no_webhook_registration: bool, exception_namespaces: tuple[str, ...], audit_interval: float, verbose: bool) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     from paved import runtime  # heavy imports (kopf, kubernetes) only when running
+    from paved.handlers.admission import WebhookOptions, parse_service
 
+    if bool(webhook_cert) != bool(webhook_key):
+        raise click.UsageError("--webhook-cert and --webhook-key go together")
+    try:
+        service = parse_service(webhook_service)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--webhook-service") from None
     runtime.main(
         runtime.RunOptions(
             namespaces=runtime.namespaces_option(namespaces),
@@ -22,5 +53,12 @@ def run(namespaces: tuple[str, ...], metrics_port: int, health_port: int, bind_a
             health_port=health_port,
             bind_address=bind_address,
             verbose=verbose,
+            webhook=WebhookOptions(
+                port=webhook_port if webhook_port is not None else (9443 if service else 0), address=webhook_address or bind_address, host=webhook_host, service=service,
+                certfile=webhook_cert, keyfile=webhook_key, cafile=webhook_ca, failure_policy=webhook_failure_policy,
+                timeout_seconds=webhook_timeout, register=not no_webhook_registration,
+            ),
+            exception_namespaces=runtime.namespaces_option(exception_namespaces),
+            audit_interval=audit_interval,
         )
     )

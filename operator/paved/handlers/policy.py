@@ -1,0 +1,454 @@
+"""IntentPolicies and PolicyExceptions in the cluster: indexes, status, and the continuous audit.
+
+- `policy_index` / `exception_index` (Kopf indexes, like the composition index): the webhook
+  and the audit read policies and exceptions from memory; Kopf holds handlers back until the
+  initial listings are in, so nothing is judged against a half-loaded set. Compiled policies
+  come from paved.policy's cache (by name + spec hash): a policy compiles once per version.
+- IntentPolicy status: Ready=True (Compiled) or Ready=False (CompileError, naming the rule,
+  line and column). A broken policy is left out of every evaluation: it never blocks or
+  reports unrelated objects.
+- PolicyException status: Ready=True until `expiresAt`, then Ready=False / Expired=True; or
+  Ready=False (NamespaceNotAllowed) outside the namespaces the platform names.
+- Continuous audit (`Auditor`, one background thread): re-evaluates every intent when a
+  policy or exception changes, when an exception expires (it wakes exactly then), when an
+  intent's spec changes, and every `audit_interval` seconds (jittered) as a safety net.
+  Results go to the intent's `PolicyCompliant` condition and, when the CRD is installed, to
+  one PolicyReport per namespace (paved.kube.policyreport). Writes happen only on change.
+  A violating intent is never changed or deleted: only reported.
+
+Which namespaces may hold PolicyExceptions (the model says an exception covers intents in
+its own namespace, so the "namespace the platform names" is the intents' namespace): those
+listed with `paved run --exception-namespace` (memo `exception_namespaces`) and those the
+platform labels `paved.dev/policy-exceptions=allowed` (namespace labels are usually platform-
+owned). Exceptions elsewhere are refused by the webhook and ignored by the audit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from paved import API_VERSION
+from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
+from paved.api.kinds import INTENT_KINDS, kind_info
+from paved.handlers import _compose
+from paved.kube import apply as kube
+from paved.kube import policyreport
+from paved.kube import status as kube_status
+from paved.kube.client import ApiError, request, resource_info
+from paved.policy import CompiledPolicy, PolicyCompileError, Verdict, check_intent, compile_policy
+from paved.policy.exceptions import parse_time
+
+log = logging.getLogger(__name__)
+
+EXCEPTIONS_LABEL = "paved.dev/policy-exceptions"
+EXPIRED = "Expired"
+DEFAULT_AUDIT_INTERVAL = 600.0
+AUDIT_JITTER = 0.1
+NAMESPACE_TTL = 15.0
+_SNAPSHOT_METADATA = ("name", "namespace", "uid", "generation", "labels")
+
+
+def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body.get("kind"),
+        "metadata": {key: copy.deepcopy(metadata[key]) for key in _SNAPSHOT_METADATA if key in metadata},
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+    }
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def compiled_policies(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[CompiledPolicy]:
+    """The usable policies of the index (broken ones are skipped: they block nothing)."""
+    compiled = []
+    for body in _compose.compositions_from(index):  # same {name: Store} shape as the composition index
+        try:
+            compiled.append(compile_policy(body))
+        except PolicyCompileError:
+            continue
+    return compiled
+
+
+def exceptions_allowed_in(namespace_object: Mapping[str, Any] | None, namespace: str | None, allowed: Iterable[str]) -> bool:
+    if not namespace:
+        return False
+    if namespace in set(allowed):
+        return True
+    labels = ((namespace_object or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(EXCEPTIONS_LABEL) == "allowed"
+
+
+def allowed_exception_namespaces(memo: Mapping[str, Any] | None) -> frozenset[str]:
+    return frozenset((memo or {}).get("exception_namespaces") or ())
+
+
+def exceptions_for(namespace: str | None, namespace_object: Mapping[str, Any] | None, index: Mapping[str, Iterable[Any]],
+                   memo: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The PolicyExceptions that may apply to intents of `namespace` (none where not allowed)."""
+    if not exceptions_allowed_in(namespace_object, namespace, allowed_exception_namespaces(memo)):
+        return []
+    return list(index[namespace]) if namespace and namespace in index else []
+
+
+def policy_condition(body: Mapping[str, Any]) -> kube_status.ConditionSpec:
+    try:
+        compile_policy(body)
+    except PolicyCompileError as error:
+        return READY, False, "CompileError", str(error)
+    return READY, True, "Compiled", f"{len((body.get('spec') or {}).get('rules') or [])} rules compiled"
+
+
+def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) -> list[kube_status.ConditionSpec]:
+    expires = parse_time((body.get("spec") or {}).get("expiresAt"))
+    if not allowed:
+        namespace = (body.get("metadata") or {}).get("namespace")
+        return [(READY, False, "NamespaceNotAllowed", f"PolicyExceptions are not honoured in namespace {namespace}")]
+    if expires is None:
+        return [(READY, False, "InvalidExpiry", "spec.expiresAt is not an RFC 3339 time")]
+    stamp = expires.isoformat().replace("+00:00", "Z")
+    if now >= expires:
+        return [(READY, False, EXPIRED, f"expired at {stamp}"), (EXPIRED, True, EXPIRED, f"expired at {stamp}")]
+    return [(READY, True, "Active", f"active until {stamp}"), (EXPIRED, False, "Active", f"active until {stamp}")]
+
+
+def compliance_condition(verdicts: Iterable[Verdict], render_error: Any = None) -> kube_status.ConditionSpec:
+    """PolicyCompliant from an intent's verdicts: names every violated policy/rule (no values)."""
+    verdicts = list(verdicts)
+    violations = [v for v in verdicts if v.violation]
+    if violations:
+        reason = "RuleError" if all(v.outcome.value == "error" for v in violations) else "Violation"
+        return POLICY_COMPLIANT, False, reason, "; ".join(v.describe() for v in violations)
+    if render_error is not None and verdicts:
+        return POLICY_COMPLIANT, "Unknown", "NotRendered", f"rendered output not checked: {render_error}"
+    excepted = [v for v in verdicts if v.outcome.value == "excepted"]
+    if excepted:
+        return POLICY_COMPLIANT, True, "Excepted", "; ".join(v.describe() for v in excepted)
+    if not verdicts:
+        return POLICY_COMPLIANT, True, "NoPolicies", "no IntentPolicy applies"
+    return POLICY_COMPLIANT, True, "Compliant", f"{len(verdicts)} rules pass"
+
+
+def next_expiry(exceptions: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:
+    """The earliest expiresAt still in the future (the audit wakes then)."""
+    future = [t for t in (parse_time((e.get("spec") or {}).get("expiresAt")) for e in exceptions) if t and t > now]
+    return min(future, default=None)
+
+
+def audit_wait(interval: float, now: datetime, expiry: datetime | None, uniform: Any = random.uniform) -> float:
+    """Seconds until the next full audit: the jittered interval, or just after the next expiry."""
+    wait = interval * (1 + uniform(0, AUDIT_JITTER))
+    if expiry is not None:
+        wait = min(wait, max(0.0, (expiry - now).total_seconds()) + 0.5)
+    return wait
+
+
+# --------------------------------------------------------------------------- I/O helpers
+
+
+_ns_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+_ns_lock = threading.Lock()
+
+
+def namespace_object(namespace: str | None) -> dict[str, Any] | None:
+    """The Namespace (labels matter for namespaceSelector), cached for NAMESPACE_TTL seconds."""
+    if not namespace:
+        return None
+    now = time.monotonic()
+    with _ns_lock:
+        cached = _ns_cache.get(namespace)
+    if cached is not None and now - cached[0] < NAMESPACE_TTL:
+        return cached[1]
+    live = kube.get("v1", "Namespace", namespace)
+    value = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(((live or {}).get("metadata") or {}).get("labels") or {})}} if live else None
+    with _ns_lock:
+        _ns_cache[namespace] = (now, value)
+    return value
+
+
+def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec, retries: int = 3) -> bool:
+    """Set one condition on an intent without clobbering the others; True when written.
+
+    The merge patch carries metadata.resourceVersion, so a concurrent status write by the
+    intent's own reconcile makes it fail with 409 and it is redone on the fresh object.
+    """
+    metadata = intent.get("metadata") or {}
+    info = resource_info(API_VERSION, intent["kind"])
+    type_, value, reason, message = condition
+    body: Mapping[str, Any] | None = intent
+    for _attempt in range(retries):
+        if body is None:
+            return False
+        old = list((body.get("status") or {}).get("conditions") or [])
+        new = set_condition(old, type_, value, reason, message, (body.get("metadata") or {}).get("generation"))
+        if new == old:
+            return False
+        patch = {"metadata": {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion")}, "status": {"conditions": new}}
+        try:
+            request("PATCH", info.path(metadata["name"], metadata.get("namespace"), subresource="status"),
+                    operation="patch-status", body=patch, content_type="application/merge-patch+json")
+            return True
+        except ApiError as error:
+            if error.not_found:
+                return False
+            if error.status != 409:
+                raise
+        body = kube.get(API_VERSION, intent["kind"], metadata["name"], metadata.get("namespace"))
+    return False
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+class Auditor:
+    """One background thread: full audits (policy/exception changes, expiries, periodic) and
+    single-intent audits (spec changes). Holds the latest verdicts per intent for the reports."""
+
+    def __init__(self, policy_index: Any, exception_index: Any, composition_index: Any, memo: Any, interval: float) -> None:
+        self.policy_index, self.exception_index, self.composition_index = policy_index, exception_index, composition_index
+        self.memo, self.interval = memo, interval
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.full_requested = True  # the first pass audits everything
+        self.pending: dict[str, dict[str, Any]] = {}  # uid -> intent body
+        self.removed: set[tuple[str, str, str]] = set()
+        self.results: dict[str, dict[tuple[str, str], tuple[dict[str, str], list[Verdict]]]] = {}
+        self.reports: dict[str, str] = {}  # namespace -> digest of the last written report
+        self.audits = 0
+        self.thread = threading.Thread(target=self._loop, name="paved-audit", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def request_full(self) -> None:
+        with self.lock:
+            self.full_requested = True
+        self.wake.set()
+
+    def submit(self, body: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.pending[(body.get("metadata") or {}).get("uid", "")] = dict(body)
+        self.wake.set()
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        with self.lock:
+            self.removed.add((metadata.get("namespace") or "", body.get("kind") or "", metadata.get("name") or ""))
+        self.wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            now = datetime.now(timezone.utc)
+            all_exceptions = [e for store in dict(self.exception_index).values() for e in store]
+            woken = self.wake.wait(audit_wait(self.interval, now, next_expiry(all_exceptions, now)))
+            self.wake.clear()
+            try:
+                self.run_once(periodic=not woken)  # a timeout is the periodic pass or an expiry
+            except Exception:  # noqa: BLE001 - the audit must survive a bad pass
+                log.exception("policy audit pass failed")
+                time.sleep(5)
+
+    def run_once(self, periodic: bool = False) -> None:
+        with self.lock:
+            full = self.full_requested or periodic and not self.pending and not self.removed
+            self.full_requested = False
+            pending, self.pending = self.pending, {}
+            removed, self.removed = self.removed, set()
+        now = datetime.now(timezone.utc)
+        self._update_exceptions(now)
+        touched: set[str] = set()
+        if full:
+            intents = self._list_intents()
+            seen: dict[str, set[tuple[str, str]]] = {}
+            for intent in intents:
+                touched.add(self._audit(intent, now))
+                seen.setdefault(intent["metadata"]["namespace"], set()).add((intent["kind"], intent["metadata"]["name"]))
+            for namespace in list(self.results):
+                for key in [k for k in self.results[namespace] if k not in seen.get(namespace, set())]:
+                    del self.results[namespace][key]
+                touched.add(namespace)
+            self.audits += 1
+        else:
+            for intent in pending.values():
+                touched.add(self._audit(intent, now))
+        for namespace, kind, name in removed:
+            if self.results.get(namespace, {}).pop((kind, name), None) is not None:
+                touched.add(namespace)
+        self._write_reports(touched)
+
+    def _list_intents(self) -> list[dict[str, Any]]:
+        intents: list[dict[str, Any]] = []
+        for kind in INTENT_KINDS:
+            try:
+                items = request("GET", resource_info(API_VERSION, kind).path(), operation="list").get("items", [])
+            except ApiError as error:
+                log.warning("audit cannot list %s: %s", kind, error)
+                continue
+            for item in items:
+                item.setdefault("apiVersion", API_VERSION)
+                item["kind"] = kind
+                if _compose.in_scope(item["metadata"].get("namespace"), self.memo):
+                    intents.append(item)
+        return intents
+
+    def _audit(self, intent: Mapping[str, Any], now: datetime) -> str:
+        metadata = intent.get("metadata") or {}
+        namespace = metadata.get("namespace") or ""
+        ns_object = namespace_object(namespace)
+        result = check_intent(
+            intent, _compose.compositions_from(self.composition_index), compiled_policies(self.policy_index), ns_object,
+            exceptions_for(namespace, ns_object, self.exception_index, self.memo), now,
+        )
+        condition = compliance_condition(result.verdicts, result.render_error)
+        try:
+            if write_condition(intent, condition):  # no request when the condition is unchanged
+                log.info("%s %s/%s: %s=%s (%s)", intent.get("kind"), namespace, metadata.get("name"), *condition[:3])
+        except ApiError as error:
+            log.warning("cannot write PolicyCompliant on %s %s/%s: %s", intent.get("kind"), namespace, metadata.get("name"), error)
+        reference = {"apiVersion": API_VERSION, "kind": str(intent.get("kind")), "name": metadata.get("name", ""),
+                     "namespace": namespace, "uid": metadata.get("uid", "")}
+        self.results.setdefault(namespace, {})[(reference["kind"], reference["name"])] = (reference, result.verdicts)
+        return namespace
+
+    def _update_exceptions(self, now: datetime) -> None:
+        for namespace, store in dict(self.exception_index).items():
+            allowed = exceptions_allowed_in(namespace_object(namespace), namespace, allowed_exception_namespaces(self.memo))
+            for exception in list(store):
+                write_platform_status(exception, exception_conditions(exception, allowed, now))
+
+    def _write_reports(self, namespaces: Iterable[str]) -> None:
+        namespaces = [ns for ns in namespaces if ns]
+        if not namespaces:
+            return
+        try:
+            if not policyreport.installed():
+                return
+        except ApiError as error:
+            log.warning("cannot discover PolicyReports: %s", error)
+            return
+        for namespace in namespaces:
+            entries = list(self.results.get(namespace, {}).values())
+            try:
+                if not any(verdicts for _, verdicts in entries):
+                    if self.reports.pop(namespace, None) is not None:
+                        policyreport.delete_report(namespace)
+                    continue
+                report = policyreport.build_report(namespace, entries)
+                digest = repr(report)
+                if self.reports.get(namespace) != digest:
+                    policyreport.write_report(report)
+                    self.reports[namespace] = digest
+            except ApiError as error:
+                log.warning("cannot write the PolicyReport of namespace %s: %s", namespace, error)
+
+
+def write_platform_status(body: Mapping[str, Any], conditions: list[kube_status.ConditionSpec]) -> None:
+    """Conditions on an IntentPolicy or PolicyException, written only when they change."""
+    metadata = body.get("metadata") or {}
+    generation = metadata.get("generation")
+    old = dict(body.get("status") or {})
+    status = kube_status.with_conditions({**old, "observedGeneration": generation}, conditions, generation)
+    delta = kube_status.status_delta(old, status)
+    if delta:
+        try:
+            kube_status.patch_status(API_VERSION, str(body.get("kind")), metadata.get("namespace"), metadata["name"], delta)
+        except ApiError as error:
+            if not error.not_found:
+                log.warning("cannot write status of %s %s: %s", body.get("kind"), metadata.get("name"), error)
+        # the index snapshot does not see its own status write: remember it to stay quiet
+        if isinstance(body, dict):
+            body.setdefault("status", {}).update(delta)
+
+
+_auditor: Auditor | None = None
+_auditor_lock = threading.Lock()
+
+
+def auditor(policy_index: Any, exception_index: Any, composition_index: Any, memo: Any) -> Auditor:
+    """The process's Auditor, started on first use (Kopf has loaded every index by then)."""
+    global _auditor
+    with _auditor_lock:
+        if _auditor is None:
+            interval = float((memo or {}).get("audit_interval") or DEFAULT_AUDIT_INTERVAL)
+            _auditor = Auditor(policy_index, exception_index, composition_index, memo, interval)
+            _auditor.start()
+        return _auditor
+
+
+# --------------------------------------------------------------------------- Kopf
+
+
+@kopf.index("paved.dev", "v1alpha1", "intentpolicies")
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """name -> snapshot of the IntentPolicy."""
+    return {name: {**snapshot(body), "kind": "IntentPolicy"}}
+
+
+@kopf.index("paved.dev", "v1alpha1", "policyexceptions")
+def exception_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """namespace -> snapshots of its PolicyExceptions (with status, to write it only on change)."""
+    item = {**snapshot(body), "kind": "PolicyException", "status": copy.deepcopy(dict(body.get("status") or {}))}
+    return {namespace: item}
+
+
+@kopf.on.event("paved.dev", "v1alpha1", "intentpolicies")
+def policy_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
+                   composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """Ready from the compile result; any spec change (or deletion) re-audits every intent."""
+    audit = auditor(policy_index, exception_index, composition_index, memo)
+    metadata = body.get("metadata") or {}
+    if type == "DELETED":
+        audit.request_full()
+        return
+    condition = policy_condition(body)
+    if condition[1] is False:
+        log.warning("IntentPolicy %s: %s", metadata.get("name"), condition[3])
+    old_generation = (body.get("status") or {}).get("observedGeneration")
+    write_platform_status({**body, "kind": "IntentPolicy"}, [condition])
+    if type is not None and old_generation != metadata.get("generation"):
+        audit.request_full()
+
+
+@kopf.on.event("paved.dev", "v1alpha1", "policyexceptions")
+def exception_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
+                      composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """Ready/Expired; any change re-audits (the audit also wakes at each expiry by itself)."""
+    audit = auditor(policy_index, exception_index, composition_index, memo)
+    if type == "DELETED" or (body.get("status") or {}).get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
+        audit.request_full()
+    else:
+        audit.wake.set()  # recompute the next expiry
+
+
+def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
+                    composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """A created or re-specified intent is audited at once; a deleted one leaves the report."""
+    namespace = (body.get("metadata") or {}).get("namespace")
+    if not _compose.in_scope(namespace, memo):
+        return
+    audit = auditor(policy_index, exception_index, composition_index, memo)
+    if type == "DELETED":
+        audit.forget(body)
+        return
+    condition = get_condition((body.get("status") or {}).get("conditions"), POLICY_COMPLIANT)
+    generation = (body.get("metadata") or {}).get("generation")
+    if condition is None or condition.get("observedGeneration") != generation:
+        audit.submit(body)
+
+
+for _kind in INTENT_KINDS:
+    kopf.on.event("paved.dev", "v1alpha1", kind_info(_kind).plural, id=f"audit-{kind_info(_kind).plural}")(_intent_changed)
+
+
+from paved.handlers import admission  # noqa: E402,F401 - registers the webhook handlers

@@ -1,0 +1,130 @@
+"""The admission glue (pure parts): decisions, the webhook configuration and TLS options."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paved.handlers import admission
+from paved.policy import compile_policies
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def policy(mode: str = "Enforce", expression: str = "object.spec.encryption == true") -> dict[str, Any]:
+    return {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": "enc"},
+            "spec": {"match": {"kinds": ["DatabaseIntent"]}, "mode": mode,
+                     "rules": [{"name": "encrypted", "expression": expression, "message": "encrypt it"}]}}
+
+
+def intent(encryption: bool, name: str = "db") -> dict[str, Any]:
+    return {"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent", "metadata": {"name": name, "namespace": "team"},
+            "spec": {"engine": "postgresql", "version": "16", "encryption": encryption}}
+
+
+def compiled(mode: str = "Enforce") -> list[Any]:
+    return compile_policies([policy(mode)])[0]
+
+
+def test_enforce_denies_naming_policy_rule_and_message() -> None:
+    review = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, now=NOW)
+    assert not review.allowed
+    assert "enc/encrypted (Enforce): encrypt it" in review.message
+
+
+def test_warn_admits_with_a_warning_and_audit_admits_silently() -> None:
+    warn = admission.review_intent("CREATE", intent(False), None, compiled("Warn"), [], None, now=NOW)
+    assert warn.allowed and any("enc/encrypted (Warn)" in w for w in warn.warnings)
+    audit = admission.review_intent("CREATE", intent(False), None, compiled("Audit"), [], None, now=NOW)
+    assert audit.allowed and not audit.warnings
+
+
+def test_updates_that_leave_spec_alone_and_deletions_are_never_judged() -> None:
+    old = intent(False)
+    relabelled = copy.deepcopy(old)
+    relabelled["metadata"]["labels"] = {"x": "y"}
+    assert admission.review_intent("UPDATE", relabelled, old, compiled(), [], None).allowed
+    deleting = copy.deepcopy(old)
+    deleting["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
+    assert admission.review_intent("UPDATE", deleting, old, compiled(), [], None).allowed
+    assert admission.review_intent("DELETE", old, old, compiled(), [], None).allowed
+    changed = copy.deepcopy(old)
+    changed["spec"]["version"] = "17"
+    assert not admission.review_intent("UPDATE", changed, old, compiled(), [], None).allowed
+
+
+def test_active_exception_admits_and_expired_one_does_not() -> None:
+    exception = {"metadata": {"name": "legacy", "namespace": "team"},
+                 "spec": {"policy": "enc", "rules": ["encrypted"], "intents": [{"kind": "DatabaseIntent", "name": "db"}],
+                          "expiresAt": (NOW + timedelta(minutes=5)).isoformat(), "reason": "r"}}
+    active = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW)
+    assert active.allowed and any("excepted by PolicyException team/legacy" in w for w in active.warnings)
+    later = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW + timedelta(hours=1))
+    assert not later.allowed
+
+
+def test_policy_with_bad_cel_is_refused_with_rule_and_position() -> None:
+    review = admission.review_policy(policy(expression="object.spec.encryption =="))
+    assert not review.allowed
+    assert "encrypted" in review.message and "line 1, column" in review.message
+    assert admission.review_policy(policy()).allowed
+
+
+def test_exceptions_only_in_named_or_labelled_namespaces() -> None:
+    body = {"metadata": {"name": "e", "namespace": "team"}}
+    assert not admission.review_exception(body, {"metadata": {"labels": {}}}, []).allowed
+    assert admission.review_exception(body, None, ["team"]).allowed
+    labelled = {"metadata": {"labels": {"paved.dev/policy-exceptions": "allowed"}}}
+    assert admission.review_exception(body, labelled, []).allowed
+
+
+def test_webhook_configuration_is_scoped_and_short() -> None:
+    config = admission.webhook_configuration({"url": "https://127.0.0.1:9443", "caBundle": "Q0E="})
+    assert config["metadata"]["name"] == "paved.dev"
+    hooks = {hook["name"]: hook for hook in config["webhooks"]}
+    assert set(hooks) == {"validate-intents.paved.dev", "validate-intentpolicies.paved.dev", "validate-policyexceptions.paved.dev"}
+    for hook in hooks.values():
+        assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5 and hook["sideEffects"] == "None"
+        (rule,) = hook["rules"]
+        assert rule["apiGroups"] == ["paved.dev"] and rule["operations"] == ["CREATE", "UPDATE"]
+        assert hook["clientConfig"]["caBundle"] == "Q0E="
+    assert hooks["validate-intents.paved.dev"]["clientConfig"]["url"] == "https://127.0.0.1:9443/validate-intents"
+    assert set(hooks["validate-intents.paved.dev"]["rules"][0]["resources"]) == {
+        "databaseintents", "agentidentities", "externalsecretrefs", "progressiverollouts"}
+
+
+def test_service_mode_and_parse_service() -> None:
+    service = admission.parse_service("paved-system/paved-webhook")
+    assert service == ("paved-system", "paved-webhook", 443)
+    config = admission.webhook_configuration({"url": "https://x:1"}, service=service, failure_policy="Ignore")
+    hook = config["webhooks"][0]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["clientConfig"] == {"service": {"namespace": "paved-system", "name": "paved-webhook", "port": 443,
+                                                "path": "/validate-intents"}}
+    with pytest.raises(ValueError):
+        admission.parse_service("no-slash")
+
+
+def test_self_signed_writes_a_ca_and_a_cert_for_the_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    options = admission.self_signed(admission.WebhookOptions(address="127.0.0.1", host="paved.local"), tmp_path)
+    assert options.certfile and options.keyfile and options.cafile
+    cert = x509.load_pem_x509_certificate(Path(options.certfile).read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "paved.local" in names.get_values_for_type(x509.DNSName)
+    given = admission.WebhookOptions(certfile="a", keyfile="b")
+    assert admission.self_signed(given) is given
+
+
+def test_webhook_handlers_are_registered_for_every_kind() -> None:
+    import kopf
+
+    ids = {(h.id, h.selector.any_name if h.selector else None) for h in kopf.get_default_registry()._webhooks.get_all_handlers()}
+    assert ("validate-intentpolicies", "intentpolicies") in ids
+    assert ("validate-policyexceptions", "policyexceptions") in ids
+    assert ("validate-intents", "databaseintents") in ids

@@ -1,0 +1,77 @@
+"""Pure parts of the audit: conditions, exception state, wake-up times, PolicyReport bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from paved.handlers import policy as handlers
+from paved.kube import policyreport
+from paved.policy import Mode, Outcome, Verdict
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def verdict(outcome: Outcome, mode: Mode = Mode.ENFORCE, **extra: object) -> Verdict:
+    return Verdict("enc", "encrypted", mode, outcome, "encrypt it", **extra)  # type: ignore[arg-type]
+
+
+def test_compliance_condition() -> None:
+    assert handlers.compliance_condition([])[1:3] == (True, "NoPolicies")
+    assert handlers.compliance_condition([verdict(Outcome.PASS)])[1:3] == (True, "Compliant")
+    failed = handlers.compliance_condition([verdict(Outcome.PASS), verdict(Outcome.FAIL, Mode.AUDIT)])
+    assert failed[:3] == ("PolicyCompliant", False, "Violation") and "enc/encrypted (Audit): encrypt it" in failed[3]
+    assert handlers.compliance_condition([verdict(Outcome.ERROR, detail="no such key")])[2] == "RuleError"
+    excepted = verdict(Outcome.EXCEPTED, exception="team/legacy", expires_at=NOW)
+    assert handlers.compliance_condition([excepted])[1:3] == (True, "Excepted")
+    assert handlers.compliance_condition([verdict(Outcome.PASS)], render_error="boom")[1:3] == ("Unknown", "NotRendered")
+
+
+def test_policy_condition_names_rule_and_position() -> None:
+    body = {"metadata": {"name": "p"}, "spec": {"match": {"kinds": ["DatabaseIntent"]},
+                                                 "rules": [{"name": "r1", "expression": "object.spec.(", "message": "m"}]}}
+    type_, status, reason, message = handlers.policy_condition(body)
+    assert (type_, status, reason) == ("Ready", False, "CompileError")
+    assert "r1" in message and "line 1, column" in message
+    body["spec"]["rules"][0]["expression"] = "true"
+    assert handlers.policy_condition(body)[1:3] == (True, "Compiled")
+
+
+def test_exception_conditions_expire_by_themselves() -> None:
+    body = {"metadata": {"namespace": "team"}, "spec": {"expiresAt": "2030-01-01T00:10:00Z"}}
+    assert handlers.exception_conditions(body, True, NOW)[0][1:3] == (True, "Active")
+    later = handlers.exception_conditions(body, True, NOW + timedelta(hours=1))
+    assert later[0][1:3] == (False, "Expired") and later[1][:2] == ("Expired", True)
+    assert handlers.exception_conditions(body, False, NOW)[0][2] == "NamespaceNotAllowed"
+
+
+def test_audit_wakes_at_the_next_expiry_or_after_the_jittered_interval() -> None:
+    exceptions = [{"spec": {"expiresAt": "2030-01-01T00:00:30Z"}}, {"spec": {"expiresAt": "2029-01-01T00:00:00Z"}}]
+    expiry = handlers.next_expiry(exceptions, NOW)
+    assert expiry == NOW + timedelta(seconds=30)
+    assert handlers.audit_wait(600, NOW, expiry, uniform=lambda a, b: b) == 30.5
+    assert handlers.audit_wait(600, NOW, None, uniform=lambda a, b: b) == 660
+
+
+def test_exceptions_for_filters_namespaces() -> None:
+    index = {"team": [{"spec": {}}]}
+    assert handlers.exceptions_for("team", None, index, {"exception_namespaces": frozenset({"team"})}) == [{"spec": {}}]
+    assert handlers.exceptions_for("team", None, index, {}) == []
+    assert handlers.exceptions_for("other", {"metadata": {"labels": {handlers.EXCEPTIONS_LABEL: "allowed"}}}, index, {}) == []
+
+
+def test_policy_report_maps_outcomes_and_shows_expired_exceptions() -> None:
+    ref = {"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent", "name": "db", "namespace": "team", "uid": "u1"}
+    verdicts = [
+        verdict(Outcome.PASS),
+        verdict(Outcome.FAIL, Mode.AUDIT),
+        verdict(Outcome.FAIL, exception="team/legacy", expires_at=NOW),
+        verdict(Outcome.EXCEPTED, Mode.WARN, exception="team/legacy", expires_at=NOW),
+        verdict(Outcome.ERROR, detail="bad"),
+    ]
+    report = policyreport.build_report("team", [(ref, verdicts)])
+    assert report["metadata"] == {"name": "paved-policy", "namespace": "team", "labels": {"app.kubernetes.io/managed-by": "paved"}}
+    assert report["summary"] == {"pass": 1, "fail": 1, "warn": 1, "error": 1, "skip": 1}
+    expired = next(r for r in report["results"] if r["properties"].get("exceptionState") == "expired")
+    assert expired["result"] == "fail" and expired["properties"]["expiresAt"] == "2030-01-01T00:00:00Z"
+    assert all(r["resources"] == [ref] for r in report["results"])
+    assert policyreport.build_report("team", [(ref, list(reversed(verdicts)))]) == report  # stable: no churn
