@@ -761,7 +761,9 @@ class ControlPlane:
         return {m.obj["metadata"]["name"] for m in manifests if is_crd(m.obj)} <= existing
 
     def _repo_manifests(self) -> list[Path]:
-        """The ``manifests`` argument, else $PAVED_DEV_MANIFESTS, else crds/ + compositions/."""
+        """The ``manifests`` argument, else $PAVED_DEV_MANIFESTS, else crds/ (with the third-party
+        PolicyReport CRD) + compositions/. Policies are not installed here: they are validated
+        by the operator's webhook, so `paved dev demo` applies them once the operator runs."""
         if self._manifests is not None:
             return self._manifests
         env = os.environ.get("PAVED_DEV_MANIFESTS")
@@ -771,7 +773,7 @@ class ControlPlane:
             root = repo_root()
         except BinaryError:
             return []
-        return [root / "crds", root / "compositions"]
+        return [root / "crds", root / "crds" / "third-party", root / "compositions"]
 
 
 # ---------------------------------------------------------------------------- helpers

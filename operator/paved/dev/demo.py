@@ -220,6 +220,9 @@ def run_demo(
     )
     log(f"operator started (pid {operator.pid}, as {_account()}), log {operator.log_path}")
 
+    plane.apply([repo_root() / "compositions" / "policies"], timeout=timeout)
+    log("installed the default IntentPolicies (compositions/policies/)")
+
     objects = example_objects(examples or repo_root() / "examples")
     plane.apply_objects(objects, timeout=timeout)
     log(f"applied {len(objects)} objects from examples/; waiting up to {wait:.0f}s for Ready")
