@@ -1,0 +1,221 @@
+"""What an identity may do, as sets of atomic permissions, and the subset relation.
+
+Subset, precisely:
+- Kubernetes: a capability expands to tuples (apiGroup, resource, verb, resourceName, namespace)
+  over its apiGroups x resources x verbs x (resourceNames or "all names") x (the identity's own
+  namespace + capabilities[].namespaces). A child tuple is granted by the parent when some
+  parent tuple has the same namespace and each other element equal or `*` (the parent's "all
+  names" covers every resourceName; a child's "all names" needs the parent's "all names").
+- Vault: (path, capability). A parent path covers a child path when it is equal, when it ends
+  in `*` and the child path starts with the part before it, and `+` matches exactly one
+  segment. A child glob is treated literally (secret/a/* is covered by secret/* and by
+  secret/a/*, not by secret/a/b).
+- AWS: (action, resource). Covered when some parent action matches the child's action (IAM
+  wildcards `*`/`?`, case-insensitive for actions) and some parent resource matches the
+  child's resource (wildcards, case-sensitive). The parent's statement is actions x resources.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ALL_NAMES = None  # a rule without resourceNames
+
+
+@dataclass(frozen=True)
+class Excess:
+    """One permission the child asks for and the parent does not hold."""
+
+    field: str  # spec path of the child's entry, e.g. spec.capabilities[1].verbs
+    permission: str  # the exact atomic permission, e.g. "delete pods in namespace team-a"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.permission}"
+
+
+# --------------------------------------------------------------------------- kubernetes
+
+
+def _namespaces(capability: Mapping[str, Any], own_namespace: str) -> list[str]:
+    return [own_namespace] + [ns for ns in capability.get("namespaces") or [] if ns != own_namespace]
+
+
+def rbac_tuples(capability: Mapping[str, Any], own_namespace: str) -> list[tuple[str, str, str, str | None, str]]:
+    names: Sequence[str | None] = capability.get("resourceNames") or [ALL_NAMES]
+    return [
+        (group, resource, verb, name, namespace)
+        for namespace in _namespaces(capability, own_namespace)
+        for group in capability.get("apiGroups") or [""]
+        for resource in capability.get("resources") or []
+        for verb in capability.get("verbs") or []
+        for name in names
+    ]
+
+
+def _match(parent: str, child: str) -> bool:
+    return parent == "*" or parent == child
+
+
+def rbac_granted(child: tuple[str, str, str, str | None, str], parent_caps: Sequence[Mapping[str, Any]], parent_namespace: str) -> bool:
+    group, resource, verb, name, namespace = child
+    for capability in parent_caps:
+        if namespace not in _namespaces(capability, parent_namespace):
+            continue
+        names = capability.get("resourceNames") or [ALL_NAMES]
+        if (
+            any(_match(g, group) for g in capability.get("apiGroups") or [""])
+            and any(_match(r, resource) for r in capability.get("resources") or [])
+            and any(_match(v, verb) for v in capability.get("verbs") or [])
+            and (ALL_NAMES in names or name in names)
+        ):
+            return True
+    return False
+
+
+def _describe_rbac(t: tuple[str, str, str, str | None, str]) -> str:
+    group, resource, verb, name, namespace = t
+    what = f"{resource}.{group}" if group else resource
+    named = f" named {name}" if name is not None else ""
+    return f'verb "{verb}" on {what}{named} in namespace {namespace}'
+
+
+# --------------------------------------------------------------------------- vault
+
+
+def _vault_regex(parent_path: str) -> re.Pattern[str]:
+    parts = []
+    for index, char in enumerate(parent_path):
+        if char == "*" and index == len(parent_path) - 1:
+            parts.append(".*")
+        elif char == "+":
+            parts.append("[^/]+")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts))
+
+
+def vault_covers(parent_path: str, child_path: str) -> bool:
+    return parent_path == child_path or bool(_vault_regex(parent_path).fullmatch(child_path))
+
+
+def vault_granted(path: str, capability: str, parent_secrets: Sequence[Mapping[str, Any]]) -> bool:
+    return any(
+        vault_covers(secret["path"], path) and capability in (secret.get("capabilities") or ["read"])
+        for secret in parent_secrets
+    )
+
+
+# --------------------------------------------------------------------------- aws
+
+
+def _aws_action_covers(parent: str, child: str) -> bool:
+    return fnmatch.fnmatchcase(child.lower(), parent.lower())
+
+
+def _aws_resource_covers(parent: str, child: str) -> bool:
+    return fnmatch.fnmatchcase(child, parent)
+
+
+def aws_granted(action: str, resource: str, parent_aws: Mapping[str, Any] | None) -> bool:
+    if not parent_aws:
+        return False
+    return any(_aws_action_covers(a, action) for a in parent_aws.get("actions") or []) and any(
+        _aws_resource_covers(r, resource) for r in parent_aws.get("resources") or ["*"]
+    )
+
+
+def _aws(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return (spec.get("cloud") or {}).get("aws")
+
+
+# --------------------------------------------------------------------------- subset
+
+
+def excess(child: Mapping[str, Any], child_namespace: str, parent: Mapping[str, Any], parent_namespace: str) -> list[Excess]:
+    """Every atomic permission of `child` (a spec dict) that `parent` does not grant, in spec order."""
+    found: list[Excess] = []
+    parent_caps = parent.get("capabilities") or []
+    for index, capability in enumerate(child.get("capabilities") or []):
+        for t in rbac_tuples(capability, child_namespace):
+            if not rbac_granted(t, parent_caps, parent_namespace):
+                found.append(Excess(f"spec.capabilities[{index}]", _describe_rbac(t)))
+    for index, secret in enumerate(child.get("secrets") or []):
+        for capability in secret.get("capabilities") or ["read"]:
+            if not vault_granted(secret["path"], capability, parent.get("secrets") or []):
+                found.append(Excess(f"spec.secrets[{index}]", f'Vault capability "{capability}" on path {secret["path"]}'))
+    aws = _aws(child)
+    if aws:
+        for action in aws.get("actions") or []:
+            for resource in aws.get("resources") or ["*"]:
+                if not aws_granted(action, resource, _aws(parent)):
+                    found.append(Excess("spec.cloud.aws", f'AWS action "{action}" on {resource}'))
+    return found
+
+
+def narrow(child: Mapping[str, Any], child_namespace: str, parent: Mapping[str, Any], parent_namespace: str) -> dict[str, Any]:
+    """The largest expressible part of `child` that `parent` grants (sound: result ⊆ parent).
+
+    Kubernetes: per capability, keep the verbs all of whose tuples in the own namespace are
+    granted, then the extra namespaces where all kept verbs are granted; drop empty
+    capabilities. Vault: keep each path's granted capabilities. AWS: keep the resources some
+    parent resource covers, then the actions granted on all of them.
+    """
+    result = dict(child)
+    parent_caps = parent.get("capabilities") or []
+    capabilities = []
+    for capability in child.get("capabilities") or []:
+        own_only = {**capability, "namespaces": None}
+        verbs = [
+            verb for verb in capability.get("verbs") or []
+            if all(rbac_granted(t, parent_caps, parent_namespace) for t in rbac_tuples({**own_only, "verbs": [verb]}, child_namespace))
+        ]
+        if not verbs:
+            continue
+        namespaces = [
+            ns for ns in capability.get("namespaces") or []
+            if all(rbac_granted(t, parent_caps, parent_namespace) for t in rbac_tuples({**own_only, "verbs": verbs, "namespaces": [ns]}, child_namespace))
+        ]
+        capabilities.append({**capability, "verbs": verbs, "namespaces": namespaces or None})
+    result["capabilities"] = capabilities
+    secrets = []
+    for secret in child.get("secrets") or []:
+        kept = [c for c in secret.get("capabilities") or ["read"] if vault_granted(secret["path"], c, parent.get("secrets") or [])]
+        if kept:
+            secrets.append({**secret, "capabilities": kept})
+    result["secrets"] = secrets
+    aws = _aws(child)
+    cloud = dict(child.get("cloud") or {})
+    if aws:
+        parent_aws = _aws(parent)
+        resources = [r for r in aws.get("resources") or ["*"] if parent_aws and any(_aws_resource_covers(p, r) for p in parent_aws.get("resources") or ["*"])]
+        actions = [a for a in aws.get("actions") or [] if resources and all(aws_granted(a, r, parent_aws) for r in resources)]
+        cloud["aws"] = {**aws, "actions": actions, "resources": resources} if actions else None
+    if cloud.get("aws") is None:
+        cloud.pop("aws", None)
+    result["cloud"] = cloud
+    return result
+
+
+def empty(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """`spec` without any grant: what an expired identity renders (the ServiceAccount only)."""
+    return {**spec, "capabilities": [], "secrets": [], "cloud": {}}
+
+
+def scope_lines(spec: Mapping[str, Any], namespace: str) -> list[str]:
+    """Short, human-readable scope of a spec (for the delegation chain in status)."""
+    lines = []
+    for capability in spec.get("capabilities") or []:
+        groups = ",".join(g or "core" for g in capability.get("apiGroups") or [""])
+        names = f" named {','.join(capability['resourceNames'])}" if capability.get("resourceNames") else ""
+        where = ",".join(_namespaces(capability, namespace))
+        lines.append(f"k8s {','.join(capability.get('verbs') or [])} {','.join(capability.get('resources') or [])} ({groups}){names} in {where}")
+    for secret in spec.get("secrets") or []:
+        lines.append(f"vault {','.join(secret.get('capabilities') or ['read'])} {secret['path']}")
+    aws = _aws(spec)
+    if aws:
+        lines.append(f"aws {','.join(aws.get('actions') or [])} on {','.join(aws.get('resources') or ['*'])}")
+    return lines

@@ -1,0 +1,210 @@
+"""AgentIdentity complete: real control plane + operator (deploy/ RBAC) + OpenBao (Kubernetes
+auth with real TokenReview) + moto. Vault login with a TokenRequest token, IAM trust,
+expiry-to-revocation time (printed), extension, delegation refusal/narrowing/expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import pytest
+import yaml
+
+from fixtures.cluster import wait_for
+from fixtures.vault import configure_kubernetes_auth
+
+pytestmark = pytest.mark.cluster
+ISSUER = "oidc.paved.test/id/E2E"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def get(kubectl, *args) -> dict[str, Any] | None:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def cond(obj, type_) -> dict[str, Any]:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def apply(kubectl, namespace, name, spec) -> None:
+    manifest = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
+                "metadata": {"name": name, "namespace": namespace}, "spec": {"owner": "team-e2e", "purpose": "e2e", **spec}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def wait_cond(kubectl, namespace, name, type_, status="True", timeout=60.0, reason=None) -> dict[str, Any]:
+    def check():
+        obj = get(kubectl, "agentidentity", name, "-n", namespace)
+        c = cond(obj, type_)
+        if c.get("status") == status and (reason is None or c.get("reason") == reason):
+            gen = obj["metadata"]["generation"]
+            return obj if c.get("observedGeneration", gen) == gen else None
+        return None
+
+    return wait_for(check, timeout=timeout, interval=0.2, what=f"{name} {type_}={status} {reason or ''}")
+
+
+@pytest.fixture(scope="module")
+def world(control_plane, operator, openbao, moto_server, kubectl):
+    """The operator restarted with Vault and moto settings; Kubernetes auth; the issuer set."""
+    configure_kubernetes_auth(openbao, control_plane, mount="kubernetes")
+    kubectl("patch", "composition", "agent-identity-default", "--type=merge",
+            "-p", json.dumps({"spec": {"parameters": {"aws": {"oidcIssuer": ISSUER}}}}))
+    saved = dict(os.environ)
+    os.environ.update(moto_server.env())
+    os.environ.update({"PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
+                       "PAVED_VAULT_TOKEN": openbao.root_token})
+    operator.restart()
+    try:
+        yield openbao, moto_server
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def login(openbao, control_plane, namespace, sa, role) -> hvac.Client:
+    from kubernetes import client as k8s, config as k8s_config
+
+    api = k8s_config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        token = k8s.CoreV1Api(api).create_namespaced_service_account_token(
+            sa, namespace, k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=["paved"], expiration_seconds=600))
+        ).status.token
+    finally:
+        api.close()
+    agent = openbao.new_client()
+    agent.auth.kubernetes.login(role=role, jwt=token, mount_point="kubernetes")
+    return agent
+
+
+def vault_role(obj) -> str:
+    entry = next(r for r in obj["status"]["resources"] if r["provider"] == "vault-k8s-role")
+    return entry["externalId"].rsplit("/", 1)[1]
+
+
+def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, kubectl, namespace, control_plane):
+    openbao, moto = world
+    root = openbao.client
+    root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/allowed", secret={"k": "v"}, mount_point="secret")
+    root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/denied", secret={"k": "v"}, mount_point="secret")
+    expires = (datetime.now(timezone.utc) + timedelta(seconds=45)).replace(microsecond=0)
+    apply(kubectl, namespace, "agent", {
+        "capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}],
+        "secrets": [{"path": f"secret/data/{namespace}/allowed", "capabilities": ["read"]}],
+        "cloud": {"aws": {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::reports/*"]}},
+        "tokenTTL": "10m", "expiresAt": iso(expires),
+    })
+    obj = wait_cond(kubectl, namespace, "agent", "Ready", timeout=90)
+    kinds = {g["kind"] for g in obj["status"]["grants"]}
+    assert kinds >= {"Role", "RoleBinding", "VaultPolicy", "VaultRole", "IAMRole"}, obj["status"]["grants"]
+    assert obj["status"]["expiresAt"] == iso(expires)
+
+    # IAM: the SA carries the role; the trust names exactly this SA and the audience
+    sa = get(kubectl, "serviceaccount", "agent", "-n", namespace)
+    arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    iam = moto.client("iam")
+    role_name = arn.rsplit("/", 1)[1]
+    trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    assert statement["Condition"] == {"StringEquals": {f"{ISSUER}:sub": f"system:serviceaccount:{namespace}:agent",
+                                                       f"{ISSUER}:aud": "sts.amazonaws.com"}}
+
+    # Vault: login with a TokenRequest token (real TokenReview), declared path only
+    role = vault_role(obj)
+    agent = login(openbao, control_plane, namespace, "agent", role)
+    assert agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/allowed", mount_point="secret", raise_on_deleted_version=True)["data"]["data"] == {"k": "v"}
+    with pytest.raises(hvac.exceptions.Forbidden):
+        agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/denied", mount_point="secret", raise_on_deleted_version=True)
+
+    # Expiry: measure expiresAt -> every grant revoked
+    binding_name = next(g["name"] for g in obj["status"]["grants"] if g["kind"] == "RoleBinding")
+
+    def revoked() -> bool:
+        gone_binding = get(kubectl, "rolebinding", binding_name, "-n", namespace) is None
+        try:
+            root.adapter.get(f"/v1/auth/kubernetes/role/{role}")
+            gone_role = False
+        except hvac.exceptions.InvalidPath:
+            gone_role = True
+        doc = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+        denied = all(s["Effect"] == "Deny" for s in doc["Statement"])
+        return gone_binding and gone_role and denied
+
+    while datetime.now(timezone.utc) < expires:
+        assert not revoked()
+        time.sleep(0.5)
+    wait_for(revoked, timeout=15, interval=0.1, what="revocation")
+    latency = (datetime.now(timezone.utc) - expires).total_seconds()
+    print(f"\n[identity] expiry-to-revocation: {latency:.2f}s")
+    assert latency < 5.0
+    obj = wait_cond(kubectl, namespace, "agent", "Expired", timeout=10)
+    assert cond(obj, "Ready")["reason"] == "Expired" and obj["status"]["grants"] == []
+    with pytest.raises((hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest)):  # the old token is revoked
+        agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/allowed", mount_point="secret", raise_on_deleted_version=True)
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=agent", "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"Granted", "Revoked", "Expired"} <= reasons
+
+    # Extension restores every grant
+    kubectl("patch", "agentidentity", "agent", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"expiresAt": iso(datetime.now(timezone.utc) + timedelta(hours=1))}}))
+    obj = wait_cond(kubectl, namespace, "agent", "Ready", timeout=60)
+    assert cond(obj, "Expired")["status"] == "False"
+    assert get(kubectl, "rolebinding", binding_name, "-n", namespace) is not None
+    agent = login(openbao, control_plane, namespace, "agent", role)
+    assert agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/allowed", mount_point="secret", raise_on_deleted_version=True)
+    doc = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    assert doc["Statement"][0]["Effect"] == "Allow"
+
+
+def rules_of(kubectl, namespace, obj) -> list[dict[str, Any]]:
+    name = next(g["name"] for g in obj["status"]["grants"] if g["kind"] == "Role")
+    return get(kubectl, "role", name, "-n", namespace)["rules"]
+
+
+def test_delegation_refuses_excess_narrows_and_expires_with_parent(world, kubectl, namespace):
+    parent_expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
+    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}],
+                                         "expiresAt": iso(parent_expiry)})
+    wait_cond(kubectl, namespace, "parent", "Ready")
+    apply(kubectl, namespace, "child", {"delegatedFrom": {"name": "parent"}, "ttl": "24h",
+                                        "capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}]})
+    child = wait_cond(kubectl, namespace, "child", "Ready")
+    assert child["status"]["expiresAt"] == iso(parent_expiry)  # capped at the parent's
+    (hop,) = child["status"]["delegationChain"]
+    assert (hop["issuer"], hop["subject"]) == (f"{namespace}/parent", f"{namespace}/child") and hop["at"]
+
+    apply(kubectl, namespace, "greedy", {"delegatedFrom": {"name": "parent"},
+                                         "capabilities": [{"resources": ["configmaps"], "verbs": ["get", "delete"]}]})
+    greedy = wait_cond(kubectl, namespace, "greedy", "Ready", status="False", reason="DelegationRefused")
+    assert f'verb "delete" on configmaps in namespace {namespace}' in cond(greedy, "Ready")["message"]
+    assert not (greedy.get("status") or {}).get("grants")
+    assert get(kubectl, "serviceaccount", "greedy", "-n", namespace) is None  # nothing granted
+
+    apply(kubectl, namespace, "orphan", {"delegatedFrom": {"name": "nobody"}})
+    orphan = wait_cond(kubectl, namespace, "orphan", "Ready", status="False", reason="DelegationRefused")
+    assert "spec.delegatedFrom.name" in cond(orphan, "Ready")["message"]
+
+    # the parent narrows: the child is narrowed at once
+    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}],
+                                         "expiresAt": iso(parent_expiry)})
+    wait_for(lambda: rules_of(kubectl, namespace, get(kubectl, "agentidentity", "child", "-n", namespace))[0]["verbs"] == ["get"],
+             timeout=30, interval=0.3, what="child narrowed")
+
+    # the parent expires: the child expires with it
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=6)).replace(microsecond=0)
+    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}], "expiresAt": iso(soon)})
+    wait_cond(kubectl, namespace, "parent", "Expired", timeout=30)
+    child = wait_cond(kubectl, namespace, "child", "Expired", timeout=15)
+    assert child["status"]["grants"] == []
+    print(f"\n[identity] child expired {(datetime.now(timezone.utc) - soon).total_seconds():.2f}s after the parent's expiry")

@@ -1,0 +1,154 @@
+"""The pure AgentIdentity core: subset, exact excess naming, narrowing, chains, expiry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from paved.identity import Ancestor, decide, excess, narrow, own_expiry
+from paved.identity.scope import vault_covers
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+PARENT = {
+    "capabilities": [
+        {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list", "watch"], "namespaces": ["shared"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"], "resourceNames": ["web"]},
+    ],
+    "secrets": [{"path": "secret/data/team/*", "capabilities": ["read", "list"]}],
+    "cloud": {"aws": {"actions": ["s3:Get*", "s3:ListBucket"], "resources": ["arn:aws:s3:::reports/*"]}},
+    "expiresAt": "2030-01-01T08:00:00Z",
+}
+
+
+def child(**spec):
+    return {"delegatedFrom": {"name": "parent"}, **spec}
+
+
+def test_subset_is_accepted():
+    spec = child(capabilities=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "namespaces": ["shared"]}],
+                 secrets=[{"path": "secret/data/team/a", "capabilities": ["read"]}],
+                 cloud={"aws": {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::reports/2024/*"]}})
+    assert excess(spec, "ns", PARENT, "ns") == []
+
+
+def test_excess_names_the_exact_permission():
+    spec = child(capabilities=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "delete"]}])
+    found = excess(spec, "ns", PARENT, "ns")
+    assert [str(e) for e in found] == ['spec.capabilities[0]: verb "delete" on pods in namespace ns']
+
+
+def test_excess_namespace_resource_name_vault_and_aws():
+    spec = child(
+        capabilities=[
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "namespaces": ["other"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},  # all names, parent has only "web"
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"], "resourceNames": ["web"]},
+        ],
+        secrets=[{"path": "secret/data/other", "capabilities": ["read"]}, {"path": "secret/data/team/x", "capabilities": ["update"]}],
+        cloud={"aws": {"actions": ["s3:PutObject", "s3:GetObject"], "resources": ["arn:aws:s3:::reports/x"]}},
+    )
+    text = [str(e) for e in excess(spec, "ns", PARENT, "ns")]
+    assert text == [
+        'spec.capabilities[0]: verb "get" on pods in namespace other',
+        'spec.capabilities[1]: verb "get" on deployments.apps in namespace ns',
+        'spec.secrets[0]: Vault capability "read" on path secret/data/other',
+        'spec.secrets[1]: Vault capability "update" on path secret/data/team/x',
+        'spec.cloud.aws: AWS action "s3:PutObject" on arn:aws:s3:::reports/x',
+    ]
+
+
+def test_wildcards_in_parent_cover_and_in_child_do_not_escalate():
+    wide = {"capabilities": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    assert excess(child(capabilities=[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["delete"]}]), "ns", wide, "ns") == []
+    # a child wildcard is checked literally against the parent: "*" is not "get"
+    assert excess(child(capabilities=[{"resources": ["pods"], "verbs": ["*"]}]), "ns", PARENT, "ns")
+    assert vault_covers("secret/data/team/*", "secret/data/team/a/*")
+    assert not vault_covers("secret/data/team/a", "secret/data/team/*")
+    assert vault_covers("secret/+/x", "secret/data/x") and not vault_covers("secret/+/x", "secret/a/b/x")
+
+
+def test_narrow_keeps_only_what_the_parent_holds():
+    spec = child(
+        capabilities=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "delete"], "namespaces": ["shared", "other"]},
+                      {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
+        secrets=[{"path": "secret/data/team/a", "capabilities": ["read", "update"]}, {"path": "secret/x", "capabilities": ["read"]}],
+        cloud={"aws": {"actions": ["s3:GetObject", "s3:PutObject"], "resources": ["arn:aws:s3:::reports/a"]}},
+    )
+    narrowed = narrow(spec, "ns", PARENT, "ns")
+    assert narrowed["capabilities"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "namespaces": ["shared"]}]
+    assert narrowed["secrets"] == [{"path": "secret/data/team/a", "capabilities": ["read"]}]
+    assert narrowed["cloud"]["aws"]["actions"] == ["s3:GetObject"]
+    assert excess(narrowed, "ns", PARENT, "ns") == []
+
+
+def test_own_expiry_from_expires_at_or_ttl():
+    created = NOW
+    assert own_expiry({"ttl": "2h"}, created) == NOW + timedelta(hours=2)
+    assert own_expiry({"expiresAt": "2030-01-01T01:00:00Z"}, created) == NOW + timedelta(hours=1)
+    assert own_expiry({}, created) is None
+
+
+def _world(*identities: Ancestor):
+    by_key = {(i.namespace, i.name): i for i in identities}
+    return lambda ns, name: by_key.get((ns, name))
+
+
+PARENT_ID = Ancestor("ns", "parent", PARENT, NOW - timedelta(hours=1))
+
+
+def test_decide_grants_caps_expiry_and_builds_chain():
+    spec = child(capabilities=[{"resources": ["pods"], "verbs": ["get"]}], ttl="24h")
+    subject = Ancestor("ns", "child", spec, NOW)
+    decision = decide(subject, accepted=False, now=NOW, lookup=_world(PARENT_ID))
+    assert decision.action == "grant"
+    assert decision.expires_at == NOW + timedelta(hours=8)  # capped at the parent's expiry
+    assert "capped" in decision.message
+    assert [(h["issuer"], h["subject"]) for h in decision.chain] == [("ns/parent", "ns/child")]
+    assert decision.chain[0]["scope"] == ["k8s get pods (core) in ns"]
+
+
+def test_decide_refuses_excess_on_new_generation_and_narrows_accepted_one():
+    spec = child(capabilities=[{"resources": ["pods"], "verbs": ["get", "delete"]}])
+    subject = Ancestor("ns", "child", spec, NOW)
+    refused = decide(subject, accepted=False, now=NOW, lookup=_world(PARENT_ID))
+    assert (refused.action, refused.field) == ("refuse", "spec.capabilities[0]")
+    assert 'verb "delete" on pods in namespace ns' in refused.message
+    narrowed = decide(subject, accepted=True, now=NOW, lookup=_world(PARENT_ID))
+    assert narrowed.action == "grant" and narrowed.reason == "Narrowed"
+    assert narrowed.spec["capabilities"][0]["verbs"] == ["get"]
+
+
+def test_decide_bad_input_names_the_field():
+    past = Ancestor("ns", "a", {"expiresAt": "2029-01-01T00:00:00Z"}, NOW - timedelta(days=400))
+    assert decide(past, accepted=False, now=NOW, lookup=_world()).field == "spec.expiresAt"
+    missing = Ancestor("ns", "a", child(), NOW)
+    assert decide(missing, accepted=False, now=NOW, lookup=_world()).field == "spec.delegatedFrom.name"
+    forbidden = Ancestor("ns", "a", {"delegatedFrom": {"name": "parent", "namespace": "root"}}, NOW)
+    root_parent = Ancestor("root", "parent", PARENT, NOW)
+    assert decide(forbidden, accepted=False, now=NOW, lookup=_world(root_parent)).field == "spec.delegatedFrom.namespace"
+    allowed = decide(forbidden, accepted=False, now=NOW, lookup=_world(root_parent), namespace_allowed=lambda c, p: p == "root")
+    assert allowed.action == "grant"
+    a = Ancestor("ns", "a", {"delegatedFrom": {"name": "b"}}, NOW)
+    b = Ancestor("ns", "b", {"delegatedFrom": {"name": "a"}}, NOW)
+    cycle = decide(a, accepted=False, now=NOW, lookup=_world(a, b))
+    assert cycle.action == "refuse" and "cycle" in cycle.message and cycle.field.startswith("spec.delegatedFrom")
+
+
+def test_chain_length_is_capped():
+    links = [Ancestor("ns", "i0", PARENT, NOW)] + [
+        Ancestor("ns", f"i{n}", {**PARENT, "delegatedFrom": {"name": f"i{n - 1}"}}, NOW) for n in range(1, 6)
+    ]
+    lookup = _world(*links)
+    assert decide(links[3], accepted=False, now=NOW, lookup=lookup, max_depth=3).action == "grant"
+    too_deep = decide(links[4], accepted=False, now=NOW, lookup=lookup, max_depth=3)
+    assert too_deep.action == "refuse" and "cap of 3" in too_deep.message
+    assert len(decide(links[3], accepted=False, now=NOW, lookup=lookup).chain) == 3
+
+
+def test_expiry_of_self_and_of_parent():
+    own = Ancestor("ns", "x", {"expiresAt": "2030-01-01T00:00:00Z"}, NOW - timedelta(hours=1))
+    assert decide(own, accepted=True, now=NOW, lookup=_world()).action == "expire"
+    expired_parent = Ancestor("ns", "parent", PARENT, NOW, expired=True)
+    kid = Ancestor("ns", "kid", child(), NOW)
+    decision = decide(kid, accepted=True, now=NOW, lookup=_world(expired_parent))
+    assert (decision.action, decision.reason) == ("expire", "ParentExpired")
+    assert decide(kid, accepted=True, now=NOW, lookup=_world()).reason == "ParentMissing"
