@@ -29,7 +29,10 @@ is released on an error.
 
 Adoption: annotation `paved.dev/adopt-db-instance: <identifier>` asks the composition to
 render that identifier plus tag `paved.dev/adopted: "true"`, which is the aws-rds provider's
-explicit signal to take over (and tag) an existing instance it did not create.
+explicit signal to take over an existing instance it did not create (it sets the generated
+master password once, so the connection Secret works, and tags the instance as the
+intent's). The signal travels in the rendered body, so every path that applies it (these
+handlers, the children watch, a Composition change) sees the same decision.
 """
 
 from __future__ import annotations

@@ -19,9 +19,12 @@ The rendered body is exactly the parameters of `create_db_instance`. The provide
 Ownership: an instance is ours when its `paved.dev/uid` tag is the intent's uid. An existing
 instance without Paved tags is managed only when the intent adopts it explicitly: the
 annotation `paved.dev/adopt-db-instance: <identifier>` makes the composition render that
-identifier and the tag `paved.dev/adopted: "true"` in the body. Adopting tags the instance
-with the intent's namespace/name/uid, after which it is ours, including for deletion by
-policy. An instance tagged for another intent is never touched.
+identifier and the tag `paved.dev/adopted: "true"` in the body. Adopting sets the master
+password to the one Paved generated (so the connection Secret works; clients of the old
+password must move to the Secret) and then tags the instance with the intent's
+namespace/name/uid, after which it is ours, including for deletion by policy. The password
+is set before the tags, so an interrupted adoption is simply repeated. An instance tagged
+for another intent is never touched.
 
 Secrets: the body carries `MasterUserPassword`. It is sent to AWS on create and never
 compared, logged, returned in outputs or included in an error (the session wrapper redacts).
@@ -294,6 +297,12 @@ class RdsProvider:
                 field=f"metadata.annotations[{ADOPT_ANNOTATION}]",
             )
         log.info("adopting RDS instance %s for %s/%s", identifier, owner.namespace, owner.name)
+        if resource.body.get("MasterUserPassword"):
+            # The connection Secret carries the password Paved generated; an adopted instance
+            # gets that password once, or the Secret would not work. Clients still using the
+            # old password must switch to the Secret (documented on the annotation).
+            self._call("modify_db_instance", DBInstanceIdentifier=identifier, ApplyImmediately=True,
+                       MasterUserPassword=resource.body["MasterUserPassword"])
         self._call("add_tags_to_resource", ResourceName=instance["DBInstanceArn"], Tags=owner_tags(owner))
         tags = _merge_tags(instance.get("TagList", []), owner_tags(owner))
         return {**instance, "TagList": tags}

@@ -1,0 +1,163 @@
+"""Benchmark DatabaseIntents: apply->Ready latency, operator RSS, AWS calls in steady state.
+
+    .venv/bin/python bench/bench_database.py --sizes 1,100,500     # what `scripts/bench database` runs
+    .venv/bin/python bench/bench_database.py --sizes 1,20 --idle 30 --drift-interval 5s   # quick
+
+Real parts only (bench/harness.py): a fresh control plane in a temporary state dir (or
+--state-dir), a moto server, and `paved run` authenticated as deploy/'s ServiceAccount and
+pointed at moto through PAVED_AWS_ENDPOINT_URL.
+
+For each size N, in a fresh namespace ``bench-db-N``:
+1. apply->Ready: N copies of examples/01-database/orders-db.yaml (deletionPolicy Delete) are
+   created through the API (8 concurrent creates). Per intent: from just before its create
+   to the watch event that shows it Ready=True. p50/p95/max, and the wall time from the
+   first create to the last Ready. Each intent is one RDS instance on moto, a connection
+   Secret and a NetworkPolicy.
+2. Peak RSS of the operator process during the batch (sampled every 0.2 s).
+3. Steady state: every intent checks its cloud resources every --drift-interval (default
+   "auto": N/5 s, at least 5 s, so that the checks stay at <= 5 per second on a small
+   machine). After 2.2 intervals of warm-up (the first check of an intent is spread over up
+   to two intervals), provider_api_calls_total is read from /metrics before and after an
+   --idle window (at least 1.5 intervals). AWS calls per intent per hour are normalised to
+   the default 10 min interval (the calls per check do not depend on the interval); the
+   target is at most 6 describe_db_instances and 0 modify_db_instance. The operator's own
+   Kubernetes API calls are shown alongside, normalised the same way.
+4. Deleting the namespace (every intent's finalizer deletes its instance): seconds until gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402
+    BenchEnv,
+    ReadyWatcher,
+    create_objects,
+    delta,
+    latencies,
+    log,
+    operator_counters,
+    print_table,
+    summarize,
+)
+
+from paved.api.common import parse_duration  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = yaml.safe_load((ROOT / "examples/01-database/orders-db.yaml").read_text())
+GROUP, VERSION = SEED["apiVersion"].split("/")
+PLURAL = "databaseintents"
+ALLOWED_NAMESPACE = "orders-app"  # the seed's allowFrom
+DEFAULT_INTERVAL_S = 600.0
+COUNTER = "provider_api_calls_total"
+
+
+@dataclass
+class Row:
+    size: int
+    p50: float = math.nan
+    p95: float = math.nan
+    max: float = math.nan
+    total: float = math.nan
+    not_ready: int = 0
+    peak_rss_mb: float = math.nan
+    interval: str = ""
+    describe_h: float = math.nan
+    modify_h: float = math.nan
+    other_aws_h: float = math.nan
+    kube_h: float = math.nan
+    delete_s: float = math.nan
+
+
+def drift_interval_for(size: int, requested: str) -> str:
+    """`requested`, or for "auto" an interval giving at most 5 drift checks per second in total."""
+    return requested if requested != "auto" else f"{max(5, round(size / 5))}s"
+
+
+def bodies(namespace: str, count: int, interval: str) -> list[dict[str, Any]]:
+    result = []
+    for index in range(count):
+        body = copy.deepcopy(SEED)
+        body["metadata"] = {"name": f"db-{index:04d}", "namespace": namespace}
+        body["spec"].update(driftCheckInterval=interval, deletionPolicy="Delete")
+        result.append(body)
+    return result
+
+
+def run_size(env: BenchEnv, size: int, args: argparse.Namespace) -> Row:
+    row = Row(size, interval=drift_interval_for(size, args.drift_interval))
+    namespace = f"bench-db-{size}"
+    env.create_namespace(namespace)
+    env.rss.reset()
+    with ReadyWatcher(env.api, GROUP, VERSION, PLURAL, namespace) as watcher:
+        started = create_objects(env.api, bodies(namespace, size, row.interval))
+        ready = watcher.wait(started, timeout=args.timeout)
+    summary = summarize(latencies(started, ready))
+    row.p50, row.p95, row.max = summary.p50, summary.p95, summary.max
+    row.total = max(ready.values(), default=math.nan) - min(started.values())
+    row.not_ready = size - len(ready)
+    row.peak_rss_mb = env.rss.peak_mb
+    log(f"N={size}: {len(ready)}/{size} Ready, p50 {row.p50:.2f}s, max {row.max:.2f}s, peak RSS {row.peak_rss_mb:.0f} MB")
+
+    interval_s = parse_duration(row.interval).total_seconds()
+    time.sleep(2.2 * interval_s)
+    window = max(args.idle, 1.5 * interval_s)
+    aws_before = operator_counters(env.operator, COUNTER, "operation", provider="aws-rds")
+    kube_before = operator_counters(env.operator, COUNTER, "operation", provider="kubernetes")
+    time.sleep(window)
+    aws = delta(operator_counters(env.operator, COUNTER, "operation", provider="aws-rds"), aws_before)
+    kube = delta(operator_counters(env.operator, COUNTER, "operation", provider="kubernetes"), kube_before)
+    per_intent_hour = 3600.0 / window / size * (interval_s / DEFAULT_INTERVAL_S)
+    row.describe_h = aws.pop("describe_db_instances", 0.0) * per_intent_hour
+    row.modify_h = aws.pop("modify_db_instance", 0.0) * per_intent_hour
+    row.other_aws_h = sum(aws.values()) * per_intent_hour
+    row.kube_h = sum(kube.values()) * per_intent_hour
+    log(f"N={size}: steady state over {window:.0f}s at {row.interval}: {row.describe_h:.2f} describes and "
+        f"{row.modify_h:.2f} modifies per intent-hour at 10m; other AWS calls {aws}; Kubernetes calls {kube}")
+
+    row.delete_s = env.delete_namespace(namespace, timeout=args.timeout)
+    return row
+
+
+HEADERS = ("N", "p50 s", "p95 s", "max s", "all Ready s", "not Ready", "peak RSS MB", "drift every",
+           "describe/int/h", "modify/int/h", "other AWS/int/h", "k8s/int/h", "delete all s")
+
+
+def table_rows(rows: list[Row]) -> list[tuple[Any, ...]]:
+    return [(r.size, r.p50, r.p95, r.max, r.total, r.not_ready, r.peak_rss_mb, r.interval,
+             r.describe_h, r.modify_h, r.other_aws_h, r.kube_h, r.delete_s) for r in rows]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,100,500", help="comma-separated numbers of intents (default 1,100,500)")
+    parser.add_argument("--state-dir", type=Path, help="reuse the control plane of this state dir (left running)")
+    parser.add_argument("--drift-interval", default="auto", help='spec.driftCheckInterval during the run (default "auto": N/5 s, at least 5s)')
+    parser.add_argument("--idle", type=float, default=60.0, help="steady-state window in seconds, at least 1.5 intervals (default 60)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for Ready or deletion after this (s)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+
+    rows: list[Row] = []
+    with BenchEnv.start(state_dir=args.state_dir, moto=True) as env:
+        env.create_namespace(ALLOWED_NAMESPACE)
+        for size in sizes:
+            rows.append(run_size(env, size, args))
+    print("\nDatabaseIntent (moto backend; AWS and Kubernetes calls per intent per hour at the default 10m drift interval)")
+    print_table(HEADERS, table_rows(rows))
+    return 0 if all(row.not_ready == 0 for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

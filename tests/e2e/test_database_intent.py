@@ -1,0 +1,333 @@
+"""DatabaseIntent end to end: real control plane, `paved run` as deploy/'s ServiceAccount, moto.
+
+The operator of this module talks to the session's moto server: the `aws_operator` fixture
+restarts the session operator with moto's environment (`OperatorProcess.env`) for the
+duration of the module (one operator at a time, so no second process reconciles the same
+intents), and restores it afterwards. RDS is inspected with boto3 directly on moto; calls the operator made are read
+from its /metrics (`provider_api_calls_total{provider="aws-rds"}`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fixtures.aws import MotoServer
+from fixtures.cluster import Kubectl, wait_for
+from fixtures.operator import OperatorProcess
+from paved.providers.aws import rds
+from paved.providers.base import Owner
+
+pytestmark = [pytest.mark.cluster, pytest.mark.aws]
+
+ALLOWED_NAMESPACE = "orders-app"
+SEED = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/01-database/orders-db.yaml").read_text())
+CNPG_KEYS = {"host", "port", "dbname", "username", "password", "uri", "jdbc-uri"}
+# The metric's exposed name; the unprefixed one is read too while the two spellings coexist.
+API_CALLS = ("paved_provider_api_calls_total", "provider_api_calls_total")
+
+
+class AwsOperator:
+    """The session operator, (re)started with an AWS environment (moto's unless overridden)."""
+
+    def __init__(self, process: OperatorProcess, moto: MotoServer) -> None:
+        self.process = process
+        self.moto = moto
+
+    def start(self, **overrides: str) -> None:
+        self.process.env = {**self.moto.env(), **overrides}
+        self.process.start()
+
+    def restart(self, **overrides: str) -> None:
+        self.process.stop()
+        self.start(**overrides)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def rds_calls(self, operation: str | None = None) -> int:
+        labels = {"provider": "aws-rds", **({"operation": operation} if operation else {})}
+        return int(sum(self.process.metric(name, **labels) for name in API_CALLS))
+
+
+@pytest.fixture(scope="module")
+def aws_operator(operator: OperatorProcess, moto_server: MotoServer, kubectl: Kubectl) -> Iterator[AwsOperator]:
+    moto_server.reset()
+    kubectl("create", "namespace", ALLOWED_NAMESPACE, check=False)  # the seed's allowFrom
+    wrapped = AwsOperator(operator, moto_server)
+    wrapped.restart()
+    try:
+        yield wrapped
+    finally:
+        operator.env = {}
+        operator.restart()  # back to the session's plain environment
+
+
+@pytest.fixture
+def rds_client(moto_server: MotoServer) -> Any:
+    return moto_server.client("rds")
+
+
+@pytest.fixture
+def db_namespace(aws_operator: AwsOperator, namespace: str, kubectl: Kubectl) -> Iterator[str]:
+    """A test namespace whose intents are deleted (finalizers run by the AWS-enabled operator)
+    before the namespace itself goes."""
+    yield namespace
+    kubectl("delete", "databaseintents", "--all", "-n", namespace, "--wait=false", check=False)
+    wait_for(lambda: not json.loads(kubectl("get", "databaseintents", "-n", namespace, "-o", "json").stdout)["items"],
+             timeout=90, what=f"DatabaseIntents in {namespace} to be deleted")
+
+
+def intent(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    body = json.loads(json.dumps(SEED))
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"].update(spec)
+    return body
+
+
+def apply(kubectl: Kubectl, body: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+
+def get(kubectl: Kubectl, namespace: str, name: str, kind: str = "databaseintent") -> dict[str, Any] | None:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def condition(kubectl: Kubectl, namespace: str, name: str, type_: str) -> dict[str, Any]:
+    conditions = ((get(kubectl, namespace, name) or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), {})
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: int = 90) -> dict[str, Any]:
+    kubectl("wait", "--for=condition=Ready", f"databaseintent/{name}", "-n", namespace, f"--timeout={timeout}s")
+    body = get(kubectl, namespace, name)
+    assert body is not None
+    return body
+
+
+def owner_of(body: dict[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(body["apiVersion"], body["kind"], meta["name"], meta["namespace"], meta["uid"])
+
+
+def instances_of(rds_client: Any, uid: str) -> list[dict[str, Any]]:
+    return [i for i in rds_client.describe_db_instances()["DBInstances"] if rds.tags_of(i).get(rds.TAG_UID) == uid]
+
+
+def the_instance(rds_client: Any, uid: str) -> dict[str, Any]:
+    [instance] = instances_of(rds_client, uid)
+    return instance
+
+
+def delete_and_wait(kubectl: Kubectl, namespace: str, name: str, timeout: int = 90) -> None:
+    kubectl("delete", "databaseintent", name, "-n", namespace, "--wait=false")
+    wait_for(lambda: get(kubectl, namespace, name) is None, timeout=timeout, what=f"databaseintent {name} to be deleted")
+
+
+def test_seed_intent_becomes_an_encrypted_multi_az_instance_with_secret_and_policy(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    apply(kubectl, intent("orders-db", db_namespace))
+    body = wait_ready(kubectl, db_namespace, "orders-db")
+
+    instance = the_instance(rds_client, body["metadata"]["uid"])
+    assert instance["MultiAZ"] is True
+    assert instance["StorageEncrypted"] is True
+    assert instance["BackupRetentionPeriod"] == 30
+    assert instance["Engine"] == "postgres" and instance["EngineVersion"].split(".")[0] == "16"
+    assert rds.tags_of(instance)[rds.TAG_NAMESPACE] == db_namespace and rds.tags_of(instance)[rds.TAG_NAME] == "orders-db"
+
+    status = body["status"]
+    assert status["composition"] == "postgres-aws-rds" and status["renderHash"]
+    assert status["endpoint"] == {"host": instance["Endpoint"]["Address"], "port": 5432}
+    assert status["connectionSecret"] == "orders-db-connection"
+    assert {r["name"]: r["ready"] for r in status["resources"]} == {"instance": True, "connection-secret": True, "network-policy": True}
+    assert next(r for r in status["resources"] if r["name"] == "instance")["externalId"] == instance["DBInstanceIdentifier"]
+    assert condition(kubectl, db_namespace, "orders-db", "Synced")["status"] == "True"
+    assert "paved.dev/database-cleanup" in body["metadata"]["finalizers"]
+
+    secret = get(kubectl, db_namespace, "orders-db-connection", "secret")
+    assert secret is not None and set(secret["data"]) == CNPG_KEYS
+    values = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert values["host"] == instance["Endpoint"]["Address"] and values["port"] == "5432"
+    assert values["uri"] == f"postgresql://{values['username']}:{values['password']}@{values['host']}:5432/{values['dbname']}"
+    assert values["jdbc-uri"].startswith(f"jdbc:postgresql://{values['host']}:5432/{values['dbname']}")
+
+    policy = get(kubectl, db_namespace, "orders-db-database", "networkpolicy")
+    assert policy is not None
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ALLOWED_NAMESPACE}}}]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+
+    # The password lives only in Secrets: not in status, Events or the operator's log.
+    password = values["password"]
+    events = kubectl("get", "events", "-n", db_namespace, "-o", "json").stdout
+    assert password not in json.dumps(body) and password not in events
+    assert password not in aws_operator.process.log_path.read_text()
+
+
+def test_out_of_band_change_is_corrected_within_the_drift_interval(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    apply(kubectl, intent("drifty", db_namespace, driftCheckInterval="3s"))
+    uid = wait_ready(kubectl, db_namespace, "drifty")["metadata"]["uid"]
+    identifier = the_instance(rds_client, uid)["DBInstanceIdentifier"]
+    # Steady state first: a drift check happens, and it modifies nothing.
+    wait_for(lambda: (get(kubectl, db_namespace, "drifty") or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
+             what="a first drift check")
+    modifies = aws_operator.rds_calls("modify_db_instance")
+
+    rds_client.modify_db_instance(DBInstanceIdentifier=identifier, BackupRetentionPeriod=7, ApplyImmediately=True)
+    started = time.monotonic()
+    wait_for(lambda: the_instance(rds_client, uid)["BackupRetentionPeriod"] == 30, timeout=30, interval=0.5,
+             what="BackupRetentionPeriod back to 30")
+    assert time.monotonic() - started <= 2 * 3 + 5  # first wait may stretch to two intervals, later ones to 1.1
+    assert aws_operator.rds_calls("modify_db_instance") - modifies == 1
+
+    time.sleep(8)  # more drift checks, nothing drifted
+    assert aws_operator.rds_calls("modify_db_instance") - modifies == 1
+    assert len(instances_of(rds_client, uid)) == 1
+    events = kubectl("get", "events", "-n", db_namespace, "--field-selector", "involvedObject.name=drifty", "-o", "json")
+    corrected = [e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == "DriftCorrected"]
+    assert any(identifier in message and "BackupRetentionPeriod" in message for message in corrected), corrected
+
+
+def test_immutable_change_is_reported_never_recreated(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    apply(kubectl, intent("sealed", db_namespace))
+    uid = wait_ready(kubectl, db_namespace, "sealed")["metadata"]["uid"]
+    created = the_instance(rds_client, uid)["InstanceCreateTime"]
+
+    apply(kubectl, intent("sealed", db_namespace, encryption=False))
+    synced = wait_for(lambda: (c := condition(kubectl, db_namespace, "sealed", "Synced")).get("reason") == "ImmutableFieldChanged" and c,
+                      timeout=60, what="Synced=False/ImmutableFieldChanged")
+    assert synced["status"] == "False" and "StorageEncrypted" in synced["message"]
+    instance = the_instance(rds_client, uid)
+    assert instance["StorageEncrypted"] is True and instance["InstanceCreateTime"] == created
+
+
+def test_operator_killed_during_creation_leaves_exactly_one_instance(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    apply(kubectl, intent("phoenix", db_namespace))
+    uid = wait_for(lambda: ((get(kubectl, db_namespace, "phoenix") or {}).get("metadata") or {}).get("uid"), what="uid")
+    wait_for(lambda: instances_of(rds_client, uid), timeout=60, interval=0.05, what="create_db_instance")
+    aws_operator.kill()  # right after the create call: status, Secret and policy may not exist yet
+    aws_operator.start()
+
+    wait_ready(kubectl, db_namespace, "phoenix")
+    assert len(instances_of(rds_client, uid)) == 1
+    assert get(kubectl, db_namespace, "phoenix-connection", "secret") is not None
+
+
+def test_deletion_takes_a_final_snapshot(aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any) -> None:
+    apply(kubectl, intent("short-lived", db_namespace))
+    body = wait_ready(kubectl, db_namespace, "short-lived")
+    identifier = the_instance(rds_client, body["metadata"]["uid"])["DBInstanceIdentifier"]
+
+    delete_and_wait(kubectl, db_namespace, "short-lived")
+
+    assert instances_of(rds_client, body["metadata"]["uid"]) == []
+    snapshots = rds_client.describe_db_snapshots(DBInstanceIdentifier=identifier)["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in snapshots] == [rds.final_snapshot_identifier(identifier, owner_of(body))]
+
+
+def test_retain_keeps_the_instance(aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any) -> None:
+    apply(kubectl, intent("keeper", db_namespace, deletionPolicy="Retain"))
+    uid = wait_ready(kubectl, db_namespace, "keeper")["metadata"]["uid"]
+
+    delete_and_wait(kubectl, db_namespace, "keeper")
+
+    assert the_instance(rds_client, uid)["DBInstanceStatus"] == "available"
+
+
+def test_failed_cloud_call_during_deletion_keeps_the_finalizer(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    apply(kubectl, intent("stubborn", db_namespace))
+    uid = wait_ready(kubectl, db_namespace, "stubborn")["metadata"]["uid"]
+    from fixtures._servers import free_port
+
+    aws_operator.restart(PAVED_AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # AWS unreachable
+    try:
+        kubectl("delete", "databaseintent", "stubborn", "-n", db_namespace, "--wait=false")
+        failed = wait_for(lambda: (c := condition(kubectl, db_namespace, "stubborn", "Ready")).get("reason") == "DeletionFailed" and c,
+                          timeout=60, what="Ready=False/DeletionFailed")
+        assert "retried" in failed["message"]
+        body = get(kubectl, db_namespace, "stubborn")
+        assert body is not None and "paved.dev/database-cleanup" in body["metadata"]["finalizers"]
+        assert the_instance(rds_client, uid)["DBInstanceStatus"] == "available"
+    finally:
+        aws_operator.restart()  # AWS is back: the retried deletion completes
+    wait_for(lambda: get(kubectl, db_namespace, "stubborn") is None, timeout=90, what="deletion after AWS came back")
+    assert instances_of(rds_client, uid) == []
+
+
+ADOPTION_SUPPORTED = rds.ADOPT_ANNOTATION in (Path(__file__).resolve().parents[2] / "compositions/postgres-aws-rds.yaml").read_text()
+
+
+@pytest.mark.skipif(not ADOPTION_SUPPORTED, reason="the default composition does not render the adoption annotation yet")
+def test_adoption_annotation_manages_an_existing_instance(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    identifier = f"legacy-{db_namespace}"
+    rds_client.create_db_instance(
+        DBInstanceIdentifier=identifier, Engine="postgres", EngineVersion="16", DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20, MultiAZ=True, StorageEncrypted=True, BackupRetentionPeriod=7, DBName="app",
+        MasterUsername="paved", MasterUserPassword="chosen-by-someone-else",
+    )
+    creates = aws_operator.rds_calls("create_db_instance")
+    body = intent("adopter", db_namespace, deletionPolicy="Retain")
+    body["metadata"]["annotations"] = {rds.ADOPT_ANNOTATION: identifier}
+    apply(kubectl, body)
+
+    uid = wait_ready(kubectl, db_namespace, "adopter")["metadata"]["uid"]
+    instance = the_instance(rds_client, uid)
+    assert instance["DBInstanceIdentifier"] == identifier and instance["BackupRetentionPeriod"] == 30
+    assert aws_operator.rds_calls("create_db_instance") == creates
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [({"engine": "oracle"}, "spec.engine"), ({"backup": {"retentionDays": 40}}, "spec.backup.retentionDays")],
+    ids=["unknown-engine", "retention-out-of-range"],
+)
+def test_schema_refuses_bad_input_naming_the_field(kubectl: Kubectl, namespace: str, spec: dict[str, Any], field: str) -> None:
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(intent("refused", namespace, **spec)), check=False)
+    assert result.returncode != 0 and field in result.stderr, result.stderr
+    assert get(kubectl, namespace, "refused") is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "field"),
+    [
+        ({"version": "9"}, "RenderFailed", "spec.version"),
+        ({"network": {"allowFrom": [{"namespace": "orders-app"}, {"namespace": "no-such-namespace"}]}},
+         "NamespaceNotFound", "spec.network.allowFrom[1].namespace"),
+    ],
+    ids=["unsupported-version", "missing-allowfrom-namespace"],
+)
+def test_unservable_intent_gets_a_condition_and_no_cloud_call(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, spec: dict[str, Any], reason: str, field: str
+) -> None:
+    creates = aws_operator.rds_calls("create_db_instance")
+    apply(kubectl, intent("unservable", db_namespace, **spec))
+
+    ready = wait_for(lambda: (c := condition(kubectl, db_namespace, "unservable", "Ready")).get("reason") and c, timeout=60,
+                     what="a Ready condition")
+    assert ready["status"] == "False" and ready["reason"] == reason
+    assert field in ready["message"]
+    body = get(kubectl, db_namespace, "unservable")
+    assert body is not None
+    assert instances_of(rds_client, body["metadata"]["uid"]) == []
+    assert aws_operator.rds_calls("create_db_instance") == creates
+    assert "paved.dev/database-cleanup" not in (body["metadata"].get("finalizers") or [])
