@@ -272,10 +272,6 @@ def test_failed_cloud_call_during_deletion_keeps_the_finalizer(
     assert instances_of(rds_client, uid) == []
 
 
-ADOPTION_SUPPORTED = rds.ADOPT_ANNOTATION in (Path(__file__).resolve().parents[2] / "compositions/postgres-aws-rds.yaml").read_text()
-
-
-@pytest.mark.skipif(not ADOPTION_SUPPORTED, reason="the default composition does not render the adoption annotation yet")
 def test_adoption_annotation_manages_an_existing_instance(
     aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
 ) -> None:

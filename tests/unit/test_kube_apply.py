@@ -141,3 +141,11 @@ def test_event_body_is_bounded_and_names_the_owner() -> None:
     assert body["involvedObject"]["uid"] == "uid-1"
     assert body["metadata"]["namespace"] == "team-a"
     assert body["metadata"]["name"].startswith("agent.")
+
+
+def test_secret_string_data_is_compared_as_the_stored_base64_data() -> None:
+    desired = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c"}, "stringData": {"host": "db", "port": "5432"}}
+    stored = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c"}, "data": {"host": "ZGI=", "port": "NTQzMg=="}}
+    assert kube.drift(desired, stored) == []
+    changed = {**stored, "data": {"host": "b3RoZXI=", "port": "NTQzMg=="}}
+    assert kube.drift(desired, changed) == ["data.host"]

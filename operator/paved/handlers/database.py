@@ -110,11 +110,6 @@ def deletion_policy(spec: Any) -> str:
     return str(getattr(spec, "deletionPolicy", "Snapshot"))
 
 
-DATABASE = _compose.register_kind(
-    _compose.IntentKind("DatabaseIntent", status_extras=database_status, deletion_policy=deletion_policy)
-)
-
-
 def immutable_drift(result: _compose.ComposeResult) -> str | None:
     """A message naming every resource and field that differs but cannot be changed in place."""
     problems = [
@@ -137,6 +132,15 @@ def with_immutable_drift(outcome: _compose.Outcome, body: Mapping[str, Any]) -> 
     if "conditions" in delta:
         events.post_event(_compose.owner_of(body), REASON_IMMUTABLE, message, "Warning")
     return _compose.Outcome(outcome.result, status, delta)
+
+
+# `refine` applies the immutable-drift condition on every reconcile path (handlers, the drift
+# daemon, child-drift restores, Composition re-renders), not only the handlers of this module.
+DATABASE = _compose.register_kind(
+    _compose.IntentKind(
+        "DatabaseIntent", status_extras=database_status, deletion_policy=deletion_policy, refine=with_immutable_drift
+    )
+)
 
 
 # --------------------------------------------------------------------------- pre-checks
@@ -233,8 +237,7 @@ def reconcile(body: Mapping[str, Any], compositions: Compositions, *, trigger: s
         except ApiError as error:  # a condition and the bounded backoff of raise_for_kopf, not Kopf's fixed 60 s
             retryable = error.transient or error.status >= 500 or error.status == 409
             return _refused(body, _compose.ComposeError(_compose.REASON_PROVIDER_ERROR, f"reading the cluster: {error}", retryable=retryable))
-    outcome = _compose.reconcile(DATABASE, body, compositions, trigger=trigger)
-    return with_immutable_drift(outcome, body)
+    return _compose.reconcile(DATABASE, body, compositions, trigger=trigger)
 
 
 # --------------------------------------------------------------------------- cloud drift

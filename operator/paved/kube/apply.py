@@ -19,6 +19,8 @@ objects get annotation `paved.dev/owner: <apiVersion>/<Kind>/<namespace>/<name>`
 
 from __future__ import annotations
 
+import base64
+
 import copy
 import logging
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -143,6 +145,8 @@ def drift(desired: Any, live: Any, path: str = "") -> list[str]:
     position by position and must have the same length, except `ownerReferences`, which
     only has to contain every desired reference (matched by uid).
     """
+    if not path and isinstance(desired, Mapping):
+        desired = as_stored(desired)
     if isinstance(desired, Mapping):
         if not isinstance(live, Mapping):
             return [path or "."]
@@ -166,6 +170,21 @@ def drift(desired: Any, live: Any, path: str = "") -> list[str]:
             return [path]
         return [d for index, (want, have) in enumerate(zip(desired, live)) for d in drift(want, have, f"{path}[{index}]")]
     return [] if desired == live else [path]
+
+
+def as_stored(desired: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`desired` as the API server stores it, where that differs from how it is written.
+
+    A Secret's `stringData` is write-only: the API server folds it into base64 `data`, so
+    comparing it as written would report drift on every check and re-apply the Secret.
+    """
+    string_data = desired.get("stringData")
+    if desired.get("kind") != "Secret" or not isinstance(string_data, Mapping):
+        return desired
+    encoded = {key: base64.b64encode(str(value).encode()).decode() for key, value in string_data.items()}
+    stored = {key: value for key, value in desired.items() if key != "stringData"}
+    stored["data"] = {**(desired.get("data") or {}), **encoded}
+    return stored
 
 
 def info_for(body: Mapping[str, Any]) -> ResourceInfo:
