@@ -2,7 +2,8 @@
 
 1. the local control plane (`paved dev up`: CRDs, Compositions, Gateway API CRDs);
 2. a moto server on loopback (fake AWS), so the seed DatabaseIntent goes through the real
-   aws-rds provider;
+   aws-rds provider, and an OpenBao dev server (paved.dev.demo_vault) that the Vault
+   SecretStore examples are pointed at;
 3. the operator, `paved run` as deploy/'s ServiceAccount with ``PAVED_AWS_ENDPOINT_URL``
    pointing at moto (always restarted, so it runs the current code with a fresh token);
 4. every ``examples/NN-topic/`` folder, applied into its namespace; then a bounded wait
@@ -29,6 +30,7 @@ from typing import Any
 
 from paved.dev.binaries import repo_root
 from paved.dev.controlplane import ControlPlane
+from paved.dev.demo_vault import point_stores_at, start_demo_openbao, stop_demo_openbao
 from paved.dev.manifests import load_manifests
 from paved.dev.moto import MotoError, MotoServer, moto_installed, start_moto
 from paved.dev.operator import OperatorProcess, install_operator_prerequisites, start_operator
@@ -213,9 +215,12 @@ def run_demo(
     else:
         log("moto is not installed (run scripts/bootstrap); DatabaseIntents will not become Ready")
 
+    openbao = start_demo_openbao(demo_dir / "openbao", plane, log)
+
     _stop_operator(demo_dir)  # always the current code, a fresh token and moto's address
+    operator_env = {**(moto.env() if moto else {}), **(openbao.operator_env() if openbao else {})}
     operator = start_operator(
-        plane, demo_dir / "operator", env=moto.env() if moto else None,
+        plane, demo_dir / "operator", env=operator_env or None,
         die_with_parent=False, install=False, timeout=timeout,
     )
     log(f"operator started (pid {operator.pid}, as {_account()}), log {operator.log_path}")
@@ -224,6 +229,8 @@ def run_demo(
     log("installed the default IntentPolicies (compositions/policies/)")
 
     objects = example_objects(examples or repo_root() / "examples")
+    if openbao is not None:
+        point_stores_at(objects, openbao, log)
     plane.apply_objects(objects, timeout=timeout)
     log(f"applied {len(objects)} objects from examples/; waiting up to {wait:.0f}s for Ready")
     rows = wait_settled(plane, wait)
@@ -257,7 +264,7 @@ def demo_processes(plane: ControlPlane) -> dict[str, str]:
 
 
 def stop_demo(plane: ControlPlane) -> list[str]:
-    """Stop the operator, then moto, started by the demo in this state dir; names what stopped."""
+    """Stop the operator, then moto and OpenBao, started by the demo in this state dir; names what stopped."""
     demo_dir = _demo_dir(plane)
     stopped = []
     if _stop_operator(demo_dir):
@@ -266,4 +273,6 @@ def stop_demo(plane: ControlPlane) -> list[str]:
     if moto is not None:
         moto.stop()
         stopped.append("moto")
+    if stop_demo_openbao(demo_dir / "openbao"):
+        stopped.append("openbao")
     return stopped
