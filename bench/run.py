@@ -6,7 +6,8 @@
 
 Each scenario starts its own real parts (a control plane in a temporary state dir, the
 operator through paved.dev.operator, moto/OpenBao where needed) and stops them at the end.
-Scenarios: identity (bench_identity.py, on bench/harness.py), database (bench_database.py),
+Scenarios: identity (bench_identity.py, on bench/harness.py), identity-expiry
+(bench_identity_expiry.py: Vault + AWS parts, expiry-to-revocation, idle writes), database (bench_database.py),
 secrets (bench_secrets.py), policy (bench_policy.py). The exit status is non-zero if any scenario failed.
 """
 
@@ -22,6 +23,7 @@ BENCH = Path(__file__).resolve().parent
 # name -> (script, extra arguments for --quick)
 SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "identity": ("bench_identity.py", ("--quick",)),
+    "identity-expiry": ("bench_identity_expiry.py", ("--quick",)),
     "database": ("bench_database.py", ("--sizes", "1,20", "--idle", "30", "--drift-interval", "5s")),
     "secrets": ("bench_secrets.py", ("--quick",)),
     "policy": ("bench_policy.py", ("--quick",)),

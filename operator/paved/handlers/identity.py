@@ -401,7 +401,10 @@ def reconcile_identity(body: kopf.Body, patch: kopf.Patch, retry: int, compositi
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=_compose.HANDLER_RETRIES)
 def finalize_identity(body: kopf.Body, retry: int, composition_index: kopf.Index, **_: Any) -> None:
     """Remove the grants the garbage collector cannot reach, then let Kopf drop the finalizer."""
-    unfinished = _compose.finalize(RAW_IDENTITY, body, _compose.compositions_from(composition_index))
+    try:
+        unfinished = _compose.finalize(RAW_IDENTITY, body, _compose.compositions_from(composition_index))
+    except providers.ProviderError as error:  # Vault/IAM unreachable or misconfigured: keep the finalizer, retry
+        raise kopf.TemporaryError(f"still deleting: {error}", delay=_compose.backoff(retry)) from None
     _EFFECTIVE.pop(body.get("metadata", {}).get("uid", ""), None)
     if unfinished:
         raise kopf.TemporaryError(f"still deleting: {'; '.join(unfinished)}", delay=_compose.backoff(retry))

@@ -86,6 +86,19 @@ def call(provider: str, operation: str, fn: Callable[[], T]) -> T:
         raise ProviderError(f"vault {operation}: server unavailable ({type(error).__name__})", retryable=True) from None
     except vault_errors.VaultError as error:
         raise ProviderError(f"vault {operation}: {type(error).__name__}", retryable=True) from None
+    except OSError as error:  # e.g. PAVED_VAULT_CACERT names no file, an unreadable token file, a socket error
+        raise ProviderError(f"vault {operation}: {_os_problem(error)}", retryable=True) from None
+
+
+def _os_problem(error: OSError) -> str:
+    """What went wrong locally, naming settings and paths only (never the token or a response)."""
+    cacert = os.environ.get(CACERT_ENV)
+    if cacert and not Path(cacert).is_file():
+        return f"{CACERT_ENV} names no readable file ({cacert})"
+    token_file = os.environ.get(TOKEN_FILE_ENV)
+    if token_file and not os.environ.get(TOKEN_ENV) and not Path(token_file).is_file():
+        return f"{TOKEN_FILE_ENV} names no readable file ({token_file})"
+    return f"cannot reach the server at {os.environ.get(ADDR_ENV)} ({type(error).__name__})"
 
 
 def _read(provider: str, operation: str, path: str) -> dict[str, Any] | None:
