@@ -11,6 +11,7 @@ import click
 from paved.commands.crds import crds
 from paved.commands.dev import dev
 from paved.commands.render import render
+from paved.commands.rollout import rollout
 from paved.commands.run import run
 from paved.commands.validate import validate
 
@@ -21,5 +22,5 @@ def main() -> None:
     """Paved: intent-driven platform operator for Kubernetes."""
 
 
-for _command in (run, dev, render, validate, crds):
+for _command in (run, dev, render, validate, rollout, crds):
     main.add_command(_command)

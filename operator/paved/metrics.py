@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PROVIDER_API_CALLS = Counter(
     "provider_api_calls_total",
@@ -46,3 +46,93 @@ def timed_reconcile(kind: str) -> Iterator[None]:
         yield
     finally:
         RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - start)
+
+
+# --- ProgressiveRollout ------------------------------------------------------------------------
+#
+# The one deliberate exception to "object names never become labels": a rollout's weight,
+# phase and verdicts are only useful per rollout (as Flagger's flagger_canary_weight{name,
+# namespace}). Cardinality is bounded by the number of ProgressiveRollouts (a handful of
+# series each, metric names come from their specs) and a rollout's series are removed when
+# it is deleted (forget_rollout).
+
+ROLLOUT_PHASES = ("Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed")
+ROLLOUT_VERDICTS = ("Successful", "Failed", "Inconclusive", "Error")
+
+ROLLOUT_CANARY_WEIGHT = Gauge(
+    "rollout_canary_weight",
+    "Percentage of traffic the route sends to the canary, by rollout.",
+    ["namespace", "name"],
+)
+
+ROLLOUT_PHASE = Gauge(
+    "rollout_phase",
+    "1 for the rollout's current phase, 0 for the others.",
+    ["namespace", "name", "phase"],
+)
+
+ROLLOUT_METRIC_VALUE = Gauge(
+    "rollout_metric_value",
+    "Last measured value of an analysis metric (NaN when the query returned no data or failed).",
+    ["namespace", "name", "metric"],
+)
+
+ROLLOUT_METRIC_VERDICT = Gauge(
+    "rollout_metric_verdict",
+    "1 for the verdict of the last measurement of an analysis metric, 0 for the others.",
+    ["namespace", "name", "metric", "verdict"],
+)
+
+ROLLOUT_TICK_LATENESS = Histogram(
+    "rollout_tick_lateness_seconds",
+    "How late a scheduled rollout tick started, after the time the state machine asked for.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+ROLLOUT_TICK_DURATION = Histogram(
+    "rollout_tick_duration_seconds",
+    "Wall time of one rollout tick (reads, decisions, status writes and actions).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+_rollout_metrics: dict[tuple[str, str], set[str]] = {}  # (namespace, name) -> metric names seen
+
+
+def set_rollout_state(namespace: str, name: str, phase: str | None, canary_weight: int | None) -> None:
+    """Export a rollout's phase (one-hot) and canary weight."""
+    ROLLOUT_CANARY_WEIGHT.labels(namespace=namespace, name=name).set(canary_weight or 0)
+    for candidate in ROLLOUT_PHASES:
+        ROLLOUT_PHASE.labels(namespace=namespace, name=name, phase=candidate).set(1 if candidate == phase else 0)
+    _rollout_metrics.setdefault((namespace, name), set())
+
+
+def set_rollout_metric_value(namespace: str, name: str, metric: str, value: float | None) -> None:
+    ROLLOUT_METRIC_VALUE.labels(namespace=namespace, name=name, metric=metric).set(
+        float("nan") if value is None else value)
+    _rollout_metrics.setdefault((namespace, name), set()).add(metric)
+
+
+def set_rollout_verdict(namespace: str, name: str, metric: str, verdict: str | None) -> None:
+    """Export the verdict of a metric's last measurement (one-hot)."""
+    for candidate in ROLLOUT_VERDICTS:
+        ROLLOUT_METRIC_VERDICT.labels(namespace=namespace, name=name, metric=metric, verdict=candidate).set(
+            1 if candidate == verdict else 0)
+    _rollout_metrics.setdefault((namespace, name), set()).add(metric)
+
+
+def forget_rollout(namespace: str, name: str) -> None:
+    """Remove every series of a deleted rollout."""
+    metrics_seen = _rollout_metrics.pop((namespace, name), set())
+    for gauge, extra in ((ROLLOUT_CANARY_WEIGHT, [()]), (ROLLOUT_PHASE, [(p,) for p in ROLLOUT_PHASES])):
+        for values in extra:
+            try:
+                gauge.remove(namespace, name, *values)
+            except KeyError:
+                pass
+    for metric in metrics_seen:
+        for gauge, extra in ((ROLLOUT_METRIC_VALUE, [()]), (ROLLOUT_METRIC_VERDICT, [(v,) for v in ROLLOUT_VERDICTS])):
+            for values in extra:
+                try:
+                    gauge.remove(namespace, name, metric, *values)
+                except KeyError:
+                    pass

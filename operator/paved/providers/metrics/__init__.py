@@ -1,0 +1,148 @@
+"""Metric providers for canary analysis: a narrow Protocol and a registry keyed by provider name.
+
+Flagger's shape: `spec.analysis` names its source with a one-of field (today only
+`prometheus`); the name of the field that is set picks the factory, and the factory builds a
+provider for that source's settings (its address). `for_analysis` keeps one instance per
+(provider, settings), so HTTP connections are reused by every rollout that queries the same
+server.
+
+A provider answers one instant query at a time:
+
+- `query(promql)` -> a `QueryResult`: `value` (None for an empty result), or `error` (the
+  server rejected the query, timed out, was unreachable). It never raises for a bad query;
+  `rejected` tells a query the server refused as invalid (a spec error, shown on the field)
+  from a failure that retrying later can fix.
+- `measure(MetricQuery)` -> the `MetricMeasurement` the rollout state machine expects: the
+  metric's value and, when the metric has a `samplesQuery`, the sample count.
+
+`paved.providers.metrics.fake.FakeMetrics` is the in-memory provider for unit tests; it is
+never registered by production code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from paved.providers.base import ProviderError
+from paved.rollout.actions import MetricQuery
+from paved.rollout.observation import MetricMeasurement
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One instant query's answer: a number, no data (value None), or an error."""
+
+    value: float | None = None
+    error: str | None = None
+    rejected: bool = False  # the server refused the query itself (syntax, unknown function)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class MetricsProvider(Protocol):
+    name: str
+
+    def query(self, promql: str) -> QueryResult:
+        """Run one instant query now; never raises for a failed query."""
+
+
+def measure(provider: MetricsProvider, request_id: str, metric: MetricQuery,
+            executor: Executor | None = None) -> MetricMeasurement:
+    """Answer one metric of a `Measure` action: value, sample count, or the error text.
+
+    Both queries are reported so the history shows them; with an `executor` they run at the
+    same time (one round trip instead of two).
+    """
+    pending = executor.submit(provider.query, metric.query) if executor is not None else None
+    samples: int | None = None
+    if metric.samples_query:
+        counted = provider.query(metric.samples_query)
+        if counted.error:
+            if pending is not None:
+                pending.result()
+            return MetricMeasurement(request_id, error=f"samplesQuery: {counted.error}")
+        if counted.value is not None and math.isfinite(counted.value):
+            samples = int(round(counted.value))
+    result = pending.result() if pending is not None else provider.query(metric.query)
+    if result.error:
+        return MetricMeasurement(request_id, samples=samples, error=result.error)
+    return MetricMeasurement(request_id, value=result.value, samples=samples)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+ProviderFactory = Callable[[Mapping[str, Any]], MetricsProvider]
+"""Builds a provider from its settings (the value of the one-of field, e.g. {address: ...})."""
+
+_FACTORIES: dict[str, ProviderFactory] = {}
+_MODULES = {"prometheus": "paved.providers.metrics.prometheus"}  # their install() runs on first use
+_INSTANCES: dict[tuple[str, str], MetricsProvider] = {}
+_lock = threading.Lock()
+
+
+def register(name: str, factory: ProviderFactory) -> None:
+    """Register the factory for the one-of field `name` of spec.analysis."""
+    with _lock:
+        _FACTORIES[name] = factory
+        for key in [k for k in _INSTANCES if k[0] == name]:
+            del _INSTANCES[key]
+
+
+def unregister(name: str) -> None:
+    """Forget the factory (and instances) of `name`; a built-in one is installed again on use."""
+    with _lock:
+        _FACTORIES.pop(name, None)
+        for key in [k for k in _INSTANCES if k[0] == name]:
+            del _INSTANCES[key]
+
+
+def registered() -> list[str]:
+    return sorted(set(_FACTORIES) | set(_MODULES))
+
+
+def _factory(name: str) -> ProviderFactory:
+    if name not in _FACTORIES and name in _MODULES:
+        importlib.import_module(_MODULES[name]).install()
+    try:
+        return _FACTORIES[name]
+    except KeyError:
+        known = ", ".join(registered()) or "none"
+        raise ProviderError(f"unknown metrics provider {name!r}; known: {known}", retryable=False) from None
+
+
+def source_of(analysis: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """(provider name, settings) of spec.analysis: the one-of field that is set."""
+    for name in registered():
+        settings = analysis.get(name)
+        if isinstance(settings, Mapping):
+            return name, settings
+    raise ProviderError("spec.analysis names no metrics provider; set spec.analysis.prometheus",
+                        retryable=False, field="spec.analysis")
+
+
+def for_analysis(analysis: Mapping[str, Any]) -> MetricsProvider:
+    """The provider for spec.analysis, one instance per (provider, settings) per process."""
+    name, settings = source_of(analysis)
+    key = (name, repr(sorted(settings.items())))
+    with _lock:
+        provider = _INSTANCES.get(key)
+    if provider is None:
+        provider = _factory(name)(settings)
+        with _lock:
+            provider = _INSTANCES.setdefault(key, provider)
+    return provider
+
+
+def reset() -> None:
+    """Forget every instance (tests)."""
+    with _lock:
+        _INSTANCES.clear()

@@ -1,0 +1,61 @@
+"""Rollout webhooks: one POST per `RunWebhook` action, answered as a `WebhookResult`.
+
+A 2xx answer within the webhook's timeout passes; anything else fails the check: another
+status ("HTTP 503"), a timeout ("timed out after 10s"), no connection ("connection
+refused"). There is no retry here on purpose: a failed check is a verdict, and a call whose
+result was lost (operator restart) is re-sent by the state machine with the same key.
+
+The request carries header `X-Paved-Webhook-Key: <key>`, stable across re-sends of the same
+call, so receivers can de-duplicate an at-least-once delivery. The JSON body says which
+rollout, which hook and where the rollout is (no secrets: it is built from names only):
+
+    {"name": "checkout", "namespace": "shop", "webhook": "load-test", "type": "rollout",
+     "revision": "5d9c7f6b4a", "stepIndex": 2, "key": "..."}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from paved.metrics import count_call
+from paved.rollout.actions import RunWebhook
+from paved.rollout.observation import WebhookResult
+
+KEY_HEADER = "X-Paved-Webhook-Key"
+CONNECT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class RolloutRef:
+    namespace: str
+    name: str
+
+
+class WebhookCaller:
+    """Sends webhook calls over one pooled session."""
+
+    def __init__(self, session: requests.Session | None = None) -> None:
+        self.session = session or requests.Session()
+
+    def call(self, rollout: RolloutRef, action: RunWebhook) -> WebhookResult:
+        count_call("webhook", action.type)
+        payload: dict[str, Any] = {
+            "name": rollout.name, "namespace": rollout.namespace, "webhook": action.name, "type": action.type,
+            "revision": action.revision, "stepIndex": action.step_index, "key": action.key,
+        }
+        timeout = max(action.timeout_seconds, 0.1)
+        try:
+            response = self.session.post(action.url, json=payload, headers={KEY_HEADER: action.key},
+                                         timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
+        except requests.Timeout:
+            return WebhookResult(False, f"timed out after {timeout:g}s")
+        except requests.ConnectionError as exc:
+            return WebhookResult(False, "connection refused" if "refused" in str(exc).lower() else "cannot connect")
+        except requests.RequestException as exc:
+            return WebhookResult(False, type(exc).__name__)
+        if 200 <= response.status_code <= 299:
+            return WebhookResult(True, f"HTTP {response.status_code}")
+        return WebhookResult(False, f"HTTP {response.status_code}")

@@ -1,0 +1,151 @@
+"""The Prometheus metrics provider: answer parsing, retries, timeouts, and the registry.
+
+HTTP goes to a small stdlib server on loopback that answers like Prometheus's
+/api/v1/query (the e2e tests query the real Prometheus).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from e2e.apps.loopback import LoopbackServer
+from paved.providers import metrics as registry
+from paved.providers.base import ProviderError
+from paved.providers.metrics import QueryResult, measure
+from paved.providers.metrics.fake import FakeMetrics
+from paved.providers.metrics.prometheus import PrometheusProvider, parse_answer
+from paved.rollout.actions import MetricQuery
+from paved.rollout.observation import MetricMeasurement
+
+
+def vector(*values: str) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector",
+                                          "result": [{"metric": {}, "value": [1.0, v]} for v in values]}}
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (200, vector("0.97"), QueryResult(value=0.97)),
+    (200, vector(), QueryResult(value=None)),
+    (200, {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "42"]}}, QueryResult(value=42.0)),
+    (400, {"status": "error", "errorType": "bad_data", "error": "1:5: parse error: unclosed left parenthesis"},
+     QueryResult(error="bad_data: 1:5: parse error: unclosed left parenthesis", rejected=True)),
+    (422, {"status": "error", "errorType": "execution", "error": "many-to-many matching not allowed"},
+     QueryResult(error="execution: many-to-many matching not allowed", rejected=False)),
+    (200, {"status": "success", "data": {"resultType": "matrix", "result": []}},
+     QueryResult(error="the query returns a range vector; wrap it in a function such as rate(...[1m])", rejected=True)),
+    (200, None, QueryResult(error="Prometheus answered HTTP 200 without a JSON body")),
+], ids=["one-series", "empty", "scalar", "bad-data", "execution", "matrix", "not-json"])
+def test_parse_answer(status: int, body: dict[str, Any] | None, expected: QueryResult) -> None:
+    assert parse_answer(status, body) == expected
+
+
+def test_parse_answer_keeps_nan_and_refuses_several_series() -> None:
+    result = parse_answer(200, vector("NaN"))
+    assert result.value is not None and math.isnan(result.value)
+    several = parse_answer(200, vector("1", "2"))
+    assert several.error and "2 series" in several.error and not several.rejected
+
+
+class FakePrometheus:
+    """Answers /api/v1/query from a script: a list of (status, body) or a callable; records queries."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, Any]] = []
+        self.queries: list[str] = []
+        self.delay = 0.0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                fake.queries.append(parse_qs(urlsplit(self.path).query)["query"][0])
+                time.sleep(fake.delay)
+                status, body = fake.script.pop(0) if len(fake.script) > 1 else fake.script[0]
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.loopback = LoopbackServer(Handler).start()
+
+    @property
+    def url(self) -> str:
+        return self.loopback.url
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[FakePrometheus]:
+    server = FakePrometheus()
+    yield server
+    server.loopback.stop()
+
+
+def test_query_answers_and_retries_server_errors(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.script = [(503, {"status": "error", "error": "overloaded"}), (200, vector("0.99"))]
+    provider = PrometheusProvider(fake_prometheus.url + "/")
+    assert provider.query("up") == QueryResult(value=0.99)
+    assert fake_prometheus.queries == ["up", "up"]
+
+
+def test_a_rejected_query_is_not_retried(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.script = [(400, {"status": "error", "errorType": "bad_data", "error": "parse error"})]
+    result = PrometheusProvider(fake_prometheus.url).query("sum(")
+    assert result.rejected and len(fake_prometheus.queries) == 1
+
+
+def test_persistent_server_errors_become_an_error_after_the_attempts(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.script = [(500, {"status": "error", "error": "boom"})]
+    result = PrometheusProvider(fake_prometheus.url, attempts=2).query("up")
+    assert result.error and "HTTP 500" in result.error and "boom" in result.error and not result.rejected
+    assert len(fake_prometheus.queries) == 2
+
+
+def test_timeouts_and_unreachable_servers_are_errors_not_data(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.script = [(200, vector("1"))]
+    fake_prometheus.delay = 0.5
+    slow = PrometheusProvider(fake_prometheus.url, timeout=(0.5, 0.1), attempts=1).query("up")
+    assert slow.error and "did not answer within 0.1s" in slow.error
+    gone = PrometheusProvider("http://127.0.0.1:9", attempts=1).query("up")
+    assert gone.error and "cannot reach Prometheus" in gone.error
+
+
+def test_measure_reports_value_samples_and_errors() -> None:
+    fake = FakeMetrics({"rate": 0.97, "count": 512.4, "broken": QueryResult(error="bad_data: x", rejected=True)})
+    assert measure(fake, "r1", MetricQuery("sr", "rate", "count")) == MetricMeasurement("r1", 0.97, 512)
+    assert measure(fake, "r1", MetricQuery("sr", "rate")) == MetricMeasurement("r1", 0.97, None)
+    assert measure(fake, "r1", MetricQuery("sr", "missing", "count")) == MetricMeasurement("r1", None, 512)
+    assert measure(fake, "r1", MetricQuery("sr", "broken")) == MetricMeasurement("r1", error="bad_data: x")
+    samples_failed = measure(fake, "r1", MetricQuery("sr", "rate", "broken"))
+    assert samples_failed.error == "samplesQuery: bad_data: x"
+
+
+def test_registry_picks_the_provider_from_the_analysis_and_shares_instances() -> None:
+    analysis = {"prometheus": {"address": "http://prometheus.monitoring:9090"}}
+    first = registry.for_analysis(analysis)
+    assert isinstance(first, PrometheusProvider) and first.address == "http://prometheus.monitoring:9090"
+    assert registry.for_analysis(dict(analysis)) is first
+    assert registry.for_analysis({"prometheus": {"address": "http://other:9090"}}) is not first
+    with pytest.raises(ProviderError) as missing:
+        registry.for_analysis({"interval": "30s"})
+    assert missing.value.field == "spec.analysis"
+
+
+def test_the_fake_replaces_prometheus_for_unit_tests_and_goes_away() -> None:
+    fake = FakeMetrics({"up": 1.0}).install()
+    try:
+        assert registry.for_analysis({"prometheus": {"address": "http://x"}}) is fake
+    finally:
+        registry.unregister("prometheus")
+    assert isinstance(registry.for_analysis({"prometheus": {"address": "http://x"}}), PrometheusProvider)

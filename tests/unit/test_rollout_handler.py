@@ -1,0 +1,294 @@
+"""The ProgressiveRollout handler loop (paved.handlers.rollout) with in-memory fakes.
+
+A fake cluster holds the rollout (status written by merge patch, as the API server does),
+the target Deployment and the copies (which become ready the moment they are applied),
+and a fake router; FakeMetrics answers the queries. The real loop runs against the real
+control plane in tests/e2e/test_progressive_rollout.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+
+from paved.handlers.rollout import (
+    REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, RolloutRunner,
+    command_of, conditions_for, status_patch,
+)
+from paved.providers import metrics as metric_providers
+from paved.providers.metrics import QueryResult
+from paved.providers.metrics.fake import FakeMetrics
+from paved.providers.routing import COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, RolloutContext, RouterError
+from paved.providers.routing.workloads import Workloads
+from paved.rollout import Command, CommandKind, Event, Weights
+
+QUERY = "success_rate"
+SAMPLES = "requests"
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+class FakeKube:
+    """Deployments and Services; an applied Deployment is ready at once (kwok-like)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.put_target("v1")
+        self.objects[("Service", "checkout")] = {"spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}}
+
+    def put_target(self, image: str) -> None:
+        self.objects[("Deployment", "checkout")] = {
+            "metadata": {"name": "checkout", "uid": "t-uid", "generation": 1},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "checkout"}},
+                     "template": {"metadata": {"labels": {"app": "checkout"}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return copy.deepcopy(self.objects.get((kind, name)))
+
+    def apply(self, body: dict[str, Any], owner: Any, *, field_manager: str = "paved") -> dict[str, Any]:
+        live = copy.deepcopy(body)
+        if body["kind"] == "Deployment":
+            generation = (self.objects.get((body["kind"], body["metadata"]["name"])) or {}).get(
+                "metadata", {}).get("generation", 0) + 1
+            replicas = body["spec"]["replicas"]
+            live["metadata"]["generation"] = generation
+            live["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                              "readyReplicas": replicas}
+        self.objects[(body["kind"], body["metadata"]["name"])] = live
+        return copy.deepcopy(live)
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+
+class FakeRouter:
+    name = "fake"
+
+    def __init__(self, workloads: Workloads, problem: RouterError | None = None) -> None:
+        self.workloads = workloads
+        self.weights: Weights | None = None
+        self.history: list[Weights] = []
+        self.problem = problem
+
+    def reconcile(self) -> None:
+        if self.problem:
+            raise self.problem
+
+    def get_weights(self) -> Weights | None:
+        return self.weights
+
+    def set_weights(self, weights: Weights) -> None:
+        self.weights = weights
+        self.history.append(weights)
+
+    def finalize(self) -> None:
+        self.weights = None
+
+
+class World(RolloutRunner):
+    """A RolloutRunner whose cluster is in memory."""
+
+    def __init__(self, spec: dict[str, Any], router_problem: RouterError | None = None) -> None:
+        super().__init__("shop", "checkout", "uid-1")
+        self.body: dict[str, Any] | None = {
+            "apiVersion": "paved.dev/v1alpha1", "kind": "ProgressiveRollout",
+            "metadata": {"name": "checkout", "namespace": "shop", "uid": "uid-1", "generation": 1, "annotations": {}},
+            "spec": spec}
+        self.kube = FakeKube()
+        self.router_problem = router_problem
+        self.fake_router: FakeRouter | None = None
+        self.events: list[Event] = []
+        self.writes = 0
+
+    def read(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self.body)
+
+    def write_status(self, patch: Any) -> None:
+        assert self.body is not None
+        self.writes += 1
+        merge(self.body.setdefault("status", {}), copy.deepcopy(dict(patch)))
+
+    def post(self, owner: Any, event: Event) -> None:
+        self.events.append(event)
+
+    def emit(self, owner: Any, event: Event) -> None:
+        self.post(owner, event)  # synchronously, so the test sees them in order
+
+    def router(self, spec: Any, context: RolloutContext) -> Any:
+        if self.fake_router is None:
+            self.fake_router = FakeRouter(Workloads(context, self.kube), self.router_problem)
+        self.fake_router.workloads.refresh()
+        return self.fake_router
+
+    @property
+    def status(self) -> dict[str, Any]:
+        assert self.body is not None
+        return self.body.get("status") or {}
+
+    def until(self, predicate: Any, ticks: int = 60, seconds: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        for _ in range(ticks):
+            result = self.tick()
+            if predicate(self.status):
+                return self.status
+            if time.monotonic() > deadline:
+                break
+            time.sleep(min(result.requeue_after or 0.0, 0.2))
+        pytest.fail(f"not reached; phase {self.status.get('phase')}: {self.status.get('message')}")
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "targetRef": {"name": "checkout"},
+        "service": {"name": "checkout", "port": 80},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "checkout"}},
+        "steps": [{"setWeight": 20}, {"setWeight": 60}],
+        "analysis": {"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "1s",
+                     "metrics": [{"name": "success-rate", "query": QUERY, "samplesQuery": SAMPLES,
+                                  "minSamples": 10, "successCondition": "result >= 0.95",
+                                  "failureCondition": "result < 0.8"}]},
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def metrics() -> Any:
+    fake = FakeMetrics({QUERY: 0.99, SAMPLES: 100}).install()
+    yield fake
+    metric_providers.unregister("prometheus")
+
+
+def succeeded(status: dict[str, Any]) -> bool:
+    return status.get("phase") == "Succeeded"
+
+
+def test_bootstrap_then_a_healthy_rollout_is_promoted(metrics: FakeMetrics) -> None:
+    world = World(spec())
+    status = world.until(succeeded)
+    assert status["message"].startswith("stable at revision")
+    assert world.fake_router and world.fake_router.weights == Weights(100, 0)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and status["observedGeneration"] == 1
+
+    world.kube.put_target("v2")
+    status = world.until(lambda s: succeeded(s) and s["message"].startswith("promoted"))
+    assert [w.canary for w in world.fake_router.history] == [0, 20, 60, 100, 0]
+    stable = world.kube.objects[("Deployment", "checkout-stable")]
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "v2"
+    assert world.kube.objects[("Deployment", "checkout-canary")]["spec"]["replicas"] == 0
+    assert {h["verdict"] for h in status["analysisHistory"]} == {"Successful"}
+    assert any(e.reason == "Promoted" for e in world.events)
+
+
+def test_an_idle_tick_writes_nothing(metrics: FakeMetrics) -> None:
+    world = World(spec())
+    world.until(succeeded)
+    writes = world.writes
+    world.tick()
+    world.tick()
+    assert world.writes == writes
+
+
+def test_a_breach_rolls_back_in_the_same_tick_as_the_measurement(metrics: FakeMetrics) -> None:
+    world = World(spec())
+    world.until(succeeded)
+    metrics.answers[QUERY] = 0.5
+    world.kube.put_target("v2")
+    status = world.until(lambda s: s.get("phase") == "RolledBack")
+    assert status["message"] == ("rolled back at step 1 (20%): success-rate 0.5 < 0.8, failure condition met; "
+                                 "100 samples")
+    assert world.fake_router.weights == Weights(100, 0)
+    assert max(w.canary for w in world.fake_router.history) == 20
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RolledBack")
+
+
+def test_commands_are_read_from_annotations_once(metrics: FakeMetrics) -> None:
+    world = World(spec(steps=[{"setWeight": 10}, {"pause": {}}]))
+    world.until(succeeded)
+    world.kube.put_target("v2")
+    world.until(lambda s: s.get("phase") == "Paused")
+    assert world.body is not None
+    world.body["metadata"]["annotations"] = {COMMAND_ANNOTATION: "abort", COMMAND_ID_ANNOTATION: "a1"}
+    status = world.until(lambda s: s.get("phase") == "RolledBack")
+    assert "aborted by the user" in status["message"]
+    assert status["progress"]["lastCommand"] == "a1"
+
+
+@pytest.mark.parametrize(("overrides", "reason", "field"), [
+    ({"analysis": {"prometheus": {"address": "http://p:9090"}, "metrics": [
+        {"name": "m", "query": QUERY, "successCondition": "result >= "}]}},
+     REASON_INVALID_SPEC, "spec.analysis.metrics[0].successCondition"),
+    ({"steps": [{"setWeight": 50}, {"setWeight": 20}]}, REASON_INVALID_SPEC, "spec.steps[1].setWeight"),
+    ({"analysis": {"prometheus": {"address": "http://p:9090"}, "metrics": [
+        {"name": "m", "query": "rejected", "successCondition": "result > 0.0"}]}},
+     REASON_QUERY_REJECTED, "spec.analysis.metrics[0].query"),
+    ({"targetRef": {"name": "missing"}}, REASON_TARGET_NOT_FOUND, "spec.targetRef.name"),
+], ids=["cel", "weights-backwards", "query", "target"])
+def test_bad_input_is_refused_with_the_field_and_moves_nothing(
+        metrics: FakeMetrics, overrides: dict[str, Any], reason: str, field: str) -> None:
+    metrics.answers["rejected"] = QueryResult(error="bad_data: parse error", rejected=True)
+    world = World(spec(**overrides))
+    result = world.tick()
+    assert result.requeue_after is not None
+    status = world.status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert ready["message"].startswith(field), ready["message"]
+    assert "no traffic moved" in status["message"] and "phase" not in status
+    assert ("Deployment", "checkout-stable") not in world.kube.objects
+    assert world.fake_router is None or world.fake_router.history == []
+    world.tick()
+    assert [e.reason for e in world.events] == [reason]  # said once, not every tick
+
+
+def test_an_unusable_route_is_refused_before_any_traffic_moves(metrics: FakeMetrics) -> None:
+    problem = RouterError("HTTPRoute checkout does not reference Service checkout", retryable=False,
+                          field="spec.trafficRouting.gatewayAPI.httpRoute")
+    world = World(spec(), router_problem=problem)
+    world.tick()
+    ready = next(c for c in world.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == REASON_ROUTING_INVALID
+    assert ready["message"].startswith("spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute checkout")
+    assert world.fake_router is not None and world.fake_router.history == []
+
+
+def test_status_patch_is_what_a_merge_patch_needs() -> None:
+    old = {"phase": "Progressing", "progress": {"stage": "StepRun", "pendingMeasure": {"id": "x"}},
+           "analysisHistory": [{"metric": "m", "verdict": "Inconclusive"}]}
+    same = {"phase": "Progressing", "progress": {"stage": "StepRun", "pendingMeasure": {"id": "x"}, "withdrawal": None},
+            "analysisHistory": [{"metric": "m", "value": None, "verdict": "Inconclusive"}], "pauseUntil": None}
+    assert status_patch(old, same) == {}
+    changed = {**same, "progress": {"stage": "StepRun", "pendingMeasure": None}, "phase": "Paused",
+               "analysisHistory": same["analysisHistory"] + [{"metric": "m", "value": None, "verdict": "Failed"}]}
+    patch = status_patch(old, changed)
+    assert patch["phase"] == "Paused"
+    assert patch["progress"] == {"stage": "StepRun", "pendingMeasure": None}  # null deletes
+    assert patch["analysisHistory"][-1] == {"metric": "m", "verdict": "Failed"}  # no nulls in list items
+    assert status_patch({"message": "x"}, {"message": None}) == {"message": None}
+
+
+def test_command_of_and_conditions_for() -> None:
+    assert command_of({"annotations": {COMMAND_ANNOTATION: "Promote", COMMAND_ID_ANNOTATION: "7"}}) == Command(
+        CommandKind.PROMOTE, "7")
+    assert command_of({"annotations": {COMMAND_ANNOTATION: "retry"}}) == Command(CommandKind.RETRY, "retry")
+    assert command_of({"annotations": {COMMAND_ANNOTATION: "fly"}}) is None
+    assert command_of({}) is None
+    ready, progressing = conditions_for({"phase": "Paused", "message": "why"})
+    assert ready == ("Ready", False, "Paused", "why") and progressing == ("Progressing", True, "Paused", "why")
+    assert conditions_for({"phase": "Succeeded"})[0][1] is True
