@@ -54,6 +54,25 @@ def test_without_a_failure_condition_the_failure_limit_decides_like_flagger():
     assert INTERVAL < elapsed <= 2 * INTERVAL, "failureLimit 2: the second failed measurement rolls back"
 
 
+def test_failures_below_the_limit_never_promote_a_failing_canary():
+    spec = example_spec()
+    metric = spec["analysis"]["metrics"][0]
+    del metric["failureCondition"]
+    metric["failureLimit"] = 5
+    result = simulate(spec, Scenario(metrics={"success-rate": success_rate({100.0: 0.10})}))
+    assert result.phase == "RolledBack"
+    assert "Promoting" not in result.phases()
+    assert max(a.canary for t, a in result.actions(SetWeights) if t >= 100.0) <= 20, "no step forward while failing"
+    assert "failure limit 5 reached" in result.status["message"]
+
+
+def test_a_failure_below_the_limit_only_delays_a_canary_that_recovers():
+    spec = example_spec()
+    del spec["analysis"]["metrics"][0]["failureCondition"]
+    result = simulate(spec, Scenario(metrics={"success-rate": success_rate({100.0: 0.10, 140.0: 0.01})}))
+    assert result.phase == "Succeeded"
+
+
 def test_replica_ratio_rollback_waits_for_stable_and_still_lands_within_interval_plus_readiness():
     spec = example_spec(trafficRouting={"replicaRatio": {}})
     result = simulate(spec, Scenario(metrics={"success-rate": success_rate({130.0: 0.30})}, stable_ready_delay=4))

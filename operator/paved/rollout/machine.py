@@ -50,6 +50,8 @@ from paved.rollout.state import (
     as_utc, format_time,
 )
 
+_FAILED_LABEL = "Failed"  # Verdict.label of a missed success condition (or a breach)
+
 HISTORY_LIMIT = ANALYSIS_HISTORY_LIMIT
 """analysisHistory keeps the last N measurements (all metrics together), as the API says."""
 
@@ -504,7 +506,23 @@ class _Tick:
             return "extended, inconclusive: " + "; ".join(
                 f"{name} {self.progress.last_reason.get(name) or ''} (hold {self.state.checks[name].holds} of "
                 f"{self.plan.metric(name).max_holds})" for name in held)
+        # A failure below failureLimit does not roll back yet, but it must not promote either
+        # (Flagger's rule): the step waits until the metric's latest verdict passes again.
+        failing = [name for name, label in self._latest_verdicts().items() if label == _FAILED_LABEL]
+        if failing:
+            return "extended, failing: " + "; ".join(
+                f"{name} {self.progress.last_reason.get(name) or ''} (failure {self.state.checks[name].failures} of "
+                f"{self.plan.metric(name).failure_limit})" for name in failing if name in self.state.checks)
         return None
+
+    def _latest_verdicts(self) -> dict[str, str]:
+        """Each planned metric's most recent verdict label, from the (status-held) history."""
+        latest: dict[str, str] = {}
+        for entry in self.state.history:
+            name = entry.get("metric")
+            if isinstance(name, str) and self.plan.has_metric(name):
+                latest[name] = str(entry.get("verdict"))
+        return latest
 
     def _complete_step(self) -> None:
         if self.state.current_step_index + 1 < len(self.plan.steps):
