@@ -17,7 +17,7 @@ For each size N, in a fresh namespace ``bench-db-N``:
 3. Steady state: every intent checks its cloud resources every --drift-interval (default
    "auto": N/5 s, at least 5 s, so that the checks stay at <= 5 per second on a small
    machine). After 2.2 intervals of warm-up (the first check of an intent is spread over up
-   to two intervals), provider_api_calls_total is read from /metrics before and after an
+   to two intervals), paved_provider_api_calls_total is read from /metrics before and after an
    --idle window (at least 1.5 intervals). AWS calls per intent per hour are normalised to
    the default 10 min interval (the calls per check do not depend on the interval); the
    target is at most 6 describe_db_instances and 0 modify_db_instance. The operator's own
@@ -60,7 +60,7 @@ GROUP, VERSION = SEED["apiVersion"].split("/")
 PLURAL = "databaseintents"
 ALLOWED_NAMESPACE = "orders-app"  # the seed's allowFrom
 DEFAULT_INTERVAL_S = 600.0
-COUNTER = "provider_api_calls_total"
+COUNTER = "paved_provider_api_calls_total"
 
 
 @dataclass

@@ -20,7 +20,7 @@ At the largest size, with all N Ready:
 4. at rest: mutating requests during an ``--idle`` window (default 60 s), counted twice:
    by the API server (apiserver_request_total for the resources only the operator writes
    here: paved.dev objects and their status, ServiceAccounts, Roles, RoleBindings, Events),
-   and by the operator (provider_api_calls_total{provider="kubernetes"}, its own client's
+   and by the operator (paved_provider_api_calls_total{provider="kubernetes"}, its own client's
    calls; Kopf's own patches are only in the API server's count).
 """
 
@@ -121,10 +121,10 @@ def idle_writes(env: BenchEnv, seconds: float) -> tuple[dict[str, float], dict[s
     """(API server mutating requests by verb/resource, operator's own non-read kube calls) in ``seconds``."""
     time.sleep(5)  # let the last status patches of the probes land
     server_before = apiserver_writes(env.plane, operator_written)
-    own_before = operator_counters(env.operator, "provider_api_calls_total", "operation", provider="kubernetes")
+    own_before = operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes")
     time.sleep(seconds)
     server = delta(apiserver_writes(env.plane, operator_written), server_before)
-    own = delta(operator_counters(env.operator, "provider_api_calls_total", "operation", provider="kubernetes"), own_before)
+    own = delta(operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes"), own_before)
     log(f"API server: {sum(server_before.values()):.0f} such writes since start (the counter works)")
     return server, {k: v for k, v in own.items() if k not in READ_OPERATIONS}
 
@@ -161,7 +161,7 @@ def run(env: BenchEnv, sizes: list[int], idle: float, probes: int) -> int:
         print(f"\nAt rest: mutating API requests in {idle:.0f}s with {existing} Ready identities")
         print(f"  API server (apiserver_request_total, paved.dev + SA/Role/RoleBinding/Event): "
               f"{sum(server.values()):.0f} {dict(sorted(server.items())) or ''}")
-        print(f"  operator's own client (provider_api_calls_total{{provider=\"kubernetes\"}}, non-read): "
+        print(f"  operator's own client (paved_provider_api_calls_total{{provider=\"kubernetes\"}}, non-read): "
               f"{sum(own.values()):.0f} {dict(sorted(own.items())) or ''}")
     now_mb = env.rss.sample() / 2**20
     print(f"\nOperator RSS now: {now_mb:.0f} MB; peak over the run: "

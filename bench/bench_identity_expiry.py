@@ -18,7 +18,7 @@ Everything happens in one namespace ``bench-expiry``.
 3. Idle (c): mutating API requests during ``--idle`` seconds with every identity Ready,
    counted by the API server (apiserver_request_total for paved.dev objects and status,
    ServiceAccounts, Roles, RoleBindings, Events) and by the operator's own client
-   (provider_api_calls_total{provider="kubernetes"}). The operator runs with
+   (paved_provider_api_calls_total{provider="kubernetes"}). The operator runs with
    ``--audit-interval`` (default: half the idle window, at least 30 s) so that at least one
    periodic policy audit pass falls inside the window.
 4. Expiry (b): the M identities get ``spec.expiresAt`` spread evenly over ``--spread`` seconds
@@ -238,10 +238,10 @@ def probes(env: BenchEnv, count: int) -> list[float]:
 def idle_writes(env: BenchEnv, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
     time.sleep(5)  # the probes' last status patches
     server_before = apiserver_writes(env.plane, operator_written)
-    own_before = operator_counters(env.operator, "provider_api_calls_total", "operation", provider="kubernetes")
+    own_before = operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes")
     time.sleep(seconds)
     server = delta(apiserver_writes(env.plane, operator_written), server_before)
-    own = delta(operator_counters(env.operator, "provider_api_calls_total", "operation", provider="kubernetes"), own_before)
+    own = delta(operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes"), own_before)
     return server, {k: v for k, v in own.items() if k not in READ_OPERATIONS}
 
 

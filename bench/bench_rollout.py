@@ -25,8 +25,8 @@ C. N concurrent rollouts (same parts): N Deployments (1 replica), Services, HTTP
    wall time until all are promoted; step precision = stepStartedAt of the step after a
    timed pause minus that pause's pauseUntil (from status, polled with one LIST every
    0.5 s; how long those LISTs take, and the machine's load average, tell how busy the API
-   server and the machine were); the operator's own `rollout_tick_lateness_seconds` (a tick's start after the time
-   the machine asked for) and `rollout_tick_duration_seconds` (bucket bounds); operator CPU seconds and CPU% (psutil) during the rollouts and in
+   server and the machine were); the operator's own `paved_rollout_tick_lateness_seconds` (a tick's start after the time
+   the machine asked for) and `paved_rollout_tick_duration_seconds` (bucket bounds); operator CPU seconds and CPU% (psutil) during the rollouts and in
    an idle window after them; peak RSS.
 """
 
@@ -307,9 +307,9 @@ def concurrency_run(cluster: Cluster, count: int, interval: str, pause: str, idl
     cpu = sum(process.cpu_times()[:2]) - cpu_before
     log(f"{count} rollouts promoted in {wall:.1f}s")
     after_metrics = cluster.env.operator.metrics()
-    p50, p99, ticks = histogram_quantiles(after_metrics, "rollout_tick_lateness_seconds")
-    d50, d99, _ = histogram_quantiles(after_metrics, "rollout_tick_duration_seconds")
-    _, _, ticks_before = histogram_quantiles(before_metrics, "rollout_tick_lateness_seconds")
+    p50, p99, ticks = histogram_quantiles(after_metrics, "paved_rollout_tick_lateness_seconds")
+    d50, d99, _ = histogram_quantiles(after_metrics, "paved_rollout_tick_duration_seconds")
+    _, _, ticks_before = histogram_quantiles(before_metrics, "paved_rollout_tick_lateness_seconds")
     idle_cpu = math.nan
     if idle > 0:
         cpu_idle_before = sum(process.cpu_times()[:2])

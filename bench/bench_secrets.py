@@ -8,7 +8,7 @@ Real backends, real providers: a moto server (Secrets Manager, SSM) and an OpenB
 server are started on loopback; the operator's sync engine (paved.handlers.secrets
 .SyncEngine) runs in this process with the production providers. Only Kubernetes is
 replaced by an in-memory stand-in (Secret and status writes are not what is measured here;
-the e2e tests cover them). Calls are read from `provider_api_calls_total`, which counts
+the e2e tests cover them). Calls are read from `paved_provider_api_calls_total`, which counts
 every real HTTP request the providers send.
 
 Per backend, three cycles: cold (first sync of every ref), steady (nothing changed) and
@@ -101,7 +101,7 @@ def namespace_of(owner: Owner) -> str:
 def calls(provider: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for metric in REGISTRY.collect():
-        if metric.name != "provider_api_calls":
+        if metric.name != "paved_provider_api_calls":
             continue
         for sample in metric.samples:
             if sample.name.endswith("_total") and sample.labels.get("provider") == provider:

@@ -14,19 +14,19 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Gauge, Histogram
 
 PROVIDER_API_CALLS = Counter(
-    "provider_api_calls_total",
+    "paved_provider_api_calls_total",
     "Calls made by providers to the systems they manage (Kubernetes API, AWS, Vault, ...).",
     ["provider", "operation"],
 )
 
 RECONCILES = Counter(
-    "reconcile_total",
+    "paved_reconcile_total",
     "Reconciles of intents, by kind and result (ready, waiting, invalid, error, unchanged).",
     ["kind", "result"],
 )
 
 RECONCILE_DURATION = Histogram(
-    "reconcile_duration_seconds",
+    "paved_reconcile_duration_seconds",
     "Wall time of one reconcile of an intent, by kind.",
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
@@ -60,37 +60,37 @@ ROLLOUT_PHASES = ("Initializing", "Progressing", "Paused", "Promoting", "Succeed
 ROLLOUT_VERDICTS = ("Successful", "Failed", "Inconclusive", "Error")
 
 ROLLOUT_CANARY_WEIGHT = Gauge(
-    "rollout_canary_weight",
+    "paved_rollout_canary_weight",
     "Percentage of traffic the route sends to the canary, by rollout.",
     ["namespace", "name"],
 )
 
 ROLLOUT_PHASE = Gauge(
-    "rollout_phase",
+    "paved_rollout_phase",
     "1 for the rollout's current phase, 0 for the others.",
     ["namespace", "name", "phase"],
 )
 
 ROLLOUT_METRIC_VALUE = Gauge(
-    "rollout_metric_value",
+    "paved_rollout_metric_value",
     "Last measured value of an analysis metric (NaN when the query returned no data or failed).",
     ["namespace", "name", "metric"],
 )
 
 ROLLOUT_METRIC_VERDICT = Gauge(
-    "rollout_metric_verdict",
+    "paved_rollout_metric_verdict",
     "1 for the verdict of the last measurement of an analysis metric, 0 for the others.",
     ["namespace", "name", "metric", "verdict"],
 )
 
 ROLLOUT_TICK_LATENESS = Histogram(
-    "rollout_tick_lateness_seconds",
+    "paved_rollout_tick_lateness_seconds",
     "How late a scheduled rollout tick started, after the time the state machine asked for.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
 ROLLOUT_TICK_DURATION = Histogram(
-    "rollout_tick_duration_seconds",
+    "paved_rollout_tick_duration_seconds",
     "Wall time of one rollout tick (reads, decisions, status writes and actions).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

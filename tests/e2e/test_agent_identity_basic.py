@@ -125,7 +125,7 @@ def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_d
              timeout=20, what="Role rules restored")
     assert not allowed(kubectl, user, "delete", "configmaps", namespace)
 
-    assert operator.metric("reconcile_total", kind="AgentIdentity") >= 1
+    assert operator.metric("paved_reconcile_total", kind="AgentIdentity") >= 1
 
     # Deleting the intent removes the children through the garbage collector.
     kubectl("delete", "agentidentity", "reporter", "-n", namespace, "--wait=true", "--timeout=60s")
@@ -166,6 +166,6 @@ def test_operator_restart_rewrites_nothing(operator: OperatorProcess, kubectl: K
 
     before = versions()
     operator.restart()
-    wait_for(lambda: operator.metric("reconcile_total", kind="AgentIdentity", result="unchanged") >= 1,
+    wait_for(lambda: operator.metric("paved_reconcile_total", kind="AgentIdentity", result="unchanged") >= 1,
              timeout=30, what="the resumed reconcile")
     assert versions() == before

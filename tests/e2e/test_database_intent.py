@@ -4,7 +4,7 @@ The operator of this module talks to the session's moto server: the `aws_operato
 restarts the session operator with moto's environment (`OperatorProcess.env`) for the
 duration of the module (one operator at a time, so no second process reconciles the same
 intents), and restores it afterwards. RDS is inspected with boto3 directly on moto; calls the operator made are read
-from its /metrics (`provider_api_calls_total{provider="aws-rds"}`).
+from its /metrics (`paved_provider_api_calls_total{provider="aws-rds"}`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ALLOWED_NAMESPACE = "orders-app"
 SEED = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/01-database/orders-db.yaml").read_text())
 CNPG_KEYS = {"host", "port", "dbname", "username", "password", "uri", "jdbc-uri"}
 # The metric's exposed name; the unprefixed one is read too while the two spellings coexist.
-API_CALLS = ("paved_provider_api_calls_total", "provider_api_calls_total")
+API_CALLS = ("paved_provider_api_calls_total",)
 
 
 class AwsOperator:

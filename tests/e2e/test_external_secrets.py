@@ -258,7 +258,7 @@ def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, 
 
 
 def _aws_calls(operator: OperatorProcess) -> dict[str, float]:
-    names = ("paved_provider_api_calls_total", "provider_api_calls_total")
+    names = ("paved_provider_api_calls_total",)
     return {op: sum(operator.metric(n, provider="aws-secretsmanager", operation=op) for n in names)
             for op in ("list_secrets", "batch_get_secret_value")}
 

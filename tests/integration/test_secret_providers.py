@@ -1,6 +1,6 @@
 """Secret store providers against the real parts: OpenBao (hvac) and moto (boto3).
 
-Request counts are read from `provider_api_calls_total`, which the providers increment for
+Request counts are read from `paved_provider_api_calls_total`, which the providers increment for
 every real HTTP request (Vault: a counting adapter on the session; AWS: the session wrapper),
 so "one read per distinct key" and "one login per store" are measured, not assumed.
 """
@@ -30,7 +30,7 @@ MARKER = "MARKER-integration-4b1e"
 def calls(provider: str, operation: str | None = None) -> int:
     total = 0.0
     for metric in REGISTRY.collect():
-        if metric.name != "provider_api_calls":
+        if metric.name != "paved_provider_api_calls":
             continue
         for sample in metric.samples:
             if sample.name.endswith("_total") and sample.labels.get("provider") == provider and (
@@ -54,7 +54,7 @@ class Counted:
     def _ops(self) -> list[str]:
         ops = set()
         for metric in REGISTRY.collect():
-            if metric.name == "provider_api_calls":
+            if metric.name == "paved_provider_api_calls":
                 ops |= {s.labels.get("operation") for s in metric.samples if s.labels.get("provider") == self.provider}
         return sorted(op for op in ops if op)
 

@@ -183,7 +183,7 @@ class ComposeResult:
 
     @property
     def result_label(self) -> str:
-        """Low-cardinality outcome for reconcile_total."""
+        """Low-cardinality outcome for paved_reconcile_total."""
         if self.error is not None:
             return "error" if self.error.retryable else "invalid"
         if not self.ready:

@@ -6,7 +6,7 @@ DynamicClient keeps its discovery cache in a file under /tmp shared by every pro
 the user (stale right after CRDs are installed, unwritable under readOnlyRootFilesystem)
 and wraps every answer in ResourceInstance objects. Here discovery is cached in memory per
 group/version, answers are plain dicts, and every call goes through one place that
-counts it (provider_api_calls_total) and retries transient failures with tenacity.
+counts it (paved_provider_api_calls_total) and retries transient failures with tenacity.
 
 Everything is synchronous: handlers run in Kopf's thread pool (see DESIGN.md).
 """
