@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_NAMESPACE = "default"
-_REPO_COMPOSITIONS = Path(__file__).resolve().parents[3] / "compositions"
+REPO_COMPOSITIONS = Path(__file__).resolve().parents[3] / "compositions"
 
 
 @click.command()
@@ -60,8 +60,8 @@ def render(
     from paved.render import render as render_intent  # here, not at import: keeps `paved --help` fast
 
     intent = _load_intent(intent_file, namespace)
-    labels = {"kubernetes.io/metadata.name": intent["metadata"]["namespace"], **_parse_labels(namespace_labels)}
-    candidates = _load_compositions(composition_files, compositions_dir)
+    labels = {"kubernetes.io/metadata.name": intent["metadata"]["namespace"], **parse_labels(namespace_labels)}
+    candidates = load_compositions(composition_files, compositions_dir)
     try:
         composition = _pick(intent, candidates, labels, explicit=bool(composition_files))
         result = render_intent(composition, intent, outputs=None, generated=None, namespace_labels=labels)
@@ -108,11 +108,11 @@ def _with_defaults(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise click.ClickException(f"the {kind} is invalid:\n" + "\n".join(f"  {p}" for p in error.problems)) from None
 
 
-def _load_compositions(files: tuple[Path, ...], directory: Path | None) -> list[dict[str, Any]]:
+def load_compositions(files: tuple[Path, ...], directory: Path | None) -> list[dict[str, Any]]:
     if files:
         paths = list(files)
     else:
-        directory = directory or _REPO_COMPOSITIONS
+        directory = directory or REPO_COMPOSITIONS
         if not directory.is_dir():
             raise click.ClickException(
                 f"no compositions directory at {directory}; pass --compositions DIR or --composition FILE"
@@ -147,7 +147,7 @@ def _read_yaml(path: Path) -> list[Any]:
         raise click.ClickException(f"{path}: not valid YAML: {error}") from None
 
 
-def _parse_labels(values: tuple[str, ...]) -> dict[str, str]:
+def parse_labels(values: tuple[str, ...]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in (part for value in values for part in value.split(",") if part.strip()):
         key, sep, val = pair.partition("=")

@@ -21,7 +21,7 @@ import click
 import yaml
 
 from paved import API_VERSION, GROUP
-from paved.commands.render import _REPO_COMPOSITIONS, DEFAULT_NAMESPACE, OFFLINE_UID, _load_compositions, _parse_labels
+from paved.commands.render import DEFAULT_NAMESPACE, OFFLINE_UID, REPO_COMPOSITIONS, load_compositions, parse_labels
 
 if TYPE_CHECKING:  # the models and CEL are imported when the command runs, so `paved --help` stays fast
     from paved.policy import CompiledPolicy, Verdict
@@ -102,11 +102,11 @@ def validate(
     (--namespace-labels are added to every namespace). Folders are read recursively, except
     hidden ones and those matching --exclude.
     """
-    labels = _parse_labels(namespace_labels)
+    labels = parse_labels(namespace_labels)
     run = Run()
     findings: list[Finding] = []
-    compositions = _load_compositions((), compositions_dir)
-    policies_dir = policies_dir or (compositions_dir or _REPO_COMPOSITIONS) / "policies"
+    compositions = load_compositions((), compositions_dir)
+    policies_dir = policies_dir or (compositions_dir or REPO_COMPOSITIONS) / "policies"
     if not policies_dir.is_dir():
         raise click.BadParameter(f"{policies_dir} is not a folder", param_hint="--policies")
     policies, exceptions = _load_policies(policies_dir, findings, run)
