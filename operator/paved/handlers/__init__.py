@@ -4,24 +4,12 @@ It also imports the providers the handlers render through (the `kubernetes` prov
 cloud providers are imported by the handler modules of the kinds that use them), so the
 provider registry is complete before the first reconcile.
 
-`paved run` imports it once; Kopf's default registry then holds every handler. Modules of
-kinds that are not implemented yet (ExternalSecretRef, ProgressiveRollout, SecretStore,
-ClusterSecretStore, IntentPolicy) are imported when their module exists and skipped
-otherwise: their CRDs are installed, so `kubectl get` works, but nothing reconciles them.
+`paved run` imports it once; Kopf's default registry then holds every handler.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
-from paved.handlers import children, database, identity, platform
+from paved.handlers import children, database, identity, platform, policy, rollout, secrets
 
-OPTIONAL_MODULES = ("secrets", "rollout", "policy")
-
-for _name in OPTIONAL_MODULES:
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
-
-__all__ = ["children", "database", "identity", "platform"]
+__all__ = ["children", "database", "identity", "platform", "policy", "rollout", "secrets"]
