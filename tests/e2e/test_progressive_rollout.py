@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from e2e.apps import LoadGenerator, VersionedApp, WeightReader
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
+from fixtures.prometheus import PrometheusServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
@@ -60,7 +60,8 @@ class Shop:
 
     namespace: str
     kubectl: Kubectl
-    prometheus: str
+    prometheus: str  # the address, for specs
+    server: PrometheusServer
     stable: VersionedApp
     canary: VersionedApp
     kubeconfig: Path
@@ -127,15 +128,8 @@ class Shop:
 
     def wait_scraped(self, timeout: float = 30.0) -> None:
         """Prometheus has scraped both apps at least twice (rate() has two points)."""
-        query = 'count(count_over_time(http_requests_total{code="200"}[1m]) >= 2)'
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            answer = requests.get(f"{self.prometheus}/api/v1/query", params={"query": query}, timeout=5).json()
-            result = answer["data"]["result"]
-            if result and float(result[0]["value"][1]) >= 2:
-                return
-            time.sleep(0.25)
-        pytest.fail("Prometheus did not scrape both test apps")
+        self.server.wait_for('count(count_over_time(http_requests_total{code="200"}[1m]) >= 2)',
+                             lambda result: bool(result) and float(result[0]["value"][1]) >= 2, timeout=timeout)
 
     def events(self, reason: str | None = None) -> list[dict[str, Any]]:
         items = json.loads(self.kubectl("get", "events", "-n", self.namespace, "-o", "json").stdout)["items"]
@@ -167,10 +161,10 @@ def user_objects(namespace: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def shop(operator: OperatorProcess, kubectl: Kubectl, namespace: str, control_plane: Any,
-         prometheus: Callable[..., str]) -> Iterator[Shop]:
+         prometheus: Callable[..., PrometheusServer]) -> Iterator[Shop]:
     with VersionedApp("stable") as stable, VersionedApp("canary") as canary:
         server = prometheus([stable.address, canary.address], scrape_interval="1s")
-        world = Shop(namespace, kubectl, str(server), stable, canary, Path(control_plane.kubeconfig))
+        world = Shop(namespace, kubectl, str(server), server, stable, canary, Path(control_plane.kubeconfig))
         world.apply(*user_objects(namespace))
         yield world
         if operator.alive():  # the finalizer needs the operator: delete while it runs
@@ -244,7 +238,7 @@ def test_canary_with_errors_is_rolled_back_within_one_interval(shop: Shop) -> No
     # The breach: the first moment Prometheus answers the metric with enough samples and a
     # value meeting the failure condition. One interval later at most, traffic is back.
     wall = time.time() - time.monotonic()  # monotonic -> wall clock
-    breach = first_breach(shop.prometheus, load.first_canary_at + wall - 1, back.at + wall)
+    breach = first_breach(shop.server, load.first_canary_at + wall - 1, back.at + wall)
     assert breach is not None, "Prometheus never showed the breach"
     elapsed = back.at + wall - breach
     print(f"\nfirst canary request -> breach visible {breach - wall - load.first_canary_at:.1f}s -> 100% stable "
@@ -261,14 +255,12 @@ def test_canary_with_errors_is_rolled_back_within_one_interval(shop: Shop) -> No
              what="canary scaled down after the rollback")
 
 
-def first_breach(prometheus: str, start: float, end: float, step: float = 0.25) -> float | None:
+def first_breach(server: PrometheusServer, start: float, end: float, step: float = 0.25) -> float | None:
     """The first moment in [start, end] (wall clock) at which Prometheus would have answered the
     metric with at least minSamples samples and a value meeting the failure condition: the
     instant queries the operator makes, replayed over the window with query_range."""
     def series(query: str) -> dict[float, float]:
-        answer = requests.get(f"{prometheus}/api/v1/query_range", timeout=10, params={
-            "query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}).json()
-        result = answer["data"]["result"]
+        result = server.api("query_range", query=query, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step}")["result"]
         return {float(t): float(v) for t, v in result[0]["values"]} if result else {}
 
     values, samples = series(SUCCESS_RATE["query"]), series(SUCCESS_RATE["samplesQuery"])

@@ -6,17 +6,16 @@ HTTP goes to a small stdlib server on loopback that answers like Prometheus's
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
+from email.message import Message
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from e2e.apps.loopback import LoopbackServer
+from e2e.apps.loopback import answering
 from paved.providers import metrics as registry
 from paved.providers.base import ProviderError
 from paved.providers.metrics import QueryResult, measure
@@ -61,24 +60,12 @@ class FakePrometheus:
         self.script: list[tuple[int, Any]] = []
         self.queries: list[str] = []
         self.delay = 0.0
-        fake = self
+        self.loopback = answering(self.answer).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                fake.queries.append(parse_qs(urlsplit(self.path).query)["query"][0])
-                time.sleep(fake.delay)
-                status, body = fake.script.pop(0) if len(fake.script) > 1 else fake.script[0]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self.loopback = LoopbackServer(Handler).start()
+    def answer(self, path: str, headers: Message, sent: bytes) -> tuple[int, Any]:
+        self.queries.append(parse_qs(urlsplit(path).query)["query"][0])
+        time.sleep(self.delay)
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     @property
     def url(self) -> str:
@@ -119,6 +106,13 @@ def test_timeouts_and_unreachable_servers_are_errors_not_data(fake_prometheus: F
     assert slow.error and "did not answer within 0.1s" in slow.error
     gone = PrometheusProvider("http://127.0.0.1:9", attempts=1).query("up")
     assert gone.error and "cannot reach Prometheus" in gone.error
+
+
+def test_credentials_in_the_address_never_reach_a_message() -> None:
+    provider = PrometheusProvider("http://paved:s3cret@127.0.0.1:9", attempts=1)
+    result = provider.query("up")
+    assert result.error == "cannot reach Prometheus at http://127.0.0.1:9: connection refused"
+    assert "s3cret" not in repr(provider)
 
 
 def test_measure_reports_value_samples_and_errors() -> None:

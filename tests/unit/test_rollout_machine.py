@@ -59,7 +59,7 @@ def webhooks(*types: str) -> list[dict]:
 def test_first_sight_makes_the_target_template_the_stable_workload():
     spec = example_spec()
     first = decide(spec, {}, Observation(TargetState("v1", 4)), at(0))
-    assert first.actions[:2] == (PromoteStableTemplate("v1"), ScaleStable(4))
+    assert first.actions[:1] == (PromoteStableTemplate("v1", 4),)
     assert first.status["phase"] == "Initializing"
     ready = Observation(TargetState("v1", 4), stable=WorkloadState("v1", 4, 4), observed_at=at(5))
     second = decide(spec, first.status, ready, at(5))

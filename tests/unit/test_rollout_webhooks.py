@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
+from email.message import Message
 from typing import Any
 
 import pytest
 
-from e2e.apps.loopback import LoopbackServer
+from e2e.apps.loopback import answering
 from paved.providers.webhooks import KEY_HEADER, RolloutRef, WebhookCaller
 from paved.rollout import RunWebhook, WebhookResult
 
@@ -20,21 +20,12 @@ class Receiver:
         self.status = 200
         self.delay = 0.0
         self.calls: list[tuple[str | None, dict[str, Any]]] = []
-        receiver = self
+        self.loopback = answering(self.answer).start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                receiver.calls.append((self.headers.get(KEY_HEADER), json.loads(self.rfile.read(length))))
-                time.sleep(receiver.delay)
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self.loopback = LoopbackServer(Handler).start()
+    def answer(self, path: str, headers: Message, sent: bytes) -> tuple[int, None]:
+        self.calls.append((headers.get(KEY_HEADER), json.loads(sent)))
+        time.sleep(self.delay)
+        return self.status, None
 
     @property
     def url(self) -> str:

@@ -12,7 +12,7 @@ from paved.providers.base import Owner
 from paved.providers.routing import ROLLOUT_LABEL, ROUTE_FIELD_MANAGER, RolloutContext, RouterError, router_for
 from paved.providers.routing.gatewayapi import GatewayAPIRouter
 from paved.providers.routing.replicaratio import (
-    WEIGHTS_ANNOTATION, ReplicaRatioRouter, effective_weights, parse_weights, selector_problem,
+    WEIGHTS_ANNOTATION, ReplicaRatioRouter, parse_weights, selector_problem,
 )
 from paved.providers.routing.workloads import Workloads
 from paved.rollout.observation import Weights
@@ -51,11 +51,9 @@ def test_the_users_service_must_select_only_paved_pods() -> None:
     assert selector_problem(CONTEXT, service({"app": "checkout", ROLLOUT_LABEL: "checkout"})) is None
 
 
-def test_parse_and_effective_weights() -> None:
+def test_parse_weights() -> None:
     assert parse_weights("95/5") == Weights(95, 5)
     assert parse_weights(None) is None and parse_weights("x") is None
-    assert effective_weights(3, 1) == Weights(75, 25)
-    assert effective_weights(0, 0) == Weights(100, 0)
 
 
 def test_router_records_and_reads_back_the_nominal_split() -> None:

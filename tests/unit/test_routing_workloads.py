@@ -43,7 +43,7 @@ def test_revision_is_a_stable_hash_of_the_template_ignoring_pod_template_hash() 
 
 
 def test_target_state() -> None:
-    assert target_state(target()) == TargetState(template_revision(template()), 4, 3)
+    assert target_state(target()) == TargetState(template_revision(template()), 4)
     assert target_state(target(replicas=None)).replicas == 1  # the Deployment default
 
 
@@ -132,7 +132,7 @@ def test_scaling_keeps_the_template_and_needs_an_existing_copy() -> None:
     assert kube.applied == []
     with pytest.raises(WorkloadError, match="does not exist yet"):
         workloads.scale("stable", 3)
-    workloads.promote_stable(revision)
+    workloads.promote_stable(revision, 0)
     assert kube.applied[-1]["spec"]["replicas"] == 0  # created at 0, scaled next
     workloads.scale("stable", 3)
     assert kube.applied[-1]["spec"]["replicas"] == 3

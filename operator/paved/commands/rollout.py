@@ -45,14 +45,17 @@ def _path(namespace: str, name: str) -> str:
 
 
 def _get(namespace: str, name: str) -> dict[str, Any]:
-    from paved.kube.client import ApiError, request
+    from paved import API_VERSION
+    from paved.kube.apply import get
+    from paved.kube.client import ApiError
 
     try:
-        return request("GET", _path(namespace, name), operation="get")
+        body = get(API_VERSION, KIND, name, namespace)
     except ApiError as error:
-        if error.not_found:
-            raise click.ClickException(f"ProgressiveRollout {namespace}/{name} not found") from None
         raise click.ClickException(str(error)) from None
+    if body is None:
+        raise click.ClickException(f"ProgressiveRollout {namespace}/{name} not found")
+    return body
 
 
 def _send(command: str, name: str, namespace: str | None) -> None:

@@ -54,9 +54,10 @@ import kopf
 from paved import API_VERSION, GROUP, VERSION
 from paved import metrics as paved_metrics
 from paved.api.common import PROGRESSING, READY
+from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, request, resource_info
+from paved.kube.client import ApiError
 from paved.providers import metrics as metric_providers
 from paved.providers.base import Owner, ProviderError
 from paved.providers.routing import (
@@ -67,8 +68,8 @@ from paved.providers.routing.workloads import DeploymentCache, Workloads, target
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.rollout import (
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
-    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, WebhookResult, Weights,
-    decide, validate_spec,
+    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
+    Weights, decide, validate_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,8 @@ def _drop_list_nulls(value: Any, in_list: bool = False) -> Any:
     return value
 
 
-_WORKLOAD_STAGES = {None, "Bootstrap", "StartCanary", "StepEnter", "Promote", "Withdraw"}
+_WORKLOAD_STAGES = {None, *(stage.value for stage in (
+    Stage.BOOTSTRAP, Stage.START_CANARY, Stage.STEP_ENTER, Stage.PROMOTE, Stage.WITHDRAW))}
 
 
 def _only_measures(decision: Decision) -> bool:
@@ -261,12 +263,7 @@ class RolloutRunner:
     # -- I/O seams (unit tests replace these) ------------------------------------------------
 
     def read(self) -> dict[str, Any] | None:
-        try:
-            return request("GET", resource_info(API_VERSION, KIND).path(self.name, self.namespace), operation="get")
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
+        return kube_apply.get(API_VERSION, KIND, self.name, self.namespace)
 
     def write_status(self, patch: Mapping[str, Any]) -> None:
         live = kube_status.patch_status(API_VERSION, KIND, self.namespace, self.name, patch)
@@ -280,6 +277,9 @@ class RolloutRunner:
     def emit(self, owner: Owner, event: Event) -> None:
         """Post an Event without waiting for it: best effort, off the step's critical path."""
         _read_pool.submit(self.post, owner, event)
+
+    def owner(self, metadata: Mapping[str, Any]) -> Owner:
+        return Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
 
     def router(self, spec: Mapping[str, Any], context: RolloutContext) -> Router:
         return router_for(spec, context, Workloads(context, deployments=_deployments))
@@ -305,7 +305,7 @@ class RolloutRunner:
         metadata, spec = body["metadata"], body.get("spec") or {}
         status: dict[str, Any] = dict(body.get("status") or {})
         generation = metadata.get("generation")
-        owner = Owner(API_VERSION, KIND, self.name, self.namespace, metadata["uid"], generation)
+        owner = self.owner(metadata)
         errors = validate_spec(spec)
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
@@ -382,10 +382,7 @@ class RolloutRunner:
         measurements: dict[str, MetricMeasurement] = {}
         results: dict[str, WebhookResult] = {}
         asked = False
-        actions: list[Any] = list(decision.actions)
-        for index, action in enumerate(actions):
-            if action is None:
-                continue
+        for action in decision.actions:
             if isinstance(action, Event):
                 self.emit(owner, action)
             elif isinstance(action, SetWeights):
@@ -397,13 +394,7 @@ class RolloutRunner:
             elif isinstance(action, ScaleStable):
                 workloads.scale(STABLE, action.replicas)
             elif isinstance(action, PromoteStableTemplate):
-                scale = next((a for a in actions[index + 1:] if isinstance(a, ScaleStable)), None)
-                if scale is not None and all(isinstance(a, Event) for a in actions[index + 1:actions.index(scale)]):
-                    # "take this template" then "scale to n": one write of the stable copy, not two
-                    workloads.promote_stable(action.revision, scale.replicas)
-                    actions[actions.index(scale)] = None
-                else:
-                    workloads.promote_stable(action.revision)
+                workloads.promote_stable(action.revision, action.replicas)
             elif isinstance(action, Measure):
                 asked = True
                 provider = metric_providers.for_analysis(spec.get("analysis") or {})
@@ -424,18 +415,14 @@ class RolloutRunner:
         if patch:
             self.write_status(patch)
         if new_status["message"] != self.last_refusal and new_status["message"] != status.get("message"):
-            owner = Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
-            self.post(owner, Event(reason, new_status["message"], warning=True))
+            self.post(self.owner(metadata), Event(reason, new_status["message"], warning=True))
         self.last_refusal = new_status["message"]
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         """Hand traffic back before the garbage collector removes the Paved Services."""
         with self.lock:
-            metadata = body.get("metadata") or {}
-            owner = Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
-            spec = body.get("spec") or {}
-            router = self.router(spec, RolloutContext.from_body(body, owner))
-            router.finalize()
+            owner = self.owner(body.get("metadata") or {})
+            self.router(body.get("spec") or {}, RolloutContext.from_body(body, owner)).finalize()
             self.finalized = True
 
     @property

@@ -34,10 +34,11 @@ class ScaleCanary:
 
 @dataclass(frozen=True)
 class PromoteStableTemplate:
-    """Copy the target's pod template at `revision` into the stable workload (it rolls while
-    it serves no traffic)."""
+    """Copy the target's pod template at `revision` into the stable workload, scaled to
+    `replicas` (it rolls while it serves no traffic)."""
 
     revision: str
+    replicas: int
 
 
 @dataclass(frozen=True)

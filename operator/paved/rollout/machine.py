@@ -131,8 +131,14 @@ def _refuse(status: Mapping[str, Any] | None, errors: list[FieldError]) -> Decis
 
 @dataclass
 class _Gate:
-    passed: bool
+    """The calls of one webhook gate: `settled` once each has answered (or was dropped)."""
+
+    settled: bool
     failed: list[WebhookCall]
+
+    @property
+    def passed(self) -> bool:
+        return self.settled and not self.failed
 
 
 @dataclass
@@ -353,8 +359,9 @@ class _Tick:
             return
         progress, stable, canary = self.progress, self.stable, self.canary
         if progress.stable_template and stable.revision != progress.stable_template:
-            self._promote_stable_template(progress.stable_template)
-        if progress.stable_replicas is not None and stable.desired != progress.stable_replicas:
+            replicas = progress.stable_replicas if progress.stable_replicas is not None else stable.desired
+            self._promote_stable_template(progress.stable_template, replicas)
+        elif progress.stable_replicas is not None and stable.desired != progress.stable_replicas:
             self._scale_stable(progress.stable_replicas, force=True)
         if progress.canary_replicas == 0 and canary.desired != 0:
             self._scale_canary_to_zero(force=True)
@@ -386,8 +393,7 @@ class _Tick:
     # -- stages: bootstrap ---------------------------------------------------------------
 
     def _enter_bootstrap(self) -> None:
-        self._promote_stable_template(self.stable_revision)
-        self._scale_stable(self.full, force=True)
+        self._promote_stable_template(self.stable_revision, self.full)
 
     def _run_bootstrap(self) -> None:
         revision = self.stable_revision
@@ -571,8 +577,7 @@ class _Tick:
         revision = self.rollout_revision
         self.progress.pending_measure = None
         self.emit(Event("Promoting", f"promoting revision {revision}: the stable workload takes its template"))
-        self._promote_stable_template(revision)
-        self._scale_stable(self.full, force=True)
+        self._promote_stable_template(revision, self.full)
 
     def _run_promote(self) -> None:
         revision = self.rollout_revision
@@ -592,8 +597,7 @@ class _Tick:
         self.open_gate(WebhookType.POST_ROLLOUT, "post")
 
     def _run_post_rollout(self) -> None:
-        gate = self.gate(WebhookType.POST_ROLLOUT)
-        if gate.passed or (gate.failed and self._gate_settled()):
+        if self.gate(WebhookType.POST_ROLLOUT).settled:  # a failed notification changes nothing
             self.goto(Stage.IDLE)
 
     # -- stages: rollback ----------------------------------------------------------------
@@ -642,8 +646,7 @@ class _Tick:
         self.open_gate(WebhookType.ROLLBACK, "rollback")
 
     def _run_rollback_notify(self) -> None:
-        gate = self.gate(WebhookType.ROLLBACK)
-        if gate.passed or (gate.failed and self._gate_settled()):
+        if self.gate(WebhookType.ROLLBACK).settled:
             self.goto(Stage.IDLE)
 
     def _rollback_sentence(self, verb: str) -> str:
@@ -679,10 +682,11 @@ class _Tick:
             self.progress.workloads_set_at = self.now
             self.emit(ScaleCanary(0))
 
-    def _promote_stable_template(self, revision: str) -> None:
+    def _promote_stable_template(self, revision: str, replicas: int) -> None:
         self.progress.stable_template = revision
+        self.progress.stable_replicas = replicas
         self.progress.workloads_set_at = self.now
-        self.emit(PromoteStableTemplate(revision))
+        self.emit(PromoteStableTemplate(revision, replicas))
 
     def _waiting_for(self, name: str, replicas: int, revision: str, prefix: str, suffix: str) -> bool:
         """True while the stable or canary workload is not ready at `replicas` on `revision`;
@@ -726,7 +730,7 @@ class _Tick:
                 failed.append(call)
             elif call.state is CallState.REQUESTED:
                 waiting = True
-        return _Gate(passed=not waiting and not failed, failed=failed)
+        return _Gate(settled=not waiting, failed=failed)
 
     def _settle_call(self, call: WebhookCall, kind: WebhookType) -> None:
         result = self.obs.webhook_results.get(call.key)
@@ -747,9 +751,6 @@ class _Tick:
             self.emit(self._webhook_action(call.key, kind, call.name))
             resend_at = self.now + hooks[0].timeout + WEBHOOK_GRACE
         self.wake_at(resend_at)
-
-    def _gate_settled(self) -> bool:
-        return all(call.state is not CallState.REQUESTED for call in self.progress.webhooks)
 
     # -- analysis ------------------------------------------------------------------------
 
@@ -784,15 +785,13 @@ class _Tick:
         self.progress.last_reason[name] = verdict.reason
         del self.state.history[:-HISTORY_LIMIT]
         samples = f"; {measurement.samples} samples" if measurement.samples is not None else ""
+        if self.stage is Stage.STEP_RUN and name not in self.progress.step_measured:
+            self.progress.step_measured.append(name)
         if verdict.kind is VerdictKind.HOLD:
             checks.holds += 1
-            if self.stage is Stage.STEP_RUN and name not in self.progress.step_measured:
-                self.progress.step_measured.append(name)
             self._on_hold(name, verdict.reason, checks.holds, metric.max_holds)
             return None
         checks.holds = 0
-        if self.stage is Stage.STEP_RUN and name not in self.progress.step_measured:
-            self.progress.step_measured.append(name)
         if verdict.kind is VerdictKind.PASS:
             checks.successes += 1
             step = self.current_step()

@@ -17,11 +17,10 @@ from typing import Mapping
 @dataclass(frozen=True)
 class TargetState:
     """The user's Deployment: `revision` is its pod-template hash, `replicas` its spec.replicas
-    (the "full scale" for stable and, at 100%, canary). `generation` is informational."""
+    (the "full scale" for stable and, at 100%, canary)."""
 
     revision: str
     replicas: int
-    generation: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Used by the unit tests to prove timing properties ("a canary with 30% errors is rolled back
 within one analysis interval of the breach") and by benchmarks to compare settings without
-a cluster. It plays the handler's part exactly as the contract says: execute the actions in
-write status, execute the actions in order, answer Measure and RunWebhook at once and call
+a cluster. It plays the handler's part exactly as the contract says: write status, execute
+the actions in order, answer Measure and RunWebhook at once and call
 `decide` again at the same moment, otherwise sleep for RequeueAfter (capped by `max_sleep`,
 standing in for watch events).
 
@@ -219,7 +219,7 @@ class _World:
         elif isinstance(action, ScaleStable):
             self.stable.set(t, action.replicas)
         elif isinstance(action, PromoteStableTemplate):
-            self.stable.set(t, self.stable.desired, action.revision)
+            self.stable.set(t, action.replicas, action.revision)
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)

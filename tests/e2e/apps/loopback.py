@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+Responder = Callable[[str, Message, bytes], tuple[int, Any]]
+"""(path, headers, request body) -> (status, a JSON-able answer or None for an empty body)."""
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -42,3 +48,27 @@ class LoopbackServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def answering(respond: Responder, name: str = "loopback") -> LoopbackServer:
+    """A LoopbackServer (not started) that answers every GET and POST with `respond`: a fake
+    endpoint for tests that record what they were sent and script what they answer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, answer = respond(self.path, self.headers, sent)
+            data = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer  # noqa: N815 - http.server's naming
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    return LoopbackServer(Handler, name)

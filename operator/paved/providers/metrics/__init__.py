@@ -42,10 +42,6 @@ class QueryResult:
     error: str | None = None
     rejected: bool = False  # the server refused the query itself (syntax, unknown function)
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
 
 @runtime_checkable
 class MetricsProvider(Protocol):

@@ -17,10 +17,10 @@ pooled `requests.Session`). Answers, as `QueryResult`:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import tenacity
@@ -29,8 +29,6 @@ from requests.adapters import HTTPAdapter
 from paved.metrics import count_call
 from paved.providers import metrics as registry
 from paved.providers.metrics import QueryResult
-
-log = logging.getLogger(__name__)
 
 NAME = "prometheus"
 CONNECT_TIMEOUT = 2.0
@@ -50,6 +48,7 @@ class PrometheusProvider:
     def __init__(self, address: str, *, timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
                  attempts: int = ATTEMPTS) -> None:
         self.address = address.rstrip("/")
+        self.shown = without_credentials(self.address)  # for messages: they reach status and Events
         self.timeout = timeout
         self.attempts = attempts
         self.session = requests.Session()
@@ -58,7 +57,7 @@ class PrometheusProvider:
         self.session.mount("https://", adapter)
 
     def __repr__(self) -> str:
-        return f"PrometheusProvider({self.address!r})"
+        return f"PrometheusProvider({self.shown!r})"
 
     def query(self, promql: str) -> QueryResult:
         retrying = tenacity.Retrying(
@@ -78,13 +77,21 @@ class PrometheusProvider:
         try:
             response = self.session.get(url, params={"query": promql}, timeout=self.timeout)
         except requests.Timeout:
-            raise _Transient(f"Prometheus at {self.address} did not answer within {self.timeout[1]:g}s") from None
+            raise _Transient(f"Prometheus at {self.shown} did not answer within {self.timeout[1]:g}s") from None
         except requests.ConnectionError as exc:
-            raise _Transient(f"cannot reach Prometheus at {self.address}: {_reason(exc)}") from None
+            raise _Transient(f"cannot reach Prometheus at {self.shown}: {_reason(exc)}") from None
         if response.status_code >= 500:
-            raise _Transient(f"Prometheus at {self.address} answered HTTP {response.status_code}: "
+            raise _Transient(f"Prometheus at {self.shown} answered HTTP {response.status_code}: "
                              f"{_error_text(response)}")
         return parse_answer(response.status_code, _json(response))
+
+
+def without_credentials(address: str) -> str:
+    """`address` without a `user:password@` part (requests sends it as basic auth)."""
+    parts = urlsplit(address)
+    if "@" not in parts.netloc:
+        return address
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def parse_answer(status_code: int, body: Mapping[str, Any] | None) -> QueryResult:

@@ -32,20 +32,19 @@ The route itself is never labelled, annotated or owned by the rollout: it is the
 from __future__ import annotations
 
 import copy
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import tenacity
 
+from paved.kube import apply as kube
+from paved.kube.client import ApiError, request, resource_info
 from paved.providers import routing
 from paved.providers.routing import (
     CANARY, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError,
 )
 from paved.providers.routing.workloads import Workloads
 from paved.rollout.observation import Weights
-
-log = logging.getLogger(__name__)
 
 NAME = "gatewayAPI"
 GROUP = "gateway.networking.k8s.io"
@@ -198,26 +197,19 @@ class RoutePort(Protocol):
 
 
 class KubeRoutes:
-    """RoutePort over paved.kube.client: a plain SSA PATCH as `paved-rollout`.
+    """RoutePort over paved.kube: a plain SSA PATCH as `paved-rollout` (through
+    paved.kube.client.request, so it is counted and retried like every other call).
 
-    Not paved.kube.apply.apply(): that helper labels its objects as Paved's and gives them an
+    Not paved.kube.apply.apply(): that helper labels its objects as Paved's, gives them an
     ownerReference to the intent (the garbage collector would delete the user's route with
-    the rollout). Here the body is the user's route's own fields, nothing added.
+    the rollout) and drops metadata.resourceVersion (the precondition this write relies on).
+    Here the body is the user's route's own fields, nothing added.
     """
 
     def get_route(self, namespace: str, name: str) -> Json | None:
-        from paved.kube.client import ApiError, request, resource_info
-
-        try:
-            return request("GET", resource_info(API_VERSION, KIND).path(name, namespace), operation="get")
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
+        return kube.get(API_VERSION, KIND, name, namespace)
 
     def apply_route(self, body: Mapping[str, Any]) -> Json:
-        from paved.kube.client import ApiError, request, resource_info
-
         metadata = body["metadata"]
         try:
             return request("PATCH", resource_info(API_VERSION, KIND).path(metadata["name"], metadata["namespace"]),
@@ -278,30 +270,28 @@ class GatewayAPIRouter:
             return
         self._write(lambda live: handed_back(live, self.context))
 
-    def _write(self, rules_of: Any) -> Json:
+    def _write(self, rules_of: Callable[[Json], list[Json]]) -> Json:
         """Read, replace, apply with the resourceVersion read; on 409 start over. Returns the
         route as stored (the API server's answer to the write, or the read when nothing had
         to change): that is the read-back the caller verifies."""
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(RouteConflict),
+                                     wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
+                                     stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS), reraise=True)
         try:
-            return self._write_once(rules_of)
+            return retrying(self._write_once, rules_of)
         except RouteConflict as exc:
             raise RouterError(f"HTTPRoute {self.route_name} kept changing while Paved wrote its weights "
                               f"({WRITE_ATTEMPTS} attempts): {exc}") from None
 
-    def _write_once(self, rules_of: Any) -> Json:
-        for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(RouteConflict),
-                                         wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
-                                         stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS), reraise=True):
-            with attempt:
-                route = self.routes.get_route(self.route_namespace, self.route_name)
-                if route is None:
-                    raise RouterError(f"HTTPRoute {self.route_name} not found", retryable=False,
-                                      field="spec.trafficRouting.gatewayAPI.httpRoute")
-                rules = rules_of(route)
-                if rules == (route.get("spec") or {}).get("rules"):
-                    return route  # already so: no write, no new resourceVersion
-                return self.routes.apply_route(apply_body(route, rules))
-        raise AssertionError("unreachable: tenacity returns or raises")
+    def _write_once(self, rules_of: Callable[[Json], list[Json]]) -> Json:
+        route = self.routes.get_route(self.route_namespace, self.route_name)
+        if route is None:
+            raise RouterError(f"HTTPRoute {self.route_name} not found", retryable=False,
+                              field="spec.trafficRouting.gatewayAPI.httpRoute")
+        rules = rules_of(route)
+        if rules == (route.get("spec") or {}).get("rules"):
+            return route  # already so: no write, no new resourceVersion
+        return self.routes.apply_route(apply_body(route, rules))
 
 
 def install() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from paved.providers import routing
 from paved.providers.routing import ROLLOUT_LABEL, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError
-from paved.providers.routing.workloads import Workloads, workload_state
+from paved.providers.routing.workloads import Workloads
 from paved.rollout.observation import Weights
 
 NAME = "replicaRatio"
@@ -49,13 +49,6 @@ def selector_problem(context: RolloutContext, service: Mapping[str, Any] | None)
     return None
 
 
-def effective_weights(stable_ready: int, canary_ready: int) -> Weights:
-    """The split the pods really give: the canary's share of the ready pods."""
-    total = stable_ready + canary_ready
-    canary = round(100 * canary_ready / total) if total else 0
-    return Weights(100 - canary, canary)
-
-
 class ReplicaRatioRouter:
     name = NAME
 
@@ -74,11 +67,6 @@ class ReplicaRatioRouter:
         annotations = ((stable or {}).get("metadata") or {}).get("annotations") or {}
         return parse_weights(annotations.get(WEIGHTS_ANNOTATION))
 
-    def effective(self) -> Weights:
-        stable = workload_state(self.workloads.copy(STABLE))
-        canary = workload_state(self.workloads.copy(routing.CANARY))
-        return effective_weights(stable.ready if stable else 0, canary.ready if canary else 0)
-
     def set_weights(self, weights: Weights) -> None:
         stable = self.workloads.copy(STABLE)
         if stable is None:
@@ -86,14 +74,11 @@ class ReplicaRatioRouter:
         body = {"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": self.context.deployment_name(STABLE), "namespace": self.context.namespace,
                              "annotations": {WEIGHTS_ANNOTATION: f"{weights.stable}/{weights.canary}"}}}
-        live = self.workloads.kube.apply(body, self.context.owner, field_manager=ROUTE_FIELD_MANAGER)
-        if self.workloads.deployments is not None:
-            self.workloads.deployments.offer(live)
+        live = self.workloads.apply_copy(STABLE, body, field_manager=ROUTE_FIELD_MANAGER)
         seen = parse_weights(((live.get("metadata") or {}).get("annotations") or {}).get(WEIGHTS_ANNOTATION))
         if seen != weights:
             raise RouterError(f"Deployment {self.context.deployment_name(STABLE)} reads back weights {seen} "
                               f"after setting {weights.stable}/{weights.canary}")
-        self.workloads.refresh()
 
     def finalize(self) -> None:
         return  # nothing outside the rollout's own (garbage-collected) objects

@@ -32,6 +32,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from paved.kube import apply as kube
+from paved.kube.client import request, resource_info
 from paved.providers.routing import (
     CANARY, REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext, RouterError,
 )
@@ -64,8 +66,7 @@ def target_state(target: Mapping[str, Any]) -> TargetState:
     spec = target.get("spec") or {}
     replicas = spec.get("replicas")
     return TargetState(revision=template_revision(spec.get("template") or {}),
-                       replicas=1 if replicas is None else int(replicas),
-                       generation=(target.get("metadata") or {}).get("generation"))
+                       replicas=1 if replicas is None else int(replicas))
 
 
 def role_labels(context: RolloutContext, role: str) -> dict[str, str]:
@@ -182,18 +183,12 @@ class PavedKube:
     """KubePort over paved.kube (the operator's ServiceAccount)."""
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Json | None:
-        from paved.kube import apply as kube
-
         return kube.get(api_version, kind, name, namespace)
 
     def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = "paved") -> Json:
-        from paved.kube import apply as kube
-
         return kube.apply(body, owner, field_manager=field_manager)
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]:
-        from paved.kube.client import request, resource_info
-
         path = resource_info(api_version, kind).path(namespace=namespace)
         answer = request("GET", path, operation="list", query={"labelSelector": selector or None})
         return list(answer.get("items") or [])
@@ -316,11 +311,8 @@ class Workloads:
     def ensure_canary(self, revision: str, replicas: int) -> None:
         self._apply(CANARY, revision, replicas)
 
-    def promote_stable(self, revision: str, replicas: int | None = None) -> None:
-        """The stable copy takes the template of `revision` (at `replicas`, default: as now)."""
-        if replicas is None:
-            live = self.copy(STABLE)
-            replicas = int((live or {}).get("spec", {}).get("replicas", 0)) if live else 0
+    def promote_stable(self, revision: str, replicas: int) -> None:
+        """The stable copy takes the template of `revision`, at `replicas`."""
         self._apply(STABLE, revision, replicas)
 
     def scale(self, role: str, replicas: int) -> None:
@@ -339,11 +331,16 @@ class Workloads:
             raise WorkloadError(f"Deployment {self.context.namespace}/{self.context.target} not found",
                                 field="spec.targetRef.name")
         template = self.template_for(revision)
-        body = copy_deployment(self.context, role, target, template, revision, replicas)
-        live = self.kube.apply(body, self.context.owner)
+        self.apply_copy(role, copy_deployment(self.context, role, target, template, revision, replicas))
+
+    def apply_copy(self, role: str, body: Mapping[str, Any], *, field_manager: str = "paved") -> Json:
+        """Apply `body` to the `role` copy (all of it, or a few fields under another field
+        manager); the answer replaces this tick's read and feeds the Deployment cache."""
+        live = self.kube.apply(body, self.context.owner, field_manager=field_manager)
         self._cache[role] = live
         if self.deployments is not None and live:
             self.deployments.offer(live)
+        return live
 
     def template_for(self, revision: str) -> Json:
         """The target's pod template at `revision`: the target's own, else a copy's, else one
