@@ -16,5 +16,5 @@ RUN pip install --no-index --find-links /wheels -c /tmp/constraints.txt paved \
     && groupadd --system --gid 10001 paved \
     && useradd --system --uid 10001 --gid paved --home-dir /nonexistent --shell /usr/sbin/nologin paved
 USER 10001:10001
-EXPOSE 8080 8081
+EXPOSE 8080 8081 9443
 ENTRYPOINT ["paved", "run"]

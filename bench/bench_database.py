@@ -36,26 +36,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (  # noqa: E402
+from harness import (
     BenchEnv,
     ReadyWatcher,
     create_objects,
     delta,
     latencies,
+    load_example,
     log,
     operator_counters,
     print_table,
     summarize,
 )
 
-from paved.api.common import parse_duration  # noqa: E402
+from paved.api.common import parse_duration
 
-ROOT = Path(__file__).resolve().parents[1]
-SEED = yaml.safe_load((ROOT / "examples/01-database/orders-db.yaml").read_text())
+SEED = load_example("01-database/orders-db.yaml")
 GROUP, VERSION = SEED["apiVersion"].split("/")
 PLURAL = "databaseintents"
 ALLOWED_NAMESPACE = "orders-app"  # the seed's allowFrom

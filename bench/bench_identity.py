@@ -35,25 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from harness import (  # noqa: E402
+from harness import (
     BenchEnv,
     ReadyWatcher,
     apiserver_writes,
     create_objects,
     delta,
     latencies,
+    load_example,
     log,
     operator_counters,
     print_table,
     summarize,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = yaml.safe_load((ROOT / "examples/02-agent-identity/pod-reader.yaml").read_text())
+TEMPLATE = load_example("02-agent-identity/pod-reader.yaml")
 GROUP, VERSION = TEMPLATE["apiVersion"].split("/")
 PLURAL = "agentidentities"
 OPERATOR_WRITTEN = {("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
@@ -118,7 +114,10 @@ def one_more(env: BenchEnv, namespace: str, probes: int, timeout: float) -> list
 
 
 def idle_writes(env: BenchEnv, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
-    """(API server mutating requests by verb/resource, operator's own non-read kube calls) in ``seconds``."""
+    """(API server mutating requests by verb/resource, operator's own non-read kube calls) in ``seconds``.
+
+    bench_identity_expiry.py measures its idle window with this too.
+    """
     time.sleep(5)  # let the last status patches of the probes land
     server_before = apiserver_writes(env.plane, operator_written)
     own_before = operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes")
@@ -140,7 +139,7 @@ def run(env: BenchEnv, sizes: list[int], idle: float, probes: int) -> int:
         row, namespace = run_size(env, size, timeout=max(120.0, size * 0.5))
         rows.append(row)
 
-    print(f"\nAgentIdentity apply->Ready (operator as deploy/'s ServiceAccount; latency per object from its create request to Ready=True)")
+    print("\nAgentIdentity apply->Ready (operator as deploy/'s ServiceAccount; latency per object from its create request to Ready=True)")
     print_table(
         ("N", "create s", "p50 s", "p95 s", "max s", "all Ready s", "not Ready", "peak RSS MB"),
         [(r.size, r.create_s, r.p50, r.p95, r.max, r.total, r.not_ready, r.peak_rss_mb) for r in rows],
@@ -169,23 +168,17 @@ def run(env: BenchEnv, sizes: list[int], idle: float, probes: int) -> int:
     return 1 if failed else 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N (default 1,100,1000)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of the at-rest window (0: skip)")
     parser.add_argument("--probes", type=int, default=5, help="single new identities at the largest size (0: skip)")
-
-
-def main(argv: list[str] | None = None, env: BenchEnv | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="sizes 1,100, 15 s idle, 3 probes")
     parser.add_argument("--state-dir", type=Path, help="use this (running or not) control plane instead of a fresh one")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.idle, args.probes = "1,100", min(args.idle, 15.0), min(args.probes, 3)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    if env is not None:
-        return run(env, sizes, args.idle, args.probes)
     with BenchEnv.start(state_dir=args.state_dir) as own:
         return run(own, sizes, args.idle, args.probes)
 

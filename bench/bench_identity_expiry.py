@@ -32,7 +32,6 @@ Everything happens in one namespace ``bench-expiry``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -42,30 +41,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench_identity import GROUP, PLURAL, TEMPLATE, VERSION, bodies, idle_writes
+from harness import BenchEnv, ReadyWatcher, condition_true, create_objects, latencies, log, print_table, summarize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paved.dev.openbao import OpenBaoServer, configure_kubernetes_auth, start_openbao
 
-from harness import (  # noqa: E402
-    BenchEnv,
-    ReadyWatcher,
-    apiserver_writes,
-    create_objects,
-    delta,
-    latencies,
-    log,
-    operator_counters,
-    print_table,
-    summarize,
-)
-from bench_identity import READ_OPERATIONS, operator_written  # noqa: E402
-
-from paved.dev.openbao import OpenBaoServer, configure_kubernetes_auth, start_openbao  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = yaml.safe_load((ROOT / "examples/02-agent-identity/pod-reader.yaml").read_text())
-GROUP, VERSION = TEMPLATE["apiVersion"].split("/")
-PLURAL = "agentidentities"
 NAMESPACE = "bench-expiry"
 ISSUER = "oidc.paved.bench/id/BENCH"
 MOUNT = "kubernetes"
@@ -74,12 +54,6 @@ MOUNT = "kubernetes"
 def identity(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": TEMPLATE["apiVersion"], "kind": "AgentIdentity",
             "metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"owner": "bench", "purpose": "bench", **spec}}
-
-
-def rbac_only(name: str) -> dict[str, Any]:
-    body = copy.deepcopy(TEMPLATE)
-    body["metadata"] = {"name": name, "namespace": NAMESPACE}
-    return body
 
 
 def expiring(name: str, vault: bool) -> dict[str, Any]:
@@ -97,12 +71,6 @@ def full(name: str) -> dict[str, Any]:
         "cloud": {"aws": {"actions": ["s3:GetObject"], "resources": [f"arn:aws:s3:::bench/{name}/*"]}},
         "tokenTTL": "10m",
     })
-
-
-def condition_true(type_: str) -> Any:
-    def check(obj: Any) -> bool:
-        return any(c.get("type") == type_ and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions") or [])
-    return check
 
 
 def iso(moment: datetime) -> str:
@@ -235,16 +203,6 @@ def probes(env: BenchEnv, count: int) -> list[float]:
     return result
 
 
-def idle_writes(env: BenchEnv, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
-    time.sleep(5)  # the probes' last status patches
-    server_before = apiserver_writes(env.plane, operator_written)
-    own_before = operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes")
-    time.sleep(seconds)
-    server = delta(apiserver_writes(env.plane, operator_written), server_before)
-    own = delta(operator_counters(env.operator, "paved_provider_api_calls_total", "operation", provider="kubernetes"), own_before)
-    return server, {k: v for k, v in own.items() if k not in READ_OPERATIONS}
-
-
 def expire(env: BenchEnv, names: list[str], vault_roles: dict[str, str], server: OpenBaoServer,
            lead: float, spread: float, timeout: float) -> dict[str, list[float]]:
     from kubernetes import client
@@ -311,7 +269,7 @@ def run(env: BenchEnv, server: OpenBaoServer, args: argparse.Namespace) -> int:
     configure_kubernetes_auth(server.client(), env.plane, mount=MOUNT)
     env.rss.reset()
     if args.existing:
-        create_and_wait(env, [rbac_only(f"existing-{i:04d}") for i in range(args.existing)], f"{args.existing} existing RBAC-only", max(180.0, args.existing * 0.6))
+        create_and_wait(env, bodies(NAMESPACE, "existing", args.existing), f"{args.existing} existing RBAC-only", max(180.0, args.existing * 0.6))
     expiring_names = [f"expiring-{i:04d}" for i in range(args.expiring)]
     vault_names = set(expiring_names[::args.vault_every]) if args.vault_every else set()
     if expiring_names:

@@ -8,7 +8,8 @@
             ready = watcher.wait(started, timeout=120)  # {name: monotonic time seen Ready}
         print(summarize(latencies(started, ready)))
 
-What is here (each used by bench_identity.py; bench_database.py can switch to it):
+What is here (used by bench_identity.py, bench_identity_expiry.py and bench_database.py):
+- :func:`load_example` — one object of examples/, the template a scenario copies.
 - :class:`BenchEnv` — a fresh control plane in a temporary state dir (or an existing one with
   ``state_dir``), optional moto, and `paved run` started by the shared launcher
   (paved.dev.operator: deploy/'s ServiceAccount, not admin), plus an admin ApiClient and an
@@ -16,7 +17,8 @@ What is here (each used by bench_identity.py; bench_database.py can switch to it
 - :func:`create_objects` — creates custom objects through the API with a small thread pool
   (the same API call `kubectl apply` makes for a new object), recording per-object start times.
 - :class:`ReadyWatcher` — ONE list+watch over a namespace, recording the first time each object
-  is seen with ``Ready=True``; ``wait`` blocks until a set of names is Ready (no polling).
+  is seen with ``Ready=True`` (or another :func:`condition_true`); ``wait`` blocks until a set
+  of names is Ready (no polling).
 - :func:`percentile`, :func:`summarize` — nearest-rank percentiles of latencies.
 - :class:`RssSampler` — the operator's resident memory (with its children) sampled in a thread;
   ``peak_mb`` over the run, ``reset()`` per phase.
@@ -34,27 +36,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from paved.dev.controlplane import ControlPlane  # noqa: E402
-from paved.dev.moto import MotoServer, start_moto  # noqa: E402
-from paved.dev.operator import OperatorProcess, parse_metric, start_operator  # noqa: E402
+from paved.dev.controlplane import ControlPlane
+from paved.dev.moto import MotoServer, start_moto
+from paved.dev.operator import OperatorProcess, parse_metric, start_operator
 
 __all__ = [
     "BenchEnv",
     "ReadyWatcher",
     "RssSampler",
     "apiserver_writes",
+    "condition_true",
     "create_objects",
+    "delta",
     "latencies",
+    "load_example",
     "log",
     "operator_counters",
     "percentile",
@@ -62,11 +66,18 @@ __all__ = [
     "summarize",
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
+
 MUTATING_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load_example(relative: str) -> dict[str, Any]:
+    """One object of the repo's examples/, e.g. ``load_example("02-agent-identity/pod-reader.yaml")``."""
+    return dict(yaml.safe_load((ROOT / "examples" / relative).read_text()))
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -240,9 +251,17 @@ def _plural(kind: str) -> str:
     return kind_info(kind).plural
 
 
-def is_ready(obj: Mapping[str, Any]) -> bool:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def condition_true(type_: str) -> Callable[[Mapping[str, Any]], bool]:
+    """A predicate: the object has condition ``type_`` with status True."""
+
+    def check(obj: Mapping[str, Any]) -> bool:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
+
+    return check
+
+
+is_ready = condition_true("Ready")
 
 
 class ReadyWatcher:
@@ -402,12 +421,3 @@ class BenchEnv:
         self.plane.kubectl("delete", "namespace", name, "--wait=true", f"--timeout={int(timeout)}s",
                            check=False, timeout=timeout + 30)
         return time.monotonic() - started
-
-
-@contextlib.contextmanager
-def bench_env(**kwargs: Any) -> Iterator[BenchEnv]:
-    env = BenchEnv.start(**kwargs)
-    try:
-        yield env
-    finally:
-        env.close()

@@ -60,7 +60,7 @@ def test_rds_instance_is_created_and_described_on_the_moto_server(aws_env, boto3
         assert b"<DBInstanceIdentifier>orders-db</DBInstanceIdentifier>" in resp.read()
 
 
-def test_secrets_manager_put_and_get_on_the_moto_server(aws_env, boto3_client, monkeypatch):
+def test_secrets_manager_put_and_get_on_the_moto_server(aws_env, boto3_client):
     assert aws_env.endpoint_url.startswith("http://127.0.0.1:")
     sm = boto3_client("secretsmanager")
     arn = sm.create_secret(Name="orders/db", SecretString='{"password":"v1"}')["ARN"]

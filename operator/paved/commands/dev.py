@@ -22,12 +22,22 @@ _STATE_DIR = click.option(
     help="Where this control plane keeps data, certificates, logs and ports "
     "[default: $PAVED_DEV_DIR or ~/.cache/paved/dev].",
 )
+_ASSETS = click.option(
+    "--assets",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with prebuilt binaries (like KUBEBUILDER_ASSETS); the missing ones are built.",
+)
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _control_plane(state_dir: Path | None, assets: Path | None = None) -> ControlPlane:
     from paved.dev.controlplane import ControlPlane
 
-    return ControlPlane(state_dir, assets, log=lambda message: click.echo(message, err=True))
+    return ControlPlane(state_dir, assets, log=_log)
 
 
 @click.group()
@@ -37,12 +47,7 @@ def dev() -> None:
 
 @dev.command()
 @_STATE_DIR
-@click.option(
-    "--assets",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder with prebuilt binaries (like KUBEBUILDER_ASSETS); the missing ones are built.",
-)
+@_ASSETS
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds to wait.")
 def up(state_dir: Path | None, assets: Path | None, timeout: float) -> None:
     """Start the control plane, or reuse it if it already runs."""
@@ -63,12 +68,7 @@ def up(state_dir: Path | None, assets: Path | None, timeout: float) -> None:
 
 
 @dev.command()
-@click.option(
-    "--assets",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder with prebuilt binaries (like KUBEBUILDER_ASSETS); the missing ones are built.",
-)
+@_ASSETS
 def build(assets: Path | None) -> None:
     """Build (or find) the control-plane binaries and fetch the Gateway API CRDs; print paths.
 
@@ -76,11 +76,8 @@ def build(assets: Path | None) -> None:
     """
     from paved.dev.binaries import BinaryError, ensure_binaries, gateway_api_crd_dir, go_module_dir
 
-    def log(message: str) -> None:
-        click.echo(message, err=True)
-
     try:
-        binaries = ensure_binaries(assets, log=log)
+        binaries = ensure_binaries(assets, log=_log)
         crds = gateway_api_crd_dir()
         go_module_dir("kwok", "sigs.k8s.io/kwok")  # its RBAC role is read at `up`
     except BinaryError as error:

@@ -49,13 +49,7 @@ from paved.dev.manifests import (
     split_for_apply,
     to_list,
 )
-from paved.dev.pki import (
-    KWOK_USER,
-    CertificateAuthority,
-    DevPKI,
-    ensure_pki,
-    write_kubeconfig,
-)
+from paved.dev.pki import KWOK_USER, DevPKI, ensure_pki, write_kubeconfig
 
 if TYPE_CHECKING:
     import requests
@@ -119,7 +113,6 @@ class UpResult:
 
     reused: bool
     server: str
-    kubeconfig: Path
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -182,11 +175,6 @@ class ControlPlane:
         return self._pki.ca_cert
 
     @property
-    def ca(self) -> CertificateAuthority:
-        """The cluster CA, e.g. to sign a webhook's serving certificate with issue_serving_cert."""
-        return self._pki.ca()
-
-    @property
     def etcd_data_dir(self) -> Path:
         """etcd's data (64 MB of preallocated WAL even when empty)."""
         return self.state_dir / "etcd"
@@ -195,14 +183,18 @@ class ControlPlane:
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
-    @property
-    def ports(self) -> Ports:
+    def _read_state(self, name: str) -> Any:
+        """A JSON file the first `up` wrote into the state dir."""
         try:
-            return Ports(**json.loads((self.state_dir / "ports.json").read_text()))
+            return json.loads((self.state_dir / name).read_text())
         except FileNotFoundError:
             raise ControlPlaneError(
                 f"no control plane in {self.state_dir}; run `paved dev up` first"
             ) from None
+
+    @property
+    def ports(self) -> Ports:
+        return Ports(**self._read_state("ports.json"))
 
     @property
     def server(self) -> str:
@@ -212,13 +204,7 @@ class ControlPlane:
     @property
     def binaries(self) -> dict[str, Path]:
         """The binaries the last start used (kubectl included)."""
-        try:
-            raw = json.loads((self.state_dir / "binaries.json").read_text())
-        except FileNotFoundError:
-            raise ControlPlaneError(
-                f"no control plane in {self.state_dir}; run `paved dev up` first"
-            ) from None
-        return {name: Path(path) for name, path in raw.items()}
+        return {name: Path(path) for name, path in self._read_state("binaries.json").items()}
 
     @property
     def kubectl_path(self) -> Path:
@@ -247,7 +233,7 @@ class ControlPlane:
         with self._state_lock():
             started = time.monotonic()
             if self.is_running():
-                result = UpResult(True, self.server, self.kubeconfig)
+                result = UpResult(True, self.server)
                 result.timings["check"] = time.monotonic() - started
             else:
                 self._stop_recorded()
@@ -292,11 +278,6 @@ class ControlPlane:
         except (ControlPlaneError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until the API server answers /readyz with 200."""
-        deadline = _Deadline(timeout)
-        self._wait("kube-apiserver /readyz", self._api_ready, deadline, ["kube-apiserver"])
-
     @contextlib.contextmanager
     def _state_lock(self) -> Iterator[None]:
         """Serialise up/down on one state dir across processes."""
@@ -316,7 +297,7 @@ class ControlPlane:
 
     def _start(self, timeout: float) -> UpResult:
         """Start every component in order, each waited for before the next one needs it."""
-        result = UpResult(False, "", self.kubeconfig)
+        result = UpResult(False, "")
         binaries: dict[str, Path] = {}
 
         def resolve() -> None:

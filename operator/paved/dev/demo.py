@@ -33,7 +33,13 @@ from paved.dev.controlplane import ControlPlane
 from paved.dev.demo_vault import point_stores_at, start_demo_openbao, stop_demo_openbao
 from paved.dev.manifests import load_manifests
 from paved.dev.moto import MotoError, MotoServer, moto_installed, start_moto
-from paved.dev.operator import OperatorProcess, install_operator_prerequisites, start_operator
+from paved.dev.operator import (
+    OPERATOR_ACCOUNT,
+    OPERATOR_NAMESPACE,
+    OperatorProcess,
+    install_operator_prerequisites,
+    start_operator,
+)
 
 __all__ = [
     "DEFAULT_EXAMPLE_NAMESPACE",
@@ -159,16 +165,16 @@ def wait_settled(plane: ControlPlane, timeout: float, quiet_period: float = 10.0
     """Wait until every row is Ready=True, or every row has a Ready condition for its current
     generation and nothing changed for ``quiet_period`` seconds, or ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: list[StatusRow] | None = None
+    last: list[tuple[str, ...]] | None = None
     unchanged_since = time.monotonic()
     while True:
         rows = status_rows(plane)
         if rows and all(r.ready == "True" for r in rows):
             return rows
-        key = [(r.kind, r.namespace, r.name, r.ready, r.reason, r.message) for r in rows]
-        if last is None or key != [(r.kind, r.namespace, r.name, r.ready, r.reason, r.message) for r in last]:
+        key: list[tuple[str, ...]] = [(r.kind, r.namespace, r.name, r.ready, r.reason, r.message) for r in rows]
+        if key != last:
             unchanged_since = time.monotonic()
-        last = rows
+        last = key
         settled = all(r.settled for r in rows)
         if (settled and time.monotonic() - unchanged_since >= quiet_period) or time.monotonic() >= deadline:
             return rows
@@ -180,9 +186,7 @@ def wait_settled(plane: ControlPlane, timeout: float, quiet_period: float = 10.0
 
 @dataclass
 class DemoResult:
-    plane: ControlPlane
     operator: OperatorProcess
-    moto: MotoServer | None
     rows: list[StatusRow]
     seconds: float
 
@@ -223,7 +227,8 @@ def run_demo(
         plane, demo_dir / "operator", env=operator_env or None,
         die_with_parent=False, install=False, timeout=timeout,
     )
-    log(f"operator started (pid {operator.pid}, as {_account()}), log {operator.log_path}")
+    log(f"operator started (pid {operator.pid}, as ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}), "
+        f"log {operator.log_path}")
 
     plane.apply([repo_root() / "compositions" / "policies"], timeout=timeout)
     log("installed the default IntentPolicies (compositions/policies/)")
@@ -234,13 +239,7 @@ def run_demo(
     plane.apply_objects(objects, timeout=timeout)
     log(f"applied {len(objects)} objects from examples/; waiting up to {wait:.0f}s for Ready")
     rows = wait_settled(plane, wait)
-    return DemoResult(plane, operator, moto, rows, time.monotonic() - started)
-
-
-def _account() -> str:
-    from paved.dev.operator import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE
-
-    return f"ServiceAccount {OPERATOR_NAMESPACE}/{OPERATOR_ACCOUNT}"
+    return DemoResult(operator, rows, time.monotonic() - started)
 
 
 def _stop_operator(demo_dir: Path) -> bool:
@@ -259,7 +258,7 @@ def demo_processes(plane: ControlPlane) -> dict[str, str]:
     return {
         "operator": (f"running (pid {operator.pid}), log {operator.log_path}, metrics {operator.metrics_url}"
                      if operator is not None and operator.alive() else "not running"),
-        "moto": f"running at {moto.endpoint_url} (pid {moto.record.pid})" if moto and moto.record else "not running",
+        "moto": f"running at {moto.endpoint_url} (pid {moto.pid})" if moto else "not running",
     }
 
 

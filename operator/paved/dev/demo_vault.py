@@ -16,7 +16,7 @@ from typing import Any
 
 from paved.dev.controlplane import ControlPlane
 from paved.dev.openbao import OpenBaoError, OpenBaoServer, configure_kubernetes_auth, start_openbao
-from paved.dev.processes import read_record, stop_all
+from paved.dev.processes import is_alive, read_record, stop_all
 
 EXAMPLE_VAULT_SERVER = "https://vault.vault.svc:8200"
 
@@ -75,8 +75,9 @@ def point_stores_at(objects: list[dict[str, Any]], server: OpenBaoServer, log: C
 
 
 def stop_demo_openbao(workdir: Path) -> bool:
+    """Stop the demo's OpenBao if it runs; True if it did."""
     record = read_record(workdir / "openbao.pid")
-    if record is None:
+    if record is None or not is_alive(record):
         return False
     stop_all([record])
     return True

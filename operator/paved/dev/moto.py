@@ -1,10 +1,10 @@
 """A moto server (fake AWS: RDS, IAM, STS, Secrets Manager, SSM) on loopback, detached.
 
 Used by `paved dev demo` (the seed DatabaseIntent goes through the real aws-rds provider
-against it) and by bench/. The operator is pointed at it with :meth:`MotoServer.env`
-(``PAVED_AWS_ENDPOINT_URL`` plus fake credentials; nothing can reach a real account).
-Its pid file and log live in the given folder, so another process (`paved dev down`) can
-stop it.
+against it), by bench/ and by the test fixtures (tests/fixtures/aws.py). The operator is
+pointed at it with :meth:`MotoServer.env` (``PAVED_AWS_ENDPOINT_URL`` plus fake credentials;
+nothing can reach a real account). Its pid file and log live in the given folder, so another
+process (`paved dev down`) can stop it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, read_record, start_detached, stop_all
 
@@ -47,10 +48,15 @@ class MotoServer:
     port: int
     workdir: Path
     record: ProcessRecord | None = None
+    region: str = REGION
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.record.pid if self.record else None
 
     @property
     def log_path(self) -> Path:
@@ -68,6 +74,23 @@ class MotoServer:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for ``service`` on this server, with explicit fake credentials."""
+        import boto3
+
+        kwargs.setdefault("region_name", self.region)
+        return boto3.session.Session(
+            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        ).client(service, endpoint_url=self.endpoint_url, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every resource in every service (moto's ``/moto-api/reset``)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            if resp.status != 200:
+                raise MotoError(f"moto reset answered {resp.status}")
 
     def answers(self) -> bool:
         try:
@@ -103,7 +126,7 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
             "(pip install -e '.[test]' -c constraints.txt installs moto[server])"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VAULT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VAULT_", "BAO_"))}
     env.update(FAKE_AWS_ENV, PYTHONUNBUFFERED="1")
     for _attempt in range(3):
         port = free_port()

@@ -252,11 +252,13 @@ def start_operator(
     die_with_parent: bool = True,
     install: bool = True,
     timeout: float = 60.0,
+    process_class: type[OperatorProcess] = OperatorProcess,
 ) -> OperatorProcess:
     """Install the prerequisites (unless ``install`` is False) and start `paved run` in ``workdir``.
 
     The operator authenticates with a TokenRequest token (24 h) of paved-system/paved-operator,
-    listens on free loopback ports and is healthy when this returns.
+    listens on free loopback ports and is healthy when this returns. ``process_class`` lets the
+    test fixture turn start-up failures into test failures.
     """
     if install:
         install_operator_prerequisites(control_plane)
@@ -267,7 +269,7 @@ def start_operator(
     )
     metrics_port = free_port()
     health_port = free_port(avoid=lambda port: port == metrics_port)
-    process = OperatorProcess(
+    process = process_class(
         kubeconfig=kubeconfig, workdir=workdir, metrics_port=metrics_port,
         health_port=health_port, extra_args=tuple(extra_args), env=dict(env or {}),
         die_with_parent=die_with_parent,

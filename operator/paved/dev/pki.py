@@ -61,42 +61,12 @@ class CertificateAuthority:
         """A new self-signed CA, valid for ten years."""
         key = _new_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = _now()
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            _builder(name, name, key.public_key(), ca=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
         return cls(cert=cert, key=key)
-
-    @classmethod
-    def load(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
-        """Load a CA written earlier by :meth:`cert_pem` / :meth:`key_pem`."""
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("CA key is not an ECDSA key")
-        return cls(cert=x509.load_pem_x509_certificate(cert_pem), key=key)
 
     @property
     def cert_pem(self) -> bytes:
@@ -123,24 +93,20 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _leaf(
-    ca: CertificateAuthority,
-    subject: x509.Name,
-    usages: Sequence[x509.ObjectIdentifier],
-    sans: Sequence[x509.GeneralName] = (),
-    validity: datetime.timedelta = _VALIDITY,
-) -> tuple[bytes, bytes]:
-    key = _new_key()
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, *, ca: bool
+) -> x509.CertificateBuilder:
+    """What CA and leaf certificates share: names, key, serial, ten years' validity, usages."""
     now = _now()
-    builder = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -148,13 +114,25 @@ def _leaf(
                 key_encipherment=False,
                 data_encipherment=False,
                 key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
                 encipher_only=False,
                 decipher_only=False,
             ),
             critical=True,
         )
+    )
+
+
+def _leaf(
+    ca: CertificateAuthority,
+    subject: x509.Name,
+    usages: Sequence[x509.ObjectIdentifier],
+    sans: Sequence[x509.GeneralName] = (),
+) -> tuple[bytes, bytes]:
+    key = _new_key()
+    builder = (
+        _builder(subject, ca.cert.subject, key.public_key(), ca=False)
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
@@ -176,7 +154,6 @@ def _san(host: str) -> x509.GeneralName:
 def issue_serving_cert(
     ca: CertificateAuthority,
     hosts: Sequence[str],
-    validity: datetime.timedelta = _VALIDITY,
     *,
     client_auth: bool = False,
 ) -> tuple[bytes, bytes]:
@@ -192,19 +169,18 @@ def issue_serving_cert(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH]
     if client_auth:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    return _leaf(ca, subject, usages, [_san(h) for h in hosts], validity)
+    return _leaf(ca, subject, usages, [_san(h) for h in hosts])
 
 
 def issue_client_cert(
     ca: CertificateAuthority,
     common_name: str,
     organizations: Sequence[str] = (),
-    validity: datetime.timedelta = _VALIDITY,
 ) -> tuple[bytes, bytes]:
     """A TLS client certificate; the API server reads CN as user name and O as groups."""
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return _leaf(ca, x509.Name(attributes), [ExtendedKeyUsageOID.CLIENT_AUTH], validity=validity)
+    return _leaf(ca, x509.Name(attributes), [ExtendedKeyUsageOID.CLIENT_AUTH])
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -291,9 +267,6 @@ class DevPKI:
     @property
     def sa_private_key(self) -> Path:
         return self.root / "sa.key"
-
-    def ca(self) -> CertificateAuthority:
-        return CertificateAuthority.load(self.ca_cert.read_bytes(), self.key("ca").read_bytes())
 
 
 # name -> (common name, organisations) of the client certificates components use.
