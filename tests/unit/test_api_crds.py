@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import celpy
+import jsonschema
 import pytest
 import yaml
 
 from paved.api.crdgen import CRDGenerationError, crd, openapi_schema, structural_problems, undocumented_fields
 from paved.api.kinds import BY_KIND, KINDS, KindInfo, SpecError, parse_object
-
-jsonschema = pytest.importorskip("jsonschema")
-celpy = pytest.importorskip("celpy")
 
 
 def root_schema(info: KindInfo) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from paved.api.kinds import with_defaults
 from paved.policy import CompiledPolicy, Outcome, PolicyCache, compile_policy, evaluate
-from paved.policy.evaluate import with_defaults
 from paved.render import RenderedResource, render, select_composition
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -439,7 +439,10 @@ def test_check_intent_renders_then_evaluates() -> None:
 
 
 def test_policy_core_is_pure() -> None:
-    """No cluster, cloud or Vault client is imported by the policy core (DESIGN: pure cores)."""
-    code = "import sys, paved.policy; print(sorted(m for m in ('kopf', 'kubernetes', 'boto3', 'hvac') if m in sys.modules))"
+    """No cluster, cloud, Vault or HTTP client is imported by the policy and render cores (DESIGN: pure cores)."""
+    code = (
+        "import sys, paved.policy, paved.render;"
+        " print(sorted(m for m in ('kopf', 'kubernetes', 'boto3', 'hvac', 'requests') if m in sys.modules))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"

@@ -115,3 +115,11 @@ def test_malformed_intent_files_are_usage_errors(tmp_path: Path, content: str) -
     path.write_text(content)
     code, _, err = run(str(path))
     assert code == 1 and "Error:" in err
+
+
+def test_invalid_yaml_is_located_without_quoting_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("kind: DatabaseIntent\npassword: hunter2: [\n")
+    code, _, err = run(str(path))
+    assert code == 1 and "not valid YAML (line 2)" in err
+    assert "hunter2" not in err

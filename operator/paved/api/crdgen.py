@@ -10,6 +10,7 @@ change that the API server would reject fails here first.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -136,11 +137,6 @@ def crd(info: KindInfo) -> dict[str, Any]:
     }
 
 
-def all_crds() -> list[dict[str, Any]]:
-    """Every CRD, in KINDS order (for installers that do not read crds/)."""
-    return [crd(info) for info in KINDS]
-
-
 class _Dumper(yaml.SafeDumper):
     """Block style for multi-line strings so generated YAML diffs read well."""
 
@@ -185,11 +181,29 @@ _DEFAULT_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
+def schema_nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, node) for `schema` and every schema below it (`.field`, `[]` items, `{key}` map values)."""
+    yield path, schema
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from schema_nodes(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from schema_nodes(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from schema_nodes(schema["additionalProperties"], f"{path}{{key}}")
+
+
+def structural_problems(schema: dict[str, Any]) -> list[str]:
     """Problems that would make the API server reject the schema (a subset of its checks, plus
     the conventions this project relies on: known keywords only, valid scalar defaults)."""
+    problems = [problem for path, node in schema_nodes(schema) for problem in _node_problems(node, path or "<root>")]
+    metadata = schema.get("properties", {}).get("metadata")
+    if metadata not in (None, {"type": "object"}):
+        problems.append(".metadata: only {type: object} is allowed at the root")
+    return problems
+
+
+def _node_problems(schema: dict[str, Any], where: str) -> list[str]:
     problems: list[str] = []
-    where = path or "<root>"
     unknown = sorted(set(schema) - _KNOWN)
     if unknown:
         problems.append(f"{where}: keywords not allowed here: {', '.join(unknown)}")
@@ -205,20 +219,11 @@ def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
         problems.append(f"{where}: array without a single items schema")
     if "default" in schema:
         problems += _default_problems(schema, where)
-    for name, sub in (schema.get("properties") or {}).items():
-        problems += structural_problems(sub, f"{path}.{name}")
     if isinstance(schema.get("items"), dict):
-        problems += structural_problems(schema["items"], f"{path}[]")
         problems += _list_map_problems(schema, where)
-    if isinstance(schema.get("additionalProperties"), dict):
-        problems += structural_problems(schema["additionalProperties"], f"{path}{{}}")
     for rule in schema.get("x-kubernetes-validations", []):
         if not (isinstance(rule.get("rule"), str) and isinstance(rule.get("message"), str)):
             problems.append(f"{where}: x-kubernetes-validations entries need a rule and a message")
-    if not path:
-        metadata = schema.get("properties", {}).get("metadata")
-        if metadata not in (None, {"type": "object"}):
-            problems.append(".metadata: only {type: object} is allowed at the root")
     return problems
 
 
@@ -251,15 +256,11 @@ def _list_map_problems(schema: dict[str, Any], where: str) -> list[str]:
     ]
 
 
-def undocumented_fields(schema: dict[str, Any], path: str = "") -> list[str]:
+def undocumented_fields(schema: dict[str, Any]) -> list[str]:
     """Field paths without a description (they would make `kubectl explain` useless)."""
-    missing = []
-    for name, sub in (schema.get("properties") or {}).items():
-        if not sub.get("description") and name not in ("apiVersion", "kind", "metadata"):
-            missing.append(f"{path}.{name}")
-        missing += undocumented_fields(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        missing += undocumented_fields(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        missing += undocumented_fields(schema["additionalProperties"], f"{path}{{}}")
-    return missing
+    return [
+        f"{path}.{name}"
+        for path, node in schema_nodes(schema)
+        for name, sub in (node.get("properties") or {}).items()
+        if not sub.get("description") and name not in ("apiVersion", "kind", "metadata")
+    ]

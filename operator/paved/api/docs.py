@@ -6,7 +6,7 @@ from typing import Any
 
 from paved import API_VERSION
 from paved.api.common import DURATION_PATTERN
-from paved.api.crdgen import openapi_schema
+from paved.api.crdgen import openapi_schema, schema_nodes
 from paved.api.kinds import INTENT_KINDS, KINDS, KindInfo
 
 INTRO = f"""\
@@ -83,16 +83,13 @@ def _table(schema: dict[str, Any], root: str) -> list[str]:
     return rows
 
 
-def _rules(schema: dict[str, Any], path: str) -> list[str]:
+def _rules(schema: dict[str, Any], root: str) -> list[str]:
     """One line per x-kubernetes-validations rule at or below `schema`."""
-    lines = [f"- `{path}`: {rule['message']}" for rule in schema.get("x-kubernetes-validations", [])]
-    for name, node in (schema.get("properties") or {}).items():
-        lines += _rules(node, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        lines += _rules(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        lines += _rules(schema["additionalProperties"], f"{path}{{key}}")
-    return lines
+    return [
+        f"- `{path}`: {rule['message']}"
+        for path, node in schema_nodes(schema, root)
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
 
 
 def _fields(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any], bool]]:

@@ -46,6 +46,11 @@ MESSAGE = PrinterColumn("Message", f"{_READY_CONDITION}.message", description="M
 AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation.")
 
 
+def _columns(*key_columns: PrinterColumn) -> tuple[PrinterColumn, ...]:
+    """The usual layout: Ready, Reason, the kind's key fields, Message (wide), Age."""
+    return (READY, REASON, *key_columns, MESSAGE, AGE)
+
+
 @dataclass(frozen=True)
 class KindInfo:
     """Everything about one kind that is not in its models."""
@@ -119,14 +124,10 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Namespaced",
         spec=database.DatabaseIntentSpec,
         status=database.DatabaseIntentStatus,
-        columns=(
-            READY,
-            REASON,
+        columns=_columns(
             PrinterColumn("Engine", ".spec.engine", description="Database engine."),
             PrinterColumn("Version", ".spec.version", description="Engine version."),
             PrinterColumn("Endpoint", ".status.endpoint.host", description="Database host.", priority=1),
-            MESSAGE,
-            AGE,
         ),
         example=database.EXAMPLE,
     ),
@@ -137,13 +138,9 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Namespaced",
         spec=secrets.ExternalSecretRefSpec,
         status=secrets.ExternalSecretRefStatus,
-        columns=(
-            READY,
-            REASON,
+        columns=_columns(
             PrinterColumn("Store", ".spec.storeRef.name", description="Store read from."),
             PrinterColumn("Last Sync", ".status.lastSyncTime", "date", "Last time the Secret was written.", priority=1),
-            MESSAGE,
-            AGE,
         ),
         example=secrets.EXAMPLE,
     ),
@@ -154,13 +151,9 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Namespaced",
         spec=identity.AgentIdentitySpec,
         status=identity.AgentIdentityStatus,
-        columns=(
-            READY,
-            REASON,
+        columns=_columns(
             PrinterColumn("SA", ".status.serviceAccount", description="ServiceAccount of the identity."),
             PrinterColumn("Expires", ".status.expiresAt", description="Effective expiry.", priority=1),
-            MESSAGE,
-            AGE,
         ),
         example=identity.EXAMPLE,
     ),
@@ -188,7 +181,7 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Namespaced",
         spec=secrets.SecretStoreSpec,
         status=secrets.SecretStoreStatus,
-        columns=(READY, REASON, MESSAGE, AGE),
+        columns=_columns(),
         example=secrets.SECRET_STORE_EXAMPLE,
     ),
     KindInfo(
@@ -198,7 +191,7 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Cluster",
         spec=secrets.ClusterSecretStoreSpec,
         status=secrets.SecretStoreStatus,
-        columns=(READY, REASON, MESSAGE, AGE),
+        columns=_columns(),
         example=secrets.CLUSTER_SECRET_STORE_EXAMPLE,
     ),
     KindInfo(
@@ -208,13 +201,9 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Cluster",
         spec=platform.CompositionSpec,
         status=platform.PlatformStatus,
-        columns=(
-            READY,
-            REASON,
+        columns=_columns(
             PrinterColumn("Kind", ".spec.compositeKind", description="Intent kind rendered."),
             PrinterColumn("Default", ".spec.default", "boolean", "Default for the kind."),
-            MESSAGE,
-            AGE,
         ),
         example=platform.COMPOSITION_EXAMPLE,
     ),
@@ -225,12 +214,8 @@ KINDS: tuple[KindInfo, ...] = (
         scope="Cluster",
         spec=platform.IntentPolicySpec,
         status=platform.PlatformStatus,
-        columns=(
-            READY,
-            REASON,
+        columns=_columns(
             PrinterColumn("Mode", ".spec.mode", description="Enforce, Warn or Audit."),
-            MESSAGE,
-            AGE,
         ),
         example=platform.INTENT_POLICY_EXAMPLE,
     ),
@@ -270,3 +255,21 @@ def parse_object(body: Mapping[str, Any]) -> tuple[KindInfo, Model]:
     if body.get("apiVersion") != API_VERSION:
         raise SpecError(info.kind, [f"apiVersion: expected {API_VERSION}, got {body.get('apiVersion')!r}"])
     return info, info.parse_spec(body.get("spec"))
+
+
+def with_defaults(intent: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The intent with every model default filled in, as compositions render it.
+
+    The API server only applies scalar defaults (object and list defaults stay out of the CRD
+    schema), so `spec.backup` may be missing in the cluster but present offline. Defaulting
+    here makes a rule mean the same thing at admission, in the audit and in `paved validate`.
+    An intent that does not validate is returned unchanged; its rules may then error.
+    """
+    info = BY_KIND.get(str(intent.get("kind") or ""))
+    if info is None or not isinstance(intent.get("spec"), Mapping):
+        return intent
+    try:
+        spec = info.parse_spec(intent["spec"]).dump()
+    except SpecError:
+        return intent
+    return {**intent, "spec": spec}

@@ -18,6 +18,7 @@ CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", 
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TEMPLATE_IDENTIFIER_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+GENERATED_SECRET_LENGTH, GENERATED_SECRET_MIN_LENGTH, GENERATED_SECRET_MAX_LENGTH = 32, 8, 1024
 
 
 class PlatformStatus(IntentStatus):
@@ -35,7 +36,12 @@ class GeneratedSecret(Model):
         max_length=63,
         description="Name; templates read the value as generated.<name>.",
     )
-    length: int = Field(default=32, ge=8, le=1024, description="Length in characters.")
+    length: int = Field(
+        default=GENERATED_SECRET_LENGTH,
+        ge=GENERATED_SECRET_MIN_LENGTH,
+        le=GENERATED_SECRET_MAX_LENGTH,
+        description="Length in characters.",
+    )
 
 
 class ResourceTemplate(Model):

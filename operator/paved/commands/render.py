@@ -9,6 +9,7 @@ output can be pasted into a review without leaking anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,15 @@ OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_NAMESPACE = "default"
 REPO_COMPOSITIONS = Path(__file__).resolve().parents[3] / "compositions"
 
+compositions_option = click.option(
+    "--compositions",
+    "compositions_dir",
+    envvar="PAVED_COMPOSITIONS",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of Composition YAML files [default: the repository's compositions/, or $PAVED_COMPOSITIONS].",
+)
+"""`--compositions DIR`, shared by `paved render` and `paved validate`."""
+
 
 @click.command()
 @click.argument("intent_file", metavar="INTENT.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -32,13 +42,7 @@ REPO_COMPOSITIONS = Path(__file__).resolve().parents[3] / "compositions"
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Composition file(s) to choose from instead of the directory; a single one serving the kind is used as is.",
 )
-@click.option(
-    "--compositions",
-    "compositions_dir",
-    envvar="PAVED_COMPOSITIONS",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of Composition YAML files [default: the repository's compositions/, or $PAVED_COMPOSITIONS].",
-)
+@compositions_option
 @click.option("--namespace", "-n", help=f"Namespace to render into [default: the intent's, else {DEFAULT_NAMESPACE}].")
 @click.option(
     "--namespace-labels",
@@ -83,19 +87,24 @@ def _load_intent(path: Path, namespace: str | None) -> dict[str, Any]:
     documents = [doc for doc in _read_yaml(path) if doc is not None]
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise click.ClickException(f"{path}: expected exactly one intent object, found {len(documents)} documents")
-    intent = documents[0]
-    if not intent.get("kind") or not isinstance(intent.get("metadata"), dict) or not intent["metadata"].get("name"):
+    document, metadata = documents[0], documents[0].get("metadata")
+    if not document.get("kind") or not isinstance(metadata, dict) or not metadata.get("name"):
         raise click.ClickException(f"{path}: an intent needs kind and metadata.name")
-    metadata = intent["metadata"]
-    metadata["namespace"] = namespace or metadata.get("namespace") or DEFAULT_NAMESPACE
-    metadata.setdefault("uid", OFFLINE_UID)
-    metadata.setdefault("generation", 1)
-    metadata.setdefault("labels", {})
-    intent["spec"] = _with_defaults(intent["kind"], intent.get("spec") or {})
+    intent = offline_intent(document, namespace)
+    intent["spec"] = _checked_spec(intent["kind"], intent.get("spec") or {})
     return intent
 
 
-def _with_defaults(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+def offline_intent(document: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    """`document` with what the API server would add (namespace, uid, generation, labels) filled in
+    with fixed offline values; `namespace` overrides the document's own."""
+    metadata = {"uid": OFFLINE_UID, "generation": 1, "labels": {}}
+    metadata.update({key: value for key, value in (document.get("metadata") or {}).items() if value is not None})
+    metadata["namespace"] = namespace or metadata.get("namespace") or DEFAULT_NAMESPACE
+    return {**document, "metadata": metadata}
+
+
+def _checked_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Validate `spec` with the kind's API model, which applies the defaults (as the API server
     does from the CRD schema), so offline output matches what the operator renders."""
     from paved.api.kinds import BY_KIND, INTENT_KINDS, SpecError
@@ -143,8 +152,16 @@ def _read_yaml(path: Path) -> list[Any]:
     try:
         with path.open(encoding="utf-8") as stream:
             return list(yaml.safe_load_all(stream))
-    except yaml.YAMLError as error:
-        raise click.ClickException(f"{path}: not valid YAML: {error}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"{path}: {yaml_problem(error)}") from None
+
+
+def yaml_problem(error: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """`not valid YAML (line N): PROBLEM`, without PyYAML's quote of the offending line: the file
+    may hold a secret (a Secret manifest among the intents)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1})" if mark is not None else ""
+    return f"not valid YAML{where}: {getattr(error, 'problem', None) or error}"
 
 
 def parse_labels(values: tuple[str, ...]) -> dict[str, str]:

@@ -21,7 +21,14 @@ import click
 import yaml
 
 from paved import API_VERSION, GROUP
-from paved.commands.render import DEFAULT_NAMESPACE, OFFLINE_UID, REPO_COMPOSITIONS, load_compositions, parse_labels
+from paved.commands.render import (
+    REPO_COMPOSITIONS,
+    compositions_option,
+    load_compositions,
+    offline_intent,
+    parse_labels,
+    yaml_problem,
+)
 
 if TYPE_CHECKING:  # the models and CEL are imported when the command runs, so `paved --help` stays fast
     from paved.policy import CompiledPolicy, Verdict
@@ -64,13 +71,7 @@ class Run:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of IntentPolicy (and PolicyException) YAML, read recursively [default: <compositions>/policies].",
 )
-@click.option(
-    "--compositions",
-    "compositions_dir",
-    envvar="PAVED_COMPOSITIONS",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder of Composition YAML, as for `paved render` [default: the repository's compositions/, or $PAVED_COMPOSITIONS].",
-)
+@compositions_option
 @click.option(
     "--namespace-labels",
     "namespace_labels",
@@ -144,7 +145,7 @@ def _check(
             raise SpecError(str(doc.get("kind")), ["metadata.name: required"])
     except SpecError as error:
         return [Finding(str(file), subject, "invalid", f"invalid: {problem}", True) for problem in error.problems]
-    intent = _offline_identity(doc)
+    intent = offline_intent(doc)
     namespace = intent["metadata"]["namespace"]
     namespace_object = {
         "apiVersion": "v1",
@@ -162,13 +163,6 @@ def _check(
         blocking = verdict.violation and verdict.mode is Mode.ENFORCE
         findings.append(Finding(str(file), subject, kind, verdict.describe(), blocking, verdict))
     return findings
-
-
-def _offline_identity(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What the API server would add, exactly as `paved render` fills it in offline."""
-    metadata = {"namespace": DEFAULT_NAMESPACE, "uid": OFFLINE_UID, "generation": 1, "labels": {}}
-    metadata.update({key: value for key, value in (doc.get("metadata") or {}).items() if value is not None})
-    return {**doc, "metadata": metadata}
 
 
 @dataclass(frozen=True)
@@ -245,11 +239,7 @@ def _documents(
         try:
             docs = list(yaml.safe_load_all(file.read_text()))
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            findings.append(
-                Finding(str(file), "", "yaml", f"not valid YAML{where}: {getattr(error, 'problem', error)}", True)
-            )
+            findings.append(Finding(str(file), "", "yaml", yaml_problem(error), True))
             continue
         for doc in docs:
             if (

@@ -17,7 +17,7 @@ compliant. See paved.policy.cel for the dialect.
 
 from paved.policy.check import CheckResult, check_intent
 from paved.policy.compile import CompiledPolicy, CompiledRule, PolicyCache, compile_policies, compile_policy
-from paved.policy.evaluate import admission_decision, evaluate, policy_view, with_defaults
+from paved.policy.evaluate import admission_decision, evaluate, policy_view
 from paved.policy.exceptions import ExceptionMatch, find_exception
 from paved.policy.types import Mode, Outcome, PolicyCompileError, RuleError, Verdict
 
@@ -39,5 +39,4 @@ __all__ = [
     "evaluate",
     "find_exception",
     "policy_view",
-    "with_defaults",
 ]

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from paved.api.kinds import with_defaults
 from paved.policy.compile import CompiledPolicy
-from paved.policy.evaluate import evaluate, with_defaults
+from paved.policy.evaluate import evaluate
 from paved.policy.types import Verdict
 from paved.render import RenderedResource, RenderError, render, select_composition
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from paved.api.kinds import BY_KIND, SpecError
+from paved.api.kinds import with_defaults
 from paved.policy.cel import to_cel
 from paved.policy.compile import CompiledPolicy, content_hash
 from paved.policy.exceptions import find_exception
@@ -53,8 +53,8 @@ def evaluate(
     not apply); `now` decides which exceptions are still valid (default: the current time);
     `memo=None` disables result memoisation.
     A rule that cannot be evaluated yields an `error` verdict and the other rules still run.
-    Rules see the intent with the API models' defaults applied (see `with_defaults`) and
-    without metadata.managedFields and metadata.resourceVersion.
+    Rules see the intent with the API models' defaults applied (paved.api.kinds.with_defaults)
+    and without metadata.managedFields and metadata.resourceVersion.
     """
     kind = str(intent.get("kind") or "")
     labels = _labels(namespace_object)
@@ -146,24 +146,6 @@ def admission_decision(verdicts: Sequence[Verdict]) -> tuple[bool, list[str], st
         return True, warnings, ""
     message = "denied by IntentPolicy: " + "; ".join(v.describe() for v in denials)
     return False, warnings, message
-
-
-def with_defaults(intent: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The intent with every model default filled in, as compositions render it.
-
-    The API server only applies scalar defaults (object and list defaults stay out of the CRD
-    schema), so `spec.backup` may be missing in the cluster but present offline. Defaulting
-    here makes a rule mean the same thing at admission, in the audit and in `paved validate`.
-    An intent that does not validate is returned unchanged; its rules may then error.
-    """
-    info = BY_KIND.get(str(intent.get("kind") or ""))
-    if info is None or not isinstance(intent.get("spec"), Mapping):
-        return intent
-    try:
-        spec = info.parse_spec(intent["spec"]).dump()
-    except SpecError:
-        return intent
-    return {**intent, "spec": spec}
 
 
 def policy_view(resource: Rendered) -> dict[str, Any]:

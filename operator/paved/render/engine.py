@@ -34,6 +34,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
+from paved.api.kinds import KINDS
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
@@ -42,10 +43,11 @@ from paved.render.values import DependencyTracker, GeneratedView, OutputsView, U
 
 READINESS = ("provider", "none")
 
-# Kinds that must not get a namespace defaulted into them.
+# Kinds that must not get a namespace defaulted into them: the usual built-in ones, and Paved's own.
 CLUSTER_SCOPED_KINDS = frozenset(
     {
         "Namespace",
+        "Node",
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
@@ -54,10 +56,8 @@ CLUSTER_SCOPED_KINDS = frozenset(
         "PriorityClass",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
-        "Composition",
-        "IntentPolicy",
-        "ClusterSecretStore",
     }
+    | {info.kind for info in KINDS if not info.namespaced}
 )
 
 
@@ -201,7 +201,7 @@ def _render(
             if item is not None:
                 context["item"] = item
             context["outputs"] = OutputsView(outputs, earlier, omitted, tracker)
-            context["generated"] = GeneratedView(declared, generated, tracker)
+            context["generated"] = GeneratedView(declared, generated)
             if not _when(resource, context, name, full):
                 omitted.add(full)
                 continue

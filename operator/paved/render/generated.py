@@ -12,12 +12,10 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from paved.api.platform import GENERATED_SECRET_LENGTH, GENERATED_SECRET_MAX_LENGTH, GENERATED_SECRET_MIN_LENGTH
 from paved.render.errors import RenderError
 
 _ALPHABET = string.ascii_letters + string.digits
-DEFAULT_LENGTH = 32
-MIN_LENGTH = 8
-MAX_LENGTH = 1024  # the API model's bounds (paved.api.platform.GeneratedSecret)
 
 
 def declared_secrets(composition: Mapping[str, Any]) -> dict[str, int]:
@@ -25,12 +23,14 @@ def declared_secrets(composition: Mapping[str, Any]) -> dict[str, int]:
     name = (composition.get("metadata") or {}).get("name")
     declared: dict[str, int] = {}
     for index, entry in enumerate((composition.get("spec") or {}).get("generatedSecrets") or []):
-        secret, length = entry.get("name"), entry.get("length", DEFAULT_LENGTH)
+        secret, length = entry.get("name"), entry.get("length", GENERATED_SECRET_LENGTH)
         if not isinstance(secret, str) or not secret.isidentifier():
             raise RenderError(f"spec.generatedSecrets[{index}].name must be an identifier", composition=name)
-        if not isinstance(length, int) or not MIN_LENGTH <= length <= MAX_LENGTH:
+        if not isinstance(length, int) or not GENERATED_SECRET_MIN_LENGTH <= length <= GENERATED_SECRET_MAX_LENGTH:
             raise RenderError(
-                f"spec.generatedSecrets[{index}].length must be {MIN_LENGTH}..{MAX_LENGTH}", composition=name
+                f"spec.generatedSecrets[{index}].length must be"
+                f" {GENERATED_SECRET_MIN_LENGTH}..{GENERATED_SECRET_MAX_LENGTH}",
+                composition=name,
             )
         declared[secret] = length
     return declared

@@ -50,14 +50,13 @@ class Pending:
 
 
 class DependencyTracker:
-    """What one resource's template read from `outputs` and `generated` while rendering."""
+    """Which earlier resources one resource's template read outputs of, and whether any was unknown."""
 
-    __slots__ = ("depends_on", "pending", "used_generated")
+    __slots__ = ("depends_on", "pending")
 
     def __init__(self) -> None:
         self.depends_on: list[str] = []
         self.pending = False
-        self.used_generated = False
 
     def depend(self, resource: str) -> None:
         if resource not in self.depends_on:
@@ -68,7 +67,18 @@ class UnavailableOutputs(LookupError):
     """A template read outputs of a resource it cannot depend on (later, unknown or omitted)."""
 
 
-class ResourceOutputs:
+class _ItemsAsAttributes:
+    """`view.key` means `view[key]` in templates; private names stay out (copy, pickle, introspection)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]  # type: ignore[index]
+
+
+class ResourceOutputs(_ItemsAsAttributes):
     """The outputs of one earlier resource; missing keys are Pending."""
 
     __slots__ = ("_resource", "_tracker", "_values")
@@ -77,11 +87,6 @@ class ResourceOutputs:
         self._resource = resource
         self._values = values
         self._tracker = tracker
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        return self[key]
 
     def __getitem__(self, key: str) -> Any:
         if self._values is not None and key in self._values:
@@ -93,7 +98,7 @@ class ResourceOutputs:
         return self._values is not None and key in self._values
 
 
-class OutputsView:
+class OutputsView(_ItemsAsAttributes):
     """`outputs` in a template: earlier resources' outputs by resource name.
 
     Only resources rendered *before* the current one (and not omitted by `when`) may be read;
@@ -114,11 +119,6 @@ class OutputsView:
         self._omitted = omitted
         self._tracker = tracker
 
-    def __getattr__(self, resource: str) -> ResourceOutputs:
-        if resource.startswith("_"):
-            raise AttributeError(resource)
-        return self[resource]
-
     def __getitem__(self, resource: str) -> ResourceOutputs:
         if resource in self._omitted:
             raise UnavailableOutputs(
@@ -134,7 +134,7 @@ class OutputsView:
         return ResourceOutputs(resource, self._outputs.get(resource), self._tracker)
 
 
-class GeneratedView:
+class GeneratedView(_ItemsAsAttributes):
     """`generated` in a template: generated secret values, or `<generated:NAME>` placeholders.
 
     `values=None` means offline (or hashing): every declared name renders as its placeholder.
@@ -142,23 +142,16 @@ class GeneratedView:
     cannot silently produce an empty password.
     """
 
-    __slots__ = ("_declared", "_tracker", "_values")
+    __slots__ = ("_declared", "_values")
 
-    def __init__(self, declared: frozenset[str], values: Mapping[str, str] | None, tracker: DependencyTracker) -> None:
+    def __init__(self, declared: frozenset[str], values: Mapping[str, str] | None) -> None:
         self._declared = declared
         self._values = values
-        self._tracker = tracker
-
-    def __getattr__(self, name: str) -> str:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
 
     def __getitem__(self, name: str) -> str:
         if name not in self._declared:
             declared = ", ".join(sorted(self._declared)) or "none"
             raise UnavailableOutputs(f"reads generated.{name}, but spec.generatedSecrets declares only: {declared}")
-        self._tracker.used_generated = True
         if self._values is None:
             return placeholder(name)
         try:
