@@ -6,7 +6,6 @@ expiry-to-revocation time (printed), extension, delegation refusal/narrowing/exp
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -56,20 +55,22 @@ def wait_cond(kubectl, namespace, name, type_, status="True", timeout=60.0, reas
 
 @pytest.fixture(scope="module")
 def world(control_plane, operator, openbao, moto_server, kubectl):
-    """The operator restarted with Vault and moto settings; Kubernetes auth; the issuer set."""
+    """The operator restarted with Vault and moto settings; Kubernetes auth; the issuer set.
+
+    Afterwards the settings are dropped for the operator's next start, but the running
+    operator keeps them: the namespaces of these tests go away in the background, and their
+    identities' finalizers still need Vault and AWS.
+    """
     configure_kubernetes_auth(openbao, control_plane, mount="kubernetes")
     kubectl("patch", "composition", "agent-identity-default", "--type=merge",
             "-p", json.dumps({"spec": {"parameters": {"aws": {"oidcIssuer": ISSUER}}}}))
-    saved = dict(os.environ)
-    os.environ.update(moto_server.env())
-    os.environ.update({"PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
-                       "PAVED_VAULT_TOKEN": openbao.root_token})
+    operator.env = {**moto_server.env(), "PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
+                    "PAVED_VAULT_TOKEN": openbao.root_token}
     operator.restart()
     try:
         yield openbao, moto_server
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        operator.env = {}
 
 
 def login(openbao, control_plane, namespace, sa, role) -> hvac.Client:

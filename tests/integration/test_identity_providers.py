@@ -6,7 +6,6 @@ exactly what the operator sends.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -25,7 +24,6 @@ OWNER = Owner("paved.dev/v1alpha1", "AgentIdentity", "reporter", "team-a", "0b5c
 
 def rendered(spec: dict) -> dict:
     composition = yaml.safe_load((ROOT / "compositions" / "agent-identity-default.yaml").read_text())
-    composition = copy.deepcopy(composition)
     composition["spec"]["parameters"]["aws"]["oidcIssuer"] = ISSUER
     intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
               "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid, "generation": 1},

@@ -7,7 +7,9 @@ use these fakes; the e2e tests run the real provider against the real control pl
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ from typing import Any
 import kopf
 import pytest
 
+from paved.commands.render import load_compositions
 from paved.handlers import _compose
 from paved.handlers.identity import IDENTITY
-from paved.handlers.platform import load_compositions, problems_of
+from paved.handlers.platform import problems_of
 from paved.kube import apply as kube
 from paved.providers import base as providers
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
@@ -125,7 +128,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
 
 @pytest.fixture(scope="module")
 def compositions() -> list[dict[str, Any]]:
-    return load_compositions([REPO / "compositions"])
+    return load_compositions((), REPO / "compositions")
 
 
 def identity(spec: dict[str, Any], *, status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
@@ -295,13 +298,26 @@ def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(clus
     first = _compose.reconcile(IDENTITY, identity({}), [CHAINED])
     assert first.result.ready and first.result.pending == []
     secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
-    token = secret["data"]["token"]
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert cluster.objects[kube.ObjectKey("v1", "ConfigMap", NS, "first")]["data"]["token"] == token
     second_cm = cluster.objects[kube.ObjectKey("v1", "ConfigMap", NS, "second")]
     assert second_cm["data"]["peer"] == "uid-of-first"
     assert token not in str(first.status) and token not in str(cluster.events)
 
     _compose.reconcile(IDENTITY, identity({}, status=first.status), [CHAINED])
-    assert cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"] == token
+    assert base64.b64decode(cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"]).decode() == token
+
+
+def test_generated_values_echoed_by_a_provider_error_are_redacted(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    def echoing_apply(self: FakeKubernetesProvider, resource: RenderedResource, owner: Owner) -> Observation:
+        raise ProviderError(f"422 Invalid: {json.dumps(resource.body)}", retryable=False)  # as an API server may
+
+    monkeypatch.setattr(FakeKubernetesProvider, "apply", echoing_apply)
+    outcome = _compose.reconcile(IDENTITY, identity({}), [CHAINED])
+    secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert outcome.result.error is not None and "<redacted>" in outcome.result.error.message
+    assert token not in str(outcome.status) and token not in str(cluster.events)
 
 
 def test_broken_template_is_a_composition_problem() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from paved.handlers.children import OwnerRef, owner_ref_of, written_by_paved
+from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube
+from paved.providers.base import Owner
 
 
 def child(**metadata: object) -> dict:
@@ -13,12 +14,12 @@ def child(**metadata: object) -> dict:
 
 def test_owner_from_the_controller_reference() -> None:
     body = child(ownerReferences=[{"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "name": "agent", "uid": "uid-1"}])
-    assert owner_ref_of(body) == OwnerRef("paved.dev/v1alpha1", "AgentIdentity", "team-a", "agent", "uid-1")
+    assert owner_ref_of(body) == Owner("paved.dev/v1alpha1", "AgentIdentity", "agent", "team-a", "uid-1")
 
 
 def test_owner_from_the_annotation_of_a_child_in_another_namespace() -> None:
     body = child(namespace="team-b", annotations={kube.OWNER_ANNOTATION: "paved.dev/v1alpha1/AgentIdentity/team-a/agent"})
-    assert owner_ref_of(body) == OwnerRef("paved.dev/v1alpha1", "AgentIdentity", "team-a", "agent", "uid-1")
+    assert owner_ref_of(body) == Owner("paved.dev/v1alpha1", "AgentIdentity", "agent", "team-a", "uid-1")
 
 
 def test_no_owner_without_the_uid_label_or_a_matching_reference() -> None:

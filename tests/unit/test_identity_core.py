@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from paved.identity import Ancestor, decide, excess, narrow, own_expiry
+from paved.identity import Ancestor, ancestry_digest, decide, excess, grants, narrow, own_expiry
 from paved.identity.scope import vault_covers
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -152,3 +152,28 @@ def test_expiry_of_self_and_of_parent():
     decision = decide(kid, accepted=True, now=NOW, lookup=_world(expired_parent))
     assert (decision.action, decision.reason) == ("expire", "ParentExpired")
     assert decide(kid, accepted=True, now=NOW, lookup=_world()).reason == "ParentMissing"
+
+
+def test_ancestry_digest_changes_with_an_ancestor_only():
+    kid = Ancestor("ns", "kid", child(), NOW)
+    before = ancestry_digest(kid, _world(PARENT_ID), 3)
+    assert ancestry_digest(Ancestor("ns", "kid", child(ttl="1h"), NOW), _world(PARENT_ID), 3) == before  # own spec: not ancestry
+    narrowed = Ancestor("ns", "parent", {**PARENT, "secrets": []}, PARENT_ID.created)
+    assert ancestry_digest(kid, _world(narrowed), 3) != before
+    assert ancestry_digest(kid, _world(Ancestor("ns", "parent", PARENT, PARENT_ID.created, expired=True)), 3) != before
+    assert ancestry_digest(kid, _world(), 3) != before
+
+
+def test_grants_are_worded_stamped_once_and_diffed():
+    role = {"kind": "Role", "metadata": {"name": "r", "namespace": "ns"},
+            "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"], "resourceNames": ["web"]}]}
+    entry = grants.grant_entry("kubernetes", role, "Role/ns/r")
+    assert entry == {"kind": "Role", "name": "r", "namespace": "ns", "detail": "get deployments (apps) named web"}
+    assert grants.grant_entry("kubernetes", {"kind": "ServiceAccount", "metadata": {"name": "r"}}, "ServiceAccount/ns/r") is None
+    policy = grants.grant_entry("vault-policy", {"policy": 'path "secret/a" {\n  capabilities = ["read"]\n}'}, "sys/policies/acl/p")
+    assert policy == {"kind": "VaultPolicy", "name": "sys/policies/acl/p", "detail": 'path "secret/a" { capabilities = ["read"] }'}
+    first = grants.stamped([entry, policy], [], "2030-01-01T00:00:00Z")
+    assert grants.stamped([entry, policy], first, "2030-01-02T00:00:00Z") == first  # unchanged: same grantedAt
+    assert grants.changes([], first) == (['Role ns/r: get deployments (apps) named web',
+                                          'VaultPolicy /sys/policies/acl/p: path "secret/a" { capabilities = ["read"] }'], [])
+    assert grants.changes(first, first[1:]) == ([], ["Role ns/r: get deployments (apps) named web"])

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from paved.dev.processes import free_port
 from paved.providers.base import Owner, ProviderError
 from paved.providers.vault import admin
 from paved.render.types import RenderedResource
 
 TOKEN = "s.super-secret-token-value"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +30,7 @@ def _owner() -> Owner:
 
 
 def test_invalid_ca_path_is_retryable_and_names_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setenv(admin.ADDR_ENV, f"https://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv(admin.ADDR_ENV, f"https://127.0.0.1:{free_port()}")
     monkeypatch.setenv(admin.CACERT_ENV, str(tmp_path / "missing-ca.pem"))
     monkeypatch.setenv(admin.TOKEN_ENV, TOKEN)
     with pytest.raises(ProviderError) as caught:
@@ -48,7 +41,7 @@ def test_invalid_ca_path_is_retryable_and_names_the_setting(monkeypatch: pytest.
 
 
 def test_vault_down_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(admin.ADDR_ENV, f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv(admin.ADDR_ENV, f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv(admin.TOKEN_ENV, TOKEN)
     for call in (lambda: admin.VaultPolicyProvider().observe(_policy(), _owner()),
                  lambda: admin.revoke_role_tokens("vault-k8s-role", "kubernetes", "paved-x")):
@@ -59,7 +52,7 @@ def test_vault_down_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreadable_token_file_is_retryable(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setenv(admin.ADDR_ENV, f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv(admin.ADDR_ENV, f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv(admin.TOKEN_FILE_ENV, str(tmp_path / "no-token"))
     with pytest.raises(ProviderError) as caught:
         admin.VaultPolicyProvider().observe(_policy(), _owner())

@@ -32,7 +32,7 @@ import random
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from paved import API_VERSION
@@ -46,6 +46,7 @@ from paved.providers import base as providers
 from paved.providers.base import Observation, Owner, ProviderError
 from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
 from paved.render.types import RenderedResource
+from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +333,6 @@ def _provider_error(error: ProviderError, resource: RenderedResource) -> Compose
     return ComposeError(REASON_PROVIDER_ERROR, message, field=error.field, retryable=error.retryable)
 
 
-def _kube_key(resource: RenderedResource) -> kube.ObjectKey:
-    return kube.key_of(resource.body)
-
-
 # --------------------------------------------------------------------------- the reconcile
 
 
@@ -373,6 +370,7 @@ def compose(
         result.error = _render_error(error, selecting=False)
         return result
     result.render_hash = rendered.hash
+    generated: dict[str, str] = {}
     try:
         generated = ensure_generated(composition, owner)
         if generated:
@@ -388,6 +386,10 @@ def compose(
         result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), field=error.field, retryable=error.retryable)
     except ApiError as error:
         result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), retryable=error.transient or error.status >= 500)
+    if result.error is not None and generated:
+        # A provider's error may echo the rendered body (an API server's 422 "Invalid value",
+        # a Vault or AWS validation message); the generated values must not reach the status.
+        result.error = replace(result.error, message=redact(result.error.message, generated.values()))
     return result
 
 
@@ -440,7 +442,7 @@ def _reconcile_resource(resource: RenderedResource, owner: Owner, *, observe_fir
 
 def _prune(result: ComposeResult, owner: Owner, previous: Mapping[str, Any], *, generated_secret: bool) -> None:
     """Delete Kubernetes children that the previous render had and this one does not."""
-    keep = {_kube_key(s.resource) for s in result.states if s.resource.provider == KUBERNETES}
+    keep = {kube.key_of(s.resource.body) for s in result.states if s.resource.provider == KUBERNETES}
     if generated_secret:
         keep.add(kube.ObjectKey("v1", "Secret", owner.namespace or "", generated_secret_name(owner)))
     kinds = {(key.api_version, key.kind) for key in keep}
@@ -585,7 +587,7 @@ def finalize(intent_kind: IntentKind, body: Mapping[str, Any], compositions: Seq
     owner = owner_of(body)
     unfinished: list[str] = []
     with owner_lock(owner.uid):
-        rendered, policy = _render_for_deletion(intent_kind, body, compositions)
+        rendered, policy = render_for_deletion(intent_kind, body, compositions)
         for resource in reversed(rendered):
             if resource.provider == KUBERNETES:
                 continue
@@ -598,9 +600,11 @@ def finalize(intent_kind: IntentKind, body: Mapping[str, Any], compositions: Seq
     return unfinished
 
 
-def _render_for_deletion(
+def render_for_deletion(
     intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]
 ) -> tuple[tuple[RenderedResource, ...], str]:
+    """Everything the intent renders (no outputs, no generated values) and its deletion policy;
+    nothing and "Delete" when it no longer renders (only Kubernetes leftovers are then pruned)."""
     owner = owner_of(body)
     try:
         spec = intent_kind.parse_spec(body)

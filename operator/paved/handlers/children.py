@@ -22,26 +22,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import kopf
 
 from paved.handlers import _compose
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
+from paved.providers.base import Owner
 
 log = logging.getLogger(__name__)
 
 
-class OwnerRef(NamedTuple):
-    api_version: str
-    kind: str
-    namespace: str | None
-    name: str
-    uid: str
-
-
-def owner_ref_of(child: Mapping[str, Any]) -> OwnerRef | None:
+def owner_ref_of(child: Mapping[str, Any]) -> Owner | None:
     """The intent a Paved child belongs to: the controller ownerReference, else the owner annotation."""
     metadata = child.get("metadata") or {}
     uid = (metadata.get("labels") or {}).get(kube.OWNER_UID_LABEL)
@@ -49,12 +42,12 @@ def owner_ref_of(child: Mapping[str, Any]) -> OwnerRef | None:
         return None
     for ref in metadata.get("ownerReferences") or []:
         if ref.get("uid") == uid:
-            return OwnerRef(ref.get("apiVersion", ""), ref.get("kind", ""), metadata.get("namespace"), ref.get("name", ""), uid)
+            return Owner(ref.get("apiVersion", ""), ref.get("kind", ""), ref.get("name", ""), metadata.get("namespace"), uid)
     annotation = (metadata.get("annotations") or {}).get(kube.OWNER_ANNOTATION, "")
     parts = annotation.rsplit("/", 3)  # "<group>/<version>/<Kind>/<namespace>/<name>"
     if len(parts) == 4 and all(parts[:2]) and parts[3]:
         api_version, kind, namespace, name = parts
-        return OwnerRef(api_version, kind, namespace or None, name, uid)
+        return Owner(api_version, kind, name, namespace or None, uid)
     return None
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -38,11 +37,10 @@ from typing import Any
 import kopf
 
 from paved import GROUP, VERSION
-from paved.api.common import READY, now_rfc3339
+from paved.api.common import READY, Model, now_rfc3339
 from paved.api.kinds import SpecError, kind_info
-from paved.api.common import Model
 from paved import identity as core
-from paved.identity import chain as chains, scope as scopes
+from paved.identity import chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
 from paved.kube import status as kube_status
 from paved.providers import base as providers
@@ -55,67 +53,18 @@ PLURAL = "agentidentities"
 log = logging.getLogger(__name__)
 EXPIRED, ACCEPTED = "Expired", "Accepted"
 REVOKE = "Revoke"
-EXTERNAL_GRANT_KINDS = {"vault-policy": "VaultPolicy", "vault-k8s-role": "VaultRole", "aws-iam-role": "IAMRole"}
 MAX_DEPTH_ENV, NAMESPACES_ENV = "PAVED_DELEGATION_MAX_DEPTH", "PAVED_DELEGATION_NAMESPACES"
 TICK_SECONDS = 1.0
-RBAC_KINDS = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
-
-
-def _rule_summary(rule: Mapping[str, Any]) -> str:
-    groups = [group or "core" for group in rule.get("apiGroups") or [""]]
-    text = f"{','.join(rule.get('verbs') or [])} {','.join(rule.get('resources') or [])}"
-    if groups != ["core"]:
-        text += f" ({','.join(groups)})"
-    if rule.get("resourceNames"):
-        text += f" named {','.join(rule['resourceNames'])}"
-    return text
-
-
-def grant_detail(body: Mapping[str, Any]) -> str:
-    """One line that says what a Role or binding grants; names and verbs, never secret data."""
-    if body.get("kind") in ("Role", "ClusterRole"):
-        return "; ".join(_rule_summary(rule) for rule in body.get("rules") or [])
-    role = body.get("roleRef") or {}
-    subjects = ", ".join(
-        f"{s.get('kind')} {s.get('namespace') + '/' if s.get('namespace') else ''}{s.get('name')}" for s in body.get("subjects") or []
-    )
-    return f"{role.get('kind')} {role.get('name')} to {subjects}"
-
-
-def external_detail(provider: str, body: Mapping[str, Any]) -> str:
-    """Vault/IAM grant summary: paths, bindings, actions; never secret values."""
-    if provider == "vault-policy":
-        return " ".join(line.strip() for line in str(body.get("policy", "")).splitlines() if line.strip())[:300]
-    if provider == "vault-k8s-role":
-        return (f"login for {','.join(body.get('bound_service_account_namespaces') or [])}/"
-                f"{','.join(body.get('bound_service_account_names') or [])}, ttl {body.get('token_ttl')}, audience {body.get('audience')}")
-    if provider == "aws-iam-role":
-        for policy in body.get("InlinePolicies") or []:
-            document = json.loads(policy["PolicyDocument"])
-            statement = (document.get("Statement") or [{}])[0]
-            return f"{','.join(statement.get('Action') or [])} on {','.join(statement.get('Resource') or [])}"
-    return ""
 
 
 def grants_of(result: _compose.ComposeResult, old: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Live RBAC grants, keeping each unchanged grant's grantedAt (so idle status is stable)."""
-    previous = {(g.get("kind"), g.get("name"), g.get("namespace"), g.get("detail")): g.get("grantedAt") for g in old.get("grants") or []}
-    grants = []
-    for state in result.states:
-        body = state.resource.body
-        if not state.observation.exists:
-            continue
-        if state.resource.provider in EXTERNAL_GRANT_KINDS:
-            grant = {"kind": EXTERNAL_GRANT_KINDS[state.resource.provider], "name": state.observation.external_id,
-                     "detail": external_detail(state.resource.provider, body)}
-        elif state.resource.provider == _compose.KUBERNETES and body.get("kind") in RBAC_KINDS:
-            metadata = body.get("metadata") or {}
-            grant = {"kind": body["kind"], "name": metadata.get("name"), "namespace": metadata.get("namespace"), "detail": grant_detail(body)}
-        else:
-            continue
-        grant["grantedAt"] = previous.get((grant["kind"], grant["name"], grant.get("namespace"), grant["detail"])) or now_rfc3339()
-        grants.append({key: value for key, value in grant.items() if value is not None})
-    return grants
+    """Live grants (RBAC, Vault, IAM), keeping each unchanged grant's grantedAt (so idle status is stable)."""
+    entries = [
+        grants.grant_entry(state.resource.provider, state.resource.body, state.observation.external_id)
+        for state in result.states
+        if state.observation.exists
+    ]
+    return grants.stamped([entry for entry in entries if entry], old.get("grants") or [], now_rfc3339())
 
 
 def service_account_of(result: _compose.ComposeResult) -> str | None:
@@ -137,16 +86,11 @@ def identity_status(body: Mapping[str, Any], result: _compose.ComposeResult, old
 
 def audit_grants(owner: _compose.Owner, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     """An Event per grant that appeared (Granted) or disappeared (Revoked)."""
-    def keyed(status: Mapping[str, Any]) -> dict[tuple[Any, ...], Mapping[str, Any]]:
-        return {(g.get("kind"), g.get("namespace"), g.get("name"), g.get("detail")): g for g in status.get("grants") or []}
-
-    before, after = keyed(old), keyed(new)
-    for key in sorted(after.keys() - before.keys(), key=str):
-        kind, namespace, name, detail = key
-        audit(owner, "Granted", f"{kind} {namespace or ''}/{name}: {detail}", new)
-    for key in sorted(before.keys() - after.keys(), key=str):
-        kind, namespace, name, detail = key
-        audit(owner, "Revoked", f"{kind} {namespace or ''}/{name}: {detail}", new)
+    granted, revoked = grants.changes(old.get("grants") or [], new.get("grants") or [])
+    for message in granted:
+        audit(owner, "Granted", message, new)
+    for message in revoked:
+        audit(owner, "Revoked", message, new)
 
 
 _AUDIT_CONTEXT: dict[str, dict[str, Any]] = {}  # uid -> {owner, purpose} of the spec being reconciled
@@ -165,8 +109,8 @@ def audit(owner: _compose.Owner, reason: str, message: str, status: Mapping[str,
 
 # --------------------------------------------------------------------------- effective spec
 
-_EFFECTIVE: dict[str, dict[str, Any]] = {}
-_EXPIRED: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) of identities expired in this process  # uid -> the spec the Composition renders (granted/narrowed/empty)
+_EFFECTIVE: dict[str, dict[str, Any]] = {}  # uid -> the spec the Composition renders (granted/narrowed/empty)
+_EXPIRED: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) of identities expired in this process
 
 
 def _condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]:
@@ -259,18 +203,7 @@ def _lookup(index: Mapping[Any, Any]) -> Any:
 
 
 def ancestry_digest(body: Mapping[str, Any], index: Mapping[Any, Any]) -> str:
-    """Changes exactly when an ancestor's spec, expiry state or existence changes."""
-    subject = summary(body)
-    lookup = _lookup(index)
-    parts, seen, current = [], set(), subject
-    while (ref := current.parent_key()) is not None and ref not in seen and len(seen) <= max_depth() + 1:
-        seen.add(ref)
-        parent = lookup(*ref)
-        parts.append([list(ref), parent.spec if parent else None, parent.expired if parent else None])
-        if parent is None:
-            break
-        current = parent
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return core.ancestry_digest(summary(body), _lookup(index), max_depth())
 
 
 # --------------------------------------------------------------------------- the reconcile
@@ -341,11 +274,11 @@ def _expire(body: Mapping[str, Any], compositions: list[Mapping[str, Any]], deci
     _EXPIRED[owner.uid] = (decision.reason, decision.message)
     unfinished: list[str] = []
     with _compose.owner_lock(owner.uid):
-        rendered, _policy = _compose._render_for_deletion(RAW_IDENTITY, body, compositions)
+        rendered, _policy = _compose.render_for_deletion(RAW_IDENTITY, body, compositions)
         for resource in reversed(rendered):
             try:
                 if resource.provider == _compose.KUBERNETES:
-                    if resource.body.get("kind") in RBAC_KINDS:
+                    if resource.body.get("kind") in grants.RBAC_KINDS:
                         metadata = resource.body.get("metadata") or {}
                         kube.delete(resource.body["apiVersion"], resource.body["kind"], metadata["name"], metadata.get("namespace"))
                     continue
@@ -354,7 +287,7 @@ def _expire(body: Mapping[str, Any], compositions: list[Mapping[str, Any]], deci
                     unfinished.append(f"{resource.name}: {outcome.message}")
                 else:
                     log.info("%s/%s: %s", owner.namespace, owner.name, outcome.message)
-            except (providers.ProviderError, Exception) as error:  # noqa: BLE001 - report and retry on the next tick
+            except Exception as error:  # noqa: BLE001 - report and retry on the next tick
                 unfinished.append(f"{resource.name}: {error}")
     message = decision.message if not unfinished else f"{decision.message}; still revoking: {'; '.join(unfinished)}"
     status = dict(old)
@@ -405,7 +338,9 @@ def finalize_identity(body: kopf.Body, retry: int, composition_index: kopf.Index
         unfinished = _compose.finalize(RAW_IDENTITY, body, _compose.compositions_from(composition_index))
     except providers.ProviderError as error:  # Vault/IAM unreachable or misconfigured: keep the finalizer, retry
         raise kopf.TemporaryError(f"still deleting: {error}", delay=_compose.backoff(retry)) from None
-    _EFFECTIVE.pop(body.get("metadata", {}).get("uid", ""), None)
+    uid = body.get("metadata", {}).get("uid", "")
+    for memory in (_EFFECTIVE, _EXPIRED, _AUDIT_CONTEXT):
+        memory.pop(uid, None)
     if unfinished:
         raise kopf.TemporaryError(f"still deleting: {'; '.join(unfinished)}", delay=_compose.backoff(retry))
 

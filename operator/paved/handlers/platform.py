@@ -15,20 +15,16 @@ registered reconcile (paved.handlers._compose). This runs in the Composition's e
 handler thread, one intent after another: fine for tens or hundreds of intents, and a
 platform change is rare; at thousands, expect it to take a while (each intent is one render
 plus reads, and writes only where the render changed).
-
-Offline use (`paved render`, tests): `load_compositions(paths)` reads Composition YAML.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
-import yaml
 
 from paved import API_VERSION
 from paved.api.common import READY
@@ -62,18 +58,6 @@ def problems_of(composition: Mapping[str, Any]) -> list[str]:
     except SpecError as error:
         return list(error.problems)
     return [str(error) for error in check_composition(composition)]
-
-
-def load_compositions(paths: Iterable[Path | str]) -> list[dict[str, Any]]:
-    """Compositions from YAML files or folders of them (every `kind: Composition` document)."""
-    found: list[dict[str, Any]] = []
-    for path in map(Path, paths):
-        files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
-        for file in files:
-            for document in yaml.safe_load_all(file.read_text()):
-                if isinstance(document, dict) and document.get("kind") == COMPOSITION:
-                    found.append(snapshot(document))
-    return found
 
 
 # --------------------------------------------------------------------------- Kopf

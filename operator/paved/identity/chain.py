@@ -14,9 +14,11 @@ parent expires or disappears is expired.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field as dc_field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from paved.api.common import now_rfc3339, parse_duration
@@ -194,5 +196,17 @@ def decide(
                     expires_at=expires, chain=chain_status, narrowed=narrowed)
 
 
-def expires_in(expires_at: datetime | None, now: datetime) -> timedelta | None:
-    return None if expires_at is None else expires_at - now
+def ancestry_digest(subject: Ancestor, lookup: Callable[[str, str], Ancestor | None], max_depth: int) -> str:
+    """Changes exactly when an ancestor's spec, expiry state or existence changes (a missing
+    parent or a cycle ends the walk; `decide` is what reports them)."""
+    parts: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+    current = subject
+    while (ref := current.parent_key()) is not None and ref not in seen and len(seen) <= max_depth + 1:
+        seen.add(ref)
+        parent = lookup(*ref)
+        parts.append([list(ref), parent.spec if parent else None, parent.expired if parent else None])
+        if parent is None:
+            break
+        current = parent
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

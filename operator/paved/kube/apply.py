@@ -210,12 +210,21 @@ def apply(
     for field in _SERVER_METADATA:
         decorated["metadata"].pop(field, None)
     decorated.pop("status", None)
-    metadata = decorated["metadata"]
+    return server_side_apply(decorated, info, field_manager=field_manager, force=force)
+
+
+def server_side_apply(
+    body: Mapping[str, Any], info: ResourceInfo | None = None, *, field_manager: str = FIELD_MANAGER, force: bool = True
+) -> Json:
+    """The SSA request itself, for `body` as given: `apply` sends intents' children through it
+    after decorating them; objects that belong to no intent (PolicyReports) are sent as is."""
+    info = info or info_for(body)
+    metadata = body["metadata"]
     return request(
         "PATCH",
         info.path(metadata["name"], metadata.get("namespace")),
         operation="apply",
-        body=decorated,
+        body=body,
         query={"fieldManager": field_manager, "force": "true" if force else None},
         content_type="application/apply-patch+yaml",
     )

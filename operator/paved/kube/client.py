@@ -44,7 +44,9 @@ class ApiError(Exception):
     """A Kubernetes API call failed; `status` is the HTTP status (0: no response at all).
 
     The message is the API server's own `message` (it names the field on validation
-    errors); request bodies are never included, so Secret data cannot leak through it.
+    errors); request bodies are never included. The API server may quote an invalid
+    field's value ("Invalid value: ..."; it redacts Secret data itself), so callers that
+    send generated credentials in other kinds scrub the message (paved.handlers._compose).
     """
 
     def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "") -> None:

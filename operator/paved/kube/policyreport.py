@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from paved.kube.apply import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL, server_side_apply
 from paved.kube.client import ApiError, Json, request, resource_info
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
@@ -93,16 +93,7 @@ def installed() -> bool:
 
 def write_report(report: Mapping[str, Any]) -> Json:
     """Server-side apply the report (field manager `paved`)."""
-    info = resource_info(API_VERSION, KIND)
-    metadata = report["metadata"]
-    return request(
-        "PATCH",
-        info.path(metadata["name"], metadata["namespace"]),
-        operation="apply",
-        body=dict(report),
-        query={"fieldManager": FIELD_MANAGER, "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
+    return server_side_apply(report)
 
 
 def delete_report(namespace: str) -> None:

@@ -6,7 +6,7 @@ addressing facts only (name, namespace, uid, a Service's host), never Secret dat
 
 Children that Kubernetes does not let the intent own (another namespace, cluster scope)
 are applied with allow_unowned=True: they carry the owner label and annotation, and the
-intent's finalizer prunes them (see paved.handlers._compose.cleanup).
+intent's finalizer prunes them (see paved.handlers._compose.finalize).
 """
 
 from __future__ import annotations
@@ -94,8 +94,6 @@ class KubernetesProvider:
             live = kube.apply(resource.body, owner, allow_unowned=True)
         except ApiError as error:
             raise _provider_error(error, "apply", resource.body) from None
-        except kube.OwnershipError as error:  # unreachable with allow_unowned; kept for clarity
-            raise ProviderError(str(error), retryable=False) from None
         observation = self._observation(live, drift=[])
         observation.changed = True
         return observation

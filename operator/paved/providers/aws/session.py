@@ -28,6 +28,7 @@ import tenacity
 
 from paved.metrics import count_call
 from paved.providers.base import ProviderError
+from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ DEFAULT_REGION = "us-east-1"
 # botocore's own retries stay in "standard" mode (it knows the throttling codes and keeps a
 # retry quota) but bounded to 2 attempts; the wrapper's tenacity loop is the outer bound.
 # Worst case per logical call: ATTEMPTS x 2 HTTP attempts within roughly MAX_WAIT x ATTEMPTS.
-_BOTOCORE_CONFIG = botocore.config.Config(
+BOTOCORE_CONFIG = botocore.config.Config(
     retries={"mode": "standard", "total_max_attempts": 2},
     connect_timeout=5,
     read_timeout=30,
 )
+_BOTOCORE_CONFIG = BOTOCORE_CONFIG  # the old private name, still imported by aws/secretsmanager.py
 ATTEMPTS = 3
 MAX_WAIT_SECONDS = 4.0
 
@@ -65,7 +67,6 @@ _CONNECTION_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.HTTPClientError,
 )
-_REDACTED = "<redacted>"
 
 _clients: dict[tuple[str, str, str | None], Any] = {}
 _clients_lock = threading.Lock()
@@ -85,7 +86,7 @@ def client(service: str, region_name: str | None = None) -> Any:
     with _clients_lock:
         if key not in _clients:
             _clients[key] = boto3.session.Session().client(
-                service, region_name=key[1], endpoint_url=key[2], config=_BOTOCORE_CONFIG
+                service, region_name=key[1], endpoint_url=key[2], config=BOTOCORE_CONFIG
             )
         return _clients[key]
 
@@ -140,12 +141,6 @@ def _classify(exc: Exception) -> _Failure:
 
 def _secret_values(params: Mapping[str, Any]) -> list[str]:
     return [str(v) for k, v in params.items() if v and any(word in k for word in ("Password", "Secret", "Token"))]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, _REDACTED)
-    return text
 
 
 def call(provider: str, aws_client: Any, operation: str, **params: Any) -> dict[str, Any]:
