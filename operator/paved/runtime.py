@@ -19,7 +19,8 @@ Settings, and why:
   (paved.kube.apply.MANAGED_KINDS): Kopf watches only Paved's own Secrets, Roles, ...
   instead of every object of those kinds in the cluster.
 - max_workers 20: the bound on concurrent synchronous handlers (and on threads blocking
-  on the API server); the Kubernetes client's connection pool is sized above it.
+  on the API server); the Kubernetes client's connection pool is sized above it. The
+  admission webhook's handlers do not queue in this pool (paved.handlers.admission).
 - Peering standalone, scanning disabled: one operator replica, no KopfPeering CRD and no
   permission to watch CRDs; the served resources are discovered once at start-up (the CRDs
   are installed before the operator, by deploy/ or the test fixture).

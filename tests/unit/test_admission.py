@@ -128,3 +128,29 @@ def test_webhook_handlers_are_registered_for_every_kind() -> None:
     assert ("validate-intentpolicies", "intentpolicies") in ids
     assert ("validate-policyexceptions", "policyexceptions") in ids
     assert ("validate-intents", "databaseintents") in ids
+
+
+def test_webhook_handlers_run_on_their_own_threads_not_kopfs_shared_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kopf queues a sync handler behind every reconcile in its executor; an async one it awaits."""
+    import asyncio
+    import threading
+
+    import kopf
+    from kopf._core.actions.invocation import invoke, is_async_fn
+
+    from paved.handlers import policy as policy_handlers
+
+    (handler,) = {h.fn for h in kopf.get_default_registry()._webhooks.get_all_handlers() if h.id == "validate-intents"}
+    assert is_async_fn(handler)
+    threads: list[str] = []
+
+    def namespace_object(namespace: str | None) -> None:
+        threads.append(threading.current_thread().name)
+
+    monkeypatch.setattr(policy_handlers, "namespace_object", namespace_object)
+    warnings: list[str] = []
+    kwargs = {"body": kopf.Body(intent(False)), "old": None, "operation": "CREATE", "warnings": warnings, "memo": kopf.Memo(),
+              "composition_index": {}, "policy_index": {"enc": [policy()]}, "exception_index": {}}
+    with pytest.raises(kopf.AdmissionError, match="enc/encrypted"):
+        asyncio.run(invoke(handler, settings=kopf.OperatorSettings(), kwargs=kwargs))
+    assert threads and threads[0].startswith("paved-admission")

@@ -75,3 +75,22 @@ def test_policy_report_maps_outcomes_and_shows_expired_exceptions() -> None:
     assert expired["result"] == "fail" and expired["properties"]["expiresAt"] == "2030-01-01T00:00:00Z"
     assert all(r["resources"] == [ref] for r in report["results"])
     assert policyreport.build_report("team", [(ref, list(reversed(verdicts)))]) == report  # stable: no churn
+
+
+def test_platform_status_is_remembered_only_once_written(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from paved.kube.client import ApiError
+
+    writes: list[dict] = []
+
+    def failing(*args: object) -> None:
+        raise ApiError(500, "InternalError", "etcd is down")
+
+    exception = {"kind": "PolicyException", "metadata": {"name": "e", "namespace": "team", "generation": 2}, "status": {}}
+    conditions = handlers.exception_conditions({"spec": {"expiresAt": "2030-01-01T00:10:00Z"}}, True, NOW)
+    monkeypatch.setattr(handlers.kube_status, "patch_status", failing)
+    handlers.write_platform_status(exception, conditions)
+    assert exception["status"] == {}  # not written: the next audit pass tries again
+    monkeypatch.setattr(handlers.kube_status, "patch_status", lambda *args: writes.append(args[-1]))
+    handlers.write_platform_status(exception, conditions)
+    handlers.write_platform_status(exception, conditions)
+    assert len(writes) == 1 and exception["status"]["observedGeneration"] == 2  # written once, then quiet

@@ -22,34 +22,46 @@ What is judged (pure, see `review_intent`, `review_policy`, `review_exception`):
   carries a warning that the rendered output was not checked.
 - IntentPolicy: refused when its CEL does not compile, naming rule, line and column.
 - PolicyException: refused outside the namespaces the platform names (see handlers.policy).
+
+The handlers run on the webhook's own small thread pool, not in Kopf's handler executor
+(see `_on_own_threads`): an answer must never wait behind a backlog of reconciles.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import dataclasses
+import functools
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kopf
 
+from paved import GROUP, VERSION
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
 from paved.handlers import policy as policy_handlers
+from paved.kube.apply import server_side_apply
+from paved.kube.client import ResourceInfo
 from paved.policy import PolicyCompileError, admission_decision, check_intent, compile_policy
 from paved.policy.compile import CompiledPolicy
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = "paved.dev", "v1alpha1"
 CONFIGURATION_NAME = "paved.dev"
 DEFAULT_FAILURE_POLICY = "Fail"
 DEFAULT_TIMEOUT_SECONDS = 5
 DENIED_CODE = 403
+CONFIGURATION_INFO = ResourceInfo("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
+                                  "validatingwebhookconfigurations", namespaced=False)
+ADMISSION_WORKERS = 4  # the work is CPU-bound under the GIL: more threads add no throughput
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -154,8 +166,8 @@ def webhook_configuration(
 ) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration Paved serves (pure)."""
     return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
+        "apiVersion": CONFIGURATION_INFO.api_version,
+        "kind": CONFIGURATION_INFO.kind,
         "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "paved"}},
         "webhooks": [
             {
@@ -195,7 +207,6 @@ class WebhookOptions:
     failure_policy: str = DEFAULT_FAILURE_POLICY
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     register: bool = True  # write the ValidatingWebhookConfiguration
-    extra_sans: tuple[str, ...] = field(default=())
 
 
 def parse_service(text: str | None) -> tuple[str, str, int] | None:
@@ -219,7 +230,7 @@ def self_signed(options: WebhookOptions, directory: Path | None = None) -> Webho
         return options
     from paved.dev.pki import CertificateAuthority, issue_serving_cert  # cryptography: only when needed
 
-    hosts = [h for h in (options.host, *options.extra_sans) if h]
+    hosts = [options.host] if options.host else []
     if options.service is not None:
         namespace, name, _ = options.service
         hosts += [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
@@ -234,22 +245,13 @@ def self_signed(options: WebhookOptions, directory: Path | None = None) -> Webho
     for name, data in paths.items():
         (folder / name).write_bytes(data)
         (folder / name).chmod(0o600)
-    return WebhookOptions(**{**options.__dict__, "certfile": str(folder / "tls.crt"), "keyfile": str(folder / "tls.key"),
-                             "cafile": str(folder / "ca.crt")})
+    return dataclasses.replace(options, certfile=str(folder / "tls.crt"), keyfile=str(folder / "tls.key"),
+                               cafile=str(folder / "ca.crt"))
 
 
 def register_configuration(configuration: Mapping[str, Any]) -> None:
     """Server-side apply the ValidatingWebhookConfiguration (blocking; run it in a thread)."""
-    from paved.kube.client import request
-
-    request(
-        "PATCH",
-        f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{CONFIGURATION_NAME}",
-        operation="apply",
-        body=dict(configuration),
-        query={"fieldManager": "paved", "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
+    server_side_apply(configuration, CONFIGURATION_INFO)  # a built-in kind: no discovery needed
 
 
 class PavedWebhookServer(kopf.WebhookServer):
@@ -260,7 +262,6 @@ class PavedWebhookServer(kopf.WebhookServer):
         super().__init__(
             addr=options.address, port=options.port or None, host=options.host,
             certfile=options.certfile, pkeyfile=options.keyfile, cafile=options.cafile,
-            extra_sans=list(options.extra_sans),
         )
         self.options = options
 
@@ -281,6 +282,29 @@ class PavedWebhookServer(kopf.WebhookServer):
 
 
 # --------------------------------------------------------------------------- Kopf handlers
+
+
+_executor = concurrent.futures.ThreadPoolExecutor(max_workers=ADMISSION_WORKERS, thread_name_prefix="paved-admission")
+
+
+def _on_own_threads(fn: Callable[..., None]) -> Callable[..., Coroutine[Any, Any, None]]:
+    """`fn` as an async Kopf handler that runs it on the webhook's own threads.
+
+    Kopf runs a synchronous handler in `settings.execution.executor`, the pool every
+    reconcile shares (runtime.MAX_WORKERS threads, FIFO): behind a backlog of reconciles
+    blocked on API-server or cloud calls, an admission request waited there past the
+    webhook's 5 s timeout (bench/bench_policy.py, "under a reconcile backlog"). Kopf awaits an
+    async handler on its event loop instead; the blocking work (a Namespace read on a cache
+    miss) still runs in a thread, one of `_executor`'s. No `__wrapped__`: Kopf would follow it
+    and treat the handler as synchronous again.
+    """
+
+    async def handler(**kwargs: Any) -> None:
+        call = functools.partial(contextvars.copy_context().run, fn, **kwargs)  # as Kopf does for sync handlers
+        await asyncio.get_running_loop().run_in_executor(_executor, call)
+
+    handler.__name__ = handler.__qualname__ = fn.__name__
+    return handler
 
 
 def _deny(review: Review, warnings: list[str]) -> None:
@@ -321,11 +345,14 @@ def _validate_exception(body: kopf.Body, operation: str | None, warnings: list[s
 
 
 def _register(webhooks: Sequence[Webhook]) -> None:
-    functions = {"validate-intents": _validate_intent, "validate-intentpolicies": _validate_policy,
-                 "validate-policyexceptions": _validate_exception}
+    functions: dict[str, Callable[..., None]] = {
+        "validate-intents": _validate_intent, "validate-intentpolicies": _validate_policy,
+        "validate-policyexceptions": _validate_exception,
+    }
     for webhook in webhooks:
+        handler = _on_own_threads(functions[webhook.id])
         for plural in webhook.plurals:
-            kopf.on.validate(GROUP, VERSION, plural, id=webhook.id, operations=["CREATE", "UPDATE"])(functions[webhook.id])
+            kopf.on.validate(GROUP, VERSION, plural, id=webhook.id, operations=["CREATE", "UPDATE"])(handler)
 
 
 _register(WEBHOOKS)

@@ -37,20 +37,19 @@ from typing import Any
 import kopf
 
 from paved import API_VERSION
-from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
+from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
 from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, request, resource_info
-from paved.policy import CompiledPolicy, PolicyCompileError, Verdict, check_intent, compile_policy
+from paved.kube.client import ApiError, Json, request, resource_info
+from paved.policy import CompiledPolicy, PolicyCompileError, Verdict, check_intent, compile_policies, compile_policy
 from paved.policy.exceptions import parse_time
 
 log = logging.getLogger(__name__)
 
 EXCEPTIONS_LABEL = "paved.dev/policy-exceptions"
-EXPIRED = "Expired"
 DEFAULT_AUDIT_INTERVAL = 600.0
 AUDIT_JITTER = 0.1
 NAMESPACE_TTL = 15.0
@@ -72,13 +71,7 @@ def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def compiled_policies(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[CompiledPolicy]:
     """The usable policies of the index (broken ones are skipped: they block nothing)."""
-    compiled = []
-    for body in _compose.compositions_from(index):  # same {name: Store} shape as the composition index
-        try:
-            compiled.append(compile_policy(body))
-        except PolicyCompileError:
-            continue
-    return compiled
+    return compile_policies(_compose.compositions_from(index))[0]  # same {name: Store} shape as the composition index
 
 
 def exceptions_allowed_in(namespace_object: Mapping[str, Any] | None, namespace: str | None, allowed: Iterable[str]) -> bool:
@@ -224,8 +217,7 @@ class Auditor:
         self.pending: dict[str, dict[str, Any]] = {}  # uid -> intent body
         self.removed: set[tuple[str, str, str]] = set()
         self.results: dict[str, dict[tuple[str, str], tuple[dict[str, str], list[Verdict]]]] = {}
-        self.reports: dict[str, str] = {}  # namespace -> digest of the last written report
-        self.audits = 0
+        self.reports: dict[str, Json] = {}  # namespace -> the last written report
         self.thread = threading.Thread(target=self._loop, name="paved-audit", daemon=True)
 
     def start(self) -> None:
@@ -249,14 +241,16 @@ class Auditor:
 
     def _loop(self) -> None:
         while True:
-            now = datetime.now(timezone.utc)
-            all_exceptions = [e for store in dict(self.exception_index).values() for e in store]
-            woken = self.wake.wait(audit_wait(self.interval, now, next_expiry(all_exceptions, now)))
-            self.wake.clear()
-            try:
+            try:  # the indexes are read while Kopf's event loop may be updating them
+                now = datetime.now(timezone.utc)
+                all_exceptions = [e for store in dict(self.exception_index).values() for e in store]
+                woken = self.wake.wait(audit_wait(self.interval, now, next_expiry(all_exceptions, now)))
+                self.wake.clear()
                 self.run_once(periodic=not woken)  # a timeout is the periodic pass or an expiry
             except Exception:  # noqa: BLE001 - the audit must survive a bad pass
                 log.exception("policy audit pass failed")
+                with self.lock:  # the failed pass took the pending work: redo all of it at the next wake-up
+                    self.full_requested = True
                 time.sleep(5)
 
     def run_once(self, periodic: bool = False) -> None:
@@ -278,7 +272,6 @@ class Auditor:
                 for key in [k for k in self.results[namespace] if k not in seen.get(namespace, set())]:
                     del self.results[namespace][key]
                 touched.add(namespace)
-            self.audits += 1
         else:
             for intent in pending.values():
                 touched.add(self._audit(intent, now))
@@ -345,10 +338,9 @@ class Auditor:
                         policyreport.delete_report(namespace)
                     continue
                 report = policyreport.build_report(namespace, entries)
-                digest = repr(report)
-                if self.reports.get(namespace) != digest:
+                if self.reports.get(namespace) != report:
                     policyreport.write_report(report)
-                    self.reports[namespace] = digest
+                    self.reports[namespace] = report
             except ApiError as error:
                 log.warning("cannot write the PolicyReport of namespace %s: %s", namespace, error)
 
@@ -366,7 +358,8 @@ def write_platform_status(body: Mapping[str, Any], conditions: list[kube_status.
         except ApiError as error:
             if not error.not_found:
                 log.warning("cannot write status of %s %s: %s", body.get("kind"), metadata.get("name"), error)
-        # the index snapshot does not see its own status write: remember it to stay quiet
+            return  # not written: the next pass tries again
+        # the index snapshot sees its own status write only at the next event: remember it to stay quiet
         if isinstance(body, dict):
             body.setdefault("status", {}).update(delta)
 
