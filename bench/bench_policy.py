@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -208,14 +209,15 @@ def bench_audit(count: int) -> dict[str, float]:
     compositions = load_compositions((), ROOT / "compositions")
     raw = policies()
     intents = [intent(index) for index in range(count)]
+    now = datetime.now(timezone.utc)  # one audit pass judges every intent at one moment
     DEFAULT_MEMO.clear()
     started = time.perf_counter()
     compiled, _ = compile_policies(raw, PolicyCache())  # a fresh cache: every policy recompiles
-    violations = sum(v.violation for item in intents for v in check_intent(item, compositions, compiled, NAMESPACE).verdicts)
+    violations = sum(v.violation for item in intents for v in check_intent(item, compositions, compiled, NAMESPACE, now=now).verdicts)
     cold = time.perf_counter() - started
     started = time.perf_counter()
     for item in intents:
-        check_intent(item, compositions, compiled, NAMESPACE)
+        check_intent(item, compositions, compiled, NAMESPACE, now=now)
     warm = time.perf_counter() - started
     return {"intents": count, "policies": len(compiled), "cold_s": cold, "warm_s": warm, "violations": violations}
 

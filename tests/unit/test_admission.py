@@ -47,14 +47,14 @@ def test_updates_that_leave_spec_alone_and_deletions_are_never_judged() -> None:
     old = intent(False)
     relabelled = copy.deepcopy(old)
     relabelled["metadata"]["labels"] = {"x": "y"}
-    assert admission.review_intent("UPDATE", relabelled, old, compiled(), [], None).allowed
+    assert admission.review_intent("UPDATE", relabelled, old, compiled(), [], None, now=NOW).allowed
     deleting = copy.deepcopy(old)
     deleting["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
-    assert admission.review_intent("UPDATE", deleting, old, compiled(), [], None).allowed
-    assert admission.review_intent("DELETE", old, old, compiled(), [], None).allowed
+    assert admission.review_intent("UPDATE", deleting, old, compiled(), [], None, now=NOW).allowed
+    assert admission.review_intent("DELETE", old, old, compiled(), [], None, now=NOW).allowed
     changed = copy.deepcopy(old)
     changed["spec"]["version"] = "17"
-    assert not admission.review_intent("UPDATE", changed, old, compiled(), [], None).allowed
+    assert not admission.review_intent("UPDATE", changed, old, compiled(), [], None, now=NOW).allowed
 
 
 def test_active_exception_admits_and_expired_one_does_not() -> None:

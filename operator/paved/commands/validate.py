@@ -152,7 +152,7 @@ def _check(
         "kind": "Namespace",
         "metadata": {"name": namespace, "labels": namespaces.labels(namespace)},
     }
-    result = check_intent(intent, compositions, policies, namespace_object, exceptions, now)
+    result = check_intent(intent, compositions, policies, namespace_object, exceptions, now=now)
     findings = []
     if result.render_error is not None:
         findings.append(Finding(str(file), subject, "render", f"cannot render: {result.render_error}", True))

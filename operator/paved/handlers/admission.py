@@ -38,7 +38,7 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,13 @@ def review_intent(
     compositions: Iterable[Mapping[str, Any]],
     namespace_object: Mapping[str, Any] | None,
     exceptions: Iterable[Mapping[str, Any]] = (),
-    now: datetime | None = None,
+    *,
+    now: datetime,
 ) -> Review:
     """Admit or deny one intent create/update (pure)."""
     if operation not in ("CREATE", "UPDATE") or spec_unchanged(operation, body, old):
         return Review(True)
-    result = check_intent(body, compositions, policies, namespace_object, exceptions, now)
+    result = check_intent(body, compositions, policies, namespace_object, exceptions, now=now)
     allowed, warnings, message = admission_decision(result.verdicts)
     if result.render_error is not None and result.verdicts:
         warnings = [*warnings, f"rendered output not checked by IntentPolicies: {result.render_error}"]
@@ -327,6 +328,7 @@ def _validate_intent(
         _compose.compositions_from(composition_index),
         namespace_object,
         policy_handlers.exceptions_for(namespace, namespace_object, exception_index, memo),
+        now=datetime.now(timezone.utc),
     )
     _deny(review, warnings)
 

@@ -301,7 +301,7 @@ class Auditor:
         ns_object = namespace_object(namespace)
         result = check_intent(
             intent, _compose.compositions_from(self.composition_index), compiled_policies(self.policy_index), ns_object,
-            exceptions_for(namespace, ns_object, self.exception_index, self.memo), now,
+            exceptions_for(namespace, ns_object, self.exception_index, self.memo), now=now,
         )
         condition = compliance_condition(result.verdicts, result.render_error)
         try:

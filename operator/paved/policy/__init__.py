@@ -4,7 +4,7 @@ Pure: no Kubernetes, cloud or Vault clients and no I/O. The admission webhook, t
 continuous audit and `paved validate` all call the same three steps:
 
     compiled, broken = compile_policies(policy_objects)     # cached by name + spec hash
-    verdicts = evaluate(compiled, intent, rendered, namespace_object, exceptions, now)
+    verdicts = evaluate(compiled, intent, rendered, namespace_object, exceptions, now=now)
     allowed, warnings, message = admission_decision(verdicts)
 
 `check_intent` does the render-then-evaluate step in one call (placeholders for outputs and

@@ -39,7 +39,8 @@ def check_intent(
     policies: Iterable[CompiledPolicy],
     namespace_object: Mapping[str, Any] | None = None,
     exceptions: Iterable[Mapping[str, Any]] = (),
-    now: datetime | None = None,
+    *,
+    now: datetime,
 ) -> CheckResult:
     """Select and render the intent's composition, then evaluate `policies` against both.
 
@@ -59,7 +60,7 @@ def check_intent(
             resources = render(composition, full, namespace_labels=labels).resources
         except RenderError as error:
             render_error = error
-    verdicts = evaluate(policies, full, resources, namespace_object, exceptions, now)
+    verdicts = evaluate(policies, full, resources, namespace_object, exceptions, now=now)
     return CheckResult(verdicts, composition_name, resources, render_error)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from paved.api.kinds import with_defaults
@@ -43,14 +43,15 @@ def evaluate(
     rendered: Iterable[Rendered] = (),
     namespace_object: Mapping[str, Any] | None = None,
     exceptions: Iterable[Mapping[str, Any]] = (),
-    now: datetime | None = None,
+    *,
+    now: datetime,
     memo: BoundedCache[tuple[str, str, str], RuleResults] | None = DEFAULT_MEMO,
 ) -> list[Verdict]:
     """One Verdict per rule of every policy that applies to `intent` (passes included).
 
     `rendered` are the composed resources (RenderedResource or {name, provider, body});
     `namespace_object` the intent's Namespace (None when unknown: selector policies then do
-    not apply); `now` decides which exceptions are still valid (default: the current time);
+    not apply); `now` decides which exceptions are still valid (the caller's clock: this core reads none);
     `memo=None` disables result memoisation.
     A rule that cannot be evaluated yields an `error` verdict and the other rules still run.
     Rules see the intent with the API models' defaults applied (paved.api.kinds.with_defaults)
@@ -62,7 +63,6 @@ def evaluate(
     if not applicable:
         return []
     inputs = _Inputs(_policy_object(intent), [policy_view(resource) for resource in rendered], namespace_object)
-    moment = now or datetime.now(timezone.utc)
     exception_list = list(exceptions)
     verdicts: list[Verdict] = []
     for policy in applicable:
@@ -70,7 +70,7 @@ def evaluate(
             outcome = Outcome.PASS if result else Outcome.ERROR if result is None else Outcome.FAIL
             verdict = Verdict(policy.name, rule.name, policy.mode, outcome, rule.message, detail)
             if outcome is not Outcome.PASS and exception_list:
-                verdict = _apply_exception(verdict, exception_list, intent, moment)
+                verdict = _apply_exception(verdict, exception_list, intent, now)
             verdicts.append(verdict)
     return verdicts
 
