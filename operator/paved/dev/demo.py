@@ -32,6 +32,7 @@ from paved.dev.binaries import repo_root
 from paved.dev.controlplane import ControlPlane
 from paved.dev.demo_vault import point_stores_at, start_demo_openbao, stop_demo_openbao
 from paved.dev.manifests import load_manifests
+from paved.render.engine import CLUSTER_SCOPED_KINDS
 from paved.dev.moto import MotoError, MotoServer, moto_installed, start_moto
 from paved.dev.operator import (
     OPERATOR_ACCOUNT,
@@ -54,10 +55,6 @@ __all__ = [
 ]
 
 DEFAULT_EXAMPLE_NAMESPACE = "paved-examples"
-_CLUSTER_SCOPED_CORE = {
-    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
-    "StorageClass", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Node",
-}
 Log = Callable[[str], None]
 
 
@@ -66,15 +63,6 @@ def _demo_dir(plane: ControlPlane) -> Path:
 
 
 # ------------------------------------------------------------------------------ examples
-
-
-def _cluster_scoped(obj: dict[str, Any]) -> bool:
-    from paved import GROUP
-    from paved.api.kinds import KINDS
-
-    if obj.get("apiVersion", "").startswith(f"{GROUP}/"):
-        return any(info.kind == obj.get("kind") and not info.namespaced for info in KINDS)
-    return obj.get("kind") in _CLUSTER_SCOPED_CORE
 
 
 def example_objects(examples: Path) -> list[dict[str, Any]]:
@@ -88,7 +76,7 @@ def example_objects(examples: Path) -> list[dict[str, Any]]:
             objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for manifest in manifests:
             obj = json.loads(json.dumps(manifest.obj))
-            if not _cluster_scoped(obj):
+            if obj.get("kind") not in CLUSTER_SCOPED_KINDS:
                 obj.setdefault("metadata", {}).setdefault("namespace", namespace)
             objects.append(obj)
     return objects

@@ -10,6 +10,6 @@ provider registry is complete before the first reconcile.
 from __future__ import annotations
 
 import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
-from paved.handlers import children, database, identity, platform, policy, rollout, secrets
+from paved.handlers import admission, children, database, identity, platform, policy, rollout, secrets
 
-__all__ = ["children", "database", "identity", "platform", "policy", "rollout", "secrets"]
+__all__ = ["admission", "children", "database", "identity", "platform", "policy", "rollout", "secrets"]

@@ -37,15 +37,16 @@ from paved.render import check_composition
 log = logging.getLogger(__name__)
 
 COMPOSITION = "Composition"
-_SNAPSHOT_METADATA = ("name", "uid", "generation", "labels", "annotations")
+_SNAPSHOT_METADATA = ("name", "namespace", "uid", "generation", "labels", "annotations")
 
 
 def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain, independent copy of a Composition: what the index holds and the engine reads."""
+    """A plain, independent copy of a platform object (Composition, IntentPolicy,
+    PolicyException): what the Kopf indexes hold and the pure cores read."""
     metadata = body.get("metadata") or {}
     return {
         "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": COMPOSITION,
+        "kind": body.get("kind") or COMPOSITION,
         "metadata": {key: copy.deepcopy(metadata[key]) for key in _SNAPSHOT_METADATA if key in metadata},
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
     }

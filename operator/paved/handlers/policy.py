@@ -40,6 +40,7 @@ from paved import API_VERSION
 from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
+from paved.handlers.platform import snapshot
 from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
@@ -53,19 +54,6 @@ EXCEPTIONS_LABEL = "paved.dev/policy-exceptions"
 DEFAULT_AUDIT_INTERVAL = 600.0
 AUDIT_JITTER = 0.1
 NAMESPACE_TTL = 15.0
-_SNAPSHOT_METADATA = ("name", "namespace", "uid", "generation", "labels")
-
-
-def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": body.get("kind"),
-        "metadata": {key: copy.deepcopy(metadata[key]) for key in _SNAPSHOT_METADATA if key in metadata},
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-    }
-
-
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -456,5 +444,3 @@ def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index,
 for _kind in INTENT_KINDS:
     kopf.on.event("paved.dev", "v1alpha1", kind_info(_kind).plural, id=f"audit-{kind_info(_kind).plural}")(_intent_changed)
 
-
-from paved.handlers import admission  # noqa: E402,F401 - registers the webhook handlers
