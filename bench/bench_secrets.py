@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_secrets.py --refs 5000 --secrets 500 --changed 5
 
 Real backends, real providers: a moto server (Secrets Manager, SSM) and an OpenBao dev
-server are started on loopback; the operator's sync engine (paved.handlers.secrets
+server are started on loopback (paved.dev.moto, paved.dev.openbao); the operator's sync engine (paved.handlers.secrets
 .SyncEngine) runs in this process with the production providers. Only Kubernetes is
 replaced by an in-memory stand-in (Secret and status writes are not what is measured here;
 the e2e tests cover them). Calls are read from `paved_provider_api_calls_total`, which counts
@@ -19,10 +19,10 @@ per refresh costs (ESO's model): N calls every cycle.
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -30,13 +30,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test fixtures know how to start moto and OpenBao
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prometheus_client import REGISTRY  # noqa: E402
-
+from harness import delta  # noqa: E402
+from paved.dev.moto import start_moto  # noqa: E402
+from paved.dev.openbao import start_openbao  # noqa: E402
 from paved.handlers.secrets import SyncEngine, parse_ref  # noqa: E402
 from paved.kube import apply as kube_apply  # noqa: E402
+from paved.metrics import PROVIDER_API_CALLS  # noqa: E402
 from paved.providers.base import Owner  # noqa: E402
 from paved.providers.secretstores import StoreError  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
@@ -64,7 +65,7 @@ class MemoryKube:
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         self.writes += 1
-        self.secrets[(namespace_of(owner), body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
+        self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
 
     def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
         self.writes += 1
@@ -94,23 +95,10 @@ class MemoryKube:
         raise StoreError("no ServiceAccounts in the bench", reason="CredentialsMissing")
 
 
-def namespace_of(owner: Owner) -> str:
-    return owner.namespace or ""
-
-
 def calls(provider: str) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for metric in REGISTRY.collect():
-        if metric.name != "paved_provider_api_calls":
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("provider") == provider:
-                found[sample.labels["operation"]] = found.get(sample.labels["operation"], 0) + int(sample.value)
-    return found
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
+    """paved_provider_api_calls_total of `provider` so far, by operation."""
+    samples = (sample for metric in PROVIDER_API_CALLS.collect() for sample in metric.samples)
+    return {s.labels["operation"]: int(s.value) for s in samples if s.name.endswith("_total") and s.labels["provider"] == provider}
 
 
 class Clock:
@@ -162,8 +150,8 @@ def run_scenario(
         report = engine.run_cycle()
         seconds = time.perf_counter() - started
         used = {p: delta(calls(p), before[p]) for p in providers}
-        total = sum(n for ops in used.values() for n in ops.values())
-        detail = ", ".join(f"{op} {n}" for ops in used.values() for op, n in sorted(ops.items()))
+        total = int(sum(n for ops in used.values() for n in ops.values()))
+        detail = ", ".join(f"{op} {n:g}" for ops in used.values() for op, n in sorted(ops.items()))
         rows.append({
             "backend": label, "phase": phase, "refs": report.refs, "distinct": len(keys), "calls": total, "detail": detail,
             "eso": refs, "writes": kube.writes - writes, "failures": report.failures, "seconds": seconds,
@@ -184,15 +172,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.refs, args.secrets = 100, 10
-    from fixtures.aws import _FAKE_AWS_ENV, _start_moto  # noqa: PLC0415 - test plumbing, reused on purpose
-    from fixtures.vault import _start_openbao  # noqa: PLC0415
-    import os
-
     workdir = Path(tempfile.mkdtemp(prefix="paved-bench-secrets-"))
-    moto = _start_moto(workdir)
-    bao = _start_openbao(workdir)
-    os.environ.update(_FAKE_AWS_ENV)
-    os.environ["PAVED_AWS_ENDPOINT_URL"] = moto.endpoint_url
+    moto = start_moto(workdir / "moto")
+    bao = start_openbao(workdir / "openbao")
+    os.environ.update(moto.env())
     rows: list[dict[str, Any]] = []
     try:
         names = [f"bench/db-{i:04d}" for i in range(args.secrets)]
@@ -220,7 +203,7 @@ def main() -> None:
                              args.changed, None)
 
         # --- Vault / OpenBao (AppRole: the login is counted) -------------------------------
-        vault = bao.client
+        vault = bao.client()
         for name in names:
             vault.secrets.kv.v2.create_or_update_secret(path=name, secret=payload, mount_point="secret")
         vault.sys.enable_auth_method("approle")
@@ -236,8 +219,8 @@ def main() -> None:
                                                                                    mount_point="secret"),
                              args.changed, ("username", "password"))
     finally:
-        bao._process.stop()  # type: ignore[union-attr]
-        moto._process.stop()  # type: ignore[union-attr]
+        bao.stop()
+        moto.stop()
 
     print(f"\n{args.refs} ExternalSecretRefs over {args.secrets} distinct remote secrets, {args.changed} changed in the rotation cycle\n")
     header = f"{'backend':<15}{'cycle':<10}{'refs':>6}{'calls':>7}{'ESO':>7}{'Secrets written':>17}{'cycle s':>9}  calls by operation"

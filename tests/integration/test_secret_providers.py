@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import secrets as random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 
 from fixtures.vault import OpenBao, configure_kubernetes_auth
 from paved.api.secrets import SecretStoreProvider
+from paved.metrics import PROVIDER_API_CALLS
 from paved.providers import secretstores
 from paved.providers.aws import secretsmanager, ssm
 from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, StoreConfig, StoreError
@@ -27,17 +27,10 @@ from paved.secretsync.model import KeyFailure, Missing, Present, RemoteKey, Remo
 MARKER = "MARKER-integration-4b1e"
 
 
-def calls(provider: str, operation: str | None = None) -> int:
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name != "paved_provider_api_calls":
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("provider") == provider and (
-                operation is None or sample.labels.get("operation") == operation
-            ):
-                total += sample.value
-    return int(total)
+def calls(provider: str) -> dict[str, int]:
+    """paved_provider_api_calls_total of `provider` so far, by operation."""
+    samples = (sample for metric in PROVIDER_API_CALLS.collect() for sample in metric.samples)
+    return {s.labels["operation"]: int(s.value) for s in samples if s.name.endswith("_total") and s.labels["provider"] == provider}
 
 
 class Counted:
@@ -45,21 +38,15 @@ class Counted:
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self.start: dict[str | None, int] = {}
         self.reset()
 
     def reset(self) -> None:
-        self.start = {op: calls(self.provider, op) for op in (None, *self._ops())}
-
-    def _ops(self) -> list[str]:
-        ops = set()
-        for metric in REGISTRY.collect():
-            if metric.name == "paved_provider_api_calls":
-                ops |= {s.labels.get("operation") for s in metric.samples if s.labels.get("provider") == self.provider}
-        return sorted(op for op in ops if op)
+        self.start = calls(self.provider)
 
     def __call__(self, operation: str | None = None) -> int:
-        return calls(self.provider, operation) - self.start.get(operation, 0)
+        """Calls of `operation` (None: of every operation) since creation or reset()."""
+        now = calls(self.provider)
+        return sum(count - self.start.get(op, 0) for op, count in now.items() if operation in (None, op))
 
 
 @dataclass
@@ -87,10 +74,9 @@ def config(provider: dict[str, Any], name: str = "store", namespace: str = "app"
 
 
 @pytest.fixture
-def kv(openbao: OpenBao) -> Iterator[str]:
+def kv(openbao: OpenBao) -> str:
     """A fresh path prefix in the dev server's KV v2 mount `secret/`."""
-    prefix = f"it-{random.token_hex(4)}"
-    yield prefix
+    return f"it-{random.token_hex(4)}"
 
 
 def vault_provider(openbao: OpenBao, auth: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +224,7 @@ def test_vault_kubernetes_auth_with_a_real_token_review(openbao: OpenBao, contro
     namespace = "default"
     account = f"reader-{kv}"
     core.create_namespaced_service_account(namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=account)))
-    openbao.client.sys.create_or_update_policy(f"{kv}-k8s", f'path "secret/*" {{ capabilities = ["read"] }}')
+    openbao.client.sys.create_or_update_policy(f"{kv}-k8s", 'path "secret/*" { capabilities = ["read"] }')
     openbao.client.auth.kubernetes.create_role(
         kv, bound_service_account_names=[account], bound_service_account_namespaces=[namespace],
         policies=[f"{kv}-k8s"], ttl="1h", mount_point=auth.mount,

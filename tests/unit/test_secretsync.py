@@ -308,8 +308,8 @@ def test_failures_leave_the_secret_alone_and_go_stale() -> None:
     done = settled()
     for observed in ({DB: KeyFailure("PermissionDenied", "denied")}, {}):
         decision = plan.decide(done, observed, {}, NOW)
-        assert decision.action == "none" and not decision.ready and decision.stale and decision.retry
-    status = plan.status_for(memory(done.spec, last_good=NOW, status={"lastGoodSyncTime": NOW}),
+        assert decision.action == "none" and not decision.ready and not decision.success and decision.retry
+    status = plan.status_for(memory(done.spec, status={"lastGoodSyncTime": NOW}),
                              plan.failure("StoreUnreachable", "vault down"), LATER)
     stale = next(c for c in status["conditions"] if c["type"] == "Stale")
     assert stale["status"] == "True" and NOW in stale["message"]
@@ -356,6 +356,17 @@ def test_status_never_holds_values() -> None:
     assert status["sourceVersions"] == {"production/database": "1"} and status["contentHash"] == decision.content_hash
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Stale": "False"}
     assert MARKER not in repr(decision) and MARKER not in repr(DB_VALUE)
+
+
+def test_events_on_writes_and_transitions_only() -> None:
+    written = plan.decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    status = plan.status_for(memory(), written, NOW)
+    assert plan.event_for(ref(), {}, status, written)[0] == "SecretSynced"  # type: ignore[index]
+    unchanged = plan.decide(settled(), {DB: Present("1")}, {}, LATER)
+    assert plan.event_for(ref(), status, plan.status_for(memory(status=status), unchanged, LATER), unchanged) is None
+    down = plan.failure("StoreUnreachable", "vault down")
+    reason, message, type_ = plan.event_for(ref(), status, plan.status_for(memory(status=status), down, LATER), down)  # type: ignore[misc]
+    assert (reason, type_) == ("StoreUnreachable", "Warning") and message == "vault down"
 
 
 # --- state -----------------------------------------------------------------------------------------

@@ -158,6 +158,18 @@ def advance_to_next_cycle(engine: SyncEngine, clock: Clock) -> None:
     clock.now = max(clock.now, due)
 
 
+def put_database(store: FakeStore, password: str = MARKER) -> None:
+    store.put("production/database", {"username": "app", "password": password})
+
+
+def synced(engine: SyncEngine, store: FakeStore, body: dict[str, Any]) -> dict[str, Any]:
+    """production/database in the store, `body` registered and synced by one cycle."""
+    put_database(store)
+    register(engine, body)
+    engine.run_cycle()
+    return body
+
+
 def everything_visible(kube: FakeKube) -> str:
     return json.dumps([list(kube.status.values()), kube.events, kube.workload_patches], default=str)
 
@@ -194,7 +206,7 @@ def test_1000_refs_over_100_keys_read_each_key_once_per_cycle(world: Any) -> Non
 
 def test_first_sync_is_immediate_and_later_refreshes_follow_the_grid(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     register(engine, ref_body("db"))
     assert engine.state.next_due() <= clock.now
     engine.run_cycle()
@@ -204,9 +216,7 @@ def test_first_sync_is_immediate_and_later_refreshes_follow_the_grid(world: Any)
 
 def test_new_ref_sharing_a_cached_key_fetches_nothing(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
-    register(engine, ref_body("a"))
-    engine.run_cycle()
+    synced(engine, store, ref_body("a"))
     store.calls.clear()
     register(engine, ref_body("b"))
     engine.run_cycle()
@@ -216,10 +226,7 @@ def test_new_ref_sharing_a_cached_key_fetches_nothing(world: Any) -> None:
 
 def test_restart_costs_version_lookups_not_value_reads(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
-    body = ref_body("db")
-    register(engine, body)
-    engine.run_cycle()
+    body = synced(engine, store, ref_body("db"))
     # A new operator process: fresh engine, the ref resumes with the status written before.
     fresh = SyncEngine(kube, clock=clock, providers=OneStore(kube, store))
     resumed = {**body, "status": kube.status[("app", "db")]}
@@ -237,9 +244,7 @@ def test_restart_costs_version_lookups_not_value_reads(world: Any) -> None:
 
 def test_store_outage_keeps_the_secret_and_marks_stale_then_recovers(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
-    register(engine, ref_body("db"))
-    engine.run_cycle()
+    synced(engine, store, ref_body("db"))
     before = copy.deepcopy(kube.secrets[("app", "db-secret")])
     good = kube.status[("app", "db")]["lastGoodSyncTime"]
 
@@ -264,9 +269,7 @@ def test_store_outage_keeps_the_secret_and_marks_stale_then_recovers(world: Any)
 
 def synced_then_missing_once(engine: SyncEngine, store: FakeStore, clock: Clock) -> None:
     """db (deletionPolicy Delete) synced, then its remote key vanished for one cycle."""
-    store.put("production/database", {"username": "app", "password": MARKER})
-    register(engine, ref_body("db", target={"name": "db-secret", "deletionPolicy": "Delete"}))
-    engine.run_cycle()
+    synced(engine, store, ref_body("db", target={"name": "db-secret", "deletionPolicy": "Delete"}))
     store.delete("production/database")
     advance_to_next_cycle(engine, clock)
     engine.run_cycle()
@@ -286,7 +289,7 @@ def test_missing_key_deleted_only_after_two_cycles(world: Any) -> None:
 def test_a_key_back_before_confirmation_is_forgiven(world: Any) -> None:
     engine, kube, store, clock = world
     synced_then_missing_once(engine, store, clock)
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     advance_to_next_cycle(engine, clock)
     engine.run_cycle()
     assert kube.condition("app", "db")["status"] == "True" and kube.status[("app", "db")]["missingSince"] == {}
@@ -297,7 +300,7 @@ def test_a_key_back_before_confirmation_is_forgiven(world: Any) -> None:
 
 def test_bad_refs_fail_alone(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     register(engine, ref_body("good"))
     register(engine, ref_body("noprop", data=[{"secretKey": "x", "remoteRef": {"key": "production/database", "property": "nope"}}]))
     register(engine, ref_body("badtpl", target={"name": "t", "template": {"data": {"x": "{{ {}[password] }}"}}}))
@@ -351,7 +354,7 @@ def test_cluster_store_refuses_out_of_prefix_keys_and_reads_nothing(world: Any) 
 
 def test_target_owned_by_someone_else_is_a_conflict(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     kube.secrets[("app", "db-secret")] = {"metadata": {"name": "db-secret", "namespace": "app"}, "data": {"x": "eA=="}}
     register(engine, ref_body("db"))
     engine.run_cycle()
@@ -361,7 +364,7 @@ def test_target_owned_by_someone_else_is_a_conflict(world: Any) -> None:
 
 def test_merge_policy_adds_keys_to_an_existing_secret(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     kube.secrets[("app", "db-secret")] = {"metadata": {"name": "db-secret", "namespace": "app", "resourceVersion": "1"},
                                           "data": {"x": "eA=="}}
     register(engine, ref_body("db", target={"name": "db-secret", "creationPolicy": "Merge"}))
@@ -369,12 +372,25 @@ def test_merge_policy_adds_keys_to_an_existing_secret(world: Any) -> None:
     assert kube.data("app", "db-secret") == {"x": "x", "username": "app", "password": MARKER}
 
 
+def test_merge_policy_removes_only_its_keys_when_the_remote_key_is_gone(world: Any) -> None:
+    engine, kube, store, clock = world
+    kube.secrets[("app", "db-secret")] = {"metadata": {"name": "db-secret", "namespace": "app", "resourceVersion": "1"},
+                                          "data": {"x": "eA=="}}
+    synced(engine, store, ref_body("db", target={"name": "db-secret", "creationPolicy": "Merge", "deletionPolicy": "Delete"}))
+    store.delete("production/database")
+    for _ in range(2):  # the missing rule: acted on at the second cycle
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    assert kube.data("app", "db-secret") == {"x": "x"}
+    assert kube.condition("app", "db")["reason"] == "RemoteKeyDeleted"
+
+
 # --- rotation reaches consumers -------------------------------------------------------------------
 
 
 def test_rotation_restarts_opted_in_workloads_once(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
+    put_database(store)
     store.put("other", {"username": "o", "password": "p"})
     register(engine, ref_body("db", target={"name": "db-credentials"}))
     register(engine, ref_body("api", key="other", target={"name": "api-credentials"}))
@@ -385,7 +401,7 @@ def test_rotation_restarts_opted_in_workloads_once(world: Any) -> None:
     ]
     engine.run_cycle()
     assert kube.workload_patches == []  # creation is not a change
-    store.put("production/database", {"username": "app", "password": "rotated"})
+    put_database(store, "rotated")
     store.put("other", {"username": "o", "password": "rotated"})
     advance_to_next_cycle(engine, clock)
     engine.run_cycle()
@@ -398,10 +414,7 @@ def test_rotation_restarts_opted_in_workloads_once(world: Any) -> None:
 
 def test_drifted_secret_is_repaired(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
-    body = ref_body("db")
-    register(engine, body)
-    engine.run_cycle()
+    body = synced(engine, store, ref_body("db"))
     kube.secrets[("app", "db-secret")]["data"]["password"] = base64.b64encode(b"tampered").decode()
     engine.repair(body["metadata"]["uid"])
     assert engine.state.next_due() <= clock.now
@@ -413,10 +426,7 @@ def test_drifted_secret_is_repaired(world: Any) -> None:
 
 def test_spec_change_resyncs_at_once(world: Any) -> None:
     engine, kube, store, clock = world
-    store.put("production/database", {"username": "app", "password": MARKER})
-    body = ref_body("db")
-    register(engine, body)
-    engine.run_cycle()
+    body = synced(engine, store, ref_body("db"))
     changed = copy.deepcopy(body)
     changed["metadata"]["generation"] = 2
     changed["spec"]["target"]["labels"] = {"team": "a"}

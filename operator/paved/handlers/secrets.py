@@ -47,13 +47,13 @@ from typing import Any, Protocol
 import kopf
 
 from paved import API_VERSION, GROUP, VERSION
-from paved.api.common import READY, get_condition, now_rfc3339
+from paved.api.common import READY, now_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, request
+from paved.kube.client import ApiError, request, resource_info
 from paved.providers.base import Owner
 from paved.providers.secretstores import (
     AUTH_FAILED,
@@ -62,8 +62,9 @@ from paved.providers.secretstores import (
     StoreError,
     StoreProviders,
 )
-from paved.secretsync import access, plan, restart
+from paved.secretsync import access, plan, restart, target
 from paved.secretsync.model import CLUSTER_SECRET_STORE, SECRET_STORE, RefSpec, StoreFailure, StoreKey, ref_spec_from
+from paved.secretsync.state import SyncState
 from paved.secretsync.values import CONTENT_HASH_ANNOTATION, live_content_hash, redact, template_problems
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a st
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 
-WORKLOADS = (("apps/v1", "Deployment", "deployments"), ("apps/v1", "StatefulSet", "statefulsets"))
+WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
 
 
 def operator_namespace() -> str:
@@ -122,7 +123,11 @@ class KubeApi:
         return kube_apply.get(API_VERSION, key.kind, key.name, key.namespace or None)
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
-        namespace = kube_apply.get("v1", "Namespace", name)
+        try:
+            namespace = kube_apply.get("v1", "Namespace", name)
+        except ApiError as error:  # unreadable: label-selected allowances refuse (paved.secretsync.access)
+            log.warning("namespace %s not readable: %s %s", name, error.status, error.reason)
+            return None
         return dict((namespace or {}).get("metadata", {}).get("labels") or {}) if namespace else None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -142,8 +147,8 @@ class KubeApi:
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         found = []
-        for api_version, kind, plural in WORKLOADS:
-            answer = request("GET", f"/apis/{api_version}/namespaces/{namespace}/{plural}", operation="list")
+        for api_version, kind in WORKLOADS:
+            answer = request("GET", resource_info(api_version, kind).path(namespace=namespace), operation="list")
             for item in answer.get("items", []):
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
@@ -151,8 +156,8 @@ class KubeApi:
         return found
 
     def patch_workload(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
-        plural = next(p for _, k, p in WORKLOADS if k == kind)
-        request("PATCH", f"/apis/apps/v1/namespaces/{namespace}/{plural}/{name}", operation="patch", body=body,
+        # Not kube_apply.merge_patch: a resourceVersion guard would lose the restart to any concurrent write.
+        request("PATCH", resource_info("apps/v1", kind).path(name, namespace), operation="patch", body=body,
                 content_type="application/merge-patch+json")
 
     def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
@@ -178,7 +183,7 @@ class KubeApi:
             "spec": {"audiences": list(audiences), "expirationSeconds": seconds},
         }
         try:
-            answer = request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            answer = request("POST", resource_info("v1", "ServiceAccount").path(name, namespace, "token"),
                              operation="token-request", body=body)
         except ApiError as error:
             if error.not_found:
@@ -215,8 +220,6 @@ class SyncEngine:
     """Registered refs, one loop, cycles batched by store (see the module docstring)."""
 
     def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None) -> None:
-        from paved.secretsync.state import SyncState
-
         self.kube = kube
         self.clock = clock
         self.state = SyncState()
@@ -422,7 +425,7 @@ class SyncEngine:
                 previous_hash = self._write_secret(owner, spec, decision)
                 report.secrets_written += 1
             elif decision.action == "delete":
-                previous_hash = self._remove_keys(spec, memory)
+                previous_hash = self._remove_keys(owner, spec)
         except _TargetProblem as problem:
             decision = plan.failure(problem.reason, problem.message, field="spec.target.name", retry=problem.reason == plan.TARGET_WRITE_FAILED)
         if not decision.success:
@@ -440,7 +443,7 @@ class SyncEngine:
                     return
                 log.warning("status of %s not written: %s %s", spec, error.status, error.reason)
                 written = memory.status  # so that the next cycle sends the whole delta again
-        self._events(owner, spec.target.name, memory.status, status, decision)
+        self._event(owner, plan.event_for(spec, memory.status, status, decision))
         self.state.complete(memory, decision, written, now)
         if decision.action in ("write", "delete") and previous_hash and previous_hash != decision.content_hash:
             changed[spec.namespace].add(spec.target.name)
@@ -448,72 +451,51 @@ class SyncEngine:
     def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision) -> str | None:
         """Write the target Secret; return the content hash it had before (None: new)."""
         assert decision.data is not None and decision.content_hash
-        target = spec.target
-        secrets = [value for value in decision.data.values()]
+        name = spec.target.name
         try:
-            live = self.kube.get_secret(spec.namespace, target.name)
-            annotations = {**dict(target.annotations), CONTENT_HASH_ANNOTATION: decision.content_hash}
-            encoded = {key: base64.b64encode(value).decode() for key, value in sorted(decision.data.items())}
-            previous = ((live or {}).get("metadata", {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
-            if target.creation_policy == "Owner":
+            live = self.kube.get_secret(spec.namespace, name)
+            if spec.target.creation_policy == "Owner":
                 if live is not None and not kube_apply.is_owned_by(live, owner):
                     raise _TargetProblem(plan.TARGET_CONFLICT, (
-                        f"spec.target.name: Secret {target.name} exists and is not owned by this ExternalSecretRef; "
+                        f"spec.target.name: Secret {name} exists and is not owned by this ExternalSecretRef; "
                         "delete it, rename the target, or set spec.target.creationPolicy: Merge"))
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": target.name, "namespace": spec.namespace, "labels": dict(target.labels),
-                                 "annotations": annotations},
-                    "type": target.type,
-                    "data": encoded,
-                }
-                self.kube.apply_secret(owner, body)
+                self.kube.apply_secret(owner, target.owned_secret(spec, decision.data, decision.content_hash))
             else:
                 if live is None:
                     raise _TargetProblem("TargetNotFound", (
-                        f"spec.target.name: Secret {target.name} does not exist; creationPolicy Merge only adds keys to "
+                        f"spec.target.name: Secret {name} does not exist; creationPolicy Merge only adds keys to "
                         "an existing Secret (use Owner to have it created)"))
-                patch = {"metadata": {"annotations": annotations, "labels": dict(target.labels)}, "data": encoded}
-                self.kube.merge_secret(live, patch)
-            return previous
+                self.kube.merge_secret(live, target.merge_patch(spec, decision.data, decision.content_hash))
+            return target.written_hash(live)
         except ApiError as error:
-            message = redact(f"{error.status} {error.reason}: {error.message}", secrets)
-            raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: writing Secret {target.name} failed: {message}") from None
+            # The request carried the values base64-encoded: redact both spellings.
+            values: list[str | bytes] = [*decision.data.values(), *target.encoded(decision.data).values()]
+            message = redact(f"{error.status} {error.reason}: {error.message}", values)
+            raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: writing Secret {name} failed: {message}") from None
 
-    def _remove_keys(self, spec: RefSpec, memory: plan.RefMemory) -> str | None:
+    def _remove_keys(self, owner: Owner, spec: RefSpec) -> str | None:
         """deletionPolicy Delete with nothing left to write: delete the Secret (Owner) or our keys (Merge)."""
-        target = spec.target
+        name = spec.target.name
         try:
-            live = self.kube.get_secret(spec.namespace, target.name)
+            live = self.kube.get_secret(spec.namespace, name)
             if live is None:
                 return None
-            previous = (live.get("metadata", {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
-            owner = Owner(API_VERSION, REF_KIND, spec.name, spec.namespace, spec.uid)
-            if target.creation_policy == "Owner":
+            if spec.target.creation_policy == "Owner":
                 if kube_apply.is_owned_by(live, owner):
-                    self.kube.delete_secret(spec.namespace, target.name, live["metadata"].get("uid"))
+                    self.kube.delete_secret(spec.namespace, name, live["metadata"].get("uid"))
             else:
-                ours = [item.secret_key for item in spec.data] + list(dict(target.template))
-                patch = {"data": {key: None for key in ours}, "metadata": {"annotations": {CONTENT_HASH_ANNOTATION: None}}}
-                self.kube.merge_secret(live, patch)
-            return previous
+                self.kube.merge_secret(live, target.removal_patch(spec))
+            return target.written_hash(live)
         except ApiError as error:
-            raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: removing keys of Secret {target.name} failed: "
+            raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: removing keys of Secret {name} failed: "
                                  f"{error.status} {error.reason}") from None
 
-    def _events(self, owner: Owner, target: str, old: Mapping[str, Any], new: Mapping[str, Any], decision: plan.Decision) -> None:
-        """Events on transitions only (and on each write): a quiet operator at steady state."""
-        before = get_condition(old.get("conditions"), READY) or {}
-        after = get_condition(new.get("conditions"), READY) or {}
-        transition = (before.get("status"), before.get("reason")) != (after.get("status"), after.get("reason"))
+    def _event(self, owner: Owner, event: tuple[str, str, str] | None) -> None:
+        """Post the Event plan.event_for chose (best effort)."""
+        if event is None:
+            return
         try:
-            if decision.action == "write" and decision.success:
-                self.kube.event(owner, "SecretSynced", f"wrote Secret {target} (content hash {decision.content_hash})")
-            elif transition and after.get("status") == "True":
-                self.kube.event(owner, "Synced", after.get("message", ""))
-            elif transition:
-                self.kube.event(owner, after.get("reason", "SyncFailed"), after.get("message", ""), "Warning")
+            self.kube.event(owner, *event)
         except Exception as error:  # noqa: BLE001 - events are best effort
             log.warning("event on %s/%s not posted: %s", owner.namespace, owner.name, _safe(error))
 
@@ -532,8 +514,8 @@ class SyncEngine:
                         memory = self.state.memory(uid)
                         if memory:
                             ref = memory.spec
-                            self.kube.event(Owner(API_VERSION, REF_KIND, ref.name, ref.namespace, ref.uid), "WorkloadRestarted",
-                                            f"{patch.kind} {patch.name} restarted: Secret {ref.target.name} changed")
+                            self._event(Owner(API_VERSION, REF_KIND, ref.name, ref.namespace, ref.uid), ("WorkloadRestarted",
+                                        f"{patch.kind} {patch.name} restarted: Secret {ref.target.name} changed", "Normal"))
             except ApiError as error:
                 log.warning("restarting workloads in %s failed: %s %s", namespace, error.status, error.reason)
         return count

@@ -8,35 +8,13 @@ and asks this package what to do at each step.
             Present / Missing / KeyFailure (what a store says per key), StoreFailure
 - schedule  per-store jittered grid, restart spreading, tenacity backoff capped below the interval
 - plan      grouping by store, de-duplication of remote keys, change detection (which refs
-            need values, which keys to fetch), the per-ref Decision, and the status it yields
+            need values, which keys to fetch), the per-ref Decision, the status and the Event
+            it yields
 - missing   the two-consecutive-cycles rule for vanished remote keys
 - access    ClusterSecretStore allowances (namespaces x key prefixes with {namespace})
 - values    property extraction, dataFrom extraction, sandboxed Jinja2 templates, content
             hash, redaction of values from every error message
+- target    the target Secret's apply body and merge patches (what the engine writes)
 - restart   which opted-in Deployments/StatefulSets get a pod-template stamp (one per change)
 - state     the engine's thread-safe memory: registered refs, due times, the value cache
 """
-
-from paved.secretsync.model import (
-    KeyFailure,
-    Missing,
-    Present,
-    RefSpec,
-    RemoteKey,
-    RemoteValue,
-    StoreFailure,
-    StoreKey,
-    ref_spec_from,
-)
-
-__all__ = [
-    "KeyFailure",
-    "Missing",
-    "Present",
-    "RefSpec",
-    "RemoteKey",
-    "RemoteValue",
-    "StoreFailure",
-    "StoreKey",
-    "ref_spec_from",
-]

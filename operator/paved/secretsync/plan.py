@@ -14,7 +14,8 @@ the engine (paved.handlers.secrets) does the I/O in between:
    (nothing / write / delete) and what the ref's status says. Any store or key failure, or a
    first missing observation, leaves the Secret exactly as it is.
 
-`status_for` turns a decision into the ref's status (never a value in it).
+`status_for` turns a decision into the ref's status (never a value in it), and `event_for`
+picks the Event it is worth (on writes and Ready transitions only).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from paved.api.common import READY, STALE, set_condition
+from paved.api.common import READY, STALE, get_condition, set_condition
 from paved.secretsync import missing as missing_rule
 from paved.secretsync.model import (
     KeyFailure,
@@ -60,7 +61,6 @@ class RefMemory:
     source_versions: dict[str, str] = field(default_factory=dict)
     content_hash: str | None = None
     missing_since: dict[str, str] = field(default_factory=dict)
-    last_good: str | None = None
     repair: bool = False  # the live Secret drifted or disappeared: write even if nothing changed
     status: dict[str, Any] = field(default_factory=dict)  # last status written (for deltas)
 
@@ -75,7 +75,6 @@ class RefMemory:
             source_versions=dict(status.get("sourceVersions") or {}),
             content_hash=status.get("contentHash"),
             missing_since=dict(status.get("missingSince") or {}),
-            last_good=status.get("lastGoodSyncTime"),
             status=status,
         )
 
@@ -160,10 +159,6 @@ class Decision:
     missing_since: dict[str, str] | None = None
     field: str = ""  # the spec path at fault, when there is one
 
-    @property
-    def stale(self) -> bool:
-        return not self.success
-
 
 def failure(reason: str, message: str, *, field: str = "", asked_backend: bool = True, retry: bool = True) -> Decision:
     return Decision("none", False, reason, message, asked_backend=asked_backend, retry=retry, field=field)
@@ -208,12 +203,12 @@ def decide(
         decision.missing_since = verdict.missing_since
         return decision
     if verdict.confirmed:
-        return _confirmed_missing(memory, states, values, verdict, now)
+        return _confirmed_missing(memory, states, values, verdict)
     versions = {remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version}
     if memory.settled and all(memory.source_versions.get(label) == version for label, version in versions.items()) and len(
         versions
     ) == len(states):
-        return _good(memory, "none", memory.content_hash, memory.source_versions, {})
+        return _good(memory, "none", memory.content_hash, memory.source_versions)
     try:
         present = {remote: _value(values, remote) for remote in states}
         data = resolve(spec, present)
@@ -226,7 +221,7 @@ def decide(
     # A spec change rewrites the Secret even with equal content: labels, annotations or type may differ.
     unchanged = digest == memory.content_hash and not memory.repair and memory.synced_generation == spec.generation
     action: Literal["none", "write"] = "none" if unchanged else "write"
-    decision = _good(memory, action, digest, fetched_versions, {})
+    decision = _good(memory, action, digest, fetched_versions)
     decision.data = data
     return decision
 
@@ -244,7 +239,7 @@ def _value(values: Mapping[RemoteKey, Any], remote: RemoteKey) -> RemoteValue:
     return value
 
 
-def _good(memory: RefMemory, action: Literal["none", "write"], digest: str | None, versions: Mapping[str, str], missing: dict[str, str]) -> Decision:
+def _good(memory: RefMemory, action: Literal["none", "write"], digest: str | None, versions: Mapping[str, str]) -> Decision:
     spec = memory.spec
     count = len(spec.remote_keys)
     return Decision(
@@ -255,7 +250,7 @@ def _good(memory: RefMemory, action: Literal["none", "write"], digest: str | Non
         success=True,
         content_hash=digest,
         source_versions=dict(versions),
-        missing_since=missing,
+        missing_since={},
     )
 
 
@@ -264,7 +259,6 @@ def _confirmed_missing(
     states: Mapping[RemoteKey, KeyState | Missing | KeyFailure | None],
     values: Mapping[RemoteKey, Any],
     verdict: missing_rule.MissingVerdict,
-    now: str,
 ) -> Decision:
     spec = memory.spec
     labels = ", ".join(sorted(verdict.confirmed))
@@ -366,3 +360,19 @@ def invalid_status(old: Mapping[str, Any] | None, generation: int | None, proble
     keeps = f"the Secret keeps the content of the last good sync at {last_good}" if last_good else "no good sync yet"
     status["conditions"] = set_condition(conditions, STALE, True, reason, keeps, generation)
     return {key: value for key, value in status.items() if value is not None}
+
+
+def event_for(spec: RefSpec, old: Mapping[str, Any], new: Mapping[str, Any], decision: Decision) -> tuple[str, str, str] | None:
+    """(reason, message, type) of the Event a cycle posts on the ref, or None.
+
+    One on each write and one on each Ready transition: a quiet operator at steady state.
+    """
+    if decision.action == "write" and decision.success:
+        return "SecretSynced", f"wrote Secret {spec.target.name} (content hash {decision.content_hash})", "Normal"
+    before = get_condition(old.get("conditions"), READY) or {}
+    after = get_condition(new.get("conditions"), READY) or {}
+    if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+        return None
+    if after.get("status") == "True":
+        return "Synced", after.get("message", ""), "Normal"
+    return after.get("reason", "SyncFailed"), after.get("message", ""), "Warning"

@@ -23,7 +23,6 @@ from typing import Any
 
 OPT_IN_ANNOTATION = "paved.dev/restart-on-secret-change"
 TEMPLATE_ANNOTATION = "paved.dev/secret-hash"
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -120,14 +120,10 @@ class SyncState:
                     entry.dirty = False
                     memory = entry.memory
                     taken.append(
-                        RefMemory(
-                            spec=memory.spec,
-                            synced_generation=memory.synced_generation,
+                        replace(
+                            memory,
                             source_versions=dict(memory.source_versions),
-                            content_hash=memory.content_hash,
                             missing_since=dict(memory.missing_since),
-                            last_good=memory.last_good,
-                            repair=memory.repair,
                             status=dict(memory.status),
                         )
                     )
@@ -154,7 +150,6 @@ class SyncState:
                 memory.synced_generation = taken.spec.generation
                 memory.source_versions = dict(decision.source_versions)
                 memory.content_hash = decision.content_hash
-                memory.last_good = status.get("lastGoodSyncTime")
                 memory.repair = False
             interval = memory.spec.interval
             if decision.success or not decision.retry:
@@ -225,20 +220,7 @@ class SyncState:
                 if e.memory.spec.namespace == namespace and e.memory.spec.target.name == secret
             ]
 
-    def refs_of_store(self, store: StoreKey) -> list[RefSpec]:
-        with self._lock:
-            return [e.memory.spec for e in self._refs.values() if e.memory.spec.store == store]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._refs)
-
     def memory(self, uid: str) -> RefMemory | None:
         with self._lock:
             entry = self._refs.get(uid)
             return entry.memory if entry else None
-
-    def due_of(self, uid: str) -> float | None:
-        with self._lock:
-            entry = self._refs.get(uid)
-            return entry.due if entry else None

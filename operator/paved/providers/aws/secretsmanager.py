@@ -1,4 +1,4 @@
-"""`aws` store provider, Secrets Manager side (and the AWS credentials shared with SSM).
+"""`aws` store provider, Secrets Manager side (and what it shares with SSM: credentials, calls).
 
 Cost model (what the bench measures), per cycle and store:
 - change detection: `ListSecrets` with a `name` filter of up to 10 names per call
@@ -123,7 +123,7 @@ class AwsStoreSession:
         return boto3.session.Session(region_name=self.spec.region)
 
     def _assumed_session(self, base: boto3.session.Session, role: str) -> boto3.session.Session:
-        sts = base.client("sts", region_name=self.spec.region, endpoint_url=aws.endpoint_url(), config=aws._BOTOCORE_CONFIG)
+        sts = base.client("sts", region_name=self.spec.region, endpoint_url=aws.endpoint_url(), config=aws.BOTOCORE_CONFIG)
         name = f"paved-{self.config.key.name}"[:64]
 
         def assume() -> dict[str, str]:
@@ -142,7 +142,7 @@ class AwsStoreSession:
             metadata=assume(), refresh_using=assume, method="sts-assume-role"
         )
         core = botocore.session.get_session()
-        core._credentials = refreshable  # the documented way to plug refreshable credentials into a session
+        core._credentials = refreshable  # botocore has no public setter; this private attribute is the usual way
         core.set_config_variable("region", self.spec.region)
         return boto3.session.Session(botocore_session=core)
 
@@ -155,7 +155,7 @@ class AwsStoreSession:
                     self._session = self._assumed_session(base, role) if role else base
                 endpoint = self.spec.endpointURL or aws.endpoint_url()
                 self._clients[service] = self._session.client(
-                    service, region_name=self.spec.region, endpoint_url=endpoint, config=aws._BOTOCORE_CONFIG
+                    service, region_name=self.spec.region, endpoint_url=endpoint, config=aws.BOTOCORE_CONFIG
                 )
             return self._clients[service]
 
@@ -167,30 +167,51 @@ class AwsStoreSession:
             self._session = None
 
 
-class SecretsManagerStore:
-    """Secrets Manager: ListSecrets for versions, BatchGetSecretValue for values."""
+class AwsStore:
+    """What both AWS stores share: the store's session and its calls (counted, retried, scrubbed)."""
 
-    name = PROVIDER
-    batch_size = BATCH_GET_MAX
+    name: str  # the `provider` label of paved_provider_api_calls_total
+    service: str  # the boto3 service name
 
     def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
         self.aws = AwsStoreSession(config, credentials)
         self._lock = threading.Lock()
-        self._prefetched: dict[RemoteKey, RemoteValue] = {}
-        self._list_denied = False
+        self._prefetched: dict[RemoteKey, FetchResult] = {}  # values the version look-up brought, for fetch()
+
+    def _take_prefetched(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
+        return {key: self._prefetched.pop(key) for key in keys if key in self._prefetched}
+
+    def _aws_call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One call through paved.providers.aws.session.call; raises AwsError."""
+        return aws.call(self.name, self.aws.client(self.service), operation, **params)
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One call; any failure is a failure of the whole store (StoreError)."""
         try:
-            return aws.call(PROVIDER, self.aws.client("secretsmanager"), operation, **params)
+            return self._aws_call(operation, **params)
         except AwsError as error:
-            raise store_error(error, f"secretsmanager {operation}") from None
+            raise store_error(error, f"{self.service} {operation}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._prefetched.clear()
+        self.aws.close()
+
+
+class SecretsManagerStore(AwsStore):
+    """Secrets Manager: ListSecrets for versions, BatchGetSecretValue for values."""
+
+    name = PROVIDER
+    service = "secretsmanager"
+    batch_size = BATCH_GET_MAX
+    _list_denied = False  # set once ListSecrets was refused: versions then come with the values
 
     def _list(self, **params: Any) -> dict[str, Any] | None:
         """ListSecrets, or None when the policy does not allow it (then values are read directly)."""
         if self._list_denied:
             return None
         try:
-            return aws.call(PROVIDER, self.aws.client("secretsmanager"), "list_secrets", **params)
+            return self._aws_call("list_secrets", **params)
         except AwsError as error:
             if error.code in ("AccessDeniedException", "AccessDenied"):
                 log.info("secretsmanager store %s may not ListSecrets; reading versions with BatchGetSecretValue",
@@ -290,7 +311,7 @@ class SecretsManagerStore:
         assert remote.version is not None
         pin = {"VersionId": remote.version} if is_version_id(remote.version) else {"VersionStage": remote.version}
         try:
-            entry = aws.call(PROVIDER, self.aws.client("secretsmanager"), "get_secret_value", SecretId=remote.key, **pin)
+            entry = self._aws_call("get_secret_value", SecretId=remote.key, **pin)
         except AwsError as error:
             if error.code in ("ResourceNotFoundException", "InvalidRequestException", "DecryptionFailure", "AccessDeniedException"):
                 return _key_error(error.code, remote.key)
@@ -300,16 +321,13 @@ class SecretsManagerStore:
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         with self._lock:
-            result: dict[RemoteKey, FetchResult] = {k: self._prefetched.pop(k) for k in keys if k in self._prefetched}
+            result = self._take_prefetched(keys)
             latest = [k for k in keys if k not in result and k.version is None]
             result.update(self._batch_get(latest))
             for remote in keys:
                 if remote not in result:
                     result[remote] = self._get_pinned(remote)
             return result
-
-    def close(self) -> None:
-        self.aws.close()
 
 
 def _key_error(code: str, key: str) -> Missing | KeyFailure:

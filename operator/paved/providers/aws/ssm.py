@@ -12,21 +12,16 @@ Pins: `version: "3"` reads `name:3`, `version: "prod"` reads the label `name:pro
 GetParameters selector syntax). Names missing from the answer come back in
 InvalidParameters: that is a confirmed Missing.
 
-Credentials and endpoint: as for Secrets Manager (AwsStoreSession in
+Credentials, endpoint and calls: as for Secrets Manager (AwsStore in
 paved.providers.aws.secretsmanager). Calls are counted in
 `paved_provider_api_calls_total{provider="aws-ssm"}`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from typing import Any
 
-from paved.providers.aws import session as aws
-from paved.providers.aws.secretsmanager import AwsStoreSession, store_error
-from paved.providers.aws.session import AwsError
-from paved.providers.secretstores import Credentials, StoreConfig
+from paved.providers.aws.secretsmanager import AwsStore
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 
 PROVIDER = "aws-ssm"
@@ -49,20 +44,10 @@ def unique_name_chunks(keys: Sequence[RemoteKey]) -> list[list[RemoteKey]]:
     return batches
 
 
-class ParameterStore:
+class ParameterStore(AwsStore):
     name = PROVIDER
+    service = "ssm"
     batch_size = GET_PARAMETERS_MAX
-
-    def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
-        self.aws = AwsStoreSession(config, credentials)
-        self._lock = threading.Lock()
-        self._values: dict[RemoteKey, FetchResult] = {}
-
-    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        try:
-            return aws.call(PROVIDER, self.aws.client("ssm"), operation, **params)
-        except AwsError as error:
-            raise store_error(error, f"ssm {operation}") from None
 
     def check(self) -> str:
         self._call("describe_parameters", MaxResults=1)
@@ -91,21 +76,16 @@ class ParameterStore:
 
     def versions(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
         with self._lock:
-            self._values = self._get(keys)
+            self._prefetched = self._get(keys)
             states: dict[RemoteKey, KeyState] = {}
-            for remote, value in self._values.items():
+            for remote, value in self._prefetched.items():
                 states[remote] = Present(value.version) if isinstance(value, RemoteValue) else value
             return states
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         with self._lock:
-            result = {k: self._values.pop(k) for k in keys if k in self._values}
+            result = self._take_prefetched(keys)
             rest = [k for k in keys if k not in result]
             if rest:
                 result.update(self._get(rest))
             return result
-
-    def close(self) -> None:
-        with self._lock:
-            self._values.clear()
-        self.aws.close()

@@ -30,7 +30,6 @@ redacted.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -56,8 +55,6 @@ from paved.providers.secretstores import (
 )
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 from paved.secretsync.values import redact
-
-log = logging.getLogger(__name__)
 
 PROVIDER = "vault"
 SA_TOKEN_SECONDS = 600  # the TokenRequest minimum; used once, for the login
