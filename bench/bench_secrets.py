@@ -54,6 +54,9 @@ class MemoryKube:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes = 0
 
+    def content_hash_key(self) -> bytes:
+        return b"0" * 32
+
     def get_store(self, key: StoreKey) -> dict[str, Any] | None:
         return copy.deepcopy(self.stores.get(key))
 

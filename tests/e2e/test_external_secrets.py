@@ -36,6 +36,7 @@ from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao, bao_binary, configure_kubernetes_auth
+from paved.secretsync.values import content_hash
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
@@ -183,6 +184,13 @@ def test_vault_database_example_rotation_restarts_once(
     status = esr["status"]
     assert status["sourceVersions"] == {"production/database": str(_vault_version(openbao, "production/database"))}
     assert status["contentHash"] == secret["metadata"]["annotations"]["paved.dev/content-hash"]
+    # The digest shown in status is keyed with the operator's own key, so it cannot be used to
+    # guess a value by hashing candidates.
+    key_secret = get(kubectl, "secret", "paved-content-hash-key", "paved-system") or {}
+    key = base64.b64decode(key_secret["data"]["key"])
+    content = {"username": b"app", "password": first.encode()}
+    assert status["contentHash"] == content_hash(key, namespace, "db-credentials", "Opaque", content)
+    assert status["contentHash"] != content_hash(b"", namespace, "db-credentials", "Opaque", content)
     assert condition(kubectl, "esr", "db-credentials", namespace, type_="Stale")["status"] == "False"
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "ExternalSecretRef"
     assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "paved"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 
@@ -26,6 +28,9 @@ from paved.secretsync.values import (
 MARKER = "s3cr3t-MARKER-value-7f1c"
 NOW = "2025-01-01T00:00:00Z"
 LATER = "2025-01-01T01:00:00Z"
+
+KEY = b"0" * 32  # the operator's content-digest key (a Secret in its namespace, in a cluster)
+decide = functools.partial(plan.decide, hash_key=KEY)
 
 
 def ref(name: str = "db", namespace: str = "app", **spec: object) -> RefSpec:
@@ -157,13 +162,14 @@ def test_redact_replaces_longest_first() -> None:
 
 
 def test_content_hash_changes_exactly_with_content() -> None:
-    a = content_hash("ns", "s", "Opaque", {"k": b"v"})
-    assert a == content_hash("ns", "s", "Opaque", {"k": b"v"})
-    assert a != content_hash("ns", "s", "Opaque", {"k": b"w"})
-    assert a != content_hash("ns", "s", "Opaque", {"k2": b"v"})
-    assert a != content_hash("ns", "other", "Opaque", {"k": b"v"})  # salted with the Secret's name
+    a = content_hash(KEY, "ns", "s", "Opaque", {"k": b"v"})
+    assert a == content_hash(KEY, "ns", "s", "Opaque", {"k": b"v"})
+    assert a != content_hash(KEY, "ns", "s", "Opaque", {"k": b"w"})
+    assert a != content_hash(KEY, "ns", "s", "Opaque", {"k2": b"v"})
+    assert a != content_hash(KEY, "ns", "other", "Opaque", {"k": b"v"})  # salted with the Secret's name
     live = {"metadata": {"namespace": "ns", "name": "s"}, "type": "Opaque", "data": {"k": "dg=="}}
-    assert live_content_hash(live) == a
+    assert live_content_hash(KEY, live) == a
+    assert a != content_hash(b"another operator", "ns", "s", "Opaque", {"k": b"v"})  # keyed: no key, no guessing
 
 
 # --- access ----------------------------------------------------------------------------------------
@@ -268,7 +274,7 @@ def settled(spec: RefSpec | None = None) -> plan.RefMemory:
     spec = spec or ref()
     data = resolve(spec, {DB: DB_VALUE})
     return memory(spec, synced_generation=1, source_versions={DB.label: "1"},
-                  content_hash=content_hash(spec.namespace, spec.target.name, "Opaque", data))
+                  content_hash=content_hash(KEY, spec.namespace, spec.target.name, "Opaque", data))
 
 
 def test_grouping_and_dedup_across_refs() -> None:
@@ -289,25 +295,25 @@ def test_unchanged_versions_need_no_values() -> None:
 
 
 def test_decide_unchanged_writes_nothing() -> None:
-    decision = plan.decide(settled(), {DB: Present("1")}, {}, NOW)
+    decision = decide(settled(), {DB: Present("1")}, {}, NOW)
     assert decision.action == "none" and decision.success and decision.ready
 
 
 def test_decide_rotation_writes_once_with_new_hash() -> None:
     done = settled()
     rotated = RemoteValue("2", {"username": "app", "password": "new"})
-    decision = plan.decide(done, {DB: Present("2")}, {DB: rotated}, NOW)
+    decision = decide(done, {DB: Present("2")}, {DB: rotated}, NOW)
     assert decision.action == "write" and decision.content_hash != done.content_hash
     assert decision.source_versions == {DB.label: "2"}
     # A version bump whose content is equal (e.g. metadata only) writes nothing.
-    same = plan.decide(done, {DB: Present("3")}, {DB: RemoteValue("3", dict(DB_VALUE.data))}, NOW)  # type: ignore[arg-type]
+    same = decide(done, {DB: Present("3")}, {DB: RemoteValue("3", dict(DB_VALUE.data))}, NOW)  # type: ignore[arg-type]
     assert same.action == "none" and same.source_versions == {DB.label: "3"}
 
 
 def test_failures_leave_the_secret_alone_and_go_stale() -> None:
     done = settled()
     for observed in ({DB: KeyFailure("PermissionDenied", "denied")}, {}):
-        decision = plan.decide(done, observed, {}, NOW)
+        decision = decide(done, observed, {}, NOW)
         assert decision.action == "none" and not decision.ready and not decision.success and decision.retry
     status = plan.status_for(memory(done.spec, status={"lastGoodSyncTime": NOW}),
                              plan.failure("StoreUnreachable", "vault down"), LATER)
@@ -318,18 +324,18 @@ def test_failures_leave_the_secret_alone_and_go_stale() -> None:
 
 def test_missing_key_acts_only_on_the_second_cycle() -> None:
     done = settled(ref(target={"deletionPolicy": "Delete"}))
-    first = plan.decide(done, {DB: Missing()}, {}, NOW)
+    first = decide(done, {DB: Missing()}, {}, NOW)
     assert first.action == "none" and first.reason == plan.REMOTE_KEY_MISSING and first.missing_since == {DB.label: NOW}
     done.missing_since = first.missing_since
     assert plan.needs_values(done, {DB: Missing()}, LATER)
-    second = plan.decide(done, {DB: Missing()}, {}, LATER)
+    second = decide(done, {DB: Missing()}, {}, LATER)
     assert second.action == "delete" and second.reason == plan.REMOTE_KEY_DELETED
 
 
 def test_confirmed_missing_with_retain_keeps_the_secret() -> None:
     done = settled()
     done.missing_since = {DB.label: NOW}
-    decision = plan.decide(done, {DB: Missing()}, {}, LATER)
+    decision = decide(done, {DB: Missing()}, {}, LATER)
     assert decision.action == "none" and decision.reason == plan.REMOTE_KEY_DELETED and "Retain" in decision.message
 
 
@@ -337,20 +343,20 @@ def test_confirmed_missing_with_delete_keeps_other_keys() -> None:
     spec = ref(data=[{"secretKey": "a", "remoteRef": {"key": "k1"}}, {"secretKey": "b", "remoteRef": {"key": "k2"}}],
                target={"deletionPolicy": "Delete"})
     done = memory(spec, synced_generation=1, content_hash="x", missing_since={"k2": NOW})
-    decision = plan.decide(done, {RemoteKey("k1"): Present("1"), RemoteKey("k2"): Missing()},
+    decision = decide(done, {RemoteKey("k1"): Present("1"), RemoteKey("k2"): Missing()},
                            {RemoteKey("k1"): RemoteValue("1", "A")}, LATER)
     assert decision.action == "write" and decision.data == {"a": b"A"}
 
 
 def test_bad_property_is_ready_false_naming_it() -> None:
     spec = ref(data=[{"secretKey": "pw", "remoteRef": {"key": "production/database", "property": "nope"}}])
-    decision = plan.decide(memory(spec), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    decision = decide(memory(spec), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
     assert not decision.ready and decision.reason == "PropertyNotFound"
     assert "spec.data[0].remoteRef.property" in decision.message and MARKER not in decision.message
 
 
 def test_status_never_holds_values() -> None:
-    decision = plan.decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    decision = decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
     status = plan.status_for(memory(), decision, NOW)
     assert MARKER not in json.dumps(status)
     assert status["sourceVersions"] == {"production/database": "1"} and status["contentHash"] == decision.content_hash
@@ -359,10 +365,10 @@ def test_status_never_holds_values() -> None:
 
 
 def test_events_on_writes_and_transitions_only() -> None:
-    written = plan.decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    written = decide(memory(), {DB: Present("1")}, {DB: DB_VALUE}, NOW)
     status = plan.status_for(memory(), written, NOW)
     assert plan.event_for(ref(), {}, status, written)[0] == "SecretSynced"  # type: ignore[index]
-    unchanged = plan.decide(settled(), {DB: Present("1")}, {}, LATER)
+    unchanged = decide(settled(), {DB: Present("1")}, {}, LATER)
     assert plan.event_for(ref(), status, plan.status_for(memory(status=status), unchanged, LATER), unchanged) is None
     down = plan.failure("StoreUnreachable", "vault down")
     reason, message, type_ = plan.event_for(ref(), status, plan.status_for(memory(status=status), down, LATER), down)  # type: ignore[misc]
@@ -393,7 +399,7 @@ def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
     due = state.complete(taken, plan.failure("StoreUnreachable", "down"), {}, 0.0)
     assert due is not None and 0 < due <= schedule.retry_cap(3600)
     [taken] = state.take_due(due)
-    decision = plan.decide(taken, {DB: Present("1")}, {DB: DB_VALUE}, NOW)
+    decision = decide(taken, {DB: Present("1")}, {DB: DB_VALUE}, NOW)
     retried_at = due
     due = state.complete(taken, decision, {}, retried_at)
     assert due == schedule.next_due(retried_at, 3600, spec.store)

@@ -36,6 +36,9 @@ class FakeKube:
         self.secret_writes = 0
         self.store_reads = 0
 
+    def content_hash_key(self) -> bytes:
+        return b"0" * 32
+
     # KubePort
     def get_store(self, key: StoreKey) -> dict[str, Any] | None:
         self.store_reads += 1

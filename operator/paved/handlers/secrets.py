@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import secrets
 import threading
 import time
 import traceback
@@ -51,6 +52,7 @@ from paved.api.common import READY, now_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
+from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, request, resource_info
@@ -74,6 +76,7 @@ REF_PLURAL = "externalsecretrefs"
 STORE_PLURALS = {SECRET_STORE: "secretstores", CLUSTER_SECRET_STORE: "clustersecretstores"}
 OPERATOR_NAMESPACE_ENV = "PAVED_OPERATOR_NAMESPACE"
 DEFAULT_OPERATOR_NAMESPACE = "paved-system"
+HASH_KEY_SECRET = "paved-content-hash-key"  # in the operator's namespace; keys every content digest
 STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a store
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
@@ -114,6 +117,7 @@ class KubePort(Protocol):
     def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None: ...
     def secret_value(self, namespace: str, name: str, key: str) -> str: ...
     def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str: ...
+    def content_hash_key(self) -> bytes: ...
 
 
 class KubeApi:
@@ -132,6 +136,26 @@ class KubeApi:
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return kube_apply.get("v1", "Secret", name, namespace)
+
+    def content_hash_key(self) -> bytes:
+        """The operator's key for content digests: random, made once, kept in its namespace."""
+        namespace = operator_namespace()
+        live = kube_apply.get("v1", "Secret", HASH_KEY_SECRET, namespace)
+        if live is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": HASH_KEY_SECRET, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+                "type": "Opaque",
+                "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
+            }
+            try:
+                request("POST", resource_info("v1", "Secret").path(namespace=namespace), operation="create", body=body)
+            except ApiError as error:
+                if not error.already_exists:  # another replica made it first: use theirs
+                    raise
+            live = kube_apply.get("v1", "Secret", HASH_KEY_SECRET, namespace) or {}
+        return base64.b64decode((live.get("data") or {})["key"])
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         kube_apply.apply(body, owner)
@@ -221,6 +245,7 @@ class SyncEngine:
 
     def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None) -> None:
         self.kube = kube
+        self._hash_key: bytes | None = None
         self.clock = clock
         self.state = SyncState()
         self.providers = providers or StoreProviders(kube)
@@ -230,6 +255,13 @@ class SyncEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_report = CycleReport()
+
+    @property
+    def hash_key(self) -> bytes:
+        """The content-digest key, read (or made) once on first use."""
+        if self._hash_key is None:
+            self._hash_key = self.kube.content_hash_key()
+        return self._hash_key
 
     # --- registration (handler threads) -------------------------------------------------
 
@@ -403,7 +435,7 @@ class SyncEngine:
         self.state.remember(key, fetched)
         values = {**cached, **fetched}
         for memory in allowed:
-            outcomes.append((memory, plan.decide(memory, observed, values, stamp)))
+            outcomes.append((memory, plan.decide(memory, observed, values, stamp, hash_key=self.hash_key)))
         return outcomes
 
     # --- applying one ref's decision ------------------------------------------------------
@@ -502,10 +534,10 @@ class SyncEngine:
     def _restart(self, changed: Mapping[str, set[str]]) -> int:
         """Stamp opted-in workloads whose Secrets changed this cycle (once each)."""
         count = 0
-        for namespace, secrets in sorted(changed.items()):
+        for namespace, names in sorted(changed.items()):
             try:
                 workloads = self.kube.list_workloads(namespace)
-                patches = restart.restart_patches(workloads, secrets, self.state.hashes(namespace))
+                patches = restart.restart_patches(workloads, names, self.state.hashes(namespace))
                 for patch in patches:
                     self.kube.patch_workload(patch.kind, namespace, patch.name, restart.patch_body(patch))
                     count += 1
@@ -646,7 +678,7 @@ def target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     if written_by_paved(body):
         return
     memory = engine().state.memory(owner.uid)
-    if memory is not None and memory.content_hash and live_content_hash(body) != memory.content_hash:
+    if memory is not None and memory.content_hash and live_content_hash(engine().hash_key, body) != memory.content_hash:
         log.info("Secret %s/%s changed by someone else; restoring it", owner.namespace, memory.spec.target.name)
         engine().repair(owner.uid)
 

@@ -173,8 +173,11 @@ def decide(
     observed: Mapping[RemoteKey, KeyState],
     values: Mapping[RemoteKey, RemoteValue | Missing | KeyFailure],
     now: str,
+    *,
+    hash_key: bytes,
 ) -> Decision:
-    """The outcome for one ref; `values` holds fetched or cached values of its present keys."""
+    """The outcome for one ref; `values` holds fetched or cached values of its present keys;
+    `hash_key` keys the content digest (values.content_hash)."""
     spec = memory.spec
     once = spec.interval <= 0
     states = {remote: observed.get(remote) for remote in spec.remote_keys}
@@ -203,7 +206,7 @@ def decide(
         decision.missing_since = verdict.missing_since
         return decision
     if verdict.confirmed:
-        return _confirmed_missing(memory, states, values, verdict)
+        return _confirmed_missing(memory, states, values, verdict, hash_key)
     versions = {remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version}
     if memory.settled and all(memory.source_versions.get(label) == version for label, version in versions.items()) and len(
         versions
@@ -216,7 +219,7 @@ def decide(
         return failure(error.reason, str(error), field=error.field, retry=once)
     except _NoValue as error:
         return failure("ProviderError", f"no value fetched for remote key {error.remote.label!r}")
-    digest = content_hash(spec.namespace, spec.target.name, spec.target.type, data)
+    digest = content_hash(hash_key, spec.namespace, spec.target.name, spec.target.type, data)
     fetched_versions = {remote.label: present[remote].version for remote in states}
     # A spec change rewrites the Secret even with equal content: labels, annotations or type may differ.
     unchanged = digest == memory.content_hash and not memory.repair and memory.synced_generation == spec.generation
@@ -259,6 +262,7 @@ def _confirmed_missing(
     states: Mapping[RemoteKey, KeyState | Missing | KeyFailure | None],
     values: Mapping[RemoteKey, Any],
     verdict: missing_rule.MissingVerdict,
+    hash_key: bytes,
 ) -> Decision:
     spec = memory.spec
     labels = ", ".join(sorted(verdict.confirmed))
@@ -292,7 +296,7 @@ def _confirmed_missing(
         if data:
             decision.action = "write"
             decision.data = data
-            decision.content_hash = content_hash(spec.namespace, spec.target.name, spec.target.type, data)
+            decision.content_hash = content_hash(hash_key, spec.namespace, spec.target.name, spec.target.type, data)
     decision.source_versions = {
         remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -232,22 +233,25 @@ def _text(value: str | bytes) -> str:
     return value
 
 
-def content_hash(namespace: str, name: str, secret_type: str, data: Mapping[str, bytes]) -> str:
-    """A stable hash of a Secret's content, salted with its namespace/name.
+def content_hash(key: bytes, namespace: str, name: str, secret_type: str, data: Mapping[str, bytes]) -> str:
+    """A stable, keyed digest of a Secret's content (HMAC-SHA256 under the operator's key).
 
-    Changes exactly when a key, a value or the type changes. The salt makes equal content in
-    two Secrets hash differently, so a hash seen in one namespace says nothing about another.
+    Changes exactly when a key, a value or the type changes. It is shown where Secret values
+    are not (status, Events, workloads' pod templates), so it is keyed: without the key, which
+    lives in a Secret of the operator's namespace, a low-entropy value cannot be guessed by
+    hashing candidates. Namespace and name are mixed in so equal content in two Secrets
+    digests differently.
     """
-    digest = hashlib.sha256()
+    digest = hmac.new(key, digestmod=hashlib.sha256)
     for part in (namespace, name, secret_type):
         digest.update(part.encode() + b"\x00")
-    for key in sorted(data):
-        digest.update(key.encode() + b"\x00" + hashlib.sha256(data[key]).digest())
+    for item in sorted(data):
+        digest.update(item.encode() + b"\x00" + hashlib.sha256(data[item]).digest())
     return digest.hexdigest()[:32]
 
 
-def live_content_hash(secret: Mapping[str, Any]) -> str:
+def live_content_hash(key: bytes, secret: Mapping[str, Any]) -> str:
     """content_hash of a live Secret object (data is base64 on the wire)."""
     metadata = secret.get("metadata") or {}
-    data = {key: base64.b64decode(value or "") for key, value in (secret.get("data") or {}).items()}
-    return content_hash(metadata.get("namespace", ""), metadata.get("name", ""), secret.get("type") or "Opaque", data)
+    data = {item: base64.b64decode(value or "") for item, value in (secret.get("data") or {}).items()}
+    return content_hash(key, metadata.get("namespace", ""), metadata.get("name", ""), secret.get("type") or "Opaque", data)
