@@ -39,7 +39,6 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from harness import BenchEnv, log, percentile, print_table  # noqa: E402
 
 from e2e.apps import LoadGenerator, VersionedApp, WeightReader  # noqa: E402
 from fixtures.prometheus import start_prometheus  # noqa: E402
-from paved.api.common import parse_duration  # noqa: E402
+from paved.api.common import parse_duration, parse_rfc3339  # noqa: E402
 from paved.rollout.simulate import Sample, Scenario, example_spec, simulate  # noqa: E402
 
 QUERY = ('sum(rate(http_requests_total{version="canary",code!~"5.."}[10s]))'
@@ -71,8 +70,10 @@ def metric(interval: str, *, severe: bool = True, failure_limit: int = 2) -> dic
     return body
 
 
-def parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def epoch(text: str) -> float:
+    moment = parse_rfc3339(text)
+    assert moment is not None, text
+    return moment.timestamp()
 
 
 # ------------------------------------------------------------------------------ A: model
@@ -228,7 +229,7 @@ def rollback_runs(cluster: Cluster, interval: str) -> list[list[Any]]:
             reader.stop()
             cluster.canary.error_rate = 0.0
         wall = time.time() - time.monotonic()
-        failed = [parse_time(h["at"]) for h in status.get("analysisHistory") or [] if h["verdict"] == "Failed"]
+        failed = [epoch(h["at"]) for h in status.get("analysisHistory") or [] if h["verdict"] == "Failed"]
         back = next((seen.at + wall for seen in reader.history if seen.canary == 0 and failed and seen.at + wall > failed[0]),
                     math.nan)
         first_bad = failed[0] if failed else math.nan
@@ -261,7 +262,7 @@ class StepTimes:
             later = sorted(i for (n, i) in self.seen if n == name and i > index)
             following = self.seen[(name, later[0])] if later else None
             if pause_until and following and following[0]:
-                late.append(parse_time(following[0]) - parse_time(pause_until))
+                late.append(epoch(following[0]) - epoch(pause_until))
         return late
 
 

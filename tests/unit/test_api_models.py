@@ -190,3 +190,18 @@ def test_status_models_accept_operator_conditions(info: Any) -> None:
     conditions = set_condition(None, "Ready", True, "Reconciled", "all good", generation=3)
     status = info.parse_status({"observedGeneration": 3, "conditions": conditions})
     assert status.dump()["conditions"][0]["status"] == "True"
+
+
+def test_parse_rfc3339_reads_kubernetes_timestamps_as_utc_and_refuses_garbage() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from paved.api.common import parse_rfc3339
+
+    assert parse_rfc3339("2026-11-22T10:00:00Z") == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    assert parse_rfc3339("2026-11-22T12:00:00+02:00") == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    assert parse_rfc3339("2026-11-22T10:00:00") == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)  # naive = UTC
+    later = datetime(2026, 11, 22, 11, tzinfo=timezone(timedelta(hours=1)))
+    assert parse_rfc3339(later) == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    assert parse_rfc3339("yesterday") is None
+    assert parse_rfc3339("") is None
+    assert parse_rfc3339(None) is None

@@ -74,6 +74,26 @@ def now_rfc3339(now: datetime | None = None) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_rfc3339(value: Any) -> datetime | None:
+    """RFC 3339 text (or a datetime) -> an aware UTC datetime; None when absent or unparseable.
+
+    The one timestamp parser of the code base. Naive values are read as UTC, as Kubernetes
+    writes every timestamp in UTC.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
 def set_condition(
     conditions: list[dict[str, Any]] | None,
     type: str,

@@ -37,7 +37,7 @@ from typing import Any
 import kopf
 
 from paved import GROUP, VERSION
-from paved.api.common import READY, Model, now_rfc3339
+from paved.api.common import READY, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved import identity as core
 from paved.identity import chain as chains, grants, scope as scopes
@@ -175,7 +175,7 @@ def namespace_allowed(child_namespace: str, parent_namespace: str) -> bool:
 
 def _created(metadata: Mapping[str, Any]) -> datetime:
     text = metadata.get("creationTimestamp")
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else datetime.now(timezone.utc)
+    return parse_rfc3339(text) or datetime.now(timezone.utc)
 
 
 def summary(body: Mapping[str, Any]) -> core.Ancestor:
@@ -347,7 +347,7 @@ def finalize_identity(body: kopf.Body, retry: int, composition_index: kopf.Index
 
 def _deadline(status: Mapping[str, Any]) -> datetime | None:
     text = (status or {}).get("expiresAt")
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    return parse_rfc3339(text)
 
 
 def _resync(body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]]) -> None:

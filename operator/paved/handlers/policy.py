@@ -37,7 +37,7 @@ from typing import Any
 import kopf
 
 from paved import API_VERSION
-from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition, set_condition
+from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition, parse_rfc3339, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
 from paved.handlers.platform import snapshot
@@ -46,7 +46,6 @@ from paved.kube import policyreport
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, request, resource_info
 from paved.policy import CompiledPolicy, PolicyCompileError, Verdict, check_intent, compile_policies, compile_policy
-from paved.policy.exceptions import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def policy_condition(body: Mapping[str, Any]) -> kube_status.ConditionSpec:
 
 
 def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) -> list[kube_status.ConditionSpec]:
-    expires = parse_time((body.get("spec") or {}).get("expiresAt"))
+    expires = parse_rfc3339((body.get("spec") or {}).get("expiresAt"))
     if not allowed:
         namespace = (body.get("metadata") or {}).get("namespace")
         return [(READY, False, "NamespaceNotAllowed", f"PolicyExceptions are not honoured in namespace {namespace}")]
@@ -123,7 +122,7 @@ def compliance_condition(verdicts: Iterable[Verdict], render_error: Any = None) 
 
 def next_expiry(exceptions: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:
     """The earliest expiresAt still in the future (the audit wakes then)."""
-    future = [t for t in (parse_time((e.get("spec") or {}).get("expiresAt")) for e in exceptions) if t and t > now]
+    future = [t for t in (parse_rfc3339((e.get("spec") or {}).get("expiresAt")) for e in exceptions) if t and t > now]
     return min(future, default=None)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field as dc_field
 from datetime import datetime
 from typing import Any
 
-from paved.api.common import now_rfc3339, parse_duration
+from paved.api.common import now_rfc3339, parse_duration, parse_rfc3339
 from paved.identity import scope as scopes
 
 DEFAULT_MAX_DEPTH = 3
@@ -80,8 +80,7 @@ class Decision:
 def own_expiry(spec: Mapping[str, Any], created: datetime) -> datetime | None:
     """spec.expiresAt, or creationTimestamp + spec.ttl, or None (no own expiry)."""
     if spec.get("expiresAt"):
-        value = spec["expiresAt"]
-        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_rfc3339(spec["expiresAt"])
     if spec.get("ttl"):
         return created + parse_duration(spec["ttl"], "spec.ttl")
     return None

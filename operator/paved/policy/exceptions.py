@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from paved.api.common import parse_rfc3339
 
 
 @dataclass(frozen=True)
@@ -49,29 +51,10 @@ def find_exception(
             ref.get("kind") == kind and ref.get("name") == metadata.get("name") for ref in spec.get("intents") or ()
         ):
             continue
-        expires_at = parse_time(spec.get("expiresAt"))
+        expires_at = parse_rfc3339(spec.get("expiresAt"))
         if expires_at is None:
             continue
         candidate = ExceptionMatch(f"{meta.get('namespace')}/{meta.get('name')}", expires_at, now < expires_at)
         if best is None or (candidate.active, candidate.expires_at) > (best.active, best.expires_at):
             best = candidate
     return best
-
-
-def parse_time(value: Any) -> datetime | None:
-    """RFC 3339 text or a datetime -> aware UTC datetime; None when absent or unparseable.
-
-    Naive values are read as UTC (Kubernetes timestamps are UTC).
-    """
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)

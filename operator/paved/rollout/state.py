@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
+from paved.api.common import parse_rfc3339
+
 
 class Phase(str, Enum):
     INITIALIZING = "Initializing"
@@ -147,8 +149,8 @@ class RolloutState:
             canary_weight=int(raw.get("canaryWeight") or 0),
             stable_revision=raw.get("stableRevision"),
             canary_revision=raw.get("canaryRevision"),
-            step_started_at=parse_time(raw.get("stepStartedAt")),
-            pause_until=parse_time(raw.get("pauseUntil")),
+            step_started_at=parse_rfc3339(raw.get("stepStartedAt")),
+            pause_until=parse_rfc3339(raw.get("pauseUntil")),
             checks={name: MetricChecks(int(c.get("failures") or 0), int(c.get("holds") or 0),
                                        int(c.get("successes") or 0))
                     for name, c in (raw.get("checks") or {}).items() if isinstance(c, Mapping)},
@@ -192,20 +194,20 @@ def _read_progress(raw: Mapping[str, Any]) -> Progress:
     return Progress(
         stage=_enum(Stage, raw.get("stage")) or Stage.IDLE,
         run=int(raw.get("run") or 0),
-        stage_entered_at=parse_time(raw.get("stageEnteredAt")),
-        weights_set_at=parse_time(raw.get("weightsSetAt")),
-        workloads_set_at=parse_time(raw.get("workloadsSetAt")),
+        stage_entered_at=parse_rfc3339(raw.get("stageEnteredAt")),
+        weights_set_at=parse_rfc3339(raw.get("weightsSetAt")),
+        workloads_set_at=parse_rfc3339(raw.get("workloadsSetAt")),
         canary_replicas=raw.get("canaryReplicas"),
         stable_replicas=raw.get("stableReplicas"),
         stable_template=raw.get("stableTemplate"),
-        last_measured_at={k: parse_time(v) for k, v in (raw.get("lastMeasuredAt") or {}).items()},
+        last_measured_at={k: parse_rfc3339(v) for k, v in (raw.get("lastMeasuredAt") or {}).items()},
         pending_measure=PendingMeasure(pending["id"], _time(pending["at"]), list(pending.get("metrics") or []))
         if pending else None,
         measure_seq=int(raw.get("measureSeq") or 0),
         webhooks=[WebhookCall(w["key"], w["type"], w["name"], CallState(w["state"]), _time(w["at"]),
                               w.get("detail") or "") for w in raw.get("webhooks") or []],
         confirm_attempt=int(raw.get("confirmAttempt") or 0),
-        retry_gate_at=parse_time(raw.get("retryGateAt")),
+        retry_gate_at=parse_rfc3339(raw.get("retryGateAt")),
         step_passed=list(raw.get("stepPassed") or []),
         step_measured=list(raw.get("stepMeasured") or []),
         hold_paused=bool(raw.get("holdPaused")),
@@ -277,16 +279,8 @@ def format_time(moment: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
-def parse_time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    if isinstance(text, datetime):
-        return as_utc(text)
-    return as_utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
-
-
 def _time(text: Any) -> datetime:
-    moment = parse_time(text)
+    moment = parse_rfc3339(text)
     if moment is None:
         raise ValueError("missing timestamp in status.progress")
     return moment

@@ -17,9 +17,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
+from paved.api.common import parse_rfc3339
 from paved.secretsync import schedule
 from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue, StoreKey
 from paved.secretsync.plan import Decision, RefMemory
@@ -35,12 +35,9 @@ class _Entry:
 
 
 def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    """An RFC 3339 status field as epoch seconds (the engine's clock), None when absent."""
+    moment = parse_rfc3339(text)
+    return moment.timestamp() if moment else None
 
 
 class SyncState:

@@ -44,7 +44,6 @@ BOTOCORE_CONFIG = botocore.config.Config(
     connect_timeout=5,
     read_timeout=30,
 )
-_BOTOCORE_CONFIG = BOTOCORE_CONFIG  # the old private name, still imported by aws/secretsmanager.py
 ATTEMPTS = 3
 MAX_WAIT_SECONDS = 4.0
 
