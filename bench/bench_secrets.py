@@ -37,7 +37,7 @@ from paved.dev.moto import start_moto  # noqa: E402
 from paved.dev.openbao import start_openbao  # noqa: E402
 from paved.handlers.secrets import SyncEngine, parse_ref  # noqa: E402
 from paved.kube import apply as kube_apply  # noqa: E402
-from paved.metrics import PROVIDER_API_CALLS  # noqa: E402
+from paved.metrics import call_counts as calls  # noqa: E402
 from paved.providers.base import Owner  # noqa: E402
 from paved.providers.secretstores import StoreError  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
@@ -96,12 +96,6 @@ class MemoryKube:
 
     def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
         raise StoreError("no ServiceAccounts in the bench", reason="CredentialsMissing")
-
-
-def calls(provider: str) -> dict[str, int]:
-    """paved_provider_api_calls_total of `provider` so far, by operation."""
-    samples = (sample for metric in PROVIDER_API_CALLS.collect() for sample in metric.samples)
-    return {s.labels["operation"]: int(s.value) for s in samples if s.name.endswith("_total") and s.labels["provider"] == provider}
 
 
 class Clock:

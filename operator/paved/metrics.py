@@ -38,6 +38,12 @@ def count_call(provider: str, operation: str) -> None:
     PROVIDER_API_CALLS.labels(provider=provider, operation=operation).inc()
 
 
+def call_counts(provider: str) -> dict[str, int]:
+    """This process's calls of `provider` so far, by operation (for tests and benchmarks)."""
+    samples = (sample for metric in PROVIDER_API_CALLS.collect() for sample in metric.samples)
+    return {s.labels["operation"]: int(s.value) for s in samples if s.name.endswith("_total") and s.labels["provider"] == provider}
+
+
 @contextmanager
 def timed_reconcile(kind: str) -> Iterator[None]:
     """Observe the duration of the enclosed reconcile of one `kind` object."""

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fixtures._servers import free_port
-from paved.metrics import PROVIDER_API_CALLS
+from paved.metrics import call_counts
 from paved.providers import base
 from paved.providers.aws import rds
 from paved.providers.aws.session import AwsError
@@ -53,7 +53,7 @@ def make_resource(owner: Owner, **overrides: Any) -> RenderedResource:
 
 
 class Calls:
-    """Deltas of the provider_api_calls counter {provider="aws-rds"} since creation."""
+    """Deltas of paved_provider_api_calls_total{provider="aws-rds"} since creation."""
 
     def __init__(self) -> None:
         self._start = {op: self._read(op) for op in self.OPERATIONS}
@@ -61,10 +61,8 @@ class Calls:
     OPERATIONS = ("describe_db_instances", "create_db_instance", "modify_db_instance", "delete_db_instance", "add_tags_to_resource")
 
     @staticmethod
-    def _read(operation: str) -> float:
-        wanted = {"provider": "aws-rds", "operation": operation}
-        samples = (s for metric in PROVIDER_API_CALLS.collect() for s in metric.samples)
-        return next((s.value for s in samples if s.name.endswith("_total") and s.labels == wanted), 0.0)
+    def _read(operation: str) -> int:
+        return call_counts("aws-rds").get(operation, 0)
 
     def __getitem__(self, operation: str) -> int:
         return int(self._read(operation) - self._start[operation])

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.vault import OpenBao, configure_kubernetes_auth
 from paved.api.secrets import SecretStoreProvider
-from paved.metrics import PROVIDER_API_CALLS
+from paved.metrics import call_counts as calls
 from paved.providers import secretstores
 from paved.providers.aws import secretsmanager, ssm
 from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, StoreConfig, StoreError
@@ -25,12 +25,6 @@ from paved.providers.vault import store as vault_store
 from paved.secretsync.model import KeyFailure, Missing, Present, RemoteKey, RemoteValue, StoreKey
 
 MARKER = "MARKER-integration-4b1e"
-
-
-def calls(provider: str) -> dict[str, int]:
-    """paved_provider_api_calls_total of `provider` so far, by operation."""
-    samples = (sample for metric in PROVIDER_API_CALLS.collect() for sample in metric.samples)
-    return {s.labels["operation"]: int(s.value) for s in samples if s.name.endswith("_total") and s.labels["provider"] == provider}
 
 
 class Counted:
