@@ -50,9 +50,9 @@ def test_invalid_cel_reports_the_column():
 
 
 @pytest.mark.parametrize("expression, expected", [
-    ("rsult >= 0.95", "unknown name 'rsult'"),
+    ("rsult >= 0.95", "undeclared reference to 'rsult'; the expression can read result, samples"),
     ("result == 1", "operand types do not match"),
-    ("result + 1.0", "must be true or false"),
+    ("result + 1.0", "must evaluate to a boolean"),
 ])
 def test_conditions_are_dry_run_so_runtime_mistakes_surface_at_validation(expression, expected):
     errors = errors_of(with_metric(failureCondition=expression))

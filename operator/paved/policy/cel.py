@@ -114,19 +114,20 @@ class Program:
         return None, f"the expression must evaluate to a boolean, got {_cel_type_name(type(value))}"
 
 
-def compile_expression(source: str) -> Program:
-    """Parse and check `source`; CelCompileError carries the message and position."""
+def compile_expression(source: str, variables: tuple[str, ...] = VARIABLES) -> Program:
+    """Parse and check `source` against the names it may read (policy rules: VARIABLES;
+    rollout conditions pass their own); CelCompileError carries the message and position."""
     try:
         ast = _ENVIRONMENT.compile(source)
     except CELParseError as error:
         raise CelCompileError(
             CelProblem(_syntax_message(source, error.line, error.column), error.line, error.column)
         ) from None
-    problem = _check_names(ast, frozenset(VARIABLES))
+    problem = _check_names(ast, frozenset(variables), variables)
     if problem is not None:
         raise CelCompileError(problem)
     mentioned = {str(node.children[0]) for node in ast.iter_subtrees() if node.data == "ident"}
-    return Program(source, frozenset(mentioned) & frozenset(VARIABLES), _ENVIRONMENT.program(ast, functions=FUNCTIONS))
+    return Program(source, frozenset(mentioned) & frozenset(variables), _ENVIRONMENT.program(ast, functions=FUNCTIONS))
 
 
 def to_cel(value: Any) -> Any:
@@ -183,40 +184,40 @@ def _cel_type_name(cls: type) -> str:
     return "null" if cls is type(None) else name.removesuffix("Type").lower()
 
 
-def _check_names(tree: lark.Tree[Any], scope: frozenset[str]) -> CelProblem | None:
+def _check_names(tree: lark.Tree[Any], scope: frozenset[str], declared: tuple[str, ...]) -> CelProblem | None:
     """First unknown variable or function in `tree`, honouring macro-bound variables."""
     kind = tree.data
     if kind == "ident":
-        return _unknown_variable(cast(lark.Token, tree.children[0]), scope)
+        return _unknown_variable(cast(lark.Token, tree.children[0]), scope, declared)
     if kind == "ident_arg":
         name = cast(lark.Token, tree.children[0])
         if str(name) not in _KNOWN_FUNCTIONS:
             return _unknown_function(name)
-        return _check_children(tree.children[1:], scope)
+        return _check_children(tree.children[1:], scope, declared)
     if kind == "member_dot_arg":
         target, method, *rest = tree.children
         name = cast(lark.Token, method)
-        problem = _check_names(target, scope) if isinstance(target, lark.Tree) else None
+        problem = _check_names(target, scope, declared) if isinstance(target, lark.Tree) else None
         if problem is not None:
             return problem
         if str(name) in _MACROS:
-            return _check_macro(name, rest, scope)
+            return _check_macro(name, rest, scope, declared)
         if str(name) not in _KNOWN_FUNCTIONS:
             return _unknown_function(name)
-        return _check_children(rest, scope)
-    return _check_children(tree.children, scope)
+        return _check_children(rest, scope, declared)
+    return _check_children(tree.children, scope, declared)
 
 
-def _check_children(children: Iterable[Any], scope: frozenset[str]) -> CelProblem | None:
+def _check_children(children: Iterable[Any], scope: frozenset[str], declared: tuple[str, ...]) -> CelProblem | None:
     for child in children:
         if isinstance(child, lark.Tree):
-            problem = _check_names(child, scope)
+            problem = _check_names(child, scope, declared)
             if problem is not None:
                 return problem
     return None
 
 
-def _check_macro(name: lark.Token, rest: list[Any], scope: frozenset[str]) -> CelProblem | None:
+def _check_macro(name: lark.Token, rest: list[Any], scope: frozenset[str], declared: tuple[str, ...]) -> CelProblem | None:
     arguments = rest[0].children if rest else []
     variable = _bare_identifier(arguments[0]) if arguments else None
     if variable is None or len(arguments) < 2:
@@ -225,7 +226,7 @@ def _check_macro(name: lark.Token, rest: list[Any], scope: frozenset[str]) -> Ce
             name.line,
             name.column,
         )
-    return _check_children(arguments[1:], scope | {variable})
+    return _check_children(arguments[1:], scope | {variable}, declared)
 
 
 def _bare_identifier(tree: Any) -> str | None:
@@ -237,11 +238,11 @@ def _bare_identifier(tree: Any) -> str | None:
     return None
 
 
-def _unknown_variable(token: lark.Token, scope: frozenset[str]) -> CelProblem | None:
+def _unknown_variable(token: lark.Token, scope: frozenset[str], declared: tuple[str, ...]) -> CelProblem | None:
     if str(token) in scope or str(token) in _TYPE_NAMES:
         return None
-    known = ", ".join(VARIABLES)
-    return CelProblem(f"undeclared reference to {str(token)!r}; rules can read {known}", token.line, token.column)
+    known = ", ".join(declared)
+    return CelProblem(f"undeclared reference to {str(token)!r}; the expression can read {known}", token.line, token.column)
 
 
 def _unknown_function(token: lark.Token) -> CelProblem:

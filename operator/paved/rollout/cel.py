@@ -16,17 +16,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
-import celpy
 import celpy.celtypes as celtypes
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
 
-from paved.policy.cel import sanitize
+from paved.policy.cel import CelCompileError, Program, compile_expression
 
-# Values used to dry-run a condition at validation time: catches unknown variables, type
-# errors such as `result == 1` and non-boolean expressions before the first measurement.
+VARIABLES = ("result", "samples")
+
+# Values used to dry-run a condition at validation time: catches type errors such as
+# `result == 1` and non-boolean expressions before the first measurement.
 PROBE_RESULT, PROBE_SAMPLES = 1.0, 1
 
 
@@ -36,23 +34,19 @@ class ConditionError(Exception):
 
 @dataclass(frozen=True)
 class _Compiled:
-    runner: Any | None
+    program: Program | None
     problem: str | None
-
-
-_ENV = celpy.Environment()
 
 
 @lru_cache(maxsize=1024)
 def _compile(expression: str) -> _Compiled:
+    """The policy layer's CEL compiler (name checks with positions, one shared runtime),
+    with this layer's two variables."""
     try:
-        return _Compiled(_ENV.program(_ENV.compile(expression)), None)
-    except CELParseError as exc:
-        column = getattr(exc, "column", None)
-        where = f" at column {column}" if column else ""
-        return _Compiled(None, f"invalid CEL{where}: {expression!r}")
-    except Exception as exc:  # celpy raises a few other types for odd input
-        return _Compiled(None, f"invalid CEL: {exc}")
+        return _Compiled(compile_expression(expression, VARIABLES), None)
+    except CelCompileError as error:
+        where = f" at column {error.problem.column}" if error.problem.column else ""
+        return _Compiled(None, f"invalid CEL{where}: {error.problem.message} in {expression!r}")
 
 
 @lru_cache(maxsize=1024)
@@ -75,31 +69,16 @@ def check(expression: str) -> str | None:
 def evaluate(expression: str, result: float, samples: int | None = None) -> bool:
     """Whether the condition holds for this value; ConditionError when it cannot be decided."""
     compiled = _compile(expression)
-    if compiled.runner is None:
+    if compiled.program is None:
         raise ConditionError(compiled.problem or "invalid CEL")
-    activation = {"result": celtypes.DoubleType(float(result)), "samples": celtypes.IntType(int(samples or 0))}
-    try:
-        value = compiled.runner.evaluate(activation)
-    except Exception as exc:
-        raise ConditionError(f"cannot evaluate {expression!r}: {_short(exc)}") from None
-    if isinstance(value, Exception):  # celpy returns some errors instead of raising them
-        raise ConditionError(f"cannot evaluate {expression!r}: {_short(value)}")
-    if not isinstance(value, celtypes.BoolType):
-        raise ConditionError(f"{expression!r} must be true or false, not a {type(value).__name__}")
-    return bool(value)
-
-
-def _short(exc: BaseException) -> str:
-    """A short, data-free reason; the policy layer's sanitiser cuts celpy's activation dumps."""
-    text = str(exc.args[0]) if exc.args else str(exc)
-    if "undeclared reference" in text:
-        match = re.search(r"undeclared reference to '([^']+)'", text)
-        return f"unknown name {match.group(1)!r}; use result or samples" if match else "unknown name"
-    if "no matching overload" in text or "no such overload" in text:
-        return "operand types do not match (write numbers as doubles, e.g. 1.0)"
-    if isinstance(exc, CELEvalError):
-        return sanitize(exc)
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+    value, reason = compiled.program.run(
+        {"result": celtypes.DoubleType(float(result)), "samples": celtypes.IntType(int(samples or 0))}
+    )
+    if value is None:
+        if "overload" in reason:
+            reason = "operand types do not match (write numbers as doubles, e.g. 1.0)"
+        raise ConditionError(f"cannot evaluate {expression!r}: {reason}")
+    return value
 
 
 _SIMPLE = re.compile(r"^\s*result\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE]-?[0-9]+)?)\s*$")
