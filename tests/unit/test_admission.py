@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from paved.handlers import admission
-from paved.policy import compile_policies
+from paved.policy import compile_policies, decisions
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -31,15 +31,15 @@ def compiled(mode: str = "Enforce") -> list[Any]:
 
 
 def test_enforce_denies_naming_policy_rule_and_message() -> None:
-    review = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, now=NOW)
+    review = decisions.review_intent("CREATE", intent(False), None, compiled(), [], None, now=NOW)
     assert not review.allowed
     assert "enc/encrypted (Enforce): encrypt it" in review.message
 
 
 def test_warn_admits_with_a_warning_and_audit_admits_silently() -> None:
-    warn = admission.review_intent("CREATE", intent(False), None, compiled("Warn"), [], None, now=NOW)
+    warn = decisions.review_intent("CREATE", intent(False), None, compiled("Warn"), [], None, now=NOW)
     assert warn.allowed and any("enc/encrypted (Warn)" in w for w in warn.warnings)
-    audit = admission.review_intent("CREATE", intent(False), None, compiled("Audit"), [], None, now=NOW)
+    audit = decisions.review_intent("CREATE", intent(False), None, compiled("Audit"), [], None, now=NOW)
     assert audit.allowed and not audit.warnings
 
 
@@ -47,39 +47,39 @@ def test_updates_that_leave_spec_alone_and_deletions_are_never_judged() -> None:
     old = intent(False)
     relabelled = copy.deepcopy(old)
     relabelled["metadata"]["labels"] = {"x": "y"}
-    assert admission.review_intent("UPDATE", relabelled, old, compiled(), [], None, now=NOW).allowed
+    assert decisions.review_intent("UPDATE", relabelled, old, compiled(), [], None, now=NOW).allowed
     deleting = copy.deepcopy(old)
     deleting["metadata"]["deletionTimestamp"] = "2030-01-01T00:00:00Z"
-    assert admission.review_intent("UPDATE", deleting, old, compiled(), [], None, now=NOW).allowed
-    assert admission.review_intent("DELETE", old, old, compiled(), [], None, now=NOW).allowed
+    assert decisions.review_intent("UPDATE", deleting, old, compiled(), [], None, now=NOW).allowed
+    assert decisions.review_intent("DELETE", old, old, compiled(), [], None, now=NOW).allowed
     changed = copy.deepcopy(old)
     changed["spec"]["version"] = "17"
-    assert not admission.review_intent("UPDATE", changed, old, compiled(), [], None, now=NOW).allowed
+    assert not decisions.review_intent("UPDATE", changed, old, compiled(), [], None, now=NOW).allowed
 
 
 def test_active_exception_admits_and_expired_one_does_not() -> None:
     exception = {"metadata": {"name": "legacy", "namespace": "team"},
                  "spec": {"policy": "enc", "rules": ["encrypted"], "intents": [{"kind": "DatabaseIntent", "name": "db"}],
                           "expiresAt": (NOW + timedelta(minutes=5)).isoformat(), "reason": "r"}}
-    active = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW)
+    active = decisions.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW)
     assert active.allowed and any("excepted by PolicyException team/legacy" in w for w in active.warnings)
-    later = admission.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW + timedelta(hours=1))
+    later = decisions.review_intent("CREATE", intent(False), None, compiled(), [], None, [exception], now=NOW + timedelta(hours=1))
     assert not later.allowed
 
 
 def test_policy_with_bad_cel_is_refused_with_rule_and_position() -> None:
-    review = admission.review_policy(policy(expression="object.spec.encryption =="))
+    review = decisions.review_policy(policy(expression="object.spec.encryption =="))
     assert not review.allowed
     assert "encrypted" in review.message and "line 1, column" in review.message
-    assert admission.review_policy(policy()).allowed
+    assert decisions.review_policy(policy()).allowed
 
 
 def test_exceptions_only_in_named_or_labelled_namespaces() -> None:
     body = {"metadata": {"name": "e", "namespace": "team"}}
-    assert not admission.review_exception(body, {"metadata": {"labels": {}}}, []).allowed
-    assert admission.review_exception(body, None, ["team"]).allowed
+    assert not decisions.review_exception(body, {"metadata": {"labels": {}}}, []).allowed
+    assert decisions.review_exception(body, None, ["team"]).allowed
     labelled = {"metadata": {"labels": {"paved.dev/policy-exceptions": "allowed"}}}
-    assert admission.review_exception(body, labelled, []).allowed
+    assert decisions.review_exception(body, labelled, []).allowed
 
 
 def test_webhook_configuration_is_scoped_and_short() -> None:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from paved.handlers import policy as handlers
 from paved.kube import policyreport
-from paved.policy import Mode, Outcome, Verdict
+from paved.policy import Mode, Outcome, Verdict, decisions
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -16,37 +16,37 @@ def verdict(outcome: Outcome, mode: Mode = Mode.ENFORCE, **extra: object) -> Ver
 
 
 def test_compliance_condition() -> None:
-    assert handlers.compliance_condition([])[1:3] == (True, "NoPolicies")
-    assert handlers.compliance_condition([verdict(Outcome.PASS)])[1:3] == (True, "Compliant")
-    failed = handlers.compliance_condition([verdict(Outcome.PASS), verdict(Outcome.FAIL, Mode.AUDIT)])
+    assert decisions.compliance_condition([])[1:3] == (True, "NoPolicies")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)])[1:3] == (True, "Compliant")
+    failed = decisions.compliance_condition([verdict(Outcome.PASS), verdict(Outcome.FAIL, Mode.AUDIT)])
     assert failed[:3] == ("PolicyCompliant", False, "Violation") and "enc/encrypted (Audit): encrypt it" in failed[3]
-    assert handlers.compliance_condition([verdict(Outcome.ERROR, detail="no such key")])[2] == "RuleError"
+    assert decisions.compliance_condition([verdict(Outcome.ERROR, detail="no such key")])[2] == "RuleError"
     excepted = verdict(Outcome.EXCEPTED, exception="team/legacy", expires_at=NOW)
-    assert handlers.compliance_condition([excepted])[1:3] == (True, "Excepted")
-    assert handlers.compliance_condition([verdict(Outcome.PASS)], render_error="boom")[1:3] == ("Unknown", "NotRendered")
+    assert decisions.compliance_condition([excepted])[1:3] == (True, "Excepted")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)], render_error="boom")[1:3] == ("Unknown", "NotRendered")
 
 
 def test_policy_condition_names_rule_and_position() -> None:
     body = {"metadata": {"name": "p"}, "spec": {"match": {"kinds": ["DatabaseIntent"]},
                                                  "rules": [{"name": "r1", "expression": "object.spec.(", "message": "m"}]}}
-    type_, status, reason, message = handlers.policy_condition(body)
+    type_, status, reason, message = decisions.policy_condition(body)
     assert (type_, status, reason) == ("Ready", False, "CompileError")
     assert "r1" in message and "line 1, column" in message
     body["spec"]["rules"][0]["expression"] = "true"
-    assert handlers.policy_condition(body)[1:3] == (True, "Compiled")
+    assert decisions.policy_condition(body)[1:3] == (True, "Compiled")
 
 
 def test_exception_conditions_expire_by_themselves() -> None:
     body = {"metadata": {"namespace": "team"}, "spec": {"expiresAt": "2030-01-01T00:10:00Z"}}
-    assert handlers.exception_conditions(body, True, NOW)[0][1:3] == (True, "Active")
-    later = handlers.exception_conditions(body, True, NOW + timedelta(hours=1))
+    assert decisions.exception_conditions(body, True, NOW)[0][1:3] == (True, "Active")
+    later = decisions.exception_conditions(body, True, NOW + timedelta(hours=1))
     assert later[0][1:3] == (False, "Expired") and later[1][:2] == ("Expired", True)
-    assert handlers.exception_conditions(body, False, NOW)[0][2] == "NamespaceNotAllowed"
+    assert decisions.exception_conditions(body, False, NOW)[0][2] == "NamespaceNotAllowed"
 
 
 def test_audit_wakes_at_the_next_expiry_or_after_the_jittered_interval() -> None:
     exceptions = [{"spec": {"expiresAt": "2030-01-01T00:00:30Z"}}, {"spec": {"expiresAt": "2029-01-01T00:00:00Z"}}]
-    expiry = handlers.next_expiry(exceptions, NOW)
+    expiry = decisions.next_expiry(exceptions, NOW)
     assert expiry == NOW + timedelta(seconds=30)
     assert handlers.audit_wait(600, NOW, expiry, uniform=lambda a, b: b) == 30.5
     assert handlers.audit_wait(600, NOW, None, uniform=lambda a, b: b) == 660
@@ -56,7 +56,7 @@ def test_exceptions_for_filters_namespaces() -> None:
     index = {"team": [{"spec": {}}]}
     assert handlers.exceptions_for("team", None, index, {"exception_namespaces": frozenset({"team"})}) == [{"spec": {}}]
     assert handlers.exceptions_for("team", None, index, {}) == []
-    assert handlers.exceptions_for("other", {"metadata": {"labels": {handlers.EXCEPTIONS_LABEL: "allowed"}}}, index, {}) == []
+    assert handlers.exceptions_for("other", {"metadata": {"labels": {decisions.EXCEPTIONS_LABEL: "allowed"}}}, index, {}) == []
 
 
 def test_policy_report_maps_outcomes_and_shows_expired_exceptions() -> None:
@@ -86,7 +86,7 @@ def test_platform_status_is_remembered_only_once_written(monkeypatch) -> None:  
         raise ApiError(500, "InternalError", "etcd is down")
 
     exception = {"kind": "PolicyException", "metadata": {"name": "e", "namespace": "team", "generation": 2}, "status": {}}
-    conditions = handlers.exception_conditions({"spec": {"expiresAt": "2030-01-01T00:10:00Z"}}, True, NOW)
+    conditions = decisions.exception_conditions({"spec": {"expiresAt": "2030-01-01T00:10:00Z"}}, True, NOW)
     monkeypatch.setattr(handlers.kube_status, "patch_status", failing)
     handlers.write_platform_status(exception, conditions)
     assert exception["status"] == {}  # not written: the next audit pass tries again

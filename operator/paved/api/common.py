@@ -74,6 +74,10 @@ def now_rfc3339(now: datetime | None = None) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+ConditionSpec = tuple[str, bool | str, str, str]
+"""(type, status, reason, message): a condition to set, before set_condition stamps it."""
+
+
 def parse_rfc3339(value: Any) -> datetime | None:
     """RFC 3339 text (or a datetime) -> an aware UTC datetime; None when absent or unparseable.
 

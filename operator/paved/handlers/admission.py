@@ -36,7 +36,7 @@ import dataclasses
 import functools
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,8 +50,7 @@ from paved.handlers import _compose
 from paved.handlers import policy as policy_handlers
 from paved.kube.apply import server_side_apply
 from paved.kube.client import ResourceInfo
-from paved.policy import PolicyCompileError, admission_decision, check_intent, compile_policy
-from paved.policy.compile import CompiledPolicy
+from paved.policy.decisions import Review, review_exception, review_intent, review_policy, spec_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -65,66 +64,6 @@ ADMISSION_WORKERS = 4  # the work is CPU-bound under the GIL: more threads add n
 
 
 # --------------------------------------------------------------------------- pure decisions
-
-
-@dataclass(frozen=True)
-class Review:
-    """An admission answer: `message` is set when denied."""
-
-    allowed: bool
-    warnings: tuple[str, ...] = ()
-    message: str = ""
-
-
-def spec_unchanged(operation: str | None, body: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
-    """An UPDATE that does not touch spec (metadata, finalizers, annotations) or a deletion in progress."""
-    if (body.get("metadata") or {}).get("deletionTimestamp"):
-        return True
-    return operation == "UPDATE" and old is not None and (old.get("spec") or {}) == (body.get("spec") or {})
-
-
-def review_intent(
-    operation: str | None,
-    body: Mapping[str, Any],
-    old: Mapping[str, Any] | None,
-    policies: Iterable[CompiledPolicy],
-    compositions: Iterable[Mapping[str, Any]],
-    namespace_object: Mapping[str, Any] | None,
-    exceptions: Iterable[Mapping[str, Any]] = (),
-    *,
-    now: datetime,
-) -> Review:
-    """Admit or deny one intent create/update (pure)."""
-    if operation not in ("CREATE", "UPDATE") or spec_unchanged(operation, body, old):
-        return Review(True)
-    result = check_intent(body, compositions, policies, namespace_object, exceptions, now=now)
-    allowed, warnings, message = admission_decision(result.verdicts)
-    if result.render_error is not None and result.verdicts:
-        warnings = [*warnings, f"rendered output not checked by IntentPolicies: {result.render_error}"]
-    return Review(allowed, tuple(warnings), message)
-
-
-def review_policy(body: Mapping[str, Any]) -> Review:
-    """Refuse an IntentPolicy whose spec or CEL does not compile (compile errors name rule and position)."""
-    try:
-        compile_policy(body)
-    except PolicyCompileError as error:
-        return Review(False, message=str(error))
-    return Review(True)
-
-
-def review_exception(body: Mapping[str, Any], namespace_object: Mapping[str, Any] | None, allowed_namespaces: Iterable[str]) -> Review:
-    """Refuse a PolicyException outside the namespaces the platform names."""
-    namespace = (body.get("metadata") or {}).get("namespace")
-    if policy_handlers.exceptions_allowed_in(namespace_object, namespace, allowed_namespaces):
-        return Review(True)
-    return Review(
-        False,
-        message=(
-            f"PolicyExceptions are not allowed in namespace {namespace!r}: the platform team must list it in "
-            f"`paved run --exception-namespace` or label it {policy_handlers.EXCEPTIONS_LABEL}=allowed"
-        ),
-    )
 
 
 # --------------------------------------------------------------------------- webhook configuration

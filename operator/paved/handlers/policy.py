@@ -37,7 +37,7 @@ from typing import Any
 import kopf
 
 from paved import API_VERSION
-from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition, parse_rfc3339, set_condition
+from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
 from paved.handlers.platform import snapshot
@@ -45,11 +45,17 @@ from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, request, resource_info
-from paved.policy import CompiledPolicy, PolicyCompileError, Verdict, check_intent, compile_policies, compile_policy
+from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
+from paved.policy.decisions import (
+    compliance_condition,
+    exception_conditions,
+    exceptions_allowed_in,
+    next_expiry,
+    policy_condition,
+)
 
 log = logging.getLogger(__name__)
 
-EXCEPTIONS_LABEL = "paved.dev/policy-exceptions"
 DEFAULT_AUDIT_INTERVAL = 600.0
 AUDIT_JITTER = 0.1
 NAMESPACE_TTL = 15.0
@@ -59,15 +65,6 @@ NAMESPACE_TTL = 15.0
 def compiled_policies(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[CompiledPolicy]:
     """The usable policies of the index (broken ones are skipped: they block nothing)."""
     return compile_policies(_compose.compositions_from(index))[0]  # same {name: Store} shape as the composition index
-
-
-def exceptions_allowed_in(namespace_object: Mapping[str, Any] | None, namespace: str | None, allowed: Iterable[str]) -> bool:
-    if not namespace:
-        return False
-    if namespace in set(allowed):
-        return True
-    labels = ((namespace_object or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(EXCEPTIONS_LABEL) == "allowed"
 
 
 def allowed_exception_namespaces(memo: Mapping[str, Any] | None) -> frozenset[str]:
@@ -80,50 +77,6 @@ def exceptions_for(namespace: str | None, namespace_object: Mapping[str, Any] | 
     if not exceptions_allowed_in(namespace_object, namespace, allowed_exception_namespaces(memo)):
         return []
     return list(index[namespace]) if namespace and namespace in index else []
-
-
-def policy_condition(body: Mapping[str, Any]) -> kube_status.ConditionSpec:
-    try:
-        compile_policy(body)
-    except PolicyCompileError as error:
-        return READY, False, "CompileError", str(error)
-    return READY, True, "Compiled", f"{len((body.get('spec') or {}).get('rules') or [])} rules compiled"
-
-
-def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) -> list[kube_status.ConditionSpec]:
-    expires = parse_rfc3339((body.get("spec") or {}).get("expiresAt"))
-    if not allowed:
-        namespace = (body.get("metadata") or {}).get("namespace")
-        return [(READY, False, "NamespaceNotAllowed", f"PolicyExceptions are not honoured in namespace {namespace}")]
-    if expires is None:
-        return [(READY, False, "InvalidExpiry", "spec.expiresAt is not an RFC 3339 time")]
-    stamp = expires.isoformat().replace("+00:00", "Z")
-    if now >= expires:
-        return [(READY, False, EXPIRED, f"expired at {stamp}"), (EXPIRED, True, EXPIRED, f"expired at {stamp}")]
-    return [(READY, True, "Active", f"active until {stamp}"), (EXPIRED, False, "Active", f"active until {stamp}")]
-
-
-def compliance_condition(verdicts: Iterable[Verdict], render_error: Any = None) -> kube_status.ConditionSpec:
-    """PolicyCompliant from an intent's verdicts: names every violated policy/rule (no values)."""
-    verdicts = list(verdicts)
-    violations = [v for v in verdicts if v.violation]
-    if violations:
-        reason = "RuleError" if all(v.outcome.value == "error" for v in violations) else "Violation"
-        return POLICY_COMPLIANT, False, reason, "; ".join(v.describe() for v in violations)
-    if render_error is not None and verdicts:
-        return POLICY_COMPLIANT, "Unknown", "NotRendered", f"rendered output not checked: {render_error}"
-    excepted = [v for v in verdicts if v.outcome.value == "excepted"]
-    if excepted:
-        return POLICY_COMPLIANT, True, "Excepted", "; ".join(v.describe() for v in excepted)
-    if not verdicts:
-        return POLICY_COMPLIANT, True, "NoPolicies", "no IntentPolicy applies"
-    return POLICY_COMPLIANT, True, "Compliant", f"{len(verdicts)} rules pass"
-
-
-def next_expiry(exceptions: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:
-    """The earliest expiresAt still in the future (the audit wakes then)."""
-    future = [t for t in (parse_rfc3339((e.get("spec") or {}).get("expiresAt")) for e in exceptions) if t and t > now]
-    return min(future, default=None)
 
 
 def audit_wait(interval: float, now: datetime, expiry: datetime | None, uniform: Any = random.uniform) -> float:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from paved.api.common import set_condition
+from paved.api.common import ConditionSpec, set_condition
 from paved.kube.client import Json, request, resource_info
 
-ConditionSpec = tuple[str, bool | str, str, str]  # (type, status, reason, message)
 
 
 def with_conditions(status: Mapping[str, Any] | None, conditions: Iterable[ConditionSpec], generation: int | None) -> Json:
