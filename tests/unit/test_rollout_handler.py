@@ -16,8 +16,9 @@ import pytest
 
 from paved.handlers.rollout import (
     REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, RolloutRunner,
-    command_of, conditions_for, status_patch,
+    command_of, status_patch,
 )
+from paved.rollout import conditions_for
 from paved.providers import metrics as metric_providers
 from paved.providers.metrics import QueryResult
 from paved.providers.metrics.fake import FakeMetrics

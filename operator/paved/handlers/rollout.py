@@ -69,7 +69,7 @@ from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.rollout import (
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
-    Weights, decide, validate_spec,
+    Weights, conditions_for, decide, validate_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -129,15 +129,6 @@ def command_of(metadata: Mapping[str, Any]) -> Command | None:
     except ValueError:
         return None
     return Command(kind, str(annotations.get(COMMAND_ID_ANNOTATION) or text))
-
-
-def conditions_for(status: Mapping[str, Any]) -> list[kube_status.ConditionSpec]:
-    """Ready and Progressing from the phase: Ready only when the declared revision serves
-    100% at full scale (Succeeded); Progressing while a rollout is under way."""
-    phase = status.get("phase") or "Initializing"
-    message = status.get("message") or ""
-    moving = phase in ("Initializing", "Progressing", "Paused", "Promoting")
-    return [(READY, phase == "Succeeded", phase, message), (PROGRESSING, moving, phase, message)]
 
 
 def refusal_status(status: Mapping[str, Any], reason: str, problems: list[FieldError],

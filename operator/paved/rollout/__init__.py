@@ -24,11 +24,11 @@ from paved.rollout.observation import (
     Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 from paved.rollout.plan import FieldError, RolloutPlan, SpecError, read_plan, validate_spec
-from paved.rollout.state import Phase, Stage
+from paved.rollout.state import Phase, Stage, conditions_for
 
 __all__ = [
     "Action", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
     "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
     "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleStable", "SetWeights", "SpecError",
-    "Stage", "TargetState", "WebhookResult", "Weights", "WorkloadState", "decide", "read_plan", "validate_spec",
+    "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState", "decide", "read_plan", "validate_spec",
 ]

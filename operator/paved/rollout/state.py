@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
-from paved.api.common import parse_rfc3339
+from paved.api.common import PROGRESSING, READY, ConditionSpec, parse_rfc3339
 
 
 class Phase(str, Enum):
@@ -284,3 +284,12 @@ def _time(text: Any) -> datetime:
     if moment is None:
         raise ValueError("missing timestamp in status.progress")
     return moment
+
+
+def conditions_for(status: Mapping[str, Any]) -> list[ConditionSpec]:
+    """Ready and Progressing from the phase: Ready only when the declared revision serves
+    100% at full scale (Succeeded); Progressing while a rollout is under way."""
+    phase = status.get("phase") or "Initializing"
+    message = status.get("message") or ""
+    moving = phase in ("Initializing", "Progressing", "Paused", "Promoting")
+    return [(READY, phase == "Succeeded", phase, message), (PROGRESSING, moving, phase, message)]
