@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from paved.handlers.secrets import SyncEngine, parse_ref
+from paved.handlers._secretsync import SyncEngine
+from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, FakeStore, StoreConfig, StoreError, StoreProviders
