@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import tenacity
 
 from paved.kube import apply as kube
-from paved.kube.client import ApiError, request, resource_info
+from paved.kube.client import ApiError, resource_info
 from paved.providers import routing
 from paved.providers.routing import (
     CANARY, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError,
@@ -197,8 +197,8 @@ class RoutePort(Protocol):
 
 
 class KubeRoutes:
-    """RoutePort over paved.kube: a plain SSA PATCH as `paved-rollout` (through
-    paved.kube.client.request, so it is counted and retried like every other call).
+    """RoutePort over paved.kube: the undecorated SSA request (kube.apply.server_side_apply)
+    as `paved-rollout`, counted and retried like every other call.
 
     Not paved.kube.apply.apply(): that helper labels its objects as Paved's, gives them an
     ownerReference to the intent (the garbage collector would delete the user's route with
@@ -210,12 +210,8 @@ class KubeRoutes:
         return kube.get(API_VERSION, KIND, name, namespace)
 
     def apply_route(self, body: Mapping[str, Any]) -> Json:
-        metadata = body["metadata"]
         try:
-            return request("PATCH", resource_info(API_VERSION, KIND).path(metadata["name"], metadata["namespace"]),
-                           operation="apply", body=body,
-                           query={"fieldManager": ROUTE_FIELD_MANAGER, "force": "true"},
-                           content_type="application/apply-patch+yaml")
+            return kube.server_side_apply(body, resource_info(API_VERSION, KIND), field_manager=ROUTE_FIELD_MANAGER)
         except ApiError as error:
             if error.status == 409:
                 raise RouteConflict(error.message) from None
