@@ -20,8 +20,6 @@ EXCEPTIONS_LABEL = "paved.dev/policy-exceptions"  # on a Namespace: PolicyExcept
 
 
 @dataclass(frozen=True)
-
-
 class Review:
     """An admission answer: `message` is set when denied."""
 
