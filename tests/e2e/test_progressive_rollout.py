@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 ROUTE_FIELD_MANAGER = "paved-rollout"
 INTERVAL_S = 2.0
 WARMUP_S = 2.0
+REPLAY_STEP_S = 0.05  # resolution at which the rollback test replays the operator's queries
 SUCCESS_RATE = {
     "name": "success-rate",
     "query": 'sum(rate(http_requests_total{version="canary",code!~"5.."}[10s]))'
@@ -238,7 +239,9 @@ def test_canary_with_errors_is_rolled_back_within_one_interval(shop: Shop) -> No
     # The breach: the first moment Prometheus answers the metric with enough samples and a
     # value meeting the failure condition. One interval later at most, traffic is back.
     wall = time.time() - time.monotonic()  # monotonic -> wall clock
-    breach = first_breach(shop.server, load.first_canary_at + wall - 1, back.at + wall)
+    # The replay ends one step after traffic was seen back: the operator's instant query ran
+    # between two replay steps, so the step that shows what it saw may fall just after back.at.
+    breach = first_breach(shop.server, load.first_canary_at + wall - 1, back.at + wall + REPLAY_STEP_S)
     assert breach is not None, "Prometheus never showed the breach"
     elapsed = back.at + wall - breach
     print(f"\nfirst canary request -> breach visible {breach - wall - load.first_canary_at:.1f}s -> 100% stable "
@@ -255,7 +258,7 @@ def test_canary_with_errors_is_rolled_back_within_one_interval(shop: Shop) -> No
              what="canary scaled down after the rollback")
 
 
-def first_breach(server: PrometheusServer, start: float, end: float, step: float = 0.25) -> float | None:
+def first_breach(server: PrometheusServer, start: float, end: float, step: float = REPLAY_STEP_S) -> float | None:
     """The first moment in [start, end] (wall clock) at which Prometheus would have answered the
     metric with at least minSamples samples and a value meeting the failure condition: the
     instant queries the operator makes, replayed over the window with query_range."""
@@ -265,7 +268,8 @@ def first_breach(server: PrometheusServer, start: float, end: float, step: float
 
     values, samples = series(SUCCESS_RATE["query"]), series(SUCCESS_RATE["samplesQuery"])
     for moment in sorted(values):
-        if values[moment] < 0.8 and samples.get(moment, 0.0) >= SUCCESS_RATE["minSamples"]:
+        # The operator counts samples as round(increase(...)): increase() extrapolates to fractions.
+        if values[moment] < 0.8 and round(samples.get(moment, 0.0)) >= SUCCESS_RATE["minSamples"]:
             return moment
     return None
 
