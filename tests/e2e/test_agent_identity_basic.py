@@ -169,3 +169,66 @@ def test_operator_restart_rewrites_nothing(operator: OperatorProcess, kubectl: K
     wait_for(lambda: operator.metric("paved_reconcile_total", kind="AgentIdentity", result="unchanged") >= 1,
              timeout=30, what="the resumed reconcile")
     assert versions() == before
+
+
+def allowance_policy(name: str, label: str, allow: list[str]) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "paved.dev/v1alpha1",
+        "kind": "IntentPolicy",
+        "metadata": {"name": name},
+        "spec": {"match": {"kinds": ["AgentIdentity"], "namespaceSelector": {"matchLabels": {"paved-e2e/allow": label}}},
+                 "allow": allow},
+    })
+
+
+def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    user = f"system:serviceaccount:{namespace}:node-reader"
+    label = namespace  # the platform's label: selects the allowance policy below
+    kubectl("label", "namespace", namespace, f"paved-e2e/allow={label}")
+    capabilities = [{"resources": ["nodes"], "verbs": ["get", "list"], "clusterWide": True},
+                    {"resources": ["configmaps"], "verbs": ["*"]}]
+    kubectl("apply", "-f", "-", input=identity_manifest("node-reader", namespace, capabilities))
+
+    # No policy allows it: refused, naming the field, and nothing at all is granted.
+    refused = wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Ready").get("reason") == "NotAllowed"
+                       and get_json(kubectl, "agentidentity", "node-reader", "-n", namespace), timeout=READY_TIMEOUT, what="refused")
+    ready = condition(refused, "Ready")
+    assert ready["status"] == "False" and "spec.capabilities[0].clusterWide" in ready["message"] and "ClusterScope" in ready["message"]
+    assert not allowed(kubectl, user, "get", "nodes", "") and not allowed(kubectl, user, "get", "configmaps", namespace)
+
+    # The platform allows both for this namespace: the same generation is granted, exactly.
+    policy = f"allow-{namespace}"
+    kubectl("apply", "-f", "-", input=allowance_policy(policy, label, ["ClusterScope", "Wildcards"]))
+    try:
+        intent = wait_ready(kubectl, namespace, "node-reader")
+        kinds = {g["kind"] for g in intent["status"]["grants"]}
+        assert {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} <= kinds
+        assert allowed(kubectl, user, "get", "nodes", "") and allowed(kubectl, user, "list", "nodes", "")
+        assert not allowed(kubectl, user, "delete", "nodes", "") and not allowed(kubectl, user, "get", "pods", "")
+        assert allowed(kubectl, user, "delete", "configmaps", namespace)  # the allowed wildcard verb
+        assert not allowed(kubectl, user, "get", "configmaps", "default") and not allowed(kubectl, user, "get", "secrets", namespace)
+        binding_name = next(g["name"] for g in intent["status"]["grants"] if g["kind"] == "ClusterRoleBinding")
+        binding = get_json(kubectl, "clusterrolebinding", binding_name)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "node-reader", "namespace": namespace}]  # type: ignore[index]
+        assert not binding["metadata"].get("ownerReferences")  # type: ignore[index]  # cluster-scoped: the finalizer removes it
+
+        # The allowance is withdrawn: the grant narrows to what is still allowed, on its own.
+        kubectl("delete", "intentpolicy", policy, "--wait=true")
+        wait_for(lambda: not allowed(kubectl, user, "get", "nodes", ""), timeout=20, what="cluster-wide grant withdrawn")
+        wait_for(lambda: not allowed(kubectl, user, "delete", "configmaps", namespace), timeout=20, what="wildcard grant withdrawn")
+        narrowed = wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Accepted"),
+                            timeout=10, what="Accepted condition")
+        wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Accepted").get("reason") == "Narrowed",
+                 timeout=10, what=f"Accepted=Narrowed, last seen {narrowed}")
+        assert get_json(kubectl, "clusterrolebinding", binding_name) is None
+
+        # Allowed again, then deleted: the finalizer removes the cluster-scoped grant.
+        kubectl("apply", "-f", "-", input=allowance_policy(policy, label, ["ClusterScope"]))
+        wait_for(lambda: allowed(kubectl, user, "get", "nodes", ""), timeout=20, what="cluster-wide grant restored")
+        kubectl("delete", "agentidentity", "node-reader", "-n", namespace, "--wait=true", "--timeout=60s")
+        assert get_json(kubectl, "clusterrolebinding", binding_name) is None
+        assert not allowed(kubectl, user, "get", "nodes", "")
+    finally:
+        kubectl("delete", "intentpolicy", policy, "--ignore-not-found", check=False)

@@ -48,10 +48,12 @@ def test_every_managed_child_kind_can_be_applied_watched_and_pruned() -> None:
         assert {"get", "list", "watch", "create", "patch", "delete"} <= verbs_for(group, plural(kind)), kind
 
 
-def test_rbac_grants_escalate_and_bind_only_on_namespaced_roles() -> None:
-    assert {"escalate", "bind"} <= verbs_for("rbac.authorization.k8s.io", "roles")
-    assert not verbs_for("rbac.authorization.k8s.io", "clusterroles")
-    assert not verbs_for("rbac.authorization.k8s.io", "clusterrolebindings")
+def test_rbac_grants_escalate_and_bind_on_roles_and_nothing_wildcard() -> None:
+    # Roles and ClusterRoles hold exactly what identities declare: escalate/bind, no more.
+    for resource in ("roles", "clusterroles"):
+        assert {"escalate", "bind"} <= verbs_for("rbac.authorization.k8s.io", resource)
+    for resource in ("rolebindings", "clusterrolebindings"):
+        assert not {"escalate", "bind", "impersonate"} & verbs_for("rbac.authorization.k8s.io", resource)
     assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in cluster_role_rules())
 
 

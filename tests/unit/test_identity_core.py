@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from paved.identity import Ancestor, ancestry_digest, decide, excess, grants, narrow, own_expiry
-from paved.identity.scope import vault_covers
+from paved.identity.scope import not_allowed, vault_covers, within_allowances
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
 PARENT = {
@@ -177,3 +177,46 @@ def test_grants_are_worded_stamped_once_and_diffed():
     assert grants.changes([], first) == (['Role ns/r: get deployments (apps) named web',
                                           'VaultPolicy /sys/policies/acl/p: path "secret/a" { capabilities = ["read"] }'], [])
     assert grants.changes(first, first[1:]) == ([], ["Role ns/r: get deployments (apps) named web"])
+
+
+# --- cluster scope and allowances -----------------------------------------------------------
+
+NODES = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"], "clusterWide": True}
+
+
+def test_cluster_wide_parent_covers_any_namespace_and_cluster_wide_child_needs_a_cluster_wide_parent():
+    parent = {"capabilities": [{**NODES, "resources": ["nodes", "pods"]}]}
+    namespaced = child(capabilities=[{"resources": ["pods"], "verbs": ["get"], "namespaces": ["other"]}])
+    assert excess(namespaced, "ns", parent, "ns") == []
+    assert excess(child(capabilities=[NODES]), "ns", parent, "ns") == []
+    found = excess(child(capabilities=[NODES]), "ns", PARENT, "ns")
+    assert str(found[0]) == 'spec.capabilities[0]: verb "get" on nodes in every namespace (clusterWide)'
+    # narrowing a cluster-wide child under a namespaced parent keeps what the own namespace holds
+    pods = {**NODES, "resources": ["pods"]}
+    assert narrow(child(capabilities=[pods]), "ns", PARENT, "ns")["capabilities"] == [{**pods, "clusterWide": False, "namespaces": None}]
+
+
+def test_not_allowed_names_each_field_that_needs_an_allowance():
+    spec = {"capabilities": [NODES, {"resources": ["pods/*"], "verbs": ["*"]}],
+            "secrets": [{"path": "+/*"}, {"path": "secret/data/a/*"}], "cloud": {"aws": {"actions": ["*", "s3:Get*"]}}}
+    fields = [e.field for e in not_allowed(spec, {})]
+    assert fields == ["spec.capabilities[0].clusterWide", "spec.capabilities[1].verbs", "spec.capabilities[1].resources",
+                      "spec.secrets[0].path", "spec.cloud.aws.actions[0]"]
+    assert [e.field for e in not_allowed(spec, {"wildcards": ["p"]})] == ["spec.capabilities[0].clusterWide"]
+    assert not_allowed(spec, {"wildcards": ["p"], "clusterScope": ["q"]}) == []
+    kept = within_allowances(spec, {})
+    assert kept["capabilities"] == [{**NODES, "clusterWide": False}]
+    assert kept["secrets"] == [{"path": "secret/data/a/*"}] and kept["cloud"]["aws"]["actions"] == ["s3:Get*"]
+
+
+def test_decide_refuses_a_new_generation_that_is_not_allowed_and_narrows_an_accepted_one():
+    subject = Ancestor("ns", "ops", {"capabilities": [NODES, {"resources": ["pods"], "verbs": ["get"]}]}, NOW)
+    refused = decide(subject, accepted=False, now=NOW, lookup=_world(), allowed={"clusterScope": []})
+    assert (refused.action, refused.reason, refused.field) == ("refuse", "NotAllowed", "spec.capabilities[0].clusterWide")
+    assert "ClusterScope" in refused.message
+    granted = decide(subject, accepted=False, now=NOW, lookup=_world(), allowed={"clusterScope": ["platform"]})
+    assert granted.action == "grant" and granted.spec["capabilities"][0]["clusterWide"] is True
+    withdrawn = decide(subject, accepted=True, now=NOW, lookup=_world(), allowed={})
+    assert (withdrawn.action, withdrawn.reason) == ("grant", "Narrowed")
+    assert [c.get("clusterWide", False) for c in withdrawn.spec["capabilities"]] == [False, False]
+    assert "what IntentPolicies allow" in withdrawn.message

@@ -27,6 +27,7 @@ from paved.policy import (
     evaluate,
     policy_view,
 )
+from paved.policy.allowances import allowances_for
 from paved.policy.lru import BoundedCache
 from paved.render.types import RenderedResource
 
@@ -446,3 +447,32 @@ def test_policy_core_is_pure() -> None:
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+# --- allowances ------------------------------------------------------------------------------
+
+
+def identity_intent(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": "a", "namespace": "team-a"},
+            "spec": {"capabilities": [{"resources": ["pods"], "verbs": ["*"]}], **spec}}
+
+
+def test_allowances_come_from_matching_policies_and_rules_read_them() -> None:
+    match = {"kinds": ["AgentIdentity"], "namespaceSelector": {"matchLabels": {"tier": "platform"}}}
+    allows = {"metadata": {"name": "platform-agents"}, "spec": {"match": match, "allow": ["Wildcards", "ClusterScope"]}}
+    no_wildcards = policy("no-wildcards", ("verbs", "size(allowed.wildcards) > 0 || object.spec.capabilities.all(c, !('*' in c.verbs))"),
+                          match={"kinds": ["AgentIdentity"]})
+    compiled = compile_policies([allows, no_wildcards])[0]
+    assert allowances_for(compiled, "AgentIdentity", {"tier": "platform"}) == {
+        "clusterScope": ["platform-agents"], "wildcards": ["platform-agents"]}
+    assert allowances_for(compiled, "AgentIdentity", {"tier": "apps"}) == {"clusterScope": [], "wildcards": []}
+    assert allowances_for(compiled, "DatabaseIntent", {"tier": "platform"}) == {"clusterScope": [], "wildcards": []}
+    platform, apps = namespace({"tier": "platform"}), namespace({"tier": "apps"})
+    assert [v.outcome for v in evaluate(compiled, identity_intent(), [], platform, now=NOW)] == [Outcome.PASS]
+    assert [v.outcome for v in evaluate(compiled, identity_intent(), [], apps, now=NOW)] == [Outcome.FAIL]
+
+
+def test_a_policy_needs_rules_or_allowances() -> None:
+    with pytest.raises(PolicyCompileError) as error:
+        compile_policy({"metadata": {"name": "empty"}, "spec": {"match": {"kinds": ["AgentIdentity"]}}}, PolicyCache())
+    assert "rules, allow" in str(error.value)

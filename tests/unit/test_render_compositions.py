@@ -322,12 +322,37 @@ def test_wildcards_and_unknown_verbs_are_refused(capability: dict[str, Any], fie
     assert error.value.field == field and error.value.composition == "agent-identity-default"
 
 
-def test_wildcards_pass_when_the_platform_allows_them() -> None:
-    composition, intent = identity(
-        params={"allowWildcards": True}, capabilities=[{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
-    )
-    assert by_name(render(composition, intent))["role-agents"].body["rules"] == [
+def test_wildcards_pass_when_an_intent_policy_allows_them() -> None:
+    composition, intent = identity(capabilities=[{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}])
+    allowed = {"wildcards": ["platform-automation"]}
+    assert by_name(render(composition, intent, allowed=allowed))["role-agents"].body["rules"] == [
         {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}
+    ]
+
+
+NODE_READER = {"resources": ["nodes"], "verbs": ["get", "list"], "clusterWide": True}
+
+
+def test_cluster_wide_capabilities_are_refused_without_a_cluster_scope_allowance() -> None:
+    composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], NODE_READER])
+    with pytest.raises(RenderError) as error:
+        render(composition, intent, allowed={"wildcards": ["w"]})  # the other allowance does not count
+    assert error.value.field == "spec.capabilities" and "ClusterScope" in str(error.value)
+
+
+def test_cluster_wide_capabilities_become_one_cluster_role_and_binding_when_allowed() -> None:
+    composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], NODE_READER])
+    resources = by_name(render(composition, intent, allowed={"clusterScope": ["platform-agents"]}))
+    assert list(resources) == ["service-account", "role-agents", "binding-agents", "cluster-role", "cluster-binding"]
+    role, binding = resources["cluster-role"].body, resources["cluster-binding"].body
+    assert "namespace" not in role["metadata"] and "namespace" not in binding["metadata"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    assert role["metadata"]["annotations"]["paved.dev/allowed-by"] == "platform-agents"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pod-reader", "namespace": "agents"}]
+    # the namespaced Role keeps only the namespaced capabilities
+    assert resources["role-agents"].body["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list", "watch"]}
     ]
 
 

@@ -7,12 +7,13 @@ whole, instead of being spread over five tools.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from paved.api.common import Model
 from paved.api.fields import (
+    CelRule,
     ComposedStatus,
     CompositionReference,
     DNSLabel,
@@ -34,8 +35,11 @@ IamAction = Annotated[str, Field(pattern=r"^([a-zA-Z0-9-]+:[a-zA-Z0-9*]+|\*)$")]
 SecretCapability = Literal["read", "list", "create", "update", "delete", "patch"]
 
 
-class Capability(Model):
+class Capability(RuledModel):
     """One RBAC rule granted to the identity's ServiceAccount."""
+
+    cel_rules = (CelRule("!has(self.clusterWide) || !self.clusterWide || !has(self.namespaces) || size(self.namespaces) == 0",
+                         "namespaces is redundant with clusterWide: a cluster-wide rule applies in every namespace"),)
 
     apiGroups: list[str] = Field(
         default_factory=lambda: [""], min_length=1, description='API groups; "" is the core group (the default).'
@@ -46,6 +50,17 @@ class Capability(Model):
     namespaces: list[DNSLabel] | None = Field(
         default=None, description="Further namespaces to grant this rule in, beyond the intent's own."
     )
+    clusterWide: bool = Field(
+        default=False,
+        description="Grant in every namespace and on cluster-scoped resources (a ClusterRole and ClusterRoleBinding). "
+        "Refused unless an IntentPolicy allows ClusterScope for this identity.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_wide_alone(self) -> Self:
+        if self.clusterWide and self.namespaces:
+            raise ValueError(self.cel_rules[0].message)
+        return self
 
 
 class SecretGrant(Model):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field
 
 from paved.api.common import IntentStatus, Model
-from paved.api.fields import DNSLabel, LabelSelector, ObjectName, UniqueBy
+from paved.api.fields import DNSLabel, FieldGroup, LabelSelector, ObjectName, RuledModel, UniqueBy
 
 CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
 
@@ -116,15 +116,40 @@ class PolicyRule(Model):
     message: str = Field(min_length=1, description="Shown when the rule is violated; say what to change.")
 
 
-class IntentPolicySpec(Model):
-    """A guardrail checked at admission and continuously, over the intent and what it renders to."""
+Allowance = Literal["ClusterScope", "Wildcards"]
+"""What a policy may allow the intents it matches (compositions refuse both by default)."""
 
-    match: PolicyMatch = Field(description="Which intents are checked.")
+ALLOWED_KEYS: dict[str, str] = {"ClusterScope": "clusterScope", "Wildcards": "wildcards"}
+"""Allowance -> its key in `allowed`, the variable templates and rules read."""
+
+
+def nothing_allowed() -> dict[str, list[str]]:
+    """`allowed` when no policy allows anything: every key, no allowing policy."""
+    return {key: [] for key in ALLOWED_KEYS.values()}
+
+
+class IntentPolicySpec(RuledModel):
+    """A guardrail checked at admission and continuously, over the intent and what it renders to.
+
+    A policy checks (`rules`), allows (`allow`), or both. Allowances are how the platform
+    widens what a composition accepts for the intents a policy matches, e.g. cluster-wide RBAC
+    for the agents of one platform namespace; `mode` applies to rules only.
+    """
+
+    field_groups = (FieldGroup(("rules", "allow"), "at-least-one"),)
+
+    match: PolicyMatch = Field(description="Which intents are checked (and receive the allowances).")
     mode: Literal["Enforce", "Warn", "Audit"] = Field(
         default="Enforce", description="Enforce: reject; Warn: admit with a warning; Audit: admit and report."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Free-form values rules read as params.<key>.")
-    rules: Annotated[list[PolicyRule], UniqueBy("name")] = Field(min_length=1, description="The checks.")
+    rules: Annotated[list[PolicyRule], UniqueBy("name")] = Field(default_factory=list, description="The checks.")
+    allow: list[Allowance] = Field(
+        default_factory=list,
+        description="Allowances for matched intents: ClusterScope (AgentIdentity capabilities with clusterWide, "
+        "rendered as ClusterRole/ClusterRoleBinding), Wildcards (`*` in AgentIdentity verbs, resources, "
+        "Vault paths and AWS actions). Templates read them as `allowed`, rules as `allowed`.",
+    )
 
 
 # --- PolicyException ----------------------------------------------------------------------

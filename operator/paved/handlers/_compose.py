@@ -39,6 +39,7 @@ from paved import API_VERSION
 from paved import metrics
 from paved.api.common import READY, SYNCED, Model
 from paved.api.kinds import SpecError, kind_info
+from paved.api.platform import ALLOWED_KEYS, nothing_allowed
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
@@ -65,6 +66,34 @@ REASON_INVALID_SPEC = "InvalidSpec"
 REASON_NO_COMPOSITION = "NoComposition"
 REASON_RENDER_FAILED = "RenderFailed"
 REASON_PROVIDER_ERROR = "ProviderError"
+
+
+# --------------------------------------------------------------------------- allowances
+
+AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
+_allowance_source: AllowanceSource = lambda kind, namespace: nothing_allowed()
+_allowance_epoch = 0  # bumped whenever some policy's allowances change: long-lived watchers re-check
+
+
+def set_allowance_source(source: AllowanceSource) -> None:
+    """Where renders read what IntentPolicies allow an intent (paved.handlers.policy sets it
+    from the policy index at startup; until then, and in tests without it, nothing is allowed)."""
+    global _allowance_source
+    _allowance_source = source
+
+
+def allowances_changed() -> None:
+    global _allowance_epoch
+    _allowance_epoch += 1
+
+
+def allowance_epoch() -> int:
+    return _allowance_epoch
+
+
+def allowances(kind: str, namespace: str | None) -> Mapping[str, list[str]]:
+    """What IntentPolicies allow an intent of `kind` in `namespace` (paved.policy.allowances)."""
+    return _allowance_source(kind, namespace)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -364,8 +393,9 @@ def compose(
         result.error = _render_error(error, selecting=True)
         return result
     result.composition = str((composition.get("metadata") or {}).get("name"))
+    allowed = allowances(intent_kind.kind, owner.namespace)
     try:
-        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels)
+        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=allowed)
     except RenderError as error:
         result.error = _render_error(error, selecting=False)
         return result
@@ -374,10 +404,11 @@ def compose(
     try:
         generated = ensure_generated(composition, owner)
         if generated:
-            rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels)
+            rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels, allowed=allowed)
         observe_first = previous.get("renderHash") == rendered.hash
         _apply_passes(result, rendered, owner, observe_first=observe_first,
-                      rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated, namespace_labels=labels))
+                      rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated,
+                                                     namespace_labels=labels, allowed=allowed))
         if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
             _prune(result, owner, previous, generated_secret=bool(generated))
     except RenderError as error:  # a later pass, with outputs known, failed to render
@@ -553,6 +584,31 @@ def write_status(intent_kind: IntentKind, body: Mapping[str, Any], delta: Mappin
     kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta)
 
 
+STATUS_WRITE_ATTEMPTS = 3
+
+
+def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
+                        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
+    """Outside a Kopf handler: `compute(body)` reconciles and returns the status delta, written
+    only onto the version it was computed from. Several paths reconcile one intent (children
+    drift events, daemons, Composition changes); when another wrote in between (409), the
+    intent is read again and the reconcile redone, so no stale condition list wins."""
+    owner = owner_of(body)
+    for attempt in range(STATUS_WRITE_ATTEMPTS):
+        delta = compute(body)
+        try:
+            kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta,
+                                     resource_version=(body.get("metadata") or {}).get("resourceVersion"))
+            return
+        except ApiError as error:
+            if error.status != 409 or attempt + 1 == STATUS_WRITE_ATTEMPTS:
+                raise
+        fresh = kube.get(intent_kind.api_version, intent_kind.kind, owner.name, owner.namespace)
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        body = fresh
+
+
 def raise_for_kopf(outcome: Outcome, retry: int) -> None:
     """Map an outcome to Kopf's retry semantics.
 
@@ -611,7 +667,10 @@ def render_for_deletion(
         intent = intent_document(body, spec)
         labels = namespace_labels(owner.namespace)
         composition = select_composition(intent, compositions, labels)
-        return render(composition, intent, outputs={}, generated=None, namespace_labels=labels).resources, intent_kind.deletion_policy(spec)
+        # Everything allowed: what a since-revoked allowance let the intent create is removed too.
+        everything = {key: ["(deletion)"] for key in ALLOWED_KEYS.values()}
+        resources = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=everything).resources
+        return resources, intent_kind.deletion_policy(spec)
     except (SpecError, RenderError) as error:
         log.warning("%s %s/%s: cannot render for deletion (%s); pruning Kubernetes leftovers only",
                     owner.kind, owner.namespace, owner.name, error)

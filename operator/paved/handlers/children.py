@@ -73,9 +73,8 @@ def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mappi
     intent = kube.get(ref.api_version, ref.kind, ref.name, ref.namespace)
     if intent is None or intent["metadata"].get("uid") != ref.uid or intent["metadata"].get("deletionTimestamp"):
         return  # the garbage collector or the finalizer is removing this child on purpose
-    child_key = kube.key_of(child)
-    outcome = _compose.reconcile(intent_kind, intent, compositions, trigger=f"{event} of {child_key}")
-    _compose.write_status(intent_kind, intent, outcome.delta)
+    trigger = f"{event} of {kube.key_of(child)}"
+    _compose.reconcile_and_write(intent_kind, intent, lambda body: _compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
 
 
 def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:

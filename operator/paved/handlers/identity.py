@@ -13,8 +13,11 @@ Expiry and delegation (paved.identity decides, this module acts):
   drift watch, Composition changes): `_IdentityKind.parse_spec` returns it, so a drift
   restore can never re-grant what expiry or narrowing removed;
 - an async daemon per identity sleeps until `status.expiresAt` (ticks of at most 1 s) and
-  re-reconciles when it passes or when an ancestor changes (Kopf index `identity_summaries`),
-  so parents expiring or narrowing expire or narrow their descendants.
+  re-reconciles when it passes, when an ancestor changes (Kopf index `identity_summaries`),
+  so parents expiring or narrowing expire or narrow their descendants, and when what
+  IntentPolicies allow it changes (ClusterScope, Wildcards: see paved.policy.allowances): a
+  policy change is seen within a tick, a namespace relabelled within ALLOWANCE_RECHECK_SECONDS
+  plus the namespace cache's TTL; a withdrawn allowance narrows the grant.
 
 The delete handler makes Kopf put the `paved.dev/cleanup` finalizer on every identity: Roles
 and RoleBindings in the neighbour namespaces named by `capabilities[].namespaces` cannot
@@ -30,6 +33,7 @@ import copy
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -43,6 +47,7 @@ from paved import identity as core
 from paved.identity import chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
 from paved.kube import status as kube_status
+from paved.kube.client import ApiError
 from paved.providers import base as providers
 import paved.providers.vault.admin  # noqa: F401 - registers vault-policy, vault-k8s-role
 import paved.providers.aws.iam  # noqa: F401 - registers aws-iam-role
@@ -55,6 +60,7 @@ EXPIRED, ACCEPTED = "Expired", "Accepted"
 REVOKE = "Revoke"
 MAX_DEPTH_ENV, NAMESPACES_ENV = "PAVED_DELEGATION_MAX_DEPTH", "PAVED_DELEGATION_NAMESPACES"
 TICK_SECONDS = 1.0
+ALLOWANCE_RECHECK_SECONDS = 10.0
 
 
 def grants_of(result: _compose.ComposeResult, old: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -230,7 +236,8 @@ def reconcile_now(body: Mapping[str, Any], index: Mapping[Any, Any], composition
     subject = summary(body)
     decision = core.decide(subject, accepted=_accepted(body), now=now, lookup=_lookup(index),
                            namespace_allowed=namespace_allowed, max_depth=max_depth(),
-                           previous_chain=old.get("delegationChain") or [])
+                           previous_chain=old.get("delegationChain") or [],
+                           allowed=_compose.allowances("AgentIdentity", owner.namespace))
     generation = owner.generation
     if decision.action == chains.REFUSE:
         status = kube_status.with_conditions(old, [
@@ -353,11 +360,9 @@ def _deadline(status: Mapping[str, Any]) -> datetime | None:
 def _resync(body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]]) -> None:
     """Reconcile outside a Kopf handler cycle and write the status delta (daemon path)."""
     try:
-        delta, _outcome = reconcile_now(body, index, compositions)
-    except providers.ProviderError as error:
+        _compose.reconcile_and_write(IDENTITY, body, lambda fresh: reconcile_now(fresh, index, compositions)[0])
+    except (providers.ProviderError, ApiError) as error:  # the next tick or event retries
         log.warning("%s/%s: %s (retrying)", body["metadata"]["namespace"], body["metadata"]["name"], error)
-        return
-    _compose.write_status(IDENTITY, body, delta)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
@@ -369,6 +374,9 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
     blocking work (providers, status writes) runs in a worker thread.
     """
     seen_digest = ancestry_digest(body, identity_summaries)
+    namespace = (body.get("metadata") or {}).get("namespace")
+    seen_epoch, recheck_at = _compose.allowance_epoch(), time.monotonic() + ALLOWANCE_RECHECK_SECONDS
+    seen_allowed = await asyncio.to_thread(_compose.allowances, "AgentIdentity", namespace)
     handled: datetime | None = None
     while not stopped:
         now = datetime.now(timezone.utc)
@@ -380,8 +388,14 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
             handled = deadline
             await asyncio.to_thread(_resync, snapshot, identity_summaries, compositions)
         digest = ancestry_digest(snapshot, identity_summaries)
-        if digest != seen_digest:
-            seen_digest = digest
+        allowed = seen_allowed
+        # Some policy's allowances changed (at once), or the namespace's labels may have
+        # (they select policies; read through a short cache, so re-checked now and then).
+        if _compose.allowance_epoch() != seen_epoch or time.monotonic() >= recheck_at:
+            seen_epoch, recheck_at = _compose.allowance_epoch(), time.monotonic() + ALLOWANCE_RECHECK_SECONDS
+            allowed = await asyncio.to_thread(_compose.allowances, "AgentIdentity", namespace)
+        if digest != seen_digest or allowed != seen_allowed:
+            seen_digest, seen_allowed = digest, allowed
             await asyncio.to_thread(_resync, snapshot, identity_summaries, compositions)
         if deadline is not None and handled == deadline and not _is_true(status, EXPIRED) and now - deadline > timedelta(seconds=10):
             handled = None  # revocation did not finish: try again

@@ -110,8 +110,7 @@ def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, 
         if not _uses(item, name) or not _compose.in_scope(item["metadata"].get("namespace"), memo):
             continue
         try:
-            outcome = _compose.reconcile(intent_kind, item, compositions, trigger=reason)
-            _compose.write_status(intent_kind, item, outcome.delta)
+            _compose.reconcile_and_write(intent_kind, item, lambda body: _compose.reconcile(intent_kind, body, compositions, trigger=reason).delta)
         except ApiError as error:  # one intent's failure must not stop the others
             log.warning("re-render of %s %s/%s after %s failed: %s", intent_kind.kind,
                         item["metadata"].get("namespace"), item["metadata"].get("name"), reason, error)

@@ -46,6 +46,7 @@ from paved.kube import policyreport
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, request, resource_info
 from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
+from paved.policy.allowances import allowances_for
 from paved.policy.decisions import (
     compliance_condition,
     exception_conditions,
@@ -322,6 +323,33 @@ def auditor(policy_index: Any, exception_index: Any, composition_index: Any, mem
 # --------------------------------------------------------------------------- Kopf
 
 
+@kopf.on.startup()
+def share_allowances(policy_index: kopf.Index, **_: Any) -> None:
+    """Renders everywhere (Kopf handlers, drift watch, daemons) read allowances from the live
+    policy index; Kopf fills it before any intent handler runs."""
+
+    def allowed(kind: str, namespace: str | None) -> Mapping[str, list[str]]:
+        namespace_labels = ((namespace_object(namespace) or {}).get("metadata") or {}).get("labels") if namespace else None
+        return allowances_for(compiled_policies(policy_index), kind, namespace_labels)
+
+    _compose.set_allowance_source(allowed)
+
+
+_allowances_seen: dict[str, Any] = {}  # policy name -> (match, allow) of a policy that allows something
+
+
+def note_allowances(name: str, spec: Mapping[str, Any] | None) -> bool:
+    """Record a policy's allowances (None: deleted); True when what it allows, or to whom, changed."""
+    allows = (copy.deepcopy((spec or {}).get("match")), sorted((spec or {}).get("allow") or [])) if spec and spec.get("allow") else None
+    if _allowances_seen.get(name) == allows:
+        return False
+    if allows is None:
+        _allowances_seen.pop(name, None)
+    else:
+        _allowances_seen[name] = allows
+    return True
+
+
 @kopf.index("paved.dev", "v1alpha1", "intentpolicies")
 def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """name -> snapshot of the IntentPolicy."""
@@ -338,9 +366,12 @@ def exception_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict
 @kopf.on.event("paved.dev", "v1alpha1", "intentpolicies")
 def policy_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
                    composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
-    """Ready from the compile result; any spec change (or deletion) re-audits every intent."""
+    """Ready from the compile result; any spec change (or deletion) re-audits every intent; a
+    change of allowances makes the identities re-check theirs (their daemons follow the epoch)."""
     audit = auditor(policy_index, exception_index, composition_index, memo)
     metadata = body.get("metadata") or {}
+    if note_allowances(metadata.get("name") or "", None if type == "DELETED" else body.get("spec")):
+        _compose.allowances_changed()
     if type == "DELETED":
         audit.request_full()
         return

@@ -34,6 +34,7 @@ REASON_DELEGATION_REFUSED = "DelegationRefused"
 REASON_EXPIRED = "Expired"
 REASON_PARENT_EXPIRED = "ParentExpired"
 REASON_PARENT_MISSING = "ParentMissing"
+REASON_NOT_ALLOWED = "NotAllowed"
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,14 @@ def decide(
     namespace_allowed: Callable[[str, str], bool] = lambda child, parent: child == parent,
     max_depth: int = DEFAULT_MAX_DEPTH,
     previous_chain: Sequence[Mapping[str, Any]] = (),
+    allowed: Mapping[str, Sequence[str]] | None = None,
 ) -> Decision:
-    """What to do with `subject` now (see the module docstring)."""
+    """What to do with `subject` now (see the module docstring).
+
+    `allowed` (paved.policy.allowances) is what IntentPolicies allow the subject: a new
+    generation asking for more (cluster-wide RBAC, wildcards) is refused; an accepted one whose
+    allowance was withdrawn is narrowed to what is still allowed.
+    """
 
     def refuse_or_expire(reason: str, field: str | None, message: str, expire_reason: str) -> Decision:
         if accepted:
@@ -172,11 +179,17 @@ def decide(
         too_much = scopes.excess(subject.spec, subject.namespace, effective, previous.namespace)
         if too_much:
             if not accepted:
-                shown = "; ".join(str(e) for e in too_much[:5]) + (f"; and {len(too_much) - 5} more" if len(too_much) > 5 else "")
                 return Decision(REFUSE, REASON_DELEGATION_REFUSED,
-                                f"asks for more than parent {previous.key} holds: {shown}", too_much[0].field)
+                                f"asks for more than parent {previous.key} holds: {_shown(too_much)}", too_much[0].field)
             granted = scopes.narrow(subject.spec, subject.namespace, effective, previous.namespace)
             narrowed = too_much
+    blocked = scopes.not_allowed(granted, allowed or {})
+    if blocked:
+        if not accepted:
+            rest = f"; {_shown(blocked[1:])}" if blocked[1:] else ""  # the handler names the first field
+            return Decision(REFUSE, REASON_NOT_ALLOWED, blocked[0].permission + rest, blocked[0].field)
+        granted = scopes.within_allowances(granted, allowed or {})
+    if previous is not None:
         hops.append((previous, subject, granted))
 
     old_at = {(h.get("issuer"), h.get("subject"), tuple(h.get("scope") or ())): h.get("at") for h in previous_chain}
@@ -190,9 +203,16 @@ def decide(
     if own is not None and parent_expiry is not None and parent_expiry < own:
         message += f" (capped at the parent's expiry; {expiry_field} asks for {now_rfc3339(own)})"
     if narrowed:
-        message += "; narrowed to the parent's scope, removed: " + "; ".join(str(e) for e in narrowed[:5])
-    return Decision(GRANT, "Accepted" if not narrowed else "Narrowed", message, spec=granted,
-                    expires_at=expires, chain=chain_status, narrowed=narrowed)
+        message += "; narrowed to the parent's scope, removed: " + _shown(narrowed)
+    if blocked:
+        message += "; narrowed to what IntentPolicies allow, removed: " + _shown(blocked)
+    return Decision(GRANT, "Accepted" if not (narrowed or blocked) else "Narrowed", message, spec=granted,
+                    expires_at=expires, chain=chain_status, narrowed=narrowed + blocked)
+
+
+def _shown(excess: Sequence[scopes.Excess], limit: int = 5) -> str:
+    text = "; ".join(str(e) for e in excess[:limit])
+    return text + (f"; and {len(excess) - limit} more" if len(excess) > limit else "")
 
 
 def ancestry_digest(subject: Ancestor, lookup: Callable[[str, str], Ancestor | None], max_depth: int) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ALL_NAMES = None  # a rule without resourceNames
+CLUSTER_WIDE = "*"  # the "namespace" of a clusterWide capability's tuples: every namespace
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Excess:
 
 
 def _namespaces(capability: Mapping[str, Any], own_namespace: str) -> list[str]:
+    if capability.get("clusterWide"):
+        return [CLUSTER_WIDE]
     return [own_namespace] + [ns for ns in capability.get("namespaces") or [] if ns != own_namespace]
 
 
@@ -63,7 +66,8 @@ def _match(parent: str, child: str) -> bool:
 def rbac_granted(child: tuple[str, str, str, str | None, str], parent_caps: Sequence[Mapping[str, Any]], parent_namespace: str) -> bool:
     group, resource, verb, name, namespace = child
     for capability in parent_caps:
-        if namespace not in _namespaces(capability, parent_namespace):
+        reach = _namespaces(capability, parent_namespace)
+        if namespace not in reach and CLUSTER_WIDE not in reach:
             continue
         names = capability.get("resourceNames") or [ALL_NAMES]
         if (
@@ -80,7 +84,8 @@ def _describe_rbac(t: tuple[str, str, str, str | None, str]) -> str:
     group, resource, verb, name, namespace = t
     what = f"{resource}.{group}" if group else resource
     named = f" named {name}" if name is not None else ""
-    return f'verb "{verb}" on {what}{named} in namespace {namespace}'
+    where = "in every namespace (clusterWide)" if namespace == CLUSTER_WIDE else f"in namespace {namespace}"
+    return f'verb "{verb}" on {what}{named} {where}'
 
 
 # --------------------------------------------------------------------------- vault
@@ -168,6 +173,12 @@ def narrow(child: Mapping[str, Any], child_namespace: str, parent: Mapping[str, 
     parent_caps = parent.get("capabilities") or []
     capabilities = []
     for capability in child.get("capabilities") or []:
+        if capability.get("clusterWide") and not all(
+                rbac_granted(t, parent_caps, parent_namespace) for t in rbac_tuples(capability, child_namespace)):
+            capability = {**capability, "clusterWide": False}  # what is left is the own namespace
+        if capability.get("clusterWide"):
+            capabilities.append(capability)
+            continue
         own_only = {**capability, "namespaces": None}
         verbs = [
             verb for verb in capability.get("verbs") or []
@@ -211,7 +222,7 @@ def scope_lines(spec: Mapping[str, Any], namespace: str) -> list[str]:
     for capability in spec.get("capabilities") or []:
         groups = ",".join(g or "core" for g in capability.get("apiGroups") or [""])
         names = f" named {','.join(capability['resourceNames'])}" if capability.get("resourceNames") else ""
-        where = ",".join(_namespaces(capability, namespace))
+        where = "every namespace" if capability.get("clusterWide") else ",".join(_namespaces(capability, namespace))
         lines.append(f"k8s {','.join(capability.get('verbs') or [])} {','.join(capability.get('resources') or [])} ({groups}){names} in {where}")
     for secret in spec.get("secrets") or []:
         lines.append(f"vault {','.join(secret.get('capabilities') or ['read'])} {secret['path']}")
@@ -219,3 +230,62 @@ def scope_lines(spec: Mapping[str, Any], namespace: str) -> list[str]:
     if aws:
         lines.append(f"aws {','.join(aws.get('actions') or [])} on {','.join(aws.get('resources') or ['*'])}")
     return lines
+
+
+# --------------------------------------------------------------------------- allowances
+
+
+def _wildcard_path(path: str) -> bool:
+    """A Vault path made only of wildcards and separators (`*`, `+/*`): everything."""
+    return not path.replace("*", "").replace("+", "").replace("/", "")
+
+
+def not_allowed(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -> list[Excess]:
+    """What `spec` asks for that needs an IntentPolicy allowance it does not have: clusterWide
+    capabilities (ClusterScope); `*` verbs, wildcard resources or API groups, all-wildcard
+    Vault paths and the AWS action `*` (Wildcards). Scoped patterns (pods/*, s3:Get*) too
+    where the wildcard is in a Kubernetes resource; AWS and Vault patterns are the user's
+    explicit, reviewable declaration."""
+    found: list[Excess] = []
+    wildcards, cluster_scope = bool(allowed.get("wildcards")), bool(allowed.get("clusterScope"))
+    for index, capability in enumerate(spec.get("capabilities") or []):
+        where = f"spec.capabilities[{index}]"
+        if capability.get("clusterWide") and not cluster_scope:
+            found.append(Excess(f"{where}.clusterWide", "cluster-wide RBAC needs an IntentPolicy that allows ClusterScope"))
+        if wildcards:
+            continue
+        for field in ("verbs", "resources", "apiGroups"):
+            for value in capability.get(field) or []:
+                if "*" in value:
+                    found.append(Excess(f"{where}.{field}", f'the wildcard "{value}" needs an IntentPolicy that allows Wildcards'))
+    if not wildcards:
+        for index, secret in enumerate(spec.get("secrets") or []):
+            if _wildcard_path(secret["path"]):
+                found.append(Excess(f"spec.secrets[{index}].path", f'the Vault path "{secret["path"]}" (everything) needs an IntentPolicy that allows Wildcards'))
+        for index, action in enumerate((_aws(spec) or {}).get("actions") or []):
+            if action == "*":
+                found.append(Excess(f"spec.cloud.aws.actions[{index}]", 'the AWS action "*" needs an IntentPolicy that allows Wildcards'))
+    return found
+
+
+def within_allowances(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """`spec` without what `not_allowed` reports: clusterWide capabilities become own-namespace
+    ones, entries with a disallowed wildcard are dropped (a wildcard cannot be narrowed)."""
+    result = dict(spec)
+    wildcards, cluster_scope = bool(allowed.get("wildcards")), bool(allowed.get("clusterScope"))
+    capabilities = []
+    for capability in spec.get("capabilities") or []:
+        if capability.get("clusterWide") and not cluster_scope:
+            capability = {**capability, "clusterWide": False}
+        if not wildcards and any("*" in value for field in ("verbs", "resources", "apiGroups") for value in capability.get(field) or []):
+            continue
+        capabilities.append(capability)
+    result["capabilities"] = capabilities
+    if not wildcards:
+        result["secrets"] = [secret for secret in spec.get("secrets") or [] if not _wildcard_path(secret["path"])]
+        aws = _aws(spec)
+        if aws and "*" in (aws.get("actions") or []):
+            actions = [action for action in aws["actions"] if action != "*"]
+            cloud = {key: value for key, value in (spec.get("cloud") or {}).items() if key != "aws"}
+            result["cloud"] = {**cloud, "aws": {**aws, "actions": actions}} if actions else cloud
+    return result

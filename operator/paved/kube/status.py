@@ -35,15 +35,24 @@ def status_delta(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Json:
     return {key: value for key, value in new.items() if old.get(key) != value}
 
 
-def patch_status(api_version: str, kind: str, namespace: str | None, name: str, delta: Mapping[str, Any]) -> Json | None:
-    """Merge-patch `delta` into the object's status subresource; no request when `delta` is empty."""
+def patch_status(api_version: str, kind: str, namespace: str | None, name: str, delta: Mapping[str, Any],
+                 resource_version: str | None = None) -> Json | None:
+    """Merge-patch `delta` into the object's status subresource; no request when `delta` is empty.
+
+    With `resource_version` the patch applies only to that version of the object (else 409):
+    a merge patch replaces whole lists such as `conditions`, so a delta computed from an older
+    read must not overwrite a newer writer's conditions.
+    """
     if not delta:
         return None
     info = resource_info(api_version, kind)
+    body: dict[str, Any] = {"status": dict(delta)}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
     return request(
         "PATCH",
         info.path(name, namespace, subresource="status"),
         operation="patch-status",
-        body={"status": dict(delta)},
+        body=body,
         content_type="application/merge-patch+json",
     )

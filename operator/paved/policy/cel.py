@@ -13,7 +13,7 @@ Why a wrapper instead of calling celpy directly:
 - Values are converted to CEL once per intent (`to_cel`), not once per rule.
 
 The dialect is standard CEL with the variables `object`, `rendered`, `namespaceObject`,
-`params`, the standard macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`), and one
+`params`, `allowed` (paved.policy.allowances: policies allowing each allowance), the standard macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`), and one
 Paved function, `deltas(list)`: the differences between consecutive elements, because CEL has
 no way to look at neighbours in a list (`deltas([0] + weights).all(d, d <= 50)`).
 """
@@ -34,7 +34,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import Activation, CELEvalError, base_functions
 
-VARIABLES = ("object", "rendered", "namespaceObject", "params")
+VARIABLES = ("object", "rendered", "namespaceObject", "params", "allowed")
 """The names a rule can read; everything else is a compile error."""
 
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})

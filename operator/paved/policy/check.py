@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from paved.api.kinds import with_defaults
+from paved.policy.allowances import allowances_for
 from paved.policy.compile import CompiledPolicy
 from paved.policy.evaluate import evaluate
 from paved.policy.types import Verdict
@@ -49,6 +50,7 @@ def check_intent(
     """
     full = with_defaults(intent)
     labels = ((namespace_object or {}).get("metadata") or {}).get("labels") or {}
+    policies = list(policies)
     candidates = list(compositions)
     composition_name: str | None = None
     resources: tuple[RenderedResource, ...] = ()
@@ -57,7 +59,8 @@ def check_intent(
         try:
             composition = select_composition(full, candidates, labels)
             composition_name = str((composition.get("metadata") or {}).get("name", ""))
-            resources = render(composition, full, namespace_labels=labels).resources
+            allowed = allowances_for(policies, str(full.get("kind") or ""), labels if namespace_object else None)
+            resources = render(composition, full, namespace_labels=labels, allowed=allowed).resources
         except RenderError as error:
             render_error = error
     verdicts = evaluate(policies, full, resources, namespace_object, exceptions, now=now)

@@ -41,6 +41,7 @@ class CompiledPolicy:
     namespace_labels: Mapping[str, str] | None
     params: Any
     rules: tuple[CompiledRule, ...]
+    allow: frozenset[str] = frozenset()  # allowances (ClusterScope, Wildcards) for matched intents
 
     @property
     def variables(self) -> frozenset[str]:
@@ -133,6 +134,7 @@ def _compile(name: str, digest: str, raw_spec: Any) -> CompiledPolicy:
         namespace_labels=dict(selector.matchLabels) if selector is not None else None,
         params=to_cel(spec.params),
         rules=tuple(rules),
+        allow=frozenset(spec.allow),
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from paved.api.kinds import with_defaults
+from paved.policy.allowances import allowances_for
 from paved.policy.cel import to_cel
 from paved.policy.compile import CompiledPolicy, content_hash
 from paved.policy.exceptions import find_exception
@@ -59,10 +60,12 @@ def evaluate(
     """
     kind = str(intent.get("kind") or "")
     labels = _labels(namespace_object)
-    applicable = [policy for policy in policies if policy.applies_to(kind, labels)]
+    policies = list(policies)
+    applicable = [policy for policy in policies if policy.applies_to(kind, labels) and policy.rules]
     if not applicable:
         return []
-    inputs = _Inputs(_policy_object(intent), [policy_view(resource) for resource in rendered], namespace_object)
+    allowed = allowances_for(policies, kind, labels)
+    inputs = _Inputs(_policy_object(intent), [policy_view(resource) for resource in rendered], namespace_object, allowed)
     exception_list = list(exceptions)
     verdicts: list[Verdict] = []
     for policy in applicable:
@@ -79,8 +82,10 @@ class _Inputs:
     """What rules read, each variable converted to CEL at most once and only when a rule that is
     not memoised mentions it (converting the rendered bodies costs as much as a simple rule)."""
 
-    def __init__(self, obj: dict[str, Any], rendered: list[dict[str, Any]], namespace_object: Mapping[str, Any] | None):
-        self._raw: dict[str, Any] = {"object": obj, "rendered": rendered, "namespaceObject": namespace_object}
+    def __init__(self, obj: dict[str, Any], rendered: list[dict[str, Any]], namespace_object: Mapping[str, Any] | None,
+                 allowed: Mapping[str, list[str]]):
+        self._raw: dict[str, Any] = {"object": obj, "rendered": rendered, "namespaceObject": namespace_object,
+                                     "allowed": allowed}
         self._digest: str | None = None
         self._converted: dict[str, Any] = {}
 

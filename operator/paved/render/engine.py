@@ -14,7 +14,9 @@ A composition resource is `{name, provider, template, when?, forEach?, readiness
 Templates see: `intent`, `spec`, `metadata`, `params` (the composition's parameters, also
 as `parameters`), `outputs` (earlier resources' outputs by name; Pending when unknown),
 `generated` (generated secret values; placeholders offline), `composition` (its name),
-`namespace_labels` (labels of the intent's namespace), `resource` ({name, provider}), `item`
+`namespace_labels` (labels of the intent's namespace), `allowed` (what IntentPolicies allow
+this intent: {clusterScope, wildcards}, each the list of allowing policies, empty when not
+allowed; see paved.policy.allowances), `resource` ({name, provider}), `item`
 (forEach only), the helpers of paved.render.helpers and `warn(message)` (adds a warning to
 the result). Jinja runs with trim_blocks and lstrip_blocks.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache, partial
 from typing import Any
 
@@ -35,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from paved.api.kinds import KINDS
+from paved.api.platform import nothing_allowed
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
@@ -140,16 +143,18 @@ def render(
     outputs: Mapping[str, Mapping[str, Any]] | None = None,
     generated: Mapping[str, str] | None = None,
     namespace_labels: Mapping[str, str] | None = None,
+    allowed: Mapping[str, Sequence[str]] | None = None,
 ) -> RenderResult:
     """Render `intent` (a dict with defaults applied) through `composition` (a Composition dict).
 
     `outputs`: outputs of resources that exist, by resource name (None or missing -> Pending).
     `generated`: generated secret values by name; None renders `<generated:NAME>` (offline).
+    `allowed`: the intent's allowances (paved.policy.allowances); None allows nothing.
     Neither the hash nor an error message ever holds a generated value (see _hash, _masked).
     Raises RenderError; never returns a partial result.
     """
     try:
-        return _render(composition, intent, outputs, generated, namespace_labels)
+        return _render(composition, intent, outputs, generated, namespace_labels, allowed)
     except RenderError as error:
         raise _masked(error, generated) from None
 
@@ -160,6 +165,7 @@ def _render(
     outputs: Mapping[str, Mapping[str, Any]] | None,
     generated: Mapping[str, str] | None,
     namespace_labels: Mapping[str, str] | None,
+    allowed: Mapping[str, Sequence[str]] | None,
 ) -> RenderResult:
     name = str((composition.get("metadata") or {}).get("name", ""))
     cspec = composition.get("spec") or {}
@@ -180,6 +186,7 @@ def _render(
         "parameters": params,
         "composition": name,
         "namespace_labels": dict(namespace_labels or {}),
+        "allowed": {**nothing_allowed(), **{key: list(value) for key, value in (allowed or {}).items()}},
         "warn": warn,
     }
     declared = frozenset(declared_secrets(composition))
