@@ -8,21 +8,25 @@
             ready = watcher.wait(started, timeout=120)  # {name: monotonic time seen Ready}
         print(summarize(latencies(started, ready)))
 
-What is here (used by bench_identity.py, bench_identity_expiry.py and bench_database.py):
+What is here (used by bench_identity.py, bench_identity_expiry.py, bench_database.py and
+bench_secrets_scale.py):
 - :func:`load_example` — one object of examples/, the template a scenario copies.
 - :class:`BenchEnv` — a fresh control plane in a temporary state dir (or an existing one with
   ``state_dir``), optional moto, and `paved run` started by the shared launcher
   (paved.dev.operator: deploy/'s ServiceAccount, not admin), plus an admin ApiClient and an
-  :class:`RssSampler` on the operator. Everything it started stops on exit.
+  :class:`RssSampler` on the operator; ``stop_operator``/``start_operator`` for a restart.
+  Everything it started stops on exit.
 - :func:`create_objects` — creates custom objects through the API with a small thread pool
   (the same API call `kubectl apply` makes for a new object), recording per-object start times.
 - :class:`ReadyWatcher` — ONE list+watch over a namespace, recording the first time each object
-  is seen with ``Ready=True`` (or another :func:`condition_true`); ``wait`` blocks until a set
-  of names is Ready (no polling).
+  is seen with ``Ready=True`` (or another :func:`condition_true`, or :func:`exists` for core
+  objects such as Secrets); ``wait`` blocks until a set of names is Ready (no polling).
 - :func:`percentile`, :func:`summarize` — nearest-rank percentiles of latencies.
 - :class:`RssSampler` — the operator's resident memory (with its children) sampled in a thread;
   ``peak_mb`` over the run, ``reset()`` per phase.
 - :func:`operator_counters` — counters from the operator's /metrics (either metric prefix).
+- :class:`CounterSampler` — a cumulative counter read every second: its increase per second
+  (calls per second of a provider, through a restart of the operator).
 - :func:`apiserver_writes` — mutating requests counted by the API server itself
   (``apiserver_request_total``), by resource, for the resources a filter selects.
 - :func:`print_table` — fixed-width tables.
@@ -51,12 +55,14 @@ from paved.dev.operator import OperatorProcess, parse_metric, start_operator
 
 __all__ = [
     "BenchEnv",
+    "CounterSampler",
     "ReadyWatcher",
     "RssSampler",
     "apiserver_writes",
     "condition_true",
     "create_objects",
     "delta",
+    "exists",
     "latencies",
     "load_example",
     "log",
@@ -197,6 +203,55 @@ def operator_counters(operator: OperatorProcess, name: str, label: str, **labels
     return values
 
 
+class CounterSampler:
+    """Reads a cumulative counter every ``interval`` s in a thread: its increase per interval.
+
+    ``read`` returns the counter's current value and may raise while its source is down (an
+    operator being restarted); those ticks are skipped. ``source`` names the process that
+    counts (e.g. the operator's pid): a sample from a new source counts from zero, and a
+    sample during which the source changed is dropped. Start the sampler while the source is
+    up, before the windows you will ask about.
+    """
+
+    def __init__(self, read: Callable[[], float], source: Callable[[], object] = lambda: None,
+                 interval: float = 1.0) -> None:
+        self.read, self.source, self.interval = read, source, interval
+        self.samples: list[tuple[float, object, float]] = []  # (monotonic time, source, counter value)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="counter-sampler", daemon=True)
+
+    def _run(self) -> None:
+        tick = time.monotonic()
+        while not self._stop.is_set():
+            source = self.source()
+            try:
+                value = self.read()
+            except Exception:  # noqa: BLE001 - the source is down: skip this tick
+                pass
+            else:
+                if self.source() == source:
+                    self.samples.append((time.monotonic(), source, value))
+            tick += self.interval
+            self._stop.wait(max(0.0, tick - time.monotonic()))
+
+    def __enter__(self) -> CounterSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def increases(self, since: float, until: float = math.inf) -> list[tuple[float, float, float]]:
+        """(start, end, increase) between consecutive samples, for every step that ends in [since, until]."""
+        samples = list(self.samples)
+        inside = [index for index, sample in enumerate(samples) if since <= sample[0] <= until]
+        if not inside:
+            return []
+        window = samples[max(0, inside[0] - 1) : inside[-1] + 1]  # from the last sample before ``since``
+        return [(t0, t1, v1 - v0 if s1 == s0 else v1) for (t0, s0, v0), (t1, s1, v1) in zip(window, window[1:])]
+
+
 def apiserver_writes(plane: ControlPlane, select: Callable[[dict[str, str]], bool]) -> dict[str, float]:
     """Mutating requests the API server has served, by "verb resource", for label sets ``select`` accepts.
 
@@ -264,11 +319,19 @@ def condition_true(type_: str) -> Callable[[Mapping[str, Any]], bool]:
 is_ready = condition_true("Ready")
 
 
-class ReadyWatcher:
-    """One list+watch of a custom resource in a namespace; the first time each object was Ready.
+def exists(obj: Mapping[str, Any]) -> bool:
+    """A predicate for :class:`ReadyWatcher`: the object is there (e.g. a target Secret)."""
+    return True
 
-    Use as a context manager around the creates. The watch restarts (re-listing) if the
-    server closes it, so long waits are fine.
+
+class ReadyWatcher:
+    """One list+watch of a resource in a namespace; the first time each object was Ready.
+
+    ``group`` "" with ``version`` "v1" watches a core kind (``plural`` "secrets", with
+    ``ready=exists`` to record when each Secret appeared); anything else is a custom resource.
+    Use as a context manager around the creates. A watch the server ends is resumed from the
+    last resourceVersion seen (only an error re-lists), so long waits over thousands of
+    objects cost no repeated lists.
     """
 
     def __init__(self, api: Any, group: str, version: str, plural: str, namespace: str,
@@ -300,31 +363,49 @@ class ReadyWatcher:
                 self.ready[name] = now
                 self._cond.notify_all()
 
-    def _run(self) -> None:
-        from kubernetes import client, watch
+    def _lister(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The namespaced list function of the resource and its positional arguments."""
+        from kubernetes import client
 
-        custom = client.CustomObjectsApi(self.api)
+        if self.group:
+            return client.CustomObjectsApi(self.api).list_namespaced_custom_object, (
+                self.group, self.version, self.namespace, self.plural)
+        # A core kind whose plural just adds an s: secrets -> CoreV1Api.list_namespaced_secret.
+        return getattr(client.CoreV1Api(self.api), f"list_namespaced_{self.plural.removesuffix('s')}"), (self.namespace,)
+
+    def _run(self) -> None:
+        import json
+
+        from kubernetes import watch
+
+        list_function, args = self._lister()
+        resource_version: str | None = None
         while not self._stop.is_set():
             try:
-                listing = custom.list_namespaced_custom_object(self.group, self.version, self.namespace, self.plural)
-                now = time.monotonic()
-                for obj in listing.get("items", []):
-                    self._observe(obj, now)
-                self._listed.set()
+                if resource_version is None:
+                    # Raw JSON, not client models: thousands of objects deserialise slowly.
+                    listing = json.loads(list_function(*args, _preload_content=False).data)
+                    now = time.monotonic()
+                    for obj in listing.get("items", []):
+                        self._observe(obj, now)
+                    resource_version = listing["metadata"]["resourceVersion"]
+                    self._listed.set()
                 stream = watch.Watch().stream(
-                    custom.list_namespaced_custom_object, self.group, self.version, self.namespace, self.plural,
-                    resource_version=listing["metadata"]["resourceVersion"], timeout_seconds=5,
+                    list_function, *args, resource_version=resource_version, timeout_seconds=5,
                     allow_watch_bookmarks=True,
                 )
                 for event in stream:
+                    obj = event["raw_object"]
+                    resource_version = obj.get("metadata", {}).get("resourceVersion") or resource_version
                     if event["type"] in ("ADDED", "MODIFIED"):
-                        self._observe(event["object"], time.monotonic())
+                        self._observe(obj, time.monotonic())
                     if self._stop.is_set():
                         break
             except Exception as error:  # noqa: BLE001 - restart the watch with a fresh list
                 if self._stop.is_set():
                     return
                 log(f"watch restarted: {type(error).__name__}: {error}")
+                resource_version = None
                 time.sleep(0.5)
 
     def wait(self, names: Iterable[str], timeout: float) -> dict[str, float]:
@@ -405,6 +486,16 @@ class BenchEnv:
             self.plane.down()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def stop_operator(self) -> None:
+        """Stop `paved run` (SIGTERM); the control plane and moto keep running."""
+        self.rss.stop()
+        self.operator.stop()
+
+    def start_operator(self) -> None:
+        """Start `paved run` again (after :meth:`stop_operator`); ``rss`` samples the new process."""
+        self.operator.start()
+        self.rss = RssSampler(self.operator.pid or 0).start()
 
     def __enter__(self) -> BenchEnv:
         return self

@@ -8,7 +8,9 @@ Each scenario starts its own real parts (a control plane in a temporary state di
 operator through paved.dev.operator, moto/OpenBao where needed) and stops them at the end.
 Scenarios: identity (bench_identity.py, on bench/harness.py), identity-expiry
 (bench_identity_expiry.py: Vault + AWS parts, expiry-to-revocation, idle writes), database (bench_database.py),
-secrets (bench_secrets.py), policy (bench_policy.py). The exit status is non-zero if any scenario failed.
+secrets (bench_secrets.py: provider calls per cycle, in process), secrets-scale (bench_secrets_scale.py:
+ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), policy (bench_policy.py).
+The exit status is non-zero if any scenario failed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "identity-expiry": ("bench_identity_expiry.py", ("--quick",)),
     "database": ("bench_database.py", ("--sizes", "1,20", "--idle", "30", "--drift-interval", "5s")),
     "secrets": ("bench_secrets.py", ("--quick",)),
+    "secrets-scale": ("bench_secrets_scale.py", ("--quick",)),
     "policy": ("bench_policy.py", ("--quick",)),
 }
 
