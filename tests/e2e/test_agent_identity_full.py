@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,6 +21,8 @@ from fixtures.vault import configure_kubernetes_auth
 
 pytestmark = pytest.mark.cluster
 ISSUER = "oidc.paved.test/id/E2E"
+DELEGATING_NAMESPACE = f"delegating-{uuid.uuid4().hex[:8]}"  # the one namespace allowed to delegate across
+MAX_DEPTH = 2  # the platform's chain cap for this module's operator
 
 
 def iso(moment: datetime) -> str:
@@ -65,7 +68,8 @@ def world(control_plane, operator, openbao, moto_server, kubectl):
     kubectl("patch", "composition", "agent-identity-default", "--type=merge",
             "-p", json.dumps({"spec": {"parameters": {"aws": {"oidcIssuer": ISSUER}}}}))
     operator.env = {**moto_server.env(), "PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
-                    "PAVED_VAULT_TOKEN": openbao.root_token}
+                    "PAVED_VAULT_TOKEN": openbao.root_token,
+                    "PAVED_DELEGATION_NAMESPACES": DELEGATING_NAMESPACE, "PAVED_DELEGATION_MAX_DEPTH": str(MAX_DEPTH)}
     operator.restart()
     try:
         yield openbao, moto_server
@@ -209,3 +213,36 @@ def test_delegation_refuses_excess_narrows_and_expires_with_parent(world, kubect
     child = wait_cond(kubectl, namespace, "child", "Expired", timeout=15)
     assert child["status"]["grants"] == []
     print(f"\n[identity] child expired {(datetime.now(timezone.utc) - soon).total_seconds():.2f}s after the parent's expiry")
+
+
+def test_delegation_across_namespaces_only_from_allowed_ones_and_chains_are_capped(world, kubectl, namespace):
+    forbidden = f"forbidden-{uuid.uuid4().hex[:8]}"
+    for name in (DELEGATING_NAMESPACE, forbidden):
+        kubectl("create", "namespace", name)
+    try:
+        # A platform identity in the delegating namespace holds get/list on configmaps in ours.
+        reach = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"], "namespaces": [namespace]}]}
+        for home in (DELEGATING_NAMESPACE, forbidden):
+            apply(kubectl, home, "platform", reach)
+            wait_cond(kubectl, home, "platform", "Ready")
+        wanted = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}]}
+        apply(kubectl, namespace, "tenant", {**wanted, "delegatedFrom": {"name": "platform", "namespace": DELEGATING_NAMESPACE}})
+        tenant = wait_cond(kubectl, namespace, "tenant", "Ready")
+        (hop,) = tenant["status"]["delegationChain"]
+        assert (hop["issuer"], hop["subject"]) == (f"{DELEGATING_NAMESPACE}/platform", f"{namespace}/tenant")
+        apply(kubectl, namespace, "smuggler", {**wanted, "delegatedFrom": {"name": "platform", "namespace": forbidden}})
+        smuggler = wait_cond(kubectl, namespace, "smuggler", "Ready", status="False", reason="DelegationRefused")
+        assert cond(smuggler, "Ready")["message"].startswith("spec.delegatedFrom.namespace:")
+        assert get(kubectl, "serviceaccount", "smuggler", "-n", namespace) is None  # nothing granted
+
+        # The chain cap: tenant -> hop2 is two hops (allowed), hop3 would be three.
+        apply(kubectl, namespace, "hop2", {**wanted, "delegatedFrom": {"name": "tenant"}})
+        hop2 = wait_cond(kubectl, namespace, "hop2", "Ready")
+        assert [h["subject"] for h in hop2["status"]["delegationChain"]] == [f"{namespace}/tenant", f"{namespace}/hop2"]
+        apply(kubectl, namespace, "hop3", {**wanted, "delegatedFrom": {"name": "hop2"}})
+        hop3 = wait_cond(kubectl, namespace, "hop3", "Ready", status="False", reason="DelegationRefused")
+        assert f"cap of {MAX_DEPTH} hops" in cond(hop3, "Ready")["message"]
+        assert get(kubectl, "serviceaccount", "hop3", "-n", namespace) is None
+    finally:
+        for name in (DELEGATING_NAMESPACE, forbidden):
+            kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -53,8 +53,9 @@ def test_schema_violations_are_rejected_by_the_api_server_with_the_field(
 def test_unrenderable_intent_gets_a_condition_and_the_operator_keeps_serving(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    wildcard = {"capabilities": [{"resources": ["configmaps"], "verbs": ["*"]}]}
-    kubectl("apply", "-f", "-", input=manifest("greedy", namespace, wildcard))
+    # The API accepts the verb (RBAC knows it); the default composition's verb list does not.
+    unknown = {"capabilities": [{"resources": ["configmaps"], "verbs": ["impersonate"]}]}
+    kubectl("apply", "-f", "-", input=manifest("greedy", namespace, unknown))
     kubectl("apply", "-f", "-", input=manifest("modest", namespace, {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}]}))
 
     condition = wait_for(lambda: (c := ready_condition(kubectl, namespace, "greedy")).get("reason") and c,
@@ -62,7 +63,7 @@ def test_unrenderable_intent_gets_a_condition_and_the_operator_keeps_serving(
     assert condition["status"] == "False"
     assert condition["reason"] == "RenderFailed"
     assert condition["message"].startswith("spec.capabilities[0].verbs: ")
-    assert "wildcard" in condition["message"]
+    assert 'unknown verb "impersonate"' in condition["message"]
 
     kubectl("wait", "--for=condition=Ready", "agentidentity/modest", "-n", namespace, "--timeout=60s")
     assert operator.alive()
