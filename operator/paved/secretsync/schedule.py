@@ -11,8 +11,10 @@ modulo I). Consequences, all deliberate:
   15m phase), so a 15m ref and a 1h ref on the same store batch every hour;
 - different stores have different phases: load is spread, not synchronised cluster-wide;
 - the grid is a function of the store and the clock only, so an operator restart does not
-  move it; refs that became overdue while the operator was down are spread over a short
-  window by the same phase (`RESUME_WINDOW`), never all at once;
+  move it; refs that became overdue while the operator was down are due at their store's
+  next point on a `RESUME_WINDOW` grid: one instant per store, different stores at
+  different instants, never all at once, and never one cycle per resumed ref (Kopf resumes
+  thousands of refs over many seconds);
 - a ref is never refreshed later than one interval after its previous refresh.
 
 The first sync of a new or changed ref is immediate (it does not wait for the grid).
@@ -66,8 +68,8 @@ def resume_due(last_refresh: float | None, now: float, interval: float, store: S
     due = next_due(last_refresh, interval, store)
     if due > now:
         return due
-    window = min(interval, RESUME_WINDOW)
-    return now + phase(store, window)
+    # A grid point, not now + phase: refs of one store resumed a few seconds apart stay in one batch.
+    return next_due(now, min(interval, RESUME_WINDOW), store)
 
 
 def retry_cap(interval: float) -> float:
