@@ -33,8 +33,10 @@ import copy
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -60,6 +62,7 @@ EXPIRED, ACCEPTED = "Expired", "Accepted"
 REVOKE = "Revoke"
 MAX_DEPTH_ENV, NAMESPACES_ENV = "PAVED_DELEGATION_MAX_DEPTH", "PAVED_DELEGATION_NAMESPACES"
 TICK_SECONDS = 1.0
+_WORKERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="paved-identity")
 ALLOWANCE_RECHECK_SECONDS = 10.0
 
 
@@ -370,33 +373,44 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
                               identity_summaries: kopf.Index, **_: Any) -> None:
     """Sleep until status.expiresAt (ticks <= 1 s); revoke at expiry; follow ancestors' changes.
 
-    Async so that a thousand identities cost a thousand sleeping coroutines, not threads; the
-    blocking work (providers, status writes) runs in a worker thread.
+    Async so that a thousand identities cost a thousand sleeping coroutines, not threads; a
+    tick only reads the live body. The blocking work (revocation through providers, status
+    writes, allowance look-ups) runs on `_WORKERS`, sized for I/O: expiries come in bursts
+    (hundreds within a minute) and each waits on the API server, Vault and AWS.
     """
-    seen_digest = ancestry_digest(body, identity_summaries)
     namespace = (body.get("metadata") or {}).get("namespace")
-    seen_epoch, recheck_at = _compose.allowance_epoch(), time.monotonic() + ALLOWANCE_RECHECK_SECONDS
-    seen_allowed = await asyncio.to_thread(_compose.allowances, "AgentIdentity", namespace)
+
+    def digest() -> str:  # only delegated identities follow ancestors (a spec change re-runs the handler)
+        return ancestry_digest(body, identity_summaries) if (body.get("spec") or {}).get("delegatedFrom") else ""
+
+    async def resync() -> None:  # on a snapshot: Kopf keeps updating `body` while the worker runs
+        snapshot, compositions = copy.deepcopy(dict(body)), _compose.compositions_from(composition_index)
+        await asyncio.get_running_loop().run_in_executor(_WORKERS, _resync, snapshot, identity_summaries, compositions)
+
+    async def allowances() -> Mapping[str, list[str]]:
+        return await asyncio.get_running_loop().run_in_executor(_WORKERS, _compose.allowances, "AgentIdentity", namespace)
+
+    seen_digest = digest()
+    # Re-checks are spread over the interval so that a thousand daemons do not check together.
+    seen_epoch, recheck_at = _compose.allowance_epoch(), time.monotonic() + random.uniform(0, ALLOWANCE_RECHECK_SECONDS)
+    seen_allowed = await allowances()
     handled: datetime | None = None
     while not stopped:
         now = datetime.now(timezone.utc)
         status = body.get("status") or {}
         deadline = _deadline(status)
-        snapshot = copy.deepcopy(dict(body))
-        compositions = _compose.compositions_from(composition_index)
         if deadline is not None and now >= deadline and not _is_true(status, EXPIRED) and handled != deadline:
             handled = deadline
-            await asyncio.to_thread(_resync, snapshot, identity_summaries, compositions)
-        digest = ancestry_digest(snapshot, identity_summaries)
-        allowed = seen_allowed
+            await resync()
+        current, allowed = digest(), seen_allowed
         # Some policy's allowances changed (at once), or the namespace's labels may have
         # (they select policies; read through a short cache, so re-checked now and then).
         if _compose.allowance_epoch() != seen_epoch or time.monotonic() >= recheck_at:
             seen_epoch, recheck_at = _compose.allowance_epoch(), time.monotonic() + ALLOWANCE_RECHECK_SECONDS
-            allowed = await asyncio.to_thread(_compose.allowances, "AgentIdentity", namespace)
-        if digest != seen_digest or allowed != seen_allowed:
-            seen_digest, seen_allowed = digest, allowed
-            await asyncio.to_thread(_resync, snapshot, identity_summaries, compositions)
+            allowed = await allowances()
+        if current != seen_digest or allowed != seen_allowed:
+            seen_digest, seen_allowed = current, allowed
+            await resync()
         if deadline is not None and handled == deadline and not _is_true(status, EXPIRED) and now - deadline > timedelta(seconds=10):
             handled = None  # revocation did not finish: try again
         remaining = (deadline - now).total_seconds() if deadline and deadline > now else TICK_SECONDS

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 DEFAULT_AUDIT_INTERVAL = 600.0
 AUDIT_JITTER = 0.1
 NAMESPACE_TTL = 15.0
+ALLOWANCE_MEMO_SECONDS = 2.0
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -328,9 +329,18 @@ def share_allowances(policy_index: kopf.Index, **_: Any) -> None:
     """Renders everywhere (Kopf handlers, drift watch, daemons) read allowances from the live
     policy index; Kopf fills it before any intent handler runs."""
 
+    memo: dict[tuple[str, str | None], tuple[int, float, Mapping[str, list[str]]]] = {}
+
     def allowed(kind: str, namespace: str | None) -> Mapping[str, list[str]]:
+        # Memoised briefly per namespace: a thousand identity daemons re-check, one computes.
+        now, epoch = time.monotonic(), _compose.allowance_epoch()
+        hit = memo.get((kind, namespace))
+        if hit is not None and hit[0] == epoch and hit[1] > now:
+            return hit[2]
         namespace_labels = ((namespace_object(namespace) or {}).get("metadata") or {}).get("labels") if namespace else None
-        return allowances_for(compiled_policies(policy_index), kind, namespace_labels)
+        value = allowances_for(compiled_policies(policy_index), kind, namespace_labels)
+        memo[(kind, namespace)] = (epoch, now + ALLOWANCE_MEMO_SECONDS, value)
+        return value
 
     _compose.set_allowance_source(allowed)
 
