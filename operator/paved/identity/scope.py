@@ -241,11 +241,12 @@ def _wildcard_path(path: str) -> bool:
 
 
 def not_allowed(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -> list[Excess]:
-    """What `spec` asks for that needs an IntentPolicy allowance it does not have: clusterWide
-    capabilities (ClusterScope); `*` verbs, wildcard resources or API groups, all-wildcard
-    Vault paths and the AWS action `*` (Wildcards). Scoped patterns (pods/*, s3:Get*) too
-    where the wildcard is in a Kubernetes resource; AWS and Vault patterns are the user's
-    explicit, reviewable declaration."""
+    """What `spec` asks for that needs an IntentPolicy allowance it does not have.
+
+    ClusterScope: clusterWide capabilities. Wildcards: any `*` in a Kubernetes verb, resource
+    (`pods/*` too) or API group; in Vault and AWS only the everything-patterns (a path of
+    wildcards only, the action `*`): `secret/data/team/*` or `s3:Get*` are explicit,
+    reviewable declarations."""
     found: list[Excess] = []
     wildcards, cluster_scope = bool(allowed.get("wildcards")), bool(allowed.get("clusterScope"))
     for index, capability in enumerate(spec.get("capabilities") or []):
