@@ -187,7 +187,8 @@ def test_out_of_band_change_is_corrected_within_the_drift_interval(
     started = time.monotonic()
     wait_for(lambda: the_instance(rds_client, uid)["BackupRetentionPeriod"] == 30, timeout=30, interval=0.5,
              what="BackupRetentionPeriod back to 30")
-    assert time.monotonic() - started <= 2 * 3 + 5  # first wait may stretch to two intervals, later ones to 1.1
+    # How soon is bench/bench_database.py's figure; here: corrected by a drift check, with one modify.
+    print(f"\n[database] out-of-band change corrected after {time.monotonic() - started:.1f}s (driftCheckInterval 3s)")
     assert aws_operator.rds_calls("modify_db_instance") - modifies == 1
 
     time.sleep(8)  # more drift checks, nothing drifted
@@ -270,24 +271,63 @@ def test_failed_cloud_call_during_deletion_keeps_the_finalizer(
     assert instances_of(rds_client, uid) == []
 
 
-def test_adoption_annotation_manages_an_existing_instance(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
-) -> None:
-    identifier = f"legacy-{db_namespace}"
+def unmanaged_instance(rds_client: Any, identifier: str) -> str:
+    """An RDS instance someone else made: no Paved tags, its own master password."""
     rds_client.create_db_instance(
         DBInstanceIdentifier=identifier, Engine="postgres", EngineVersion="16", DBInstanceClass="db.t3.micro",
         AllocatedStorage=20, MultiAZ=True, StorageEncrypted=True, BackupRetentionPeriod=7, DBName="app",
         MasterUsername="paved", MasterUserPassword="chosen-by-someone-else",
     )
-    creates = aws_operator.rds_calls("create_db_instance")
-    body = intent("adopter", db_namespace, deletionPolicy="Retain")
-    body["metadata"]["annotations"] = {rds.ADOPT_ANNOTATION: identifier}
-    apply(kubectl, body)
+    return identifier
 
-    uid = wait_ready(kubectl, db_namespace, "adopter")["metadata"]["uid"]
+
+def adopting(name: str, namespace: str, identifier: str) -> dict[str, Any]:
+    body = intent(name, namespace, deletionPolicy="Retain")
+    body["metadata"]["annotations"] = {rds.ADOPT_ANNOTATION: identifier}
+    return body
+
+
+def test_adoption_annotation_manages_an_existing_instance(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    identifier = unmanaged_instance(rds_client, f"legacy-{db_namespace}")
+    creates = aws_operator.rds_calls("create_db_instance")
+    # Taking an instance over hands its credentials to the namespace: the platform must allow it.
+    kubectl("label", "namespace", db_namespace, f"paved-e2e/adopt={db_namespace}")
+    policy = {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": f"adopt-{db_namespace}"},
+              "spec": {"match": {"kinds": ["DatabaseIntent"],
+                                 "namespaceSelector": {"matchLabels": {"paved-e2e/adopt": db_namespace}}},
+                       "allow": ["Adopt"]}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
+    try:
+        apply(kubectl, adopting("adopter", db_namespace, identifier))
+        uid = wait_ready(kubectl, db_namespace, "adopter")["metadata"]["uid"]
+    finally:
+        kubectl("delete", "intentpolicy", f"adopt-{db_namespace}", "--ignore-not-found", check=False)
     instance = the_instance(rds_client, uid)
     assert instance["DBInstanceIdentifier"] == identifier and instance["BackupRetentionPeriod"] == 30
     assert aws_operator.rds_calls("create_db_instance") == creates
+    # The reset master password (the one now in the Secret) reaches no Event and no log line.
+    secret = get(kubectl, db_namespace, "adopter-connection", "secret")
+    assert secret is not None
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert password not in kubectl("get", "events", "-n", db_namespace, "-o", "json").stdout
+    assert password not in aws_operator.process.log_path.read_text()
+
+
+def test_adoption_without_an_adopt_allowance_is_refused_and_touches_nothing(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    identifier = unmanaged_instance(rds_client, f"guarded-{db_namespace}")
+    modifies = aws_operator.rds_calls("modify_db_instance")
+    apply(kubectl, adopting("taker", db_namespace, identifier))
+    refused = wait_for(lambda: (c := condition(kubectl, db_namespace, "taker", "Ready")).get("reason") == "RenderFailed" and c,
+                       timeout=60, what="adoption refused")
+    assert refused["message"].startswith("metadata.annotations[paved.dev/adopt-db-instance]: ") and "Adopt" in refused["message"]
+    assert aws_operator.rds_calls("modify_db_instance") == modifies
+    tags = rds_client.list_tags_for_resource(ResourceName=rds_client.describe_db_instances(
+        DBInstanceIdentifier=identifier)["DBInstances"][0]["DBInstanceArn"])["TagList"]
+    assert not any(tag["Key"].startswith("paved.dev/") for tag in tags)
 
 
 @pytest.mark.parametrize(

@@ -464,9 +464,10 @@ def test_allowances_come_from_matching_policies_and_rules_read_them() -> None:
                           match={"kinds": ["AgentIdentity"]})
     compiled = compile_policies([allows, no_wildcards])[0]
     assert allowances_for(compiled, "AgentIdentity", {"tier": "platform"}) == {
-        "clusterScope": ["platform-agents"], "wildcards": ["platform-agents"]}
-    assert allowances_for(compiled, "AgentIdentity", {"tier": "apps"}) == {"clusterScope": [], "wildcards": []}
-    assert allowances_for(compiled, "DatabaseIntent", {"tier": "platform"}) == {"clusterScope": [], "wildcards": []}
+        "clusterScope": ["platform-agents"], "wildcards": ["platform-agents"], "adopt": []}
+    nothing = {"clusterScope": [], "wildcards": [], "adopt": []}
+    assert allowances_for(compiled, "AgentIdentity", {"tier": "apps"}) == nothing
+    assert allowances_for(compiled, "DatabaseIntent", {"tier": "platform"}) == nothing
     platform, apps = namespace({"tier": "platform"}), namespace({"tier": "apps"})
     assert [v.outcome for v in evaluate(compiled, identity_intent(), [], platform, now=NOW)] == [Outcome.PASS]
     assert [v.outcome for v in evaluate(compiled, identity_intent(), [], apps, now=NOW)] == [Outcome.FAIL]

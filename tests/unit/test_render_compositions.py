@@ -76,6 +76,18 @@ def test_seed_renders_to_the_exact_rds_parameters() -> None:
     }
 
 
+
+def test_adopting_an_existing_instance_needs_an_adopt_allowance() -> None:
+    intent = as_operator_sees(SEED)
+    intent["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy-orders"}
+    with pytest.raises(RenderError) as refused:
+        render(COMPOSITIONS["postgres-aws-rds"], intent, allowed={"wildcards": ["w"]})
+    assert refused.value.field == "metadata.annotations[paved.dev/adopt-db-instance]" and "Adopt" in str(refused.value)
+    body = render(COMPOSITIONS["postgres-aws-rds"], intent, allowed={"adopt": ["platform-migrations"]}).resources[0].body
+    assert body["DBInstanceIdentifier"] == "legacy-orders"
+    assert {"Key": "paved.dev/adopted", "Value": "true"} in body["Tags"]
+
+
 def test_identifier_is_stable_for_an_intent_and_unique_per_uid() -> None:
     first = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body
     again = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body

@@ -116,10 +116,10 @@ class PolicyRule(Model):
     message: str = Field(min_length=1, description="Shown when the rule is violated; say what to change.")
 
 
-Allowance = Literal["ClusterScope", "Wildcards"]
+Allowance = Literal["ClusterScope", "Wildcards", "Adopt"]
 """What a policy may allow the intents it matches (compositions refuse both by default)."""
 
-ALLOWED_KEYS: dict[str, str] = {"ClusterScope": "clusterScope", "Wildcards": "wildcards"}
+ALLOWED_KEYS: dict[str, str] = {"ClusterScope": "clusterScope", "Wildcards": "wildcards", "Adopt": "adopt"}
 """Allowance -> its key in `allowed`, the variable templates and rules read."""
 
 
@@ -148,7 +148,9 @@ class IntentPolicySpec(RuledModel):
         default_factory=list,
         description="Allowances for matched intents: ClusterScope (AgentIdentity capabilities with clusterWide, "
         "rendered as ClusterRole/ClusterRoleBinding), Wildcards (`*` in AgentIdentity verbs, resources, "
-        "Vault paths and AWS actions). Templates read them as `allowed`, rules as `allowed`.",
+        "Vault paths and AWS actions), Adopt (a DatabaseIntent taking over an existing, unmanaged RDS instance "
+        "with annotation paved.dev/adopt-db-instance: its master password is reset and handed to the intent's "
+        "namespace). Composition templates and CEL rules read them as `allowed`.",
     )
 
 

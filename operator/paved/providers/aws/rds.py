@@ -19,7 +19,8 @@ The rendered body is exactly the parameters of `create_db_instance`. The provide
 Ownership: an instance is ours when its `paved.dev/uid` tag is the intent's uid. An existing
 instance without Paved tags is managed only when the intent adopts it explicitly: the
 annotation `paved.dev/adopt-db-instance: <identifier>` makes the composition render that
-identifier and the tag `paved.dev/adopted: "true"` in the body. Adopting sets the master
+identifier and the tag `paved.dev/adopted: "true"` in the body, and only where an
+IntentPolicy allows Adopt for the intent (the composition refuses otherwise): adopting sets the master
 password to the one Paved generated (so the connection Secret works; clients of the old
 password must move to the Secret) and then tags the instance with the intent's
 namespace/name/uid, after which it is ours, including for deletion by policy. The password
