@@ -113,6 +113,10 @@ def test_credentials_in_the_address_never_reach_a_message() -> None:
     result = provider.query("up")
     assert result.error == "cannot reach Prometheus at http://127.0.0.1:9: connection refused"
     assert "s3cret" not in repr(provider)
+    # An address requests cannot even use (its exception quotes the whole URL, password included).
+    unusable = PrometheusProvider("http://paved:s3cret@127.0.0.1:99999", attempts=1).query("up")
+    assert unusable.rejected and "s3cret" not in (unusable.error or "")
+    assert unusable.error == "Prometheus address http://127.0.0.1:99999 is not usable: InvalidURL"
 
 
 def test_measure_reports_value_samples_and_errors() -> None:

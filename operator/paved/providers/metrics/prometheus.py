@@ -80,6 +80,8 @@ class PrometheusProvider:
             raise _Transient(f"Prometheus at {self.shown} did not answer within {self.timeout[1]:g}s") from None
         except requests.ConnectionError as exc:
             raise _Transient(f"cannot reach Prometheus at {self.shown}: {_reason(exc)}") from None
+        except requests.RequestException as exc:  # an unusable address (bad port, scheme): its text quotes the URL
+            return QueryResult(error=f"Prometheus address {self.shown} is not usable: {type(exc).__name__}", rejected=True)
         if response.status_code >= 500:
             raise _Transient(f"Prometheus at {self.shown} answered HTTP {response.status_code}: "
                              f"{_error_text(response)}")
