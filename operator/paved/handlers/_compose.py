@@ -584,29 +584,18 @@ def write_status(intent_kind: IntentKind, body: Mapping[str, Any], delta: Mappin
     kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta)
 
 
-STATUS_WRITE_ATTEMPTS = 3
-
-
 def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
                         compute: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
     """Outside a Kopf handler: `compute(body)` reconciles and returns the status delta, written
-    only onto the version it was computed from. Several paths reconcile one intent (children
-    drift events, daemons, Composition changes); when another wrote in between (409), the
-    intent is read again and the reconcile redone, so no stale condition list wins."""
+    only onto the version it was computed from (paved.kube.status.update_status: several paths
+    reconcile one intent, and a stale conditions list must not win); an intent being deleted
+    is left to its finalizer."""
     owner = owner_of(body)
-    for attempt in range(STATUS_WRITE_ATTEMPTS):
-        delta = compute(body)
-        try:
-            kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta,
-                                     resource_version=(body.get("metadata") or {}).get("resourceVersion"))
-            return
-        except ApiError as error:
-            if error.status != 409 or attempt + 1 == STATUS_WRITE_ATTEMPTS:
-                raise
-        fresh = kube.get(intent_kind.api_version, intent_kind.kind, owner.name, owner.namespace)
-        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        body = fresh
+
+    def reconciled(current: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {} if (current.get("metadata") or {}).get("deletionTimestamp") else compute(current)
+
+    kube_status.update_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, reconciled, body)
 
 
 def raise_for_kopf(outcome: Outcome, retry: int) -> None:

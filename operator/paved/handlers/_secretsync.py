@@ -67,7 +67,6 @@ STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a st
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
-STATUS_WRITE_ATTEMPTS = 3
 
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
 
@@ -157,27 +156,22 @@ class KubeApi:
     def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
         """Write the engine's status delta without dropping conditions other writers own.
 
-        A merge patch replaces the whole `conditions` list, and the engine's list comes from
-        its memory, which does not see the policy audit's PolicyCompliant (at start-up the
-        audit writes it on every ref before their first sync). So when the delta carries
-        conditions, the live ones the engine does not own are added and the patch is guarded
-        by the live resourceVersion; the last attempt goes unguarded rather than not at all.
+        The engine's conditions come from its memory, which does not see the policy audit's
+        PolicyCompliant (at start-up the audit writes it on every ref before their first sync);
+        a merge patch replaces the whole list. So a delta with conditions keeps the live ones
+        the engine does not own, written onto exactly the version read (update_status).
         """
         if "conditions" not in delta:
             kube_status.patch_status(API_VERSION, REF_KIND, namespace, name, delta)
             return
         ours = [c for c in delta["conditions"] if c.get("type") in REF_CONDITIONS]
-        for attempt in range(1, STATUS_WRITE_ATTEMPTS + 1):
-            live = kube_apply.get(API_VERSION, REF_KIND, name, namespace) or {}
+
+        def with_others(live: Mapping[str, Any]) -> dict[str, Any]:
             others = [c for c in (live.get("status") or {}).get("conditions") or [] if c.get("type") not in REF_CONDITIONS]
-            guard = (live.get("metadata") or {}).get("resourceVersion") if attempt < STATUS_WRITE_ATTEMPTS else None
-            try:
-                kube_status.patch_status(API_VERSION, REF_KIND, namespace, name, {**delta, "conditions": ours + others},
-                                         resource_version=guard)
-                return
-            except ApiError as error:
-                if error.status != 409 or guard is None:
-                    raise
+            return {**delta, "conditions": ours + others}
+
+        if not kube_status.update_status(API_VERSION, REF_KIND, namespace, name, with_others):
+            raise ApiError(404, "NotFound", f"{REF_KIND} {namespace}/{name} is gone")
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         found = []

@@ -46,7 +46,7 @@ from paved.kube import policyreport
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, request, resource_info
 from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
-from paved.policy.allowances import allowances_for
+from paved.policy.allowances import allowance_signature, allowances_for
 from paved.policy.decisions import (
     compliance_condition,
     exception_conditions,
@@ -112,35 +112,18 @@ def namespace_object(namespace: str | None) -> dict[str, Any] | None:
     return value
 
 
-def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec, retries: int = 3) -> bool:
-    """Set one condition on an intent without clobbering the others; True when written.
-
-    The merge patch carries metadata.resourceVersion, so a concurrent status write by the
-    intent's own reconcile makes it fail with 409 and it is redone on the fresh object.
-    """
+def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec) -> bool:
+    """Set one condition on an intent without clobbering the others; True when written (a
+    concurrent write by the intent's own reconcile makes it redo on the fresh object)."""
     metadata = intent.get("metadata") or {}
-    info = resource_info(API_VERSION, intent["kind"])
     type_, value, reason, message = condition
-    body: Mapping[str, Any] | None = intent
-    for _attempt in range(retries):
-        if body is None:
-            return False
-        old = list((body.get("status") or {}).get("conditions") or [])
-        new = set_condition(old, type_, value, reason, message, (body.get("metadata") or {}).get("generation"))
-        if new == old:
-            return False
-        patch = {"metadata": {"resourceVersion": (body.get("metadata") or {}).get("resourceVersion")}, "status": {"conditions": new}}
-        try:
-            request("PATCH", info.path(metadata["name"], metadata.get("namespace"), subresource="status"),
-                    operation="patch-status", body=patch, content_type="application/merge-patch+json")
-            return True
-        except ApiError as error:
-            if error.not_found:
-                return False
-            if error.status != 409:
-                raise
-        body = kube.get(API_VERSION, intent["kind"], metadata["name"], metadata.get("namespace"))
-    return False
+
+    def conditions(current: Mapping[str, Any]) -> dict[str, Any]:
+        old = list((current.get("status") or {}).get("conditions") or [])
+        new = set_condition(old, type_, value, reason, message, (current.get("metadata") or {}).get("generation"))
+        return {"conditions": new} if new != old else {}
+
+    return kube_status.update_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"], conditions, intent)
 
 
 # --------------------------------------------------------------------------- the audit
@@ -345,18 +328,18 @@ def share_allowances(policy_index: kopf.Index, **_: Any) -> None:
     _compose.set_allowance_source(allowed)
 
 
-_allowances_seen: dict[str, Any] = {}  # policy name -> (match, allow) of a policy that allows something
+_allowances_seen: dict[str, Any] = {}  # policy name -> allowance_signature of a policy that allows something
 
 
 def note_allowances(name: str, spec: Mapping[str, Any] | None) -> bool:
-    """Record a policy's allowances (None: deleted); True when what it allows, or to whom, changed."""
-    allows = (copy.deepcopy((spec or {}).get("match")), sorted((spec or {}).get("allow") or [])) if spec and spec.get("allow") else None
-    if _allowances_seen.get(name) == allows:
+    """Record a policy's allowances (spec None: deleted); True when what it allows, or to whom, changed."""
+    signature = allowance_signature(spec)
+    if _allowances_seen.get(name) == signature:
         return False
-    if allows is None:
+    if signature is None:
         _allowances_seen.pop(name, None)
     else:
-        _allowances_seen[name] = allows
+        _allowances_seen[name] = signature
     return True
 
 

@@ -8,11 +8,13 @@ always built with paved.api.common.set_condition (`with_conditions`), never by h
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from paved.api.common import ConditionSpec, set_condition
-from paved.kube.client import Json, request, resource_info
+from paved.kube.apply import get
+from paved.kube.client import ApiError, Json, request, resource_info
 
+UPDATE_ATTEMPTS = 3
 
 
 def with_conditions(status: Mapping[str, Any] | None, conditions: Iterable[ConditionSpec], generation: int | None) -> Json:
@@ -56,3 +58,40 @@ def patch_status(api_version: str, kind: str, namespace: str | None, name: str, 
         body=body,
         content_type="application/merge-patch+json",
     )
+
+
+def update_status(
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    compute: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+    current: Mapping[str, Any] | None = None,
+) -> bool:
+    """Write `compute(object)` (a status delta; empty: nothing to write) onto exactly the version
+    of the object it was computed from; True when something was written.
+
+    Several writers share an object's status (an intent's reconcile, its daemons and drift
+    restores, the policy audit) and a merge patch replaces whole lists such as `conditions`,
+    so a delta from an older read could drop a newer writer's condition. The patch carries
+    the object's resourceVersion; on a conflict the object is read again and `compute` redone.
+    `current`: the version already at hand (None: read it). A gone object writes nothing.
+    """
+    for attempt in range(UPDATE_ATTEMPTS):
+        current = current if current is not None else get(api_version, kind, name, namespace)
+        if current is None:
+            return False
+        delta = compute(current)
+        if not delta:
+            return False
+        try:
+            patch_status(api_version, kind, namespace, name, delta,
+                         resource_version=(current.get("metadata") or {}).get("resourceVersion"))
+            return True
+        except ApiError as error:
+            if error.not_found:
+                return False
+            if error.status != 409 or attempt + 1 == UPDATE_ATTEMPTS:
+                raise
+        current = None
+    return False

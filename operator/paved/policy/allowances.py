@@ -13,6 +13,7 @@ Pure: compiled policies and namespace labels in, a plain dict out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from paved.api.platform import ALLOWED_KEYS, nothing_allowed
 from paved.policy.compile import CompiledPolicy
@@ -27,3 +28,11 @@ def allowances_for(policies: Iterable[CompiledPolicy], kind: str, namespace_labe
             for allowance in policy.allow:
                 allowed[ALLOWED_KEYS[allowance]].append(policy.name)
     return {name: sorted(policies) for name, policies in allowed.items()}
+
+
+def allowance_signature(spec: Mapping[str, Any] | None) -> tuple[str, list[str]] | None:
+    """What an IntentPolicy spec allows and to whom (None: it allows nothing): when this changes,
+    intents that follow their allowances must look again."""
+    if not spec or not spec.get("allow"):
+        return None
+    return repr(spec.get("match")), sorted(spec["allow"])

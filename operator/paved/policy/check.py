@@ -59,7 +59,7 @@ def check_intent(
         try:
             composition = select_composition(full, candidates, labels)
             composition_name = str((composition.get("metadata") or {}).get("name", ""))
-            allowed = allowances_for(policies, str(full.get("kind") or ""), labels if namespace_object else None)
+            allowed = allowances_for(policies, str(full.get("kind") or ""), labels if namespace_object is not None else None)  # as evaluate() reads it
             resources = render(composition, full, namespace_labels=labels, allowed=allowed).resources
         except RenderError as error:
             render_error = error
