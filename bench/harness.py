@@ -188,19 +188,12 @@ class RssSampler:
 
 
 def operator_counters(operator: OperatorProcess, name: str, label: str, **labels: str) -> dict[str, float]:
-    """{value of ``label``: sum} for counter ``name`` (with or without the ``paved_`` prefix)."""
+    """{value of ``label``: sum} for the operator's counter ``name`` (filtered by ``labels``)."""
     import re
 
     text = operator.metrics()
-    values: dict[str, float] = {}
-    for spelled in (name, f"paved_{name}"):
-        for match in re.finditer(rf'^{re.escape(spelled)}\{{[^}}]*{label}="([^"]*)"', text, re.M):
-            key = match.group(1)
-            if key not in values:
-                values[key] = 0.0
-    for key in values:
-        values[key] = sum(parse_metric(text, spelled, **labels, **{label: key}) for spelled in (name, f"paved_{name}"))
-    return values
+    keys = {match.group(1) for match in re.finditer(rf'^{re.escape(name)}\{{[^}}]*{label}="([^"]*)"', text, re.M)}
+    return {key: parse_metric(text, name, **labels, **{label: key}) for key in keys}
 
 
 class CounterSampler:

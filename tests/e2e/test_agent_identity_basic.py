@@ -66,6 +66,15 @@ def children(kubectl: Kubectl, namespace: str, uid: str) -> list[dict[str, Any]]
     return (listing or {}).get("items", [])
 
 
+def wait_reason(kubectl: Kubectl, namespace: str, name: str, type_: str, reason: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """The identity once its `type_` condition has `reason`."""
+    def reached() -> dict[str, Any] | None:
+        obj = get_json(kubectl, "agentidentity", name, "-n", namespace) or {}
+        return obj if condition(obj, type_).get("reason") == reason else None
+
+    return wait_for(reached, timeout=timeout, what=f"{type_} reason {reason} on {name}")
+
+
 def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     kubectl("wait", "--for=condition=Ready", f"agentidentity/{name}", "-n", namespace, f"--timeout={READY_TIMEOUT}s")
     return get_json(kubectl, "agentidentity", name, "-n", namespace)  # type: ignore[return-value]
@@ -192,9 +201,7 @@ def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
     kubectl("apply", "-f", "-", input=identity_manifest("node-reader", namespace, capabilities))
 
     # No policy allows it: refused, naming the field, and nothing at all is granted.
-    refused = wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Ready").get("reason") == "NotAllowed"
-                       and get_json(kubectl, "agentidentity", "node-reader", "-n", namespace), timeout=READY_TIMEOUT, what="refused")
-    ready = condition(refused, "Ready")
+    ready = condition(wait_reason(kubectl, namespace, "node-reader", "Ready", "NotAllowed"), "Ready")
     assert ready["status"] == "False" and "spec.capabilities[0].clusterWide" in ready["message"] and "ClusterScope" in ready["message"]
     assert not allowed(kubectl, user, "get", "nodes", "") and not allowed(kubectl, user, "get", "configmaps", namespace)
 
@@ -218,10 +225,7 @@ def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
         kubectl("delete", "intentpolicy", policy, "--wait=true")
         wait_for(lambda: not allowed(kubectl, user, "get", "nodes", ""), timeout=20, what="cluster-wide grant withdrawn")
         wait_for(lambda: not allowed(kubectl, user, "delete", "configmaps", namespace), timeout=20, what="wildcard grant withdrawn")
-        narrowed = wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Accepted"),
-                            timeout=10, what="Accepted condition")
-        wait_for(lambda: condition(get_json(kubectl, "agentidentity", "node-reader", "-n", namespace) or {}, "Accepted").get("reason") == "Narrowed",
-                 timeout=10, what=f"Accepted=Narrowed, last seen {narrowed}")
+        wait_reason(kubectl, namespace, "node-reader", "Accepted", "Narrowed", timeout=10)
         assert get_json(kubectl, "clusterrolebinding", binding_name) is None
 
         # Allowed again, then deleted: the finalizer removes the cluster-scoped grant.

@@ -6,7 +6,6 @@ the provider made through `paved_provider_api_calls_total`, the same counter /me
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -293,7 +292,6 @@ def test_transient_errors_are_retryable_and_bounded(provider: rds.RdsProvider, m
     owner = make_owner()
     resource = make_resource(owner)
     calls = Calls()
-    started = time.monotonic()
 
     for action in (lambda: provider.apply(resource, owner), lambda: provider.delete(resource, owner, "Snapshot")):
         with pytest.raises(AwsError) as error:
@@ -302,8 +300,7 @@ def test_transient_errors_are_retryable_and_bounded(provider: rds.RdsProvider, m
         assert PASSWORD not in str(error.value)
 
     assert calls["describe_db_instances"] == 2 * 3  # three attempts each, then give up
-    assert calls["delete_db_instance"] == 0
-    assert time.monotonic() - started < 60
+    assert calls["delete_db_instance"] == 0  # bounded: the attempt counts above, not a wall-clock limit
 
 
 def test_errors_never_contain_the_password(provider: rds.RdsProvider) -> None:

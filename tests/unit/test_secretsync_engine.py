@@ -15,6 +15,7 @@ import pytest
 from paved.handlers._secretsync import SyncEngine
 from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
+from paved.kube.client import ApiError
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, FakeStore, StoreConfig, StoreError, StoreProviders
 from paved.secretsync import restart
@@ -36,6 +37,7 @@ class FakeKube:
         self.workload_patches: list[tuple[str, str, str, Mapping[str, Any]]] = []
         self.secret_writes = 0
         self.store_reads = 0
+        self.secret_write_error: ApiError | None = None  # raised by the next Secret writes
 
     def content_hash_key(self) -> bytes:
         return b"0" * 32
@@ -52,6 +54,8 @@ class FakeKube:
         return copy.deepcopy(self.secrets.get((namespace, name)))
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
+        if self.secret_write_error is not None:
+            raise self.secret_write_error
         self.secret_writes += 1
         self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
 
@@ -323,6 +327,21 @@ def test_bad_refs_fail_alone(world: Any) -> None:
         assert (ready["status"], ready["reason"]) == ("False", reason), name
         assert field in ready["message"], (name, ready["message"])
     assert MARKER not in everything_visible(kube)
+
+
+def test_a_rejected_secret_write_never_echoes_the_value_in_either_spelling(world: Any) -> None:
+    engine, kube, store, clock = world
+    encoded = base64.b64encode(MARKER.encode()).decode()
+    # An admission webhook or the API server may quote the request body back: raw and base64.
+    kube.secret_write_error = ApiError(422, "Invalid", f'data[password]: Invalid value: "{encoded}" ({MARKER})')
+    put_database(store)
+    register(engine, ref_body("db"))
+    engine.run_cycle()
+    ready = kube.condition("app", "db")
+    assert (ready["status"], ready["reason"]) == ("False", "TargetWriteFailed")
+    assert "422 Invalid" in ready["message"] and "Invalid value" in ready["message"]
+    visible = everything_visible(kube)
+    assert MARKER not in visible and encoded not in visible
 
 
 def test_store_auth_failure_is_reported_on_every_ref(world: Any) -> None:

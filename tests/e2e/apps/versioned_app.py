@@ -80,11 +80,6 @@ class VersionedApp:
         lines += [f'http_requests_total{{version="{self.version}",code="{code}"}} {n}' for code, n in counts.items()]
         return "\n".join(lines) + "\n"
 
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
-
     def __enter__(self) -> VersionedApp:
         self.loopback.start()
         return self

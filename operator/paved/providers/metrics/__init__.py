@@ -136,9 +136,3 @@ def for_analysis(analysis: Mapping[str, Any]) -> MetricsProvider:
         with _lock:
             provider = _INSTANCES.setdefault(key, provider)
     return provider
-
-
-def reset() -> None:
-    """Forget every instance (tests)."""
-    with _lock:
-        _INSTANCES.clear()
