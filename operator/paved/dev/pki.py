@@ -183,7 +183,7 @@ def issue_client_cert(
     return _leaf(ca, x509.Name(attributes), [ExtendedKeyUsageOID.CLIENT_AUTH])
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` readable by the owner only, replacing any old file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -240,7 +240,7 @@ def write_kubeconfig(
         "current-context": cluster,
         "preferences": {},
     }
-    _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+    write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
     return path
 
 
@@ -302,14 +302,14 @@ def ensure_pki(root: Path, extra_api_hosts: Sequence[str] = ()) -> DevPKI:
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     ca = CertificateAuthority.create()
-    _write_private(pki.key("ca"), ca.key_pem)
+    write_private(pki.key("ca"), ca.key_pem)
     for name, hosts in SERVERS.items():
         all_hosts = (*hosts, *extra_api_hosts) if name == "apiserver" else hosts
         _write_pair(pki, name, issue_serving_cert(ca, all_hosts, client_auth=name == "etcd"))
     for name, (common_name, organizations) in CLIENTS.items():
         _write_pair(pki, name, issue_client_cert(ca, common_name, organizations))
     sa_key = _new_key()
-    _write_private(pki.sa_private_key, _key_pem(sa_key))
+    write_private(pki.sa_private_key, _key_pem(sa_key))
     pki.sa_public_key.write_bytes(
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -322,5 +322,5 @@ def ensure_pki(root: Path, extra_api_hosts: Sequence[str] = ()) -> DevPKI:
 
 def _write_pair(pki: DevPKI, name: str, pair: tuple[bytes, bytes]) -> None:
     cert_pem, key_pem = pair
-    _write_private(pki.key(name), key_pem)
+    write_private(pki.key(name), key_pem)
     pki.cert(name).write_bytes(cert_pem)

@@ -168,7 +168,7 @@ def self_signed(options: WebhookOptions, directory: Path | None = None) -> Webho
     """
     if options.certfile and options.keyfile:
         return options
-    from paved.dev.pki import CertificateAuthority, issue_serving_cert  # cryptography: only when needed
+    from paved.dev.pki import CertificateAuthority, issue_serving_cert, write_private  # cryptography: only when needed
 
     hosts = [options.host] if options.host else []
     if options.service is not None:
@@ -183,8 +183,7 @@ def self_signed(options: WebhookOptions, directory: Path | None = None) -> Webho
     folder = directory or Path(tempfile.mkdtemp(prefix="paved-webhook-"))
     paths = {"ca.crt": ca.cert_pem, "tls.crt": cert, "tls.key": key}
     for name, data in paths.items():
-        (folder / name).write_bytes(data)
-        (folder / name).chmod(0o600)
+        write_private(folder / name, data)  # created 0600: the key is never readable by others, even briefly
     return dataclasses.replace(options, certfile=str(folder / "tls.crt"), keyfile=str(folder / "tls.key"),
                                cafile=str(folder / "ca.crt"))
 

@@ -235,30 +235,36 @@ def scope_lines(spec: Mapping[str, Any], namespace: str) -> list[str]:
 # --------------------------------------------------------------------------- allowances
 
 
+RBAC_WILDCARD_FIELDS = ("verbs", "resources", "apiGroups")
+
+
 def _wildcard_path(path: str) -> bool:
     """A Vault path made only of wildcards and separators (`*`, `+/*`): everything."""
     return not path.replace("*", "").replace("+", "").replace("/", "")
+
+
+def _rbac_wildcards(capability: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) of each `*` in a capability's verbs, resources (`pods/*` too) or API groups."""
+    return [(field, value) for field in RBAC_WILDCARD_FIELDS for value in capability.get(field) or [] if "*" in value]
 
 
 def not_allowed(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -> list[Excess]:
     """What `spec` asks for that needs an IntentPolicy allowance it does not have.
 
     ClusterScope: clusterWide capabilities. Wildcards: any `*` in a Kubernetes verb, resource
-    (`pods/*` too) or API group; in Vault and AWS only the everything-patterns (a path of
-    wildcards only, the action `*`): `secret/data/team/*` or `s3:Get*` are explicit,
-    reviewable declarations."""
+    or API group; in Vault and AWS only the everything-patterns (a path of wildcards only, the
+    action `*`): `secret/data/team/*` or `s3:Get*` are explicit, reviewable declarations.
+    `within_allowances` removes exactly these.
+    """
     found: list[Excess] = []
     wildcards, cluster_scope = bool(allowed.get("wildcards")), bool(allowed.get("clusterScope"))
     for index, capability in enumerate(spec.get("capabilities") or []):
         where = f"spec.capabilities[{index}]"
         if capability.get("clusterWide") and not cluster_scope:
             found.append(Excess(f"{where}.clusterWide", "cluster-wide RBAC needs an IntentPolicy that allows ClusterScope"))
-        if wildcards:
-            continue
-        for field in ("verbs", "resources", "apiGroups"):
-            for value in capability.get(field) or []:
-                if "*" in value:
-                    found.append(Excess(f"{where}.{field}", f'the wildcard "{value}" needs an IntentPolicy that allows Wildcards'))
+        if not wildcards:
+            found += [Excess(f"{where}.{field}", f'the wildcard "{value}" needs an IntentPolicy that allows Wildcards')
+                      for field, value in _rbac_wildcards(capability)]
     if not wildcards:
         for index, secret in enumerate(spec.get("secrets") or []):
             if _wildcard_path(secret["path"]):
@@ -272,16 +278,13 @@ def not_allowed(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -
 def within_allowances(spec: Mapping[str, Any], allowed: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """`spec` without what `not_allowed` reports: clusterWide capabilities become own-namespace
     ones, entries with a disallowed wildcard are dropped (a wildcard cannot be narrowed)."""
-    result = dict(spec)
     wildcards, cluster_scope = bool(allowed.get("wildcards")), bool(allowed.get("clusterScope"))
-    capabilities = []
-    for capability in spec.get("capabilities") or []:
-        if capability.get("clusterWide") and not cluster_scope:
-            capability = {**capability, "clusterWide": False}
-        if not wildcards and any("*" in value for field in ("verbs", "resources", "apiGroups") for value in capability.get(field) or []):
-            continue
-        capabilities.append(capability)
-    result["capabilities"] = capabilities
+    result = dict(spec)
+    result["capabilities"] = [
+        {**capability, "clusterWide": False} if capability.get("clusterWide") and not cluster_scope else capability
+        for capability in spec.get("capabilities") or []
+        if wildcards or not _rbac_wildcards(capability)
+    ]
     if not wildcards:
         result["secrets"] = [secret for secret in spec.get("secrets") or [] if not _wildcard_path(secret["path"])]
         aws = _aws(spec)

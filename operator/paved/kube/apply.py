@@ -20,7 +20,6 @@ objects get annotation `paved.dev/owner: <apiVersion>/<Kind>/<namespace>/<name>`
 from __future__ import annotations
 
 import base64
-
 import copy
 import logging
 from typing import Any, Iterable, Mapping, NamedTuple
