@@ -231,11 +231,16 @@ def server_side_apply(
     )
 
 
-def get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Json | None:
-    """The live object, or None when it does not exist."""
+def get(api_version: str, kind: str, name: str, namespace: str | None = None, *, cached: bool = False) -> Json | None:
+    """The live object, or None when it does not exist.
+
+    `cached`: served from the API server's watch cache (resourceVersion=0), which may trail
+    etcd by a moment but costs the server no storage read; for reads on a hot path whose
+    writes are guarded anyway.
+    """
     info = resource_info(api_version, kind)
     try:
-        return request("GET", info.path(name, namespace), operation="get")
+        return request("GET", info.path(name, namespace), operation="get", query={"resourceVersion": "0"} if cached else None)
     except ApiError as error:
         if error.not_found:
             return None

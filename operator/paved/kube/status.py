@@ -2,7 +2,8 @@
 
 Inside a Kopf handler, status goes into Kopf's `patch.status` so each reconcile is one
 PATCH. Paths that run outside a handler cycle (the children watch restoring an object, a
-Composition change re-rendering its intents) use `patch_status` here. Conditions are
+Composition change re-rendering its intents) use `update_status` here; a writer that owns
+its own fields outright (the secret sync engine) uses `apply_status`. Conditions are
 always built with paved.api.common.set_condition (`with_conditions`), never by hand.
 """
 
@@ -57,6 +58,28 @@ def patch_status(api_version: str, kind: str, namespace: str | None, name: str, 
         operation="patch-status",
         body=body,
         content_type="application/merge-patch+json",
+    )
+
+
+def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Mapping[str, Any], *,
+                 field_manager: str) -> Json:
+    """Server-side apply `status` to the object's status subresource as `field_manager`.
+
+    For a writer that owns a fixed set of status fields and conditions (the conditions list
+    is `listType: map` keyed by type): what it applies is kept, what it applied before and
+    omits now is removed, and other writers' conditions are never touched, so there is no
+    read, no resourceVersion and no conflict loop. A gone object answers 404.
+    """
+    info = resource_info(api_version, kind)
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+    body = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": dict(status)}
+    return request(
+        "PATCH",
+        info.path(name, namespace, subresource="status"),
+        operation="apply-status",
+        body=body,
+        query={"fieldManager": field_manager, "force": "true"},
+        content_type="application/apply-patch+yaml",
     )
 
 
