@@ -77,7 +77,7 @@ class MemoryKube:
     def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
         self.secrets.pop((namespace, name), None)
 
-    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
+    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         pass
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
@@ -132,9 +132,9 @@ def run_scenario(
     clock = Clock()
     key = StoreKey("SecretStore", NAMESPACE, store["metadata"]["name"])
     kube = MemoryKube({key: store}, credentials)
-    engine = SyncEngine(kube, clock=clock)
+    engine = SyncEngine(kube, clock=clock, write_workers=1)  # the stub counts writes unlocked
     for i in range(refs):
-        engine.register(parse_ref(ref_body(i, keys[i % len(keys)], key.name, properties)), None, immediate=True)
+        engine.register(parse_ref(ref_body(i, keys[i % len(keys)], key.name, properties)), None)
     rows = []
     for phase in ("cold", "steady", "rotation"):
         if phase == "rotation":

@@ -197,6 +197,11 @@ def test_vault_database_example_rotation_restarts_once(
     generation = web["metadata"]["generation"]
     assert "paved.dev/secret-hash" not in (web["spec"]["template"]["metadata"].get("annotations") or {})
 
+    # Two status writers, each applying only its own fields: the audit's PolicyCompliant
+    # (field manager paved-policy-audit) must outlive the engine's writes (paved-secret-sync).
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", type_="PolicyCompliant", timeout=15)
+    audit_write = status_owner(kubectl, namespace, "db-credentials", "paved-policy-audit")
+
     # Rotation: visible in the Secret within one refresh, and ONE rolling restart of `web`.
     kv_put(openbao.client, "production/database", {"username": "app", "password": second})
     rotated = time.monotonic()
@@ -211,6 +216,19 @@ def test_vault_database_example_rotation_restarts_once(
     assert "paved.dev/secret-hash" in web["spec"]["template"]["metadata"]["annotations"]
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert [e for e in events if e["reason"] == "WorkloadRestarted"], "the restart is recorded as an Event on the ref"
+    # The rotation rewrote the engine's status; the audit's condition was neither dropped nor rewritten.
+    assert (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]["contentHash"] != status["contentHash"]
+    assert status_owner(kubectl, namespace, "db-credentials", "paved-policy-audit") == audit_write
+    engine_conditions = status_owner(kubectl, namespace, "db-credentials", "paved-secret-sync")["fieldsV1"]["f:status"]["f:conditions"]
+    assert set(engine_conditions) == {'k:{"type":"Ready"}', 'k:{"type":"Stale"}'}
+
+
+def status_owner(kubectl: Kubectl, namespace: str, name: str, manager: str) -> dict[str, Any]:
+    """The managedFields entry of `manager` on the ref's status."""
+    ref = json.loads(kubectl("get", "esr", name, "-n", namespace, "-o", "json", "--show-managed-fields").stdout)
+    entries = ref["metadata"]["managedFields"]
+    [entry] = [e for e in entries if e["manager"] == manager and e.get("subresource") == "status"]
+    return entry
 
 
 def _vault_version(openbao: OpenBao, path: str) -> int:

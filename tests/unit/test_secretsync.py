@@ -322,6 +322,20 @@ def test_failures_leave_the_secret_alone_and_go_stale() -> None:
     assert status["lastGoodSyncTime"] == NOW and status["lastRefreshTime"] == LATER
 
 
+def test_a_refresh_that_changes_nothing_moves_last_refresh_time_only_when_it_is_old() -> None:
+    done = settled()
+    unchanged = decide(done, {DB: Present("1")}, {}, NOW)
+    first = plan.status_for(done, unchanged, NOW)
+    assert first["lastRefreshTime"] == NOW  # never stamped
+    done.status = first
+    soon = "2025-01-01T00:09:00Z"
+    assert plan.status_for(done, decide(done, {DB: Present("1")}, {}, soon), soon) == first  # no write
+    later = "2025-01-01T00:10:00Z"
+    assert plan.status_for(done, decide(done, {DB: Present("1")}, {}, later), later)["lastRefreshTime"] == later
+    failed = plan.status_for(done, plan.failure("StoreUnreachable", "vault down"), soon)
+    assert failed["lastRefreshTime"] == soon  # a status change carries the stamp with it
+
+
 def test_missing_key_acts_only_on_the_second_cycle() -> None:
     done = settled(ref(target={"deletionPolicy": "Delete"}))
     first = decide(done, {DB: Missing()}, {}, NOW)
@@ -381,11 +395,11 @@ def test_events_on_writes_and_transitions_only() -> None:
 def test_state_first_sync_is_immediate_and_resume_keeps_the_grid() -> None:
     state = SyncState()
     fresh = ref("fresh")
-    assert state.register(fresh, None, 1000.0, immediate=False) == 1000.0  # never synced
+    assert state.register(fresh, None, 1000.0) == 1000.0  # never synced
     synced_status = {"observedGeneration": 1, "contentHash": "h", "lastRefreshTime": "1970-01-01T00:16:30Z",
                      "conditions": [{"type": "Ready", "status": "True"}]}
     resumed = ref("resumed")
-    due = state.register(resumed, synced_status, 1000.0, immediate=False)
+    due = state.register(resumed, synced_status, 1000.0)
     assert due == schedule.next_due(990.0, 3600, resumed.store)
     assert [m.spec.name for m in state.take_due(1000.0)] == ["fresh"]
     assert state.take_due(1000.0) == []  # in flight: not taken twice
@@ -394,7 +408,7 @@ def test_state_first_sync_is_immediate_and_resume_keeps_the_grid() -> None:
 def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
     state = SyncState()
     spec = ref()
-    state.register(spec, None, 0.0, immediate=True)
+    state.register(spec, None, 0.0)
     [taken] = state.take_due(0.0)
     due = state.complete(taken, plan.failure("StoreUnreachable", "down"), {}, 0.0)
     assert due is not None and 0 < due <= schedule.retry_cap(3600)
@@ -408,7 +422,7 @@ def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
 def test_state_cache_is_evicted_when_unused() -> None:
     state = SyncState()
     spec = ref()
-    state.register(spec, None, 0.0, immediate=True)
+    state.register(spec, None, 0.0)
     state.remember(spec.store, {DB: DB_VALUE, RemoteKey("unused"): RemoteValue("1", "x")})
     assert state.evict() == 1
     assert state.cached(spec.store, [DB]) == {DB: DB_VALUE}

@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,9 +26,11 @@ MARKER = "MARKER-9d2e-never-log-me"
 
 
 class FakeKube:
-    """Just enough Kubernetes for the engine: objects in dicts, every write recorded."""
+    """Just enough Kubernetes for the engine: objects in dicts, every write recorded (the
+    engine writes from several threads, hence the lock)."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.stores: dict[StoreKey, dict[str, Any]] = {}
         self.labels: dict[str, dict[str, str]] = {}
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
@@ -36,6 +39,7 @@ class FakeKube:
         self.workloads: dict[str, list[dict[str, Any]]] = {}
         self.workload_patches: list[tuple[str, str, str, Mapping[str, Any]]] = []
         self.secret_writes = 0
+        self.status_writes = 0
         self.store_reads = 0
         self.secret_write_error: ApiError | None = None  # raised by the next Secret writes
 
@@ -56,11 +60,13 @@ class FakeKube:
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         if self.secret_write_error is not None:
             raise self.secret_write_error
-        self.secret_writes += 1
+        with self.lock:
+            self.secret_writes += 1
         self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
 
     def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
-        self.secret_writes += 1
+        with self.lock:
+            self.secret_writes += 1
         key = (live["metadata"]["namespace"], live["metadata"]["name"])
         secret = self.secrets[key]
         for name, value in patch.get("data", {}).items():
@@ -72,8 +78,16 @@ class FakeKube:
     def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
         self.secrets.pop((namespace, name), None)
 
-    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
-        self.status.setdefault((namespace, name), {}).update(copy.deepcopy(dict(delta)))
+    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Server-side apply as the API server does it here: the applied fields replace the
+        engine's, conditions of other types (other managers') stay."""
+        applied = copy.deepcopy(dict(status))
+        with self.lock:
+            self.status_writes += 1
+            live = self.status.get((namespace, name), {})
+            types = {c["type"] for c in applied.get("conditions", [])}
+            others = [c for c in live.get("conditions", []) if c["type"] not in types]
+            self.status[(namespace, name)] = {**applied, "conditions": applied.get("conditions", []) + others}
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.workloads.get(namespace, []))
@@ -86,7 +100,8 @@ class FakeKube:
                 template.setdefault("annotations", {}).update(body["spec"]["template"]["metadata"]["annotations"])
 
     def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
-        self.events.append((owner.name, reason, message, type))
+        with self.lock:
+            self.events.append((owner.name, reason, message, type))
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         raise StoreError(f"Secret {namespace}/{name} not found", reason="CredentialsMissing")
@@ -156,8 +171,8 @@ def ref_body(name: str, namespace: str = "app", *, key: str = "production/databa
     return body
 
 
-def register(engine: SyncEngine, body: Mapping[str, Any], immediate: bool = True) -> None:
-    engine.register(parse_ref(body), body.get("status"), immediate=immediate)
+def register(engine: SyncEngine, body: Mapping[str, Any]) -> None:
+    engine.register(parse_ref(body), body.get("status"))
 
 
 def advance_to_next_cycle(engine: SyncEngine, clock: Clock) -> None:
@@ -212,6 +227,26 @@ def test_1000_refs_over_100_keys_read_each_key_once_per_cycle(world: Any) -> Non
     assert kube.data("app", "r0-secret")["password"] == "rotated"
 
 
+def test_refreshes_that_change_nothing_write_no_status_until_the_stamp_is_old(world: Any) -> None:
+    engine, kube, store, clock = world
+    put_database(store)
+    for i in range(50):
+        register(engine, ref_body(f"r{i}"))
+    engine.run_cycle()
+    assert kube.status_writes == 50
+    stamped, first = kube.status[("app", "r0")]["lastRefreshTime"], clock.now
+    refreshes = 0
+    while True:  # 1m refreshes that change nothing write nothing, until the stamps are 10 minutes old
+        advance_to_next_cycle(engine, clock)
+        assert engine.run_cycle().refs == 50
+        refreshes += 1
+        if clock.now - first >= 600:
+            break
+        assert kube.status_writes == 50
+    assert refreshes >= 9 and kube.status_writes == 100
+    assert kube.status[("app", "r0")]["lastRefreshTime"] > stamped
+
+
 def test_first_sync_is_immediate_and_later_refreshes_follow_the_grid(world: Any) -> None:
     engine, kube, store, clock = world
     put_database(store)
@@ -238,7 +273,7 @@ def test_restart_costs_version_lookups_not_value_reads(world: Any) -> None:
     # A new operator process: fresh engine, the ref resumes with the status written before.
     fresh = SyncEngine(kube, clock=clock, providers=OneStore(kube, store))
     resumed = {**body, "status": kube.status[("app", "db")]}
-    register(fresh, resumed, immediate=False)
+    register(fresh, resumed)
     assert fresh.state.next_due() > clock.now  # keeps its place on the grid
     store.calls.clear()
     writes = kube.secret_writes

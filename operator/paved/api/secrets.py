@@ -257,10 +257,16 @@ class ExternalSecretRefStatus(IntentStatus):
 
     lastSyncTime: Timestamp | None = Field(default=None, description="Last time the Secret was written.")
     lastRefreshTime: Timestamp | None = Field(
-        default=None, description="Last time the backend was asked, successfully or not."
+        default=None, description=(
+            "Last time the backend was asked, successfully or not. Moves with every status change; a "
+            "refresh that changes nothing moves it only once it is 10 minutes old (a status write per ref "
+            "per refresh would load the API server at rest)."
+        )
     )
     lastGoodSyncTime: Timestamp | None = Field(
-        default=None, description="Last time the backend answered and the Secret matched it."
+        default=None, description=(
+            "Last time the backend answered and the Secret matched it; moves like lastRefreshTime."
+        )
     )
     contentHash: str | None = Field(
         default=None, description="Hash of the Secret's content; changes exactly when the content changes."

@@ -30,6 +30,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -67,6 +68,8 @@ STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a st
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
+STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
+WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
 
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
 
@@ -77,6 +80,12 @@ def operator_namespace() -> str:
 
 def _iso(moment: float) -> str:
     return now_rfc3339(datetime.fromtimestamp(moment, timezone.utc))
+
+
+def engine_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a ref's status the engine owns: all of it but other writers' conditions."""
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") in REF_CONDITIONS]
+    return {**status, "conditions": conditions}
 
 
 def _safe(error: BaseException) -> str:
@@ -98,7 +107,7 @@ class KubePort(Protocol):
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None: ...
     def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None: ...
     def delete_secret(self, namespace: str, name: str, uid: str | None) -> None: ...
-    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None: ...
+    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]: ...
     def patch_workload(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None: ...
     def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None: ...
@@ -122,7 +131,9 @@ class KubeApi:
         return dict((namespace or {}).get("metadata", {}).get("labels") or {}) if namespace else None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return kube_apply.get("v1", "Secret", name, namespace)
+        # From the watch cache: one per ref written, thousands at a cold start. A Merge write is
+        # guarded by the resourceVersion read, so a read a moment behind costs a retry, not data.
+        return kube_apply.get("v1", "Secret", name, namespace, cached=True)
 
     def content_hash_key(self) -> bytes:
         """The operator's key for content digests: random, made once, kept in its namespace."""
@@ -153,25 +164,10 @@ class KubeApi:
     def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
         kube_apply.delete("v1", "Secret", name, namespace, uid=uid)
 
-    def patch_ref_status(self, namespace: str, name: str, delta: Mapping[str, Any]) -> None:
-        """Write the engine's status delta without dropping conditions other writers own.
-
-        The engine's conditions come from its memory, which does not see the policy audit's
-        PolicyCompliant (at start-up the audit writes it on every ref before their first sync);
-        a merge patch replaces the whole list. So a delta with conditions keeps the live ones
-        the engine does not own, written onto exactly the version read (update_status).
-        """
-        if "conditions" not in delta:
-            kube_status.patch_status(API_VERSION, REF_KIND, namespace, name, delta)
-            return
-        ours = [c for c in delta["conditions"] if c.get("type") in REF_CONDITIONS]
-
-        def with_others(live: Mapping[str, Any]) -> dict[str, Any]:
-            others = [c for c in (live.get("status") or {}).get("conditions") or [] if c.get("type") not in REF_CONDITIONS]
-            return {**delta, "conditions": ours + others}
-
-        if not kube_status.update_status(API_VERSION, REF_KIND, namespace, name, with_others):
-            raise ApiError(404, "NotFound", f"{REF_KIND} {namespace}/{name} is gone")
+    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Server-side apply the engine's part of the status (kube.status.apply_status): one
+        request, no read, and the policy audit's PolicyCompliant is not the engine's to touch."""
+        kube_status.apply_status(API_VERSION, REF_KIND, namespace, name, status, field_manager=STATUS_FIELD_MANAGER)
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         found = []
@@ -237,6 +233,16 @@ class CycleReport:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Applied:
+    """One ref's part of a cycle, for the cycle's report and its workload restarts."""
+
+    uid: str
+    wrote: bool = False
+    failure: str | None = None  # the Ready reason when the ref did not sync
+    changed: tuple[str, str] | None = None  # (namespace, Secret) whose content this ref changed
+
+
 class _TargetProblem(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -247,8 +253,11 @@ class _TargetProblem(Exception):
 class SyncEngine:
     """Registered refs, one loop, cycles batched by store (see the module docstring)."""
 
-    def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None) -> None:
+    def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
+                 write_workers: int = WRITE_WORKERS) -> None:
         self.kube = kube
+        self.write_workers = write_workers
+        self._writers: ThreadPoolExecutor | None = None
         self._hash_key: bytes | None = None
         self.clock = clock
         self.state = SyncState()
@@ -269,11 +278,26 @@ class SyncEngine:
 
     # --- registration (handler threads) -------------------------------------------------
 
-    def register(self, ref: RefSpec, status: Mapping[str, Any] | None, *, immediate: bool) -> float:
-        due = self.state.register(ref, status, self.clock(), immediate=immediate)
+    def register(self, ref: RefSpec, status: Mapping[str, Any] | None) -> float:
+        due = self.state.register(ref, status, self.clock())
         if due <= self.clock() + GATHER_SECONDS:
             self._wake.set()
         return due
+
+    def report_invalid(self, body: Mapping[str, Any], problems: list[str]) -> None:
+        """A ref whose spec cannot be synced: unregistered, Ready=False naming the fields (the
+        Secret is left alone). Written only when that changes the status."""
+        metadata = body.get("metadata") or {}
+        self.state.unregister(metadata.get("uid", ""))
+        old = dict(body.get("status") or {})
+        status = plan.invalid_status(old, metadata.get("generation"), problems)
+        if kube_status.status_delta(old, status):
+            try:
+                self.kube.apply_ref_status(metadata.get("namespace", ""), metadata.get("name", ""), engine_status(status))
+            except ApiError as error:
+                if not error.not_found:
+                    log.warning("status of %s %s/%s not written: %s %s", REF_KIND, metadata.get("namespace"),
+                                metadata.get("name"), error.status, error.reason)
 
     def unregister(self, uid: str) -> None:
         self.state.unregister(uid)
@@ -311,6 +335,9 @@ class SyncEngine:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
+            self._writers = None
         self.providers.close()
 
     def _loop(self) -> None:
@@ -343,15 +370,21 @@ class SyncEngine:
         if not taken:
             return report
         pending = {m.spec.uid: m for m in taken}
-        changed: dict[str, set[str]] = defaultdict(set)
         labels: dict[str, dict[str, str] | None] = {}
         try:
+            outcomes: list[tuple[plan.RefMemory, plan.Decision]] = []
             for store_key, specs in plan.group_by_store(m.spec for m in taken).items():
                 report.stores += 1
-                memories = [pending[s.uid] for s in specs]
-                for memory, decision in self._sync_store(store_key, memories, stamp, labels, report):
-                    self._apply(memory, decision, stamp, now, changed, report)
-                    pending.pop(memory.spec.uid, None)
+                outcomes += self._sync_store(store_key, [pending[s.uid] for s in specs], stamp, labels, report)
+            changed: dict[str, set[str]] = defaultdict(set)
+            for applied in self._apply_all(outcomes, stamp, now):
+                pending.pop(applied.uid, None)
+                report.secrets_written += applied.wrote
+                if applied.failure is not None:
+                    report.failures += 1
+                    report.reasons[applied.failure] = report.reasons.get(applied.failure, 0) + 1
+                if applied.changed is not None:
+                    changed[applied.changed[0]].add(applied.changed[1])
             report.restarts = self._restart(changed)
         finally:
             if pending:  # only after an unexpected error: give them back, retry soon
@@ -442,47 +475,64 @@ class SyncEngine:
             outcomes.append((memory, plan.decide(memory, observed, values, stamp, hash_key=self.hash_key)))
         return outcomes
 
-    # --- applying one ref's decision ------------------------------------------------------
+    # --- applying the decisions ---------------------------------------------------------
 
-    def _apply(
-        self,
-        memory: plan.RefMemory,
-        decision: plan.Decision,
-        stamp: str,
-        now: float,
-        changed: dict[str, set[str]],
-        report: CycleReport,
-    ) -> None:
+    def _apply_all(self, outcomes: Sequence[tuple[plan.RefMemory, plan.Decision]], stamp: str, now: float) -> list[_Applied]:
+        """Apply every ref's decision: refs of one target Secret in order, different Secrets in
+        parallel (each ref costs a few sequential API requests; one thread would make a cold
+        start of thousands of refs a queue)."""
+        by_target: dict[tuple[str, str], list[tuple[plan.RefMemory, plan.Decision]]] = defaultdict(list)
+        for memory, decision in outcomes:
+            by_target[(memory.spec.namespace, memory.spec.target.name)].append((memory, decision))
+
+        def apply_group(group: list[tuple[plan.RefMemory, plan.Decision]]) -> list[_Applied]:
+            return [self._apply(memory, decision, stamp, now) for memory, decision in group]
+
+        groups = list(by_target.values())
+        if self.write_workers <= 1 or len(groups) <= 1:
+            return [applied for group in groups for applied in apply_group(group)]
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(self.write_workers, thread_name_prefix="paved-secret-write")
+        results: list[_Applied] = []
+        for future in [self._writers.submit(apply_group, group) for group in groups]:
+            try:
+                results.extend(future.result())
+            except Exception as error:  # noqa: BLE001 - the group's refs stay pending and are retried
+                log.error("applying a sync outcome failed: %s", _safe(error))
+        return results
+
+    def _apply(self, memory: plan.RefMemory, decision: plan.Decision, stamp: str, now: float) -> _Applied:
+        """Write one ref's Secret (or remove its keys), then its status and Event; schedule it."""
         spec = memory.spec
         owner = Owner(API_VERSION, REF_KIND, spec.name, spec.namespace, spec.uid, spec.generation)
+        applied = _Applied(spec.uid)
         previous_hash: str | None = None
         try:
             if decision.action == "write":
                 previous_hash = self._write_secret(owner, spec, decision)
-                report.secrets_written += 1
+                applied.wrote = True
             elif decision.action == "delete":
                 previous_hash = self._remove_keys(owner, spec)
         except _TargetProblem as problem:
             decision = plan.failure(problem.reason, problem.message, field="spec.target.name", retry=problem.reason == plan.TARGET_WRITE_FAILED)
         if not decision.success:
-            report.failures += 1
-            report.reasons[decision.reason] = report.reasons.get(decision.reason, 0) + 1
+            applied.failure = decision.reason
         status = plan.status_for(memory, decision, stamp)
-        delta = kube_status.status_delta(memory.status, status)
         written = status
-        if delta:
+        if kube_status.status_delta(memory.status, status):
             try:
-                self.kube.patch_ref_status(spec.namespace, spec.name, delta)
+                self.kube.apply_ref_status(spec.namespace, spec.name, engine_status(status))
             except ApiError as error:
                 if error.not_found:  # the ref is gone
                     self.state.unregister(spec.uid)
-                    return
+                    return applied
                 log.warning("status of %s not written: %s %s", spec, error.status, error.reason)
-                written = memory.status  # so that the next cycle sends the whole delta again
+                written = memory.status  # so that the next cycle writes it again
         self._event(owner, plan.event_for(spec, memory.status, status, decision))
         self.state.complete(memory, decision, written, now)
         if decision.action in ("write", "delete") and previous_hash and previous_hash != decision.content_hash:
-            changed[spec.namespace].add(spec.target.name)
+            applied.changed = (spec.namespace, spec.target.name)
+        return applied
 
     def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision) -> str | None:
         """Write the target Secret; return the content hash it had before (None: new)."""

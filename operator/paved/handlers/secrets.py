@@ -4,10 +4,10 @@ Execution model
 ---------------
 Kopf handlers do not sync. They validate and *register*:
 
-- ExternalSecretRef create/update -> registered, due at once (first sync immediately);
-  resume (operator start) -> registered at its place on the schedule (from
-  status.lastRefreshTime), so a restart is not a refresh storm; delete -> unregistered
-  (the Secret goes with the ref through its ownerReference).
+- ExternalSecretRef events -> registered; due at once unless it already synced its current
+  generation (first sync immediately, a spec change at once), else at its place on the
+  schedule (from status.lastRefreshTime), so a restart is not a refresh storm; deleted ->
+  unregistered (the Secret goes with the ref through its ownerReference).
 - SecretStore / ClusterSecretStore events feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
   run a real authentication check and write the store's Ready condition.
@@ -20,6 +20,7 @@ paved.handlers._secretsync.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -39,8 +40,8 @@ from paved.handlers._secretsync import (
 )
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
+from paved.providers.base import Owner
 from paved.kube import status as kube_status
-from paved.secretsync import plan
 from paved.secretsync.model import SECRET_STORE, RefSpec, StoreKey, ref_spec_from
 from paved.secretsync.values import CONTENT_HASH_ANNOTATION, live_content_hash, template_problems
 
@@ -91,26 +92,33 @@ def parse_ref(body: Mapping[str, Any]) -> RefSpec:
     return ref
 
 
-@kopf.on.resume(GROUP, VERSION, REF_PLURAL)
-@kopf.on.create(GROUP, VERSION, REF_PLURAL)
-@kopf.on.update(GROUP, VERSION, REF_PLURAL)
-def register_ref(body: kopf.Body, reason: str, patch: kopf.Patch, **_: Any) -> None:
-    """Validate and hand the ref to the engine; invalid refs get Ready=False naming the field."""
+@kopf.on.event(GROUP, VERSION, REF_PLURAL, id="externalsecretref")
+async def ref_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Register a new or re-specified ref with the engine (invalid: Ready=False naming the
+    field); unregister a deleted one (its Secret goes with it through the ownerReference).
+
+    A watch handler, not create/update/resume: the engine keeps what Kopf's handler state
+    would (the synced generation, from status), so Kopf writes nothing on the ref. It runs
+    in Kopf's event loop, so the engine's own status writes coming back as events cost a
+    dictionary look-up each; parsing and registering run in a thread.
+    """
+    metadata = body.get("metadata") or {}
+    uid = metadata.get("uid", "")
+    if type == "DELETED":
+        engine().unregister(uid)
+        return
+    if engine().state.knows(uid, int(metadata.get("generation") or 0)):
+        return
+    await asyncio.to_thread(register_or_report, body)
+
+
+def register_or_report(body: Mapping[str, Any]) -> None:
     try:
         ref = parse_ref(body)
     except SpecError as error:
-        engine().unregister(body["metadata"]["uid"])
-        old = dict(body.get("status") or {})
-        status = plan.invalid_status(old, body["metadata"].get("generation"), error.problems)
-        for key, value in kube_status.status_delta(old, status).items():
-            patch.status[key] = value
+        engine().report_invalid(body, error.problems)
         return
-    engine().register(ref, body.get("status"), immediate=reason != kopf.Reason.RESUME)
-
-
-@kopf.on.delete(GROUP, VERSION, REF_PLURAL, optional=True)
-def unregister_ref(body: kopf.Body, **_: Any) -> None:
-    engine().unregister(body["metadata"]["uid"])
+    engine().register(ref, body.get("status"))
 
 
 def _store_event(kind: str) -> Callable[..., None]:
@@ -142,8 +150,9 @@ for _kind, _plural in STORE_PLURALS.items():
 
 @kopf.on.event("v1", "Secret", labels={kube_apply.MANAGED_BY_LABEL: kube_apply.MANAGED_BY},
                annotations={CONTENT_HASH_ANNOTATION: kopf.PRESENT}, id="externalsecretref-target")
-def target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """A target Secret edited or deleted by someone else: its ref rewrites it at once."""
+async def target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """A target Secret edited or deleted by someone else: its ref rewrites it at once (the
+    engine's own writes, thousands at a cold start, are told apart in the event loop)."""
     owner = owner_ref_of(body)
     if owner is None or owner.kind != REF_KIND:
         return
@@ -152,6 +161,10 @@ def target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         return
     if written_by_paved(body):
         return
+    await asyncio.to_thread(repair_if_changed, owner, body)
+
+
+def repair_if_changed(owner: Owner, body: Mapping[str, Any]) -> None:
     memory = engine().state.memory(owner.uid)
     if memory is not None and memory.content_hash and live_content_hash(engine().hash_key, body) != memory.content_hash:
         log.info("Secret %s/%s changed by someone else; restoring it", owner.namespace, memory.spec.target.name)

@@ -48,31 +48,37 @@ class SyncState:
 
     # --- registration (Kopf handler threads) -------------------------------------------
 
-    def register(self, spec: RefSpec, status: Mapping[str, Any] | None, now: float, *, immediate: bool) -> float:
+    def register(self, spec: RefSpec, status: Mapping[str, Any] | None, now: float) -> float:
         """Add or update a ref; return its due time.
 
-        `immediate` (create/update): sync at once. Otherwise (resume after a restart) the
-        ref keeps its place on the grid, judged from status.lastRefreshTime, unless it never
-        synced its current generation.
+        A ref seen for the first time is due at once unless it already synced this generation
+        (a restart finds it so): then it keeps its place on the grid, judged from
+        status.lastRefreshTime, so a restart is not a refresh storm. A known ref whose spec
+        changed is due at once.
         """
         with self._lock:
             entry = self._refs.get(spec.uid)
             if entry is not None:
-                changed = entry.memory.spec != spec
-                entry.memory.spec = spec
-                if immediate or changed:
+                if entry.memory.spec != spec:
+                    entry.memory.spec = spec
                     entry.due = now
                     entry.attempt = 0
                     entry.dirty = entry.inflight
                 return entry.due
             memory = RefMemory.from_status(spec, status)
-            if immediate or not memory.settled:
+            if not memory.settled:
                 due = now
             else:
                 last = parse_time((status or {}).get("lastRefreshTime"))
                 due = schedule.resume_due(last, now, spec.interval, spec.store)
             self._refs[spec.uid] = _Entry(memory, due)
             return due
+
+    def knows(self, uid: str, generation: int) -> bool:
+        """Registered at this generation (a status or metadata change of the ref needs nothing)."""
+        with self._lock:
+            entry = self._refs.get(uid)
+            return entry is not None and entry.memory.spec.generation == generation
 
     def unregister(self, uid: str) -> None:
         with self._lock:
