@@ -94,3 +94,29 @@ def test_platform_status_is_remembered_only_once_written(monkeypatch) -> None:  
     handlers.write_platform_status(exception, conditions)
     handlers.write_platform_status(exception, conditions)
     assert len(writes) == 1 and exception["status"]["observedGeneration"] == 2  # written once, then quiet
+
+
+def test_audit_view_keeps_what_the_audit_reads_and_drops_the_rest() -> None:
+    body = {
+        "apiVersion": "paved.dev/v1alpha1", "kind": "ExternalSecretRef",
+        "metadata": {"name": "r", "namespace": "app", "uid": "u1", "generation": 2, "labels": {"team": "a"},
+                     "managedFields": [{"manager": "kubectl"}], "resourceVersion": "7"},
+        "spec": {"storeRef": {"name": "vault"}},
+        "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}],
+                   "sourceVersions": {"k": "1"}},
+    }
+    view = handlers.audit_view(body)
+    assert view["metadata"] == {"name": "r", "namespace": "app", "uid": "u1", "generation": 2, "labels": {"team": "a"}}
+    assert view["spec"] is body["spec"] and view["status"] == {"observedGeneration": 2, "conditions": body["status"]["conditions"]}
+    assert handlers.reported(view)
+    assert not handlers.reported({**view, "metadata": {**view["metadata"], "generation": 3}})
+
+
+def test_carries_compares_status_reason_message_and_generation() -> None:
+    condition = ("PolicyCompliant", True, "NoPolicies", "")
+    shown = {"type": "PolicyCompliant", "status": "True", "reason": "NoPolicies", "message": "", "observedGeneration": 2}
+    intent = {"metadata": {"generation": 2}, "status": {"conditions": [shown]}}
+    assert handlers.carries(intent, condition)
+    assert not handlers.carries({**intent, "metadata": {"generation": 3}}, condition)
+    assert not handlers.carries(intent, ("PolicyCompliant", False, "Violations", "r1"))
+    assert not handlers.carries({"metadata": {"generation": 2}}, condition)

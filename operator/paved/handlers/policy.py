@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,6 +58,7 @@ from paved.policy.decisions import (
 log = logging.getLogger(__name__)
 
 DEFAULT_AUDIT_INTERVAL = 600.0
+LIST_PAGE_SIZE = 500  # intents per request of a full audit's listing
 AUDIT_JITTER = 0.1
 NAMESPACE_TTL = 15.0
 ALLOWANCE_MEMO_SECONDS = 2.0
@@ -79,6 +80,38 @@ def exceptions_for(namespace: str | None, namespace_object: Mapping[str, Any] | 
     if not exceptions_allowed_in(namespace_object, namespace, allowed_exception_namespaces(memo)):
         return []
     return list(index[namespace]) if namespace and namespace in index else []
+
+
+def reported(intent: Mapping[str, Any]) -> bool:
+    """Whether the intent's own reconcile has reported on its current generation (Ready carries
+    it): until then the audit leaves it alone, see `_intent_changed`."""
+    status = intent.get("status") or {}
+    ready = get_condition(status.get("conditions"), READY) or {}
+    return (intent.get("metadata") or {}).get("generation") in (ready.get("observedGeneration"), status.get("observedGeneration"))
+
+
+def carries(intent: Mapping[str, Any], condition: kube_status.ConditionSpec) -> bool:
+    """Whether the intent already shows `condition` (type, status, reason, message) for its generation."""
+    type_, value, reason, message = condition
+    current = get_condition((intent.get("status") or {}).get("conditions"), type_) or {}
+    wanted = ("True" if value else "False") if isinstance(value, bool) else value
+    generation = (intent.get("metadata") or {}).get("generation")
+    return (current.get("status"), current.get("reason"), current.get("message", ""), current.get("observedGeneration")) == \
+        (wanted, reason, message, generation)
+
+
+def audit_view(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """What the audit reads of an intent, without the rest (managedFields and the like): the
+    audit holds intents queued by the thousand, and they keep only these subtrees alive."""
+    metadata = intent.get("metadata") or {}
+    status = intent.get("status") or {}
+    return {
+        "apiVersion": intent.get("apiVersion"),
+        "kind": intent.get("kind"),
+        "metadata": {key: metadata[key] for key in ("name", "namespace", "uid", "generation", "labels", "annotations") if key in metadata},
+        "spec": intent.get("spec"),
+        "status": {key: status[key] for key in ("conditions", "observedGeneration") if key in status},
+    }
 
 
 def audit_wait(interval: float, now: datetime, expiry: datetime | None, uniform: Any = random.uniform) -> float:
@@ -112,18 +145,30 @@ def namespace_object(namespace: str | None) -> dict[str, Any] | None:
     return value
 
 
+AUDIT_FIELD_MANAGER = "paved-policy-audit"  # owns the PolicyCompliant condition of every intent
+
+
 def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec) -> bool:
-    """Set one condition on an intent without clobbering the others; True when written (a
-    concurrent write by the intent's own reconcile makes it redo on the fresh object)."""
+    """Set the audit's one condition on an intent; True when written, no request when unchanged.
+
+    Server-side applied as the audit's own field manager: the intent's other conditions are
+    neither read nor touched, so a concurrent write by the intent's reconcile costs nothing.
+    """
     metadata = intent.get("metadata") or {}
     type_, value, reason, message = condition
-
-    def conditions(current: Mapping[str, Any]) -> dict[str, Any]:
-        old = list((current.get("status") or {}).get("conditions") or [])
-        new = set_condition(old, type_, value, reason, message, (current.get("metadata") or {}).get("generation"))
-        return {"conditions": new} if new != old else {}
-
-    return kube_status.update_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"], conditions, intent)
+    old = list((intent.get("status") or {}).get("conditions") or [])
+    new = set_condition(old, type_, value, reason, message, metadata.get("generation"))
+    if new == old:
+        return False
+    mine = [c for c in new if c.get("type") == type_]
+    try:
+        kube_status.apply_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"],
+                                 {"conditions": mine}, field_manager=AUDIT_FIELD_MANAGER)
+    except ApiError as error:
+        if error.not_found:
+            return False
+        raise
+    return True
 
 
 # --------------------------------------------------------------------------- the audit
@@ -141,6 +186,9 @@ class Auditor:
         self.full_requested = True  # the first pass audits everything
         self.pending: dict[str, dict[str, Any]] = {}  # uid -> intent body
         self.removed: set[tuple[str, str, str]] = set()
+        # uid -> (generation, condition) the intent was last seen to carry, by our write or a
+        # read: a queued event body older than our own write must not cause a second write
+        self.carried: dict[str, tuple[Any, ...]] = {}
         self.results: dict[str, dict[tuple[str, str], tuple[dict[str, str], list[Verdict]]]] = {}
         self.reports: dict[str, Json] = {}  # namespace -> the last written report
         self.thread = threading.Thread(target=self._loop, name="paved-audit", daemon=True)
@@ -155,13 +203,14 @@ class Auditor:
 
     def submit(self, body: Mapping[str, Any]) -> None:
         with self.lock:
-            self.pending[(body.get("metadata") or {}).get("uid", "")] = dict(body)
+            self.pending[(body.get("metadata") or {}).get("uid", "")] = audit_view(body)
         self.wake.set()
 
     def forget(self, body: Mapping[str, Any]) -> None:
         metadata = body.get("metadata") or {}
         with self.lock:
             self.removed.add((metadata.get("namespace") or "", body.get("kind") or "", metadata.get("name") or ""))
+            self.carried.pop(metadata.get("uid") or "", None)
         self.wake.set()
 
     def _loop(self) -> None:
@@ -188,11 +237,13 @@ class Auditor:
         self._update_exceptions(now)
         touched: set[str] = set()
         if full:
-            intents = self._list_intents()
             seen: dict[str, set[tuple[str, str]]] = {}
-            for intent in intents:
-                touched.add(self._audit(intent, now))
+            for intent in self._list_intents():
                 seen.setdefault(intent["metadata"]["namespace"], set()).add((intent["kind"], intent["metadata"]["name"]))
+                # Not reported yet: its report brings it here (_intent_changed) with the current
+                # policies; only the periodic safety net covers an intent that never reports.
+                if periodic or reported(intent):
+                    touched.add(self._audit(intent, now))
             for namespace in list(self.results):
                 for key in [k for k in self.results[namespace] if k not in seen.get(namespace, set())]:
                     del self.results[namespace][key]
@@ -205,20 +256,24 @@ class Auditor:
                 touched.add(namespace)
         self._write_reports(touched)
 
-    def _list_intents(self) -> list[dict[str, Any]]:
-        intents: list[dict[str, Any]] = []
+    def _list_intents(self) -> Iterator[dict[str, Any]]:
+        """Every intent in scope, listed a page at a time (thousands of intents never sit in
+        memory at once), as audit views."""
         for kind in INTENT_KINDS:
-            try:
-                items = request("GET", resource_info(API_VERSION, kind).path(), operation="list").get("items", [])
-            except ApiError as error:
-                log.warning("audit cannot list %s: %s", kind, error)
-                continue
-            for item in items:
-                item.setdefault("apiVersion", API_VERSION)
-                item["kind"] = kind
-                if _compose.in_scope(item["metadata"].get("namespace"), self.memo):
-                    intents.append(item)
-        return intents
+            path = resource_info(API_VERSION, kind).path()
+            token: str | None = None
+            while True:
+                try:
+                    page = request("GET", path, operation="list", query={"limit": LIST_PAGE_SIZE, "continue": token})
+                except ApiError as error:
+                    log.warning("audit cannot list %s: %s", kind, error)
+                    break
+                for item in page.get("items", []):
+                    if _compose.in_scope(item["metadata"].get("namespace"), self.memo):
+                        yield audit_view({**item, "apiVersion": API_VERSION, "kind": kind})
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
 
     def _audit(self, intent: Mapping[str, Any], now: datetime) -> str:
         metadata = intent.get("metadata") or {}
@@ -229,9 +284,16 @@ class Auditor:
             exceptions_for(namespace, ns_object, self.exception_index, self.memo), now=now,
         )
         condition = compliance_condition(result.verdicts, result.render_error)
+        uid, carried = metadata.get("uid") or "", (metadata.get("generation"), *condition)
         try:
+            if self.carried.get(uid) == carried and not carries(intent, condition):
+                # We wrote it after this body was read (or someone removed it since): look.
+                live = kube.get(str(intent.get("apiVersion") or API_VERSION), str(intent.get("kind")), metadata["name"], namespace)
+                intent = audit_view(live) if live is not None else intent
             if write_condition(intent, condition):  # no request when the condition is unchanged
                 log.info("%s %s/%s: %s=%s (%s)", intent.get("kind"), namespace, metadata.get("name"), *condition[:3])
+            with self.lock:
+                self.carried[uid] = carried
         except ApiError as error:
             log.warning("cannot write PolicyCompliant on %s %s/%s: %s", intent.get("kind"), namespace, metadata.get("name"), error)
         reference = {"apiVersion": API_VERSION, "kind": str(intent.get("kind")), "name": metadata.get("name", ""),
@@ -388,7 +450,7 @@ def exception_changed(type: str | None, body: kopf.Body, policy_index: kopf.Inde
         audit.wake.set()  # recompute the next expiry
 
 
-def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
+async def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
                     composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
     """A created or re-specified intent is audited once its own reconcile has reported on this
     generation (its Ready condition carries it); a deleted one leaves the report.
@@ -398,6 +460,8 @@ def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index,
     PolicyCompliant written between that read and its patch was dropped and written again
     (at 1,500 identities created at once, 290 of them took a second PolicyCompliant write).
     An intent whose reconcile never reports is still covered by the periodic full audit.
+    Nothing here waits on I/O, so it runs in Kopf's event loop: every status write of every
+    intent comes through here.
     """
     namespace = (body.get("metadata") or {}).get("namespace")
     if not _compose.in_scope(namespace, memo):
@@ -406,14 +470,10 @@ def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index,
     if type == "DELETED":
         audit.forget(body)
         return
-    status = body.get("status") or {}
-    conditions = status.get("conditions")
-    generation = (body.get("metadata") or {}).get("generation")
-    ready = get_condition(conditions, READY) or {}
-    if generation not in (ready.get("observedGeneration"), status.get("observedGeneration")):
+    if not reported(body):
         return  # not reported yet: the reconcile's status write (a MODIFIED event) brings us back
-    condition = get_condition(conditions, POLICY_COMPLIANT)
-    if condition is None or condition.get("observedGeneration") != generation:
+    condition = get_condition((body.get("status") or {}).get("conditions"), POLICY_COMPLIANT)
+    if condition is None or condition.get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
         audit.submit(body)
 
 
