@@ -20,6 +20,7 @@ something really drifted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -77,12 +78,19 @@ def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mappi
     _compose.reconcile_and_write(intent_kind, intent, lambda body: _compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
 
 
-def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
-    """MODIFIED by someone else, or DELETED: restore. Initial listing and ADDED: nothing to do."""
+async def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """MODIFIED by someone else, or DELETED: restore. Initial listing and ADDED: nothing to do.
+
+    Decided in Kopf's event loop (Paved's own writes are most of these events); a restore,
+    which reads and writes, runs in a thread."""
     if type not in ("MODIFIED", "DELETED"):
         return
     if type == "MODIFIED" and written_by_paved(body):
         return
+    await asyncio.to_thread(restore_logged, type, body, composition_index, memo)
+
+
+def restore_logged(type: str, body: Mapping[str, Any], composition_index: kopf.Index, memo: kopf.Memo) -> None:
     try:
         restore_owner(body, type, _compose.compositions_from(composition_index), memo)
     except ApiError as error:  # event handlers are not retried by Kopf: log, the next event retries
