@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,20 +101,23 @@ def build_settings(options: RunOptions) -> kopf.OperatorSettings:
     return settings
 
 
-class _QuietDriftSuccess(logging.Filter):
-    """Drop Kopf's "Handler 'drift-…' succeeded." lines: every event of every child (one per
-    object at start-up, one per own write) would log one; restores are logged by Paved."""
+class _QuietWatchSuccess(logging.Filter):
+    """Drop Kopf's "Handler '<id>' succeeded." lines of the watch handlers that see every event
+    of many objects (children drift, the audit, ExternalSecretRefs and their Secrets, stores):
+    one line per object at start-up and per own write, 80% of the log of a 5,000-ref cold
+    start. What those handlers do is logged by Paved."""
+
+    QUIET = re.compile(r"Handler '(drift-.*|audit-.*|externalsecretref(-target)?|.*-cache)' succeeded\.")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Handler 'drift-") and message.endswith("succeeded."))
+        return not self.QUIET.fullmatch(record.getMessage())
 
 
 def main(options: RunOptions) -> None:
     """Run the operator until SIGINT/SIGTERM: metrics server first, then Kopf (blocking)."""
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
     if not options.verbose:
-        logging.getLogger("kopf.objects").addFilter(_QuietDriftSuccess())
+        logging.getLogger("kopf.objects").addFilter(_QuietWatchSuccess())
     kube_client.configure()  # fail fast on bad credentials, before any handler runs
     import paved.handlers  # noqa: F401 - registers every handler with Kopf's default registry
     from paved.handlers import admission

@@ -41,3 +41,16 @@ def test_importing_handlers_registers_identity_compositions_and_drift() -> None:
     watching = {handler.id for handler in registry._watching.get_all_handlers()}
     assert "composition_changed" in watching and "drift-role" in watching
     assert "composition_index" in {handler.id for handler in registry._indexing.get_all_handlers()}
+
+
+def test_success_lines_of_busy_watch_handlers_are_dropped_and_the_rest_kept() -> None:
+    quiet = runtime._QuietWatchSuccess()
+
+    def kept(message: str) -> bool:
+        return quiet.filter(logging.LogRecord("kopf.objects", logging.INFO, "", 0, message, None, None))
+
+    for busy in ("drift-secret", "audit-externalsecretrefs", "externalsecretref", "externalsecretref-target", "secretstores-cache"):
+        assert not kept(f"Handler '{busy}' succeeded.")
+    assert kept("Handler 'secretstores-auth' succeeded.")  # an authentication check: worth a line
+    assert kept("Handler 'register_identity' succeeded.")
+    assert kept("Handler 'audit-externalsecretrefs' failed with an exception. Will ignore.")
