@@ -183,7 +183,7 @@ class Auditor:
         self.memo, self.interval = memo, interval
         self.wake = threading.Event()
         self.lock = threading.Lock()
-        self.full_requested = True  # the first pass audits everything
+        self.full_requested = True  # the first pass audits every intent that has reported
         self.pending: dict[str, dict[str, Any]] = {}  # uid -> intent body
         self.removed: set[tuple[str, str, str]] = set()
         # uid -> (generation, condition) the intent was last seen to carry, by our write or a

@@ -40,8 +40,8 @@ from paved.handlers._secretsync import (
 )
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
-from paved.providers.base import Owner
 from paved.kube import status as kube_status
+from paved.providers.base import Owner
 from paved.secretsync.model import SECRET_STORE, RefSpec, StoreKey, ref_spec_from
 from paved.secretsync.values import CONTENT_HASH_ANNOTATION, live_content_hash, template_problems
 
