@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_secrets_scale.py            # 5,000 refs cold, 1,000 existing for latency
     .venv/bin/python bench/bench_secrets_scale.py --quick    # 200 refs cold, 50 existing, 20 s refresh
     .venv/bin/python bench/bench_secrets_scale.py --refs 5000 --existing 1000 --refresh 1m --probes 30
+    .venv/bin/python bench/bench_secrets_scale.py --cold-only  # phase 2 alone (about 3 minutes), for A/B runs
 
 Real parts only (bench/harness.py): a fresh control plane, a moto server holding `--secrets`
 distinct Secrets Manager secrets (JSON with `username` and `password`), one SecretStore on it
@@ -332,6 +333,16 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
     )
 
 
+def report_cold(cold: ColdStart) -> None:
+    print_table(
+        ("figure", "measured", "target", "met"),
+        [(f"cold start: {cold.refs} refs all Ready after the start command (s)", cold.all_ready_s, "< 60", met(cold.all_ready_s, 60)),
+         ("cold start: peak operator RSS (MB)", cold.peak_rss_mb, "< 250", met(cold.peak_rss_mb, 250))],
+    )
+    print(f"  engine cycles: {describe_cycles(cold.calls.cycles)}; provider calls: {int(cold.calls.calls)}")
+    print(f"  kube API (operator's own client) calls by operation: {', '.join(f'{op} {n:g}' for op, n in cold.kube_operations.items())}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refs", type=int, default=5000, help="refs of the cold start (default 5000)")
@@ -342,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, help="seconds of the baseline and after-restart windows (default: two refresh intervals)")
     parser.add_argument("--timeout", type=float, help="seconds to wait for a batch of refs to be Ready (default: 300 + N/10)")
     parser.add_argument("--quick", action="store_true", help="200 refs, 50 existing, 20 secrets, 10 probes, 20s refresh")
+    parser.add_argument("--cold-only", action="store_true", help="only the cold start (phase 2)")
     args = parser.parse_args(argv)
     if args.quick:
         args.refs, args.existing, args.secrets, args.probes, args.refresh = 200, 50, 20, 10, "20s"
@@ -350,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     args.timeout = args.timeout or 300 + max(args.refs, args.existing) / 10
     with BenchEnv.start(moto=True, extra_args=("--webhook-failure-policy", "Ignore")) as env:
         fill_moto(env, args.secrets)
+        if args.cold_only:
+            with CounterSampler(lambda: provider_calls(env), source=lambda: env.operator.pid) as calls:
+                report_cold(cold_start(env, args, calls))
+            return 0
         latency = latency_phase(env, args)
         # Started while the operator is up: a window's first step needs a sample before it.
         with CounterSampler(lambda: provider_calls(env), source=lambda: env.operator.pid) as calls:
