@@ -288,6 +288,11 @@ def met(value: float, limit: float) -> str:
     return "-" if math.isnan(value) else "yes" if value <= limit else "NO"
 
 
+def cold_rows(cold: ColdStart) -> list[tuple[str, float, str, str]]:
+    return [(f"cold start: {cold.refs} refs all Ready after the start command (s)", cold.all_ready_s, "< 60", met(cold.all_ready_s, 60)),
+            ("cold start: peak operator RSS (MB)", cold.peak_rss_mb, "< 250", met(cold.peak_rss_mb, 250))]
+
+
 def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows: list[Window], rest_rss: float) -> None:
     secret = summarize(latency.secret)
     ready = summarize(latency.ready)
@@ -298,8 +303,7 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
     print_table(
         ("figure", "measured", "target", "met"),
         [
-            (f"cold start: {cold.refs} refs all Ready after the start command (s)", cold.all_ready_s, "< 60", met(cold.all_ready_s, 60)),
-            ("cold start: peak operator RSS (MB)", cold.peak_rss_mb, "< 250", met(cold.peak_rss_mb, 250)),
+            *cold_rows(cold),
             ("after a restart: provider calls, max in one second / mean per second *", restart.ratio, "<= 3", met(restart.ratio, 3)),
             ("after a restart: max calls in one second / the same while running *", burst, "-", "-"),
             (f"apply->Secret p50 with {latency.existing} existing refs (s)", secret.p50, "< 1", met(secret.p50, 1)),
@@ -334,11 +338,7 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
 
 
 def report_cold(cold: ColdStart) -> None:
-    print_table(
-        ("figure", "measured", "target", "met"),
-        [(f"cold start: {cold.refs} refs all Ready after the start command (s)", cold.all_ready_s, "< 60", met(cold.all_ready_s, 60)),
-         ("cold start: peak operator RSS (MB)", cold.peak_rss_mb, "< 250", met(cold.peak_rss_mb, 250))],
-    )
+    print_table(("figure", "measured", "target", "met"), cold_rows(cold))
     print(f"  engine cycles: {describe_cycles(cold.calls.cycles)}; provider calls: {int(cold.calls.calls)}")
     print(f"  kube API (operator's own client) calls by operation: {', '.join(f'{op} {n:g}' for op, n in cold.kube_operations.items())}")
 

@@ -115,4 +115,3 @@ def test_final_snapshot_identifier_is_deterministic_and_valid() -> None:
     name = rds.final_snapshot_identifier(BODY["DBInstanceIdentifier"], owner)
     assert name == rds.final_snapshot_identifier(BODY["DBInstanceIdentifier"], owner)
     assert name[0].isalpha() and "--" not in name and not name.endswith("-") and len(name) <= 255
-

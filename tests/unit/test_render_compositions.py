@@ -76,7 +76,6 @@ def test_seed_renders_to_the_exact_rds_parameters() -> None:
     }
 
 
-
 def test_adopting_an_existing_instance_needs_an_adopt_allowance() -> None:
     intent = as_operator_sees(SEED)
     intent["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy-orders"}

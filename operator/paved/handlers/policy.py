@@ -154,12 +154,12 @@ def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionS
     Server-side applied as the audit's own field manager: the intent's other conditions are
     neither read nor touched, so a concurrent write by the intent's reconcile costs nothing.
     """
+    if carries(intent, condition):
+        return False
     metadata = intent.get("metadata") or {}
     type_, value, reason, message = condition
-    old = list((intent.get("status") or {}).get("conditions") or [])
-    new = set_condition(old, type_, value, reason, message, metadata.get("generation"))
-    if new == old:
-        return False
+    # set_condition on the current list: lastTransitionTime stays unless the status flips
+    new = set_condition((intent.get("status") or {}).get("conditions"), type_, value, reason, message, metadata.get("generation"))
     mine = [c for c in new if c.get("type") == type_]
     try:
         kube_status.apply_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"],

@@ -215,16 +215,18 @@ def apply(
 
 
 def server_side_apply(
-    body: Mapping[str, Any], info: ResourceInfo | None = None, *, field_manager: str = FIELD_MANAGER, force: bool = True
+    body: Mapping[str, Any], info: ResourceInfo | None = None, *, field_manager: str = FIELD_MANAGER, force: bool = True,
+    subresource: str | None = None,
 ) -> Json:
     """The SSA request itself, for `body` as given: `apply` sends intents' children through it
-    after decorating them; objects that belong to no intent (PolicyReports) are sent as is."""
+    after decorating them; objects that belong to no intent (PolicyReports) are sent as is;
+    paved.kube.status.apply_status sends status (`subresource="status"`)."""
     info = info or info_for(body)
     metadata = body["metadata"]
     return request(
         "PATCH",
-        info.path(metadata["name"], metadata.get("namespace")),
-        operation="apply",
+        info.path(metadata["name"], metadata.get("namespace"), subresource=subresource),
+        operation=f"apply-{subresource}" if subresource else "apply",
         body=body,
         query={"fieldManager": field_manager, "force": "true" if force else None},
         content_type="application/apply-patch+yaml",

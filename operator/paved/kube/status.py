@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from paved.api.common import ConditionSpec, set_condition
-from paved.kube.apply import get
+from paved.kube.apply import get, server_side_apply
 from paved.kube.client import ApiError, Json, request, resource_info
 
 UPDATE_ATTEMPTS = 3
@@ -70,17 +70,9 @@ def apply_status(api_version: str, kind: str, namespace: str | None, name: str, 
     omits now is removed, and other writers' conditions are never touched, so there is no
     read, no resourceVersion and no conflict loop. A gone object answers 404.
     """
-    info = resource_info(api_version, kind)
     metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
     body = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": dict(status)}
-    return request(
-        "PATCH",
-        info.path(name, namespace, subresource="status"),
-        operation="apply-status",
-        body=body,
-        query={"fieldManager": field_manager, "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
+    return server_side_apply(body, resource_info(api_version, kind), field_manager=field_manager, subresource="status")
 
 
 def update_status(
