@@ -13,17 +13,19 @@ Everything is synchronous: handlers run in Kopf's thread pool (see DESIGN.md).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from paved import metrics
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 
 # (connect, read) seconds for one request; watches are Kopf's business, not ours.
 REQUEST_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+_TIMEOUT = urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1])
+# How long a bearer token is reused before the configuration is asked again; a 401 asks
+# again at once (an exec plugin's token may expire in between).
+AUTH_REFRESH_SECONDS = 10.0
+USER_AGENT = "paved"
 RETRY_ATTEMPTS = 5
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Enough pooled connections for Kopf's worker threads (runtime.MAX_WORKERS) plus slack.
@@ -100,6 +107,8 @@ class ResourceInfo:
 _lock = threading.Lock()
 _api_client: k8s_client.ApiClient | None = None
 _discovery: dict[str, dict[str, ResourceInfo]] = {}
+_auth_header: tuple[k8s_client.Configuration, float, str | None] | None = None
+_base_url = ""  # the configuration's host, read once: the property is not free
 
 
 def configure(kubeconfig: str | None = None, *, context: str | None = None) -> k8s_client.ApiClient:
@@ -108,7 +117,7 @@ def configure(kubeconfig: str | None = None, *, context: str | None = None) -> k
     Idempotent; later calls return the client built by the first one. Tests that need a
     different identity call `reset()` first.
     """
-    global _api_client
+    global _api_client, _base_url
     with _lock:
         if _api_client is not None:
             return _api_client
@@ -119,7 +128,8 @@ def configure(kubeconfig: str | None = None, *, context: str | None = None) -> k
             k8s_config.load_incluster_config(client_configuration=configuration)
         configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
         _api_client = k8s_client.ApiClient(configuration)
-        _api_client.user_agent = "paved"
+        _api_client.user_agent = USER_AGENT
+        _base_url = configuration.host.rstrip("/")
         return _api_client
 
 
@@ -130,9 +140,10 @@ def api_client() -> k8s_client.ApiClient:
 
 def reset() -> None:
     """Forget the client and the discovery cache (tests; a new kubeconfig)."""
-    global _api_client
+    global _api_client, _auth_header
     with _lock:
         _api_client = None
+        _auth_header = None
         _discovery.clear()
 
 
@@ -142,16 +153,16 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
-def _to_api_error(error: ApiException, method: str, path: str) -> ApiError:
-    reason, message = error.reason or "", str(error.reason or "")
-    if error.body:
+def _to_api_error(status: int, reason: str | None, body: bytes | None, method: str, path: str) -> ApiError:
+    reason, message = reason or "", str(reason or "")
+    if body:
         try:
-            status_body = json.loads(error.body)
+            status_body = json.loads(body)
             reason = status_body.get("reason") or reason
             message = status_body.get("message") or message
         except (ValueError, TypeError, AttributeError):
             pass
-    return ApiError(int(error.status or 0), reason, message, method=method, path=path)
+    return ApiError(status, reason, message, method=method, path=path)
 
 
 @retry(
@@ -177,26 +188,55 @@ def request(
     """
     metrics.count_call("kubernetes", operation)
     client = api_client()
-    query_params = [(key, value) for key, value in (query or {}).items() if value is not None]
-    headers = {"Accept": "application/json"}
+    url = _base_url + path
+    params = [(key, value) for key, value in (query or {}).items() if value is not None]
+    if params:
+        url += "?" + urlencode(params)
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    data: bytes | None = None
     if body is not None:
         headers["Content-Type"] = content_type
-    serialized = client.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=query_params,
-        header_params=headers,
-        body=dict(body) if body is not None else None,
-        auth_settings=["BearerToken"],
-    )
-    try:
-        response = client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as error:  # SSL errors and the like surface here with status 0
-        raise _to_api_error(error, method, path) from None
-    data = response.read()
+        data = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+    for fresh_credentials in (False, True):
+        authorization = _authorization(client.configuration, refresh=fresh_credentials)
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            # The pool the ApiClient built from the configuration (TLS, client certificate,
+            # proxy), without its per-request model serialisation: paved sends plain dicts.
+            response = client.rest_client.pool_manager.request(
+                method, url, body=data, headers=headers, timeout=_TIMEOUT, preload_content=True)
+        except urllib3.exceptions.SSLError as error:
+            raise ApiError(0, "SSLError", str(error), method=method, path=path) from None
+        if response.status != 401 or fresh_credentials:
+            break
     if not 200 <= response.status <= 299:
-        raise _to_api_error(ApiException(status=response.status, reason=response.reason, body=data), method, path)
-    return json.loads(data) if data else {}
+        raise _to_api_error(response.status, response.reason, response.data, method, path)
+    return json.loads(response.data) if response.data else {}
+
+
+def _json_default(value: object) -> object:
+    """What json cannot encode by itself: Kopf's mapping views, datetimes."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__} to the API server")
+
+
+def _authorization(configuration: k8s_client.Configuration, *, refresh: bool = False) -> str | None:
+    """The Authorization header (None: a client certificate authenticates), asked of the
+    configuration at most every AUTH_REFRESH_SECONDS or when `refresh`: its loaders' refresh
+    hook re-reads token files and re-sets the whole configuration on every call, a
+    measurable share of the CPU at thousands of requests a minute."""
+    global _auth_header
+    now = time.monotonic()
+    cached = _auth_header
+    if not refresh and cached is not None and cached[0] is configuration and now - cached[1] < AUTH_REFRESH_SECONDS:
+        return cached[2]
+    value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    _auth_header = (configuration, now, value)
+    return value
 
 
 def resource_info(api_version: str, kind: str) -> ResourceInfo:
