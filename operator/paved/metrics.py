@@ -32,6 +32,11 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
+EVENTS_DROPPED = Counter(
+    "paved_events_dropped_total",
+    "Kubernetes Events not posted because the background recorder's queue was full.",
+)
+
 
 def count_call(provider: str, operation: str) -> None:
     """Count one call of `provider` doing `operation` (get, list, apply, create, delete, ...)."""

@@ -67,6 +67,8 @@ HASH_KEY_SECRET = "paved-content-hash-key"  # in the operator's namespace; keys 
 STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a store
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
+# The engine's Events (one per Secret written): a cold start must not post thousands inline.
+_RECORDER = kube_events.EventRecorder()
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
@@ -185,7 +187,7 @@ class KubeApi:
                 content_type="application/merge-patch+json")
 
     def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
-        kube_events.post_event(owner, reason, message, type)  # type: ignore[arg-type]
+        _RECORDER.record(owner, reason, message, type)  # type: ignore[arg-type]
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         try:

@@ -7,16 +7,21 @@ Secrets or generated credentials; callers must keep it that way.
 
 from __future__ import annotations
 
+import collections
 import logging
 import socket
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 import urllib3
 
+from paved import metrics
 from paved.api.common import now_rfc3339
 from paved.kube.client import ApiError, request
 from paved.providers.base import Owner
+from paved.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +64,58 @@ def post_event(owner: Owner, reason: str, message: str, type: EventType = "Norma
         request("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/events", operation="event", body=body)  # type: ignore[index]
     except (ApiError, OSError, urllib3.exceptions.HTTPError) as error:
         log.warning("could not post event %s on %s %s/%s: %s", reason, owner.kind, owner.namespace, owner.name, error)
+
+
+# Events of the high-volume writers (the secret engine): posted in the background at most
+# this many a second after a burst, at most this many waiting (more are dropped and counted,
+# as client-go's recorder drops when its queue is full).
+RECORDER_RATE, RECORDER_BURST, RECORDER_CAPACITY = 10.0, 50, 10_000
+
+EventArgs = tuple[Owner, str, str, EventType]
+
+
+class EventRecorder:
+    """Posts Events from one background thread, rate-limited (paved.ratelimit).
+
+    For writers whose Events can come by the thousand (a cold start of 5,000
+    ExternalSecretRefs writes 5,000 Secrets): posting inline would cost every sync a
+    request, and the API server's capacity during the burst belongs to the writes that make
+    objects Ready. A few Events a minute are posted at once; a burst is spread out.
+    """
+
+    def __init__(self, post: Callable[[Owner, str, str, EventType], None] = post_event, *,
+                 rate: float = RECORDER_RATE, burst: int = RECORDER_BURST, capacity: int = RECORDER_CAPACITY) -> None:
+        self._post = post
+        self._bucket = TokenBucket(rate, burst)
+        self._capacity = capacity
+        self._queue: collections.deque[EventArgs] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def record(self, owner: Owner, reason: str, message: str, type: EventType = "Normal") -> None:
+        """Queue one Event (never blocks; dropped and counted when `capacity` are waiting)."""
+        with self._ready:
+            if len(self._queue) >= self._capacity:
+                metrics.EVENTS_DROPPED.inc()
+                return
+            self._queue.append((owner, reason, message, type))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="paved-events", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def pending(self) -> int:
+        with self._ready:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                event = self._queue.popleft()
+            self._bucket.take()
+            try:
+                self._post(*event)
+            except Exception:  # noqa: BLE001 - the recorder must outlive one bad Event
+                log.exception("could not post event %s on %s %s/%s", event[1], event[0].kind, event[0].namespace, event[0].name)

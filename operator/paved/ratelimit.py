@@ -1,0 +1,39 @@
+"""A token bucket for background writers that must yield to reconciles.
+
+Work that is useful but not urgent (Events, the policy audit's condition) is written at
+most `rate` per second after a `burst`: a handful of objects see no delay, while a burst of
+thousands (a cold start, a GitOps sync of a whole cluster) leaves the API server to the
+writes that make objects Ready. The same reasoning as client-go's client-side QPS limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """`take()` blocks until a token is free; `rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate, self.burst = rate, burst
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token, waiting for it if need be; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait:
+            self._sleep(wait)
+        return wait
