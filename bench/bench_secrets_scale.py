@@ -232,6 +232,7 @@ class ColdStart:
     calls: Window
     operations: dict[str, float]  # provider calls by operation (Secrets Manager)
     kube_operations: dict[str, float]  # the operator's own Kubernetes API calls by operation
+    quartiles: tuple[float, ...]  # seconds after the start command until 25/50/75 % were Ready
 
 
 def cold_start(env: BenchEnv, args: argparse.Namespace, calls: CounterSampler) -> ColdStart:
@@ -257,9 +258,20 @@ def cold_start(env: BenchEnv, args: argparse.Namespace, calls: CounterSampler) -
         args.refs, create_s, start_s, done - start, env.rss.peak_mb,
         window("cold start, until all Ready", calls, start, done, sum(kube.values()), engine_cycles(env, offset)),
         nonzero(operator_counters(env.operator, CALLS_METRIC, "operation", provider="aws-secretsmanager")), kube,
+        ready_quartiles(sorted(ready.values()), start),
     )
     log(f"cold start: all {args.refs} Ready {cold.all_ready_s:.1f}s after the start command, peak RSS {cold.peak_rss_mb:.0f} MB")
     return cold
+
+
+def ready_quartiles(times: list[float], start: float) -> tuple[float, ...]:
+    """Where the time goes: start-up before the first, or a slow tail."""
+    return tuple(times[min(len(times) - 1, len(times) * q // 4)] - start for q in (1, 2, 3))
+
+
+def ready_progress(cold: ColdStart) -> str:
+    return (f"  after the start command: /healthz {cold.start_s:.1f}s; Ready 25% {cold.quartiles[0]:.1f}s, "
+            f"50% {cold.quartiles[1]:.1f}s, 75% {cold.quartiles[2]:.1f}s, 100% {cold.all_ready_s:.1f}s")
 
 
 def restart(env: BenchEnv, args: argparse.Namespace, calls: CounterSampler) -> tuple[list[Window], float]:
@@ -328,6 +340,7 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
 
     print(f"\nCold start: {cold.refs} refs created in {cold.create_s:.1f}s with the operator stopped; "
           f"the start command took {cold.start_s:.1f}s to /healthz; peak RSS after the restart: {rest_rss:.0f} MB")
+    print(ready_progress(cold))
     print(f"\napply->Secret with {latency.existing} existing refs ({latency.existing} created with the operator running: "
           f"all Ready in {latency.existing_ready_s:.1f}s); {latency.probes} probes one at a time over one refresh interval")
     print_table(
@@ -340,6 +353,7 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
 def report_cold(cold: ColdStart) -> None:
     print_table(("figure", "measured", "target", "met"), cold_rows(cold))
     print(f"  engine cycles: {describe_cycles(cold.calls.cycles)}; provider calls: {int(cold.calls.calls)}")
+    print(ready_progress(cold))
     print(f"  kube API (operator's own client) calls by operation: {', '.join(f'{op} {n:g}' for op, n in cold.kube_operations.items())}")
 
 
