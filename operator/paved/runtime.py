@@ -29,6 +29,10 @@ Settings, and why:
   `paved.dev` itself (failurePolicy and timeout chosen by Paved, see docs/guardrails.md);
   Kopf's `admission.managed` stays unset. Without certificate files a CA and serving
   certificate are generated at start-up (the caBundle is written with the configuration).
+- No diff base for the kinds Paved only watches (WATCH_ONLY_KINDS: ExternalSecretRefs and
+  Secrets, thousands each): Kopf builds one (a deep copy of the body) on every event of
+  every kind, for create/update detection that only create/update/resume/delete handlers
+  and daemons use, and those kinds have none (tests/unit/test_runtime.py keeps it so).
 - Time-based event batching no longer exists in Kopf 1.45 (`queueing.batch_window` is a
   deprecated no-op); per-object queues are consumed as events arrive.
 """
@@ -56,6 +60,8 @@ WATCH_SERVER_TIMEOUT = 270  # an integer: the API server parses timeoutSeconds w
 WATCH_CLIENT_TIMEOUT = 300
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
+# (apiVersion, kind) of kinds with watch handlers only (see _WatchOnlyDiffBase).
+WATCH_ONLY_KINDS = frozenset({(f"{PREFIX}/v1alpha1", "ExternalSecretRef"), ("v1", "Secret")})
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,27 @@ class RunOptions:
         return f"http://{self.bind_address}:{self.health_port}/healthz"
 
 
+class _WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's annotation diff base, skipped for WATCH_ONLY_KINDS (none of their handlers
+    reads a diff; building it deep-copies every event's body in Kopf's event loop)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        if (body.get("apiVersion"), body.get("kind")) in WATCH_ONLY_KINDS:
+            return None
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        if (body.get("apiVersion"), body.get("kind")) in WATCH_ONLY_KINDS:
+            return None
+        return super().fetch(body=body)
+
+
 def build_settings(options: RunOptions) -> kopf.OperatorSettings:
     """Kopf settings for Paved (pure: no I/O; see the module docstring for the reasons)."""
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration", v1=False)
+    settings.persistence.diffbase_storage = _WatchOnlyDiffBase(prefix=PREFIX, key="last-handled-configuration", v1=False)
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "paved"
     settings.posting.reporting_instance = socket.gethostname()

@@ -54,3 +54,37 @@ def test_success_lines_of_busy_watch_handlers_are_dropped_and_the_rest_kept() ->
     assert kept("Handler 'secretstores-auth' succeeded.")  # an authentication check: worth a line
     assert kept("Handler 'register_identity' succeeded.")
     assert kept("Handler 'audit-externalsecretrefs' failed with an exception. Will ignore.")
+
+
+def test_watch_only_kinds_have_no_handler_that_reads_kopfs_diff_base() -> None:
+    import paved.handlers  # noqa: F401
+
+    registry = kopf.get_default_registry()
+    plurals = {"ExternalSecretRef": "externalsecretrefs", "Secret": "secrets"}
+    assert {kind for _, kind in runtime.WATCH_ONLY_KINDS} == set(plurals)
+    for api_version, kind in runtime.WATCH_ONLY_KINDS:
+        group, _, version = api_version.rpartition("/")
+        resource = kopf.Resource(group, version, plurals[kind], kind=kind, namespaced=True)
+        assert registry._watching.has_handlers(resource=resource)
+        # an on.create/update/resume/delete handler or a daemon on one of these kinds needs
+        # Kopf's diff base: take the kind out of WATCH_ONLY_KINDS
+        assert not registry._changing.has_handlers(resource=resource), kind
+        assert not registry._spawning.has_handlers(resource=resource), kind
+
+
+def test_the_diff_base_is_skipped_for_watch_only_kinds_only() -> None:
+    storage = runtime.build_settings(runtime.RunOptions()).persistence.diffbase_storage
+    secret = kopf.Body({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}})
+    assert storage.build(body=secret) is None and storage.fetch(body=secret) is None
+    intent = kopf.Body({"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent", "metadata": {"name": "db"}, "spec": {"engine": "postgres"}})
+    assert storage.build(body=intent) == {"spec": {"engine": "postgres"}}
+
+
+def test_target_secrets_of_refs_reach_their_own_handler_not_the_children_drift_handler() -> None:
+    import paved.handlers  # noqa: F401
+    from paved.secretsync.values import CONTENT_HASH_ANNOTATION
+
+    handlers = {handler.id: handler for handler in kopf.get_default_registry()._watching.get_all_handlers()}
+    assert handlers["drift-secret"].annotations == {CONTENT_HASH_ANNOTATION: kopf.ABSENT}
+    assert handlers["externalsecretref-target"].annotations == {CONTENT_HASH_ANNOTATION: kopf.PRESENT}
+    assert handlers["drift-role"].annotations is None
