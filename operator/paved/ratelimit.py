@@ -1,4 +1,4 @@
-"""A token bucket for background writers that must yield to reconciles.
+"""Background writers that must yield to reconciles: a token bucket and a pressure flag.
 
 Work that is useful but not urgent (Events, the policy audit's condition) is written at
 most `rate` per second after a `burst`: a handful of objects see no delay, while a burst of
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class TokenBucket:
@@ -37,3 +38,33 @@ class TokenBucket:
         if wait:
             self._sleep(wait)
         return wait
+
+
+class Pressure:
+    """Whether some reconciler is working through a burst right now (a count of holders).
+
+    A background writer checks it and takes from its TokenBucket only while it is set: at
+    full speed when the operator is otherwise quiet (a policy change re-audits a thousand
+    intents in seconds), yielding while thousands of objects wait to become Ready.
+    """
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+
+    def active(self) -> bool:
+        return self._holders > 0
+
+
+# Held by the secret engine while it writes a large cycle (paved.handlers._secretsync).
+BURST = Pressure()

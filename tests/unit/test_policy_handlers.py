@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from paved.handlers import policy as handlers
 from paved.kube import policyreport
@@ -120,3 +121,19 @@ def test_carries_compares_status_reason_message_and_generation() -> None:
     assert not handlers.carries({**intent, "metadata": {"generation": 3}}, condition)
     assert not handlers.carries(intent, ("PolicyCompliant", False, "Violations", "r1"))
     assert not handlers.carries({"metadata": {"generation": 2}}, condition)
+
+
+def test_condition_writes_wait_for_a_token_only_while_a_reconciler_holds_the_burst_flag(monkeypatch: Any) -> None:
+    from paved import ratelimit
+
+    waits: list[int] = []
+    writes: list[str] = []
+    monkeypatch.setattr(handlers._AUDIT_WRITES, "take", lambda: waits.append(1))
+    monkeypatch.setattr(handlers.kube_status, "apply_status", lambda *args, **kwargs: writes.append(args[3]))
+    intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "ExternalSecretRef",
+              "metadata": {"name": "a", "namespace": "ns", "generation": 1}, "status": {}}
+    condition = ("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")
+    assert handlers.write_condition(intent, condition) and waits == []
+    with ratelimit.BURST.held():
+        assert handlers.write_condition({**intent, "metadata": {**intent["metadata"], "name": "b"}}, condition)
+    assert waits == [1] and writes == ["a", "b"]

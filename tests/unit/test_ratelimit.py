@@ -9,7 +9,7 @@ import pytest
 from paved import metrics
 from paved.kube.events import EventRecorder
 from paved.providers.base import Owner
-from paved.ratelimit import TokenBucket
+from paved.ratelimit import Pressure, TokenBucket
 
 OWNER = Owner(api_version="paved.dev/v1alpha1", kind="ExternalSecretRef", name="ref", namespace="team-a", uid="uid-1", generation=1)
 
@@ -105,3 +105,16 @@ def test_a_failing_post_does_not_stop_the_recorder() -> None:
     recorder.record(OWNER, "good", "")
     assert done.wait(5)
     assert posted == ["good"]
+
+
+def test_pressure_is_active_while_any_holder_holds_it() -> None:
+    pressure = Pressure()
+    assert not pressure.active()
+    with pressure.held():
+        with pressure.held():
+            assert pressure.active()
+        assert pressure.active()
+    assert not pressure.active()
+    with pytest.raises(RuntimeError), pressure.held():
+        raise RuntimeError("a failed cycle")
+    assert not pressure.active()

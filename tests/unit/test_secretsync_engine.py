@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from paved.handlers._secretsync import SyncEngine
+from paved import ratelimit
+from paved.handlers._secretsync import BURST_WRITES, SyncEngine
 from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
@@ -225,6 +226,29 @@ def test_1000_refs_over_100_keys_read_each_key_once_per_cycle(world: Any) -> Non
     assert report.keys_fetched == 5 and store.calls == {"versions": 5, "fetch": 1}
     assert kube.secret_writes == 1000 + 50  # 10 refs per rotated key
     assert kube.data("app", "r0-secret")["password"] == "rotated"
+
+
+def test_a_cycle_writing_many_secrets_holds_the_burst_flag_a_small_one_does_not(world: Any) -> None:
+    engine, kube, store, clock = world
+    seen: list[bool] = []
+    write = kube.apply_secret
+
+    def apply_secret(owner: Owner, body: Mapping[str, Any]) -> None:
+        seen.append(ratelimit.BURST.active())
+        write(owner, body)
+
+    kube.apply_secret = apply_secret  # type: ignore[method-assign]
+    put_database(store)
+    for i in range(BURST_WRITES - 1):
+        register(engine, ref_body(f"small{i}"))
+    engine.run_cycle()
+    assert len(seen) == BURST_WRITES - 1 and not any(seen)
+    seen.clear()
+    for i in range(BURST_WRITES):
+        register(engine, ref_body(f"big{i}"))
+    engine.run_cycle()
+    assert len(seen) == BURST_WRITES and all(seen)
+    assert not ratelimit.BURST.active()  # released with the cycle
 
 
 def test_refreshes_that_change_nothing_write_no_status_until_the_stamp_is_old(world: Any) -> None:

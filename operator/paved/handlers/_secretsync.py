@@ -12,6 +12,12 @@ content hash changed, writes the status only if it changed, stamps opted-in work
 once per cycle, and schedules the ref again. Every decision is taken by the pure core
 (paved.secretsync); this module is the I/O around it.
 
+Events (one per Secret written, one per Ready transition; plan.event_for) are queued to a
+background recorder (paved.kube.events.EventRecorder: 10 a second after a burst of 50):
+a cold start of thousands of refs spreads its Events out after the burst instead of
+posting one inside every sync. A cycle writing BURST_WRITES Secrets or more holds
+paved.ratelimit.BURST, and the policy audit's condition writes yield to it meanwhile.
+
 On any store or key failure the Secret is not touched; the ref gets Ready=False,
 Stale=True, the reason and the time of the last good sync, and retries with capped,
 jittered backoff. Nothing here logs, posts or stores a secret value: messages are built
@@ -22,6 +28,7 @@ a Secret write) is redacted first.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import secrets
@@ -35,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from paved import API_VERSION
+from paved import API_VERSION, ratelimit
 from paved.api.common import READY, STALE, now_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.kube import apply as kube_apply
@@ -69,6 +76,8 @@ GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created togethe
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 # The engine's Events (one per Secret written): a cold start must not post thousands inline.
 _RECORDER = kube_events.EventRecorder()
+# A cycle writing this many Secrets holds paved.ratelimit.BURST: the policy audit yields to it.
+BURST_WRITES = 100
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
@@ -379,7 +388,10 @@ class SyncEngine:
                 report.stores += 1
                 outcomes += self._sync_store(store_key, [pending[s.uid] for s in specs], stamp, labels, report)
             changed: dict[str, set[str]] = defaultdict(set)
-            for applied in self._apply_all(outcomes, stamp, now):
+            writes = sum(1 for _, decision in outcomes if decision.action in ("write", "delete"))
+            with ratelimit.BURST.held() if writes >= BURST_WRITES else contextlib.nullcontext():
+                applied_all = self._apply_all(outcomes, stamp, now)
+            for applied in applied_all:
                 pending.pop(applied.uid, None)
                 report.secrets_written += applied.wrote
                 if applied.failure is not None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import kopf
 
-from paved import API_VERSION
+from paved import API_VERSION, ratelimit
 from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
 from paved.handlers import _compose
@@ -47,7 +47,6 @@ from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, request, resource_info
 from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
 from paved.policy.allowances import allowance_signature, allowances_for
-from paved.ratelimit import TokenBucket
 from paved.policy.decisions import (
     compliance_condition,
     exception_conditions,
@@ -147,10 +146,10 @@ def namespace_object(namespace: str | None) -> dict[str, Any] | None:
 
 
 AUDIT_FIELD_MANAGER = "paved-policy-audit"  # owns the PolicyCompliant condition of every intent
-# The audit's condition writes yield to reconciles (paved.ratelimit): a burst of thousands of
-# new intents is audited at this pace once it is past the burst allowance.
+# While a reconciler works through a burst (paved.ratelimit.BURST), the audit's condition
+# writes yield to it: this pace once past the burst allowance. Otherwise: full speed.
 AUDIT_WRITE_RATE, AUDIT_WRITE_BURST = 10.0, 50
-_AUDIT_WRITES = TokenBucket(AUDIT_WRITE_RATE, AUDIT_WRITE_BURST)
+_AUDIT_WRITES = ratelimit.TokenBucket(AUDIT_WRITE_RATE, AUDIT_WRITE_BURST)
 
 
 def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec) -> bool:
@@ -166,7 +165,8 @@ def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionS
     # set_condition on the current list: lastTransitionTime stays unless the status flips
     new = set_condition((intent.get("status") or {}).get("conditions"), type_, value, reason, message, metadata.get("generation"))
     mine = [c for c in new if c.get("type") == type_]
-    _AUDIT_WRITES.take()
+    if ratelimit.BURST.active():
+        _AUDIT_WRITES.take()
     try:
         kube_status.apply_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"],
                                  {"conditions": mine}, field_manager=AUDIT_FIELD_MANAGER)
