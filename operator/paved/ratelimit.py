@@ -1,9 +1,10 @@
 """Background writers that must yield to reconciles: a token bucket and a pressure flag.
 
-Work that is useful but not urgent (Events, the policy audit's condition) is written at
-most `rate` per second after a `burst`: a handful of objects see no delay, while a burst of
-thousands (a cold start, a GitOps sync of a whole cluster) leaves the API server to the
-writes that make objects Ready. The same reasoning as client-go's client-side QPS limits.
+Work that is useful but not urgent is written at most `rate` per second after a `burst`:
+the secret engine's Events always, the policy audit's condition while a reconciler holds
+BURST. A handful of objects see no delay, while a burst of thousands (a cold start, a
+GitOps sync of a whole cluster) leaves the API server to the writes that make objects
+Ready. The same reasoning as client-go's client-side QPS limits.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ the user (stale right after CRDs are installed, unwritable under readOnlyRootFil
 and wraps every answer in ResourceInstance objects. Here discovery is cached in memory per
 group/version, answers are plain dicts, and every call goes through one place that
 counts it (paved_provider_api_calls_total) and retries transient failures with tenacity.
+The ApiClient supplies the configuration and its connection pool; requests skip its
+per-call model serialisation and token refresh (see `request` and `_authorization`).
 
 Everything is synchronous: handlers run in Kopf's thread pool (see DESIGN.md).
 """
