@@ -33,6 +33,9 @@ Settings, and why:
   Secrets, thousands each): Kopf builds one (a deep copy of the body) on every event of
   every kind, for create/update detection that only create/update/resume/delete handlers
   and daemons use, and those kinds have none (tests/unit/test_runtime.py keeps it so).
+- The initial listing comes in pages of LIST_CHUNK objects: events of the first page are
+  handled while the next is fetched, and the response of 5,000 ExternalSecretRefs is never
+  decoded at once.
 - Time-based event batching no longer exists in Kopf 1.45 (`queueing.batch_window` is a
   deprecated no-op); per-object queues are consumed as events arrive.
 """
@@ -60,6 +63,7 @@ WATCH_SERVER_TIMEOUT = 270  # an integer: the API server parses timeoutSeconds w
 WATCH_CLIENT_TIMEOUT = 300
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
+LIST_CHUNK = 500  # objects per page of Kopf's initial listing
 # (apiVersion, kind) of kinds with watch handlers only (see _WatchOnlyDiffBase).
 WATCH_ONLY_KINDS = frozenset({(f"{PREFIX}/v1alpha1", "ExternalSecretRef"), ("v1", "Secret")})
 
@@ -108,6 +112,7 @@ def build_settings(options: RunOptions) -> kopf.OperatorSettings:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.watching.chunk_size = LIST_CHUNK
     for kind, api_version in kube.MANAGED_KINDS.items():
         settings.watching.label_selectors[api_version, kind] = f"{kube.MANAGED_BY_LABEL}={kube.MANAGED_BY}"
     settings.networking.request_timeout = REQUEST_TIMEOUT

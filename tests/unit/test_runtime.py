@@ -20,6 +20,7 @@ def test_settings_use_paved_prefixes_and_bounded_resources() -> None:
     assert settings.posting.level == logging.WARNING
     assert settings.watching.server_timeout < settings.watching.client_timeout
     assert settings.watching.connect_timeout
+    assert settings.watching.chunk_size == runtime.LIST_CHUNK
     assert settings.execution.max_workers == runtime.MAX_WORKERS
     assert settings.peering.standalone is True
     assert len(settings.watching.label_selectors) == len(MANAGED_KINDS)
