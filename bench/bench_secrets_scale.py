@@ -300,6 +300,10 @@ def met(value: float, limit: float) -> str:
     return "-" if math.isnan(value) else "yes" if value <= limit else "NO"
 
 
+def by_operation(counts: dict[str, float]) -> str:
+    return ", ".join(f"{op} {n:g}" for op, n in counts.items()) or "none"
+
+
 def cold_rows(cold: ColdStart) -> list[tuple[str, float, str, str]]:
     return [(f"cold start: {cold.refs} refs all Ready after the start command (s)", cold.all_ready_s, "< 60", met(cold.all_ready_s, 60)),
             ("cold start: peak operator RSS (MB)", cold.peak_rss_mb, "< 250", met(cold.peak_rss_mb, 250))]
@@ -336,7 +340,7 @@ def report(args: argparse.Namespace, latency: Latency, cold: ColdStart, windows:
           "    is about the window's length over the number of refreshes in it, restart or not. A restart storm shows\n"
           "    as a busiest second after the restart above the running operator's (second row).")
     for label, counts in (("provider", cold.operations), ("kube API (operator's own client)", cold.kube_operations)):
-        print(f"  cold start {label} calls by operation: {', '.join(f'{op} {n:g}' for op, n in counts.items()) or 'none'}")
+        print(f"  cold start {label} calls by operation: {by_operation(counts)}")
 
     print(f"\nCold start: {cold.refs} refs created in {cold.create_s:.1f}s with the operator stopped; "
           f"the start command took {cold.start_s:.1f}s to /healthz; peak RSS after the restart: {rest_rss:.0f} MB")
@@ -354,7 +358,7 @@ def report_cold(cold: ColdStart) -> None:
     print_table(("figure", "measured", "target", "met"), cold_rows(cold))
     print(f"  engine cycles: {describe_cycles(cold.calls.cycles)}; provider calls: {int(cold.calls.calls)}")
     print(ready_progress(cold))
-    print(f"  kube API (operator's own client) calls by operation: {', '.join(f'{op} {n:g}' for op, n in cold.kube_operations.items())}")
+    print(f"  kube API (operator's own client) calls by operation: {by_operation(cold.kube_operations)}")
 
 
 def main(argv: list[str] | None = None) -> int:

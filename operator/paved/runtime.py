@@ -89,14 +89,14 @@ class _WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
     reads a diff; building it deep-copies every event's body in Kopf's event loop)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
-        if (body.get("apiVersion"), body.get("kind")) in WATCH_ONLY_KINDS:
-            return None
-        return super().build(body=body, extra_fields=extra_fields)
+        return None if _watch_only(body) else super().build(body=body, extra_fields=extra_fields)
 
     def fetch(self, *, body: kopf.Body) -> Any:
-        if (body.get("apiVersion"), body.get("kind")) in WATCH_ONLY_KINDS:
-            return None
-        return super().fetch(body=body)
+        return None if _watch_only(body) else super().fetch(body=body)
+
+
+def _watch_only(body: kopf.Body) -> bool:
+    return (body.get("apiVersion"), body.get("kind")) in WATCH_ONLY_KINDS
 
 
 def build_settings(options: RunOptions) -> kopf.OperatorSettings:

@@ -3,7 +3,8 @@
 Inside a Kopf handler, status goes into Kopf's `patch.status` so each reconcile is one
 PATCH. Paths that run outside a handler cycle (the children watch restoring an object, a
 Composition change re-rendering its intents) use `update_status` here; a writer that owns
-its own fields outright (the secret sync engine) uses `apply_status`. Conditions are
+its own fields outright (the secret sync engine, the policy audit's PolicyCompliant) uses
+`apply_status`, each as its own field manager. Conditions are
 always built with paved.api.common.set_condition (`with_conditions`), never by hand.
 """
 
