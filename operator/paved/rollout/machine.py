@@ -233,7 +233,9 @@ class _Tick:
         self._repair_workload_drift()
         self._consume_measurements()
         self._advance()
-        if self.stage is Stage.IDLE:  # a revision that arrived during promotion starts now
+        # A revision that arrived during promotion starts now, in this decision: the next one,
+        # on the same observation, would start it anyway (decide must be idempotent).
+        if self.stage in (Stage.IDLE, Stage.POST_ROLLOUT):
             self._follow_target_revision()
             self._advance()
         self._schedule_measurements()
