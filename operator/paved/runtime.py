@@ -17,7 +17,12 @@ Settings, and why:
   resume handlers after a reconnect.
 - Server-side label selector `app.kubernetes.io/managed-by=paved` on the child kinds
   (paved.kube.apply.MANAGED_KINDS): Kopf watches only Paved's own Secrets, Roles, ...
-  instead of every object of those kinds in the cluster.
+  instead of every object of those kinds in the cluster; of Secrets, not the targets of
+  ExternalSecretRefs (paved.secretsync.target.TARGET_LABEL), which paved.handlers.secrets
+  watches itself, like the refs (paved.kube.watch: Kopf's per-event work was most of the
+  operator's CPU at a cold start of thousands of refs).
+- Namespaces: only the operator's own (`kubernetes.io/metadata.name`), whose event tells
+  the policy audit that Kopf has loaded its indexes (paved.handlers.policy.start_audit).
 - max_workers 20: the bound on concurrent synchronous handlers (and on threads blocking
   on the API server); the Kubernetes client's connection pool is sized above it. The
   admission webhook's handlers do not queue in this pool (paved.handlers.admission).
@@ -29,12 +34,12 @@ Settings, and why:
   `paved.dev` itself (failurePolicy and timeout chosen by Paved, see docs/guardrails.md);
   Kopf's `admission.managed` stays unset. Without certificate files a CA and serving
   certificate are generated at start-up (the caBundle is written with the configuration).
-- No diff base for the kinds Paved only watches (WATCH_ONLY_KINDS: ExternalSecretRefs and
-  Secrets, thousands each): Kopf builds one (a deep copy of the body) on every event of
+- No diff base for the kinds Kopf only watches (WATCH_ONLY_KINDS: Secrets, thousands):
+  Kopf builds one (a deep copy of the body) on every event of
   every kind, for create/update detection that only create/update/resume/delete handlers
   and daemons use, and those kinds have none (tests/unit/test_runtime.py keeps it so).
 - The initial listing comes in pages of LIST_CHUNK objects: events of the first page are
-  handled while the next is fetched, and the response of 5,000 ExternalSecretRefs is never
+  handled while the next is fetched, and a response of thousands of objects is never
   decoded at once.
 - Time-based event batching no longer exists in Kopf 1.45 (`queueing.batch_window` is a
   deprecated no-op); per-object queues are consumed as events arrive.
@@ -53,19 +58,19 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from paved import operator_namespace
 from paved.kube import apply as kube
 from paved.kube import client as kube_client
+from paved.secretsync import target
 
 PREFIX = "paved.dev"
 FINALIZER = f"{PREFIX}/cleanup"
 MAX_WORKERS = 20
-WATCH_SERVER_TIMEOUT = 270  # an integer: the API server parses timeoutSeconds with ParseInt
-WATCH_CLIENT_TIMEOUT = 300
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
 LIST_CHUNK = 500  # objects per page of Kopf's initial listing
 # (apiVersion, kind) of kinds with watch handlers only (see _WatchOnlyDiffBase).
-WATCH_ONLY_KINDS = frozenset({(f"{PREFIX}/v1alpha1", "ExternalSecretRef"), ("v1", "Secret")})
+WATCH_ONLY_KINDS = frozenset({("v1", "Secret")})
 
 
 @dataclass(frozen=True)
@@ -109,12 +114,14 @@ def build_settings(options: RunOptions) -> kopf.OperatorSettings:
     settings.posting.reporting_component = "paved"
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "paved-event-"
-    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
-    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.server_timeout = kube_client.WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = kube_client.WATCH_READ_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
     settings.watching.chunk_size = LIST_CHUNK
     for kind, api_version in kube.MANAGED_KINDS.items():
         settings.watching.label_selectors[api_version, kind] = f"{kube.MANAGED_BY_LABEL}={kube.MANAGED_BY}"
+    settings.watching.label_selectors["v1", "Secret"] += f",!{target.TARGET_LABEL}"
+    settings.watching.label_selectors["v1", "Namespace"] = f"kubernetes.io/metadata.name={operator_namespace()}"
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.execution.max_workers = MAX_WORKERS
@@ -129,11 +136,10 @@ def build_settings(options: RunOptions) -> kopf.OperatorSettings:
 
 class _QuietWatchSuccess(logging.Filter):
     """Drop Kopf's "Handler '<id>' succeeded." lines of the watch handlers that see every event
-    of many objects (children drift, the audit, ExternalSecretRefs and their Secrets, stores):
-    one line per object at start-up and per own write, 80% of the log of a 5,000-ref cold
-    start. What those handlers do is logged by Paved."""
+    of many objects (children drift, the audit, stores): one line per object at start-up and
+    per own write. What those handlers do is logged by Paved."""
 
-    QUIET = re.compile(r"Handler '(drift-.*|audit-.*|externalsecretref(-target)?|.*-cache)' succeeded\.")
+    QUIET = re.compile(r"Handler '(drift-.*|audit-.*|.*-cache)' succeeded\.")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self.QUIET.fullmatch(record.getMessage())

@@ -3,7 +3,8 @@
 ESO's well-known example — a remote `production/database` with `username` and `password`
 into the Secret `db-credentials` — with Vault (Kubernetes auth: the operator asks the API
 server for a ServiceAccount token, OpenBao reviews it with a real TokenReview) and with AWS
-Secrets Manager (moto server, credentials from a Secret). Then: rotation reaches the Secret
+Secrets Manager (moto server, credentials from a Secret). Then: a target Secret edited or
+deleted by hand is restored at once; rotation reaches the Secret
 within one refresh and restarts an opted-in Deployment exactly once; an OpenBao that is
 killed leaves the Secret untouched and the ref Stale, and a restart recovers it; a
 ClusterSecretStore refuses keys outside a namespace's prefix without reading them (OpenBao's
@@ -263,6 +264,15 @@ def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, 
     wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated")
     wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
     assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": first}
+
+    # Edited or deleted by hand: restored at once (an unchanged refresh would not rewrite it).
+    tampered = base64.b64encode(b"edited-by-hand").decode()
+    kubectl("patch", "secret", "db-credentials", "-n", namespace, "--type", "merge", "-p", json.dumps({"data": {"password": tampered}}))
+    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == first,
+             timeout=REFRESH / 2, interval=0.2, what="the hand-edited Secret restored")
+    kubectl("delete", "secret", "db-credentials", "-n", namespace)
+    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == first,
+             timeout=REFRESH / 2, interval=0.2, what="the deleted Secret written again")
     generation = (get(kubectl, "deployment", "api", namespace) or {})["metadata"]["generation"]
 
     # Unchanged cycles cost one ListSecrets each and no value read.

@@ -48,6 +48,10 @@ def test_every_managed_child_kind_can_be_applied_watched_and_pruned() -> None:
         assert {"get", "list", "watch", "create", "patch", "delete"} <= verbs_for(group, plural(kind)), kind
 
 
+def test_the_operator_can_watch_namespaces_to_start_its_audit() -> None:
+    assert {"get", "list", "watch"} <= verbs_for("", "namespaces")
+
+
 def test_rbac_grants_escalate_and_bind_on_roles_and_nothing_wildcard() -> None:
     # Roles and ClusterRoles hold exactly what identities declare: escalate/bind, no more.
     for resource in ("roles", "clusterroles"):

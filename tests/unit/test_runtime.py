@@ -7,6 +7,7 @@ import logging
 import kopf
 
 from paved import runtime
+from paved.api.kinds import kind_info
 from paved.kube.apply import MANAGED_KINDS
 
 
@@ -23,8 +24,10 @@ def test_settings_use_paved_prefixes_and_bounded_resources() -> None:
     assert settings.watching.chunk_size == runtime.LIST_CHUNK
     assert settings.execution.max_workers == runtime.MAX_WORKERS
     assert settings.peering.standalone is True
-    assert len(settings.watching.label_selectors) == len(MANAGED_KINDS)
-    assert set(settings.watching.label_selectors._items.values()) == {"app.kubernetes.io/managed-by=paved"}
+    # every child kind, and the operator's Namespace (test_target_secrets_of_refs_... for Secret's)
+    assert len(settings.watching.label_selectors) == len(MANAGED_KINDS) + 1
+    selectors = set(settings.watching.label_selectors._items.values())
+    assert all(s.startswith("app.kubernetes.io/managed-by=paved") or s.startswith("kubernetes.io/metadata.name=") for s in selectors)
 
 
 def test_liveness_endpoint_and_namespaces_option() -> None:
@@ -50,18 +53,18 @@ def test_success_lines_of_busy_watch_handlers_are_dropped_and_the_rest_kept() ->
     def kept(message: str) -> bool:
         return quiet.filter(logging.LogRecord("kopf.objects", logging.INFO, "", 0, message, None, None))
 
-    for busy in ("drift-secret", "audit-externalsecretrefs", "externalsecretref", "externalsecretref-target", "secretstores-cache"):
+    for busy in ("drift-secret", "audit-databaseintents", "secretstores-cache"):
         assert not kept(f"Handler '{busy}' succeeded.")
     assert kept("Handler 'secretstores-auth' succeeded.")  # an authentication check: worth a line
     assert kept("Handler 'register_identity' succeeded.")
-    assert kept("Handler 'audit-externalsecretrefs' failed with an exception. Will ignore.")
+    assert kept("Handler 'audit-databaseintents' failed with an exception. Will ignore.")
 
 
 def test_watch_only_kinds_have_no_handler_that_reads_kopfs_diff_base() -> None:
     import paved.handlers  # noqa: F401
 
     registry = kopf.get_default_registry()
-    plurals = {"ExternalSecretRef": "externalsecretrefs", "Secret": "secrets"}
+    plurals = {"Secret": "secrets"}
     assert {kind for _, kind in runtime.WATCH_ONLY_KINDS} == set(plurals)
     for api_version, kind in runtime.WATCH_ONLY_KINDS:
         group, _, version = api_version.rpartition("/")
@@ -81,11 +84,21 @@ def test_the_diff_base_is_skipped_for_watch_only_kinds_only() -> None:
     assert storage.build(body=intent) == {"spec": {"engine": "postgres"}}
 
 
-def test_target_secrets_of_refs_reach_their_own_handler_not_the_children_drift_handler() -> None:
+def test_target_secrets_of_refs_are_left_out_of_kopfs_watch_and_selected_by_paveds_own() -> None:
     import paved.handlers  # noqa: F401
-    from paved.secretsync.values import CONTENT_HASH_ANNOTATION
+    from paved.secretsync import target
+    from paved.secretsync.model import ref_spec_from
 
-    handlers = {handler.id: handler for handler in kopf.get_default_registry()._watching.get_all_handlers()}
-    assert handlers["drift-secret"].annotations == {CONTENT_HASH_ANNOTATION: kopf.ABSENT}
-    assert handlers["externalsecretref-target"].annotations == {CONTENT_HASH_ANNOTATION: kopf.PRESENT}
-    assert handlers["drift-role"].annotations is None
+    settings = runtime.build_settings(runtime.RunOptions())
+    secrets = kopf.Resource("", "v1", "secrets", kind="Secret", namespaced=True)
+    selector = ",".join(settings.watching.label_selectors.collect(secrets))
+    assert selector == f"app.kubernetes.io/managed-by=paved,!{target.TARGET_LABEL}"
+    namespaces = kopf.Resource("", "v1", "namespaces", kind="Namespace", namespaced=False)
+    assert list(settings.watching.label_selectors.collect(namespaces)) == ["kubernetes.io/metadata.name=paved-system"]
+    spec = kind_info("ExternalSecretRef").parse_spec({"storeRef": {"name": "s"}, "target": {"name": "t", "labels": {"team": "a"}},
+                                                      "data": [{"secretKey": "k", "remoteRef": {"key": "r"}}]})
+    owned = target.owned_secret(ref_spec_from("ns", "ref", "uid-1", 1, spec), {"k": b"v"}, "digest")  # type: ignore[arg-type]
+    assert owned["metadata"]["labels"] == {"team": "a", target.TARGET_LABEL: target.TARGET_LABEL_VALUE}
+    handlers = {handler.id for handler in kopf.get_default_registry()._watching.get_all_handlers()}
+    assert "externalsecretref" not in handlers and "audit-externalsecretrefs" not in handlers
+    assert "audit-databaseintents" in handlers and "audit-start" in handlers

@@ -84,7 +84,7 @@ def exceptions_for(namespace: str | None, namespace_object: Mapping[str, Any] | 
 
 def reported(intent: Mapping[str, Any]) -> bool:
     """Whether the intent's own reconcile has reported on its current generation (Ready carries
-    it): until then the audit leaves it alone, see `_intent_changed`."""
+    it): until then the audit leaves it alone, see `intent_event`."""
     status = intent.get("status") or {}
     ready = get_condition(status.get("conditions"), READY) or {}
     return (intent.get("metadata") or {}).get("generation") in (ready.get("observedGeneration"), status.get("observedGeneration"))
@@ -246,7 +246,7 @@ class Auditor:
             seen: dict[str, set[tuple[str, str]]] = {}
             for intent in self._list_intents():
                 seen.setdefault(intent["metadata"]["namespace"], set()).add((intent["kind"], intent["metadata"]["name"]))
-                # Not reported yet: its report brings it here (_intent_changed) with the current
+                # Not reported yet: its report brings it here (intent_event) with the current
                 # policies; only the periodic safety net covers an intent that never reports.
                 if periodic or reported(intent):
                     touched.add(self._audit(intent, now))
@@ -458,6 +458,18 @@ def exception_changed(type: str | None, body: kopf.Body, policy_index: kopf.Inde
 
 async def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, exception_index: kopf.Index,
                     composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+    """Kopf's watch of the intent kinds it serves; see `intent_event`."""
+    intent_event(type, body, auditor(policy_index, exception_index, composition_index, memo))
+
+
+def observe_intent(type: str | None, body: Mapping[str, Any]) -> None:
+    """An intent event from a watch of Paved's own (paved.kube.watch: ExternalSecretRefs, by
+    the thousand). Before the audit has started nothing is lost: its first pass is a full one."""
+    if _auditor is not None:
+        intent_event(type, body, _auditor)
+
+
+def intent_event(type: str | None, body: Mapping[str, Any], audit: Auditor) -> None:
     """A created or re-specified intent is audited once its own reconcile has reported on this
     generation (its Ready condition carries it); a deleted one leaves the report.
 
@@ -466,13 +478,11 @@ async def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.
     PolicyCompliant written between that read and its patch was dropped and written again
     (at 1,500 identities created at once, 290 of them took a second PolicyCompliant write).
     An intent whose reconcile never reports is still covered by the periodic full audit.
-    Nothing here waits on I/O, so it runs in Kopf's event loop: every status write of every
-    intent comes through here.
+    Nothing here waits on I/O: every status write of every intent comes through here.
     """
     namespace = (body.get("metadata") or {}).get("namespace")
-    if not _compose.in_scope(namespace, memo):
+    if not _compose.in_scope(namespace, audit.memo):
         return
-    audit = auditor(policy_index, exception_index, composition_index, memo)
     if type == "DELETED":
         audit.forget(body)
         return
@@ -483,6 +493,17 @@ async def _intent_changed(type: str | None, body: kopf.Body, policy_index: kopf.
         audit.submit(body)
 
 
-for _kind in INTENT_KINDS:
+@kopf.on.event("v1", "namespaces", id="audit-start")
+def start_audit(policy_index: kopf.Index, exception_index: kopf.Index, composition_index: kopf.Index, memo: kopf.Memo,
+                **_: Any) -> None:
+    """Start the audit as soon as Kopf has loaded every index, even with no intent Kopf serves:
+    Kopf holds handlers back until then, and the operator's own Namespace (the only one
+    watched, paved.runtime) is the one object sure to exist."""
+    auditor(policy_index, exception_index, composition_index, memo)
+
+
+# ExternalSecretRefs are watched by paved.handlers.secrets (paved.kube.watch), which calls observe_intent.
+AUDITED_BY_KOPF = tuple(kind for kind in INTENT_KINDS if kind != "ExternalSecretRef")
+for _kind in AUDITED_BY_KOPF:
     kopf.on.event("paved.dev", "v1alpha1", kind_info(_kind).plural, id=f"audit-{kind_info(_kind).plural}")(_intent_changed)
 

@@ -1,18 +1,21 @@
-"""ExternalSecretRef, SecretStore, ClusterSecretStore: Kopf handlers.
+"""ExternalSecretRef, SecretStore, ClusterSecretStore: handlers.
 
 Execution model
 ---------------
-Kopf handlers do not sync. They validate and *register*:
+Handlers do not sync. They validate and *register*:
 
-- ExternalSecretRef events -> registered; due at once unless it already synced its current
-  generation (first sync immediately, a spec change at once), else at its place on the
-  schedule (from status.lastRefreshTime), so a restart is not a refresh storm; deleted ->
-  unregistered (the Secret goes with the ref through its ownerReference).
-- SecretStore / ClusterSecretStore events feed the engine's store cache and make the
+- ExternalSecretRef events (a watch of Paved's own, paved.kube.watch, started with the
+  engine: Kopf's per-event work was most of the operator's CPU at a cold start of
+  thousands) -> registered; due at once unless it already synced its current generation
+  (first sync immediately, a spec change at once), else at its place on the schedule (from
+  status.lastRefreshTime), so a restart is not a refresh storm; deleted -> unregistered
+  (the Secret goes with the ref through its ownerReference). Every ref event also goes to
+  the policy audit (paved.handlers.policy.observe_intent).
+- SecretStore / ClusterSecretStore events (Kopf) feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
   run a real authentication check and write the store's Ready condition.
-- Secret events (Paved's own Secrets, already watched label-filtered by paved.runtime):
-  a target edited or deleted by hand makes its ref due at once, marked for repair.
+- Target Secret events (a watch of Paved's own too, selected by target.TARGET_LABEL on the
+  API server): a target edited or deleted by hand makes its ref due at once, marked for repair.
 
 The engine itself (one thread per operator, batching reads per store) is in
 paved.handlers._secretsync.
@@ -20,7 +23,6 @@ paved.handlers._secretsync.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -28,22 +30,24 @@ from typing import Any
 
 import kopf
 
-from paved import GROUP, VERSION
+from paved import API_VERSION, GROUP, VERSION
 from paved.api.kinds import SpecError, kind_info
 from paved.handlers._secretsync import (
     REF_KIND,
-    REF_PLURAL,
     STORE_CHECK_INTERVAL,
     STORE_PLURALS,
     KubeApi,
     SyncEngine,
 )
+from paved.handlers import policy
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
+from paved.kube.watch import Informer
 from paved.providers.base import Owner
+from paved.secretsync import target
 from paved.secretsync.model import SECRET_STORE, RefSpec, StoreKey, ref_spec_from
-from paved.secretsync.values import CONTENT_HASH_ANNOTATION, live_content_hash, template_problems
+from paved.secretsync.values import live_content_hash, template_problems
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +73,28 @@ def _store_key(kind: str, body: Mapping[str, Any]) -> StoreKey:
     return StoreKey(kind, namespace, metadata.get("name", ""))
 
 
+_INFORMERS: list[Informer] = []
+
+
 @kopf.on.startup()
-def start_engine(**_: Any) -> None:
+def start_engine(memo: kopf.Memo, **_: Any) -> None:
+    """The engine, then the watches that feed it (in the namespaces Paved serves)."""
     engine().start()
+    namespaces = sorted(memo.get("namespaces") or ()) if memo is not None else []
+    target_selector = (f"{kube_apply.MANAGED_BY_LABEL}={kube_apply.MANAGED_BY},"
+                       f"{target.TARGET_LABEL}={target.TARGET_LABEL_VALUE}")
+    _INFORMERS[:] = [
+        Informer(API_VERSION, REF_KIND, ref_event, namespaces=namespaces),
+        Informer("v1", "Secret", target_event, label_selector=target_selector, namespaces=namespaces),
+    ]
+    for informer in _INFORMERS:
+        informer.start()
 
 
 @kopf.on.cleanup()
 def stop_engine(**_: Any) -> None:
+    for informer in _INFORMERS:
+        informer.stop()
     if _ENGINE is not None:
         _ENGINE.stop()
 
@@ -92,24 +111,22 @@ def parse_ref(body: Mapping[str, Any]) -> RefSpec:
     return ref
 
 
-@kopf.on.event(GROUP, VERSION, REF_PLURAL, id="externalsecretref")
-async def ref_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def ref_event(type: str | None, body: dict[str, Any]) -> None:
     """Register a new or re-specified ref with the engine (invalid: Ready=False naming the
     field); unregister a deleted one (its Secret goes with it through the ownerReference).
+    Then hand the event to the policy audit.
 
-    A watch handler, not create/update/resume: the engine keeps what Kopf's handler state
-    would (the synced generation, from status), so Kopf writes nothing on the ref. It runs
-    in Kopf's event loop, so the engine's own status writes coming back as events cost a
-    dictionary look-up each; parsing and registering run in a thread.
+    The engine keeps what Kopf's handler state would (the synced generation, from status),
+    so nothing is written on the ref here, and the engine's own status writes coming back
+    as events cost a dictionary look-up each.
     """
     metadata = body.get("metadata") or {}
     uid = metadata.get("uid", "")
     if type == "DELETED":
         engine().unregister(uid)
-        return
-    if engine().state.knows(uid, int(metadata.get("generation") or 0)):
-        return
-    await asyncio.to_thread(register_or_report, body)
+    elif not engine().state.knows(uid, int(metadata.get("generation") or 0)):
+        register_or_report(body)
+    policy.observe_intent(type, body)
 
 
 def register_or_report(body: Mapping[str, Any]) -> None:
@@ -148,20 +165,16 @@ for _kind, _plural in STORE_PLURALS.items():
                id=f"{_plural}-recheck")(_check)
 
 
-@kopf.on.event("v1", "Secret", labels={kube_apply.MANAGED_BY_LABEL: kube_apply.MANAGED_BY},
-               annotations={CONTENT_HASH_ANNOTATION: kopf.PRESENT}, id="externalsecretref-target")
-async def target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+def target_event(type: str | None, body: dict[str, Any]) -> None:
     """A target Secret edited or deleted by someone else: its ref rewrites it at once (the
-    engine's own writes, thousands at a cold start, are told apart in the event loop)."""
+    engine's own writes, thousands at a cold start, are told apart by managedFields)."""
     owner = owner_ref_of(body)
     if owner is None or owner.kind != REF_KIND:
         return
     if type == "DELETED":
         engine().repair(owner.uid)
-        return
-    if written_by_paved(body):
-        return
-    await asyncio.to_thread(repair_if_changed, owner, body)
+    elif not written_by_paved(body):
+        repair_if_changed(owner, body)
 
 
 def repair_if_changed(owner: Owner, body: Mapping[str, Any]) -> None:

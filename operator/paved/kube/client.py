@@ -34,9 +34,15 @@ from paved import metrics
 
 log = logging.getLogger(__name__)
 
-# (connect, read) seconds for one request; watches are Kopf's business, not ours.
+# (connect, read) seconds for one request.
 REQUEST_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 _TIMEOUT = urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1])
+# A watch asks the server to close it after WATCH_SERVER_TIMEOUT seconds (an integer: the API
+# server parses timeoutSeconds with ParseInt); a read silent for WATCH_READ_TIMEOUT means a
+# dead connection. Bookmarks keep a quiet watch's resourceVersion fresh.
+WATCH_SERVER_TIMEOUT = 270
+WATCH_READ_TIMEOUT = 300.0
+_WATCH_TIMEOUT = urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=WATCH_READ_TIMEOUT)
 # How long a bearer token is reused before the configuration is asked again; a 401 asks
 # again at once (an exec plugin's token may expire in between).
 AUTH_REFRESH_SECONDS = 10.0
@@ -181,6 +187,7 @@ def request(
     body: Mapping[str, Any] | None = None,
     query: Mapping[str, Any] | None = None,
     content_type: str = "application/json",
+    accept: str = "application/json",
 ) -> Json:
     """Send one request and return the decoded JSON answer; raise ApiError on any non-2xx.
 
@@ -189,16 +196,41 @@ def request(
     raised at once because repeating the same request cannot fix them.
     """
     metrics.count_call("kubernetes", operation)
+    data: bytes | None = None
+    if body is not None:
+        data = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+    response = _send(method, path, query, data, content_type, accept, timeout=_TIMEOUT, preload_content=True)
+    if not 200 <= response.status <= 299:
+        raise _to_api_error(response.status, response.reason, response.data, method, path)
+    return json.loads(response.data) if response.data else {}
+
+
+def open_watch(path: str, query: Mapping[str, Any]) -> urllib3.BaseHTTPResponse:
+    """Open a watch (`query` carries watch=1 and its resourceVersion) and return the streaming
+    response, whose lines are the events (paved.kube.watch reads them). Not retried here:
+    the caller resumes from its last resourceVersion. Raise ApiError on any non-2xx."""
+    metrics.count_call("kubernetes", "watch")
+    response = _send("GET", path, query, None, "application/json", "application/json", timeout=_WATCH_TIMEOUT,
+                     preload_content=False)
+    if not 200 <= response.status <= 299:
+        try:
+            raise _to_api_error(response.status, response.reason, response.read(), "GET", path)
+        finally:
+            response.release_conn()
+    return response
+
+
+def _send(method: str, path: str, query: Mapping[str, Any] | None, data: bytes | None, content_type: str, accept: str, *,
+          timeout: urllib3.Timeout, preload_content: bool) -> urllib3.BaseHTTPResponse:
+    """One HTTP exchange with the API server; a 401 fetches the credentials again and repeats it once."""
     client = api_client()
     url = _base_url + path
     params = [(key, value) for key, value in (query or {}).items() if value is not None]
     if params:
         url += "?" + urlencode(params)
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-    data: bytes | None = None
-    if body is not None:
+    headers = {"Accept": accept, "User-Agent": USER_AGENT}
+    if data is not None:
         headers["Content-Type"] = content_type
-        data = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
     for fresh_credentials in (False, True):
         authorization = _authorization(client.configuration, refresh=fresh_credentials)
         if authorization:
@@ -207,14 +239,14 @@ def request(
             # The pool the ApiClient built from the configuration (TLS, client certificate,
             # proxy), without its per-request model serialisation: paved sends plain dicts.
             response = client.rest_client.pool_manager.request(
-                method, url, body=data, headers=headers, timeout=_TIMEOUT, preload_content=True)
+                method, url, body=data, headers=headers, timeout=timeout, preload_content=preload_content)
         except urllib3.exceptions.SSLError as error:
             raise ApiError(0, "SSLError", str(error), method=method, path=path) from None
         if response.status != 401 or fresh_credentials:
             break
-    if not 200 <= response.status <= 299:
-        raise _to_api_error(response.status, response.reason, response.data, method, path)
-    return json.loads(response.data) if response.data else {}
+        if not preload_content:
+            response.release_conn()
+    return response
 
 
 def _json_default(value: object) -> object:

@@ -19,6 +19,11 @@ from typing import Any
 from paved.secretsync.model import RefSpec
 from paved.secretsync.values import CONTENT_HASH_ANNOTATION
 
+# On every Secret a ref owns: the operator watches these itself (paved.handlers.secrets),
+# and Kopf's watch of Paved's other Secrets leaves them out (paved.runtime).
+TARGET_LABEL = "paved.dev/target-of"
+TARGET_LABEL_VALUE = "ExternalSecretRef"
+
 
 def encoded(data: Mapping[str, bytes]) -> dict[str, str]:
     """Secret data as the API takes it (base64), in key order."""
@@ -40,7 +45,7 @@ def owned_secret(ref: RefSpec, data: Mapping[str, bytes], digest: str) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": target.name, "namespace": ref.namespace, "labels": dict(target.labels),
+        "metadata": {"name": target.name, "namespace": ref.namespace, "labels": {**dict(target.labels), TARGET_LABEL: TARGET_LABEL_VALUE},
                      "annotations": _annotations(ref, digest)},
         "type": target.type,
         "data": encoded(data),
