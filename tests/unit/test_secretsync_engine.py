@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from paved import ratelimit
-from paved.handlers._secretsync import BURST_WRITES, SyncEngine
+from paved.handlers._secretsync import BURST_WRITES, LIST_SECRETS_AT, SyncEngine
 from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
@@ -43,6 +43,7 @@ class FakeKube:
         self.status_writes = 0
         self.store_reads = 0
         self.secret_write_error: ApiError | None = None  # raised by the next Secret writes
+        self.secret_reads: list[tuple[str, str]] = []  # ("get", name) or ("list", namespace)
 
     def content_hash_key(self) -> bytes:
         return b"0" * 32
@@ -56,7 +57,15 @@ class FakeKube:
         return self.labels.get(name, {})
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            self.secret_reads.append(("get", name))
         return copy.deepcopy(self.secrets.get((namespace, name)))
+
+    def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            self.secret_reads.append(("list", namespace))
+        return {name: {"apiVersion": "v1", "kind": "Secret", "metadata": copy.deepcopy(secret["metadata"])}
+                for (ns, name), secret in self.secrets.items() if ns == namespace}
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         if self.secret_write_error is not None:
@@ -442,6 +451,27 @@ def test_target_owned_by_someone_else_is_a_conflict(world: Any) -> None:
     engine.run_cycle()
     assert kube.condition("app", "db")["reason"] == "TargetConflict"
     assert kube.secrets[("app", "db-secret")]["data"] == {"x": "eA=="}
+
+
+def test_a_cycle_writing_many_secrets_of_a_namespace_lists_them_once_instead_of_a_get_each(world: Any) -> None:
+    engine, kube, store, clock = world
+    put_database(store)
+    kube.secrets[("app", "r3-secret")] = {"metadata": {"name": "r3-secret", "namespace": "app"}, "data": {"x": "eA=="}}
+    for i in range(LIST_SECRETS_AT):
+        register(engine, ref_body(f"r{i}"))
+    register(engine, ref_body("twin", target={"name": "r0-secret"}))  # a second ref on r0's Secret
+    kube.stores[StoreKey("SecretStore", "small", "vault")] = copy.deepcopy(VAULT_STORE)
+    register(engine, ref_body("alone", namespace="small"))
+    engine.run_cycle()
+    assert sorted(kube.secret_reads) == [("get", "alone-secret"), ("get", "r0-secret"), ("list", "app")]
+    assert kube.condition("app", "r1")["status"] == "True" and kube.condition("small", "alone")["status"] == "True"
+    assert kube.condition("app", "r3")["reason"] == "TargetConflict"  # someone else's, seen in the listing
+    assert {kube.condition("app", "r0")["reason"], kube.condition("app", "twin")["reason"]} == {"Synced", "TargetConflict"}
+
+    kube.secret_reads.clear()  # the next cycle retries only the two conflicts: a GET each
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert sorted(kube.secret_reads) == [("get", "r0-secret"), ("get", "r3-secret")]
 
 
 def test_merge_policy_adds_keys_to_an_existing_secret(world: Any) -> None:

@@ -30,19 +30,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import secrets
 import threading
 import time
-import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from paved import API_VERSION, ratelimit
+from paved import API_VERSION, operator_namespace, ratelimit
+from paved.errors import located
 from paved.api.common import READY, STALE, now_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.kube import apply as kube_apply
@@ -68,8 +67,6 @@ log = logging.getLogger(__name__)
 REF_KIND = "ExternalSecretRef"
 REF_PLURAL = "externalsecretrefs"
 STORE_PLURALS = {SECRET_STORE: "secretstores", CLUSTER_SECRET_STORE: "clustersecretstores"}
-OPERATOR_NAMESPACE_ENV = "PAVED_OPERATOR_NAMESPACE"
-DEFAULT_OPERATOR_NAMESPACE = "paved-system"
 HASH_KEY_SECRET = "paved-content-hash-key"  # in the operator's namespace; keys every content digest
 STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a store
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
@@ -81,12 +78,13 @@ BURST_WRITES = 100
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
+# A cycle writing at least this many Secrets in one namespace reads the metadata of that
+# namespace's Secrets in one listing instead of one GET per Secret (a cold start: thousands).
+LIST_SECRETS_AT = 20
+LIST_PAGE_SIZE = 500
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
-
-
-def operator_namespace() -> str:
-    return os.environ.get(OPERATOR_NAMESPACE_ENV) or DEFAULT_OPERATOR_NAMESPACE
 
 
 def _iso(moment: float) -> str:
@@ -99,13 +97,6 @@ def engine_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": conditions}
 
 
-def _safe(error: BaseException) -> str:
-    """Where an unexpected error happened, without its message (which could hold a value)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    return f"{type(error).__name__}{where}"
-
-
 # --- the Kubernetes side, as the engine needs it ----------------------------------------------
 
 
@@ -115,6 +106,7 @@ class KubePort(Protocol):
     def get_store(self, key: StoreKey) -> dict[str, Any] | None: ...
     def namespace_labels(self, name: str) -> dict[str, str] | None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]: ...
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None: ...
     def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None: ...
     def delete_secret(self, namespace: str, name: str, uid: str | None) -> None: ...
@@ -145,6 +137,20 @@ class KubeApi:
         # From the watch cache: one per ref written, thousands at a cold start. A Merge write is
         # guarded by the resourceVersion read, so a read a moment behind costs a retry, not data.
         return kube_apply.get("v1", "Secret", name, namespace, cached=True)
+
+    def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """Every Secret of `namespace` by name, metadata only (what the engine reads of a live
+        target: owner labels, content hash, resourceVersion), a page at a time."""
+        path = resource_info("v1", "Secret").path(namespace=namespace)
+        found: dict[str, dict[str, Any]] = {}
+        token: str | None = None
+        while True:
+            page = request("GET", path, operation="list", query={"limit": LIST_PAGE_SIZE, "continue": token}, accept=METADATA_ONLY)
+            for item in page.get("items") or []:
+                found[item["metadata"]["name"]] = {"apiVersion": "v1", "kind": "Secret", "metadata": item["metadata"]}
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
 
     def content_hash_key(self) -> bytes:
         """The operator's key for content digests: random, made once, kept in its namespace."""
@@ -365,7 +371,7 @@ class SyncEngine:
             try:
                 self.run_cycle()
             except Exception as error:  # noqa: BLE001 - the loop must survive anything
-                log.error("secret sync cycle failed: %s", _safe(error))
+                log.error("secret sync cycle failed: %s", located(error))
                 self._stop.wait(1.0)
         log.info("secret sync engine stopped")
 
@@ -480,7 +486,7 @@ class SyncEngine:
             failed = plan.store_failed(StoreFailure(error.reason, f"{key}: {error}", error.retryable))
             return outcomes + [(m, failed) for m in allowed]
         except Exception as error:  # noqa: BLE001 - an unexpected provider failure must not stop other stores
-            log.error("store %s failed unexpectedly: %s", key, _safe(error))
+            log.error("store %s failed unexpectedly: %s", key, located(error))
             failed = plan.store_failed(StoreFailure("ProviderError", f"{key}: unexpected {type(error).__name__}"))
             return outcomes + [(m, failed) for m in allowed]
         self.state.remember(key, fetched)
@@ -498,9 +504,12 @@ class SyncEngine:
         by_target: dict[tuple[str, str], list[tuple[plan.RefMemory, plan.Decision]]] = defaultdict(list)
         for memory, decision in outcomes:
             by_target[(memory.spec.namespace, memory.spec.target.name)].append((memory, decision))
+        listed = self._list_targets(outcomes)
 
         def apply_group(group: list[tuple[plan.RefMemory, plan.Decision]]) -> list[_Applied]:
-            return [self._apply(memory, decision, stamp, now) for memory, decision in group]
+            # Only the first ref of a target may trust the listing: the next one must see its write.
+            return [self._apply(memory, decision, stamp, now, listed if index == 0 else {})
+                    for index, (memory, decision) in enumerate(group)]
 
         groups = list(by_target.values())
         if self.write_workers <= 1 or len(groups) <= 1:
@@ -512,10 +521,32 @@ class SyncEngine:
             try:
                 results.extend(future.result())
             except Exception as error:  # noqa: BLE001 - the group's refs stay pending and are retried
-                log.error("applying a sync outcome failed: %s", _safe(error))
+                log.error("applying a sync outcome failed: %s", located(error))
         return results
 
-    def _apply(self, memory: plan.RefMemory, decision: plan.Decision, stamp: str, now: float) -> _Applied:
+    def _list_targets(self, outcomes: Sequence[tuple[plan.RefMemory, plan.Decision]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """namespace -> its Secrets' metadata by name, for namespaces where this cycle writes
+        LIST_SECRETS_AT Secrets or more (others: one GET per Secret, see _live)."""
+        writes = Counter(m.spec.namespace for m, decision in outcomes if decision.action in ("write", "delete"))
+        listed: dict[str, dict[str, dict[str, Any]]] = {}
+        for namespace, count in writes.items():
+            if count >= LIST_SECRETS_AT:
+                try:
+                    listed[namespace] = self.kube.secrets_metadata(namespace)
+                except ApiError as error:
+                    log.warning("listing the Secrets of %s failed (%s %s); reading them one by one", namespace,
+                                error.status, error.reason)
+        return listed
+
+    def _live(self, spec: RefSpec, listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        """The target Secret as it is now (metadata at least): from this cycle's listing, else a GET."""
+        secrets_of_namespace = listed.get(spec.namespace)
+        if secrets_of_namespace is not None:
+            return secrets_of_namespace.get(spec.target.name)
+        return self.kube.get_secret(spec.namespace, spec.target.name)
+
+    def _apply(self, memory: plan.RefMemory, decision: plan.Decision, stamp: str, now: float,
+               listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> _Applied:
         """Write one ref's Secret (or remove its keys), then its status and Event; schedule it."""
         spec = memory.spec
         owner = Owner(API_VERSION, REF_KIND, spec.name, spec.namespace, spec.uid, spec.generation)
@@ -523,10 +554,10 @@ class SyncEngine:
         previous_hash: str | None = None
         try:
             if decision.action == "write":
-                previous_hash = self._write_secret(owner, spec, decision)
+                previous_hash = self._write_secret(owner, spec, decision, listed)
                 applied.wrote = True
             elif decision.action == "delete":
-                previous_hash = self._remove_keys(owner, spec)
+                previous_hash = self._remove_keys(owner, spec, listed)
         except _TargetProblem as problem:
             decision = plan.failure(problem.reason, problem.message, field="spec.target.name", retry=problem.reason == plan.TARGET_WRITE_FAILED)
         if not decision.success:
@@ -548,12 +579,13 @@ class SyncEngine:
             applied.changed = (spec.namespace, spec.target.name)
         return applied
 
-    def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision) -> str | None:
+    def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision,
+                      listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> str | None:
         """Write the target Secret; return the content hash it had before (None: new)."""
         assert decision.data is not None and decision.content_hash
         name = spec.target.name
         try:
-            live = self.kube.get_secret(spec.namespace, name)
+            live = self._live(spec, listed)
             if spec.target.creation_policy == "Owner":
                 if live is not None and not kube_apply.is_owned_by(live, owner):
                     raise _TargetProblem(plan.TARGET_CONFLICT, (
@@ -573,11 +605,11 @@ class SyncEngine:
             message = redact(f"{error.status} {error.reason}: {error.message}", values)
             raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: writing Secret {name} failed: {message}") from None
 
-    def _remove_keys(self, owner: Owner, spec: RefSpec) -> str | None:
+    def _remove_keys(self, owner: Owner, spec: RefSpec, listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> str | None:
         """deletionPolicy Delete with nothing left to write: delete the Secret (Owner) or our keys (Merge)."""
         name = spec.target.name
         try:
-            live = self.kube.get_secret(spec.namespace, name)
+            live = self._live(spec, listed)
             if live is None:
                 return None
             if spec.target.creation_policy == "Owner":
@@ -597,7 +629,7 @@ class SyncEngine:
         try:
             self.kube.event(owner, *event)
         except Exception as error:  # noqa: BLE001 - events are best effort
-            log.warning("event on %s/%s not posted: %s", owner.namespace, owner.name, _safe(error))
+            log.warning("event on %s/%s not posted: %s", owner.namespace, owner.name, located(error))
 
     def _restart(self, changed: Mapping[str, set[str]]) -> int:
         """Stamp opted-in workloads whose Secrets changed this cycle (once each)."""
@@ -635,6 +667,6 @@ class SyncEngine:
         except StoreError as error:
             ready = (READY, False, error.reason, str(error))
         except Exception as error:  # noqa: BLE001
-            ready = (READY, False, "ProviderError", f"unexpected {_safe(error)}")
+            ready = (READY, False, "ProviderError", f"unexpected {located(error)}")
         status = kube_status.with_conditions({**old, "observedGeneration": generation, "lastAuthCheck": _iso(self.clock())}, [ready], generation)
         return status
