@@ -12,7 +12,7 @@ from fixtures.cluster import Kubectl, wait_for
 
 from paved.dev.controlplane import ControlPlane
 from paved.kube import client as kube_client
-from paved.kube.watch import Informer
+from paved.kube.watch import Informer, _Cursor
 
 SELECTOR = "paved.dev/test-watch=yes"
 
@@ -74,14 +74,16 @@ def test_a_relisting_reports_objects_deleted_meanwhile(admin_client: None, kubec
     recorder = Recorder()
     informer = Informer("v1", "ConfigMap", recorder, label_selector=SELECTOR, namespaces=[namespace])
     path = f"/api/v1/namespaces/{namespace}/configmaps"
-    known: dict[str, dict[str, Any]] = {}
-    version = informer._list(path, known)
+    cursor = _Cursor()
+    informer._list(path, cursor)
+    version = cursor.version
     assert sorted(name for _, name in recorder.events) == ["goes", "stays"] and {t for t, _ in recorder.events} == {None}
     kubectl("delete", "configmap", "goes", "-n", namespace)  # while no watch was open
     recorder.events.clear()
-    assert int(informer._list(path, known)) > int(version)
+    informer._list(path, cursor)
+    assert int(cursor.version or 0) > int(version or 0)
     assert sorted(recorder.events, key=str) == [("DELETED", "goes"), (None, "stays")]
-    assert [item["metadata"]["name"] for item in known.values()] == ["stays"]
+    assert [item["metadata"]["name"] for item in cursor.known.values()] == ["stays"]
 
 
 def test_stop_ends_a_watch_that_is_waiting_for_events(admin_client: None, namespace: str) -> None:
@@ -93,3 +95,22 @@ def test_stop_ends_a_watch_that_is_waiting_for_events(admin_client: None, namesp
     informer.stop(timeout=10)
     assert time.monotonic() - started < 5
     assert not any(thread.is_alive() for thread in threading.enumerate() if thread.name.startswith("paved-watch-configmap"))
+
+
+def test_a_broken_watch_resumes_after_the_last_event_delivered(admin_client: None, kubectl: Kubectl, namespace: str) -> None:
+    recorder = Recorder()
+    informer = Informer("v1", "ConfigMap", recorder, label_selector=SELECTOR, namespaces=[namespace])
+    informer.start()
+    try:
+        assert informer.listed.wait(30)
+        configmap(kubectl, namespace, "first")
+        wait_for(lambda: recorder.seen(("ADDED", "first")), what="ADDED first")
+        with informer._lock:
+            watches = list(informer._open)
+        for response in watches:
+            response.shutdown()  # the connection breaks mid-stream
+        configmap(kubectl, namespace, "second")
+        wait_for(lambda: recorder.seen(("ADDED", "second")), timeout=15, what="ADDED second after the break")
+        assert recorder.events.count(("ADDED", "first")) == 1  # not delivered again
+    finally:
+        informer.stop()

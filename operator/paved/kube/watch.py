@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
@@ -46,6 +47,15 @@ _KEPT_METADATA = ("name", "namespace", "uid", "labels", "ownerReferences")
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
+
+
+@dataclass
+class _Cursor:
+    """Where one namespace's stream stands: the last resourceVersion delivered (None: list
+    first) and what is kept of every object it knows (by uid)."""
+
+    version: str | None = None
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Informer:
@@ -89,31 +99,31 @@ class Informer:
 
     def _run(self, namespace: str | None) -> None:
         path = resource_info(self.api_version, self.kind).path(namespace=namespace)
-        known: dict[str, dict[str, Any]] = {}  # uid -> what is kept of the object
-        version: str | None = None
+        cursor = _Cursor()
         failures = 0
         while not self._stop.is_set():
             try:
-                if version is None:
-                    version = self._list(path, known)
-                version = self._watch(path, version, known)
+                if cursor.version is None:
+                    self._list(path, cursor)
+                self._watch(path, cursor)
                 failures = 0
             except _Gone:
                 log.info("watch of %s at %s: resourceVersion too old, listing again", self.kind, path)
-                version = None
+                cursor.version = None
             except (ApiError, urllib3.exceptions.HTTPError, OSError) as error:
                 if self._stop.is_set():
                     break
                 if isinstance(error, ApiError) and error.status == 410:
-                    version = None  # the listing's continue token expired
+                    cursor.version = None  # the listing's continue token expired
                 failures += 1
                 delay = min(BACKOFF_CAP, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
                 log.warning("watch of %s at %s failed (%s); again in %.1fs", self.kind, path, _describe(error), delay)
                 self._stop.wait(delay)
 
-    def _list(self, path: str, known: dict[str, dict[str, Any]]) -> str:
+    def _list(self, path: str, cursor: _Cursor) -> None:
         """Deliver every object (type None) and, for objects known before but gone now, a
-        DELETED; return the listing's resourceVersion."""
+        DELETED; the watch goes on from the listing's resourceVersion."""
+        known = cursor.known
         seen: set[str] = set()
         token: str | None = None
         while True:
@@ -135,12 +145,14 @@ class Informer:
                 self._listed_count += 1
                 if self._listed_count >= len(self.namespaces):
                     self.listed.set()
-        return str((page.get("metadata") or {}).get("resourceVersion") or "")
+        cursor.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, path: str, version: str, known: dict[str, dict[str, Any]]) -> str:
-        """Deliver events until the server closes the watch; return the last resourceVersion."""
+    def _watch(self, path: str, cursor: _Cursor) -> None:
+        """Deliver events until the server closes the watch; the cursor follows every event,
+        so a broken connection resumes after the last one delivered."""
+        known = cursor.known
         response = open_watch(path, {
-            "watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
+            "watch": "1", "resourceVersion": cursor.version, "allowWatchBookmarks": "true",
             "timeoutSeconds": WATCH_SERVER_TIMEOUT, "labelSelector": self.label_selector})
         with self._lock:
             self._open.add(response)
@@ -155,7 +167,7 @@ class Informer:
                         raise _Gone()
                     raise ApiError(int(item.get("code") or 0), str(item.get("reason") or ""), str(item.get("message") or ""),
                                    method="WATCH", path=path)
-                version = str((item.get("metadata") or {}).get("resourceVersion") or version)
+                cursor.version = str((item.get("metadata") or {}).get("resourceVersion") or cursor.version)
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
@@ -167,7 +179,6 @@ class Informer:
             with self._lock:
                 self._open.discard(response)
             response.release_conn()
-        return version
 
     def _remember(self, item: dict[str, Any], known: dict[str, dict[str, Any]]) -> str:
         metadata = item.get("metadata") or {}
