@@ -114,3 +114,16 @@ def test_a_broken_watch_resumes_after_the_last_event_delivered(admin_client: Non
         assert recorder.events.count(("ADDED", "first")) == 1  # not delivered again
     finally:
         informer.stop()
+
+
+def test_a_kind_not_served_yet_is_retried_not_fatal(admin_client: None) -> None:
+    informer = Informer("example.com/v1", "Widget", Recorder())
+    informer.start()
+    threads = list(informer._threads)
+    try:
+        time.sleep(1.5)  # discovery answered 404: the thread backs off and asks again
+        assert not informer.listed.is_set()
+        assert threads and all(thread.is_alive() for thread in threads)
+    finally:
+        informer.stop(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)

@@ -134,8 +134,9 @@ class KubeApi:
         return dict((namespace or {}).get("metadata", {}).get("labels") or {}) if namespace else None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        # From the watch cache: one per ref written, thousands at a cold start. A Merge write is
-        # guarded by the resourceVersion read, so a read a moment behind costs a retry, not data.
+        # From the watch cache (a cycle writing many Secrets of a namespace lists them instead).
+        # A Merge write is guarded by the resourceVersion read, so a read a moment behind costs
+        # a retry, not data.
         return kube_apply.get("v1", "Secret", name, namespace, cached=True)
 
     def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:

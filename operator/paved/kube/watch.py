@@ -98,26 +98,27 @@ class Informer:
     # --- one namespace -------------------------------------------------------------------
 
     def _run(self, namespace: str | None) -> None:
-        path = resource_info(self.api_version, self.kind).path(namespace=namespace)
+        where = f"{self.kind} in {namespace}" if namespace else f"{self.kind} cluster-wide"
         cursor = _Cursor()
         failures = 0
         while not self._stop.is_set():
             try:
+                path = resource_info(self.api_version, self.kind).path(namespace=namespace)  # cached after the first
                 if cursor.version is None:
                     self._list(path, cursor)
                 self._watch(path, cursor)
                 failures = 0
             except _Gone:
-                log.info("watch of %s at %s: resourceVersion too old, listing again", self.kind, path)
+                log.info("watch of %s: resourceVersion too old, listing again", where)
                 cursor.version = None
-            except (ApiError, urllib3.exceptions.HTTPError, OSError) as error:
+            except Exception as error:  # noqa: BLE001 - the watch outlives anything (a CRD not served yet, a bad line)
                 if self._stop.is_set():
                     break
                 if isinstance(error, ApiError) and error.status == 410:
                     cursor.version = None  # the listing's continue token expired
                 failures += 1
                 delay = min(BACKOFF_CAP, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-                log.warning("watch of %s at %s failed (%s); again in %.1fs", self.kind, path, _describe(error), delay)
+                log.warning("watch of %s failed (%s); again in %.1fs", where, _describe(error), delay)
                 self._stop.wait(delay)
 
     def _list(self, path: str, cursor: _Cursor) -> None:
