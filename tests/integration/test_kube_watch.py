@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fixtures.cluster import Kubectl, wait_for
 
-from paved.dev.controlplane import ControlPlane
-from paved.kube import client as kube_client
 from paved.kube.watch import Informer, _Cursor
 
 SELECTOR = "paved.dev/test-watch=yes"
@@ -34,21 +30,13 @@ class Recorder:
             return event in self.events
 
 
-@pytest.fixture
-def admin_client(control_plane: ControlPlane) -> Iterator[None]:
-    kube_client.reset()
-    kube_client.configure(str(control_plane.kubeconfig))
-    yield
-    kube_client.reset()
-
-
 def configmap(kubectl: Kubectl, namespace: str, name: str, labelled: bool = True) -> None:
     kubectl("create", "configmap", name, "-n", namespace, "--from-literal=k=v")
     if labelled:
         kubectl("label", "configmap", name, "-n", namespace, SELECTOR)
 
 
-def test_lists_then_watches_only_the_selected_objects(admin_client: None, kubectl: Kubectl, namespace: str) -> None:
+def test_lists_then_watches_only_the_selected_objects(admin_kube_client: None, kubectl: Kubectl, namespace: str) -> None:
     configmap(kubectl, namespace, "before")
     configmap(kubectl, namespace, "other", labelled=False)
     recorder = Recorder()
@@ -68,7 +56,7 @@ def test_lists_then_watches_only_the_selected_objects(admin_client: None, kubect
         informer.stop()
 
 
-def test_a_relisting_reports_objects_deleted_meanwhile(admin_client: None, kubectl: Kubectl, namespace: str) -> None:
+def test_a_relisting_reports_objects_deleted_meanwhile(admin_kube_client: None, kubectl: Kubectl, namespace: str) -> None:
     configmap(kubectl, namespace, "stays")
     configmap(kubectl, namespace, "goes")
     recorder = Recorder()
@@ -86,7 +74,7 @@ def test_a_relisting_reports_objects_deleted_meanwhile(admin_client: None, kubec
     assert [item["metadata"]["name"] for item in cursor.known.values()] == ["stays"]
 
 
-def test_stop_ends_a_watch_that_is_waiting_for_events(admin_client: None, namespace: str) -> None:
+def test_stop_ends_a_watch_that_is_waiting_for_events(admin_kube_client: None, namespace: str) -> None:
     informer = Informer("v1", "ConfigMap", Recorder(), label_selector=SELECTOR, namespaces=[namespace])
     informer.start()
     assert informer.listed.wait(30)
@@ -97,7 +85,7 @@ def test_stop_ends_a_watch_that_is_waiting_for_events(admin_client: None, namesp
     assert not any(thread.is_alive() for thread in threading.enumerate() if thread.name.startswith("paved-watch-configmap"))
 
 
-def test_a_broken_watch_resumes_after_the_last_event_delivered(admin_client: None, kubectl: Kubectl, namespace: str) -> None:
+def test_a_broken_watch_resumes_after_the_last_event_delivered(admin_kube_client: None, kubectl: Kubectl, namespace: str) -> None:
     recorder = Recorder()
     informer = Informer("v1", "ConfigMap", recorder, label_selector=SELECTOR, namespaces=[namespace])
     informer.start()
@@ -116,7 +104,7 @@ def test_a_broken_watch_resumes_after_the_last_event_delivered(admin_client: Non
         informer.stop()
 
 
-def test_a_kind_not_served_yet_is_retried_not_fatal(admin_client: None) -> None:
+def test_a_kind_not_served_yet_is_retried_not_fatal(admin_kube_client: None) -> None:
     informer = Informer("example.com/v1", "Widget", Recorder())
     informer.start()
     threads = list(informer._threads)

@@ -1,0 +1,26 @@
+"""The secret engine's Kubernetes reads (paved.handlers._secretsync.KubeApi) on the real API server."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures.cluster import Kubectl
+
+from paved.handlers import _secretsync
+from paved.kube.client import request
+
+
+def test_secrets_metadata_lists_every_secret_of_a_namespace_by_name_without_its_data(
+        admin_kube_client: None, kubectl: Kubectl, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b", "c"):
+        kubectl("create", "secret", "generic", name, "-n", namespace, "--from-literal=password=MARKER-not-listed")
+    kubectl("label", "secret", "b", "-n", namespace, "team=x")
+    monkeypatch.setattr(_secretsync, "LIST_PAGE_SIZE", 2)  # three Secrets: two pages
+    listed = _secretsync.KubeApi().secrets_metadata(namespace)
+    assert sorted(listed) == ["a", "b", "c"]
+    assert listed["b"]["metadata"]["labels"] == {"team": "x"} and listed["b"]["metadata"]["resourceVersion"]
+    assert all(secret["kind"] == "Secret" and secret["apiVersion"] == "v1" and set(secret) == {"apiVersion", "kind", "metadata"}
+               for secret in listed.values())
+    assert "MARKER" not in repr(listed)
+    # what the API server sends: metadata only, the values never reach the operator
+    raw = request("GET", f"/api/v1/namespaces/{namespace}/secrets", operation="list", accept=_secretsync.METADATA_ONLY)
+    assert raw["kind"] == "PartialObjectMetadataList" and "MARKER" not in repr(raw)
