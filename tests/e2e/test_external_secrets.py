@@ -332,7 +332,9 @@ class RestartableOpenBao:
                                          data=json.dumps(body).encode() if body is not None else None)
         if token:
             request.add_header("X-Vault-Token", token)
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+        # 30 s: a fresh single raft node elects itself only after its randomised election
+        # timeout (5-10 s), and sys/init waits for that; 10 s timed out now and then.
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - loopback
             text = answer.read()
         return json.loads(text) if text else {}
 
