@@ -67,6 +67,10 @@ class MemoryKube:
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.secrets.get((namespace, name))
 
+    def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
+        return {name: {"apiVersion": "v1", "kind": "Secret", "metadata": secret["metadata"]}
+                for (ns, name), secret in self.secrets.items() if ns == namespace}
+
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         self.writes += 1
         self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
