@@ -546,3 +546,22 @@ def test_spec_change_resyncs_at_once(world: Any) -> None:
     engine.run_cycle()
     assert kube.secrets[("app", "db-secret")]["metadata"]["labels"]["team"] == "a"
     assert kube.status[("app", "db")]["observedGeneration"] == 2
+
+
+def test_every_kube_port_has_every_method_the_engine_calls() -> None:
+    """The real port, this module's fake and the bench's in-memory one (bench/bench_secrets.py)
+    stay in step with the Protocol: a missing read fails here, not in the middle of a bench."""
+    import importlib.util
+    from pathlib import Path
+
+    from paved.handlers._secretsync import KubeApi, KubePort
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_secrets.py"
+    spec = importlib.util.spec_from_file_location("bench_secrets_for_test", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    wanted = {name for name in vars(KubePort) if not name.startswith("_")}
+    assert "secrets_metadata" in wanted
+    for port in (KubeApi, FakeKube, bench.MemoryKube):
+        assert wanted <= set(dir(port)), (port.__name__, wanted - set(dir(port)))
