@@ -245,6 +245,7 @@ def _send(method: str, path: str, query: Mapping[str, Any] | None, data: bytes |
         if response.status != 401 or fresh_credentials:
             break
         if not preload_content:
+            response.drain_conn()  # the 401's body, so that the connection can be reused
             response.release_conn()
     return response
 

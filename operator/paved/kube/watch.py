@@ -157,6 +157,7 @@ class Informer:
             "timeoutSeconds": WATCH_SERVER_TIMEOUT, "labelSelector": self.label_selector})
         with self._lock:
             self._open.add(response)
+        finished = False
         try:
             for line in _lines(response):
                 if self._stop.is_set():
@@ -176,9 +177,13 @@ class Informer:
                 else:
                     self._remember(item, known)
                 self._deliver(kind, item)
+            else:
+                finished = True
         finally:
             with self._lock:
                 self._open.discard(response)
+            if not finished:  # unread bytes would garble the next request on this connection
+                response.close()
             response.release_conn()
 
     def _remember(self, item: dict[str, Any], known: dict[str, dict[str, Any]]) -> str:
