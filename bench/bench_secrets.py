@@ -41,6 +41,7 @@ from paved.kube import apply as kube_apply  # noqa: E402
 from paved.metrics import call_counts as calls  # noqa: E402
 from paved.providers.base import Owner  # noqa: E402
 from paved.providers.secretstores import StoreError  # noqa: E402
+from paved.secretsync import target  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
 
 NAMESPACE = "bench"
@@ -68,8 +69,7 @@ class MemoryKube:
         return self.secrets.get((namespace, name))
 
     def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
-        return {name: {"apiVersion": "v1", "kind": "Secret", "metadata": secret["metadata"]}
-                for (ns, name), secret in self.secrets.items() if ns == namespace}
+        return {name: target.live_view(secret) for (ns, name), secret in self.secrets.items() if ns == namespace}
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         self.writes += 1

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from paved.api.kinds import SpecError
 from paved.api.secrets import ClusterSecretStoreSpec, ExternalSecretRefSpec
-from paved.secretsync import access, missing, plan, restart, schedule
+from paved.secretsync import access, missing, plan, restart, schedule, target
 from paved.secretsync.model import KeyFailure, Missing, Present, RefSpec, RemoteKey, RemoteValue, StoreKey, ref_spec_from
 from paved.secretsync.state import SyncState
 from paved.secretsync.values import (
+    CONTENT_HASH_ANNOTATION,
     ResolveError,
     content_hash,
     live_content_hash,
@@ -448,3 +449,17 @@ def test_restart_once_per_cycle_and_idempotent() -> None:
     assert restart.restart_patches([stamped], {"db"}, hashes) == []  # same content: no second restart
     assert restart.restart_patches([stamped], {"db"}, {**hashes, "db": "h3"})  # a new change: restart
     assert restart.patch_body(patches[0]) == {"spec": {"template": {"metadata": {"annotations": {restart.TEMPLATE_ANNOTATION: patches[0].value}}}}}
+
+
+def test_the_live_view_of_a_secret_keeps_what_a_write_needs_and_no_value() -> None:
+    live = {"apiVersion": "v1", "kind": "Secret", "data": {"password": "TUFSS0VS"},
+            "metadata": {"name": "db", "namespace": "app", "uid": "u1", "resourceVersion": "7", "labels": {"team": "a"},
+                         "managedFields": [{"manager": "kubectl"}],
+                         "annotations": {CONTENT_HASH_ANNOTATION: "sha256:abc",
+                                         "kubectl.kubernetes.io/last-applied-configuration": '{"data":{"password":"TUFSS0VS"}}'}}}
+    view = target.live_view(live)
+    assert view == {"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "db", "namespace": "app", "uid": "u1", "resourceVersion": "7", "labels": {"team": "a"},
+                                 "annotations": {CONTENT_HASH_ANNOTATION: "sha256:abc"}}}
+    assert target.written_hash(view) == "sha256:abc"
+    assert "annotations" not in target.live_view({"metadata": {"name": "plain"}})["metadata"]

@@ -20,7 +20,7 @@ from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, FakeStore, StoreConfig, StoreError, StoreProviders
-from paved.secretsync import restart
+from paved.secretsync import restart, target
 from paved.secretsync.model import StoreKey
 
 MARKER = "MARKER-9d2e-never-log-me"
@@ -64,8 +64,7 @@ class FakeKube:
     def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
         with self.lock:
             self.secret_reads.append(("list", namespace))
-        return {name: {"apiVersion": "v1", "kind": "Secret", "metadata": copy.deepcopy(secret["metadata"])}
-                for (ns, name), secret in self.secrets.items() if ns == namespace}
+        return {name: target.live_view(secret) for (ns, name), secret in self.secrets.items() if ns == namespace}
 
     def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
         if self.secret_write_error is not None:

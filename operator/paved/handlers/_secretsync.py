@@ -140,15 +140,15 @@ class KubeApi:
         return kube_apply.get("v1", "Secret", name, namespace, cached=True)
 
     def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
-        """Every Secret of `namespace` by name, metadata only (what the engine reads of a live
-        target: owner labels, content hash, resourceVersion), a page at a time."""
+        """Every Secret of `namespace` by name, as much of its metadata as the engine reads of a
+        live target (target.live_view), listed without data a page at a time."""
         path = resource_info("v1", "Secret").path(namespace=namespace)
         found: dict[str, dict[str, Any]] = {}
         token: str | None = None
         while True:
             page = request("GET", path, operation="list", query={"limit": LIST_PAGE_SIZE, "continue": token}, accept=METADATA_ONLY)
             for item in page.get("items") or []:
-                found[item["metadata"]["name"]] = {"apiVersion": "v1", "kind": "Secret", "metadata": item["metadata"]}
+                found[item["metadata"]["name"]] = target.live_view(item)
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return found

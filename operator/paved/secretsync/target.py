@@ -35,6 +35,19 @@ def written_hash(live: Mapping[str, Any] | None) -> str | None:
     return ((live or {}).get("metadata", {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
 
 
+def live_view(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """What the engine needs of a live Secret to write over it: who owns it (labels), the hash
+    it carries, and name, uid and resourceVersion for a guarded write. Nothing else is kept
+    (a listing of thousands: managedFields and other annotations, such as kubectl's
+    last-applied-configuration, which can quote the data, would only cost memory)."""
+    metadata = secret.get("metadata") or {}
+    kept = {key: metadata[key] for key in ("name", "namespace", "uid", "resourceVersion", "labels") if key in metadata}
+    digest = written_hash(secret)
+    if digest is not None:
+        kept["annotations"] = {CONTENT_HASH_ANNOTATION: digest}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": kept}
+
+
 def _annotations(ref: RefSpec, digest: str) -> dict[str, str]:
     return {**dict(ref.target.annotations), CONTENT_HASH_ANNOTATION: digest}
 
