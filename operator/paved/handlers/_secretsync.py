@@ -48,7 +48,7 @@ from paved.kube import apply as kube_apply
 from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, request, resource_info
+from paved.kube.client import ApiError, list_pages, request, resource_info
 from paved.providers.base import Owner
 from paved.providers.secretstores import (
     AUTH_FAILED,
@@ -83,6 +83,8 @@ WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle'
 LIST_SECRETS_AT = 20
 LIST_PAGE_SIZE = 500
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# This cycle's listings: namespace -> Secret name -> target.live_view of that Secret.
+Listing = Mapping[str, Mapping[str, dict[str, Any]]]
 
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
 
@@ -143,15 +145,8 @@ class KubeApi:
         """Every Secret of `namespace` by name, as much of its metadata as the engine reads of a
         live target (target.live_view), listed without data a page at a time."""
         path = resource_info("v1", "Secret").path(namespace=namespace)
-        found: dict[str, dict[str, Any]] = {}
-        token: str | None = None
-        while True:
-            page = request("GET", path, operation="list", query={"limit": LIST_PAGE_SIZE, "continue": token}, accept=METADATA_ONLY)
-            for item in page.get("items") or []:
-                found[item["metadata"]["name"]] = target.live_view(item)
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return found
+        return {item["metadata"]["name"]: target.live_view(item)
+                for page in list_pages(path, limit=LIST_PAGE_SIZE, accept=METADATA_ONLY) for item in page.get("items") or []}
 
     def content_hash_key(self) -> bytes:
         """The operator's key for content digests: random, made once, kept in its namespace."""
@@ -395,9 +390,9 @@ class SyncEngine:
                 report.stores += 1
                 outcomes += self._sync_store(store_key, [pending[s.uid] for s in specs], stamp, labels, report)
             changed: dict[str, set[str]] = defaultdict(set)
-            writes = sum(1 for _, decision in outcomes if decision.action in ("write", "delete"))
-            with ratelimit.BURST.held() if writes >= BURST_WRITES else contextlib.nullcontext():
-                applied_all = self._apply_all(outcomes, stamp, now)
+            writes = Counter(m.spec.namespace for m, decision in outcomes if decision.touches_secret)
+            with ratelimit.BURST.held() if writes.total() >= BURST_WRITES else contextlib.nullcontext():
+                applied_all = self._apply_all(outcomes, stamp, now, self._list_targets(writes))
             for applied in applied_all:
                 pending.pop(applied.uid, None)
                 report.secrets_written += applied.wrote
@@ -498,14 +493,14 @@ class SyncEngine:
 
     # --- applying the decisions ---------------------------------------------------------
 
-    def _apply_all(self, outcomes: Sequence[tuple[plan.RefMemory, plan.Decision]], stamp: str, now: float) -> list[_Applied]:
+    def _apply_all(self, outcomes: Sequence[tuple[plan.RefMemory, plan.Decision]], stamp: str, now: float,
+                   listed: Listing) -> list[_Applied]:
         """Apply every ref's decision: refs of one target Secret in order, different Secrets in
         parallel (each ref costs a few sequential API requests; one thread would make a cold
         start of thousands of refs a queue)."""
         by_target: dict[tuple[str, str], list[tuple[plan.RefMemory, plan.Decision]]] = defaultdict(list)
         for memory, decision in outcomes:
             by_target[(memory.spec.namespace, memory.spec.target.name)].append((memory, decision))
-        listed = self._list_targets(outcomes)
 
         def apply_group(group: list[tuple[plan.RefMemory, plan.Decision]]) -> list[_Applied]:
             # Only the first ref of a target may trust the listing: the next one must see its write.
@@ -525,10 +520,9 @@ class SyncEngine:
                 log.error("applying a sync outcome failed: %s", located(error))
         return results
 
-    def _list_targets(self, outcomes: Sequence[tuple[plan.RefMemory, plan.Decision]]) -> dict[str, dict[str, dict[str, Any]]]:
-        """namespace -> its Secrets' metadata by name, for namespaces where this cycle writes
-        LIST_SECRETS_AT Secrets or more (others: one GET per Secret, see _live)."""
-        writes = Counter(m.spec.namespace for m, decision in outcomes if decision.action in ("write", "delete"))
+    def _list_targets(self, writes: Counter[str]) -> Listing:
+        """namespace -> its Secrets (target.live_view) by name, for the namespaces where this
+        cycle writes LIST_SECRETS_AT Secrets or more (others: one GET per Secret, see _live)."""
         listed: dict[str, dict[str, dict[str, Any]]] = {}
         for namespace, count in writes.items():
             if count >= LIST_SECRETS_AT:
@@ -539,15 +533,14 @@ class SyncEngine:
                                 error.status, error.reason)
         return listed
 
-    def _live(self, spec: RefSpec, listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    def _live(self, spec: RefSpec, listed: Listing) -> dict[str, Any] | None:
         """The target Secret as it is now (metadata at least): from this cycle's listing, else a GET."""
         secrets_of_namespace = listed.get(spec.namespace)
         if secrets_of_namespace is not None:
             return secrets_of_namespace.get(spec.target.name)
         return self.kube.get_secret(spec.namespace, spec.target.name)
 
-    def _apply(self, memory: plan.RefMemory, decision: plan.Decision, stamp: str, now: float,
-               listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> _Applied:
+    def _apply(self, memory: plan.RefMemory, decision: plan.Decision, stamp: str, now: float, listed: Listing) -> _Applied:
         """Write one ref's Secret (or remove its keys), then its status and Event; schedule it."""
         spec = memory.spec
         owner = Owner(API_VERSION, REF_KIND, spec.name, spec.namespace, spec.uid, spec.generation)
@@ -576,12 +569,11 @@ class SyncEngine:
                 written = memory.status  # so that the next cycle writes it again
         self._event(owner, plan.event_for(spec, memory.status, status, decision))
         self.state.complete(memory, decision, written, now)
-        if decision.action in ("write", "delete") and previous_hash and previous_hash != decision.content_hash:
+        if decision.touches_secret and previous_hash and previous_hash != decision.content_hash:
             applied.changed = (spec.namespace, spec.target.name)
         return applied
 
-    def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision,
-                      listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> str | None:
+    def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision, listed: Listing) -> str | None:
         """Write the target Secret; return the content hash it had before (None: new)."""
         assert decision.data is not None and decision.content_hash
         name = spec.target.name
@@ -606,7 +598,7 @@ class SyncEngine:
             message = redact(f"{error.status} {error.reason}: {error.message}", values)
             raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: writing Secret {name} failed: {message}") from None
 
-    def _remove_keys(self, owner: Owner, spec: RefSpec, listed: Mapping[str, Mapping[str, dict[str, Any]]]) -> str | None:
+    def _remove_keys(self, owner: Owner, spec: RefSpec, listed: Listing) -> str | None:
         """deletionPolicy Delete with nothing left to write: delete the Secret (Owner) or our keys (Merge)."""
         name = spec.target.name
         try:

@@ -44,7 +44,7 @@ from paved.handlers.platform import snapshot
 from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, Json, request, resource_info
+from paved.kube.client import ApiError, Json, list_pages, resource_info
 from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
 from paved.policy.allowances import allowance_signature, allowances_for
 from paved.policy.decisions import (
@@ -266,20 +266,13 @@ class Auditor:
         """Every intent in scope, listed a page at a time (thousands of intents never sit in
         memory at once), as audit views."""
         for kind in INTENT_KINDS:
-            path = resource_info(API_VERSION, kind).path()
-            token: str | None = None
-            while True:
-                try:
-                    page = request("GET", path, operation="list", query={"limit": LIST_PAGE_SIZE, "continue": token})
-                except ApiError as error:
-                    log.warning("audit cannot list %s: %s", kind, error)
-                    break
-                for item in page.get("items", []):
-                    if _compose.in_scope(item["metadata"].get("namespace"), self.memo):
-                        yield audit_view({**item, "apiVersion": API_VERSION, "kind": kind})
-                token = (page.get("metadata") or {}).get("continue")
-                if not token:
-                    break
+            try:
+                for page in list_pages(resource_info(API_VERSION, kind).path(), limit=LIST_PAGE_SIZE):
+                    for item in page.get("items", []):
+                        if _compose.in_scope(item["metadata"].get("namespace"), self.memo):
+                            yield audit_view({**item, "apiVersion": API_VERSION, "kind": kind})
+            except ApiError as error:
+                log.warning("audit cannot list %s: %s", kind, error)
 
     def _audit(self, intent: Mapping[str, Any], now: datetime) -> str:
         metadata = intent.get("metadata") or {}

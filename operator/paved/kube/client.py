@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -199,10 +200,23 @@ def request(
     data: bytes | None = None
     if body is not None:
         data = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
-    response = _send(method, path, query, data, content_type, accept, timeout=_TIMEOUT, preload_content=True)
+    response = _send(method, path, query, data, content_type=content_type, accept=accept, timeout=_TIMEOUT, preload_content=True)
     if not 200 <= response.status <= 299:
         raise _to_api_error(response.status, response.reason, response.data, method, path)
     return json.loads(response.data) if response.data else {}
+
+
+def list_pages(path: str, *, limit: int, query: Mapping[str, Any] | None = None,
+               accept: str = "application/json") -> Iterator[Json]:
+    """A collection a page of `limit` objects at a time (following `continue`): thousands of
+    objects are never decoded, or held, at once."""
+    token: str | None = None
+    while True:
+        page = request("GET", path, operation="list", query={**(query or {}), "limit": limit, "continue": token}, accept=accept)
+        yield page
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 def open_watch(path: str, query: Mapping[str, Any]) -> urllib3.BaseHTTPResponse:
@@ -210,8 +224,7 @@ def open_watch(path: str, query: Mapping[str, Any]) -> urllib3.BaseHTTPResponse:
     response, whose lines are the events (paved.kube.watch reads them). Not retried here:
     the caller resumes from its last resourceVersion. Raise ApiError on any non-2xx."""
     metrics.count_call("kubernetes", "watch")
-    response = _send("GET", path, query, None, "application/json", "application/json", timeout=_WATCH_TIMEOUT,
-                     preload_content=False)
+    response = _send("GET", path, query, None, timeout=_WATCH_TIMEOUT, preload_content=False)
     if not 200 <= response.status <= 299:
         try:
             raise _to_api_error(response.status, response.reason, response.read(), "GET", path)
@@ -220,8 +233,8 @@ def open_watch(path: str, query: Mapping[str, Any]) -> urllib3.BaseHTTPResponse:
     return response
 
 
-def _send(method: str, path: str, query: Mapping[str, Any] | None, data: bytes | None, content_type: str, accept: str, *,
-          timeout: urllib3.Timeout, preload_content: bool) -> urllib3.BaseHTTPResponse:
+def _send(method: str, path: str, query: Mapping[str, Any] | None, data: bytes | None, *, timeout: urllib3.Timeout,
+          preload_content: bool, content_type: str = "application/json", accept: str = "application/json") -> urllib3.BaseHTTPResponse:
     """One HTTP exchange with the API server; a 401 fetches the credentials again and repeats it once."""
     client = api_client()
     url = _base_url + path

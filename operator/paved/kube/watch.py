@@ -33,7 +33,7 @@ from typing import Any
 import urllib3
 
 from paved.errors import located
-from paved.kube.client import WATCH_SERVER_TIMEOUT, ApiError, open_watch, request, resource_info
+from paved.kube.client import WATCH_SERVER_TIMEOUT, ApiError, list_pages, open_watch, resource_info
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +126,14 @@ class Informer:
         DELETED; the watch goes on from the listing's resourceVersion."""
         known = cursor.known
         seen: set[str] = set()
-        token: str | None = None
-        while True:
-            page = request("GET", path, operation="list", query={
-                "limit": self.page_size, "continue": token, "labelSelector": self.label_selector})
+        version = ""
+        for page in list_pages(path, limit=self.page_size, query={"labelSelector": self.label_selector}):
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.api_version)
                 item.setdefault("kind", self.kind)
-                uid = self._remember(item, known)
-                seen.add(uid)
+                seen.add(self._remember(item, known))
                 self._deliver(None, item)
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                break
+            version = str((page.get("metadata") or {}).get("resourceVersion") or version)
         for uid in [uid for uid in known if uid not in seen]:
             self._deliver("DELETED", known.pop(uid))
         if not self.listed.is_set():
@@ -146,7 +141,7 @@ class Informer:
                 self._listed_count += 1
                 if self._listed_count >= len(self.namespaces):
                     self.listed.set()
-        cursor.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        cursor.version = version
 
     def _watch(self, path: str, cursor: _Cursor) -> None:
         """Deliver events until the server closes the watch; the cursor follows every event,

@@ -160,6 +160,11 @@ class Decision:
     missing_since: dict[str, str] | None = None
     field: str = ""  # the spec path at fault, when there is one
 
+    @property
+    def touches_secret(self) -> bool:
+        """Whether carrying it out writes to the target Secret (a write, or removing keys)."""
+        return self.action in ("write", "delete")
+
 
 def failure(reason: str, message: str, *, field: str = "", asked_backend: bool = True, retry: bool = True) -> Decision:
     return Decision("none", False, reason, message, asked_backend=asked_backend, retry=retry, field=field)
@@ -323,7 +328,7 @@ def status_for(memory: RefMemory, decision: Decision, now: str) -> dict[str, Any
     spec = memory.spec
     status = dict(memory.status)
     status["observedGeneration"] = spec.generation
-    if decision.action in ("write", "delete"):
+    if decision.touches_secret:
         status["lastSyncTime"] = now
     if decision.success:
         status["contentHash"] = decision.content_hash

@@ -146,7 +146,7 @@ class SyncState:
             memory.status = dict(status)
             if decision.missing_since is not None:
                 memory.missing_since = dict(decision.missing_since)
-            if decision.action in ("write", "delete"):
+            if decision.touches_secret:
                 memory.content_hash = decision.content_hash
                 memory.repair = False
             if decision.success:
