@@ -31,7 +31,6 @@ from paved.handlers import _compose
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
 from paved.providers.base import Owner
-from paved.secretsync.values import CONTENT_HASH_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +99,9 @@ def restore_logged(type: str, body: Mapping[str, Any], composition_index: kopf.I
 
 def _register() -> None:
     for kind, api_version in kube.MANAGED_KINDS.items():
-        # An ExternalSecretRef's target Secret (it carries the content hash) is repaired by
-        # paved.handlers.secrets, not by a composed reconcile: filtered here, thousands of
-        # its events never reach this handler only to return.
-        annotations = {CONTENT_HASH_ANNOTATION: kopf.ABSENT} if kind == "Secret" else None
-        kopf.on.event(api_version, kind, labels={kube.MANAGED_BY_LABEL: kube.MANAGED_BY}, annotations=annotations,
+        # ExternalSecretRefs' target Secrets never come here: paved.runtime's server-side
+        # selector leaves them out of Kopf's watch (paved.handlers.secrets watches them).
+        kopf.on.event(api_version, kind, labels={kube.MANAGED_BY_LABEL: kube.MANAGED_BY},
                       id=f"drift-{kind.lower()}")(on_child_event)
 
 

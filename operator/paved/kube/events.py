@@ -18,6 +18,7 @@ from typing import Literal
 import urllib3
 
 from paved import metrics
+from paved.errors import located
 from paved.api.common import now_rfc3339
 from paved.kube.client import ApiError, request
 from paved.providers.base import Owner
@@ -117,5 +118,7 @@ class EventRecorder:
             self._bucket.take()
             try:
                 self._post(*event)
-            except Exception:  # noqa: BLE001 - the recorder must outlive one bad Event
-                log.exception("could not post event %s on %s %s/%s", event[1], event[0].kind, event[0].namespace, event[0].name)
+            except Exception as error:  # noqa: BLE001 - the recorder must outlive one bad Event
+                # by type and place, not a traceback: its message could quote the Event's
+                log.error("could not post event %s on %s %s/%s: %s", event[1], event[0].kind, event[0].namespace,
+                          event[0].name, located(error))
