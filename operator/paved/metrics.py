@@ -32,6 +32,16 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
+LEADER = Gauge(
+    "paved_leader",
+    "1 while this replica holds the leader Lease and runs the engines, else 0.",
+)
+
+WRITES_FENCED = Counter(
+    "paved_writes_fenced_total",
+    "Outbound calls not sent because this replica was not (surely) the leader (paved.fence).",
+)
+
 EVENTS_DROPPED = Counter(
     "paved_events_dropped_total",
     "Kubernetes Events not posted because the background recorder's queue was full.",

@@ -19,6 +19,7 @@ import datetime
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from paved import metrics
+from paved import __version__, fence, metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ _WATCH_TIMEOUT = urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=WATCH_READ_TIM
 # How long a bearer token is reused before the configuration is asked again; a 401 asks
 # again at once (an exec plugin's token may expire in between).
 AUTH_REFRESH_SECONDS = 10.0
-USER_AGENT = "paved"
+# Names this process in the API server's audit log: replicas share one ServiceAccount, and
+# "which replica wrote this" is the question after a failover.
+USER_AGENT = f"paved/{__version__} ({socket.gethostname()}/{os.getpid()})"
 RETRY_ATTEMPTS = 5
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Enough pooled connections for Kopf's worker threads (runtime.MAX_WORKERS) plus slack.
@@ -62,7 +65,7 @@ class ApiError(Exception):
     The message is the API server's own `message` (it names the field on validation
     errors); request bodies are never included. The API server may quote an invalid
     field's value ("Invalid value: ..."; it redacts Secret data itself), so callers that
-    send generated credentials in other kinds scrub the message (paved.handlers._compose).
+    send generated credentials in other kinds scrub the message (paved.engines.compose).
     """
 
     def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "") -> None:
@@ -83,8 +86,9 @@ class ApiError(Exception):
 
     @property
     def transient(self) -> bool:
-        """Worth retrying as is: throttled, server-side trouble, or no answer at all."""
-        return self.status in TRANSIENT_STATUSES or self.status == 0
+        """Worth retrying as is: throttled, server-side trouble, or no answer at all (but not a
+        request the write fence kept back: retrying cannot make this replica the leader)."""
+        return self.status in TRANSIENT_STATUSES or (self.status == 0 and self.reason != fence.REASON)
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,10 @@ def open_watch(path: str, query: Mapping[str, Any]) -> urllib3.BaseHTTPResponse:
 
 def _send(method: str, path: str, query: Mapping[str, Any] | None, data: bytes | None, *, timeout: urllib3.Timeout,
           preload_content: bool, content_type: str = "application/json", accept: str = "application/json") -> urllib3.BaseHTTPResponse:
-    """One HTTP exchange with the API server; a 401 fetches the credentials again and repeats it once."""
+    """One HTTP exchange with the API server; a 401 fetches the credentials again and repeats it once.
+    Anything but a read is sent only while the write fence permits (paved.fence)."""
+    if method not in fence.READ_METHODS and not fence.WRITES.permits():
+        raise ApiError(0, fence.REASON, fence.WRITES.why_not(), method=method, path=path)
     client = api_client()
     url = _base_url + path
     params = [(key, value) for key, value in (query or {}).items() if value is not None]

@@ -20,7 +20,9 @@ from typing import Any
 
 import requests
 
+from paved import fence
 from paved.metrics import count_call
+from paved.providers.base import ProviderError
 from paved.rollout.actions import RunWebhook
 from paved.rollout.observation import WebhookResult
 
@@ -41,6 +43,9 @@ class WebhookCaller:
         self.session = session or requests.Session()
 
     def call(self, rollout: RolloutRef, action: RunWebhook) -> WebhookResult:
+        """The call's verdict; ProviderError (not a verdict) when this replica may not call out."""
+        if not fence.WRITES.permits():
+            raise ProviderError(f"webhook {action.name} not called: {fence.WRITES.why_not()}", retryable=True)
         count_call("webhook", action.type)
         payload: dict[str, Any] = {
             "name": rollout.name, "namespace": rollout.namespace, "webhook": action.name, "type": action.type,

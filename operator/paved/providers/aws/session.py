@@ -26,6 +26,7 @@ import botocore.exceptions
 import botocore.parsers
 import tenacity
 
+from paved import fence
 from paved.metrics import count_call
 from paved.providers.base import ProviderError
 from paved.secretsync.values import redact
@@ -148,6 +149,8 @@ def call(provider: str, aws_client: Any, operation: str, **params: Any) -> dict[
     Every attempt is counted (an attempt is a call AWS may bill or throttle). Raises AwsError;
     its message names the operation and the AWS code and never contains secret parameters.
     """
+    if not fence.WRITES.permits():
+        raise AwsError(f"{operation} not sent: {fence.WRITES.why_not()}", code=fence.REASON, operation=operation, retryable=True)
     method = getattr(aws_client, operation)
 
     def attempt() -> dict[str, Any]:

@@ -29,6 +29,7 @@ import hvac
 import hvac.exceptions as vault_errors
 import requests
 
+from paved import fence
 from paved.metrics import count_call
 from paved.providers import base
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
@@ -75,6 +76,8 @@ def reset_client() -> None:
 
 def call(provider: str, operation: str, fn: Callable[[], T]) -> T:
     """One counted Vault call; errors become ProviderError (no secret values: paths and codes only)."""
+    if not fence.WRITES.permits():
+        raise ProviderError(f"vault {operation} not sent: {fence.WRITES.why_not()}", retryable=True)
     count_call(provider, operation)
     try:
         return fn()

@@ -43,6 +43,7 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
+from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
 from paved.providers import secretstores
@@ -91,9 +92,11 @@ def operation_of(path: str) -> str:
 
 
 class _CountingAdapter(HTTPAdapter):
-    """Counts every HTTP request the client really sends."""
+    """Counts every HTTP request the client really sends; sends none outside leadership (paved.fence)."""
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if not fence.WRITES.permits():
+            raise requests.exceptions.ConnectionError(fence.WRITES.why_not())
         count_call(PROVIDER, operation_of(request.path_url or ""))
         return super().send(request, *args, **kwargs)
 
