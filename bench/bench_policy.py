@@ -16,7 +16,7 @@ What is measured, and how:
    GitOps re-syncs of unchanged specs are cheaper). The Namespace read is answered from
    memory (the operator caches it); the API server's side of the call is not measured.
    Two arms: idle, and under a reconcile backlog - `--backlog` stand-in reconciles kept
-   queued on Kopf's shared handler executor (runtime.MAX_WORKERS threads), each blocking
+   queued on Kopf's shared handler executor (kopf_settings.MAX_WORKERS threads), each blocking
    `--reconcile-seconds` as a reconcile blocks on API-server and cloud calls (a burst of
    intents created at once). A webhook handler that queues behind them answers after about
    backlog x seconds / workers; the API server gives up after timeoutSeconds (5 s).
@@ -48,7 +48,6 @@ sys.path.insert(0, str(ROOT / "operator"))
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
-from paved.handlers import admission  # noqa: E402
 from paved.commands.render import load_compositions  # noqa: E402
 from paved.policy import check_intent, compile_policies  # noqa: E402
 from paved.policy.evaluate import DEFAULT_MEMO  # noqa: E402
@@ -86,10 +85,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def validate_intents_handler() -> Any:
-    """The function Paved registers with Kopf for the `validate-intents` webhook."""
-    import kopf
+    """The function Paved registers with Kopf for the `validate-intents` webhook, on its own pool."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    return next(h.fn for h in kopf.get_default_registry()._webhooks.get_all_handlers() if h.id == "validate-intents")
+    from paved.handlers import admission, serving_registry
+
+    pool = ThreadPoolExecutor(admission.ADMISSION_WORKERS, thread_name_prefix="paved-admission")
+    return next(h.fn for h in serving_registry(pool)._webhooks.get_all_handlers() if h.id == "validate-intents")
 
 
 class ReconcileBacklog:
@@ -129,8 +131,9 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
     import kopf
     from kopf._core.actions.invocation import invoke
 
-    from paved import runtime
-    from paved.handlers import policy as policy_handlers
+    from paved.engines import Engines
+    from paved.pki import CertificateAuthority, issue_serving_cert, write_private
+    from paved.runtime import settings as kopf_settings
 
     compositions = load_compositions((), ROOT / "compositions")
     raw_policies = policies()
@@ -138,17 +141,21 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
     assert not errors and len(compiled) == 20
     composition_index = {c["metadata"]["name"]: [c] for c in compositions}
     policy_index = {p["metadata"]["name"]: [p] for p in raw_policies}
-    policy_handlers.namespace_object = lambda namespace: NAMESPACE  # the operator caches it; no API server here
+    engines = Engines()
+    engines.namespaces.get = lambda namespace: NAMESPACE  # type: ignore[method-assign] # the operator caches it; no API server here
     handler = validate_intents_handler()
-    settings = runtime.build_settings(runtime.RunOptions())
+    settings = kopf_settings.leading_settings()  # its executor is the one reconciles queue in
     folder = Path(tempfile.mkdtemp(prefix="paved-bench-webhook-"))
-    options = admission.self_signed(admission.WebhookOptions(address="127.0.0.1"), folder)
+    ca = CertificateAuthority.create("paved-bench-ca")
+    cert, key = issue_serving_cert(ca, ["127.0.0.1"])
+    for name, data in (("ca.crt", ca.cert_pem), ("tls.crt", cert), ("tls.key", key)):
+        write_private(folder / name, data)
 
     async def serve(request: aiohttp.web.Request) -> aiohttp.web.Response:
         review = await request.json()
         warnings: list[str] = []
         kwargs = {"body": kopf.Body(review["request"]["object"]), "old": None, "operation": "CREATE", "warnings": warnings,
-                  "memo": kopf.Memo(), "composition_index": composition_index, "policy_index": policy_index,
+                  "memo": engines, "composition_index": composition_index, "policy_index": policy_index,
                   "exception_index": {}}
         try:
             await invoke(handler, settings=settings, kwargs=kwargs)
@@ -169,7 +176,7 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
             runner = aiohttp.web.AppRunner(app)
             await runner.setup()
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(options.certfile), str(options.keyfile))
+            context.load_cert_chain(str(folder / "tls.crt"), str(folder / "tls.key"))
             site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
             await site.start()
             port_box.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
@@ -189,7 +196,7 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
                   "request": {"uid": str(serial), "operation": "CREATE", "object": intent(serial)}}
         started = time.perf_counter()
         response = session.post(url, data=json.dumps(review), headers={"Content-Type": "application/json"}, timeout=60,
-                                verify=str(options.cafile))  # per request: REQUESTS_CA_BUNDLE would override session.verify
+                                verify=str(folder / "ca.crt"))  # per request: REQUESTS_CA_BUNDLE would override session.verify
         elapsed = time.perf_counter() - started
         response.raise_for_status()
         return elapsed * 1000
@@ -197,7 +204,7 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
     for _ in range(20):  # warm-up: connection, first compiles
         post()
     if backlog:
-        with ReconcileBacklog(settings.execution.executor, runtime.MAX_WORKERS, backlog, reconcile_seconds):
+        with ReconcileBacklog(settings.execution.executor, kopf_settings.MAX_WORKERS, backlog, reconcile_seconds):
             latencies = [post() for _ in range(requests_count)]
     else:
         latencies = [post() for _ in range(requests_count)]

@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_secrets.py --refs 5000 --secrets 500 --changed 5
 
 Real backends, real providers: a moto server (Secrets Manager, SSM) and an OpenBao dev
-server are started on loopback (paved.dev.moto, paved.dev.openbao); the operator's sync engine (paved.handlers._secretsync
+server are started on loopback (paved.dev.moto, paved.dev.openbao); the operator's sync engine (paved.engines.secretsync
 .SyncEngine) runs in this process with the production providers. Only Kubernetes is
 replaced by an in-memory stand-in (Secret and status writes are not what is measured here;
 the e2e tests cover them). Calls are read from `paved_provider_api_calls_total`, which counts
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import delta  # noqa: E402
 from paved.dev.moto import start_moto  # noqa: E402
 from paved.dev.openbao import start_openbao  # noqa: E402
-from paved.handlers._secretsync import SyncEngine  # noqa: E402
+from paved.engines.secretsync import SyncEngine  # noqa: E402
 from paved.handlers.secrets import parse_ref  # noqa: E402
 from paved.kube import apply as kube_apply  # noqa: E402
 from paved.metrics import call_counts as calls  # noqa: E402

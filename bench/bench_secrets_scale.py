@@ -66,7 +66,7 @@ GROUP, VERSION = REF_TEMPLATE["apiVersion"].split("/")
 REF_PLURAL, STORE_PLURAL = "externalsecretrefs", "secretstores"
 CALLS_METRIC = "paved_provider_api_calls_total"
 LATENCY_NAMESPACE, COLD_NAMESPACE = "bench-esr-latency", "bench-esr-cold"
-CYCLE_LINE = re.compile(r"^secret sync cycle: (\d+) ref\(s\)", re.M)  # logged by paved.handlers._secretsync
+CYCLE_LINE = re.compile(r"^secret sync cycle: (\d+) ref\(s\)", re.M)  # logged by paved.engines.secretsync
 
 
 # ------------------------------------------------------------------------------ objects

@@ -6,6 +6,8 @@ GROUP = "paved.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 FIELD_MANAGER = "paved"
+# Kopf's own finalizer (paved.runtime.settings): on an object, it makes Kopf run delete handlers.
+KOPF_FINALIZER = f"{GROUP}/cleanup"
 MANAGED_BY_LABEL = ("app.kubernetes.io/managed-by", "paved")
 
 OPERATOR_NAMESPACE_ENV = "PAVED_OPERATOR_NAMESPACE"

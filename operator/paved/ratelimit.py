@@ -67,5 +67,5 @@ class Pressure:
         return self._holders > 0
 
 
-# Held by the secret engine while it writes a large cycle (paved.handlers._secretsync).
+# Held by the secret engine while it writes a large cycle (paved.engines.secretsync).
 BURST = Pressure()

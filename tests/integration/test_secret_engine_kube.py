@@ -1,11 +1,11 @@
-"""The secret engine's Kubernetes reads (paved.handlers._secretsync.KubeApi) on the real API server."""
+"""The secret engine's Kubernetes reads (paved.engines.secretsync.KubeApi) on the real API server."""
 
 from __future__ import annotations
 
 import pytest
 from fixtures.cluster import Kubectl
 
-from paved.handlers import _secretsync
+from paved.engines.secretsync import kube as _secretsync
 from paved.kube.client import request
 
 

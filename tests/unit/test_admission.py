@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from paved.handlers import admission
+from paved.runtime import webhook
 from paved.policy import compile_policies, decisions
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -83,7 +83,7 @@ def test_exceptions_only_in_named_or_labelled_namespaces() -> None:
 
 
 def test_webhook_configuration_is_scoped_and_short() -> None:
-    config = admission.webhook_configuration({"url": "https://127.0.0.1:9443", "caBundle": "Q0E="})
+    config = webhook.webhook_configuration({"url": "https://127.0.0.1:9443", "caBundle": "Q0E="}, admission.WEBHOOKS)
     assert config["metadata"]["name"] == "paved.dev"
     hooks = {hook["name"]: hook for hook in config["webhooks"]}
     assert set(hooks) == {"validate-intents.paved.dev", "validate-intentpolicies.paved.dev", "validate-policyexceptions.paved.dev"}
@@ -92,64 +92,67 @@ def test_webhook_configuration_is_scoped_and_short() -> None:
         (rule,) = hook["rules"]
         assert rule["apiGroups"] == ["paved.dev"] and rule["operations"] == ["CREATE", "UPDATE"]
         assert hook["clientConfig"]["caBundle"] == "Q0E="
+        assert hook["matchConditions"] == [{"name": "changes-spec", "expression": webhook.SPEC_CHANGES}]
     assert hooks["validate-intents.paved.dev"]["clientConfig"]["url"] == "https://127.0.0.1:9443/validate-intents"
     assert set(hooks["validate-intents.paved.dev"]["rules"][0]["resources"]) == {
         "databaseintents", "agentidentities", "externalsecretrefs", "progressiverollouts"}
 
 
 def test_service_mode_and_parse_service() -> None:
-    service = admission.parse_service("paved-system/paved-webhook")
+    service = webhook.parse_service("paved-system/paved-webhook")
     assert service == ("paved-system", "paved-webhook", 443)
-    config = admission.webhook_configuration({"url": "https://x:1"}, service=service, failure_policy="Ignore")
+    config = webhook.webhook_configuration({"url": "https://x:1"}, admission.WEBHOOKS, service=service, failure_policy="Ignore")
     hook = config["webhooks"][0]
     assert hook["failurePolicy"] == "Ignore"
     assert hook["clientConfig"] == {"service": {"namespace": "paved-system", "name": "paved-webhook", "port": 443,
                                                 "path": "/validate-intents"}}
     with pytest.raises(ValueError):
-        admission.parse_service("no-slash")
+        webhook.parse_service("no-slash")
 
 
-def test_self_signed_writes_a_ca_and_a_cert_for_the_host(tmp_path: Path) -> None:
-    from cryptography import x509
+def _serving_handlers(executor: Any) -> list[Any]:
+    from paved.handlers import serving_registry
 
-    options = admission.self_signed(admission.WebhookOptions(address="127.0.0.1", host="paved.local"), tmp_path)
-    assert options.certfile and options.keyfile and options.cafile
-    cert = x509.load_pem_x509_certificate(Path(options.certfile).read_bytes())
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "paved.local" in names.get_values_for_type(x509.DNSName)
-    given = admission.WebhookOptions(certfile="a", keyfile="b")
-    assert admission.self_signed(given) is given
+    return list(serving_registry(executor)._webhooks.get_all_handlers())
 
 
 def test_webhook_handlers_are_registered_for_every_kind() -> None:
-    import kopf
-
-    ids = {(h.id, h.selector.any_name if h.selector else None) for h in kopf.get_default_registry()._webhooks.get_all_handlers()}
+    ids = {(h.id, h.selector.any_name if h.selector else None) for h in _serving_handlers(None)}
     assert ("validate-intentpolicies", "intentpolicies") in ids
     assert ("validate-policyexceptions", "policyexceptions") in ids
     assert ("validate-intents", "databaseintents") in ids
+
+
+def test_only_the_serving_registry_has_webhooks_and_the_leading_one_has_no_validation() -> None:
+    from paved.handlers import leading_registry
+
+    assert not list(leading_registry()._webhooks.get_all_handlers())
+    assert _serving_handlers(None)
 
 
 def test_webhook_handlers_run_on_their_own_threads_not_kopfs_shared_executor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kopf queues a sync handler behind every reconcile in its executor; an async one it awaits."""
     import asyncio
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import kopf
     from kopf._core.actions.invocation import invoke, is_async_fn
 
-    from paved.handlers import policy as policy_handlers
+    from paved.engines import Engines
 
-    (handler,) = {h.fn for h in kopf.get_default_registry()._webhooks.get_all_handlers() if h.id == "validate-intents"}
+    executor = ThreadPoolExecutor(1, thread_name_prefix="paved-admission")
+    (handler,) = {h.fn for h in _serving_handlers(executor) if h.id == "validate-intents"}
     assert is_async_fn(handler)
     threads: list[str] = []
+    engines = Engines()
 
     def namespace_object(namespace: str | None) -> None:
         threads.append(threading.current_thread().name)
 
-    monkeypatch.setattr(policy_handlers, "namespace_object", namespace_object)
+    monkeypatch.setattr(engines.namespaces, "get", namespace_object)
     warnings: list[str] = []
-    kwargs = {"body": kopf.Body(intent(False)), "old": None, "operation": "CREATE", "warnings": warnings, "memo": kopf.Memo(),
+    kwargs = {"body": kopf.Body(intent(False)), "old": None, "operation": "CREATE", "warnings": warnings, "memo": engines,
               "composition_index": {}, "policy_index": {"enc": [policy()]}, "exception_index": {}}
     with pytest.raises(kopf.AdmissionError, match="enc/encrypted"):
         asyncio.run(invoke(handler, settings=kopf.OperatorSettings(), kwargs=kwargs))

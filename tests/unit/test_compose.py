@@ -1,4 +1,4 @@
-"""The composed reconcile (paved.handlers._compose) with in-memory fakes instead of a cluster.
+"""The composed reconcile (paved.engines.compose) with in-memory fakes instead of a cluster.
 
 A fake `kubernetes` provider and fake paved.kube functions share one dict of objects, so
 the tests see exactly what was written, how often, and what was pruned. Only unit tests
@@ -18,14 +18,18 @@ import kopf
 import pytest
 
 from paved.commands.render import load_compositions
-from paved.handlers import _compose
-from paved.handlers.identity import IDENTITY
+from paved.engines import compose as _compose
+from paved.engines.compose import engine as compose_engine
+from paved.engines.identity import IdentityEngine
+from paved.handlers.common import raise_for_kopf
 from paved.handlers.platform import problems_of
 from paved.kube import apply as kube
 from paved.providers import base as providers
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.render.types import RenderedResource
 
+ENGINE = _compose.ComposeEngine()
+IDENTITY = IdentityEngine(ENGINE).kind
 REPO = Path(__file__).resolve().parents[2]
 NS = "team-a"
 
@@ -120,7 +124,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     fake = FakeCluster()
     for name in ("get", "create", "merge_patch", "prune"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
-    monkeypatch.setattr(_compose.events, "post_event", fake.post_event)
+    monkeypatch.setattr(compose_engine.events, "post_event", fake.post_event)
     monkeypatch.setitem(providers._FACTORIES, "kubernetes", lambda: FakeKubernetesProvider(fake))
     monkeypatch.setattr(providers, "_INSTANCES", {})
     yield fake
@@ -151,7 +155,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, compositions: list) -> None:
-    outcome = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     kinds = sorted(key.kind for key in cluster.objects)
     assert kinds == ["Role", "RoleBinding", "ServiceAccount"]
     for body in cluster.objects.values():
@@ -173,10 +177,10 @@ def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, c
 
 
 def test_unchanged_identity_is_quiet(cluster: FakeCluster, compositions: list) -> None:
-    first = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     cluster.writes.clear()
     cluster.events.clear()
-    again = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
+    again = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
     assert cluster.writes == []
     assert again.delta == {}
     assert cluster.events == []
@@ -184,14 +188,14 @@ def test_unchanged_identity_is_quiet(cluster: FakeCluster, compositions: list) -
 
 
 def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, compositions: list) -> None:
-    first = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     role_key = next(k for k in cluster.objects if k.kind == "Role")
     binding_key = next(k for k in cluster.objects if k.kind == "RoleBinding")
     cluster.objects[role_key]["rules"][0]["verbs"] = ["get", "list", "delete"]
     del cluster.objects[binding_key]
     cluster.writes.clear()
 
-    again = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
+    again = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
     assert sorted(op for op, _ in cluster.writes) == ["apply", "apply"]
     assert cluster.objects[role_key]["rules"][0]["verbs"] == ["get", "list"]
     assert binding_key in cluster.objects
@@ -202,20 +206,20 @@ def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, composi
 
 def test_wildcard_verb_is_refused_before_anything_is_written(cluster: FakeCluster, compositions: list) -> None:
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["*"]}]}
-    outcome = _compose.reconcile(IDENTITY, identity(spec), compositions)
+    outcome = ENGINE.reconcile(IDENTITY, identity(spec), compositions)
     assert cluster.objects == {} and cluster.writes == []
     ready = condition(outcome.status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "RenderFailed")
     assert ready["message"].startswith("spec.capabilities[0].verbs: ")
     assert outcome.result.error is not None and outcome.result.error.field == "spec.capabilities[0].verbs"
     assert not outcome.result.error.retryable
-    _compose.raise_for_kopf(outcome, retry=0)  # permanent: no Kopf retry
+    raise_for_kopf(outcome, retry=0)  # permanent: no Kopf retry
     assert ("Warning", "RenderFailed") in [(t, r) for t, r, _ in cluster.events]
 
 
 def test_schema_invalid_spec_names_the_field_and_writes_nothing(cluster: FakeCluster, compositions: list) -> None:
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "colour": "red"}]}
-    outcome = _compose.reconcile(IDENTITY, identity(spec), compositions)
+    outcome = ENGINE.reconcile(IDENTITY, identity(spec), compositions)
     assert cluster.writes == [] and cluster.reads == 0
     ready = condition(outcome.status, "Ready")
     assert ready["reason"] == "InvalidSpec"
@@ -223,9 +227,9 @@ def test_schema_invalid_spec_names_the_field_and_writes_nothing(cluster: FakeClu
 
 
 def test_invalid_new_generation_keeps_the_previous_grants(cluster: FakeCluster, compositions: list) -> None:
-    first = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["*"]}]}
-    second = _compose.reconcile(IDENTITY, identity(spec, status=first.status, generation=2), compositions)
+    second = ENGINE.reconcile(IDENTITY, identity(spec, status=first.status, generation=2), compositions)
     assert second.status["grants"] == first.status["grants"]
     assert second.status["renderHash"] == first.status["renderHash"]
     assert second.status["observedGeneration"] == 2
@@ -235,14 +239,14 @@ def test_invalid_new_generation_keeps_the_previous_grants(cluster: FakeCluster, 
 
 def test_dropping_a_namespace_prunes_its_role_and_binding(cluster: FakeCluster, compositions: list) -> None:
     wide = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": ["team-b"]}]}
-    first = _compose.reconcile(IDENTITY, identity(wide), compositions)
+    first = ENGINE.reconcile(IDENTITY, identity(wide), compositions)
     in_b = {k for k in cluster.objects if k.namespace == "team-b"}
     assert {k.kind for k in in_b} == {"Role", "RoleBinding"}
     for key in in_b:  # another namespace: no ownerReference possible, the annotation instead
         assert "ownerReferences" not in cluster.objects[key]["metadata"]
         assert cluster.objects[key]["metadata"]["annotations"][kube.OWNER_ANNOTATION].endswith(f"/{NS}/reporter")
 
-    second = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status, generation=2), compositions)
+    second = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status, generation=2), compositions)
     assert not {k for k in cluster.objects if k.namespace == "team-b"}
     assert sorted(second.result.pruned) == sorted(str(k) for k in in_b)
     assert [g["namespace"] for g in second.status["grants"]] == [NS, NS]
@@ -250,7 +254,7 @@ def test_dropping_a_namespace_prunes_its_role_and_binding(cluster: FakeCluster, 
 
 
 def test_missing_composition_is_reported(cluster: FakeCluster) -> None:
-    outcome = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), [])
+    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), [])
     ready = condition(outcome.status, "Ready")
     assert ready["reason"] == "NoComposition"
     assert "spec.compositionRef.name" in ready["message"]
@@ -259,15 +263,15 @@ def test_missing_composition_is_reported(cluster: FakeCluster) -> None:
 
 def test_retryable_provider_error_asks_kopf_to_retry_with_backoff(cluster: FakeCluster, compositions: list) -> None:
     cluster.fail_apply = ProviderError("503 ServiceUnavailable", retryable=True)
-    outcome = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     assert condition(outcome.status, "Ready")["reason"] == "ProviderError"
     with pytest.raises(kopf.TemporaryError) as raised:
-        _compose.raise_for_kopf(outcome, retry=3)
+        raise_for_kopf(outcome, retry=3)
     assert 8 <= raised.value.delay <= 16
 
     cluster.fail_apply = ProviderError("forbidden", retryable=False)
-    permanent = _compose.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
-    _compose.raise_for_kopf(permanent, retry=0)
+    permanent = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    raise_for_kopf(permanent, retry=0)
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -295,7 +299,7 @@ CHAINED = {
 
 def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(cluster: FakeCluster) -> None:
     assert problems_of(CHAINED) == []
-    first = _compose.reconcile(IDENTITY, identity({}), [CHAINED])
+    first = ENGINE.reconcile(IDENTITY, identity({}), [CHAINED])
     assert first.result.ready and first.result.pending == []
     secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
     token = base64.b64decode(secret["data"]["token"]).decode()
@@ -304,7 +308,7 @@ def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(clus
     assert second_cm["data"]["peer"] == "uid-of-first"
     assert token not in str(first.status) and token not in str(cluster.events)
 
-    _compose.reconcile(IDENTITY, identity({}, status=first.status), [CHAINED])
+    ENGINE.reconcile(IDENTITY, identity({}, status=first.status), [CHAINED])
     assert base64.b64decode(cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"]).decode() == token
 
 
@@ -313,7 +317,7 @@ def test_generated_values_echoed_by_a_provider_error_are_redacted(cluster: FakeC
         raise ProviderError(f"422 Invalid: {json.dumps(resource.body)}", retryable=False)  # as an API server may
 
     monkeypatch.setattr(FakeKubernetesProvider, "apply", echoing_apply)
-    outcome = _compose.reconcile(IDENTITY, identity({}), [CHAINED])
+    outcome = ENGINE.reconcile(IDENTITY, identity({}), [CHAINED])
     secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert outcome.result.error is not None and "<redacted>" in outcome.result.error.message
@@ -329,12 +333,12 @@ def test_broken_template_is_a_composition_problem() -> None:
 
 def test_finalize_prunes_only_unowned_children(cluster: FakeCluster, compositions: list) -> None:
     wide = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": ["team-b"]}]}
-    _compose.reconcile(IDENTITY, identity(wide), compositions)
-    assert _compose.finalize(IDENTITY, identity(wide), compositions) == []
+    ENGINE.reconcile(IDENTITY, identity(wide), compositions)
+    assert ENGINE.finalize(IDENTITY, identity(wide), compositions) == []
     assert {k.namespace for k in cluster.objects} == {NS}  # owned ones are left to the garbage collector
 
 
 def test_scope_follows_the_namespaces_of_paved_run() -> None:
-    assert _compose.in_scope("any", None) and _compose.in_scope("any", kopf.Memo(namespaces=frozenset()))
-    assert _compose.in_scope("team-a", kopf.Memo(namespaces=frozenset({"team-a"})))
-    assert not _compose.in_scope("team-b", kopf.Memo(namespaces=frozenset({"team-a"})))
+    assert _compose.in_scope("any", frozenset())
+    assert _compose.in_scope("team-a", frozenset({"team-a"}))
+    assert not _compose.in_scope("team-b", frozenset({"team-a"}))

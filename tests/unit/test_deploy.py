@@ -72,7 +72,33 @@ def test_deployment_is_locked_down() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["image"] == "paved:0.1.0"
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_deployment_is_highly_available() -> None:
+    deployment = documents("deployment.yaml")[0]
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = spec["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # readiness: the webhook serves
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # liveness: not leadership
+    (budget,) = documents("pdb.yaml")
+    assert budget["spec"]["minAvailable"] == 1 and budget["spec"]["selector"] == spec["selector"]
+
+
+def test_the_lease_is_granted_in_the_operator_namespace_only_and_by_name() -> None:
+    role = next(doc for doc in documents("rbac.yaml") if doc["kind"] == "Role" and doc["metadata"]["name"] == "paved-leader-election")
+    assert role["metadata"]["namespace"] == "paved-system"
+    by_name = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert by_name == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["paved-operator"],
+                        "verbs": ["get", "update"]}]
+    unnamed = {verb for rule in role["rules"] if not rule.get("resourceNames") for verb in rule["verbs"]}
+    assert unnamed == {"create", "list", "watch"}  # Kubernetes cannot restrict these by name
+    assert not verbs_for("coordination.k8s.io", "leases")  # nothing cluster-wide
 
 
 def test_kustomizations_list_every_file() -> None:

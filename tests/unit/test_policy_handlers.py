@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from paved.handlers import policy as handlers
+from paved.engines import audit as handlers
 from paved.kube import policyreport
 from paved.policy import Mode, Outcome, Verdict, decisions
 
@@ -55,9 +55,9 @@ def test_audit_wakes_at_the_next_expiry_or_after_the_jittered_interval() -> None
 
 def test_exceptions_for_filters_namespaces() -> None:
     index = {"team": [{"spec": {}}]}
-    assert handlers.exceptions_for("team", None, index, {"exception_namespaces": frozenset({"team"})}) == [{"spec": {}}]
-    assert handlers.exceptions_for("team", None, index, {}) == []
-    assert handlers.exceptions_for("other", {"metadata": {"labels": {decisions.EXCEPTIONS_LABEL: "allowed"}}}, index, {}) == []
+    assert handlers.exceptions_for("team", None, index, frozenset({"team"})) == [{"spec": {}}]
+    assert handlers.exceptions_for("team", None, index, frozenset()) == []
+    assert handlers.exceptions_for("other", {"metadata": {"labels": {decisions.EXCEPTIONS_LABEL: "allowed"}}}, index, frozenset()) == []
 
 
 def test_policy_report_maps_outcomes_and_shows_expired_exceptions() -> None:
@@ -128,12 +128,13 @@ def test_condition_writes_wait_for_a_token_only_while_a_reconciler_holds_the_bur
 
     waits: list[int] = []
     writes: list[str] = []
-    monkeypatch.setattr(handlers._AUDIT_WRITES, "take", lambda: waits.append(1))
+    bucket = ratelimit.TokenBucket(handlers.AUDIT_WRITE_RATE, handlers.AUDIT_WRITE_BURST)
+    monkeypatch.setattr(bucket, "take", lambda: waits.append(1))
     monkeypatch.setattr(handlers.kube_status, "apply_status", lambda *args, **kwargs: writes.append(args[3]))
     intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "ExternalSecretRef",
               "metadata": {"name": "a", "namespace": "ns", "generation": 1}, "status": {}}
     condition = ("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")
-    assert handlers.write_condition(intent, condition) and waits == []
+    assert handlers.write_condition(intent, condition, bucket) and waits == []
     with ratelimit.BURST.held():
-        assert handlers.write_condition({**intent, "metadata": {**intent["metadata"], "name": "b"}}, condition)
+        assert handlers.write_condition({**intent, "metadata": {**intent["metadata"], "name": "b"}}, condition, bucket)
     assert waits == [1] and writes == ["a", "b"]

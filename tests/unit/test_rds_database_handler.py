@@ -1,4 +1,4 @@
-"""Pure parts of the DatabaseIntent handlers: drift timing, status extras, immutable drift."""
+"""Pure parts of the DatabaseIntent engine and handlers: drift timing, status extras, immutable drift."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from paved.api.database import DatabaseIntentSpec
-from paved.handlers import _compose, database
+from paved.engines import compose as _compose
+from paved.engines import database
+from paved.handlers.database import remove_cleanup_finalizer
 from paved.providers.base import Observation
 from paved.render.types import RenderedResource
 
@@ -76,5 +78,5 @@ def test_no_immutable_drift_leaves_the_outcome_alone() -> None:
 
 def test_removing_the_cleanup_finalizer_keeps_the_others() -> None:
     body: Any = {"metadata": {"finalizers": ["paved.dev/cleanup", database.CLEANUP_FINALIZER, "other/x"]}}
-    database.remove_cleanup_finalizer(body)
+    remove_cleanup_finalizer(body)
     assert body["metadata"]["finalizers"] == ["paved.dev/cleanup", "other/x"]

@@ -1,4 +1,4 @@
-"""The ProgressiveRollout handler loop (paved.handlers.rollout) with in-memory fakes.
+"""The ProgressiveRollout tick loop (paved.engines.rollout) with in-memory fakes.
 
 A fake cluster holds the rollout (status written by merge patch, as the API server does),
 the target Deployment and the copies (which become ready the moment they are applied),
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from paved.handlers.rollout import (
+from paved.engines.rollout import (
     REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, RolloutRunner,
     command_of, status_patch,
 )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from paved import ratelimit
-from paved.handlers._secretsync import BURST_WRITES, LIST_SECRETS_AT, SyncEngine
+from paved.engines.secretsync.engine import BURST_WRITES, LIST_SECRETS_AT, SyncEngine
 from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
@@ -553,7 +553,7 @@ def test_every_kube_port_has_every_method_the_engine_calls() -> None:
     import importlib.util
     from pathlib import Path
 
-    from paved.handlers._secretsync import KubeApi, KubePort
+    from paved.engines.secretsync import KubeApi, KubePort
 
     path = Path(__file__).resolve().parents[2] / "bench" / "bench_secrets.py"
     spec = importlib.util.spec_from_file_location("bench_secrets_for_test", path)

@@ -50,7 +50,9 @@ __all__ = [
     "OperatorProcess",
     "install_operator_prerequisites",
     "parse_metric",
+    "Replicas",
     "start_operator",
+    "start_replicas",
     "wait_kinds_served",
 ]
 
@@ -121,6 +123,7 @@ class OperatorProcess:
     workdir: Path
     metrics_port: int
     health_port: int
+    webhook_port: int = 0  # 0: any free port; replicas reached by one URL share a fixed one
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     die_with_parent: bool = True
@@ -143,6 +146,10 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.health_port}/healthz"
 
     @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/readyz"
+
+    @property
     def pid(self) -> int | None:
         return self.record.pid if self.record else None
 
@@ -151,10 +158,24 @@ class OperatorProcess:
 
     def healthy(self) -> bool:
         """Alive and answering /healthz."""
+        return self._probe(self.health_url)
+
+    def ready(self) -> bool:
+        """Alive and answering /readyz: its admission webhook serves."""
+        return self._probe(self.ready_url)
+
+    def _probe(self, url: str) -> bool:
         if not self.alive():
             return False
         try:
-            return requests.get(self.health_url, timeout=2).ok
+            return requests.get(url, timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    def leads(self) -> bool:
+        """Whether it holds the leader Lease (its paved_leader metric)."""
+        try:
+            return self.metric("paved_leader") == 1
         except requests.RequestException:
             return False
 
@@ -168,6 +189,7 @@ class OperatorProcess:
             f"--metrics-port={self.metrics_port}",
             f"--health-port={self.health_port}",
             "--bind-address=127.0.0.1",
+            *([f"--webhook-port={self.webhook_port}"] if self.webhook_port else []),
             *self.extra_args,
         ]
         env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
@@ -182,15 +204,16 @@ class OperatorProcess:
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until it is ready: alive, and its admission webhook serves (a standby too)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 raise OperatorError(f"paved run exited during start-up; log tail:\n{self.tail()}")
-            if self.healthy():
+            if self.ready():
                 return
             time.sleep(0.2)
         raise OperatorError(
-            f"paved run did not answer {self.health_url} within {timeout:.0f}s; log tail:\n{self.tail()}"
+            f"paved run was not ready ({self.ready_url}) within {timeout:.0f}s; log tail:\n{self.tail()}"
         )
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -224,7 +247,8 @@ class OperatorProcess:
 
     def _save_ports(self) -> None:
         (self.workdir / "operator.json").write_text(
-            json.dumps({"metrics_port": self.metrics_port, "health_port": self.health_port})
+            json.dumps({"metrics_port": self.metrics_port, "health_port": self.health_port,
+                        "webhook_port": self.webhook_port})
         )
 
     @classmethod
@@ -237,10 +261,48 @@ class OperatorProcess:
         process = cls(
             kubeconfig=workdir / "kubeconfig", workdir=workdir,
             metrics_port=int(ports["metrics_port"]), health_port=int(ports["health_port"]),
-            die_with_parent=False,
+            webhook_port=int(ports.get("webhook_port") or 0), die_with_parent=False,
         )
         process.record = read_record(process.pid_path)
         return process
+
+
+def _launch(
+    control_plane: ControlPlane,
+    workdir: Path,
+    folders: list[Path],
+    *,
+    env: Mapping[str, str] | None,
+    extra_args: tuple[str, ...],
+    die_with_parent: bool,
+    install: bool,
+    timeout: float,
+    process_class: type[OperatorProcess],
+    webhook_port: int,
+) -> list[OperatorProcess]:
+    """Processes sharing one kubeconfig (and webhook port), each with its own folder."""
+    if install:
+        install_operator_prerequisites(control_plane)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = control_plane.serviceaccount_kubeconfig(
+        OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "kubeconfig"
+    )
+    taken: set[int] = {webhook_port}
+    processes = []
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics_port = free_port(avoid=taken.__contains__)
+        health_port = free_port(avoid=lambda port: port == metrics_port or port in taken)
+        taken |= {metrics_port, health_port}
+        processes.append(process_class(
+            kubeconfig=kubeconfig, workdir=folder, metrics_port=metrics_port, health_port=health_port,
+            webhook_port=webhook_port, extra_args=tuple(extra_args), env=dict(env or {}),
+            die_with_parent=die_with_parent,
+        ))
+    for process in processes:
+        process.start(timeout)
+    return processes
 
 
 def start_operator(
@@ -257,22 +319,59 @@ def start_operator(
     """Install the prerequisites (unless ``install`` is False) and start `paved run` in ``workdir``.
 
     The operator authenticates with a TokenRequest token (24 h) of paved-system/paved-operator,
-    listens on free loopback ports and is healthy when this returns. ``process_class`` lets the
+    listens on free loopback ports and is ready when this returns. ``process_class`` lets the
     test fixture turn start-up failures into test failures.
     """
-    if install:
-        install_operator_prerequisites(control_plane)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = control_plane.serviceaccount_kubeconfig(
-        OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, workdir / "kubeconfig"
-    )
-    metrics_port = free_port()
-    health_port = free_port(avoid=lambda port: port == metrics_port)
-    process = process_class(
-        kubeconfig=kubeconfig, workdir=workdir, metrics_port=metrics_port,
-        health_port=health_port, extra_args=tuple(extra_args), env=dict(env or {}),
-        die_with_parent=die_with_parent,
-    )
-    process.start(timeout)
+    (process,) = _launch(control_plane, workdir, [Path(workdir)], env=env, extra_args=extra_args,
+                         die_with_parent=die_with_parent, install=install, timeout=timeout,
+                         process_class=process_class, webhook_port=free_port())
     return process
+
+
+@dataclass
+class Replicas:
+    """Several `paved run` processes of one deployment, as deploy/ runs them: one Lease, one
+    webhook port shared through SO_REUSEPORT (the kernel spreads the API server's calls over
+    the replicas that listen, as a Service spreads them over ready pods)."""
+
+    processes: list[OperatorProcess]
+
+    def leader(self) -> OperatorProcess | None:
+        leaders = [process for process in self.processes if process.leads()]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_leader(self, timeout: float = 60.0, *, other_than: OperatorProcess | None = None) -> OperatorProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader is not other_than:
+                return leader
+            time.sleep(0.1)
+        raise OperatorError(f"no replica led within {timeout:.0f}s; log tails:\n" +
+                            "\n".join(process.tail(20) for process in self.processes))
+
+    def standbys(self) -> list[OperatorProcess]:
+        return [process for process in self.processes if process.alive() and not process.leads()]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def start_replicas(
+    control_plane: ControlPlane,
+    workdir: Path,
+    count: int = 2,
+    *,
+    env: Mapping[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    die_with_parent: bool = True,
+    install: bool = True,
+    timeout: float = 60.0,
+    process_class: type[OperatorProcess] = OperatorProcess,
+) -> Replicas:
+    """`count` replicas in ``workdir``/replica-<i>, ready (webhook serving) when this returns."""
+    folders = [Path(workdir) / f"replica-{index}" for index in range(count)]
+    return Replicas(_launch(control_plane, workdir, folders, env=env, extra_args=extra_args,
+                            die_with_parent=die_with_parent, install=install, timeout=timeout,
+                            process_class=process_class, webhook_port=free_port()))

@@ -1,15 +1,50 @@
-"""Kopf handlers, one module per kind; importing this package registers all of them.
+"""Kopf handlers, one module per kind; each module's `register` adds its handlers to a registry.
 
-It also imports the providers the handlers render through (the `kubernetes` provider here;
-cloud providers are imported by the handler modules of the kinds that use them), so the
+Two registries per process (paved.runtime runs one Kopf operator on each):
+- `serving_registry`: the admission webhook's handlers and the indexes they read. Every
+  replica runs it, leader or not; nothing in it writes.
+- `leading_registry`: everything that reconciles and writes, and the indexes those handlers
+  read. Only the replica holding the Lease runs it.
+
+Importing this package also imports the providers the handlers render through (the
+`kubernetes` provider here; cloud providers come with the engines that use them), so the
 provider registry is complete before the first reconcile.
-
-`paved run` imports it once; Kopf's default registry then holds every handler.
 """
 
 from __future__ import annotations
 
-import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
-from paved.handlers import admission, children, database, identity, platform, policy, rollout, secrets
+from concurrent.futures import Executor
 
-__all__ = ["admission", "children", "database", "identity", "platform", "policy", "rollout", "secrets"]
+import kopf
+
+import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
+from paved.handlers import admission, children, database, identity, indexes, platform, policy, rollout, secrets
+
+
+def _registry() -> kopf.OperatorRegistry:
+    """An empty registry that logs in as Kopf's default one does: through the kubernetes
+    client's configuration (kubeconfig or in-cluster), like paved.kube.client."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    return registry
+
+
+def serving_registry(admission_executor: Executor) -> kopf.OperatorRegistry:
+    """Admission and its indexes: what every replica runs."""
+    registry = _registry()
+    indexes.register(registry)
+    admission.register(registry, admission_executor)
+    return registry
+
+
+def leading_registry() -> kopf.OperatorRegistry:
+    """Every reconcile, daemon, timer and watch that writes: what the leader runs."""
+    registry = _registry()
+    indexes.register(registry)
+    for module in (platform, policy, children, database, identity, rollout, secrets):
+        module.register(registry)
+    return registry
+
+
+__all__ = ["admission", "children", "database", "identity", "indexes", "leading_registry", "platform", "policy",
+           "rollout", "secrets", "serving_registry"]

@@ -27,7 +27,8 @@ from typing import Any
 
 import kopf
 
-from paved.handlers import _compose
+from paved.engines import Engines
+from paved.engines.compose import compositions_from, in_scope, reconcile_and_write
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
 from paved.providers.base import Owner
@@ -63,22 +64,23 @@ def written_by_paved(child: Mapping[str, Any]) -> bool:
     return managers == {kube.FIELD_MANAGER}
 
 
-def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mapping[str, Any]], memo: Mapping[str, Any] | None = None) -> None:
+def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mapping[str, Any]], engines: Engines) -> None:
     """Re-run the reconcile of `child`'s intent (no-op if the intent is gone, going, or not ours)."""
     ref = owner_ref_of(child)
-    if ref is None or not _compose.in_scope(ref.namespace, memo):
+    if ref is None or not in_scope(ref.namespace, engines.scope.namespaces):
         return
-    intent_kind = _compose.registered_kind(ref.kind)
+    intent_kind = engines.compose.registered_kind(ref.kind)
     if intent_kind is None:
         return
     intent = kube.get(ref.api_version, ref.kind, ref.name, ref.namespace)
     if intent is None or intent["metadata"].get("uid") != ref.uid or intent["metadata"].get("deletionTimestamp"):
         return  # the garbage collector or the finalizer is removing this child on purpose
     trigger = f"{event} of {kube.key_of(child)}"
-    _compose.reconcile_and_write(intent_kind, intent, lambda body: _compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
+    reconcile_and_write(intent_kind, intent,
+                        lambda body: engines.compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
 
 
-async def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: kopf.Memo, **_: Any) -> None:
+async def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:
     """MODIFIED by someone else, or DELETED: restore. Initial listing and ADDED: nothing to do.
 
     Decided in Kopf's event loop (Paved's own writes are most of these events); a restore,
@@ -90,19 +92,17 @@ async def on_child_event(type: str | None, body: kopf.Body, composition_index: k
     await asyncio.to_thread(restore_logged, type, body, composition_index, memo)
 
 
-def restore_logged(type: str, body: Mapping[str, Any], composition_index: kopf.Index, memo: kopf.Memo) -> None:
+def restore_logged(type: str, body: Mapping[str, Any], composition_index: kopf.Index, engines: Engines) -> None:
     try:
-        restore_owner(body, type, _compose.compositions_from(composition_index), memo)
+        restore_owner(body, type, compositions_from(composition_index), engines)
     except ApiError as error:  # event handlers are not retried by Kopf: log, the next event retries
         log.warning("could not restore the owner of %s after %s: %s", kube.key_of(body), type, error)
 
 
-def _register() -> None:
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add a drift handler per managed kind to the leader's registry."""
     for kind, api_version in kube.MANAGED_KINDS.items():
         # ExternalSecretRefs' target Secrets never come here: paved.runtime's server-side
         # selector leaves them out of Kopf's watch (paved.handlers.secrets watches them).
         kopf.on.event(api_version, kind, labels={kube.MANAGED_BY_LABEL: kube.MANAGED_BY},
-                      id=f"drift-{kind.lower()}")(on_child_event)
-
-
-_register()
+                      id=f"drift-{kind.lower()}", registry=registry)(on_child_event)

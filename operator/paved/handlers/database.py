@@ -1,202 +1,42 @@
-"""DatabaseIntent: thin Kopf handlers over paved.handlers._compose.
+"""DatabaseIntent: Kopf's side of the database engine (paved.engines.database).
 
-What is specific to databases, in the order a reconcile meets it:
-
-1. `spec.network.allowFrom[i].namespace` must exist before anything is made: a missing one
-   is a `NamespaceNotFound` condition naming the field, no cloud call, and a bounded retry
-   (the namespace may be created next).
-2. The finalizer `paved.dev/database-cleanup` is put on the intent BEFORE the first cloud
-   call, and only when its composition renders a resource outside Kubernetes (RDS). Added
-   after the call, a deletion in between would leak the database; added to every intent,
-   in-cluster databases would carry a finalizer they do not need.
-3. The composed reconcile (generated password, render, providers, status).
-4. A cloud resource whose immutable fields differ from the intent (encryption, engine, ...)
-   turns `Synced` False with reason `ImmutableFieldChanged` naming the fields; it is never
-   "fixed" by deleting and recreating the database.
-
-Cloud drift: a per-intent Kopf daemon re-reads cloud resources every
-`spec.driftCheckInterval` (default 10m) and corrects mutable fields. The daemon is `async`
-only to sleep without holding a thread (hundreds of intents would otherwise pin hundreds of
-worker threads); the check itself is the same synchronous reconcile, run in a worker thread.
-Each wait is stretched by random jitter so intents created (or resumed) together spread out,
-and is never shorter than the interval: at most one describe per resource per interval.
-The daemon runs only for intents with the cleanup finalizer, i.e. with a cloud resource
-(Kopf's own `paved.dev/cleanup` finalizer, which Kopf requires for daemons, comes with it).
-
-Deletion follows `spec.deletionPolicy` (Snapshot, Retain, Delete) through the providers. A
-failed cloud call keeps the finalizer and retries with bounded exponential backoff; nothing
-is released on an error.
-
-Adoption: annotation `paved.dev/adopt-db-instance: <identifier>` asks the composition to
-render that identifier plus tag `paved.dev/adopted: "true"`, which is the aws-rds provider's
-explicit signal to take over an existing instance it did not create (it sets the generated
-master password once, so the connection Secret works, and tags the instance as the
-intent's). The signal travels in the rendered body, so every path that applies it (these
-handlers, the children watch, a Composition change) sees the same decision.
+- create/update/resume: the checks and the composed reconcile; one status PATCH (Kopf's),
+  only when the status changed.
+- a per-intent daemon re-reads cloud resources every `spec.driftCheckInterval`. It is `async`
+  only to sleep without holding a thread (hundreds of intents would otherwise pin hundreds of
+  worker threads); the check itself is the same synchronous reconcile, run in a worker
+  thread. It runs only for intents with the cleanup finalizer, i.e. with a cloud resource
+  (Kopf's own `paved.dev/cleanup` finalizer, which Kopf requires for daemons, comes with it).
+- delete (`optional=True`: Kopf adds no finalizer of its own for it): spec.deletionPolicy on
+  the cloud resources, then the `paved.dev/database-cleanup` finalizer goes. A failed cloud
+  call keeps the finalizer and retries with bounded exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import logging
-import random
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
 
-import paved.providers.aws.rds  # noqa: F401 - registers the aws-rds provider
-import paved.providers.kubernetes  # noqa: F401 - registers the kubernetes provider
 from paved import GROUP, VERSION
-from paved.api.common import READY, SYNCED, now_rfc3339, parse_duration
-from paved.api.database import DatabaseIntentSpec
-from paved.api.kinds import SpecError
-from paved.handlers import _compose
-from paved.kube import apply as kube
-from paved.kube import events, status as kube_status
+from paved.api.common import READY
+from paved.engines import Engines
+from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from
+from paved.engines.database import (
+    CLEANUP_FINALIZER,
+    REASON_DELETION_FAILED,
+    IntentChanging,
+    has_cleanup_finalizer,
+    next_drift_wait,
+)
+from paved.handlers.common import raise_for_kopf
+from paved.kube import status as kube_status
 from paved.kube.client import ApiError
 from paved.providers.base import ProviderError
-from paved.render import RenderError, render, select_composition
-
-log = logging.getLogger(__name__)
 
 PLURAL = "databaseintents"
-CLEANUP_FINALIZER = "paved.dev/database-cleanup"
-REASON_NAMESPACE_NOT_FOUND = "NamespaceNotFound"
-REASON_IMMUTABLE = "ImmutableFieldChanged"
-REASON_DELETION_FAILED = "DeletionFailed"
-DRIFT_JITTER = 0.1  # each wait is interval x (1 + U(0, DRIFT_JITTER)); the first one x (1 + U(0, 1))
-DEFAULT_DRIFT_INTERVAL = 600.0
-MIN_DRIFT_INTERVAL = 1.0
-
-Compositions = Sequence[Mapping[str, Any]]
-
-
-# --------------------------------------------------------------------------- status
-
-
-def endpoint_of(result: _compose.ComposeResult) -> dict[str, Any] | None:
-    """Where clients connect: the first resource that reports an address and a port
-    (an RDS instance), else the first Service (the in-cluster composition)."""
-    for state in result.states:
-        outputs = state.observation.outputs
-        if outputs.get("address") and outputs.get("port"):
-            return {"host": outputs["address"], "port": int(outputs["port"])}
-    for state in result.states:
-        outputs = state.observation.outputs
-        if outputs.get("kind") == "Service" and outputs.get("host") and outputs.get("ports"):
-            return {"host": outputs["host"], "port": int(next(iter(outputs["ports"].values())))}
-    return None
-
-
-def database_status(body: Mapping[str, Any], result: _compose.ComposeResult, old: Mapping[str, Any]) -> dict[str, Any]:
-    """endpoint and connectionSecret (once the Secret exists); deterministic for idle reconciles."""
-    extras: dict[str, Any] = {}
-    endpoint = endpoint_of(result)
-    if endpoint is not None:
-        extras["endpoint"] = endpoint
-    if isinstance(result.spec, DatabaseIntentSpec):
-        secret = result.spec.connection_secret_name(str(body["metadata"]["name"]))
-        if any(
-            state.observation.exists and state.resource.body.get("kind") == "Secret" and state.resource.body.get("metadata", {}).get("name") == secret
-            for state in result.states
-        ):
-            extras["connectionSecret"] = secret
-    return extras
-
-
-def deletion_policy(spec: Any) -> str:
-    return str(getattr(spec, "deletionPolicy", "Snapshot"))
-
-
-def immutable_drift(result: _compose.ComposeResult) -> str | None:
-    """A message naming every resource and field that differs but cannot be changed in place."""
-    problems = [
-        f"{state.resource.name} ({state.observation.external_id}): {', '.join(state.observation.immutable_drift)} "
-        f"cannot be changed on the existing resource ({state.observation.message}); restore the intent's value, "
-        "or create a new intent and migrate"
-        for state in result.states
-        if state.observation.immutable_drift
-    ]
-    return "; ".join(problems) or None
-
-
-def with_immutable_drift(outcome: _compose.Outcome, body: Mapping[str, Any]) -> _compose.Outcome:
-    """Synced=False/ImmutableFieldChanged when a resource has immutable drift (status, delta, Event)."""
-    message = immutable_drift(outcome.result)
-    if message is None or outcome.result.error is not None:
-        return outcome
-    status = kube_status.with_conditions(outcome.status, [(SYNCED, False, REASON_IMMUTABLE, message)], outcome.result.generation)
-    delta = kube_status.status_delta(body.get("status") or {}, status)
-    if "conditions" in delta:
-        events.post_event(_compose.owner_of(body), REASON_IMMUTABLE, message, "Warning")
-    return _compose.Outcome(outcome.result, status, delta)
-
-
-# `refine` applies the immutable-drift condition on every reconcile path (handlers, the drift
-# daemon, child-drift restores, Composition re-renders), not only the handlers of this module.
-DATABASE = _compose.register_kind(
-    _compose.IntentKind(
-        "DatabaseIntent", status_extras=database_status, deletion_policy=deletion_policy, refine=with_immutable_drift
-    )
-)
-
-
-# --------------------------------------------------------------------------- pre-checks
-
-
-def missing_allowed_namespaces(spec: DatabaseIntentSpec) -> list[tuple[str, str]]:
-    """(field path, namespace) for each allowFrom namespace that does not exist."""
-    missing = []
-    for index, peer in enumerate(spec.network.allowFrom):
-        if kube.get("v1", "Namespace", peer.namespace) is None:
-            missing.append((f"spec.network.allowFrom[{index}].namespace", peer.namespace))
-    return missing
-
-
-def renders_cloud_resources(body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> bool:
-    """Whether the intent renders (cleanly) to at least one resource outside Kubernetes.
-
-    A render error means nothing will be created: no finalizer (the reconcile reports it).
-    """
-    owner = _compose.owner_of(body)
-    intent = _compose.intent_document(body, spec)
-    labels = _compose.namespace_labels(owner.namespace)
-    try:
-        composition = select_composition(intent, compositions, labels)
-        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels)
-    except RenderError:
-        return False
-    return any(resource.provider != _compose.KUBERNETES for resource in rendered.resources)
-
-
-def has_cleanup_finalizer(body: Mapping[str, Any]) -> bool:
-    return CLEANUP_FINALIZER in ((body.get("metadata") or {}).get("finalizers") or [])
-
-
-def add_cleanup_finalizer(body: Mapping[str, Any]) -> None:
-    """Persist the finalizer now (not through Kopf's end-of-handler patch): the cloud call follows.
-
-    A resourceVersion-guarded merge patch; on a conflict the object is re-read and the
-    patch retried, so a concurrent writer's finalizers are never overwritten.
-    """
-    live: Mapping[str, Any] | None = body
-    for _attempt in range(3):
-        if live is None or live["metadata"].get("deletionTimestamp"):
-            raise kopf.TemporaryError("the intent is being deleted; nothing is created", delay=1)
-        if has_cleanup_finalizer(live):
-            return
-        finalizers = [*(live["metadata"].get("finalizers") or []), CLEANUP_FINALIZER]
-        try:
-            kube.merge_patch(live, {"metadata": {"finalizers": finalizers}})
-            return
-        except ApiError as error:
-            if error.status != 409:
-                raise
-        meta = live["metadata"]
-        live = kube.get(live["apiVersion"], live["kind"], meta["name"], meta.get("namespace"))
-    raise kopf.TemporaryError("the intent keeps changing; adding the cleanup finalizer later", delay=2)
 
 
 def remove_cleanup_finalizer(body: kopf.RawBody) -> None:
@@ -206,71 +46,8 @@ def remove_cleanup_finalizer(body: kopf.RawBody) -> None:
         body["metadata"]["finalizers"] = [f for f in finalizers if f != CLEANUP_FINALIZER]
 
 
-# --------------------------------------------------------------------------- the reconcile
-
-
-def _refused(body: Mapping[str, Any], error: _compose.ComposeError) -> _compose.Outcome:
-    """An outcome for a pre-check failure: conditions only, nothing applied, nothing called."""
-    result = _compose.ComposeResult(generation=(body.get("metadata") or {}).get("generation"), error=error)
-    status = _compose.build_status(DATABASE, body, result)
-    delta = kube_status.status_delta(body.get("status") or {}, status)
-    if "conditions" in delta:
-        events.post_event(_compose.owner_of(body), error.reason, error.message, "Warning")
-    return _compose.Outcome(result, status, delta)
-
-
-def reconcile(body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> _compose.Outcome:
-    """Steps 1-4 of the module docstring; returns the outcome, writes nothing but the finalizer."""
-    try:
-        spec = DATABASE.parse_spec(body)
-    except SpecError:
-        spec = None  # the composed reconcile reports InvalidSpec with every field
-    if isinstance(spec, DatabaseIntentSpec):
-        try:
-            missing = missing_allowed_namespaces(spec)
-            if missing:
-                field, namespace = missing[0]
-                message = "; ".join(f"{path}: namespace {name!r} does not exist; create it or remove the entry" for path, name in missing)
-                return _refused(body, _compose.ComposeError(REASON_NAMESPACE_NOT_FOUND, message, field=field, retryable=True))
-            if not has_cleanup_finalizer(body) and renders_cloud_resources(body, spec, compositions):
-                add_cleanup_finalizer(body)
-        except ApiError as error:  # a condition and the bounded backoff of raise_for_kopf, not Kopf's fixed 60 s
-            retryable = error.transient or error.status >= 500 or error.status == 409
-            return _refused(body, _compose.ComposeError(_compose.REASON_PROVIDER_ERROR, f"reading the cluster: {error}", retryable=retryable))
-    return _compose.reconcile(DATABASE, body, compositions, trigger=trigger)
-
-
-# --------------------------------------------------------------------------- cloud drift
-
-
-def drift_interval(spec: Mapping[str, Any] | None) -> float:
-    """Seconds between drift checks from spec.driftCheckInterval (schema-checked; default 10m)."""
-    try:
-        seconds = parse_duration(str((spec or {}).get("driftCheckInterval") or "10m"), "spec.driftCheckInterval").total_seconds()
-    except ValueError:
-        seconds = DEFAULT_DRIFT_INTERVAL
-    return max(MIN_DRIFT_INTERVAL, seconds)
-
-
-def next_drift_wait(spec: Mapping[str, Any] | None, *, first: bool, uniform: Callable[[float, float], float] = random.uniform) -> float:
-    """The interval stretched by jitter, never shortened. The first wait after a (re)start is
-    spread over up to two intervals, so intents resumed together do not poll together."""
-    return drift_interval(spec) * (1.0 + uniform(0.0, 1.0 if first else DRIFT_JITTER))
-
-
-def check_drift(body: Mapping[str, Any], compositions: Compositions) -> _compose.Outcome | None:
-    """One drift check: the composed reconcile (one describe per cloud resource when nothing
-    changed, a modify of only the differing fields when something did) and lastDriftCheck."""
-    if (body.get("metadata") or {}).get("deletionTimestamp"):
-        return None
-    outcome = reconcile(body, compositions, trigger="drift check")
-    status = {**outcome.status, "lastDriftCheck": now_rfc3339()}
-    _compose.write_status(DATABASE, body, kube_status.status_delta(body.get("status") or {}, status))
-    return outcome
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, when=lambda body, **_: has_cleanup_finalizer(body), cancellation_timeout=60)
-async def watch_cloud_drift(stopped: kopf.DaemonStopped, body: kopf.Body, composition_index: kopf.Index, logger: kopf.Logger, **_: Any) -> None:
+async def watch_cloud_drift(stopped: kopf.DaemonStopped, body: kopf.Body, composition_index: kopf.Index,
+                            logger: kopf.Logger, memo: Engines, **_: Any) -> None:
     """Re-read and correct cloud resources every spec.driftCheckInterval (live: a changed
     interval applies from the next wait). Errors are logged and retried next interval."""
     first = True
@@ -280,41 +57,46 @@ async def watch_cloud_drift(stopped: kopf.DaemonStopped, body: kopf.Body, compos
         first = False
         snapshot = copy.deepcopy(dict(body))
         try:
-            await asyncio.to_thread(check_drift, snapshot, _compose.compositions_from(composition_index))
-        except (ApiError, ProviderError, kopf.TemporaryError) as error:
+            await asyncio.to_thread(memo.databases.check_drift, snapshot, compositions_from(composition_index))
+        except (ApiError, ProviderError) as error:
             logger.warning(f"drift check failed, retrying in one interval: {error}")
 
 
-# --------------------------------------------------------------------------- Kopf handlers
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL, retries=_compose.HANDLER_RETRIES)
-@kopf.on.create(GROUP, VERSION, PLURAL, retries=_compose.HANDLER_RETRIES)
-@kopf.on.update(GROUP, VERSION, PLURAL, retries=_compose.HANDLER_RETRIES)
-def reconcile_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, **_: Any) -> None:
+def reconcile_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, memo: Engines,
+                       **_: Any) -> None:
     """Check, render and apply; one status PATCH (Kopf's) and only when the status changed."""
-    outcome = reconcile(body, _compose.compositions_from(composition_index), trigger="handler")
+    try:
+        outcome = memo.databases.reconcile(body, compositions_from(composition_index), trigger="handler")
+    except IntentChanging as changing:
+        raise kopf.TemporaryError(str(changing), delay=changing.delay) from None
     for key, value in outcome.delta.items():
         patch.status[key] = value
-    _compose.raise_for_kopf(outcome, retry)
+    raise_for_kopf(outcome, retry)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=_compose.HANDLER_RETRIES)
-def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, **_: Any) -> None:
-    """Carry out spec.deletionPolicy on the cloud resources, then release the intent.
-
-    `optional=True`: Kopf adds no finalizer of its own for this handler; ours is added only
-    when there is a cloud resource, and removed only after the provider reports it done.
-    """
+def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, memo: Engines,
+                      **_: Any) -> None:
+    """Carry out spec.deletionPolicy on the cloud resources, then release the intent."""
     if not has_cleanup_finalizer(body):
         return
     try:
-        unfinished = _compose.finalize(DATABASE, body, _compose.compositions_from(composition_index))
+        unfinished = memo.databases.finalize(body, compositions_from(composition_index))
     except (ProviderError, ApiError) as error:
-        message = f"deletion (spec.deletionPolicy={body.get('spec', {}).get('deletionPolicy', 'Snapshot')}) failed and will be retried; nothing was released: {error}"
-        status = kube_status.with_conditions(body.get("status"), [(READY, False, REASON_DELETION_FAILED, message)], body["metadata"].get("generation"))
+        message = (f"deletion (spec.deletionPolicy={body.get('spec', {}).get('deletionPolicy', 'Snapshot')}) failed "
+                   f"and will be retried; nothing was released: {error}")
+        status = kube_status.with_conditions(body.get("status"), [(READY, False, REASON_DELETION_FAILED, message)],
+                                             body["metadata"].get("generation"))
         patch.status["conditions"] = status["conditions"]
-        raise kopf.TemporaryError(message, delay=_compose.backoff(retry)) from None
+        raise kopf.TemporaryError(message, delay=backoff(retry)) from None
     if unfinished:
-        raise kopf.TemporaryError(f"still deleting: {'; '.join(unfinished)}", delay=_compose.backoff(retry))
+        raise kopf.TemporaryError(f"still deleting: {'; '.join(unfinished)}", delay=backoff(retry))
     patch.fns.append(remove_cleanup_finalizer)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the DatabaseIntent handlers to the leader's registry."""
+    kopf.daemon(GROUP, VERSION, PLURAL, when=lambda body, **_: has_cleanup_finalizer(body), cancellation_timeout=60,
+                registry=registry)(watch_cloud_drift)
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(reconcile_database)
+    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=HANDLER_RETRIES, registry=registry)(finalize_database)

@@ -1,30 +1,26 @@
-"""ExternalSecretRef, SecretStore, ClusterSecretStore: handlers.
+"""ExternalSecretRef, SecretStore, ClusterSecretStore: Kopf's (and Paved's own watches') side
+of the secret sync engine (paved.engines.secretsync).
 
-Execution model
----------------
 Handlers do not sync. They validate and *register*:
 
 - ExternalSecretRef events (a watch of Paved's own, paved.kube.watch, started with the
-  engine: Kopf's per-event work was most of the operator's CPU at a cold start of
-  thousands) -> registered; due at once unless it already synced its current generation
+  engine on the leader: Kopf's per-event work was most of the operator's CPU at a cold start
+  of thousands) -> registered; due at once unless it already synced its current generation
   (first sync immediately, a spec change at once), else at its place on the schedule (from
   status.lastRefreshTime), so a restart is not a refresh storm; deleted -> unregistered
   (the Secret goes with the ref through its ownerReference). Every ref event also goes to
-  the policy audit (paved.handlers.policy.observe_intent).
+  the policy audit.
 - SecretStore / ClusterSecretStore events (Kopf) feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
   run a real authentication check and write the store's Ready condition.
 - Target Secret events (a watch of Paved's own too, selected by target.TARGET_LABEL on the
   API server): a target edited or deleted by hand makes its ref due at once, marked for repair.
-
-The engine itself (one thread per operator, batching reads per store) is in
-paved.handlers._secretsync.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,14 +28,8 @@ import kopf
 
 from paved import API_VERSION, GROUP, VERSION
 from paved.api.kinds import SpecError, kind_info
-from paved.handlers._secretsync import (
-    REF_KIND,
-    STORE_CHECK_INTERVAL,
-    STORE_PLURALS,
-    KubeApi,
-    SyncEngine,
-)
-from paved.handlers import policy
+from paved.engines import Engines
+from paved.engines.secretsync import REF_KIND, STORE_CHECK_INTERVAL, STORE_PLURALS
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
@@ -52,51 +42,16 @@ from paved.secretsync.values import live_content_hash, template_problems
 log = logging.getLogger(__name__)
 
 
-# --- Kopf ---------------------------------------------------------------------------------------
-
-_ENGINE: SyncEngine | None = None
-_ENGINE_LOCK = threading.Lock()
-
-
-def engine() -> SyncEngine:
-    """The operator's one engine (created on first use)."""
-    global _ENGINE
-    with _ENGINE_LOCK:
-        if _ENGINE is None:
-            _ENGINE = SyncEngine(KubeApi())
-        return _ENGINE
-
-
-def _store_key(kind: str, body: Mapping[str, Any]) -> StoreKey:
-    metadata = body.get("metadata") or {}
-    namespace = (metadata.get("namespace") or "") if kind == SECRET_STORE else ""
-    return StoreKey(kind, namespace, metadata.get("name", ""))
-
-
-_INFORMERS: list[Informer] = []
-
-
-@kopf.on.startup()
-def start_engine(memo: kopf.Memo, **_: Any) -> None:
-    """The engine, then the watches that feed it (in the namespaces Paved serves)."""
-    engine().start()
-    namespaces = sorted(memo.get("namespaces") or ()) if memo is not None else []
+def watches(engines: Engines) -> list[Informer]:
+    """The watches that feed the engine on the leader (in the namespaces Paved serves)."""
+    namespaces = sorted(engines.scope.namespaces)
     target_selector = (f"{kube_apply.MANAGED_BY_LABEL}={kube_apply.MANAGED_BY},"
                        f"{target.TARGET_LABEL}={target.TARGET_LABEL_VALUE}")
-    _INFORMERS[:] = [
-        Informer(API_VERSION, REF_KIND, ref_event, namespaces=namespaces),
-        Informer("v1", "Secret", target_event, label_selector=target_selector, namespaces=namespaces),
+    return [
+        Informer(API_VERSION, REF_KIND, functools.partial(ref_event, engines), namespaces=namespaces),
+        Informer("v1", "Secret", functools.partial(target_event, engines), label_selector=target_selector,
+                 namespaces=namespaces),
     ]
-    for informer in _INFORMERS:
-        informer.start()
-
-
-@kopf.on.cleanup()
-def stop_engine(**_: Any) -> None:
-    for informer in _INFORMERS:
-        informer.stop()
-    if _ENGINE is not None:
-        _ENGINE.stop()
 
 
 def parse_ref(body: Mapping[str, Any]) -> RefSpec:
@@ -111,7 +66,7 @@ def parse_ref(body: Mapping[str, Any]) -> RefSpec:
     return ref
 
 
-def ref_event(type: str | None, body: dict[str, Any]) -> None:
+def ref_event(engines: Engines, type: str | None, body: dict[str, Any]) -> None:
     """Register a new or re-specified ref with the engine (invalid: Ready=False naming the
     field); unregister a deleted one (its Secret goes with it through the ownerReference).
     Then hand the event to the policy audit.
@@ -123,65 +78,69 @@ def ref_event(type: str | None, body: dict[str, Any]) -> None:
     metadata = body.get("metadata") or {}
     uid = metadata.get("uid", "")
     if type == "DELETED":
-        engine().unregister(uid)
-    elif not engine().state.knows(uid, int(metadata.get("generation") or 0)):
-        register_or_report(body)
-    policy.observe_intent(type, body)
+        engines.secrets.unregister(uid)
+    elif not engines.secrets.state.knows(uid, int(metadata.get("generation") or 0)):
+        register_or_report(engines, body)
+    engines.audit.observe(type, body)
 
 
-def register_or_report(body: Mapping[str, Any]) -> None:
+def register_or_report(engines: Engines, body: Mapping[str, Any]) -> None:
     try:
         ref = parse_ref(body)
     except SpecError as error:
-        engine().report_invalid(body, error.problems)
+        engines.secrets.report_invalid(body, error.problems)
         return
-    engine().register(ref, body.get("status"))
+    engines.secrets.register(ref, body.get("status"))
+
+
+def _store_key(kind: str, body: Mapping[str, Any]) -> StoreKey:
+    metadata = body.get("metadata") or {}
+    namespace = (metadata.get("namespace") or "") if kind == SECRET_STORE else ""
+    return StoreKey(kind, namespace, metadata.get("name", ""))
 
 
 def _store_event(kind: str) -> Callable[..., None]:
-    def handler(type: str | None, body: kopf.Body, **_: Any) -> None:
-        engine().store_seen(_store_key(kind, body), None if type == "DELETED" else body)
+    def handler(type: str | None, body: kopf.Body, memo: Engines, **_: Any) -> None:
+        memo.secrets.store_seen(_store_key(kind, body), None if type == "DELETED" else body)
 
     return handler
 
 
 def _store_check(kind: str) -> Callable[..., None]:
-    def handler(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    def handler(body: kopf.Body, patch: kopf.Patch, memo: Engines, **_: Any) -> None:
         old = dict(body.get("status") or {})
-        status = engine().check_store(_store_key(kind, body), body)
+        status = memo.secrets.check_store(_store_key(kind, body), body)
         for key, value in kube_status.status_delta(old, status).items():
             patch.status[key] = value
 
     return handler
 
 
-for _kind, _plural in STORE_PLURALS.items():
-    kopf.on.event(GROUP, VERSION, _plural, id=f"{_plural}-cache")(_store_event(_kind))
-    _check = _store_check(_kind)
-    kopf.on.resume(GROUP, VERSION, _plural, id=f"{_plural}-auth")(_check)
-    kopf.on.create(GROUP, VERSION, _plural, id=f"{_plural}-auth")(_check)
-    kopf.on.update(GROUP, VERSION, _plural, id=f"{_plural}-auth")(_check)
-    kopf.timer(GROUP, VERSION, _plural, interval=STORE_CHECK_INTERVAL, initial_delay=STORE_CHECK_INTERVAL,
-               id=f"{_plural}-recheck")(_check)
-
-
-def target_event(type: str | None, body: dict[str, Any]) -> None:
+def target_event(engines: Engines, type: str | None, body: dict[str, Any]) -> None:
     """A target Secret edited or deleted by someone else: its ref rewrites it at once (the
     engine's own writes, thousands at a cold start, are told apart by managedFields)."""
     owner = owner_ref_of(body)
     if owner is None or owner.kind != REF_KIND:
         return
     if type == "DELETED":
-        engine().repair(owner.uid)
+        engines.secrets.repair(owner.uid)
     elif not written_by_paved(body):
-        repair_if_changed(owner, body)
+        repair_if_changed(engines, owner, body)
 
 
-def repair_if_changed(owner: Owner, body: Mapping[str, Any]) -> None:
-    memory = engine().state.memory(owner.uid)
-    if memory is not None and memory.content_hash and live_content_hash(engine().hash_key, body) != memory.content_hash:
+def repair_if_changed(engines: Engines, owner: Owner, body: Mapping[str, Any]) -> None:
+    memory = engines.secrets.state.memory(owner.uid)
+    if memory is not None and memory.content_hash and live_content_hash(engines.secrets.hash_key, body) != memory.content_hash:
         log.info("Secret %s/%s changed by someone else; restoring it", owner.namespace, memory.spec.target.name)
-        engine().repair(owner.uid)
+        engines.secrets.repair(owner.uid)
 
 
-__all__ = ["engine", "parse_ref"]
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the store handlers to the leader's registry (refs and targets: `watches`)."""
+    for kind, plural in STORE_PLURALS.items():
+        kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-cache", registry=registry)(_store_event(kind))
+        check = _store_check(kind)
+        for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+            on(GROUP, VERSION, plural, id=f"{plural}-auth", registry=registry)(check)
+        kopf.timer(GROUP, VERSION, plural, interval=STORE_CHECK_INTERVAL, initial_delay=STORE_CHECK_INTERVAL,
+                   id=f"{plural}-recheck", registry=registry)(check)

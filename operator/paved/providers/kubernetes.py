@@ -6,7 +6,7 @@ addressing facts only (name, namespace, uid, a Service's host), never Secret dat
 
 Children that Kubernetes does not let the intent own (another namespace, cluster scope)
 are applied with allow_unowned=True: they carry the owner label and annotation, and the
-intent's finalizer prunes them (see paved.handlers._compose.finalize).
+intent's finalizer prunes them (see paved.engines.compose.ComposeEngine.finalize).
 """
 
 from __future__ import annotations

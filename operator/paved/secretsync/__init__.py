@@ -1,7 +1,7 @@
 """The secret sync core: pure planning for ExternalSecretRefs. No I/O, no clients.
 
 Layer: after `rollout/`, before `providers/` (providers import its value types). It never
-imports kopf, kubernetes, boto3 or hvac; the engine in paved.handlers._secretsync does the I/O
+imports kopf, kubernetes, boto3 or hvac; the engine in paved.engines.secretsync does the I/O
 and asks this package what to do at each step.
 
 - model     RefSpec (a ref, normalised), StoreKey, RemoteKey, RemoteValue (masked repr),

@@ -1,7 +1,7 @@
 """One sync cycle, decided: grouping, de-duplication, change detection, per-ref outcome, status.
 
 A cycle over the refs that are due runs in three steps; this module decides each of them and
-the engine (paved.handlers._secretsync) does the I/O in between:
+the engine (paved.engines.secretsync) does the I/O in between:
 
 1. `group_by_store` + `distinct_keys`: every remote key needed by the due refs of one
    store, once, however many refs use it. The store is asked for their versions only

@@ -1,4 +1,4 @@
-"""What the engine writes to a ref's target Secret: pure builders, sent by paved.handlers._secretsync.
+"""What the engine writes to a ref's target Secret: pure builders, sent by paved.engines.secretsync.
 
 - creationPolicy Owner: `owned_secret` is the whole Secret, server-side applied as the ref's
   child (ownerReference and Paved's labels are added by paved.kube.apply);

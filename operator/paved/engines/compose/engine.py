@@ -1,7 +1,7 @@
 """The composed reconcile every intent kind shares: spec -> composition -> render -> providers.
 
-One function, `reconcile`, takes an intent as read from the API server and makes the world
-match it, in a fixed, visible order:
+One method, `ComposeEngine.reconcile`, takes an intent as read from the API server and makes
+the world match it, in a fixed, visible order:
 
 1. validate the spec with the kind's pydantic model (defaults applied)  -> InvalidSpec
 2. read the namespace's labels, select the Composition                  -> NoComposition
@@ -18,282 +18,236 @@ Quiet at idle: when the render hash equals status.renderHash, step 5 first obser
 resource and writes only the missing or drifted ones, and the status delta of an unchanged
 reconcile is empty, so a resumed or re-listed intent causes no write at all.
 
-Callers: the Kopf handlers of each kind (status through Kopf's patch, `raise_for_kopf` for
-retries), the children watch (drift of owned objects) and Composition changes (both write
-status with paved.kube.status). Kinds register an `IntentKind` so those generic paths can
-reconcile any intent from its ownerReference.
+Callers: the Kopf handlers of each kind (status through Kopf's patch), the children watch
+(drift of owned objects) and Composition changes (both write status with paved.kube.status).
+Kinds register an `IntentKind` with the engine so those generic paths can reconcile any
+intent from its ownerReference.
+
+The engine holds the process's only compose state (paved.runtime builds one): the registered
+kinds, where allowances come from, and a lock per intent. It has no thread of its own, so
+its lifecycle is its owner's.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import random
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from paved import API_VERSION
 from paved import metrics
-from paved.api.common import READY, SYNCED, Model
-from paved.api.kinds import SpecError, kind_info
+from paved.api.common import READY, SYNCED
+from paved.api.kinds import SpecError
 from paved.api.platform import ALLOWED_KEYS, nothing_allowed
+from paved.policy.allowances import allowance_signature
+from paved.engines.compose.model import (
+    GENERATED_SUFFIX,
+    KUBERNETES,
+    MAX_PASSES,
+    REASON_APPLIED,
+    REASON_INVALID_SPEC,
+    REASON_NO_COMPOSITION,
+    REASON_PROVIDER_ERROR,
+    REASON_READY,
+    REASON_RENDER_FAILED,
+    REASON_WAITING,
+    ComposeError,
+    ComposeResult,
+    IntentKind,
+    Outcome,
+    ResourceState,
+    intent_document,
+    owner_of,
+)
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
 from paved.providers import base as providers
-from paved.providers.base import Observation, Owner, ProviderError
+from paved.providers.base import Owner, ProviderError
 from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
 from paved.render.types import RenderedResource
 from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
-KUBERNETES = "kubernetes"
-GENERATED_SUFFIX = "-paved-generated"
-MAX_PASSES = 16  # render/apply passes; a composition deeper than this is a cycle
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 300.0
-HANDLER_RETRIES = 40  # with the backoff above: about three hours of retrying, then a condition
-
-# Condition reasons (CamelCase, stable: users and kstatus tooling match on them).
-REASON_READY = "Ready"
-REASON_APPLIED = "Applied"
-REASON_WAITING = "Waiting"
-REASON_INVALID_SPEC = "InvalidSpec"
-REASON_NO_COMPOSITION = "NoComposition"
-REASON_RENDER_FAILED = "RenderFailed"
-REASON_PROVIDER_ERROR = "ProviderError"
-
-
-# --------------------------------------------------------------------------- allowances
-
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
-_allowance_source: AllowanceSource = lambda kind, namespace: nothing_allowed()
-_allowance_epoch = 0  # bumped whenever some policy's allowances change: long-lived watchers re-check
 
 
-def set_allowance_source(source: AllowanceSource) -> None:
-    """Where renders read what IntentPolicies allow an intent (paved.handlers.policy sets it
-    from the policy index at startup; until then, and in tests without it, nothing is allowed)."""
-    global _allowance_source
-    _allowance_source = source
+class ComposeEngine:
+    """Registered intent kinds, the allowance source, a lock per intent; the reconcile itself."""
 
+    def __init__(self) -> None:
+        self._kinds: dict[str, IntentKind] = {}
+        self._allowance_source: AllowanceSource = lambda kind, namespace: nothing_allowed()
+        self._allowance_epoch = 0  # bumped whenever some policy's allowances change: long-lived watchers re-check
+        self._allowances_seen: dict[str, Any] = {}  # policy name -> allowance_signature of a policy that allows something
+        self._locks_guard = threading.Lock()
+        self._locks: weakref.WeakValueDictionary[str, threading.RLock] = weakref.WeakValueDictionary()
 
-def allowances_changed() -> None:
-    global _allowance_epoch
-    _allowance_epoch += 1
+    # --- kinds ----------------------------------------------------------------------------
 
+    def register_kind(self, intent_kind: IntentKind) -> IntentKind:
+        """Make `intent_kind` reachable by the generic paths (children watch, composition changes)."""
+        self._kinds[intent_kind.kind] = intent_kind
+        return intent_kind
 
-def allowance_epoch() -> int:
-    return _allowance_epoch
+    def registered_kind(self, kind: str) -> IntentKind | None:
+        return self._kinds.get(kind)
 
+    # --- allowances -----------------------------------------------------------------------
 
-def allowances(kind: str, namespace: str | None) -> Mapping[str, list[str]]:
-    """What IntentPolicies allow an intent of `kind` in `namespace` (paved.policy.allowances)."""
-    return _allowance_source(kind, namespace)
+    def set_allowance_source(self, source: AllowanceSource) -> None:
+        """Where renders read what IntentPolicies allow an intent (the policy handlers set it
+        from the policy index at startup; until then, and in tests without it, nothing is allowed)."""
+        self._allowance_source = source
 
-
-# --------------------------------------------------------------------------- kinds
-
-
-@dataclass(frozen=True)
-class IntentKind:
-    """What the generic reconcile needs to know about one intent kind.
-
-    `status_extras(body, result, old_status)` adds kind-specific status fields (an
-    identity's serviceAccount and grants); it must be deterministic so that an unchanged
-    reconcile gives an unchanged status. `audit(owner, old_status, new_status)` posts the
-    kind's own Events when the status changed (an identity's Granted/Revoked).
-    `refine(outcome, body)` may adjust the outcome's status and delta (a database's
-    Synced=False on immutable drift); it runs inside `reconcile`, so the Kopf handler, the
-    drift watch and Composition re-renders all see the same status.
-    `deletion_policy(spec)` tells providers what to do with external resources on deletion
-    (Delete, Retain, Snapshot).
-    """
-
-    kind: str
-    status_extras: Callable[[Mapping[str, Any], ComposeResult, Mapping[str, Any]], dict[str, Any]] | None = None
-    audit: Callable[[Owner, Mapping[str, Any], Mapping[str, Any]], None] | None = None
-    refine: Callable[[Outcome, Mapping[str, Any]], Outcome] | None = None
-    deletion_policy: Callable[[Model], str] = lambda spec: "Delete"
+    def note_allowances(self, policy: str, spec: Mapping[str, Any] | None) -> bool:
+        """Record what an IntentPolicy allows, and to whom (spec None: deleted); when that
+        changed, bump the epoch so that long-lived watchers (identity daemons) look again."""
+        signature = allowance_signature(spec)
+        if self._allowances_seen.get(policy) == signature:
+            return False
+        if signature is None:
+            self._allowances_seen.pop(policy, None)
+        else:
+            self._allowances_seen[policy] = signature
+        self._allowance_epoch += 1
+        return True
 
     @property
-    def api_version(self) -> str:
-        return API_VERSION
+    def allowance_epoch(self) -> int:
+        return self._allowance_epoch
 
-    @property
-    def plural(self) -> str:
-        return kind_info(self.kind).plural
+    def allowances(self, kind: str, namespace: str | None) -> Mapping[str, list[str]]:
+        """What IntentPolicies allow an intent of `kind` in `namespace` (paved.policy.allowances)."""
+        return self._allowance_source(kind, namespace)
 
-    def parse_spec(self, body: Mapping[str, Any]) -> Model:
-        return kind_info(self.kind).parse_spec(body.get("spec"))
+    def owner_lock(self, uid: str) -> threading.RLock:
+        """One lock per intent, so a drift restore and a Kopf handler never interleave on it."""
+        with self._locks_guard:
+            lock = self._locks.get(uid)
+            if lock is None:
+                lock = threading.RLock()
+                self._locks[uid] = lock
+            return lock
 
+    # --- the reconcile --------------------------------------------------------------------
 
-_KINDS: dict[str, IntentKind] = {}
+    def compose(
+        self,
+        intent_kind: IntentKind,
+        body: Mapping[str, Any],
+        compositions: Sequence[Mapping[str, Any]],
+        *,
+        previous: Mapping[str, Any] | None = None,
+    ) -> ComposeResult:
+        """Steps 1-6 of the module docstring; never raises for expected failures (see result.error)."""
+        owner = owner_of(body)
+        previous = previous or {}
+        result = ComposeResult(generation=owner.generation)
+        try:
+            result.spec = intent_kind.parse_spec(body)
+        except SpecError as error:
+            result.error = _spec_error(error)
+            return result
+        intent = intent_document(body, result.spec)
+        try:
+            labels = namespace_labels(owner.namespace)
+        except ApiError as error:
+            result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
+            return result
+        try:
+            composition = select_composition(intent, compositions, labels)
+        except RenderError as error:
+            result.error = _render_error(error, selecting=True)
+            return result
+        result.composition = str((composition.get("metadata") or {}).get("name"))
+        allowed = self.allowances(intent_kind.kind, owner.namespace)
+        try:
+            rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=allowed)
+        except RenderError as error:
+            result.error = _render_error(error, selecting=False)
+            return result
+        result.render_hash = rendered.hash
+        generated: dict[str, str] = {}
+        try:
+            generated = ensure_generated(composition, owner)
+            if generated:
+                rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels, allowed=allowed)
+            observe_first = previous.get("renderHash") == rendered.hash
+            _apply_passes(result, rendered, owner, observe_first=observe_first,
+                          rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated,
+                                                         namespace_labels=labels, allowed=allowed))
+            if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
+                _prune(result, owner, previous, generated_secret=bool(generated))
+        except RenderError as error:  # a later pass, with outputs known, failed to render
+            result.error = _render_error(error, selecting=False)
+        except ProviderError as error:  # outside a resource: generated secret, pruning
+            result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), field=error.field, retryable=error.retryable)
+        except ApiError as error:
+            result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), retryable=error.transient or error.status >= 500)
+        if result.error is not None and generated:
+            # A provider's error may echo the rendered body (an API server's 422 "Invalid value",
+            # a Vault or AWS validation message); the generated values must not reach the status.
+            result.error = replace(result.error, message=redact(result.error.message, generated.values()))
+        return result
 
+    def reconcile(
+        self,
+        intent_kind: IntentKind,
+        body: Mapping[str, Any],
+        compositions: Sequence[Mapping[str, Any]],
+        *,
+        trigger: str = "handler",
+    ) -> Outcome:
+        """Compose, build the status and its delta, post Events for what changed; no status write.
 
-def register_kind(intent_kind: IntentKind) -> IntentKind:
-    """Make `intent_kind` reachable by the generic paths (children watch, composition changes)."""
-    _KINDS[intent_kind.kind] = intent_kind
-    return intent_kind
+        Serialised per intent (owner_lock). Events are posted only when something changed, so
+        an idle re-run is silent.
+        """
+        owner = owner_of(body)
+        with self.owner_lock(owner.uid), metrics.timed_reconcile(intent_kind.kind):
+            old = dict(body.get("status") or {})
+            result = self.compose(intent_kind, body, compositions, previous=old)
+            status = build_status(intent_kind, body, result)
+            outcome = Outcome(result, status, kube_status.status_delta(old, status))
+            metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
+            _report(owner, result, outcome.delta, trigger)
+            if intent_kind.refine is not None:
+                outcome = intent_kind.refine(outcome, body)
+            if outcome.delta and intent_kind.audit is not None:
+                intent_kind.audit(owner, old, outcome.status)
+            return outcome
 
+    def finalize(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Remove what the garbage collector cannot: external resources and unowned children.
 
-def registered_kind(kind: str) -> IntentKind | None:
-    return _KINDS.get(kind)
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ComposeError:
-    """Why a reconcile stopped; `message` names the field and never holds secret values."""
-
-    reason: str
-    message: str
-    field: str | None = None
-    retryable: bool = False
-
-
-@dataclass
-class ResourceState:
-    """What happened to one composed resource in this reconcile."""
-
-    resource: RenderedResource
-    observation: Observation
-    corrected: list[str] = field(default_factory=list)  # drifted field paths that were restored
-    written: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.observation.exists and (self.resource.readiness == "none" or self.observation.ready)
-
-    def status_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "name": self.resource.name,
-            "provider": self.resource.provider,
-            "externalId": self.observation.external_id or None,
-            "ready": self.ready,
-        }
-        if not self.ready and self.observation.message:
-            entry["message"] = self.observation.message
-        return {key: value for key, value in entry.items() if value is not None}
-
-
-@dataclass
-class ComposeResult:
-    """The typed outcome of one composed reconcile (no I/O left to do except the status write)."""
-
-    generation: int | None
-    spec: Model | None = None
-    composition: str | None = None
-    render_hash: str | None = None
-    states: list[ResourceState] = field(default_factory=list)
-    pending: list[RenderedResource] = field(default_factory=list)  # not applied: waiting for outputs, or stopped by an error
-    pruned: list[str] = field(default_factory=list)
-    error: ComposeError | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.error is None and not self.pending and all(state.ready for state in self.states)
-
-    @property
-    def written(self) -> bool:
-        return any(state.written for state in self.states) or bool(self.pruned)
-
-    @property
-    def corrected(self) -> list[str]:
-        return [f"{s.observation.external_id or s.resource.name} ({', '.join(s.corrected)})" for s in self.states if s.corrected]
-
-    def waiting_for(self) -> list[str]:
-        return [state.resource.name for state in self.states if not state.ready] + [r.name for r in self.pending]
-
-    @property
-    def result_label(self) -> str:
-        """Low-cardinality outcome for paved_reconcile_total."""
-        if self.error is not None:
-            return "error" if self.error.retryable else "invalid"
-        if not self.ready:
-            return "waiting"
-        return "ready" if self.written else "unchanged"
-
-
-@dataclass
-class Outcome:
-    """A reconcile plus the status it implies: `delta` is what must be written ({} = nothing)."""
-
-    result: ComposeResult
-    status: dict[str, Any]
-    delta: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def owner_of(body: Mapping[str, Any]) -> Owner:
-    metadata = body.get("metadata") or {}
-    return Owner(
-        api_version=body.get("apiVersion", API_VERSION),
-        kind=body.get("kind", ""),
-        name=metadata.get("name", ""),
-        namespace=metadata.get("namespace"),
-        uid=metadata.get("uid", ""),
-        generation=metadata.get("generation"),
-    )
-
-
-def in_scope(namespace: str | None, memo: Mapping[str, Any] | None) -> bool:
-    """Whether this operator serves `namespace` (`paved run --namespace` puts them in Kopf's memo).
-
-    Kopf filters watch events by namespace itself; this guards the paths that find intents
-    on their own (children's owner annotations, Composition re-renders).
-    """
-    namespaces = (memo or {}).get("namespaces")
-    return not namespaces or namespace in namespaces
+        Non-Kubernetes resources are deleted through their providers in reverse order with the
+        kind's deletion policy (the intent is re-rendered to know them). Kubernetes children in
+        other namespaces or at cluster scope are pruned by label; which kinds to search comes
+        from the render and the status, and from every managed kind when neither is known.
+        Returns what is still being deleted ([] = done).
+        """
+        owner = owner_of(body)
+        unfinished: list[str] = []
+        with self.owner_lock(owner.uid):
+            rendered, policy = render_for_deletion(intent_kind, body, compositions)
+            for resource in reversed(rendered):
+                if resource.provider == KUBERNETES:
+                    continue
+                outcome = providers.get(resource.provider).delete(resource, owner, policy)
+                if not outcome.done:
+                    unfinished.append(f"{resource.name}: {outcome.message}")
+            kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
+            if kinds:
+                kube.prune(owner, set(), kinds, only_unowned=True)
+        return unfinished
 
 
-def compositions_from(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Compositions as a list, from a Kopf index ({name: Store}) or any iterable of dicts."""
-    if isinstance(index, Mapping):
-        return [composition for store in index.values() for composition in store]
-    return list(index)
-
-
-_locks_guard = threading.Lock()
-_locks: weakref.WeakValueDictionary[str, threading.RLock] = weakref.WeakValueDictionary()
-
-
-def owner_lock(uid: str) -> threading.RLock:
-    """One lock per intent, so a drift restore and a Kopf handler never interleave on it."""
-    with _locks_guard:
-        lock = _locks.get(uid)
-        if lock is None:
-            lock = threading.RLock()
-            _locks[uid] = lock
-        return lock
-
-
-def backoff(retry: int) -> float:
-    """Exponential backoff with jitter for Kopf TemporaryError delays: 2 s, 4 s, ... <= 300 s."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)
-
-
-def intent_document(body: Mapping[str, Any], spec: Model) -> dict[str, Any]:
-    """The intent as templates see it: identity, labels and the spec WITH defaults applied."""
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": body.get("kind"),
-        "metadata": {
-            key: metadata.get(key)
-            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
-            if metadata.get(key) is not None
-        },
-        "spec": spec.dump(),
-    }
+# --------------------------------------------------------------------------- steps
 
 
 def namespace_labels(namespace: str | None) -> dict[str, str]:
@@ -361,67 +315,6 @@ def _provider_error(error: ProviderError, resource: RenderedResource) -> Compose
     message = f"resource {resource.name!r} ({resource.provider}): {error}"
     return ComposeError(REASON_PROVIDER_ERROR, message, field=error.field, retryable=error.retryable)
 
-
-# --------------------------------------------------------------------------- the reconcile
-
-
-def compose(
-    intent_kind: IntentKind,
-    body: Mapping[str, Any],
-    compositions: Sequence[Mapping[str, Any]],
-    *,
-    previous: Mapping[str, Any] | None = None,
-) -> ComposeResult:
-    """Steps 1-6 of the module docstring; never raises for expected failures (see result.error)."""
-    owner = owner_of(body)
-    previous = previous or {}
-    result = ComposeResult(generation=owner.generation)
-    try:
-        result.spec = intent_kind.parse_spec(body)
-    except SpecError as error:
-        result.error = _spec_error(error)
-        return result
-    intent = intent_document(body, result.spec)
-    try:
-        labels = namespace_labels(owner.namespace)
-    except ApiError as error:
-        result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
-        return result
-    try:
-        composition = select_composition(intent, compositions, labels)
-    except RenderError as error:
-        result.error = _render_error(error, selecting=True)
-        return result
-    result.composition = str((composition.get("metadata") or {}).get("name"))
-    allowed = allowances(intent_kind.kind, owner.namespace)
-    try:
-        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=allowed)
-    except RenderError as error:
-        result.error = _render_error(error, selecting=False)
-        return result
-    result.render_hash = rendered.hash
-    generated: dict[str, str] = {}
-    try:
-        generated = ensure_generated(composition, owner)
-        if generated:
-            rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels, allowed=allowed)
-        observe_first = previous.get("renderHash") == rendered.hash
-        _apply_passes(result, rendered, owner, observe_first=observe_first,
-                      rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated,
-                                                     namespace_labels=labels, allowed=allowed))
-        if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
-            _prune(result, owner, previous, generated_secret=bool(generated))
-    except RenderError as error:  # a later pass, with outputs known, failed to render
-        result.error = _render_error(error, selecting=False)
-    except ProviderError as error:  # outside a resource: generated secret, pruning
-        result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), field=error.field, retryable=error.retryable)
-    except ApiError as error:
-        result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), retryable=error.transient or error.status >= 500)
-    if result.error is not None and generated:
-        # A provider's error may echo the rendered body (an API server's 422 "Invalid value",
-        # a Vault or AWS validation message); the generated values must not reach the status.
-        result.error = replace(result.error, message=redact(result.error.message, generated.values()))
-    return result
 
 
 def _apply_passes(
@@ -530,32 +423,6 @@ def _conditions(result: ComposeResult) -> tuple[kube_status.ConditionSpec, kube_
     return (READY, True, REASON_READY, f"{count} resource{'s' if count != 1 else ''} ready"), synced
 
 
-def reconcile(
-    intent_kind: IntentKind,
-    body: Mapping[str, Any],
-    compositions: Sequence[Mapping[str, Any]],
-    *,
-    trigger: str = "handler",
-) -> Outcome:
-    """Compose, build the status and its delta, post Events for what changed; no status write.
-
-    Serialised per intent (owner_lock). Events are posted only when something changed, so
-    an idle re-run is silent.
-    """
-    owner = owner_of(body)
-    with owner_lock(owner.uid), metrics.timed_reconcile(intent_kind.kind):
-        old = dict(body.get("status") or {})
-        result = compose(intent_kind, body, compositions, previous=old)
-        status = build_status(intent_kind, body, result)
-        outcome = Outcome(result, status, kube_status.status_delta(old, status))
-        metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
-        _report(owner, result, outcome.delta, trigger)
-        if intent_kind.refine is not None:
-            outcome = intent_kind.refine(outcome, body)
-        if outcome.delta and intent_kind.audit is not None:
-            intent_kind.audit(owner, old, outcome.status)
-        return outcome
-
 
 def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigger: str) -> None:
     """Log and post Events for transitions only (names and fields, never values)."""
@@ -598,51 +465,8 @@ def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
     kube_status.update_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, reconciled, body)
 
 
-def raise_for_kopf(outcome: Outcome, retry: int) -> None:
-    """Map an outcome to Kopf's retry semantics.
-
-    Invalid spec, missing composition, render errors and permanent provider errors return
-    normally: the condition says what to fix, and Kopf must not retry (a retry storm cannot
-    fix a spec); the next spec change triggers the update handler. Retryable provider errors
-    and resources that are not ready yet raise TemporaryError with exponential backoff.
-    """
-    import kopf  # handlers layer: the only kopf import of this module
-
-    result = outcome.result
-    if result.error is not None:
-        if result.error.retryable:
-            raise kopf.TemporaryError(f"{result.error.reason}: {result.error.message}", delay=backoff(retry))
-        return
-    if not result.ready:
-        raise kopf.TemporaryError(f"waiting for {', '.join(result.waiting_for())}", delay=backoff(retry))
-
-
 # --------------------------------------------------------------------------- deletion
 
-
-def finalize(intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Remove what the garbage collector cannot: external resources and unowned children.
-
-    Non-Kubernetes resources are deleted through their providers in reverse order with the
-    kind's deletion policy (the intent is re-rendered to know them). Kubernetes children in
-    other namespaces or at cluster scope are pruned by label; which kinds to search comes
-    from the render and the status, and from every managed kind when neither is known.
-    Returns what is still being deleted ([] = done).
-    """
-    owner = owner_of(body)
-    unfinished: list[str] = []
-    with owner_lock(owner.uid):
-        rendered, policy = render_for_deletion(intent_kind, body, compositions)
-        for resource in reversed(rendered):
-            if resource.provider == KUBERNETES:
-                continue
-            outcome = providers.get(resource.provider).delete(resource, owner, policy)
-            if not outcome.done:
-                unfinished.append(f"{resource.name}: {outcome.message}")
-        kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
-        if kinds:
-            kube.prune(owner, set(), kinds, only_unowned=True)
-    return unfinished
 
 
 def render_for_deletion(

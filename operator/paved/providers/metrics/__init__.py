@@ -74,6 +74,28 @@ def measure(provider: MetricsProvider, request_id: str, metric: MetricQuery,
     return MetricMeasurement(request_id, value=result.value, samples=samples)
 
 
+_verdicts: dict[tuple[str, str], str | None] = {}  # (provider, query) -> why the server rejects it (None: valid)
+_verdicts_lock = threading.Lock()
+
+
+def rejection(provider: MetricsProvider, promql: str) -> str | None:
+    """Why the provider's server rejects `promql` as invalid (None: it does not), asked once
+    per distinct (server, query) and remembered: a rejected query never becomes a
+    measurement that holds a canary with traffic on it. A server that cannot be reached says
+    nothing about the query, so that answer is not remembered."""
+    key = (repr(provider), promql)
+    with _verdicts_lock:
+        if key in _verdicts:
+            return _verdicts[key]
+    result = provider.query(promql)
+    if result.error and not result.rejected:
+        return None
+    verdict = f"Prometheus rejected it: {result.error}" if result.rejected else None
+    with _verdicts_lock:
+        _verdicts[key] = verdict
+    return verdict
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 ProviderFactory = Callable[[Mapping[str, Any]], MetricsProvider]

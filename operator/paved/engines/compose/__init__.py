@@ -1,0 +1,40 @@
+"""The compose engine: intent -> Composition -> rendered resources -> providers -> status."""
+
+from paved.engines.compose.engine import (
+    AllowanceSource,
+    ComposeEngine,
+    build_status,
+    generated_secret_name,
+    namespace_labels,
+    reconcile_and_write,
+    render_for_deletion,
+    write_status,
+)
+from paved.engines.compose.model import (
+    BACKOFF_CAP,
+    HANDLER_RETRIES,
+    KUBERNETES,
+    REASON_INVALID_SPEC,
+    REASON_NO_COMPOSITION,
+    REASON_PROVIDER_ERROR,
+    REASON_READY,
+    REASON_RENDER_FAILED,
+    ComposeError,
+    ComposeResult,
+    IntentKind,
+    Outcome,
+    ResourceState,
+    backoff,
+    compositions_from,
+    in_scope,
+    intent_document,
+    owner_of,
+)
+
+__all__ = [
+    "BACKOFF_CAP", "HANDLER_RETRIES", "KUBERNETES", "REASON_INVALID_SPEC", "REASON_NO_COMPOSITION",
+    "REASON_PROVIDER_ERROR", "REASON_READY", "REASON_RENDER_FAILED", "AllowanceSource", "ComposeEngine",
+    "ComposeError", "ComposeResult", "IntentKind", "Outcome", "ResourceState", "backoff", "build_status",
+    "compositions_from", "generated_secret_name", "in_scope", "intent_document", "namespace_labels", "owner_of",
+    "reconcile_and_write", "render_for_deletion", "write_status",
+]

@@ -1,0 +1,213 @@
+"""What a composed reconcile works with and returns: intent kinds, results, outcomes.
+
+Plain data and pure helpers (no I/O): the engine (paved.engines.compose.engine) fills these,
+handlers and the other generic paths read them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from paved import API_VERSION
+from paved.api.common import Model
+from paved.api.kinds import kind_info
+from paved.providers.base import Observation, Owner
+from paved.render.types import RenderedResource
+
+KUBERNETES = "kubernetes"
+GENERATED_SUFFIX = "-paved-generated"
+MAX_PASSES = 16  # render/apply passes; a composition deeper than this is a cycle
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+HANDLER_RETRIES = 40  # with the backoff above: about three hours of retrying, then a condition
+
+# Condition reasons (CamelCase, stable: users and kstatus tooling match on them).
+REASON_READY = "Ready"
+REASON_APPLIED = "Applied"
+REASON_WAITING = "Waiting"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_NO_COMPOSITION = "NoComposition"
+REASON_RENDER_FAILED = "RenderFailed"
+REASON_PROVIDER_ERROR = "ProviderError"
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+@dataclass(frozen=True)
+class IntentKind:
+    """What the generic reconcile needs to know about one intent kind.
+
+    `status_extras(body, result, old_status)` adds kind-specific status fields (an
+    identity's serviceAccount and grants); it must be deterministic so that an unchanged
+    reconcile gives an unchanged status. `audit(owner, old_status, new_status)` posts the
+    kind's own Events when the status changed (an identity's Granted/Revoked).
+    `refine(outcome, body)` may adjust the outcome's status and delta (a database's
+    Synced=False on immutable drift); it runs inside `reconcile`, so the Kopf handler, the
+    drift watch and Composition re-renders all see the same status.
+    `deletion_policy(spec)` tells providers what to do with external resources on deletion
+    (Delete, Retain, Snapshot).
+    """
+
+    kind: str
+    status_extras: Callable[[Mapping[str, Any], ComposeResult, Mapping[str, Any]], dict[str, Any]] | None = None
+    audit: Callable[[Owner, Mapping[str, Any], Mapping[str, Any]], None] | None = None
+    refine: Callable[[Outcome, Mapping[str, Any]], Outcome] | None = None
+    deletion_policy: Callable[[Model], str] = lambda spec: "Delete"
+
+    @property
+    def api_version(self) -> str:
+        return API_VERSION
+
+    @property
+    def plural(self) -> str:
+        return kind_info(self.kind).plural
+
+    def parse_spec(self, body: Mapping[str, Any]) -> Model:
+        return kind_info(self.kind).parse_spec(body.get("spec"))
+
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ComposeError:
+    """Why a reconcile stopped; `message` names the field and never holds secret values."""
+
+    reason: str
+    message: str
+    field: str | None = None
+    retryable: bool = False
+
+
+@dataclass
+class ResourceState:
+    """What happened to one composed resource in this reconcile."""
+
+    resource: RenderedResource
+    observation: Observation
+    corrected: list[str] = field(default_factory=list)  # drifted field paths that were restored
+    written: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.observation.exists and (self.resource.readiness == "none" or self.observation.ready)
+
+    def status_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": self.resource.name,
+            "provider": self.resource.provider,
+            "externalId": self.observation.external_id or None,
+            "ready": self.ready,
+        }
+        if not self.ready and self.observation.message:
+            entry["message"] = self.observation.message
+        return {key: value for key, value in entry.items() if value is not None}
+
+
+@dataclass
+class ComposeResult:
+    """The typed outcome of one composed reconcile (no I/O left to do except the status write)."""
+
+    generation: int | None
+    spec: Model | None = None
+    composition: str | None = None
+    render_hash: str | None = None
+    states: list[ResourceState] = field(default_factory=list)
+    pending: list[RenderedResource] = field(default_factory=list)  # not applied: waiting for outputs, or stopped by an error
+    pruned: list[str] = field(default_factory=list)
+    error: ComposeError | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and not self.pending and all(state.ready for state in self.states)
+
+    @property
+    def written(self) -> bool:
+        return any(state.written for state in self.states) or bool(self.pruned)
+
+    @property
+    def corrected(self) -> list[str]:
+        return [f"{s.observation.external_id or s.resource.name} ({', '.join(s.corrected)})" for s in self.states if s.corrected]
+
+    def waiting_for(self) -> list[str]:
+        return [state.resource.name for state in self.states if not state.ready] + [r.name for r in self.pending]
+
+    @property
+    def result_label(self) -> str:
+        """Low-cardinality outcome for paved_reconcile_total."""
+        if self.error is not None:
+            return "error" if self.error.retryable else "invalid"
+        if not self.ready:
+            return "waiting"
+        return "ready" if self.written else "unchanged"
+
+
+@dataclass
+class Outcome:
+    """A reconcile plus the status it implies: `delta` is what must be written ({} = nothing)."""
+
+    result: ComposeResult
+    status: dict[str, Any]
+    delta: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    metadata = body.get("metadata") or {}
+    return Owner(
+        api_version=body.get("apiVersion", API_VERSION),
+        kind=body.get("kind", ""),
+        name=metadata.get("name", ""),
+        namespace=metadata.get("namespace"),
+        uid=metadata.get("uid", ""),
+        generation=metadata.get("generation"),
+    )
+
+
+
+
+def in_scope(namespace: str | None, namespaces: Collection[str]) -> bool:
+    """Whether an operator serving `namespaces` (empty: every namespace, `paved run
+    --namespace`) serves `namespace`.
+
+    Kopf filters watch events by namespace itself; this guards the paths that find intents
+    on their own (children's owner annotations, Composition re-renders, the audit).
+    """
+    return not namespaces or namespace in namespaces
+
+
+def compositions_from(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Compositions as a list, from a Kopf index ({name: Store}) or any iterable of dicts."""
+    if isinstance(index, Mapping):
+        return [composition for store in index.values() for composition in store]
+    return list(index)
+
+
+
+def backoff(retry: int) -> float:
+    """Exponential backoff with jitter for Kopf TemporaryError delays: 2 s, 4 s, ... <= 300 s."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)
+
+
+
+def intent_document(body: Mapping[str, Any], spec: Model) -> dict[str, Any]:
+    """The intent as templates see it: identity, labels and the spec WITH defaults applied."""
+    metadata = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body.get("kind"),
+        "metadata": {
+            key: metadata.get(key)
+            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
+            if metadata.get(key) is not None
+        },
+        "spec": spec.dump(),
+    }
+

@@ -1,0 +1,21 @@
+"""The rollout engine: ProgressiveRollout runners, their pools and their wake-ups."""
+
+from paved.engines.rollout.engine import IDLE_RESYNC, WAKE_DEBOUNCE, RolloutEngine, Slot
+from paved.engines.rollout.runner import (
+    KIND,
+    REASON_INVALID_SPEC,
+    REASON_QUERY_REJECTED,
+    REASON_ROUTING_INVALID,
+    REASON_TARGET_NOT_FOUND,
+    RolloutRunner,
+    TickResult,
+    command_of,
+    refusal_status,
+    status_patch,
+)
+
+__all__ = [
+    "IDLE_RESYNC", "KIND", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
+    "REASON_TARGET_NOT_FOUND", "WAKE_DEBOUNCE", "RolloutEngine", "RolloutRunner", "Slot", "TickResult", "command_of",
+    "refusal_status", "status_patch",
+]

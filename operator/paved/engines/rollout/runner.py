@@ -1,0 +1,389 @@
+"""One ProgressiveRollout's ticks: the thin loop around the pure state machine (paved.rollout).
+
+One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout engine):
+
+    read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
+    refuse bad input with a condition naming the field, moving nothing:
+        spec (schema, CEL, weights)          -> InvalidSpec
+        a query Prometheus rejects           -> QueryRejected
+        the target Deployment is missing     -> TargetNotFound
+        the route/Service cannot be steered  -> RoutingInvalid
+    observe: target revision/replicas, stable and canary workloads, route weights, command
+      (in parallel; Deployments come from a cache fed by the Deployment watch and by
+      Paved's own writes, never older than Paved's last write, see DeploymentCache)
+    decide -> write status (first: it is the intent) -> execute the actions in order,
+    stopping at the first failure; a Measure or RunWebhook is answered at once and
+    `decide` called again with the answers (bounded); else sleep until RequeueAfter.
+
+Measurement-only decisions are written together with their answers (one status write, not
+two), and Events are posted off the critical path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from paved import API_VERSION
+from paved import metrics as paved_metrics
+from paved.api.common import PROGRESSING, READY
+from paved.kube import apply as kube_apply
+from paved.kube import events as kube_events
+from paved.kube import status as kube_status
+from paved.providers import metrics as metric_providers
+from paved.providers.base import Owner
+from paved.providers.routing import (
+    CANARY, COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, STABLE, RolloutContext, Router, RouterError, router_for,
+)
+from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
+from paved.providers.webhooks import RolloutRef, WebhookCaller
+from paved.rollout import (
+    Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
+    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
+    Weights, conditions_for, decide, validate_spec,
+)
+
+KIND = "ProgressiveRollout"
+
+REFUSED_RESYNC = 10.0     # seconds between re-checks of refused input (a route fixed in place)
+RECONCILE_EVERY = 300.0   # seconds between re-applies of the Paved Services (and route checks)
+MAX_DECIDE_ROUNDS = 6     # decide calls per tick (the first, plus answers to Measure/RunWebhook)
+ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_QUERY_REJECTED = "QueryRejected"
+REASON_TARGET_NOT_FOUND = "TargetNotFound"
+REASON_ROUTING_INVALID = "RoutingInvalid"
+
+_REFUSALS = {
+    REASON_INVALID_SPEC: "spec is invalid",
+    REASON_QUERY_REJECTED: "Prometheus rejects a query",
+    REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
+    REASON_ROUTING_INVALID: "traffic cannot be steered",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def command_of(metadata: Mapping[str, Any]) -> Command | None:
+    """The command annotation as a Command (unknown kinds are ignored). Without a
+    command-id annotation the command's own text is the id, so it acts once."""
+    annotations = metadata.get("annotations") or {}
+    text = str(annotations.get(COMMAND_ANNOTATION) or "").strip().lower()
+    try:
+        kind = CommandKind(text)
+    except ValueError:
+        return None
+    return Command(kind, str(annotations.get(COMMAND_ID_ANNOTATION) or text))
+
+
+def refusal_status(status: Mapping[str, Any], reason: str, problems: list[FieldError],
+                   generation: int | None) -> dict[str, Any]:
+    """Status for input that cannot run: progress untouched, a message and conditions naming
+    the field. Pure."""
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    message = f"{_REFUSALS[reason]}, no traffic moved: {first}{more}"
+    new = {**dict(status), "message": message, "observedGeneration": generation}
+    detail = "; ".join(str(p) for p in problems)
+    return kube_status.with_conditions(new, [(READY, False, reason, detail), (PROGRESSING, False, reason, detail)],
+                                       generation)
+
+
+def _canonical(value: Any) -> Any:
+    """A value as the API server stores it: merge patches drop null map entries, and the
+    CRD schema prunes nulls of non-nullable fields inside list items."""
+    if isinstance(value, Mapping):
+        return {k: _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch from `old` (as read) to `new` (as decided): top-level keys whose stored
+    form would change. Nulls in maps are kept (they delete), nulls in list items are dropped.
+    Empty when nothing changes, so an idle tick writes nothing."""
+    patch: dict[str, Any] = {}
+    for key in set(old) | set(new):
+        before, after = old.get(key), new.get(key)
+        if _canonical(before) == _canonical(after) or (before is None and after in (None, {}, [])):
+            continue
+        patch[key] = _drop_list_nulls(after) if after is not None else None
+    return patch
+
+
+def _drop_list_nulls(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _drop_list_nulls(v, in_list) for k, v in value.items() if not (in_list and v is None)}
+    if isinstance(value, list):
+        return [_drop_list_nulls(v, True) for v in value]
+    return value
+
+
+_WORKLOAD_STAGES = {None, *(stage.value for stage in (
+    Stage.BOOTSTRAP, Stage.START_CANARY, Stage.STEP_ENTER, Stage.PROMOTE, Stage.WITHDRAW))}
+
+
+def _only_measures(decision: Decision) -> bool:
+    """A decision that only asks for measurements (pure reads): its status can be written
+    together with the answer's, one write instead of two, without weakening restarts (a
+    measurement lost in a crash is simply asked for again)."""
+    return any(isinstance(a, Measure) for a in decision.actions) and all(
+        isinstance(a, (Measure, RequeueAfter)) for a in decision.actions)
+
+
+# --- one rollout ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TickResult:
+    requeue_after: float | None
+    gone: bool = False
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, problems: list[FieldError]) -> None:
+        super().__init__(f"{reason}: {'; '.join(str(p) for p in problems)}")
+        self.reason = reason
+        self.problems = problems
+
+def query_problems(spec: Mapping[str, Any]) -> list[FieldError]:
+    """Each metric query (and samples query) that Prometheus refuses as invalid (asked once per
+    distinct server and query: paved.providers.metrics.rejection)."""
+    analysis = spec.get("analysis") or {}
+    if not analysis.get("metrics"):
+        return []
+    provider = metric_providers.for_analysis(analysis)
+    problems = []
+    for index, metric in enumerate(analysis.get("metrics") or []):
+        for key in ("query", "samplesQuery"):
+            text = metric.get(key)
+            problem = metric_providers.rejection(provider, text) if text else None
+            if problem:
+                problems.append(FieldError(f"spec.analysis.metrics[{index}].{key}", problem))
+    return problems
+
+
+class RolloutRunner:
+    """Ticks of one rollout. Holds only caches; all progress is in the object's status."""
+
+    def __init__(self, namespace: str, name: str, uid: str, *, webhooks: WebhookCaller | None = None,
+                 reads: Executor | None = None, deployments: DeploymentCache | None = None) -> None:
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.webhooks = webhooks or WebhookCaller()
+        # The engine's shared pool and cache; a runner of its own (unit tests) gets private ones.
+        self.reads = reads or ThreadPoolExecutor(max_workers=4, thread_name_prefix="rollout-read")
+        self.deployments = deployments or DeploymentCache()
+        self.lock = threading.Lock()
+        self.finalized = False
+        self.failures = 0
+        self.reconciled: tuple[int | None, float] | None = None  # (generation, monotonic time)
+        self.own_versions: deque[str] = deque(maxlen=8)  # resourceVersions of our own status writes
+        self.stage: str | None = None  # status.progress.stage after the last tick
+        self.last_refusal: str | None = None
+
+    # -- I/O seams (unit tests replace these) ------------------------------------------------
+
+    def read(self) -> dict[str, Any] | None:
+        return kube_apply.get(API_VERSION, KIND, self.name, self.namespace)
+
+    def write_status(self, patch: Mapping[str, Any]) -> None:
+        live = kube_status.patch_status(API_VERSION, KIND, self.namespace, self.name, patch)
+        version = ((live or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.own_versions.append(str(version))
+
+    def post(self, owner: Owner, event: Event) -> None:
+        kube_events.post_event(owner, event.reason, event.message, "Warning" if event.warning else "Normal")
+
+    def emit(self, owner: Owner, event: Event) -> None:
+        """Post an Event without waiting for it: best effort, off the step's critical path."""
+        self.reads.submit(self.post, owner, event)
+
+    def owner(self, metadata: Mapping[str, Any]) -> Owner:
+        return Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
+
+    def router(self, spec: Mapping[str, Any], context: RolloutContext) -> Router:
+        return router_for(spec, context, Workloads(context, deployments=self.deployments))
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        with self.lock:
+            if self.finalized:
+                return TickResult(None, gone=True)
+            body = self.read()
+            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                return TickResult(None, gone=True)
+            try:
+                result = self._tick(body)
+            except _Refused as refused:
+                self._refuse(body, refused.reason, refused.problems)
+                return TickResult(REFUSED_RESYNC)
+            self.failures = 0
+            return result
+
+    def _tick(self, body: dict[str, Any]) -> TickResult:
+        metadata, spec = body["metadata"], body.get("spec") or {}
+        status: dict[str, Any] = dict(body.get("status") or {})
+        generation = metadata.get("generation")
+        owner = self.owner(metadata)
+        errors = validate_spec(spec)
+        if errors:
+            raise _Refused(REASON_INVALID_SPEC, errors)
+        problems = query_problems(spec)
+        if problems:
+            raise _Refused(REASON_QUERY_REJECTED, problems)
+        context = RolloutContext.from_body(body, owner)
+        router = self.router(spec, context)
+        workloads: Workloads = getattr(router, "workloads", None) or Workloads(context)
+        observed_at = _now()
+        # The four reads are independent: in parallel, so a tick costs two round trips (the
+        # rollout, then these), not five, however busy the API server is.
+        reads: dict[str, Future[Any]] = {
+            "target": self.reads.submit(workloads.target),
+            STABLE: self.reads.submit(workloads.copy, STABLE),
+            CANARY: self.reads.submit(workloads.copy, CANARY),
+            "weights": self.reads.submit(router.get_weights),
+        }
+        for future in reads.values():
+            future.exception()  # wait for all of them, whatever the outcome
+        target = reads["target"].result()
+        if target is None:
+            raise _Refused(REASON_TARGET_NOT_FOUND, [FieldError(
+                "spec.targetRef.name", f"Deployment {self.namespace}/{context.target} not found")])
+        try:
+            self._reconcile(router, generation)
+            weights = reads["weights"].result()
+        except RouterError as error:
+            if error.retryable:
+                raise
+            raise _Refused(REASON_ROUTING_INVALID, [FieldError(error.field or "spec.trafficRouting", str(error))]) from None
+        self.last_refusal = None
+        observation = Observation(
+            target=target_state(target), stable=workloads.observe(STABLE), canary=workloads.observe(CANARY),
+            weights=weights, command=command_of(metadata), observed_at=observed_at,
+        )
+        decision: Decision | None = None
+        stored = status  # what the API server holds
+        for _ in range(MAX_DECIDE_ROUNDS):
+            decision = decide(spec, status, observation, _now())
+            status = kube_status.with_conditions({**decision.status, "observedGeneration": generation},
+                                                 conditions_for(decision.status), generation)
+            if not _only_measures(decision):  # status first: it is the intent the actions carry out
+                stored = self._store(stored, status)
+            update_metrics(self.namespace, self.name, status)
+            answers = self._execute(decision, owner, spec, router, workloads)
+            if answers is None:
+                break
+            observation = replace(observation, measurements={**observation.measurements, **answers[0]},
+                                  webhook_results={**observation.webhook_results, **answers[1]})
+        self._store(stored, status)
+        self.stage = (status.get("progress") or {}).get("stage")
+        assert decision is not None
+        return TickResult(decision.requeue_after)
+
+    def _store(self, stored: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        patch = status_patch(stored, status)
+        if patch:
+            self.write_status(patch)
+        return status
+
+    def _reconcile(self, router: Router, generation: int | None) -> None:
+        """Re-apply the Paved Services and re-check the route when the spec changed, and now
+        and then (cheap reads happen every tick anyway)."""
+        if self.reconciled and self.reconciled[0] == generation and time.monotonic() - self.reconciled[1] < RECONCILE_EVERY:
+            return
+        router.reconcile()
+        self.reconciled = (generation, time.monotonic())
+
+    def _execute(self, decision: Decision, owner: Owner, spec: Mapping[str, Any], router: Router,
+                 workloads: Workloads) -> tuple[dict[str, MetricMeasurement], dict[str, WebhookResult]] | None:
+        """Run the actions in order; stop at the first failure (raised). Returns the answers to
+        Measure/RunWebhook when there were any (decide must see them now), else None."""
+        measurements: dict[str, MetricMeasurement] = {}
+        results: dict[str, WebhookResult] = {}
+        asked = False
+        for action in decision.actions:
+            if isinstance(action, Event):
+                self.emit(owner, action)
+            elif isinstance(action, SetWeights):
+                router.set_weights(Weights(action.stable, action.canary))
+            elif isinstance(action, EnsureCanary):
+                workloads.ensure_canary(action.revision, action.replicas)
+            elif isinstance(action, ScaleCanary):
+                workloads.scale(CANARY, action.replicas)
+            elif isinstance(action, ScaleStable):
+                workloads.scale(STABLE, action.replicas)
+            elif isinstance(action, PromoteStableTemplate):
+                workloads.promote_stable(action.revision, action.replicas)
+            elif isinstance(action, Measure):
+                asked = True
+                provider = metric_providers.for_analysis(spec.get("analysis") or {})
+                for query in action.metrics:
+                    measurements[query.name] = metric_providers.measure(provider, action.request_id, query,
+                                                                        executor=self.reads)
+                record_measurements(self.namespace, self.name, measurements)
+            elif isinstance(action, RunWebhook):
+                asked = True
+                results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action)
+        return (measurements, results) if asked else None
+
+    def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:
+        metadata = body.get("metadata") or {}
+        status = dict(body.get("status") or {})
+        new_status = refusal_status(status, reason, problems, metadata.get("generation"))
+        patch = status_patch(status, new_status)
+        if patch:
+            self.write_status(patch)
+        if new_status["message"] != self.last_refusal and new_status["message"] != status.get("message"):
+            self.post(self.owner(metadata), Event(reason, new_status["message"], warning=True))
+        self.last_refusal = new_status["message"]
+
+    def finalize(self, body: Mapping[str, Any]) -> None:
+        """Hand traffic back before the garbage collector removes the Paved Services."""
+        with self.lock:
+            owner = self.owner(body.get("metadata") or {})
+            self.router(body.get("spec") or {}, RolloutContext.from_body(body, owner)).finalize()
+            self.finalized = True
+
+    @property
+    def waits_for_workloads(self) -> bool:
+        """Whether the machine is waiting for a copy to become ready (or has not run yet):
+        only then is a change of a copy worth a tick before the one already scheduled."""
+        return self.stage in _WORKLOAD_STAGES
+
+    def backoff(self) -> float:
+        delay = ERROR_BACKOFF[min(self.failures, len(ERROR_BACKOFF) - 1)]
+        self.failures += 1
+        return delay
+
+
+# --- /metrics ---------------------------------------------------------------------------------
+
+
+def update_metrics(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    paved_metrics.set_rollout_state(namespace, name, status.get("phase"), status.get("canaryWeight"))
+    latest: dict[str, Mapping[str, Any]] = {}
+    for entry in status.get("analysisHistory") or []:
+        latest[str(entry.get("metric"))] = entry
+    for metric, entry in latest.items():
+        paved_metrics.set_rollout_verdict(namespace, name, metric, entry.get("verdict"))
+
+
+def record_measurements(namespace: str, name: str, measurements: Mapping[str, MetricMeasurement]) -> None:
+    for metric, measurement in measurements.items():
+        paved_metrics.set_rollout_metric_value(namespace, name, metric, measurement.value)
+
