@@ -40,6 +40,7 @@ from typing import Any
 
 import paved.providers.aws.rds  # noqa: F401 - registers the aws-rds provider
 import paved.providers.kubernetes  # noqa: F401 - registers the kubernetes provider
+from paved import KOPF_FINALIZER
 from paved.api.common import SYNCED, now_rfc3339, parse_duration
 from paved.api.database import DatabaseIntentSpec
 from paved.api.kinds import SpecError
@@ -180,6 +181,11 @@ def has_cleanup_finalizer(body: Mapping[str, Any]) -> bool:
 def add_cleanup_finalizer(body: Mapping[str, Any]) -> None:
     """Persist the finalizer now (not through Kopf's end-of-handler patch): the cloud call follows.
 
+    Kopf's own finalizer goes on in the same patch: Kopf runs delete handlers only for objects
+    that carry it, and it adds it only after a handler finishes. An operator killed after the
+    cloud call but before that, and a deletion arriving before the next leader's resume,
+    would otherwise leave ours on the intent with no handler to remove it.
+
     A resourceVersion-guarded merge patch; on a conflict the object is re-read and the
     patch retried, so a concurrent writer's finalizers are never overwritten.
     """
@@ -189,7 +195,8 @@ def add_cleanup_finalizer(body: Mapping[str, Any]) -> None:
             raise IntentChanging("the intent is being deleted; nothing is created", delay=1)
         if has_cleanup_finalizer(live):
             return
-        finalizers = [*(live["metadata"].get("finalizers") or []), CLEANUP_FINALIZER]
+        present = list(live["metadata"].get("finalizers") or [])
+        finalizers = present + [name for name in (CLEANUP_FINALIZER, KOPF_FINALIZER) if name not in present]
         try:
             kube.merge_patch(live, {"metadata": {"finalizers": finalizers}})
             return
