@@ -32,7 +32,7 @@ from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao
 from paved.dev.stall import StallingProxy
-from paved.secretsync import breaker, schedule
+from paved.secretsync import breaker
 from paved.secretsync.model import CLUSTER_SECRET_STORE, StoreKey
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
@@ -60,17 +60,6 @@ def proxies(openbao: OpenBao) -> Iterator[dict[str, StallingProxy]]:
     finally:
         for proxy in started.values():
             proxy.stop()
-
-
-def lateness(sent_at: list[float], store: StoreKey, start: float, end: float) -> list[float]:
-    """For each grid point of `store` in [start, end): seconds until its refresh's first bytes."""
-    late = []
-    point = schedule.next_due(start, INTERVAL, store)
-    while point < end:
-        first = next((t for t in sent_at if t >= point), math.inf)
-        late.append(first - point)
-        point = schedule.next_due(point, INTERVAL, store)
-    return late
 
 
 def test_a_store_that_hangs_does_not_stall_the_other_stores(
@@ -117,8 +106,8 @@ def test_a_store_that_hangs_does_not_stall_the_other_stores(
         time.sleep(max(0.0, stalled + WINDOW - time.time()))
         ended = time.time()
 
-        samples = {store: lateness(proxies[store].sent_at, StoreKey(CLUSTER_SECRET_STORE, "", names[store]), stalled + 1, ended - INTERVAL)
-                   for store in ("a", "b")}
+        samples = {store: proxies[store].refresh_lateness(StoreKey(CLUSTER_SECRET_STORE, "", names[store]), INTERVAL,
+                                                          stalled + 1, ended - INTERVAL) for store in ("a", "b")}
         every = sorted(x for late in samples.values() for x in late)
         p95 = every[math.ceil(0.95 * len(every)) - 1]
         print(f"\n[isolation] while one store hung for {ended - stalled:.0f}s, the other stores' {len(every)} refreshes "

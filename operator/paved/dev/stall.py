@@ -7,16 +7,21 @@ sends and forwards nothing either way, which is what a frozen backend (or a blac
 load balancer) looks like to a client: the TCP connection is accepted, no answer ever comes.
 Without an upstream it stalls from the start. It also records when each client sent data
 (`sent_at`, epoch seconds), which tells when a client started a request: the moment of each
-refresh of a store pointed at it, measured from outside the operator.
+refresh of a store pointed at it, measured from outside the operator (`refresh_lateness`:
+how late each refresh on the store's grid was).
 
 Used by tests/e2e/test_secret_store_isolation.py and bench/bench_secrets_isolation.py.
 """
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
+
+from paved.secretsync import schedule
+from paved.secretsync.model import StoreKey
 
 _CHUNK = 65536
 
@@ -46,6 +51,18 @@ class StallingProxy:
     def start(self) -> StallingProxy:
         self._thread.start()
         return self
+
+    def refresh_lateness(self, store: StoreKey, interval: float, start: float, end: float) -> list[float]:
+        """For each grid point of `store` and `interval` (paved.secretsync.schedule) in
+        [start, end): seconds from the point until a client next sent data here (inf: never).
+        A refresh that is skipped shows as one a whole interval (or more) late."""
+        sent = sorted(self.sent_at)
+        late = []
+        point = schedule.next_due(start, interval, store)
+        while point < end:
+            late.append(next((t for t in sent if t >= point), math.inf) - point)
+            point = schedule.next_due(point, interval, store)
+        return late
 
     def stall(self) -> None:
         """From now on, nothing goes through, on open connections as on new ones."""
