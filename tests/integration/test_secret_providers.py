@@ -20,7 +20,9 @@ from paved.api.secrets import SecretStoreProvider
 from paved.metrics import call_counts as calls
 from paved.providers import secretstores
 from paved.providers.aws import secretsmanager, ssm
-from paved.providers.secretstores import AUTH_FAILED, NOT_FOUND_UNCONFIRMED, UNREACHABLE, StoreConfig, StoreError
+from paved.dev.stall import StallingProxy
+from paved.providers import deadline
+from paved.providers.secretstores import AUTH_FAILED, NOT_FOUND_UNCONFIRMED, STORE_TIMEOUT, UNREACHABLE, StoreConfig, StoreError
 from paved.providers.vault import store as vault_store
 from paved.secretsync.model import KeyFailure, Missing, Present, RemoteKey, RemoteValue, StoreKey
 
@@ -408,6 +410,34 @@ def test_secrets_manager_unreachable_is_a_store_error(aws_env: Any, monkeypatch:
     with pytest.raises(StoreError) as caught:
         store.versions([RemoteKey("x")])
     assert caught.value.reason == UNREACHABLE
+
+
+# --- a store that accepts connections and never answers ---------------------------------------------
+
+
+def test_a_vault_that_never_answers_fails_within_the_callers_deadline(openbao: OpenBao) -> None:
+    with StallingProxy() as stalled:
+        provider = vault_provider(openbao, {"tokenSecretRef": {"name": "t", "key": "token"}})
+        provider["vault"]["server"] = stalled.url("https")
+        store = secretstores.create(config(provider), StaticCredentials({("app", "t", "token"): openbao.root_token}))
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught, deadline.within(1.5):
+            store.versions([RemoteKey("x")])
+        assert caught.value.reason == STORE_TIMEOUT and time.monotonic() - started < 2.5  # each request capped to the deadline
+        assert openbao.root_token not in str(caught.value)
+        store.close()
+
+
+def test_secrets_manager_that_never_answers_fails_after_one_request_timeout(aws_env: Any) -> None:
+    with StallingProxy() as stalled:
+        store = secretstores.create(config({"aws": {"region": aws_env.region, "endpointURL": stalled.url()}}), StaticCredentials())
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught, deadline.within(1.5):
+            store.versions([RemoteKey("x")])
+        # botocore cannot cut a request short: it ends at its own read timeout, and nothing is retried past the deadline.
+        assert caught.value.reason == STORE_TIMEOUT
+        assert time.monotonic() - started < secretsmanager.CONNECT_TIMEOUT + secretsmanager.REQUEST_TIMEOUT + 1
+        store.close()
 
 
 # --- SSM Parameter Store (moto) --------------------------------------------------------------------
