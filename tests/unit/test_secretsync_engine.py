@@ -454,10 +454,10 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_a_store_that_hangs_does_not_delay_the_refs_of_other_stores() -> None:
-    """The engine's own loop, real time: a hung store's job waits out its deadline in its own
-    lane while another store's refs sync (one thread syncing stores in turn would wait too)."""
+    """The engine's own loop, real time: a hung store's job waits in its own lane while
+    another store's refs sync (one thread syncing stores in turn would wait with it)."""
     kube, fast, hung = FakeKube(), FakeStore(), FakeStore()
-    engine = SyncEngine(kube, providers=OneStore(kube, fast, {"hung": hung}), store_deadline=2.0)
+    engine = SyncEngine(kube, providers=OneStore(kube, fast, {"hung": hung}), store_deadline=60)
     add_store(kube, "vault")
     add_store(kube, "hung")  # sorts first: a sequential cycle would start with it
     put_database(fast)
@@ -467,12 +467,10 @@ def test_a_store_that_hangs_does_not_delay_the_refs_of_other_stores() -> None:
     try:
         register(engine, ref_body("stuck", storeRef={"name": "hung"}, interval="5s"))
         register(engine, ref_body("db", interval="5s"))
-        eventually(lambda: ("app", "db-secret") in kube.secrets, 1.5, "the other store's ref synced while one store hangs")
+        eventually(lambda: ("app", "db-secret") in kube.secrets, 5, "the other store's ref synced while one store hangs")
         assert hung.hung.is_set() and ("app", "stuck") not in kube.status  # its job is still waiting
-        eventually(lambda: ("app", "stuck") in kube.status, 5, "the hung store's job ends at its deadline")
-        ready = kube.condition("app", "stuck")
-        assert (ready["status"], ready["reason"]) == ("False", "StoreTimeout")
-        assert kube.condition("app", "stuck", "Stale")["status"] == "True" and ("app", "stuck-secret") not in kube.secrets
+        hung.answering.set()
+        eventually(lambda: ("app", "stuck-secret") in kube.secrets, 5, "the hung store's ref synced once it answers")
     finally:
         hung.answering.set()
         engine.stop()
@@ -490,7 +488,7 @@ def test_a_store_deadline_bounds_its_work_and_leaves_its_secrets_alone(world: An
         engine.run_cycle()
     finally:
         store.answering.set()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # bounded by the deadline (0.3 s), not by the store that never answers
     ready, stale = kube.condition("app", "db"), kube.condition("app", "db", "Stale")
     assert (ready["status"], ready["reason"]) == ("False", "StoreTimeout") and "no answer" in ready["message"]
     assert stale["status"] == "True" and kube.secrets[("app", "db-secret")] == before
