@@ -70,7 +70,7 @@ def test_a_store_that_hangs_does_not_stall_the_other_stores(
     values = {f"{store}{i}": f"MARKER-iso-{store}{i}-{random.token_hex(4)}" for store in ("a", "b", "hung") for i in (1, 2)}
     for key, value in values.items():
         vault.secrets.kv.v2.create_or_update_secret(path=f"{prefix}/{key}", secret={"password": value}, mount_point="secret")
-    vault.sys.create_or_update_policy(f"{namespace}-iso", f'path "secret/*" {{ capabilities = ["read"] }}')
+    vault.sys.create_or_update_policy(f"{namespace}-iso", 'path "secret/*" { capabilities = ["read"] }')
     token = vault.auth.token.create(policies=[f"{namespace}-iso"], ttl="1h")["auth"]["client_token"]
     ca = Path(openbao.ca_cert).read_text()
     names = {store: f"{namespace}-{store}" for store in proxies}
