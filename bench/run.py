@@ -9,7 +9,9 @@ operator through paved.dev.operator, moto/OpenBao where needed) and stops them a
 Scenarios: identity (bench_identity.py, on bench/harness.py), identity-expiry
 (bench_identity_expiry.py: Vault + AWS parts, expiry-to-revocation, idle writes), database (bench_database.py),
 secrets (bench_secrets.py: provider calls per cycle, in process), secrets-scale (bench_secrets_scale.py:
-ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), policy (bench_policy.py).
+ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), secrets-isolation
+(bench_secrets_isolation.py: other stores' refresh lateness while one store hangs, in process),
+policy (bench_policy.py).
 The exit status is non-zero if any scenario failed.
 """
 
@@ -29,6 +31,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "database": ("bench_database.py", ("--sizes", "1,20", "--idle", "30", "--drift-interval", "5s")),
     "secrets": ("bench_secrets.py", ("--quick",)),
     "secrets-scale": ("bench_secrets_scale.py", ("--quick",)),
+    "secrets-isolation": ("bench_secrets_isolation.py", ("--quick",)),
     "policy": ("bench_policy.py", ("--quick",)),
 }
 

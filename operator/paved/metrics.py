@@ -47,6 +47,18 @@ EVENTS_DROPPED = Counter(
     "Kubernetes Events not posted because the background recorder's queue was full.",
 )
 
+SECRET_REFRESH_LATENESS = Histogram(
+    "paved_secret_refresh_lateness_seconds",
+    "How long after its due time the secret engine started an ExternalSecretRef's refresh "
+    "(stores are independent: a store that hangs must not make other stores' refs late).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+
+SECRET_STORES_CIRCUIT_OPEN = Gauge(
+    "paved_secret_stores_circuit_open",
+    "Secret stores whose circuit breaker is open (not called until their cool-down ends).",
+)
+
 
 def count_call(provider: str, operation: str) -> None:
     """Count one call of `provider` doing `operation` (get, list, apply, create, delete, ...)."""

@@ -37,6 +37,7 @@ from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao, bao_binary, configure_kubernetes_auth
+from paved.secretsync import breaker
 from paved.secretsync.values import content_hash
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
@@ -428,7 +429,9 @@ def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
     assert status["lastGoodSyncTime"] == good and status["lastRefreshTime"] > good
 
     bao.start()  # same data, unsealed again; the token is still valid
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    # The outage opened the store's circuit: the first probe after the cool-down reconnects (one
+    # made while OpenBao was still starting doubles the cool-down).
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30 + 2 * breaker.COOL_DOWN)
     wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", type_="Stale", timeout=10)
     after = get(kubectl, "secret", "db-credentials", namespace) or {}
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # same content: not rewritten

@@ -20,7 +20,9 @@ from paved.api.secrets import SecretStoreProvider
 from paved.metrics import call_counts as calls
 from paved.providers import secretstores
 from paved.providers.aws import secretsmanager, ssm
-from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, StoreConfig, StoreError
+from paved.dev.stall import StallingProxy
+from paved.providers import deadline
+from paved.providers.secretstores import AUTH_FAILED, NOT_FOUND_UNCONFIRMED, STORE_TIMEOUT, UNREACHABLE, StoreConfig, StoreError
 from paved.providers.vault import store as vault_store
 from paved.secretsync.model import KeyFailure, Missing, Present, RemoteKey, RemoteValue, StoreKey
 
@@ -161,6 +163,7 @@ def test_vault_missing_deleted_pinned_and_denied(openbao: OpenBao, kv: str, appr
         "absent": RemoteKey(f"{kv}/absent"),
         "deleted": RemoteKey(f"{kv}/gone"),
         "dataonly": RemoteKey(f"{kv}-dataonly/x"),
+        "dataonly-absent": RemoteKey(f"{kv}-dataonly/absent"),
         "denied": RemoteKey("elsewhere/x"),
     }
     observed = store.versions(list(keys.values()))
@@ -170,6 +173,7 @@ def test_vault_missing_deleted_pinned_and_denied(openbao: OpenBao, kv: str, appr
     assert isinstance(observed[keys["absent"]], Missing)
     assert isinstance(observed[keys["deleted"]], Missing)
     assert observed[keys["dataonly"]] == Present("1")  # metadata denied: learned from the data read
+    assert isinstance(observed[keys["dataonly-absent"]], Missing)  # a data read's 404, on the confirmed mount
     denied = observed[keys["denied"]]
     assert isinstance(denied, KeyFailure) and denied.reason == "PermissionDenied" and MARKER not in denied.message
     count = Counted("vault")
@@ -177,6 +181,60 @@ def test_vault_missing_deleted_pinned_and_denied(openbao: OpenBao, kv: str, appr
     assert fetched[keys["pinned"]] == RemoteValue("1", {"v": "1"})
     assert fetched[keys["dataonly"]] == RemoteValue("1", {"v": "d"})
     assert count("read-data") == 1  # the data-only path was read once, during versions()
+    store.close()
+
+
+def root_store(openbao: OpenBao, path: str) -> vault_store.VaultStore:
+    """A store with a token that may read everything: a path no mount serves answers 404, not 403."""
+    provider = vault_provider(openbao, {"tokenSecretRef": {"name": "t", "key": "token"}})
+    provider["vault"]["path"] = path
+    store = secretstores.create(config(provider), StaticCredentials({("app", "t", "token"): openbao.root_token}))
+    assert isinstance(store, vault_store.VaultStore)
+    return store
+
+
+def test_vault_404_counts_as_missing_only_from_the_stores_kv_v2_mount(openbao: OpenBao, kv: str) -> None:
+    """A disabled mount, a mistyped path, a KV v1 mount: every key 404s (or comes without KV v2
+    metadata), which says nothing about the key. Only the store's own KV v2 mount's 404 does."""
+    client = openbao.client
+    client.sys.enable_secrets_engine("kv", path=f"{kv}-mount", options={"version": "2"})
+    client.secrets.kv.v2.create_or_update_secret(path="db", secret={"v": MARKER}, mount_point=f"{kv}-mount")
+    client.sys.enable_secrets_engine("kv", path=f"{kv}-v1", options={"version": "1"})
+    client.secrets.kv.v1.create_or_update_secret(path="metadata/db", secret={"v": "1"}, mount_point=f"{kv}-v1")
+    moved = root_store(openbao, f"{kv}-mount")
+    assert moved.versions([RemoteKey("db")]) == {RemoteKey("db"): Present("1")}
+    client.sys.disable_secrets_engine(f"{kv}-mount")
+    for path in (f"{kv}-mount", "no-such-mount", "secret/sub", f"{kv}-v1"):
+        store = root_store(openbao, path) if path != f"{kv}-mount" else moved
+        for key in ("db", "absent"):
+            state = store.versions([RemoteKey(key)])[RemoteKey(key)]
+            assert isinstance(state, KeyFailure) and state.reason == NOT_FOUND_UNCONFIRMED, (path, key, state)
+            assert "not treated as deleted" in state.message and MARKER not in state.message
+            fetched = store.fetch([RemoteKey(key)])[RemoteKey(key)]
+            assert isinstance(fetched, KeyFailure) and fetched.reason == NOT_FOUND_UNCONFIRMED, (path, key, fetched)
+        store.close()
+
+    put(openbao, f"{kv}/there", {"v": "1"})
+    store = root_store(openbao, "secret")
+    count = Counted("vault")
+    observed = store.versions([RemoteKey(f"{kv}/there"), RemoteKey(f"{kv}/absent"), RemoteKey(f"{kv}/absent2")])
+    assert observed[RemoteKey(f"{kv}/there")] == Present("1")
+    assert isinstance(observed[RemoteKey(f"{kv}/absent")], Missing) and isinstance(observed[RemoteKey(f"{kv}/absent2")], Missing)
+    assert count("mount-check") == 1  # once per call, not per key
+    store.close()
+
+
+def test_vault_deleted_versions_are_missing_when_read_from_the_data_endpoint(openbao: OpenBao, kv: str,
+                                                                               approle: dict[str, str]) -> None:
+    put(openbao, f"{kv}-dataonly/soft", {"v": "1"})
+    openbao.client.secrets.kv.v2.delete_latest_version_of_secret(path=f"{kv}-dataonly/soft", mount_point="secret")
+    put(openbao, f"{kv}-dataonly/hard", {"v": "1"})
+    openbao.client.secrets.kv.v2.destroy_secret_versions(path=f"{kv}-dataonly/hard", versions=[1], mount_point="secret")
+    store = approle_store(openbao, approle)
+    soft, hard, pinned = RemoteKey(f"{kv}-dataonly/soft"), RemoteKey(f"{kv}-dataonly/hard"), RemoteKey(f"{kv}-dataonly/soft", "1")
+    observed = store.versions([soft, hard])  # metadata denied: the data endpoint's 404 body says "deleted"
+    assert all(isinstance(observed[key], Missing) for key in (soft, hard)), observed
+    assert isinstance(store.fetch([pinned])[pinned], Missing)
     store.close()
 
 
@@ -304,6 +362,27 @@ def test_secrets_manager_missing_scheduled_pinned_and_stages(aws_env: Any, boto3
     assert fetched[keys["latest"]].data == "v2"  # type: ignore[union-attr]
 
 
+def test_secrets_manager_missing_only_after_a_per_key_not_found(aws_env: Any, boto3_client: Any) -> None:
+    sm = boto3_client("secretsmanager")
+    arn = sm.create_secret(Name="apps/by-arn", SecretString=f'{{"password": "{MARKER}"}}')["ARN"]
+    sm.create_secret(Name="apps/named", SecretString="v")
+    store = sm_store(aws_env)
+    partial = RemoteKey(arn[: -secretsmanager.ARN_SUFFIX])  # the ARN as a user may write it, without AWS's suffix
+    absent, named = RemoteKey("apps/absent"), RemoteKey("apps/named")
+    fetched = store.fetch([partial, RemoteKey(arn)])  # a batch answer names the full ARN only
+    assert isinstance(fetched[partial], RemoteValue) and MARKER in fetched[partial].data  # type: ignore[operator]
+    assert fetched[RemoteKey(arn)] == fetched[partial]
+    count = Counted("aws-secretsmanager")
+    observed = store.versions([partial, absent, named, RemoteKey(arn)])
+    assert isinstance(observed[absent], Missing)
+    assert count("get_secret_value") == 1  # the batch said not found; a call about that key alone confirmed it
+    assert isinstance(store.fetch([partial])[partial], RemoteValue) and count("get_secret_value") == 1
+
+    pending = RemoteKey("apps/named", "AWSPENDING")  # a stage the secret does not have
+    assert isinstance(store.versions([pending])[pending], Missing)
+    assert isinstance(store.fetch([pending])[pending], Missing)
+
+
 def test_secrets_manager_credentials_from_a_secret_and_an_assumed_role(aws_env: Any, boto3_client: Any) -> None:
     boto3_client("secretsmanager").create_secret(Name="db", SecretString="x")
     credentials = StaticCredentials({("app", "aws", "id"): "AKIAEXAMPLEEXAMPLE12", ("app", "aws", "secret"): "secret-" + MARKER})
@@ -333,6 +412,34 @@ def test_secrets_manager_unreachable_is_a_store_error(aws_env: Any, monkeypatch:
     assert caught.value.reason == UNREACHABLE
 
 
+# --- a store that accepts connections and never answers ---------------------------------------------
+
+
+def test_a_vault_that_never_answers_fails_within_the_callers_deadline(openbao: OpenBao) -> None:
+    with StallingProxy() as stalled:
+        provider = vault_provider(openbao, {"tokenSecretRef": {"name": "t", "key": "token"}})
+        provider["vault"]["server"] = stalled.url("https")
+        store = secretstores.create(config(provider), StaticCredentials({("app", "t", "token"): openbao.root_token}))
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught, deadline.within(1.5):
+            store.versions([RemoteKey("x")])
+        assert caught.value.reason == STORE_TIMEOUT and time.monotonic() - started < 2.5  # each request capped to the deadline
+        assert openbao.root_token not in str(caught.value)
+        store.close()
+
+
+def test_secrets_manager_that_never_answers_fails_after_one_request_timeout(aws_env: Any) -> None:
+    with StallingProxy() as stalled:
+        store = secretstores.create(config({"aws": {"region": aws_env.region, "endpointURL": stalled.url()}}), StaticCredentials())
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught, deadline.within(1.5):
+            store.versions([RemoteKey("x")])
+        # botocore cannot cut a request short: it ends at its own read timeout, and nothing is retried past the deadline.
+        assert caught.value.reason == STORE_TIMEOUT
+        assert time.monotonic() - started < secretsmanager.CONNECT_TIMEOUT + secretsmanager.REQUEST_TIMEOUT + 1
+        store.close()
+
+
 # --- SSM Parameter Store (moto) --------------------------------------------------------------------
 
 
@@ -351,7 +458,20 @@ def test_ssm_reads_ten_per_call_with_decryption_and_no_second_fetch(aws_env: Any
     assert observed[RemoteKey("/apps/p0")] == Present("2") and observed[RemoteKey("/apps/p0", "1")] == Present("1")
     assert isinstance(observed[RemoteKey("/apps/absent")], Missing)
     fetched = store.fetch([RemoteKey("/apps/p0"), RemoteKey("/apps/p0", "1"), RemoteKey("/apps/p5")])
-    assert count() == 3  # values came with the version look-up
+    assert count("get_parameters") == 3 and count("get_parameter") == 1  # values came with the version look-up;
+    # the absent parameter, in InvalidParameters, was asked about alone before it counted as Missing
     assert fetched[RemoteKey("/apps/p0")] == RemoteValue("2", "second")
     assert fetched[RemoteKey("/apps/p0", "1")] == RemoteValue("1", f"value-0-{MARKER}")
     assert "parameter store" in store.check()
+
+
+def test_ssm_missing_only_after_a_per_key_not_found(aws_env: Any, boto3_client: Any) -> None:
+    boto3_client("ssm").put_parameter(Name="/apps/there", Value=MARKER, Type="SecureString")
+    store = secretstores.create(config({"aws": {"service": "ParameterStore", "region": aws_env.region}}), StaticCredentials())
+    keys = [RemoteKey("/apps/absent"), RemoteKey("/apps/there", "9"), RemoteKey("/apps/there", "nolabel"), RemoteKey("/apps/there")]
+    count = Counted("aws-ssm")
+    observed = store.versions(keys)
+    assert [type(observed[k]).__name__ for k in keys] == ["Missing", "Missing", "Missing", "Present"]
+    assert count("get_parameters") == 3 and count("get_parameter") == 3  # one batch per selector of /apps/there;
+    # each key in InvalidParameters then asked about alone
+    assert MARKER not in repr(observed)

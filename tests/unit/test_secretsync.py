@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import json
@@ -13,8 +14,19 @@ from hypothesis import strategies as st
 
 from paved.api.kinds import SpecError
 from paved.api.secrets import ClusterSecretStoreSpec, ExternalSecretRefSpec
-from paved.secretsync import access, missing, plan, restart, schedule, target
-from paved.secretsync.model import KeyFailure, Missing, Present, RefSpec, RemoteKey, RemoteValue, StoreKey, ref_spec_from
+from paved.secretsync import access, breaker, missing, plan, restart, schedule, target
+from paved.secretsync.model import (
+    KeyFailure,
+    Missing,
+    Present,
+    RefSpec,
+    RemoteKey,
+    RemoteValue,
+    StoreContext,
+    StoreFailure,
+    StoreKey,
+    ref_spec_from,
+)
 from paved.secretsync.state import SyncState
 from paved.secretsync.values import (
     CONTENT_HASH_ANNOTATION,
@@ -264,11 +276,34 @@ def test_missing_needs_two_consecutive_cycles() -> None:
     assert back.missing_since == {} and not back.confirmed
 
 
+def test_missing_needs_two_refreshes_at_least_the_grace_period_apart() -> None:
+    first = missing.judge({}, ["k"], NOW, grace=600)
+    assert first.pending == {"k"} and first.confirm_after == "2025-01-01T00:10:00Z"
+    soon = missing.judge(first.missing_since, ["k"], "2025-01-01T00:09:59Z", grace=600)
+    assert soon.pending == {"k"} and not soon.confirmed and soon.missing_since == {"k": NOW}
+    due = missing.judge(first.missing_since, ["k"], "2025-01-01T00:10:00Z", grace=600)
+    assert due.confirmed == {"k"} and due.missing_since == {"k": NOW}
+    # Grace 0 still needs a second refresh: the first observation alone never confirms.
+    assert missing.judge({}, ["k"], NOW, grace=0).pending == {"k"}
+
+
+def test_an_unreadable_or_future_missing_since_starts_over() -> None:
+    for since in ("not a time", "2026-01-01T00:00:00Z"):
+        verdict = missing.judge({"k": since}, ["k"], LATER, grace=0)
+        assert verdict.pending == {"k"} and not verdict.confirmed and verdict.missing_since == {"k": LATER}
+
+
 # --- plan ------------------------------------------------------------------------------------------
 
 
 def memory(spec: RefSpec | None = None, **fields: object) -> plan.RefMemory:
     return plan.RefMemory(spec=spec or ref(), **fields)  # type: ignore[arg-type]
+
+
+def missing_since(done: plan.RefMemory, since: dict[str, str], store: StoreContext = StoreContext()) -> plan.RefMemory:
+    """`done` with missing-key observations recorded against `store` (as a previous cycle would)."""
+    done.missing_since, done.missing_basis = since, plan.missing_basis(done.spec, store)
+    return done
 
 
 def settled(spec: RefSpec | None = None) -> plan.RefMemory:
@@ -337,19 +372,65 @@ def test_a_refresh_that_changes_nothing_moves_last_refresh_time_only_when_it_is_
     assert failed["lastRefreshTime"] == soon  # a status change carries the stamp with it
 
 
-def test_missing_key_acts_only_on_the_second_cycle() -> None:
+def test_missing_key_acts_only_on_a_refresh_the_grace_period_later() -> None:
     done = settled(ref(target={"deletionPolicy": "Delete"}))
     first = decide(done, {DB: Missing()}, {}, NOW)
     assert first.action == "none" and first.reason == plan.REMOTE_KEY_MISSING and first.missing_since == {DB.label: NOW}
-    done.missing_since = first.missing_since
+    assert "2025-01-01T00:10:00Z" in first.message  # when it may be acted on (default grace: 10 minutes)
+    missing_since(done, first.missing_since)
+    assert first.missing_basis == done.missing_basis
+    soon = "2025-01-01T00:05:00Z"
+    assert not plan.needs_values(done, {DB: Missing()}, soon)
+    assert decide(done, {DB: Missing()}, {}, soon).reason == plan.REMOTE_KEY_MISSING
     assert plan.needs_values(done, {DB: Missing()}, LATER)
     second = decide(done, {DB: Missing()}, {}, LATER)
     assert second.action == "delete" and second.reason == plan.REMOTE_KEY_DELETED
 
 
-def test_confirmed_missing_with_retain_keeps_the_secret() -> None:
+def test_missing_observations_of_another_ref_generation_or_store_revision_start_over() -> None:
+    store = StoreContext(revision="uid-1/1")
+    spec = ref(target={"deletionPolicy": "Delete"})
+    edited_ref = dataclasses.replace(spec, generation=2)
+    assert decide(missing_since(settled(spec), {DB.label: NOW}, store), {DB: Missing()}, {}, LATER, store=store).action == "delete"
+    for done, context in ((missing_since(settled(spec), {DB.label: NOW}, store), StoreContext(revision="uid-1/2")),
+                          (missing_since(settled(edited_ref), {DB.label: NOW}, store), store)):
+        done.missing_basis = plan.missing_basis(spec, store)  # observed before the edit
+        decision = decide(done, {DB: Missing()}, {}, LATER, store=context)
+        assert decision.action == "none" and decision.reason == plan.REMOTE_KEY_MISSING
+        assert decision.missing_since == {DB.label: LATER} and decision.missing_basis == plan.missing_basis(done.spec, context)
+        assert not plan.needs_values(done, {DB: Missing()}, LATER, context)
+
+
+def test_missing_basis_goes_to_status_with_missing_since_and_leaves_with_it() -> None:
     done = settled()
-    done.missing_since = {DB.label: NOW}
+    pending = decide(done, {DB: Missing()}, {}, NOW)
+    status = plan.status_for(done, pending, NOW)
+    assert status["missingSince"] == {DB.label: NOW} and status["missingBasis"] == plan.missing_basis(done.spec, StoreContext())
+    assert plan.RefMemory.from_status(done.spec, status).missing_basis == status["missingBasis"]
+    back = plan.status_for(memory(done.spec, status=status), decide(done, {DB: Present("1")}, {}, LATER), LATER)
+    assert back["missingSince"] == {} and "missingBasis" not in back
+
+
+def test_an_ambiguous_not_found_neither_starts_nor_confirms_the_missing_rule() -> None:
+    done = missing_since(settled(ref(target={"deletionPolicy": "Delete"})), {DB.label: NOW})
+    unconfirmed = KeyFailure("NotFoundUnconfirmed", "vault answered 404, mount not confirmed")
+    decision = decide(done, {DB: unconfirmed}, {}, LATER)
+    assert decision.action == "none" and decision.reason == "NotFoundUnconfirmed" and decision.missing_since is None
+    assert not plan.needs_values(done, {DB: unconfirmed}, LATER)
+
+
+def test_an_empty_secret_is_never_written() -> None:
+    spec = ref(data=[], dataFrom=[{"extract": {"key": DB.key}}])
+    empty = RemoteValue("2", {})
+    decision = decide(memory(spec), {DB: Present("2")}, {DB: empty}, NOW)
+    assert decision.action == "none" and not decision.ready and decision.reason == plan.EMPTY_SECRET
+    assert "spec.dataFrom[0].extract.key" in decision.message and decision.data is None
+    rotated_to_nothing = decide(settled(spec), {DB: Present("2")}, {DB: empty}, NOW)
+    assert rotated_to_nothing.action == "none" and rotated_to_nothing.reason == plan.EMPTY_SECRET
+
+
+def test_confirmed_missing_with_retain_keeps_the_secret() -> None:
+    done = missing_since(settled(), {DB.label: NOW})
     decision = decide(done, {DB: Missing()}, {}, LATER)
     assert decision.action == "none" and decision.reason == plan.REMOTE_KEY_DELETED and "Retain" in decision.message
 
@@ -357,7 +438,7 @@ def test_confirmed_missing_with_retain_keeps_the_secret() -> None:
 def test_confirmed_missing_with_delete_keeps_other_keys() -> None:
     spec = ref(data=[{"secretKey": "a", "remoteRef": {"key": "k1"}}, {"secretKey": "b", "remoteRef": {"key": "k2"}}],
                target={"deletionPolicy": "Delete"})
-    done = memory(spec, synced_generation=1, content_hash="x", missing_since={"k2": NOW})
+    done = missing_since(memory(spec, synced_generation=1, content_hash="x"), {"k2": NOW})
     decision = decide(done, {RemoteKey("k1"): Present("1"), RemoteKey("k2"): Missing()},
                            {RemoteKey("k1"): RemoteValue("1", "A")}, LATER)
     assert decision.action == "write" and decision.data == {"a": b"A"}
@@ -418,6 +499,60 @@ def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
     retried_at = due
     due = state.complete(taken, decision, {}, retried_at)
     assert due == schedule.next_due(retried_at, 3600, spec.store)
+
+
+def test_state_skips_the_refs_of_busy_stores_and_honours_retry_at() -> None:
+    state = SyncState()
+    vault, aws = ref("a"), ref("b", storeRef={"name": "aws"})
+    state.register(vault, None, 0.0)
+    state.register(aws, None, 5.0)
+    assert state.next_due(busy={vault.store}) == 5.0
+    assert [m.spec.name for m in state.take_due(10.0, busy={vault.store})] == ["b"]
+    assert state.next_due(busy={vault.store}) == schedule.NEVER  # b in flight, a's store busy
+    [taken] = state.take_due(10.0)
+    assert state.overdue([taken], 12.5) == [12.5]
+    refused = plan.failure(breaker.CIRCUIT_OPEN, "open")
+    refused.retry_at = 500.0
+    assert state.complete(taken, refused, {}, 12.5) == 500.0  # not before the cool-down ends
+
+
+def test_breaker_opens_after_repeated_failures_probes_once_then_closes() -> None:
+    board = breaker.Breakers()
+    store = StoreKey("SecretStore", "app", "vault")
+    down = StoreFailure("StoreTimeout", "no answer")
+    assert board.allow(store, 0.0) is None
+    assert [board.failed(store, down, t) for t in (1.0, 2.0)] == [False, False]
+    assert board.allow(store, 2.0) is None  # still closed
+    assert board.failed(store, down, 3.0) is True
+    refusal = board.allow(store, 4.0)
+    assert refusal is not None and refusal.reason == breaker.CIRCUIT_OPEN
+    assert "3 consecutive failures" in refusal.message and "StoreTimeout: no answer" in refusal.message
+    assert board.retry_at(store) == 3.0 + breaker.COOL_DOWN and board.open_count() == 1
+    assert board.refusal(store, 3.0 + breaker.COOL_DOWN) is None  # a check would be let through ...
+    assert board.allow(store, 3.0 + breaker.COOL_DOWN) is None  # ... the probe is taken
+    assert board.allow(store, 3.0 + breaker.COOL_DOWN) is not None  # only one probe
+    assert board.state(store).state == "HalfOpen"
+    assert board.failed(store, down, 40.0) is True  # the probe failed: open twice as long
+    assert board.retry_at(store) == 40.0 + 2 * breaker.COOL_DOWN
+    assert board.allow(store, 40.0 + 2 * breaker.COOL_DOWN) is None
+    board.succeeded(store)
+    assert board.state(store).state == "Closed" and board.allow(store, 200.0) is None and board.open_count() == 0
+
+
+def test_breaker_cool_down_is_capped_and_forgotten_on_change() -> None:
+    board = breaker.Breakers()
+    store = StoreKey("ClusterSecretStore", "", "shared")
+    down = StoreFailure("StoreUnreachable", "refused")
+    now = 0.0
+    for _ in range(breaker.FAILURE_THRESHOLD):
+        board.failed(store, down, now)
+    for _ in range(10):
+        now = board.retry_at(store) or now
+        assert board.allow(store, now) is None
+        board.failed(store, down, now)
+    assert board.retry_at(store) == now + breaker.MAX_COOL_DOWN
+    board.forget(store)
+    assert board.allow(store, now) is None and board.state(store).state == "Closed"
 
 
 def test_state_cache_is_evicted_when_unused() -> None:

@@ -8,7 +8,8 @@ import copy
 import json
 import math
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -19,8 +20,8 @@ from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
 from paved.providers.base import Owner
-from paved.providers.secretstores import AUTH_FAILED, FakeStore, StoreConfig, StoreError, StoreProviders
-from paved.secretsync import restart, target
+from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, FakeStore, StoreConfig, StoreError, StoreProviders
+from paved.secretsync import breaker, restart, target
 from paved.secretsync.model import StoreKey
 
 MARKER = "MARKER-9d2e-never-log-me"
@@ -136,16 +137,17 @@ class Clock:
 
 
 class OneStore(StoreProviders):
-    """Every store is the same FakeStore (or a failing one per store name)."""
+    """Every store is the same FakeStore, but those named in `others`, which have their own."""
 
-    def __init__(self, kube: FakeKube, store: FakeStore) -> None:
+    def __init__(self, kube: FakeKube, store: FakeStore, others: dict[str, FakeStore] | None = None) -> None:
         super().__init__(kube)
         self.store = store
+        self.others = others or {}
         self.gets = 0
 
     def get(self, config: StoreConfig) -> FakeStore:  # type: ignore[override]
         self.gets += 1
-        return self.store
+        return self.others.get(config.key.name, self.store)
 
 
 VAULT_STORE = {"spec": {"provider": {"vault": {"server": "https://vault:8200", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}}}},
@@ -350,15 +352,80 @@ def synced_then_missing_once(engine: SyncEngine, store: FakeStore, clock: Clock)
     engine.run_cycle()
 
 
-def test_missing_key_deleted_only_after_two_cycles(world: Any) -> None:
+def cycles_until_gone(engine: SyncEngine, kube: FakeKube, clock: Clock, secret: str = "db-secret") -> float:
+    """Refresh every minute until `secret` loses its keys; the seconds that took."""
+    started = clock.now
+    while ("app", secret) in kube.secrets and kube.data("app", secret).get("password"):
+        assert clock.now - started < 3600, "never acted on"
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    return clock.now - started
+
+
+def test_missing_key_deleted_only_after_the_grace_period_asked_key_by_key(world: Any) -> None:
     engine, kube, store, clock = world
     synced_then_missing_once(engine, store, clock)
-    assert ("app", "db-secret") in kube.secrets
-    assert kube.condition("app", "db")["reason"] == "RemoteKeyMissing"
-    advance_to_next_cycle(engine, clock)
-    engine.run_cycle()
+    assert ("app", "db-secret") in kube.secrets and store.calls["confirm"] == 1  # asked about alone
+    first = kube.condition("app", "db")
+    assert first["reason"] == "RemoteKeyMissing" and "Delete applies" in first["message"]
+    assert cycles_until_gone(engine, kube, clock) >= 600 - 60  # the default 10m grace, counted from the first cycle
     assert ("app", "db-secret") not in kube.secrets
     assert kube.condition("app", "db")["reason"] == "RemoteKeyDeleted"
+    assert store.calls["confirm"] >= 10  # every refresh asked again
+
+
+def test_a_key_a_batch_answer_left_out_is_found_by_the_per_key_call(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.unlisted.add("production/database")
+    synced(engine, store, ref_body("db"))
+    assert kube.condition("app", "db")["status"] == "True" and store.calls["confirm"] == 1
+
+
+def test_an_unconfirmable_not_found_never_deletes(world: Any) -> None:
+    engine, kube, store, clock = world
+    synced(engine, store, ref_body("db", target={"name": "db-secret", "deletionPolicy": "Delete"}))
+    before = copy.deepcopy(kube.secrets[("app", "db-secret")])
+    store.delete("production/database")
+    store.unconfirmable.add("production/database")  # e.g. a Vault 404 whose mount could not be confirmed
+    for _ in range(60):  # an hour of refreshes
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    assert kube.secrets[("app", "db-secret")] == before
+    ready, stale = kube.condition("app", "db"), kube.condition("app", "db", "Stale")
+    assert (ready["status"], ready["reason"]) == ("False", "NotFoundUnconfirmed") and stale["status"] == "True"
+    assert not kube.status[("app", "db")].get("missingSince")
+
+
+def test_editing_the_store_starts_the_missing_rule_over(world: Any) -> None:
+    engine, kube, store, clock = world
+    key = StoreKey("SecretStore", "app", "vault")
+    kube.stores[key]["metadata"].update(uid="store-uid", generation=1)
+    synced_then_missing_once(engine, store, clock)
+    first_seen = clock.now
+    while clock.now - first_seen < 540:
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    edited = copy.deepcopy(kube.stores[key])
+    edited["metadata"]["generation"] = 2
+    edited["spec"]["missingKeyGracePeriod"] = "5m"
+    engine.store_seen(key, edited)
+    kube.stores[key] = edited
+    edited_at = clock.now
+    assert cycles_until_gone(engine, kube, clock) >= 300 - 60  # the new grace, counted from the edit
+    assert clock.now - edited_at >= 300 - 60 and clock.now - first_seen > 600
+
+
+def test_an_empty_remote_secret_is_never_written(world: Any) -> None:
+    engine, kube, store, clock = world
+    store.put("apps/empty", {})
+    register(engine, ref_body("empty", data=[], dataFrom=[{"extract": {"key": "apps/empty"}}]))
+    synced(engine, store, ref_body("db", data=[], dataFrom=[{"extract": {"key": "production/database"}}]))
+    assert ("app", "empty-secret") not in kube.secrets and kube.condition("app", "empty")["reason"] == "EmptySecret"
+    before = copy.deepcopy(kube.secrets[("app", "db-secret")])
+    store.put("production/database", {})
+    advance_to_next_cycle(engine, clock)
+    engine.run_cycle()
+    assert kube.secrets[("app", "db-secret")] == before and kube.condition("app", "db")["reason"] == "EmptySecret"
 
 
 def test_a_key_back_before_confirmation_is_forgiven(world: Any) -> None:
@@ -368,6 +435,114 @@ def test_a_key_back_before_confirmation_is_forgiven(world: Any) -> None:
     advance_to_next_cycle(engine, clock)
     engine.run_cycle()
     assert kube.condition("app", "db")["status"] == "True" and kube.status[("app", "db")]["missingSince"] == {}
+
+
+# --- one bad store never stalls the others --------------------------------------------------------
+
+
+def add_store(kube: FakeKube, name: str) -> StoreKey:
+    key = StoreKey("SecretStore", "app", name)
+    kube.stores[key] = {**copy.deepcopy(VAULT_STORE), "metadata": {"name": name}}
+    return key
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"not within {timeout}s: {what}"
+        time.sleep(0.02)
+
+
+def test_a_store_that_hangs_does_not_delay_the_refs_of_other_stores() -> None:
+    """The engine's own loop, real time: a hung store's job waits in its own lane while
+    another store's refs sync (one thread syncing stores in turn would wait with it)."""
+    kube, fast, hung = FakeKube(), FakeStore(), FakeStore()
+    engine = SyncEngine(kube, providers=OneStore(kube, fast, {"hung": hung}), store_deadline=60)
+    add_store(kube, "vault")
+    add_store(kube, "hung")  # sorts first: a sequential cycle would start with it
+    put_database(fast)
+    put_database(hung)
+    hung.answering.clear()
+    engine.start()
+    try:
+        register(engine, ref_body("stuck", storeRef={"name": "hung"}, interval="5s"))
+        register(engine, ref_body("db", interval="5s"))
+        eventually(lambda: ("app", "db-secret") in kube.secrets, 5, "the other store's ref synced while one store hangs")
+        assert hung.hung.is_set() and ("app", "stuck") not in kube.status  # its job is still waiting
+        hung.answering.set()
+        eventually(lambda: ("app", "stuck-secret") in kube.secrets, 5, "the hung store's ref synced once it answers")
+    finally:
+        hung.answering.set()
+        engine.stop()
+
+
+def test_a_store_deadline_bounds_its_work_and_leaves_its_secrets_alone(world: Any) -> None:
+    engine, kube, store, clock = world
+    engine.store_deadline = 0.3
+    synced(engine, store, ref_body("db"))
+    before = copy.deepcopy(kube.secrets[("app", "db-secret")])
+    store.answering.clear()
+    advance_to_next_cycle(engine, clock)
+    started = time.monotonic()
+    try:
+        engine.run_cycle()
+    finally:
+        store.answering.set()
+    assert time.monotonic() - started < 5  # bounded by the deadline (0.3 s), not by the store that never answers
+    ready, stale = kube.condition("app", "db"), kube.condition("app", "db", "Stale")
+    assert (ready["status"], ready["reason"]) == ("False", "StoreTimeout") and "no answer" in ready["message"]
+    assert stale["status"] == "True" and kube.secrets[("app", "db-secret")] == before
+
+
+def test_after_repeated_failures_a_store_is_not_called_until_its_cool_down_ends(world: Any) -> None:
+    engine, kube, store, clock = world
+    key = StoreKey("SecretStore", "app", "vault")
+    body = synced(engine, store, ref_body("db"))
+    before = copy.deepcopy(kube.secrets[("app", "db-secret")])
+    store.failure = StoreError("vault https://vault:8200 unreachable during metadata read: ConnectionError", reason=UNREACHABLE)
+    for _ in range(breaker.FAILURE_THRESHOLD):
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    ready = kube.condition("app", "db")
+    assert (ready["status"], ready["reason"]) == ("False", breaker.CIRCUIT_OPEN)
+    assert f"{breaker.FAILURE_THRESHOLD} consecutive failures" in ready["message"] and "StoreUnreachable" in ready["message"]
+    assert kube.condition("app", "db", "Stale")["reason"] == breaker.CIRCUIT_OPEN
+    opened_at, calls, writes = clock.now, sum(store.calls.values()), kube.status_writes
+    assert engine.state.next_due() >= opened_at + breaker.COOL_DOWN  # its refs come back when the cool-down ends
+
+    engine.repair(body["metadata"]["uid"])  # whatever makes a ref due: nothing calls the store meanwhile
+    engine.run_cycle()
+    status = engine.check_store(key, kube.stores[key])
+    assert status["conditions"][0]["reason"] == breaker.CIRCUIT_OPEN
+    assert sum(store.calls.values()) == calls and kube.status_writes == writes  # not called, nothing new to say
+
+    store.failure = None  # the probe, once the cool-down is over
+    advance_to_next_cycle(engine, clock)
+    assert clock.now >= opened_at + breaker.COOL_DOWN
+    engine.run_cycle()
+    assert kube.condition("app", "db")["status"] == "True" and sum(store.calls.values()) > calls
+    assert kube.secrets[("app", "db-secret")] == before and engine.breakers.state(key).state == "Closed"
+
+
+def test_a_failed_probe_opens_the_circuit_for_longer(world: Any) -> None:
+    engine, kube, store, clock = world
+    synced(engine, store, ref_body("db"))
+    store.failure = StoreError("vault unreachable", reason=UNREACHABLE)
+    for _ in range(breaker.FAILURE_THRESHOLD + 1):  # the last one is the probe
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    assert engine.state.next_due() >= clock.now + 2 * breaker.COOL_DOWN
+    assert kube.condition("app", "db")["reason"] == breaker.CIRCUIT_OPEN
+
+
+def test_an_authentication_refusal_does_not_open_the_circuit(world: Any) -> None:
+    engine, kube, store, clock = world
+    synced(engine, store, ref_body("db"))
+    store.failure = StoreError("spec.provider.vault.auth: login refused", reason=AUTH_FAILED)
+    for _ in range(2 * breaker.FAILURE_THRESHOLD):
+        advance_to_next_cycle(engine, clock)
+        engine.run_cycle()
+    assert kube.condition("app", "db")["reason"] == AUTH_FAILED  # the backend answered: ask again as usual
 
 
 # --- bad input: conditions naming the field, neighbours keep syncing ---------------------------------
@@ -489,9 +664,7 @@ def test_merge_policy_removes_only_its_keys_when_the_remote_key_is_gone(world: A
                                           "data": {"x": "eA=="}}
     synced(engine, store, ref_body("db", target={"name": "db-secret", "creationPolicy": "Merge", "deletionPolicy": "Delete"}))
     store.delete("production/database")
-    for _ in range(2):  # the missing rule: acted on at the second cycle
-        advance_to_next_cycle(engine, clock)
-        engine.run_cycle()
+    cycles_until_gone(engine, kube, clock)  # the missing rule: acted on after the grace period
     assert kube.data("app", "db-secret") == {"x": "x"}
     assert kube.condition("app", "db")["reason"] == "RemoteKeyDeleted"
 

@@ -123,6 +123,16 @@ class SecretStoreSpec(Model):
     """Where secrets come from and how Paved authenticates; usable by refs in its namespace."""
 
     provider: SecretStoreProvider = Field(description="Secret backend.")
+    missingKeyGracePeriod: Duration = Field(
+        default="10m",
+        description=(
+            "How long a remote key must keep being reported missing, each time by a call about that one key,"
+            " before the refs' deletionPolicy applies: it must be missing on two refreshes at least this far"
+            " apart (\"0\": on the next refresh). Editing the store, or the ref, starts over. A backend's"
+            " ambiguous answers (a key left out of a batch answer, a 404 of a disabled or mistyped Vault mount)"
+            " never count."
+        ),
+    )
 
 
 class NamespaceAccess(RuledModel):
@@ -274,7 +284,17 @@ class ExternalSecretRefStatus(IntentStatus):
     sourceVersions: dict[str, str] = Field(default_factory=dict, description="Remote key -> version last read.")
     missingSince: dict[str, Timestamp] = Field(
         default_factory=dict,
-        description="Remote key -> when it was first found missing; acted on when still missing a cycle later.",
+        description=(
+            "Remote key -> when the store first reported it missing; acted on when still missing at a refresh"
+            " the store's missingKeyGracePeriod later."
+        ),
+    )
+    missingBasis: str | None = Field(
+        default=None,
+        description=(
+            "What missingSince was observed against (this ref's generation, the store's uid and generation);"
+            " when either changes, the observations start over."
+        ),
     )
 
 

@@ -15,6 +15,9 @@ Handlers do not sync. They validate and *register*:
   run a real authentication check and write the store's Ready condition.
 - Target Secret events (a watch of Paved's own too, selected by target.TARGET_LABEL on the
   API server): a target edited or deleted by hand makes its ref due at once, marked for repair.
+
+The engine itself (one loop per operator, a job per store, batching reads per store; a
+store that hangs delays only its own refs) is paved.engines.secretsync.
 """
 
 from __future__ import annotations

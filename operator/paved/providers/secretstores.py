@@ -7,8 +7,19 @@ credentials are reused across cycles, and replaces it when the store's spec chan
 
 A provider answers in batches and never raises for a single key: per key it returns
 Present(version) / Missing / KeyFailure (paved.secretsync.model); only failures of the
-whole store (unreachable, authentication refused) raise `StoreError`. Messages never
-contain secret values or credentials.
+whole store (unreachable, authentication refused, no answer in time) raise `StoreError`.
+Messages never contain secret values or credentials.
+
+Missing is a strong statement: the engine may delete Secret keys on it (two refreshes apart,
+paved.secretsync.missing). A provider answers Missing only after a call about that one key
+answered not-found for exactly that key; a key a batch answer left out is asked about alone
+(`confirm` in the cost models below), and a not-found that cannot be pinned on the key (a
+Vault 404 from a mount that is not the store's KV v2 mount) is a KeyFailure
+(NOT_FOUND_UNCONFIRMED).
+
+Every call honours the deadline of the calling block (paved.providers.deadline): the engine
+bounds each store's work per cycle, and a provider stops, raising StoreError(StoreTimeout),
+rather than start a request it has no time left for.
 
 Providers need credentials that live in Kubernetes (a token in a Secret, a ServiceAccount
 token from the TokenRequest API). They get them through the `Credentials` port, which the
@@ -24,12 +35,14 @@ import importlib
 import json
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from paved.api.secrets import SecretStoreProvider
+from paved.providers import deadline
 from paved.providers.base import ProviderError
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue, StoreKey
 
@@ -38,6 +51,9 @@ AUTH_FAILED = "AuthFailed"
 UNREACHABLE = "StoreUnreachable"
 PROVIDER_ERROR = "ProviderError"
 CREDENTIALS_MISSING = "CredentialsMissing"
+STORE_TIMEOUT = "StoreTimeout"  # the store accepted the request but did not answer in time
+# Reason of KeyFailure: the store said not-found in a way that does not prove the key is gone.
+NOT_FOUND_UNCONFIRMED = "NotFoundUnconfirmed"
 
 
 class StoreError(ProviderError):
@@ -173,7 +189,15 @@ class FakeStore:
     """In-memory store for unit tests: versioned keys, batch accounting, injectable failures.
 
     `calls` counts requests as a real batched backend would make them: one `versions` call
-    per `batch_size` keys, one `fetch` call per `batch_size` keys, one `login` per check.
+    per `batch_size` keys, one `fetch` call per `batch_size` keys, one `login` per check,
+    one `confirm` per key that a batch answer did not show (asked about alone, as the real
+    providers do before they answer Missing).
+
+    Injectable behaviour: `failure` (every call raises it), `denied` (keys answered with
+    PermissionDenied), `unlisted` (keys a batch answer leaves out although they exist: the
+    per-key call finds them), `unconfirmable` (keys whose per-key not-found cannot be pinned
+    on the key: NOT_FOUND_UNCONFIRMED), and `answering` (clear it and every call hangs until
+    it is set again or the caller's deadline passes, then raises StoreError(StoreTimeout)).
     """
 
     name = "fake"
@@ -184,6 +208,11 @@ class FakeStore:
         self.calls: Counter[str] = Counter()
         self.failure: StoreError | None = None
         self.denied: set[str] = set()
+        self.unlisted: set[str] = set()
+        self.unconfirmable: set[str] = set()
+        self.answering = threading.Event()
+        self.answering.set()
+        self.hung = threading.Event()  # set once a call found the store not answering
 
     def put(self, key: str, data: str | Mapping[str, Any]) -> str:
         self.secrets.setdefault(key, []).append(data)
@@ -205,11 +234,35 @@ class FakeStore:
 
     def _guard(self, operation: str, count: int) -> None:
         self.calls[operation] += max(1, math.ceil(count / self.batch_size))
+        self._answer_or_hang()
         if self.failure is not None:
             raise self.failure
 
+    def _answer_or_hang(self) -> None:
+        """Return when the store answers; a hung store waits out the caller's deadline."""
+        deadline.check()
+        if self.answering.is_set():
+            return
+        self.hung.set()
+        left = deadline.remaining()
+        started = time.monotonic()
+        if not self.answering.wait(timeout=max(0.0, left) if left is not None else None):
+            raise StoreError(f"fake store: no answer within {time.monotonic() - started:.1f}s", reason=STORE_TIMEOUT)
+
+    def _confirm(self, remote: RemoteKey) -> KeyState:
+        """The per-key call behind every Missing (it finds `unlisted` keys)."""
+        self.calls["confirm"] += 1
+        self._answer_or_hang()
+        found = self._current(remote)
+        if found:
+            return Present(found[0])
+        if remote.key in self.unconfirmable:
+            return KeyFailure(NOT_FOUND_UNCONFIRMED, f"not found, and the fake cannot tell whether {remote.label!r} is gone")
+        return Missing()
+
     def check(self) -> str:
         self.calls["login"] += 1
+        self._answer_or_hang()
         if self.failure is not None:
             raise self.failure
         return "fake identity"
@@ -221,8 +274,8 @@ class FakeStore:
             if remote.key in self.denied:
                 result[remote] = KeyFailure("PermissionDenied", "permission denied")
                 continue
-            found = self._current(remote)
-            result[remote] = Present(found[0]) if found else Missing()
+            found = None if remote.key in self.unlisted else self._current(remote)
+            result[remote] = Present(found[0]) if found else self._confirm(remote)
         return result
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
@@ -230,7 +283,12 @@ class FakeStore:
         result: dict[RemoteKey, FetchResult] = {}
         for remote in keys:
             found = self._current(remote)
-            result[remote] = RemoteValue(found[0], found[1]) if found else Missing()
+            if found:
+                result[remote] = RemoteValue(found[0], found[1])
+                continue
+            state = self._confirm(remote)
+            assert not isinstance(state, Present)  # nothing changes between two calls of the fake
+            result[remote] = state
         return result
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ and asks this package what to do at each step.
 - plan      grouping by store, de-duplication of remote keys, change detection (which refs
             need values, which keys to fetch), the per-ref Decision, the status and the Event
             it yields
-- missing   the two-consecutive-cycles rule for vanished remote keys
+- missing   the rule for vanished remote keys: missing on two refreshes at least the store's
+            grace period apart, about the same ref generation and store revision
+- breaker   a circuit breaker per store: stop calling a store that keeps failing, probe it later
 - access    ClusterSecretStore allowances (namespaces x key prefixes with {namespace})
 - values    property extraction, dataFrom extraction, sandboxed Jinja2 templates, content
             hash, redaction of values from every error message

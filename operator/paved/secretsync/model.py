@@ -22,6 +22,10 @@ CLUSTER_SECRET_STORE = "ClusterSecretStore"
 MIN_REFRESH_SECONDS = 5.0
 """Shortest accepted refreshInterval other than 0 (sync once): a floor against hot loops."""
 
+DEFAULT_MISSING_GRACE_SECONDS = 600.0
+"""How long a remote key must stay missing before a deletionPolicy applies, unless the store
+says otherwise (spec.missingKeyGracePeriod; see paved.secretsync.missing)."""
+
 
 @dataclass(frozen=True, order=True)
 class StoreKey:
@@ -238,7 +242,14 @@ class Present:
 
 @dataclass(frozen=True)
 class Missing:
-    """The store confirmed that the key (or the pinned version) does not exist."""
+    """The store confirmed that the key (or the pinned version) does not exist.
+
+    Providers answer Missing only for an explicit not-found of that exact key from a call
+    about that one key (Secrets Manager GetSecretValue/DescribeSecret, SSM GetParameter, a
+    Vault KV v2 metadata read on a mount confirmed to be the store's KV v2 mount). A key
+    left out of a batch answer, a partial ARN that matched nothing, a 404 that may be a
+    disabled or mistyped mount, an answer without data: those are KeyFailures.
+    """
 
     detail: str = "not found"
 
@@ -253,6 +264,19 @@ class KeyFailure:
 
 KeyState = Union[Present, Missing, KeyFailure]
 FetchResult = Union[RemoteValue, Missing, KeyFailure]
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    """What a cycle knows about a ref's store besides its answers (for the missing-key rule).
+
+    `revision` identifies the store object as it was read (uid and generation): missing-key
+    observations made against another revision do not count. `missing_grace` is the store's
+    spec.missingKeyGracePeriod in seconds.
+    """
+
+    revision: str = ""
+    missing_grace: float = DEFAULT_MISSING_GRACE_SECONDS
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ the engine (paved.engines.secretsync) does the I/O in between:
    a key is fetched only if some such ref needs it and the in-memory cache does not already
    hold that exact version. An unchanged cycle therefore fetches nothing.
 3. `decide`: from versions, values and the ref's memory, what to do with the Secret
-   (nothing / write / delete) and what the ref's status says. Any store or key failure, or a
-   first missing observation, leaves the Secret exactly as it is.
+   (nothing / write / delete) and what the ref's status says. Any store or key failure, a
+   missing key not yet confirmed (paved.secretsync.missing), or values that would leave the
+   Secret without a single key, leave the Secret exactly as it is.
 
 `status_for` turns a decision into the ref's status (never a value in it), and `event_for`
 picks the Event it is worth (on writes and Ready transitions only).
@@ -35,6 +36,7 @@ from paved.secretsync.model import (
     RefSpec,
     RemoteKey,
     RemoteValue,
+    StoreContext,
     StoreFailure,
     StoreKey,
 )
@@ -50,6 +52,7 @@ REMOTE_KEY_MISSING = "RemoteKeyMissing"
 REMOTE_KEY_DELETED = "RemoteKeyDeleted"
 TARGET_CONFLICT = "TargetConflict"
 TARGET_WRITE_FAILED = "TargetWriteFailed"
+EMPTY_SECRET = "EmptySecret"
 REFRESH_STAMP_SECONDS = 600.0  # lastRefreshTime moves on every status change, else at most this often
 
 
@@ -62,6 +65,7 @@ class RefMemory:
     source_versions: dict[str, str] = field(default_factory=dict)
     content_hash: str | None = None
     missing_since: dict[str, str] = field(default_factory=dict)
+    missing_basis: str | None = None  # what missing_since was observed against (missing_basis())
     repair: bool = False  # the live Secret drifted or disappeared: write even if nothing changed
     status: dict[str, Any] = field(default_factory=dict)  # last status written (for deltas)
 
@@ -76,6 +80,7 @@ class RefMemory:
             source_versions=dict(status.get("sourceVersions") or {}),
             content_hash=status.get("contentHash"),
             missing_since=dict(status.get("missingSince") or {}),
+            missing_basis=status.get("missingBasis"),
             status=status,
         )
 
@@ -100,14 +105,27 @@ def distinct_keys(refs: Iterable[RefSpec]) -> list[RemoteKey]:
     return sorted({remote for ref in refs for remote in ref.remote_keys})
 
 
-def needs_values(memory: RefMemory, observed: Mapping[RemoteKey, KeyState], now: str = "") -> bool:
+def missing_basis(spec: RefSpec, store: StoreContext) -> str:
+    """What missing-key observations of `spec` are valid for: this generation of the ref and
+    this revision of its store (a change of either starts the missing-key rule over)."""
+    return f"generation {spec.generation}; store {store.revision or '-'}"
+
+
+def judge_missing(memory: RefMemory, missing_now: Iterable[str], now: str, store: StoreContext) -> missing_rule.MissingVerdict:
+    """The missing-key rule for this ref: earlier observations count only on the same basis."""
+    previous = memory.missing_since if memory.missing_basis == missing_basis(memory.spec, store) else {}
+    return missing_rule.judge(previous, missing_now, now, store.missing_grace)
+
+
+def needs_values(memory: RefMemory, observed: Mapping[RemoteKey, KeyState], now: str = "",
+                 store: StoreContext = StoreContext()) -> bool:
     """Whether this ref must be (re)rendered, which needs the values of its present keys."""
     states = [observed.get(remote) for remote in memory.spec.remote_keys]
     if any(isinstance(state, KeyFailure) or state is None for state in states):
         return False  # nothing will be rendered this cycle
     missing_now = [r.label for r, s in zip(memory.spec.remote_keys, states) if isinstance(s, Missing)]
     if missing_now:
-        verdict = missing_rule.judge(memory.missing_since, missing_now, now)
+        verdict = judge_missing(memory, missing_now, now, store)
         # Only a confirmed loss under deletionPolicy Delete rewrites the Secret.
         return bool(verdict.confirmed) and not verdict.pending and memory.spec.target.deletion_policy == "Delete"
     if not memory.settled:
@@ -124,11 +142,12 @@ def keys_to_fetch(
     observed: Mapping[RemoteKey, KeyState],
     cached: Mapping[RemoteKey, RemoteValue],
     now: str = "",
+    store: StoreContext = StoreContext(),
 ) -> list[RemoteKey]:
     """Present keys that some ref needs and the cache does not hold at the observed version."""
     wanted: set[RemoteKey] = set()
     for memory in refs:
-        if not needs_values(memory, observed, now):
+        if not needs_values(memory, observed, now, store):
             continue
         for remote in memory.spec.remote_keys:
             state = observed.get(remote)
@@ -158,6 +177,8 @@ class Decision:
     content_hash: str | None = None
     source_versions: dict[str, str] = field(default_factory=dict)
     missing_since: dict[str, str] | None = None
+    missing_basis: str | None = None  # with missing_since: what it was observed against
+    retry_at: float | None = None  # not before this moment (engine clock), e.g. a store's circuit is open
     field: str = ""  # the spec path at fault, when there is one
 
     @property
@@ -181,9 +202,11 @@ def decide(
     now: str,
     *,
     hash_key: bytes,
+    store: StoreContext = StoreContext(),
 ) -> Decision:
     """The outcome for one ref; `values` holds fetched or cached values of its present keys;
-    `hash_key` keys the content digest (values.content_hash)."""
+    `hash_key` keys the content digest (values.content_hash); `store` says which store
+    revision answered and its grace period for missing keys."""
     spec = memory.spec
     once = spec.interval <= 0
     states = {remote: observed.get(remote) for remote in spec.remote_keys}
@@ -198,21 +221,24 @@ def decide(
             fields = ", ".join(spec.fields_of(remote))
             return failure(state.reason, f"{fields}: remote key {remote.label!r}: {state.message}", field=spec.fields_of(remote)[0])
     missing_now = [remote for remote, state in states.items() if isinstance(state, Missing)]
-    verdict = missing_rule.judge(memory.missing_since, [r.label for r in missing_now], now)
+    verdict = judge_missing(memory, [r.label for r in missing_now], now, store)
+    basis = missing_basis(spec, store) if missing_now else None
     if verdict.pending:
         labels = ", ".join(sorted(verdict.pending))
         decision = failure(
             REMOTE_KEY_MISSING,
             f"remote key(s) {labels} not found ({', '.join(f for r in missing_now for f in spec.fields_of(r))}); "
-            "the Secret is left as it is; if still missing on the next refresh, "
-            f"deletionPolicy {spec.target.deletion_policy} applies",
+            "the Secret is left as it is; if the store still reports it missing at a refresh after "
+            f"{verdict.confirm_after}, deletionPolicy {spec.target.deletion_policy} applies",
             field=spec.fields_of(missing_now[0])[0],
             retry=once,
         )
-        decision.missing_since = verdict.missing_since
+        decision.missing_since, decision.missing_basis = verdict.missing_since, basis
         return decision
     if verdict.confirmed:
-        return _confirmed_missing(memory, states, values, verdict, hash_key)
+        confirmed = _confirmed_missing(memory, states, values, verdict, hash_key, store)
+        confirmed.missing_basis = basis
+        return confirmed
     versions = {remote.label: state.version for remote, state in states.items() if isinstance(state, Present) and state.version}
     if memory.settled and all(memory.source_versions.get(label) == version for label, version in versions.items()) and len(
         versions
@@ -225,6 +251,12 @@ def decide(
         return failure(error.reason, str(error), field=error.field, retry=once)
     except _NoValue as error:
         return failure("ProviderError", f"no value fetched for remote key {error.remote.label!r}")
+    if not data:
+        # An empty Secret is never written: to its consumers it looks like every credential was revoked.
+        keys = ", ".join(remote.label for remote in states)
+        return failure(EMPTY_SECRET, f"{', '.join(f for r in states for f in spec.fields_of(r))}: remote key(s) {keys} "
+                       f"hold no properties, so Secret {spec.target.name} would have no keys; it is left as it is",
+                       field=spec.fields_of(next(iter(states)))[0], retry=once)
     digest = content_hash(hash_key, spec.namespace, spec.target.name, spec.target.type, data)
     fetched_versions = {remote.label: present[remote].version for remote in states}
     # A spec change rewrites the Secret even with equal content: labels, annotations or type may differ.
@@ -269,14 +301,16 @@ def _confirmed_missing(
     values: Mapping[RemoteKey, Any],
     verdict: missing_rule.MissingVerdict,
     hash_key: bytes,
+    store: StoreContext,
 ) -> Decision:
     spec = memory.spec
     labels = ", ".join(sorted(verdict.confirmed))
     since = min(verdict.missing_since[label] for label in verdict.confirmed)
+    how = f"not found, key by key, on refreshes at least {store.missing_grace:g}s apart"
     if spec.target.deletion_policy == "Retain":
         decision = failure(
             REMOTE_KEY_DELETED,
-            f"remote key(s) {labels} gone since {since} (missing on two consecutive refreshes); "
+            f"remote key(s) {labels} gone since {since} ({how}); "
             "Secret retained per deletionPolicy Retain",
             field=spec.fields_of(next(r for r in states if r.label in verdict.confirmed))[0],
             retry=False,
@@ -289,7 +323,7 @@ def _confirmed_missing(
         "delete",
         False,
         REMOTE_KEY_DELETED,
-        f"remote key(s) {labels} gone since {since} (missing on two consecutive refreshes); "
+        f"remote key(s) {labels} gone since {since} ({how}); "
         "their Secret keys were removed per deletionPolicy Delete",
         success=False,
         missing_since=verdict.missing_since,
@@ -339,6 +373,7 @@ def status_for(memory: RefMemory, decision: Decision, now: str) -> dict[str, Any
         status.pop("contentHash", None)
     if decision.missing_since is not None:
         status["missingSince"] = dict(decision.missing_since)
+        status["missingBasis"] = decision.missing_basis if decision.missing_since else None
     conditions = set_condition(status.get("conditions"), READY, decision.ready, decision.reason, decision.message, spec.generation)
     if decision.success:
         stale = (False, SYNCED, "")

@@ -1,8 +1,9 @@
 """The engine's memory: registered refs, their due times, and the value cache. No I/O.
 
-Kopf handler threads register and unregister refs; the single engine thread takes the due
-ones, runs a cycle and completes them. One lock guards everything (operations are O(refs)
-at worst and never wait on I/O while holding it).
+Kopf handler threads register and unregister refs; the engine's loop takes the due ones of
+every store that has no job under way, and each store's job completes its refs (jobs of
+different stores run in parallel). One lock guards everything (operations are O(refs) at
+worst and never wait on I/O while holding it).
 
 The value cache holds the last fetched value of each (store, remote key) at its version, so
 a new ref that shares a key with others, or a ref whose spec changed, renders without asking
@@ -15,7 +16,7 @@ look-ups, not value reads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -109,16 +110,19 @@ class SyncState:
 
     # --- the engine thread --------------------------------------------------------------
 
-    def next_due(self) -> float:
+    def next_due(self, busy: Collection[StoreKey] = ()) -> float:
+        """The earliest due time of a ref not in flight, ignoring the stores in `busy` (a job of
+        theirs is under way: their refs are taken when it ends)."""
         with self._lock:
-            return min((e.due for e in self._refs.values() if not e.inflight), default=schedule.NEVER)
+            return min((e.due for e in self._refs.values() if not e.inflight and e.memory.spec.store not in busy),
+                       default=schedule.NEVER)
 
-    def take_due(self, now: float) -> list[RefMemory]:
-        """Refs due at `now`, marked in flight (a snapshot of their memory each)."""
+    def take_due(self, now: float, busy: Collection[StoreKey] = ()) -> list[RefMemory]:
+        """Refs due at `now` of stores not in `busy`, marked in flight (a snapshot of their memory each)."""
         with self._lock:
             taken = []
             for entry in self._refs.values():
-                if not entry.inflight and entry.due <= now:
+                if not entry.inflight and entry.due <= now and entry.memory.spec.store not in busy:
                     entry.inflight = True
                     entry.dirty = False
                     memory = entry.memory
@@ -131,6 +135,12 @@ class SyncState:
                         )
                     )
             return taken
+
+    def overdue(self, taken: Iterable[RefMemory], now: float) -> list[float]:
+        """How late each taken ref is at `now` (seconds past its due time; the lateness metric)."""
+        with self._lock:
+            return [max(0.0, now - entry.due) for memory in taken
+                    if (entry := self._refs.get(memory.spec.uid)) is not None and entry.inflight]
 
     def complete(self, taken: RefMemory, decision: Decision, status: Mapping[str, Any], now: float) -> float | None:
         """Record a cycle's outcome for a ref and schedule it; returns its next due time.
@@ -146,6 +156,7 @@ class SyncState:
             memory.status = dict(status)
             if decision.missing_since is not None:
                 memory.missing_since = dict(decision.missing_since)
+                memory.missing_basis = decision.missing_basis
             if decision.touches_secret:
                 memory.content_hash = decision.content_hash
                 memory.repair = False
@@ -161,6 +172,8 @@ class SyncState:
             else:
                 entry.attempt += 1
                 entry.due = now + schedule.retry_delay(entry.attempt, interval)
+            if decision.retry_at is not None:
+                entry.due = max(entry.due, decision.retry_at)
             if entry.dirty or memory.spec != taken.spec:
                 entry.due = now
             entry.inflight = False

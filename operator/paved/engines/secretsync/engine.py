@@ -3,14 +3,25 @@
 The Kopf handlers in paved.handlers.secrets only validate and register refs; this engine
 does the syncing.
 
-ONE engine thread per operator (`SyncEngine`, started by `@kopf.on.startup`) runs cycles:
-it sleeps until the earliest due time (or a registration wakes it and it gathers for a
-quarter second), takes every due ref, groups them by store and, per store, asks the store
-once for the versions of all distinct remote keys, fetches only the values that changed,
-and then per ref writes the Secret (server-side apply, owned by the ref) only if its
-content hash changed, writes the status only if it changed, stamps opted-in workloads
-once per cycle, and schedules the ref again. Every decision is taken by the pure core
-(paved.secretsync); this module is the I/O around it.
+ONE engine loop per operator (`SyncEngine`, started by `@kopf.on.startup`) schedules: it
+sleeps until the earliest due time (or a registration wakes it and it gathers for a
+quarter second), takes every due ref of every store that has no job under way, and hands
+each store's refs to that store's lane as one job (paved.engines.secretsync.lanes: one job
+per store at a time, stores in parallel on a bounded pool). A job asks its store once for
+the versions of all distinct remote keys, fetches only the values that changed, and then
+per ref writes the Secret (server-side apply, owned by the ref) only if its content hash
+changed, writes the status only if it changed, stamps opted-in workloads once per job, and
+schedules the ref again. Every decision is taken by the pure core (paved.secretsync); this
+module is the I/O around it.
+
+Stores are independent: one that hangs or fails never delays another's refs. A job's
+backend work (logins, version look-ups, value reads, retries) has a deadline
+(`store_deadline`; paved.providers.deadline caps every request to it), and each store has
+a circuit breaker (paved.secretsync.breaker): after FAILURE_THRESHOLD failed jobs in a row
+it is not called at all, not even by the authentication check, for a cool-down; its refs
+say so (Ready=False, Stale=True, reason StoreCircuitOpen with the last failure) and come
+back when the cool-down ends, as the half-open probe. How late each ref is taken after its
+due time is the histogram paved_secret_refresh_lateness_seconds.
 
 Events (one per Secret written, one per Ready transition; plan.event_for) are queued to a
 background recorder (paved.kube.events.EventRecorder: 10 a second after a burst of 50):
@@ -28,28 +39,50 @@ a Secret write) is redacted first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from paved import API_VERSION, operator_namespace, ratelimit
-from paved.api.common import READY, STALE, now_rfc3339
+from paved.api.common import READY, STALE, now_rfc3339, parse_duration
 from paved.api.kinds import SpecError, kind_info
 from paved.engines.secretsync.kube import REF_KIND, KubePort
+from paved.engines.secretsync.lanes import StoreLanes
 from paved.errors import located
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError
+from paved.metrics import SECRET_REFRESH_LATENESS, SECRET_STORES_CIRCUIT_OPEN
+from paved.providers import deadline
 from paved.providers.base import Owner
-from paved.providers.secretstores import StoreConfig, StoreError, StoreProviders
+from paved.providers.secretstores import (
+    PROVIDER_ERROR,
+    STORE_TIMEOUT,
+    UNREACHABLE,
+    StoreConfig,
+    StoreError,
+    StoreProviders,
+)
 from paved.secretsync import access, plan, restart, target
-from paved.secretsync.model import CLUSTER_SECRET_STORE, SECRET_STORE, RefSpec, StoreFailure, StoreKey
+from paved.secretsync.breaker import Breakers
+from paved.secretsync.model import (
+    CLUSTER_SECRET_STORE,
+    SECRET_STORE,
+    FetchResult,
+    KeyState,
+    RefSpec,
+    RemoteKey,
+    StoreContext,
+    StoreFailure,
+    StoreKey,
+)
 from paved.secretsync.state import SyncState
 from paved.secretsync.values import redact
 
@@ -64,6 +97,18 @@ IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 BURST_WRITES = 100
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
+STORE_WORKERS = 16  # store jobs running at once (one per store at most: paved.engines.secretsync.lanes)
+# A store's backend work in one job (logins, version look-ups, value reads, retries) must end
+# within STORE_DEADLINE plus STORE_DEADLINE_PER_KEY per distinct remote key (Vault reads one
+# path per request), at most MAX_STORE_DEADLINE; then its refs fail with StoreTimeout.
+STORE_DEADLINE = 60.0
+STORE_DEADLINE_PER_KEY = 0.05
+MAX_STORE_DEADLINE = 600.0
+CHECK_DEADLINE = 30.0  # an authentication check of a store (a Kopf handler thread waits for it)
+# Store failures that count for the circuit breaker: the backend did not answer, or answered
+# that it is failing. An authentication refusal is an answer: asking again costs nothing more.
+BREAKER_REASONS = frozenset({UNREACHABLE, STORE_TIMEOUT, PROVIDER_ERROR})
+STOP_WAIT = 10.0  # stop(): seconds to wait for store jobs under way
 # A cycle writing at least this many Secrets in one namespace reads the metadata of that
 # namespace's Secrets in one listing instead of one GET per Secret (a cold start: thousands).
 LIST_SECRETS_AT = 20
@@ -96,6 +141,16 @@ class CycleReport:
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: CycleReport) -> None:
+        """Add a store job's counts to this cycle's (seconds: the longest job's)."""
+        for item in fields(self):
+            if item.name in ("refs", "seconds", "reasons"):
+                continue
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        self.seconds = max(self.seconds, other.seconds)
+        for reason, count in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+
 
 @dataclass
 class _Applied:
@@ -118,10 +173,15 @@ class SyncEngine:
     """Registered refs, one loop, cycles batched by store (see the module docstring)."""
 
     def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
-                 write_workers: int = WRITE_WORKERS) -> None:
+                 write_workers: int = WRITE_WORKERS, store_workers: int = STORE_WORKERS,
+                 store_deadline: float = STORE_DEADLINE) -> None:
         self.kube = kube
         self.write_workers = write_workers
+        self.store_deadline = store_deadline
+        self.lanes = StoreLanes(store_workers, on_done=lambda _: self._wake.set())
+        self.breakers = Breakers()
         self._writers: ThreadPoolExecutor | None = None
+        self._writers_lock = threading.Lock()
         self._hash_key: bytes | None = None
         self.clock = clock
         self.state = SyncState()
@@ -129,6 +189,7 @@ class SyncEngine:
         self._stores: dict[StoreKey, dict[str, Any] | None] = {}
         self._stores_lock = threading.Lock()
         self._wake = threading.Event()
+        self._gather = threading.Event()  # the wake-up was a registration: let its neighbours arrive
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_report = CycleReport()
@@ -145,6 +206,7 @@ class SyncEngine:
     def register(self, ref: RefSpec, status: Mapping[str, Any] | None) -> float:
         due = self.state.register(ref, status, self.clock())
         if due <= self.clock() + GATHER_SECONDS:
+            self._gather.set()
             self._wake.set()
         return due
 
@@ -178,11 +240,14 @@ class SyncEngine:
             if previous != "unknown":
                 self.providers.forget(key)
                 self.state.forget_store(key)
+                self.breakers.forget(key)  # a changed store deserves a try at once
+                SECRET_STORES_CIRCUIT_OPEN.set(self.breakers.open_count())
             if self.state.store_changed(key, self.clock()):
                 self._wake.set()
 
     def repair(self, uid: str) -> None:
         if self.state.mark_repair(uid, self.clock()):
+            self._gather.set()
             self._wake.set()
 
     # --- the loop ---------------------------------------------------------------------
@@ -194,56 +259,87 @@ class SyncEngine:
         self._thread = threading.Thread(target=self._loop, name="paved-secret-sync", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
-        if self._writers is not None:
-            self._writers.shutdown(wait=True)
-            self._writers = None
+        if not self.lanes.shutdown(timeout):
+            log.warning("secret sync: store jobs still running after %.0fs; they end at their deadline", timeout)
+        with self._writers_lock:
+            writers, self._writers = self._writers, None
+        if writers is not None:
+            writers.shutdown(wait=True)
         self.providers.close()
 
     def _loop(self) -> None:
         log.info("secret sync engine started")
         while not self._stop.is_set():
             now = self.clock()
-            due = self.state.next_due()
+            due = self.state.next_due(busy=self.lanes.busy())
             if due > now:
                 woken = self._wake.wait(timeout=min(due - now, IDLE_WAIT))
                 if woken:
                     self._wake.clear()
-                    self._stop.wait(GATHER_SECONDS)
+                    if self._gather.is_set():  # a registration, not a store job that ended
+                        self._gather.clear()
+                        self._stop.wait(GATHER_SECONDS)
                 continue
             try:
-                self.run_cycle()
+                self.run_cycle(wait=False)
             except Exception as error:  # noqa: BLE001 - the loop must survive anything
                 log.error("secret sync cycle failed: %s", located(error))
                 self._stop.wait(1.0)
         log.info("secret sync engine stopped")
 
-    # --- one cycle --------------------------------------------------------------------
+    # --- one cycle: a job per store ----------------------------------------------------
 
-    def run_cycle(self) -> CycleReport:
-        """Sync every due ref once; returns what happened (counts, no values)."""
-        started = time.perf_counter()
+    def run_cycle(self, *, wait: bool = True) -> CycleReport:
+        """Take every due ref of every store without a job under way and start one job per
+        store (its lane). The loop does not wait for them (wait=False): a store that hangs
+        must not hold up the next store's refs. Tests and benches wait (the default) and get
+        the cycle's counts back (no values)."""
         now = self.clock()
-        stamp = _iso(now)
-        taken = self.state.take_due(now)
+        taken = self.state.take_due(now, busy=self.lanes.busy())
         report = CycleReport(refs=len(taken))
         if not taken:
             return report
-        pending = {m.spec.uid: m for m in taken}
+        jobs: list[Future[CycleReport]] = []
+        by_uid = {m.spec.uid: m for m in taken}
+        for store_key, specs in plan.group_by_store(m.spec for m in taken).items():
+            memories = [by_uid[s.uid] for s in specs]
+            job = self.lanes.submit(store_key, functools.partial(self._store_job, store_key, memories))
+            job.add_done_callback(functools.partial(self._job_done, memories))
+            jobs.append(job)
+        self.state.evict()
+        if wait:
+            for job in jobs:
+                report.add(job.result())
+            self.last_report = report
+        return report
+
+    def _job_done(self, memories: list[plan.RefMemory], job: Future[CycleReport]) -> None:
+        if job.cancelled():  # the engine stopped before the job ran: its refs are not in flight any more
+            self.state.release(memories, delay=0.0, now=self.clock())
+
+    def _store_job(self, key: StoreKey, memories: list[plan.RefMemory]) -> CycleReport:
+        """One store's part of a cycle: read the backend once, then apply every ref's outcome."""
+        started = time.perf_counter()
+        now = self.clock()
+        for late in self.state.overdue(memories, now):
+            SECRET_REFRESH_LATENESS.observe(late)
+        stamp = _iso(now)
+        report = CycleReport(refs=len(memories), stores=1)
+        pending = {m.spec.uid: m for m in memories}
         labels: dict[str, dict[str, str] | None] = {}
         try:
-            outcomes: list[tuple[plan.RefMemory, plan.Decision]] = []
-            for store_key, specs in plan.group_by_store(m.spec for m in taken).items():
-                report.stores += 1
-                outcomes += self._sync_store(store_key, [pending[s.uid] for s in specs], stamp, labels, report)
+            outcomes = self._sync_store(key, memories, stamp, labels, report)
             changed: dict[str, set[str]] = defaultdict(set)
             writes = Counter(m.spec.namespace for m, decision in outcomes if decision.touches_secret)
             with ratelimit.BURST.held() if writes.total() >= BURST_WRITES else contextlib.nullcontext():
-                applied_all = self._apply_all(outcomes, stamp, now, self._list_targets(writes))
+                # Scheduled from now, not from the job's start: a store that took its whole deadline
+                # to fail must not be due again the moment its job ends.
+                applied_all = self._apply_all(outcomes, stamp, self.clock(), self._list_targets(writes))
             for applied in applied_all:
                 pending.pop(applied.uid, None)
                 report.secrets_written += applied.wrote
@@ -256,12 +352,10 @@ class SyncEngine:
         finally:
             if pending:  # only after an unexpected error: give them back, retry soon
                 self.state.release(pending.values(), delay=5.0, now=now)
-            self.state.evict()
         report.seconds = time.perf_counter() - started
-        self.last_report = report
         log.info(
-            "secret sync cycle: %d ref(s), %d store(s), %d key(s) checked, %d fetched, %d Secret(s) written, %d failure(s), %.2fs",
-            report.refs, report.stores, report.keys_checked, report.keys_fetched, report.secrets_written, report.failures, report.seconds,
+            "secret sync of %s: %d ref(s), %d key(s) checked, %d fetched, %d Secret(s) written, %d failure(s), %.2fs",
+            key, report.refs, report.keys_checked, report.keys_fetched, report.secrets_written, report.failures, report.seconds,
         )
         return report
 
@@ -320,27 +414,70 @@ class SyncEngine:
                                                           field=verdict.field, asked_backend=False, retry=False)))
         if not allowed:
             return outcomes
+        context = store_context(body, spec)
+        answer = self._read_backend(key, config, allowed, stamp, context, report)
+        if isinstance(answer, plan.Decision):
+            return outcomes + [(m, answer) for m in allowed]
+        observed, values = answer
+        for memory in allowed:
+            outcomes.append((memory, plan.decide(memory, observed, values, stamp, hash_key=self.hash_key, store=context)))
+        return outcomes
+
+    def _read_backend(self, key: StoreKey, config: StoreConfig, allowed: list[plan.RefMemory], stamp: str,
+                      context: StoreContext, report: CycleReport,
+                      ) -> tuple[dict[RemoteKey, KeyState], dict[RemoteKey, Any]] | plan.Decision:
+        """Versions of the refs' keys and the values they need (cached or fetched), or the
+        Decision every ref gets when the store failed or its circuit is open. The one place
+        that calls the backend in a cycle: under the store's deadline and circuit breaker."""
+        refused = self.breakers.allow(key, self.clock())
+        if refused is not None:
+            return self._refused(key, refused)
         keys = plan.distinct_keys(m.spec for m in allowed)
         report.keys_checked += len(keys)
         try:
-            provider = self.providers.get(config)
-            observed = provider.versions(keys)
-            cached = self.state.cached(key, keys)
-            wanted = plan.keys_to_fetch(allowed, observed, cached, stamp)
-            fetched = provider.fetch(wanted) if wanted else {}
-            report.keys_fetched += len(wanted)
+            with deadline.within(min(MAX_STORE_DEADLINE, self.store_deadline + STORE_DEADLINE_PER_KEY * len(keys))):
+                provider = self.providers.get(config)
+                observed = provider.versions(keys)
+                cached = self.state.cached(key, keys)
+                wanted = plan.keys_to_fetch(allowed, observed, cached, stamp, context)
+                fetched: dict[RemoteKey, FetchResult] = provider.fetch(wanted) if wanted else {}
+                report.keys_fetched += len(wanted)
         except StoreError as error:
-            failed = plan.store_failed(StoreFailure(error.reason, f"{key}: {error}", error.retryable))
-            return outcomes + [(m, failed) for m in allowed]
+            failure = StoreFailure(error.reason, f"{key}: {error}", error.retryable)
+            if error.reason in BREAKER_REASONS:
+                return self._store_failed(key, failure)
+            self._store_answered(key)  # e.g. authentication refused: the backend is there
+            return plan.store_failed(failure)
+        except deadline.DeadlineExceeded as error:
+            return self._store_failed(key, StoreFailure(STORE_TIMEOUT, f"{key}: no answer before {error}"))
         except Exception as error:  # noqa: BLE001 - an unexpected provider failure must not stop other stores
             log.error("store %s failed unexpectedly: %s", key, located(error))
-            failed = plan.store_failed(StoreFailure("ProviderError", f"{key}: unexpected {type(error).__name__}"))
-            return outcomes + [(m, failed) for m in allowed]
+            self.breakers.release(key)
+            return plan.store_failed(StoreFailure("ProviderError", f"{key}: unexpected {type(error).__name__}"))
+        self._store_answered(key)
         self.state.remember(key, fetched)
-        values = {**cached, **fetched}
-        for memory in allowed:
-            outcomes.append((memory, plan.decide(memory, observed, values, stamp, hash_key=self.hash_key)))
-        return outcomes
+        return observed, {**cached, **fetched}
+
+    def _store_answered(self, key: StoreKey) -> None:
+        self.breakers.succeeded(key)
+        SECRET_STORES_CIRCUIT_OPEN.set(self.breakers.open_count())
+
+    def _store_failed(self, key: StoreKey, failure: StoreFailure) -> plan.Decision:
+        """Every ref's decision after a failure the breaker counts (it may open the circuit)."""
+        if not self.breakers.failed(key, failure, self.clock()):
+            return plan.store_failed(failure)
+        state = self.breakers.state(key)
+        log.warning("secret store %s: circuit open after %d failures in a row (the last: %s: %s); not called until %s",
+                    key, state.failures, failure.reason, failure.message, _iso(state.open_until or self.clock()))
+        SECRET_STORES_CIRCUIT_OPEN.set(self.breakers.open_count())
+        return self._refused(key, self.breakers.refusal(key, self.clock()) or failure)
+
+    def _refused(self, key: StoreKey, refusal: StoreFailure) -> plan.Decision:
+        """The refs of a store whose circuit is open: nothing asked, back when the cool-down ends."""
+        decision = plan.store_failed(refusal)
+        decision.asked_backend = False
+        decision.retry_at = self.breakers.retry_at(key)
+        return decision
 
     # --- applying the decisions ---------------------------------------------------------
 
@@ -361,10 +498,12 @@ class SyncEngine:
         groups = list(by_target.values())
         if self.write_workers <= 1 or len(groups) <= 1:
             return [applied for group in groups for applied in apply_group(group)]
-        if self._writers is None:
-            self._writers = ThreadPoolExecutor(self.write_workers, thread_name_prefix="paved-secret-write")
+        with self._writers_lock:
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(self.write_workers, thread_name_prefix="paved-secret-write")
+            writers = self._writers
         results: list[_Applied] = []
-        for future in [self._writers.submit(apply_group, group) for group in groups]:
+        for future in [writers.submit(apply_group, group) for group in groups]:
             try:
                 results.extend(future.result())
             except Exception as error:  # noqa: BLE001 - the group's refs stay pending and are retried
@@ -504,7 +643,11 @@ class SyncEngine:
         generation = (body.get("metadata") or {}).get("generation")
         try:
             config, _ = self.store_config(key, body)
-            identity = self.providers.get(config).check()
+            refused = self.breakers.refusal(key, self.clock())
+            if refused is not None:  # its circuit is open: not even an authentication check
+                raise StoreError(refused.message, reason=refused.reason)
+            with deadline.within(CHECK_DEADLINE):
+                identity = self.providers.get(config).check()
             ready = (READY, True, "Authenticated", f"authenticated as {identity}")
         except SpecError as error:
             ready = (READY, False, "InvalidSpec", "; ".join(error.problems))
@@ -514,3 +657,10 @@ class SyncEngine:
             ready = (READY, False, "ProviderError", f"unexpected {located(error)}")
         status = kube_status.with_conditions({**old, "observedGeneration": generation, "lastAuthCheck": _iso(self.clock())}, [ready], generation)
         return status
+
+
+def store_context(body: Mapping[str, Any], spec: Any) -> StoreContext:
+    """The store as the missing-key rule needs it: which revision answered, and its grace period."""
+    metadata = body.get("metadata") or {}
+    grace = parse_duration(spec.missingKeyGracePeriod, "spec.missingKeyGracePeriod").total_seconds()
+    return StoreContext(revision=f"{metadata.get('uid', '')}/{metadata.get('generation', '')}", missing_grace=grace)

@@ -6,11 +6,16 @@ Cost model (what the bench measures), per cycle and store:
   ids and stages without any value, so N distinct secrets cost ceil(N/10) calls;
 - values only for secrets whose AWSCURRENT (or pinned stage's) version id changed, with
   `BatchGetSecretValue`, up to 20 secrets per call (`BATCH_GET_MAX`);
-- a secret absent from ListSecrets is confirmed with BatchGetSecretValue (its Errors list
-  says ResourceNotFoundException, or a secret scheduled for deletion says
-  InvalidRequestException) before it is reported Missing;
+- a secret absent from ListSecrets (or listed without the pinned stage) is read with
+  BatchGetSecretValue (the listing is eventually consistent); a key that the batch answer
+  does not give a value for (an Errors entry, or not in the answer at all) is asked about
+  alone with GetSecretValue, and only that call's ResourceNotFoundException, or
+  DescribeSecret's DeletedDate after an InvalidRequestException, makes it Missing
+  (paved.secretsync.model.Missing); so a missing key costs one more call, once per cycle;
 - keys given as ARNs, and keys pinned to a VersionId, skip the listing: a VersionId is
-  immutable (fetched once, then cached by the engine), an ARN is read with the batch;
+  immutable (fetched once, then cached by the engine), an ARN is read with the batch; a
+  partial ARN (without the random suffix AWS appends) is matched to the full ARN the batch
+  answers with;
 - credentials without `secretsmanager:ListSecrets` (common in ESO setups, which only grant
   GetSecretValue) still work: versions then come from BatchGetSecretValue itself, so every
   cycle costs ceil(N/20) value reads instead of ceil(N/10) listings.
@@ -24,6 +29,10 @@ credentials refresh themselves before they expire (botocore RefreshableCredentia
 store assumes its role once per hour, not once per cycle. `endpointURL` (else
 PAVED_AWS_ENDPOINT_URL) points the store's service client elsewhere; STS uses
 PAVED_AWS_ENDPOINT_URL or AWS's own endpoint.
+
+Timeouts: the store's clients wait at most REQUEST_TIMEOUT for an answer (STORE_BOTOCORE_CONFIG,
+one botocore attempt); a timed-out call is not retried, and every call honours the engine's
+deadline for the store's work (paved.providers.deadline).
 
 The store's auth check is one cheap call on the store's own service (`ListSecrets` with
 MaxResults=1 / SSM `DescribeParameters` with MaxResults=1): it proves the credentials and
@@ -40,14 +49,25 @@ from datetime import datetime, timezone
 from typing import Any
 
 import boto3
+import botocore.config
 import botocore.credentials
 import botocore.session
 
 from paved.api.secrets import AwsProvider
-from paved.providers import secretstores
+from paved.providers import deadline, secretstores
 from paved.providers.aws import session as aws
 from paved.providers.aws.session import AwsError
-from paved.providers.secretstores import AUTH_FAILED, PROVIDER_ERROR, UNREACHABLE, Credentials, StoreConfig, StoreError, chunks
+from paved.providers.secretstores import (
+    AUTH_FAILED,
+    NOT_FOUND_UNCONFIRMED,
+    PROVIDER_ERROR,
+    STORE_TIMEOUT,
+    UNREACHABLE,
+    Credentials,
+    StoreConfig,
+    StoreError,
+    chunks,
+)
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 
 log = logging.getLogger(__name__)
@@ -58,6 +78,12 @@ LIST_NAMES_PER_CALL = 10
 LIST_PAGE = 100
 BATCH_GET_MAX = 20
 ROLE_SESSION_SECONDS = 3600
+CONNECT_TIMEOUT = 3
+REQUEST_TIMEOUT = 10  # seconds for an answer to one store call
+# One botocore attempt per call: the wrapper's loop retries what is worth it, within the deadline.
+STORE_BOTOCORE_CONFIG = aws.BOTOCORE_CONFIG.merge(botocore.config.Config(
+    connect_timeout=CONNECT_TIMEOUT, read_timeout=REQUEST_TIMEOUT, retries={"mode": "standard", "total_max_attempts": 1}))
+ARN_SUFFIX = 7  # "-" and the six random characters AWS appends to a secret's name in its ARN
 
 _AUTH_CODES = frozenset(
     {
@@ -84,7 +110,9 @@ def store_error(error: AwsError, what: str) -> StoreError:
     """An AWS failure of the whole store, with the reason the refs and the store will show."""
     if error.code in _AUTH_CODES:
         return StoreError(f"{what}: {error}", reason=AUTH_FAILED, field="spec.provider.aws.auth")
-    if error.code.endswith(("ConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError")):
+    if error.code.endswith("ReadTimeoutError"):
+        return StoreError(f"{what}: the endpoint accepted the connection but did not answer: {error}", reason=STORE_TIMEOUT)
+    if error.code.endswith(("ConnectionError", "ConnectTimeoutError", "ConnectionClosedError")):
         return StoreError(f"{what}: {error}", reason=UNREACHABLE)
     return StoreError(f"{what}: {error}", reason=PROVIDER_ERROR, retryable=error.retryable)
 
@@ -155,7 +183,7 @@ class AwsStoreSession:
                     self._session = self._assumed_session(base, role) if role else base
                 endpoint = self.spec.endpointURL or aws.endpoint_url()
                 self._clients[service] = self._session.client(
-                    service, region_name=self.spec.region, endpoint_url=endpoint, config=aws.BOTOCORE_CONFIG
+                    service, region_name=self.spec.region, endpoint_url=endpoint, config=STORE_BOTOCORE_CONFIG
                 )
             return self._clients[service]
 
@@ -182,8 +210,12 @@ class AwsStore:
         return {key: self._prefetched.pop(key) for key in keys if key in self._prefetched}
 
     def _aws_call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """One call through paved.providers.aws.session.call; raises AwsError."""
-        return aws.call(self.name, self.aws.client(self.service), operation, **params)
+        """One call through paved.providers.aws.session.call; raises AwsError (or StoreError
+        StoreTimeout when the deadline leaves no time for it)."""
+        try:
+            return aws.call(self.name, self.aws.client(self.service), operation, retry_timeouts=False, **params)
+        except deadline.DeadlineExceeded as error:
+            raise StoreError(f"{self.service} {operation}: no answer before {error}", reason=STORE_TIMEOUT) from None
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One call; any failure is a failure of the whole store (StoreError)."""
@@ -260,17 +292,17 @@ class SecretsManagerStore(AwsStore):
                     continue
                 stage = remote.version or "AWSCURRENT"
                 version = next((vid for vid, labels in stages.items() if stage in labels), None)
-                result[remote] = Present(version) if version else Missing(f"no version labelled {stage}")
+                if version:
+                    result[remote] = Present(version)
+                else:
+                    unconfirmed.append(remote)  # listed without that stage: only a read of it tells
             if unconfirmed:
-                # Not listed: make sure with a value read (listing is eventually consistent).
-                confirmed = self._batch_get([RemoteKey(r.key) for r in unconfirmed])
-                for remote in unconfirmed:
-                    outcome = confirmed[RemoteKey(remote.key)]
-                    if isinstance(outcome, RemoteValue) and remote.version is None:
+                # Not listed: read them (listing is eventually consistent; _batch_get asks about
+                # each key it gets no value for alone, so Missing is a per-key answer).
+                for remote, outcome in self._batch_get(unconfirmed).items():
+                    if isinstance(outcome, RemoteValue):
                         self._prefetched[remote] = outcome
                         result[remote] = Present(outcome.version)
-                    elif isinstance(outcome, RemoteValue):
-                        result[remote] = Present(None)  # a stage pin: let fetch resolve it
                     else:
                         result[remote] = outcome
             return result
@@ -290,56 +322,86 @@ class SecretsManagerStore(AwsStore):
         return result
 
     def _batch_get(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
+        """Latest values of `keys` (pins are read one by one), 20 per BatchGetSecretValue; a key
+        the answer gives no value for is asked about alone (_get_one) unless the answer already
+        names a per-key failure that is not a not-found (denied, undecryptable)."""
         result: dict[RemoteKey, FetchResult] = {}
-        for chunk in chunks(sorted(keys), BATCH_GET_MAX):
-            ids = [k.key for k in chunk]
-            answer = self._call("batch_get_secret_value", SecretIdList=ids)
-            by_id: dict[str, FetchResult] = {}
-            for entry in answer.get("SecretValues", []):
-                data = entry.get("SecretString")
-                value = RemoteValue(entry.get("VersionId", ""), data if data is not None else bytes(entry.get("SecretBinary") or b""))
-                for ident in (entry.get("Name"), entry.get("ARN")):
-                    if ident:
-                        by_id[ident] = value
-            for error in answer.get("Errors", []):
-                by_id[error.get("SecretId", "")] = _key_error(error.get("ErrorCode", ""), error.get("SecretId", ""))
+        for chunk in chunks(sorted(k for k in keys if k.version is None), BATCH_GET_MAX):
+            answer = self._call("batch_get_secret_value", SecretIdList=[k.key for k in chunk])
+            values = answer.get("SecretValues", [])
+            errors = {error.get("SecretId", ""): error.get("ErrorCode", "") for error in answer.get("Errors", [])}
             for remote in chunk:
-                result[remote] = by_id.get(remote.key, Missing("not returned"))
+                entry = _entry_for(remote.key, values)
+                if entry is not None:
+                    result[remote] = _value(entry)
+                elif errors.get(remote.key) in _PER_KEY_FAILURES:
+                    result[remote] = _key_error(errors[remote.key], remote.key)
+                else:  # not-found, scheduled for deletion, or not in the answer at all: ask about it alone
+                    result[remote] = self._get_one(remote)
+        for remote in keys:
+            if remote.version is not None:
+                result[remote] = self._get_one(remote)
         return result
 
-    def _get_pinned(self, remote: RemoteKey) -> FetchResult:
-        assert remote.version is not None
-        pin = {"VersionId": remote.version} if is_version_id(remote.version) else {"VersionStage": remote.version}
+    def _get_one(self, remote: RemoteKey) -> FetchResult:
+        """GetSecretValue of exactly `remote` (the per-key call behind every Missing)."""
+        pin = {} if remote.version is None else (
+            {"VersionId": remote.version} if is_version_id(remote.version) else {"VersionStage": remote.version})
         try:
-            entry = self._aws_call("get_secret_value", SecretId=remote.key, **pin)
+            return _value(self._aws_call("get_secret_value", SecretId=remote.key, **pin))
         except AwsError as error:
-            if error.code in ("ResourceNotFoundException", "InvalidRequestException", "DecryptionFailure", "AccessDeniedException"):
+            if error.code == "ResourceNotFoundException":
+                return Missing("no such version" if pin else "no such secret")
+            if error.code == "InvalidRequestException":
+                return self._scheduled_for_deletion(remote, error)
+            if error.code in _PER_KEY_FAILURES:
                 return _key_error(error.code, remote.key)
             raise store_error(error, "secretsmanager get_secret_value") from None
-        data = entry.get("SecretString")
-        return RemoteValue(entry.get("VersionId", ""), data if data is not None else bytes(entry.get("SecretBinary") or b""))
+
+    def _scheduled_for_deletion(self, remote: RemoteKey, refused: AwsError) -> Missing | KeyFailure:
+        """InvalidRequestException on a read is how AWS answers for a secret scheduled for
+        deletion, but not only that: DescribeSecret's DeletedDate tells."""
+        try:
+            described = self._aws_call("describe_secret", SecretId=remote.key)
+        except AwsError as error:
+            if error.code == "ResourceNotFoundException":
+                return Missing("no such secret")
+            described = {}
+        if described.get("DeletedDate"):
+            return Missing("secret is scheduled for deletion")
+        return KeyFailure(NOT_FOUND_UNCONFIRMED, f"secret {remote.key!r} cannot be read ({refused.code}) and is not "
+                                                 "known to be scheduled for deletion; not treated as deleted")
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         with self._lock:
             result = self._take_prefetched(keys)
-            latest = [k for k in keys if k not in result and k.version is None]
-            result.update(self._batch_get(latest))
-            for remote in keys:
-                if remote not in result:
-                    result[remote] = self._get_pinned(remote)
+            result.update(self._batch_get([k for k in keys if k not in result]))
             return result
 
 
-def _key_error(code: str, key: str) -> Missing | KeyFailure:
-    if code == "ResourceNotFoundException":
-        return Missing("no such secret")
-    if code == "InvalidRequestException":
-        return Missing("secret is scheduled for deletion")
+_PER_KEY_FAILURES = frozenset({"AccessDeniedException", "AccessDenied", "DecryptionFailure"})
+
+
+def _value(entry: dict[str, Any]) -> RemoteValue:
+    data = entry.get("SecretString")
+    return RemoteValue(entry.get("VersionId", ""), data if data is not None else bytes(entry.get("SecretBinary") or b""))
+
+
+def _entry_for(key: str, entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The batch answer's entry for `key`: by name, by full ARN, or by a partial ARN (the full
+    ARN minus the "-xxxxxx" suffix AWS appends)."""
+    for entry in entries:
+        arn = str(entry.get("ARN") or "")
+        if key in (entry.get("Name"), arn) or (
+                key.startswith("arn:") and len(arn) == len(key) + ARN_SUFFIX and arn.startswith(key + "-")):
+            return entry
+    return None
+
+
+def _key_error(code: str, key: str) -> KeyFailure:
     if code in ("AccessDeniedException", "AccessDenied"):
         return KeyFailure("PermissionDenied", f"access to secret {key!r} denied")
-    if code == "DecryptionFailure":
-        return KeyFailure("DecryptionFailure", f"secret {key!r} cannot be decrypted with its KMS key")
-    return KeyFailure("ProviderError", f"secret {key!r}: {code}")
+    return KeyFailure("DecryptionFailure", f"secret {key!r} cannot be decrypted with its KMS key")
 
 
 def _factory(config: StoreConfig, credentials: Credentials) -> Any:

@@ -5,7 +5,8 @@ Why one wrapper: it is the single place that (1) counts calls for
 a product promise, so it is measured where the calls are made, not inferred), (2) retries
 transient failures with bounded exponential backoff and jitter, and (3) turns botocore
 errors into ProviderError with messages scrubbed of secret parameter values (a
-ParamValidationError, for one, echoes the offending value).
+ParamValidationError, for one, echoes the offending value). It honours the caller's deadline
+(paved.providers.deadline): no attempt starts and no backoff sleeps past it.
 
 Clients are created once per (service, region, endpoint) and shared between Kopf's handler
 threads: boto3 clients are thread-safe, sessions are not, so creation is locked.
@@ -28,6 +29,7 @@ import tenacity
 
 from paved import fence
 from paved.metrics import count_call
+from paved.providers import deadline
 from paved.providers.base import ProviderError
 from paved.secretsync.values import redact
 
@@ -143,27 +145,35 @@ def _secret_values(params: Mapping[str, Any]) -> list[str]:
     return [str(v) for k, v in params.items() if v and any(word in k for word in ("Password", "Secret", "Token"))]
 
 
-def call(provider: str, aws_client: Any, operation: str, **params: Any) -> dict[str, Any]:
+_TIMEOUTS = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
+
+
+def call(provider: str, aws_client: Any, operation: str, *, retry_timeouts: bool = True, **params: Any) -> dict[str, Any]:
     """Call `aws_client.<operation>(**params)`: counted, retried when transient, errors mapped.
 
     Every attempt is counted (an attempt is a call AWS may bill or throttle). Raises AwsError;
     its message names the operation and the AWS code and never contains secret parameters.
+    `retry_timeouts=False`: an attempt that timed out is final (it already waited in full;
+    the secret stores leave slow backends to the engine's backoff and circuit breaker).
     """
     if not fence.WRITES.permits():
         raise AwsError(f"{operation} not sent: {fence.WRITES.why_not()}", code=fence.REASON, operation=operation, retryable=True)
     method = getattr(aws_client, operation)
 
     def attempt() -> dict[str, Any]:
+        deadline.check()
         count_call(provider, operation)
         return method(**params)
 
     def transient(exc: BaseException) -> bool:
+        if not retry_timeouts and isinstance(exc, _TIMEOUTS):
+            return False
         return isinstance(exc, Exception) and not isinstance(exc, ProviderError) and _is_transient(exc)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(transient),
-        wait=tenacity.wait_random_exponential(multiplier=0.5, max=MAX_WAIT_SECONDS),
-        stop=tenacity.stop_after_attempt(ATTEMPTS),
+        wait=deadline.wait_within(tenacity.wait_random_exponential(multiplier=0.5, max=MAX_WAIT_SECONDS)),
+        stop=tenacity.stop_after_attempt(ATTEMPTS) | deadline.stop_at_deadline,
         reraise=True,
         before_sleep=lambda state: log.info("aws %s %s: transient failure, retry %d", provider, operation, state.attempt_number),
     )

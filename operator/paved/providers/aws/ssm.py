@@ -10,7 +10,9 @@ GetParameters and moto pages it by 10, so it would not be cheaper where it matte
 
 Pins: `version: "3"` reads `name:3`, `version: "prod"` reads the label `name:prod` (the
 GetParameters selector syntax). Names missing from the answer come back in
-InvalidParameters: that is a confirmed Missing.
+InvalidParameters, which is a batch answer: each of them is asked about alone with
+GetParameter, and only its ParameterNotFound / ParameterVersionNotFound makes the key
+Missing (paved.secretsync.model.Missing); a missing parameter costs one more call per cycle.
 
 Credentials, endpoint and calls: as for Secrets Manager (AwsStore in
 paved.providers.aws.secretsmanager). Calls are counted in
@@ -20,12 +22,16 @@ paved.providers.aws.secretsmanager). Calls are counted in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from paved.providers.aws.secretsmanager import AwsStore
+from paved.providers.aws.secretsmanager import AwsStore, store_error
+from paved.providers.aws.session import AwsError
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 
 PROVIDER = "aws-ssm"
 GET_PARAMETERS_MAX = 10
+_NOT_FOUND = {"ParameterNotFound": "no such parameter", "ParameterVersionNotFound": "no such version",
+              "ParameterVersionLabelNotFound": "no such label"}
 
 
 def selector(remote: RemoteKey) -> str:
@@ -62,17 +68,26 @@ class ParameterStore(AwsStore):
             # (not every endpoint returns the Selector field).
             by_name: dict[str, FetchResult] = {}
             for parameter in answer.get("Parameters", []):
-                value = RemoteValue(str(parameter.get("Version", "")), parameter.get("Value", ""))
+                value = _value(parameter)
                 by_name[parameter.get("Name", "")] = value
                 if parameter.get("ARN"):
                     by_name[parameter["ARN"]] = value
-            invalid = set(answer.get("InvalidParameters", []))
-            for remote, name in zip(chunk, names):
-                if name in invalid:
-                    result[remote] = Missing("no such parameter or version")
-                else:
-                    result[remote] = by_name.get(remote.key, KeyFailure("ProviderError", "not in the GetParameters answer"))
+            for remote in chunk:
+                # Not in the answer (InvalidParameters, or not at all): ask about it alone.
+                result[remote] = by_name.get(remote.key) or self._get_one(remote)
         return result
+
+    def _get_one(self, remote: RemoteKey) -> FetchResult:
+        """GetParameter of exactly `remote` (the per-key call behind every Missing)."""
+        try:
+            answer = self._aws_call("get_parameter", Name=selector(remote), WithDecryption=True)
+        except AwsError as error:
+            if error.code in _NOT_FOUND:
+                return Missing(_NOT_FOUND[error.code])
+            if error.code in ("AccessDeniedException", "AccessDenied"):
+                return KeyFailure("PermissionDenied", f"access to parameter {remote.key!r} denied")
+            raise store_error(error, "ssm get_parameter") from None
+        return _value(answer.get("Parameter") or {})
 
     def versions(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
         with self._lock:
@@ -89,3 +104,7 @@ class ParameterStore(AwsStore):
             if rest:
                 result.update(self._get(rest))
             return result
+
+
+def _value(parameter: dict[str, Any]) -> RemoteValue:
+    return RemoteValue(str(parameter.get("Version", "")), parameter.get("Value", ""))

@@ -15,9 +15,23 @@ Every HTTP request (login included) is counted in
 `paved_provider_api_calls_total{provider="vault", operation=...}` by a requests adapter on
 the client's session, so the counts are real requests, retries included. Transient
 failures (connection refused, 5xx, 429) are retried by tenacity, briefly: the engine's
-cycle backoff is the long-term retry. A 403 on a read first re-logs in once per call (the
-token may have been revoked or the server restarted) before it is reported as a
-permission problem of that key.
+cycle backoff is the long-term retry. A request that timed out is not retried here: it
+already waited its full timeout, and the engine's next attempt (and the store's circuit
+breaker, paved.secretsync.breaker) deal with a store that does not answer. Every request
+honours the caller's deadline (paved.providers.deadline): its timeout is capped to the time
+left, and nothing is sent once none is left (StoreError StoreTimeout). A 403 on a read
+first re-logs in once per call (the token may have been revoked or the server restarted)
+before it is reported as a permission problem of that key.
+
+Not found: a KV v2 404 says "nothing here", but not whether "here" is the store's KV v2
+mount: a disabled mount, a wrong `path` or a proxy answer 404 too, for every key at once.
+So a 404 counts as Missing only once the mount is confirmed, with the same preflight the
+`vault kv` CLI makes (`GET sys/internal/ui/mounts/<mount>/<key>`: the mount serving that
+key is a KV v2 mount at exactly `spec.provider.vault.path`), at most once per mount and
+call; otherwise the key gets a KeyFailure (NotFoundUnconfirmed) and nothing is deleted.
+A soft-deleted or destroyed version is an explicit answer about that key (its metadata
+says so) and counts as Missing; an answer without data is a KeyFailure, never an empty
+value.
 
 Authentication (spec.provider.vault.auth, exactly one):
 - kubernetes: a token of the named ServiceAccount from the TokenRequest API (10 minutes,
@@ -46,9 +60,11 @@ from requests.adapters import HTTPAdapter
 from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
-from paved.providers import secretstores
+from paved.providers import deadline, secretstores
 from paved.providers.secretstores import (
     AUTH_FAILED,
+    NOT_FOUND_UNCONFIRMED,
+    STORE_TIMEOUT,
     UNREACHABLE,
     Credentials,
     StoreConfig,
@@ -61,7 +77,8 @@ PROVIDER = "vault"
 SA_TOKEN_SECONDS = 600  # the TokenRequest minimum; used once, for the login
 RELOGIN_MARGIN = 0.2  # re-login when less than 20 % of the token's TTL is left ...
 RELOGIN_MIN_SECONDS = 30.0  # ... or less than this
-REQUEST_TIMEOUT = 10
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 10.0  # seconds to wait for an answer (per request, capped by the caller's deadline)
 ATTEMPTS = 3
 MAX_WAIT_SECONDS = 2.0
 
@@ -69,7 +86,6 @@ T = TypeVar("T")
 
 _TRANSIENT = (
     requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
     vault_errors.VaultDown,
     vault_errors.InternalServerError,
     vault_errors.BadGateway,
@@ -84,6 +100,8 @@ def operation_of(path: str) -> str:
         return "login"
     if path.startswith("/v1/auth/token/lookup-self"):
         return "lookup-self"
+    if path.startswith("/v1/sys/internal/ui/mounts/"):
+        return "mount-check"
     if "/metadata/" in path:
         return "read-metadata"
     if "/data/" in path:
@@ -92,13 +110,20 @@ def operation_of(path: str) -> str:
 
 
 class _CountingAdapter(HTTPAdapter):
-    """Counts every HTTP request the client really sends; sends none outside leadership (paved.fence)."""
+    """Counts every HTTP request the client really sends and caps its timeout to the deadline;
+    sends none outside leadership (paved.fence)."""
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if not fence.WRITES.permits():
             raise requests.exceptions.ConnectionError(fence.WRITES.why_not())
+        kwargs["timeout"] = deadline.timeout(kwargs.get("timeout"))
         count_call(PROVIDER, operation_of(request.path_url or ""))
         return super().send(request, *args, **kwargs)
+
+
+def _retried(error: BaseException) -> bool:
+    # ConnectTimeout is a ConnectionError too, but like a read timeout it already waited in full.
+    return isinstance(error, _TRANSIENT) and not isinstance(error, requests.exceptions.Timeout)
 
 
 def _credential(field: str, read: Callable[[], str]) -> str:
@@ -143,7 +168,9 @@ class VaultStore:
         adapter = _CountingAdapter(pool_connections=2, pool_maxsize=4)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        self.client = hvac.Client(url=spec.server, verify=verify, timeout=REQUEST_TIMEOUT, session=session)
+        self.client = hvac.Client(url=spec.server, verify=verify, timeout=(CONNECT_TIMEOUT, REQUEST_TIMEOUT),  # type: ignore[arg-type]
+                                  session=session)
+        self._kv2_mount: bool | None = None  # this call's mount preflight (None: not made yet)
 
     def _validate(self) -> None:
         auth = self.spec.auth
@@ -162,20 +189,25 @@ class VaultStore:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one hvac call with brief transient retries; map store-level failures to StoreError."""
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_TRANSIENT),
-            wait=tenacity.wait_random_exponential(multiplier=0.2, max=MAX_WAIT_SECONDS),
-            stop=tenacity.stop_after_attempt(ATTEMPTS),
+            retry=tenacity.retry_if_exception(_retried),
+            wait=deadline.wait_within(tenacity.wait_random_exponential(multiplier=0.2, max=MAX_WAIT_SECONDS)),
+            stop=tenacity.stop_after_attempt(ATTEMPTS) | deadline.stop_at_deadline,
             reraise=True,
         )
+        reason = UNREACHABLE
         try:
             return retrying(fn)
+        except deadline.DeadlineExceeded as error:
+            message, reason = f"vault {self.spec.server}: no answer during {what} before {error}", STORE_TIMEOUT
+        except requests.exceptions.ReadTimeout:
+            message, reason = f"vault {self.spec.server} accepted the connection but did not answer during {what}", STORE_TIMEOUT
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             kind = "TLS verification failed" if isinstance(error, requests.exceptions.SSLError) else type(error).__name__
             message = f"vault {self.spec.server} unreachable during {what}: {kind}"
         except (vault_errors.VaultDown, vault_errors.InternalServerError, vault_errors.BadGateway,
                 vault_errors.RateLimitExceeded, vault_errors.VaultNotInitialized) as error:
             message = f"vault {self.spec.server} failed during {what}: {type(error).__name__}: {_errors_of(error)}"
-        raise StoreError(redact(message, self._secrets), reason=UNREACHABLE)
+        raise StoreError(redact(message, self._secrets), reason=reason)
 
     def _auth_failed(self, what: str, detail: str, field: str) -> StoreError:
         return StoreError(redact(f"{field}: {what} refused: {detail}", self._secrets), reason=AUTH_FAILED, field=field)
@@ -290,12 +322,36 @@ class VaultStore:
             results[remote] = KeyFailure("PermissionDenied", f"vault policy denies reading {self.mount}/{remote.key}")
         return results
 
+    def _mount_is_kv2(self, remote: RemoteKey) -> bool:
+        """Whether the mount serving `remote` is a KV v2 mount at exactly the store's path (the
+        `vault kv` CLI's preflight); asked at most once per versions()/fetch() call."""
+        if self._kv2_mount is None:
+            try:
+                answer = self._call("mount check", lambda: self.client.adapter.get(
+                    f"/v1/sys/internal/ui/mounts/{self.mount}/{remote.key}"))
+            except vault_errors.VaultError:  # 403 is also the answer for "no such mount"
+                self._kv2_mount = False
+            else:
+                data = (answer or {}).get("data") if isinstance(answer, dict) else None
+                data = data if isinstance(data, dict) else {}
+                self._kv2_mount = (str(data.get("path", "")).strip("/") == self.mount and data.get("type") == "kv"
+                                   and str((data.get("options") or {}).get("version")) == "2")
+        return self._kv2_mount
+
+    def _not_found(self, remote: RemoteKey, endpoint: str) -> Missing | KeyFailure:
+        """A 404 for `remote`: Missing if the store's KV v2 mount answered it, else unconfirmed."""
+        if self._mount_is_kv2(remote):
+            return Missing("no such path")
+        return KeyFailure(NOT_FOUND_UNCONFIRMED, (
+            f"vault answered 404 for {self.mount}/{endpoint}/{remote.key}, but {self.mount!r} is not a KV v2 mount "
+            "this token can see (disabled, or a wrong spec.provider.vault.path?); not treated as deleted"))
+
     def _read_metadata(self, remote: RemoteKey) -> KeyState:
         try:
             answer = self._call("metadata read", lambda: self.client.secrets.kv.v2.read_secret_metadata(
                 path=remote.key, mount_point=self.mount))
         except vault_errors.InvalidPath:
-            return Missing("no such path")
+            return self._not_found(remote, "metadata")
         except vault_errors.InvalidRequest as error:
             return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/metadata/{remote.key}: {_errors_of(error)}")
         except vault_errors.Forbidden:
@@ -305,8 +361,12 @@ class VaultStore:
                 self._prefetched[remote] = value
                 return Present(value.version)
             return value
-        data = answer.get("data") or {}
-        versions = data.get("versions") or {}
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("versions"), dict):
+            return KeyFailure(NOT_FOUND_UNCONFIRMED, (
+                f"vault answered {self.mount}/metadata/{remote.key} without KV v2 metadata (is {self.mount!r} a KV v2 "
+                "mount?); not treated as deleted"))
+        versions = data["versions"]
         version = remote.version or str(data.get("current_version") or "")
         entry = versions.get(version)
         if not entry:
@@ -319,21 +379,31 @@ class VaultStore:
         try:
             answer = self._call("data read", lambda: self.client.secrets.kv.v2.read_secret_version(
                 path=remote.key, version=remote.version, mount_point=self.mount, raise_on_deleted_version=True))
-        except vault_errors.InvalidPath:
-            return Missing("no such path or version")
+        except vault_errors.InvalidPath as error:
+            # KV v2 answers a deleted or destroyed version with a 404 whose body says so: explicit.
+            metadata = ((error.json or {}).get("data") or {}).get("metadata") if isinstance(error.json, dict) else None
+            if isinstance(metadata, dict) and (metadata.get("deletion_time") or metadata.get("destroyed")):
+                version = metadata.get("version") or remote.version
+                return Missing(f"version {version} is deleted" if version else "the latest version is deleted")
+            return self._not_found(remote, "data")
         except vault_errors.InvalidRequest as error:
             return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/data/{remote.key}: {_errors_of(error)}")
-        data = answer.get("data") or {}
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return KeyFailure(NOT_FOUND_UNCONFIRMED, (
+                f"vault answered {self.mount}/data/{remote.key} without data; not treated as deleted, nothing written"))
         metadata = data.get("metadata") or {}
-        return RemoteValue(str(metadata.get("version") or remote.version or ""), dict(data.get("data") or {}))
+        return RemoteValue(str(metadata.get("version") or remote.version or ""), dict(data["data"]))
 
     def versions(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, KeyState]:
         with self._lock:
             self._prefetched = {}
+            self._kv2_mount = None
             return self._with_relogin(keys, self._read_metadata)  # type: ignore[return-value]
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         with self._lock:
+            self._kv2_mount = None
             ready = {remote: self._prefetched.pop(remote) for remote in keys if remote in self._prefetched}
             rest = [remote for remote in keys if remote not in ready]
             results: dict[RemoteKey, FetchResult] = dict(ready)
