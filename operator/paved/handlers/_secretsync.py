@@ -50,14 +50,16 @@ from paved.kube import events as kube_events
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, list_pages, request, resource_info
 from paved.providers.base import Owner
+from paved.api.platform import nothing_allowed
 from paved.providers.secretstores import (
     AUTH_FAILED,
     CREDENTIALS_MISSING,
     StoreConfig,
     StoreError,
     StoreProviders,
+    platform_endpoints,
 )
-from paved.secretsync import access, plan, restart, target
+from paved.secretsync import access, plan, restart, target, tenancy
 from paved.secretsync.model import CLUSTER_SECRET_STORE, SECRET_STORE, RefSpec, StoreFailure, StoreKey
 from paved.secretsync.state import SyncState
 from paved.secretsync.values import redact
@@ -87,6 +89,9 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 Listing = Mapping[str, Mapping[str, dict[str, Any]]]
 
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
+# (kind, namespace) -> what IntentPolicies allow it (paved.policy.allowances); the operator
+# passes the policy index's, the default allows nothing.
+AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]
 
 
 def _iso(moment: float) -> str:
@@ -267,8 +272,9 @@ class SyncEngine:
     """Registered refs, one loop, cycles batched by store (see the module docstring)."""
 
     def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
-                 write_workers: int = WRITE_WORKERS) -> None:
+                 write_workers: int = WRITE_WORKERS, allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
         self.kube = kube
+        self.allowances = allowances
         self.write_workers = write_workers
         self._writers: ThreadPoolExecutor | None = None
         self._hash_key: bytes | None = None
@@ -428,6 +434,27 @@ class SyncEngine:
         spec = kind_info(key.kind).parse_spec(body.get("spec"))
         return StoreConfig(key, spec.provider, key.namespace or operator_namespace()), spec  # type: ignore[attr-defined]
 
+    def store_refusal(self, key: StoreKey, config: StoreConfig) -> str | None:
+        """Why a SecretStore may not act as its spec says (paved.secretsync.tenancy), or None. A
+        refused store's provider is dropped: nothing is read with it, not even a cached session."""
+        if key.cluster:
+            return None
+        found = tenancy.refusals(key, config.provider, self.allowances(SECRET_STORE, key.namespace), platform_endpoints())
+        if not found:
+            return None
+        self.providers.forget(key)
+        return tenancy.describe(found)
+
+    def permissions_changed(self) -> list[StoreKey]:
+        """What IntentPolicies allow may have changed: the refs of every SecretStore are due at
+        once. Returns those SecretStores (their Ready is the caller's to check again)."""
+        with self._stores_lock:
+            keys = [key for key, body in self._stores.items() if body is not None and not key.cluster]
+        now = self.clock()
+        if sum(self.state.store_changed(key, now) for key in keys):
+            self._wake.set()
+        return keys
+
     def _sync_store(
         self,
         key: StoreKey,
@@ -453,6 +480,11 @@ class SyncEngine:
             invalid = plan.failure(plan.STORE_INVALID, f"spec.storeRef.name: {key} is invalid: {'; '.join(error.problems)}",
                                    field="spec.storeRef.name", asked_backend=False)
             return [(m, invalid) for m in memories]
+        refused = self.store_refusal(key, config)
+        if refused:
+            not_allowed = plan.failure(tenancy.STORE_NOT_ALLOWED, f"spec.storeRef.name: {key} may not act: {refused}; "
+                                       "nothing was read", field="spec.storeRef.name", asked_backend=False, retry=False)
+            return [(m, not_allowed) for m in memories]
         outcomes: list[tuple[plan.RefMemory, plan.Decision]] = []
         allowed = memories
         if key.cluster:
@@ -653,6 +685,9 @@ class SyncEngine:
         generation = (body.get("metadata") or {}).get("generation")
         try:
             config, _ = self.store_config(key, body)
+            refused = self.store_refusal(key, config)
+            if refused:
+                raise StoreError(f"{refused}; nothing was read", reason=tenancy.REASON, retryable=False)
             identity = self.providers.get(config).check()
             ready = (READY, True, "Authenticated", f"authenticated as {identity}")
         except SpecError as error:

@@ -426,6 +426,9 @@ def policy_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, 
     metadata = body.get("metadata") or {}
     if note_allowances(metadata.get("name") or "", None if type == "DELETED" else body.get("spec")):
         _compose.allowances_changed()
+        from paved.handlers import secrets  # here: paved.handlers.secrets imports this module
+
+        secrets.allowances_changed()
     if type == "DELETED":
         audit.request_full()
         return

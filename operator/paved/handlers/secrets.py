@@ -13,7 +13,11 @@ Handlers do not sync. They validate and *register*:
   the policy audit (paved.handlers.policy.observe_intent).
 - SecretStore / ClusterSecretStore events (Kopf) feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
-  run a real authentication check and write the store's Ready condition.
+  run a real authentication check and write the store's Ready condition. A SecretStore that
+  would act with the operator's credentials or at an endpoint the platform did not give it
+  (paved.secretsync.tenancy) is refused before anything is asked of a backend; when
+  IntentPolicy allowances change (`allowances_changed`), every SecretStore is checked again
+  and its refs sync again at once.
 - Target Secret events (a watch of Paved's own too, selected by target.TARGET_LABEL on the
   API server): a target edited or deleted by hand makes its ref due at once, marked for repair.
 
@@ -32,6 +36,7 @@ import kopf
 
 from paved import API_VERSION, GROUP, VERSION
 from paved.api.kinds import SpecError, kind_info
+from paved.errors import located
 from paved.handlers._secretsync import (
     REF_KIND,
     STORE_CHECK_INTERVAL,
@@ -39,7 +44,7 @@ from paved.handlers._secretsync import (
     KubeApi,
     SyncEngine,
 )
-from paved.handlers import policy
+from paved.handlers import _compose, policy
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
@@ -63,7 +68,7 @@ def engine() -> SyncEngine:
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None:
-            _ENGINE = SyncEngine(KubeApi())
+            _ENGINE = SyncEngine(KubeApi(), allowances=_compose.allowances)
         return _ENGINE
 
 
@@ -153,6 +158,28 @@ def _store_check(kind: str) -> Callable[..., None]:
             patch.status[key] = value
 
     return handler
+
+
+def allowances_changed() -> None:
+    """What IntentPolicies allow changed (paved.handlers.policy): the refs of every SecretStore
+    sync again at once, and each SecretStore's Ready is checked again, off the caller's thread."""
+    stores = engine().permissions_changed()
+    if stores:
+        threading.Thread(target=_recheck_stores, args=(stores,), name="paved-store-recheck", daemon=True).start()
+
+
+def _recheck_stores(keys: list[StoreKey]) -> None:
+    for key in keys:
+        try:
+            live = kube_apply.get(API_VERSION, key.kind, key.name, key.namespace)
+            if live is None:
+                continue
+            delta = kube_status.status_delta(dict(live.get("status") or {}), engine().check_store(key, live))
+            if delta:
+                kube_status.patch_status(API_VERSION, key.kind, key.namespace, key.name, delta,
+                                         resource_version=(live.get("metadata") or {}).get("resourceVersion"))
+        except Exception as error:  # noqa: BLE001 - the store's own timer checks it again
+            log.warning("re-checking %s after an allowance change failed: %s", key, located(error))
 
 
 for _kind, _plural in STORE_PLURALS.items():
