@@ -365,3 +365,35 @@ def test_bad_input_gets_a_condition_naming_the_field_and_moves_no_traffic(shop: 
     assert shop.get("httproute", "direct")["metadata"]["resourceVersion"] == direct_before
     assert shop.route_weights() == (100, 0)
     assert shop.get("httproute", "checkout")["metadata"]["generation"] == 1
+
+
+def test_paved_never_calls_the_metadata_endpoint_or_the_api_server_for_a_tenant(shop: Shop, control_plane: Any) -> None:
+    """A tenant's URLs that point at the cloud metadata endpoint or at the API server itself,
+    however spelled, are refused before any request, naming the field; nothing moves."""
+    api_port = control_plane.server.rsplit(":", 1)[1]
+    hook = {"name": "notify", "type": "rollout"}
+    cases = {  # rollout -> (its spec, the field named, what the message says)
+        "imds": ({"analysis": {"prometheus": {"address": "http://169.254.169.254/latest/meta-data/iam?x="},
+                               "metrics": [SUCCESS_RATE]}}, "spec.analysis.prometheus.address", "link-local"),
+        "imds-decimal": ({"webhooks": [{**hook, "url": "http://2852039166/latest/api/token"}]},
+                         "spec.webhooks[0].url", "resolves to 169.254.169.254"),
+        "api-server": ({"analysis": {"prometheus": {"address": control_plane.server}, "metrics": [SUCCESS_RATE]}},
+                       "spec.analysis.prometheus.address", "Kubernetes API server"),
+        "api-server-by-name": ({"webhooks": [{**hook, "url": f"https://localhost:{api_port}/api/v1/secrets"}]},
+                               "spec.webhooks[0].url", "Kubernetes API server"),
+        "api-server-service": ({"webhooks": [{**hook, "url": "https://kubernetes.default.svc/api"}]},
+                               "spec.webhooks[0].url", "Kubernetes API server"),
+    }
+    for name, (spec, _, _) in cases.items():
+        shop.apply(shop.rollout(name, **spec))
+    for name, (_, field, says) in cases.items():
+        condition = wait_for(lambda n=name: (c := shop.condition("Ready", n)).get("reason") and c, timeout=30,
+                             what=f"a Ready condition on {name}")
+        assert (condition["status"], condition["reason"]) == ("False", "EndpointRefused"), (name, condition)
+        assert condition["message"].startswith(f"{field}: ") and says in condition["message"], (name, condition["message"])
+        assert "AnyEndpoint" in condition["message"]
+        status = shop.status(name)
+        assert "no traffic moved" in status["message"] and not status.get("canaryWeight"), status
+    assert not shop.exists("deployment", "checkout-canary") and not shop.exists("deployment", "checkout-stable")
+    assert shop.route_weights() == (100, 0)
+    assert shop.get("httproute", "checkout")["metadata"]["generation"] == 1
