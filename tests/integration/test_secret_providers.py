@@ -325,10 +325,13 @@ def test_secrets_manager_credentials_from_a_secret_and_an_assumed_role(aws_env: 
     assert caught.value.reason == "CredentialsMissing" and "app/aws" in str(caught.value)
 
 
-def test_secrets_manager_as_a_service_account_exchanged_for_a_role(aws_env: Any, boto3_client: Any) -> None:
-    """AssumeRoleWithWebIdentity with a token of the store's ServiceAccount: unsigned (the operator's
-    own credentials, AWS_ACCESS_KEY_ID=testing here, are never used), once, audience sts.amazonaws.com."""
+def test_secrets_manager_as_a_service_account_exchanged_for_a_role(aws_env: Any, boto3_client: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """AssumeRoleWithWebIdentity with a token of the store's ServiceAccount: once, audience
+    sts.amazonaws.com, and without the operator's own credentials, which are not even looked up:
+    its environment holds half a key pair here, so any lookup would fail (PartialCredentialsError)."""
     boto3_client("secretsmanager").create_secret(Name="db", SecretString="x")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     minted: list[tuple[str, str, list[str], int]] = []
 
     def token(namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
