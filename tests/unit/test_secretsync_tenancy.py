@@ -37,18 +37,18 @@ def allowing(*names: str) -> dict[str, list[str]]:
 
 def fields(provider: SecretStoreProvider, allowed: dict[str, list[str]] | None = None, key: StoreKey = TENANT,
            platform: PlatformEndpoints = PLATFORM) -> list[str]:
-    return [r.field for r in refusals(key, provider, allowed or nothing_allowed(), platform)]
+    return [r.path for r in refusals(key, provider, allowed or nothing_allowed(), platform)]
 
 
 def test_aws_without_own_credentials_would_borrow_the_operators_and_is_refused() -> None:
     [refusal] = refusals(TENANT, aws(), nothing_allowed(), PLATFORM)
-    assert refusal.field == "spec.provider.aws.auth"
+    assert refusal.path == "spec.provider.aws.auth"
     text = str(refusal)
     assert "operator's own AWS credentials" in text and "namespace evil" in text
     assert "auth.secretRef" in text and "auth.serviceAccountRef" in text and "OperatorCredentials" in text
     # A role alone is assumed with the operator's credentials: the same borrowing.
     [alone] = refusals(TENANT, aws(auth={"role": ROLE}), nothing_allowed(), PLATFORM)
-    assert alone.field == "spec.provider.aws.auth" and f"assume {ROLE} with the operator's own" in alone.message
+    assert alone.path == "spec.provider.aws.auth" and f"assume {ROLE} with the operator's own" in alone.message
 
 
 @pytest.mark.parametrize("auth", [
@@ -74,7 +74,7 @@ def test_a_service_account_of_another_namespace_is_refused_whatever_is_allowed()
     assert fields(foreign, everything) == ["spec.provider.aws.auth.serviceAccountRef.namespace"]
     kubernetes = {"kubernetes": {"role": "r", "serviceAccountRef": {"name": "reader", "namespace": "victim"}}}
     [refusal] = refusals(TENANT, vault(**kubernetes), everything, PLATFORM)
-    assert refusal.field == "spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace"
+    assert refusal.path == "spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace"
     assert "its own namespace (evil), not of victim" in refusal.message
     assert fields(foreign, key=CLUSTER) == [] and fields(vault(**kubernetes), key=CLUSTER) == []
 
@@ -87,7 +87,7 @@ def test_aws_endpoint_may_only_be_the_platforms(url: str) -> None:
 def test_a_foreign_aws_endpoint_is_refused_unless_allowed() -> None:
     store = aws(endpointURL="http://attacker.example:80", auth={"secretRef": SECRET_REF})
     [refusal] = refusals(TENANT, store, nothing_allowed(), PLATFORM)
-    assert refusal.field == "spec.provider.aws.endpointURL"
+    assert refusal.path == "spec.provider.aws.endpointURL"
     assert "http://127.0.0.1:5000" in refusal.message and "AnyEndpoint" in refusal.message
     assert "attacker" not in refusal.message  # messages name the platform's endpoint, not echo the tenant's
     assert fields(store, allowing("AnyEndpoint")) == []
@@ -103,7 +103,7 @@ def test_vault_server_may_only_be_the_platforms() -> None:
     assert fields(vault()) == []
     assert fields(vault("https://VAULT.platform:8200/")) == []
     [refusal] = refusals(TENANT, vault("https://vault.attacker:8200"), nothing_allowed(), PLATFORM)
-    assert refusal.field == "spec.provider.vault.server" and "https://vault.platform:8200" in refusal.message
+    assert refusal.path == "spec.provider.vault.server" and "https://vault.platform:8200" in refusal.message
     assert fields(vault("https://vault.platform:8201")) == ["spec.provider.vault.server"]  # another port
     assert fields(vault("http://vault.platform:8200")) == ["spec.provider.vault.server"]  # another scheme
     assert fields(vault("https://vault.attacker:8200"), allowing("AnyEndpoint")) == []

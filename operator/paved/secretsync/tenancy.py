@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from paved.api.platform import ALLOWED_KEYS
 from paved.api.secrets import AwsProvider, SecretStoreProvider, VaultProvider
+from paved.errors import FieldError
 from paved.policy.endpoints import same_endpoint, without_credentials
 from paved.secretsync.model import StoreKey
 
@@ -47,17 +48,8 @@ class PlatformEndpoints:
     vault: str | None = None  # PAVED_VAULT_ADDR; None: the platform names no Vault
 
 
-@dataclass(frozen=True)
-class Refusal:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
 def refusals(key: StoreKey, provider: SecretStoreProvider, allowed: Mapping[str, Sequence[str]],
-             platform: PlatformEndpoints) -> list[Refusal]:
+             platform: PlatformEndpoints) -> list[FieldError]:
     """Why store `key` may not act as `provider` says (empty: it may). `allowed` is what
     IntentPolicies allow SecretStores of its namespace (paved.policy.allowances)."""
     if key.cluster:
@@ -65,7 +57,7 @@ def refusals(key: StoreKey, provider: SecretStoreProvider, allowed: Mapping[str,
     ask = (f"or ask the platform team for an IntentPolicy that allows {{}} to SecretStores in namespace "
            f"{key.namespace} (docs/secrets.md)")
     may = {name: bool(allowed.get(ALLOWED_KEYS[name])) for name in (OPERATOR_CREDENTIALS, ANY_ENDPOINT)}
-    found: list[Refusal] = []
+    found: list[FieldError] = []
     if provider.aws is not None:
         found += _aws(key.namespace, provider.aws, may, platform, ask)
     if provider.vault is not None:
@@ -73,31 +65,31 @@ def refusals(key: StoreKey, provider: SecretStoreProvider, allowed: Mapping[str,
     return found
 
 
-def describe(found: Sequence[Refusal]) -> str:
+def describe(found: Sequence[FieldError]) -> str:
     return "; ".join(str(refusal) for refusal in found)
 
 
-def _foreign_namespace(field: str, namespace: str | None, own: str) -> list[Refusal]:
+def _foreign_namespace(field: str, namespace: str | None, own: str) -> list[FieldError]:
     if namespace is None or namespace == own:
         return []
-    return [Refusal(field, f"a SecretStore may only use ServiceAccounts of its own namespace ({own}), "
+    return [FieldError(field, f"a SecretStore may only use ServiceAccounts of its own namespace ({own}), "
                            f"not of {namespace}; remove the field or use a ClusterSecretStore")]
 
 
-def _endpoint(field: str, url: str, platform: str | None, theirs: str, fix: str, may: bool, ask: str) -> list[Refusal]:
+def _endpoint(field: str, url: str, platform: str | None, theirs: str, fix: str, may: bool, ask: str) -> list[FieldError]:
     if may or same_endpoint(url, platform):
         return []
-    return [Refusal(field, f"a SecretStore calls only the platform's endpoints and {theirs}; {fix}"
+    return [FieldError(field, f"a SecretStore calls only the platform's endpoints and {theirs}; {fix}"
                            f"use a ClusterSecretStore, {ask.format(ANY_ENDPOINT)}")]
 
 
-def _aws(namespace: str, aws: AwsProvider, may: Mapping[str, bool], platform: PlatformEndpoints, ask: str) -> list[Refusal]:
-    found: list[Refusal] = []
+def _aws(namespace: str, aws: AwsProvider, may: Mapping[str, bool], platform: PlatformEndpoints, ask: str) -> list[FieldError]:
+    found: list[FieldError] = []
     auth = aws.auth
     if (auth is None or (auth.secretRef is None and auth.serviceAccountRef is None)) and not may[OPERATOR_CREDENTIALS]:
         borrowed = (f"assume {auth.role} with the operator's own AWS credentials" if auth is not None and auth.role
                     else "use the operator's own AWS credentials (its default credential chain)")
-        found.append(Refusal("spec.provider.aws.auth", (
+        found.append(FieldError("spec.provider.aws.auth", (
             f"without secretRef or serviceAccountRef this store would {borrowed}, and a SecretStore acts only with "
             f"credentials of its own namespace: set auth.secretRef (keys in a Secret of namespace {namespace}) or "
             f"auth.serviceAccountRef with auth.role (a ServiceAccount of namespace {namespace}, exchanged for the role "
@@ -113,7 +105,7 @@ def _aws(namespace: str, aws: AwsProvider, may: Mapping[str, bool], platform: Pl
     return found
 
 
-def _vault(namespace: str, vault: VaultProvider, may: Mapping[str, bool], platform: PlatformEndpoints, ask: str) -> list[Refusal]:
+def _vault(namespace: str, vault: VaultProvider, may: Mapping[str, bool], platform: PlatformEndpoints, ask: str) -> list[FieldError]:
     if platform.vault:
         theirs, fix = f"the platform's Vault is {without_credentials(platform.vault)} (PAVED_VAULT_ADDR)", "name that, "
     else:
