@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from paved.policy.endpoints import (
     API_SERVER_REASON,
     LINK_LOCAL_REASON,
+    METADATA,
+    METADATA_REASON,
     ApiServer,
     address_problem,
     same_endpoint,
@@ -39,6 +41,12 @@ NOTHING = ApiServer()
 def test_link_local_literals_are_refused(url: str) -> None:
     problem = url_problem(url, [], NOTHING)
     assert problem is not None and LINK_LOCAL_REASON in problem
+
+
+@pytest.mark.parametrize("url", ["http://[fd00:ec2::254]/latest/meta-data/", "http://100.100.100.200/latest/meta-data/",
+                                 "http://[::ffff:100.100.100.200]/"])
+def test_metadata_endpoints_outside_link_local_are_refused(url: str) -> None:
+    assert url_problem(url, [], NOTHING) == f"{target(url).host} is {METADATA_REASON}"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("host", "resolved"), [
@@ -101,7 +109,7 @@ link_local_v4 = st.integers(0, 2**16 - 1).map(lambda n: ipaddress.IPv4Address((1
 link_local_v6 = st.integers(0, 2**118 - 1).map(lambda n: ipaddress.IPv6Address((0xFE80 << 112) + n))
 ports = st.integers(1, 65535)
 public_v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address).filter(
-    lambda a: not (a.is_link_local or a.is_unspecified or a.is_loopback))
+    lambda a: not (a.is_link_local or a.is_unspecified or a.is_loopback or a in METADATA))
 
 
 @given(address=st.one_of(link_local_v4, link_local_v6), port=ports)

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from paved import API_VERSION, operator_namespace, ratelimit
 from paved.errors import located
 from paved.api.common import READY, STALE, now_rfc3339
+from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
 from paved.kube import apply as kube_apply
 from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
@@ -50,7 +51,6 @@ from paved.kube import events as kube_events
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, list_pages, request, resource_info
 from paved.providers.base import Owner
-from paved.api.platform import nothing_allowed
 from paved.providers.secretstores import (
     AUTH_FAILED,
     CREDENTIALS_MISSING,

@@ -5,7 +5,9 @@ Paved, from inside the operator's network position, send a request there. Two ki
 destination are refused unless an IntentPolicy allows the namespace `AnyEndpoint`:
 
 - link-local addresses, 169.254.0.0/16 and fe80::/10: the cloud metadata endpoint lives
-  there (169.254.169.254, fd00:ec2::254 aside), and with it the node's cloud credentials;
+  there (169.254.169.254), and with it the node's cloud credentials; so do the metadata
+  endpoints outside that range, AWS's over IPv6 (fd00:ec2::254) and Alibaba Cloud's
+  (100.100.100.200);
 - the Kubernetes API server's own address: the names `kubernetes.default` and
   `kubernetes.default.svc*` on any port, the host of the operator's kube client
   configuration at its port, and every address those resolve to, at that port.
@@ -36,7 +38,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 API_SERVER_NAMES = ("kubernetes.default", "kubernetes.default.svc")  # and kubernetes.default.svc.<cluster domain>
 DEFAULT_PORTS = {"http": 80, "https": 443}
+METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
 LINK_LOCAL_REASON = "a link-local address (where the cloud metadata endpoint lives)"
+METADATA_REASON = "a cloud metadata endpoint"
 API_SERVER_REASON = "the Kubernetes API server"
 
 
@@ -121,6 +125,8 @@ def address_problem(address: IPAddress, port: int, api_server: ApiServer) -> str
         return "the unspecified address (connecting to it reaches the operator's own host)"
     if any(plain in network for network in LINK_LOCAL if network.version == plain.version):
         return LINK_LOCAL_REASON
+    if plain in METADATA:
+        return METADATA_REASON
     if any(port == server_port and _same_server(plain, _plain(server)) for server, server_port in api_server.addresses):
         return API_SERVER_REASON
     return None

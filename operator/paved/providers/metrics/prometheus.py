@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
 import requests
 import tenacity
 
