@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import delta  # noqa: E402
+from paved.api.platform import nothing_allowed  # noqa: E402
 from paved.dev.moto import start_moto  # noqa: E402
 from paved.dev.openbao import start_openbao  # noqa: E402
 from paved.engines.secretsync import SyncEngine  # noqa: E402
@@ -45,6 +46,7 @@ from paved.secretsync import target  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
 
 NAMESPACE = "bench"
+PLATFORM_ALLOWANCES = {**nothing_allowed(), "operatorCredentials": ["bench"], "anyEndpoint": ["bench"]}
 
 
 class MemoryKube:
@@ -136,7 +138,9 @@ def run_scenario(
     clock = Clock()
     key = StoreKey("SecretStore", NAMESPACE, store["metadata"]["name"])
     kube = MemoryKube({key: store}, credentials)
-    engine = SyncEngine(kube, clock=clock, write_workers=1)  # the stub counts writes unlocked
+    # write_workers=1: the stub counts writes unlocked. The bench is the platform here: its stores
+    # use this process's moto credentials and its own OpenBao, as an IntentPolicy could allow.
+    engine = SyncEngine(kube, clock=clock, write_workers=1, allowances=lambda kind, namespace: PLATFORM_ALLOWANCES)
     for i in range(refs):
         engine.register(parse_ref(ref_body(i, keys[i % len(keys)], key.name, properties)), None)
     rows = []

@@ -102,12 +102,15 @@ def fill_moto(env: BenchEnv, distinct: int) -> None:
 
 
 def create_store(env: BenchEnv, namespace: str) -> None:
-    """The namespace and the SecretStore on moto (the operator's PAVED_AWS_ENDPOINT_URL), Ready."""
+    """The namespace, the ServiceAccount the example store acts as, and the SecretStore on moto
+    (the operator's PAVED_AWS_ENDPOINT_URL, whose STS accepts the account's token), Ready."""
     assert env.moto is not None
     env.create_namespace(namespace)
     store = copy.deepcopy(STORE_TEMPLATE)
     store["metadata"] = {"name": store["metadata"]["name"], "namespace": namespace}
     store["spec"]["provider"]["aws"]["region"] = env.moto.region
+    account = store["spec"]["provider"]["aws"]["auth"]["serviceAccountRef"]["name"]
+    env.plane.apply_objects([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": namespace}}])
     with ReadyWatcher(env.api, GROUP, VERSION, STORE_PLURAL, namespace) as watcher:
         started = create_objects(env.api, [store])
         if not watcher.wait(started, 60):

@@ -1,4 +1,4 @@
-"""Describing an unexpected error without its message.
+"""Describing errors: a problem in a spec by its field, an unexpected error without its message.
 
 An exception's message can quote whatever the failing code held, a secret value included
 (a provider's answer, a Secret's body). Where such an error is logged or put into status,
@@ -9,6 +9,18 @@ from __future__ import annotations
 
 import os
 import traceback
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem in the spec: `path` is the field (e.g. `spec.steps[2].setWeight`)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
 
 
 def located(error: BaseException) -> str:

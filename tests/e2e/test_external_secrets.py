@@ -11,6 +11,13 @@ ClusterSecretStore refuses keys outside a namespace's prefix without reading the
 audit log proves it); bad input gives conditions naming the field while neighbours keep
 syncing; and no secret value ever shows up in the operator's log, Events or status.
 
+The operator runs here as a platform would run it: moto is its AWS endpoint
+(PAVED_AWS_ENDPOINT_URL, with credentials of its own) and the session's OpenBao its Vault
+(PAVED_VAULT_ADDR, PAVED_VAULT_TOKEN = the root token). Tenants never borrow that power: a
+tenant's SecretStore without credentials of its namespace, or naming an endpoint of its own,
+is refused and reads nothing (moto's request recording, OpenBao's audit log and the
+operator's call counter prove it), unless an IntentPolicy allows the namespace.
+
 The outage test needs an OpenBao that can die and come back with its data: `bao server`
 with raft storage on disk (init + unseal through the API), function-scoped, defined here.
 """
@@ -23,6 +30,7 @@ import os
 import secrets as random
 import signal
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -130,6 +138,31 @@ def deployment(name: str, secret: str) -> dict[str, Any]:
 
 def kv_put(client: Any, path: str, data: dict[str, str]) -> None:
     client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point="secret")
+
+
+# --- the operator as the platform runs it ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def platform_operator(operator: OperatorProcess, moto_server: MotoServer, openbao: OpenBao) -> Iterator[OperatorProcess]:
+    """The operator restarted with the platform's endpoints and its own credentials (see the
+    module docstring); back to the session's plain environment afterwards."""
+    operator.env = {**moto_server.env(), "PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
+                    "PAVED_VAULT_TOKEN": openbao.root_token}
+    operator.restart()
+    try:
+        yield operator
+    finally:
+        operator.env = {}
+        operator.restart()
+
+
+def allow(kubectl: Kubectl, name: str, namespace: str, kinds: list[str], *allowances: str) -> None:
+    """An IntentPolicy allowing `allowances` to `kinds` in `namespace` (the API server labels every
+    namespace with kubernetes.io/metadata.name)."""
+    apply(kubectl, {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": name},
+                    "spec": {"match": {"kinds": kinds, "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}}}, "allow": list(allowances)}})
 
 
 # --- Vault with Kubernetes auth -------------------------------------------------------------------
@@ -407,6 +440,8 @@ def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
              timeout=20, what="the KV engine to accept writes")
     client.sys.create_or_update_policy("read", 'path "secret/*" { capabilities = ["read"] }')
     token = client.auth.token.create(policies=["read"], ttl="2h")["auth"]["client_token"]
+    # This Vault is not the platform's (PAVED_VAULT_ADDR): the platform allows the namespace to name it.
+    allow(kubectl, f"{namespace}-any-endpoint", namespace, ["SecretStore"], "AnyEndpoint")
     apply(kubectl,
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-token"}, "stringData": {"token": token}},
           {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "bao"},
@@ -435,6 +470,7 @@ def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
     wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", type_="Stale", timeout=10)
     after = get(kubectl, "secret", "db-credentials", namespace) or {}
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # same content: not rewritten
+    kubectl("delete", "intentpolicy", f"{namespace}-any-endpoint", check=False)
 
 
 def _try(action: Any) -> bool:
@@ -486,6 +522,215 @@ def test_cluster_store_refuses_keys_outside_the_namespace_prefix(
         assert not {path for path in reads if f"teams/{other}/" in path}, "... the refused one never"
     finally:
         kubectl("delete", "clustersecretstore", store_name, "--wait=false", check=False)
+
+
+# --- tenants never borrow Paved's power -------------------------------------------------------------
+
+ROLE = "arn:aws:iam::123456789012:role/tenant-secrets"
+AWS_READS = ("secretsmanager.ListSecrets", "secretsmanager.BatchGetSecretValue", "secretsmanager.GetSecretValue",
+             "AmazonSSM.GetParameters", "AmazonSSM.DescribeParameters")
+
+
+def aws_store(name: str, region: str, **fields: Any) -> dict[str, Any]:
+    return {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": name},
+            "spec": {"provider": {"aws": {"service": "SecretsManager", "region": region, **fields}}}}
+
+
+def access_key(request: dict[str, Any]) -> str | None:
+    """The access key id a recorded AWS request was signed with (None: unsigned)."""
+    authorization = request["headers"].get("Authorization") or ""
+    return authorization.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in authorization else None
+
+
+STS_EXCHANGES = ("AssumeRole", "AssumeRoleWithWebIdentity")
+
+
+def action(request: dict[str, Any]) -> str:
+    """`secretsmanager.ListSecrets` (JSON protocols) or `AssumeRole` (query protocols: the Action)."""
+    target = request["headers"].get("X-Amz-Target")
+    if target:
+        return str(target)
+    fields = dict(part.split("=", 1) for part in request["body"].split("&") if "=" in part)
+    return fields.get("Action", "?")
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def put_moto_secret(moto_server: MotoServer, name: str, value: dict[str, str]) -> None:
+    sm = moto_server.client("secretsmanager")
+    try:
+        sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+    sm.create_secret(Name=name, SecretString=json.dumps(value))
+
+
+def refused(kubectl: Kubectl, namespace: str, store: str, field: str, ref_name: str) -> None:
+    """The store says NotAllowed naming `field`; its ref says StoreNotAllowed naming
+    spec.storeRef.name and the store's refusal; no Secret."""
+    condition_ = wait_condition(kubectl, "secretstore", store, namespace, status="False", reason="NotAllowed")
+    assert condition_["message"].startswith(f"{field}: "), condition_["message"]
+    assert condition_["message"].endswith("nothing was read")
+    on_ref = wait_condition(kubectl, "esr", ref_name, namespace, status="False", reason="StoreNotAllowed", timeout=30)
+    assert on_ref["message"].startswith(f"spec.storeRef.name: SecretStore {namespace}/{store} may not act: {field}: ")
+    assert get(kubectl, "secret", ref_name, namespace) is None
+
+
+def test_a_tenant_cannot_read_with_the_operators_aws_identity_or_through_an_endpoint_of_its_own(
+    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+) -> None:
+    evil, victim_key = namespace, f"team-b/{namespace}/payments"
+    put_moto_secret(moto_server, victim_key, {"username": "b", "password": marker("team-b")})
+    region = moto_server.region
+    keys = {"accessKeyIDSecretRef": {"name": "evil-keys", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "evil-keys", "key": "secret"}}
+    moto_port = moto_server.endpoint_url.rsplit(":", 1)[1]
+    attempts = {  # store -> (its spec, the field the refusal names)
+        "borrow": ({}, "spec.provider.aws.auth"),
+        "borrow-role": ({"auth": {"role": ROLE}}, "spec.provider.aws.auth"),
+        # moto itself under another name: it would answer, so only the rule stops the read
+        "own-endpoint": ({"endpointURL": f"http://localhost:{moto_port}", "auth": {"secretRef": keys}},
+                         "spec.provider.aws.endpointURL"),
+        "metadata-endpoint": ({"endpointURL": "http://169.254.169.254", "auth": {"secretRef": keys}},
+                              "spec.provider.aws.endpointURL"),
+        "other-account": ({"auth": {"serviceAccountRef": {"name": "paved-operator", "namespace": "paved-system"},
+                                    "role": ROLE}}, "spec.provider.aws.auth.serviceAccountRef.namespace"),
+    }
+    sts_before = operator.metric("paved_provider_api_calls_total", provider="aws-sts")
+    moto_server.start_recording()
+    try:
+        apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "evil-keys"},
+                        "stringData": {"id": "AKIAEVILEVILEVIL0000", "secret": "evil"}}, namespace=evil)
+        for store, (fields, _) in attempts.items():
+            apply(kubectl, aws_store(store, region, **fields), ref(store, store, key=victim_key), namespace=evil)
+        for store, (_, field_path) in attempts.items():
+            refused(kubectl, evil, store, field_path, store)
+        time.sleep(REFRESH + 2)  # store checks and ref cycles have run, and would have again
+        requests = moto_server.recorded()
+    finally:
+        moto_server.stop_recording()
+    assert not [r for r in requests if victim_key in r["body"] or victim_key.replace("/", "%2F") in r["body"]]
+    assert not [r for r in requests if action(r) in AWS_READS and access_key(r) == "testing"], \
+        "nothing was read with the operator's own credentials"
+    assert not [r for r in requests if "localhost" in (r["headers"].get("Host") or "")]
+    assert not [r for r in requests if action(r) in STS_EXCHANGES]
+    assert operator.metric("paved_provider_api_calls_total", provider="aws-sts") == sts_before
+
+
+def test_a_tenant_aws_store_acts_as_its_own_service_account(
+    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+) -> None:
+    value = marker("web-identity")
+    put_moto_secret(moto_server, f"teams/{namespace}/db", {"username": "app", "password": value})
+    moto_server.start_recording()
+    try:
+        apply(kubectl, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}},
+              aws_store("aws", moto_server.region, auth={"serviceAccountRef": {"name": "secrets-reader"}, "role": ROLE}),
+              ref("db-credentials", "aws", key=f"teams/{namespace}/db"), namespace=namespace)
+        ready = wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated")
+        assert f"ServiceAccount {namespace}/secrets-reader" in ready["message"]
+        wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+        requests = moto_server.recorded()
+    finally:
+        moto_server.stop_recording()
+    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}
+    [exchange] = [r for r in requests if action(r) == "AssumeRoleWithWebIdentity"]  # once, then refreshed credentials
+    assert access_key(exchange) is None, "AssumeRoleWithWebIdentity is sent unsigned: no operator credentials"
+    fields = dict(part.split("=", 1) for part in exchange["body"].split("&"))
+    claims = jwt_claims(urllib.parse.unquote(fields["WebIdentityToken"]))
+    assert claims["aud"] == ["sts.amazonaws.com"] and claims["sub"] == f"system:serviceaccount:{namespace}:secrets-reader"
+    reads = [r for r in requests if action(r) in AWS_READS]
+    assert reads and {access_key(r) for r in reads} != {"testing"}
+    assert all((access_key(r) or "").startswith("ASIA") for r in reads), "reads are signed with the role's credentials"
+
+
+def test_an_allowance_lets_a_namespace_use_the_operators_credentials_and_its_withdrawal_stops_it(
+    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+) -> None:
+    value = marker("operator-credentials")
+    put_moto_secret(moto_server, f"platform/{namespace}/db", {"username": "app", "password": value})
+    apply(kubectl, aws_store("aws", moto_server.region), ref("db-credentials", "aws", key=f"platform/{namespace}/db",
+                                                             interval="1h"), namespace=namespace)
+    refused(kubectl, namespace, "aws", "spec.provider.aws.auth", "db-credentials")
+    policy = f"{namespace}-operator-credentials"
+    try:
+        allow(kubectl, policy, namespace, ["SecretStore"], "OperatorCredentials")
+        allowed = time.monotonic()
+        ready = wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated", timeout=30)
+        assert "the operator's default credential chain" in ready["message"]
+        wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+        assert time.monotonic() - allowed < 30, "an allowance takes effect at once, not at the next refresh (1h)"
+        assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}
+    finally:
+        kubectl("delete", "intentpolicy", policy, check=False)
+    wait_condition(kubectl, "secretstore", "aws", namespace, status="False", reason="NotAllowed", timeout=30)
+    wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", reason="StoreNotAllowed", timeout=30)
+    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}  # kept as it was
+
+
+def tokens_issued_by(vault: Any, mount: str) -> list[str]:
+    """Accessors of the live tokens that a login at auth/<mount> issued."""
+    accessors = vault.adapter.list("/v1/auth/token/accessors")["data"]["keys"]
+    issued = []
+    for accessor in accessors:
+        path = vault.auth.token.lookup_accessor(accessor)["data"].get("path", "")
+        if path.startswith(f"auth/{mount}/login"):
+            issued.append(accessor)
+    return issued
+
+
+def test_a_tenant_vault_store_cannot_name_its_own_server_or_another_namespaces_account(
+    kubectl: Kubectl, namespace: str, openbao: OpenBao, control_plane: Any, restartable_openbao: RestartableOpenBao,
+    operator: OperatorProcess
+) -> None:
+    evil = namespace
+    # A Vault the platform does not run, with a token the tenant really holds: the store would work.
+    bao = restartable_openbao
+    client = bao.client()
+    wait_for(lambda: _try(lambda: kv_put(client, "teams/victim/db", {"username": "v", "password": marker("foreign")})),
+             timeout=20, what="the KV engine to accept writes")
+    client.sys.create_or_update_policy("read", 'path "secret/*" { capabilities = ["read"] }')
+    token = client.auth.token.create(policies=["read"], ttl="2h")["auth"]["client_token"]
+    # On the platform's Vault, a role bound to the operator's own ServiceAccount: logging in as it
+    # would work. Its own auth mount, so that a login shows as a token issued by that mount.
+    vault = openbao.client
+    mount = configure_kubernetes_auth(openbao, control_plane, mount=f"k8s-{evil}").mount
+    kv_put(vault, "teams/victim/db", {"username": "v", "password": marker("platform-vault")})
+    vault.sys.create_or_update_policy("victim-read", 'path "secret/*" { capabilities = ["read"] }')
+    vault.auth.kubernetes.create_role("operator-like", bound_service_account_names=["paved-operator"], mount_point=mount,
+                                      bound_service_account_namespaces=["paved-system"], policies=["victim-read"], ttl="1h")
+    try:
+        foreign_lines = len(bao.audit_log.read_text().splitlines())
+        auth_token = {"tokenSecretRef": {"name": "foreign-token", "key": "token"}}
+        attempts = {
+            "own-server": ({"server": bao.addr, "auth": auth_token}, "spec.provider.vault.server"),
+            "metadata-server": ({"server": "http://169.254.169.254", "auth": auth_token}, "spec.provider.vault.server"),
+            "operator-account": ({"server": openbao.addr, "caBundle": Path(openbao.ca_cert).read_text(), "auth": {
+                "kubernetes": {"mountPath": mount, "role": "operator-like",
+                               "serviceAccountRef": {"name": "paved-operator", "namespace": "paved-system"}}}},
+                "spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace"),
+        }
+        apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "foreign-token"}, "stringData": {"token": token}},
+              namespace=evil)
+        for store, (vault_spec, _) in attempts.items():
+            apply(kubectl, {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": store},
+                            "spec": {"provider": {"vault": vault_spec}}},
+                  ref(store, store, key="teams/victim/db"), namespace=evil)
+        for store, (_, field_path) in attempts.items():
+            refused(kubectl, evil, store, field_path, store)
+        # No auth at all (which could only mean the operator's own PAVED_VAULT_TOKEN): the API server refuses it.
+        no_auth = {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "operator-token"},
+                   "spec": {"provider": {"vault": {"server": openbao.addr, "auth": {}}}}}
+        rejected = kubectl("apply", "-n", evil, "-f", "-", input=yaml.safe_dump(no_auth), check=False)
+        assert rejected.returncode != 0 and "spec.provider.vault.auth" in rejected.stderr
+        time.sleep(REFRESH + 2)
+        assert len(bao.audit_log.read_text().splitlines()) == foreign_lines, "the foreign Vault got no request at all"
+        assert not tokens_issued_by(vault, mount), "no login as the operator's ServiceAccount"
+    finally:
+        vault.sys.disable_auth_method(mount)
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -404,6 +404,45 @@ def test_secrets_manager_credentials_from_a_secret_and_an_assumed_role(aws_env: 
     assert caught.value.reason == "CredentialsMissing" and "app/aws" in str(caught.value)
 
 
+def test_secrets_manager_as_a_service_account_exchanged_for_a_role(aws_env: Any, boto3_client: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """AssumeRoleWithWebIdentity with a token of the store's ServiceAccount: once, audience
+    sts.amazonaws.com, and without the operator's own credentials, which are not even looked up:
+    its environment holds half a key pair here, so any lookup would fail (PartialCredentialsError)."""
+    boto3_client("secretsmanager").create_secret(Name="db", SecretString="x")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    minted: list[tuple[str, str, list[str], int]] = []
+
+    def token(namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
+        minted.append((namespace, name, list(audiences), seconds))
+        return "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl"
+
+    role = "arn:aws:iam::123456789012:role/secrets-reader"
+    count = Counted("aws-sts")
+    aws_env.start_recording()
+    try:
+        store = sm_store(aws_env, {"serviceAccountRef": {"name": "reader"}, "role": role}, StaticCredentials(token=token))
+        assert store.check().endswith(f"role {role} assumed with a token of ServiceAccount app/reader")
+        for _ in range(3):
+            store.versions([RemoteKey("db")])
+        requests = aws_env.recorded()
+    finally:
+        aws_env.stop_recording()
+    assert minted == [("app", "reader", ["sts.amazonaws.com"], 600)] and count("assume_role_with_web_identity") == 1
+    [exchange] = [r for r in requests if "Action=AssumeRoleWithWebIdentity" in r["body"]]
+    assert "Authorization" not in exchange["headers"] and "WebIdentityToken=eyJ" in exchange["body"]
+    signed = [r["headers"]["Authorization"] for r in requests if r is not exchange]
+    assert signed and all("Credential=ASIA" in header for header in signed)
+
+    def refused(namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
+        raise StoreError(f"ServiceAccount {namespace}/{name} not found", reason="CredentialsMissing")
+
+    missing = sm_store(aws_env, {"serviceAccountRef": {"name": "gone"}, "role": role}, StaticCredentials(token=refused))
+    with pytest.raises(StoreError) as caught:
+        missing.check()
+    assert caught.value.field == "spec.provider.aws.auth.serviceAccountRef" and "app/gone" in str(caught.value)
+
+
 def test_secrets_manager_unreachable_is_a_store_error(aws_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAVED_AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     store = sm_store(aws_env)

@@ -150,6 +150,13 @@ def store(provider: dict[str, Any]) -> dict[str, Any]:
 VAULT = {"server": "http://127.0.0.1:8200", "auth": {"tokenSecretRef": {"name": "t", "key": "token"}}}
 AWS = {"region": "eu-west-1"}
 ROLLOUT = yaml.safe_load(BY_KIND["ProgressiveRollout"].example)
+ROLE_ARN = "arn:aws:iam::123456789012:role/r"
+AWS_KEYS = {"accessKeyIDSecretRef": {"name": "k", "key": "id"}, "secretAccessKeySecretRef": {"name": "k", "key": "s"}}
+
+
+def policy(match: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": "p"},
+            "spec": {"match": match, **spec}}
 
 
 def rollout(**changes: Any) -> dict[str, Any]:
@@ -165,6 +172,12 @@ def rollout(**changes: Any) -> dict[str, Any]:
         store({}),
         store({"vault": VAULT, "aws": AWS}),
         store({"vault": {**VAULT, "auth": {}}}),
+        store({"aws": {**AWS, "auth": {"serviceAccountRef": {"name": "sa"}}}}),
+        store({"aws": {**AWS, "auth": {"serviceAccountRef": {"name": "sa"}, "role": ROLE_ARN}}}),
+        store({"aws": {**AWS, "auth": {"serviceAccountRef": {"name": "sa"}, "role": ROLE_ARN, "secretRef": AWS_KEYS}}}),
+        policy({"kinds": ["SecretStore"]}, allow=["OperatorCredentials"]),
+        policy({"kinds": ["SecretStore", "ProgressiveRollout"]}, rules=[{"name": "r", "expression": "true", "message": "m"}]),
+        policy({"kinds": ["ProgressiveRollout"]}, rules=[{"name": "r", "expression": "true", "message": "m"}]),
         rollout(maxWeight=50, stepWeight=10, stepInterval="1m"),
         rollout(steps=None, maxWeight=50, stepWeight=10, stepInterval="1m"),
         rollout(steps=None, maxWeight=50),

@@ -118,6 +118,25 @@ def test_store_provider_is_one_of(provider: dict[str, Any], expected: str) -> No
     assert expected in problems(body)
 
 
+def test_aws_service_account_auth_needs_a_role_and_defaults_to_the_sts_audience() -> None:
+    body = {"apiVersion": API_VERSION, "kind": "SecretStore",
+            "spec": {"provider": {"aws": {"region": "eu-west-1", "auth": {"serviceAccountRef": {"name": "reader"}}}}}}
+    assert problems(body) == ["spec.provider.aws.auth: serviceAccountRef needs role: the IAM role its token is exchanged "
+                              "for (AssumeRoleWithWebIdentity)"]
+    body["spec"]["provider"]["aws"]["auth"]["role"] = "arn:aws:iam::123456789012:role/reader"
+    spec = kind_info("SecretStore").parse_spec(body["spec"])
+    assert spec.provider.aws.auth.serviceAccountRef.audiences == ["sts.amazonaws.com"]  # type: ignore[attr-defined]
+
+
+def test_policies_may_match_secret_stores_to_allow_not_to_judge() -> None:
+    policy = {"apiVersion": API_VERSION, "kind": "IntentPolicy", "metadata": {"name": "p"},
+              "spec": {"match": {"kinds": ["SecretStore"]}, "allow": ["OperatorCredentials", "AnyEndpoint"]}}
+    parse_object(policy)
+    policy["spec"]["rules"] = [{"name": "r", "expression": "true", "message": "m"}]
+    assert problems(policy) == ["spec: match.kinds: SecretStore may be matched only by a policy without rules (rules judge "
+                                "intents); put the rules in a separate policy"]
+
+
 def test_cluster_store_access_needs_namespaces_or_selector() -> None:
     body = yaml.safe_load(kind_info("ClusterSecretStore").example)
     body["spec"]["access"].append({"keyPrefixes": ["shared/"]})

@@ -463,9 +463,9 @@ def test_allowances_come_from_matching_policies_and_rules_read_them() -> None:
     no_wildcards = policy("no-wildcards", ("verbs", "size(allowed.wildcards) > 0 || object.spec.capabilities.all(c, !('*' in c.verbs))"),
                           match={"kinds": ["AgentIdentity"]})
     compiled = compile_policies([allows, no_wildcards])[0]
+    nothing = {"clusterScope": [], "wildcards": [], "adopt": [], "operatorCredentials": [], "anyEndpoint": []}
     assert allowances_for(compiled, "AgentIdentity", {"tier": "platform"}) == {
-        "clusterScope": ["platform-agents"], "wildcards": ["platform-agents"], "adopt": []}
-    nothing = {"clusterScope": [], "wildcards": [], "adopt": []}
+        **nothing, "clusterScope": ["platform-agents"], "wildcards": ["platform-agents"]}
     assert allowances_for(compiled, "AgentIdentity", {"tier": "apps"}) == nothing
     assert allowances_for(compiled, "DatabaseIntent", {"tier": "platform"}) == nothing
     platform, apps = namespace({"tier": "platform"}), namespace({"tier": "apps"})

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from paved.engines.rollout import (
-    REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, RolloutRunner,
-    command_of, status_patch,
+    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
+    RolloutRunner, command_of, status_patch,
 )
+from paved.api.platform import nothing_allowed
 from paved.rollout import conditions_for
 from paved.providers import metrics as metric_providers
 from paved.providers.metrics import QueryResult
@@ -240,7 +241,13 @@ def test_commands_are_read_from_annotations_once(metrics: FakeMetrics) -> None:
         {"name": "m", "query": "rejected", "successCondition": "result > 0.0"}]}},
      REASON_QUERY_REJECTED, "spec.analysis.metrics[0].query"),
     ({"targetRef": {"name": "missing"}}, REASON_TARGET_NOT_FOUND, "spec.targetRef.name"),
-], ids=["cel", "weights-backwards", "query", "target"])
+    ({"analysis": {"prometheus": {"address": "http://169.254.169.254/latest/meta-data?q="}, "metrics": [
+        {"name": "m", "query": QUERY, "successCondition": "result > 0.0"}]}},
+     REASON_ENDPOINT_REFUSED, "spec.analysis.prometheus.address"),
+    ({"webhooks": [{"name": "ok", "type": "rollout", "url": "http://hooks.test/x"},
+                   {"name": "imds", "type": "rollout", "url": "http://2852039166/latest/api/token"}]},
+     REASON_ENDPOINT_REFUSED, "spec.webhooks[1].url"),
+], ids=["cel", "weights-backwards", "query", "target", "metadata-prometheus", "metadata-webhook"])
 def test_bad_input_is_refused_with_the_field_and_moves_nothing(
         metrics: FakeMetrics, overrides: dict[str, Any], reason: str, field: str) -> None:
     metrics.answers["rejected"] = QueryResult(error="bad_data: parse error", rejected=True)
@@ -256,6 +263,20 @@ def test_bad_input_is_refused_with_the_field_and_moves_nothing(
     assert world.fake_router is None or world.fake_router.history == []
     world.tick()
     assert [e.reason for e in world.events] == [reason]  # said once, not every tick
+
+
+def test_an_endpoint_refusal_asks_prometheus_nothing_and_an_allowance_lifts_it(metrics: FakeMetrics) -> None:
+    forbidden = spec(analysis={**spec()["analysis"], "prometheus": {"address": "http://[::ffff:169.254.169.254]:80"}})
+    world = World(forbidden)
+    world.tick()
+    ready = next(c for c in world.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == REASON_ENDPOINT_REFUSED and "link-local" in ready["message"]
+    assert "AnyEndpoint to ProgressiveRollouts in namespace shop" in ready["message"]
+    assert metrics.queries == []
+    world.allowances = lambda kind, namespace: ({**nothing_allowed(), "anyEndpoint": ["platform"]}
+                                                if (kind, namespace) == ("ProgressiveRollout", "shop") else nothing_allowed())
+    world.until(succeeded)
+    assert metrics.queries  # the platform allowed it: the same address is used
 
 
 def test_an_unusable_route_is_refused_before_any_traffic_moves(metrics: FakeMetrics) -> None:

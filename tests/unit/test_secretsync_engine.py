@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from paved import ratelimit
+from paved.api.platform import nothing_allowed
 from paved.engines.secretsync.engine import BURST_WRITES, LIST_SECRETS_AT, SyncEngine
 from paved.handlers.secrets import parse_ref
 from paved.kube import apply as kube_apply
@@ -155,7 +156,8 @@ VAULT_STORE = {"spec": {"provider": {"vault": {"server": "https://vault:8200", "
 
 
 @pytest.fixture
-def world() -> tuple[SyncEngine, FakeKube, FakeStore, Clock]:
+def world(monkeypatch: pytest.MonkeyPatch) -> tuple[SyncEngine, FakeKube, FakeStore, Clock]:
+    monkeypatch.setenv("PAVED_VAULT_ADDR", "https://vault:8200")  # VAULT_STORE names the platform's Vault
     kube, store, clock = FakeKube(), FakeStore(batch_size=20), Clock()
     engine = SyncEngine(kube, clock=clock, providers=OneStore(kube, store))
     kube.stores[StoreKey("SecretStore", "app", "vault")] = copy.deepcopy(VAULT_STORE)
@@ -453,9 +455,10 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_a_store_that_hangs_does_not_delay_the_refs_of_other_stores() -> None:
+def test_a_store_that_hangs_does_not_delay_the_refs_of_other_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's own loop, real time: a hung store's job waits in its own lane while
     another store's refs sync (one thread syncing stores in turn would wait with it)."""
+    monkeypatch.setenv("PAVED_VAULT_ADDR", "https://vault:8200")  # VAULT_STORE names the platform's Vault
     kube, fast, hung = FakeKube(), FakeStore(), FakeStore()
     engine = SyncEngine(kube, providers=OneStore(kube, fast, {"hung": hung}), store_deadline=60)
     add_store(kube, "vault")
@@ -615,6 +618,64 @@ def test_cluster_store_refuses_out_of_prefix_keys_and_reads_nothing(world: Any) 
     assert (ready["status"], ready["reason"]) == ("False", "AccessDenied")
     assert "spec.data[0].remoteRef.key" in ready["message"] and "teams/app/" in ready["message"]
     assert store.calls == {} and ("app", "theirs-secret") not in kube.secrets
+
+
+# --- tenancy: a SecretStore never borrows the operator's power ------------------------------------
+
+AWS_DEFAULT_CHAIN = {"metadata": {"name": "aws"}, "spec": {"provider": {"aws": {"region": "eu-west-1"}}}}
+FOREIGN_VAULT = {"metadata": {"name": "vault"},
+                 "spec": {"provider": {"vault": {**VAULT_STORE["spec"]["provider"]["vault"], "server": "https://vault.attacker:8200"}}}}
+
+
+def test_a_store_that_would_borrow_the_operators_power_reads_nothing(world: Any) -> None:
+    engine, kube, store, clock = world
+    kube.stores[StoreKey("SecretStore", "evil", "aws")] = copy.deepcopy(AWS_DEFAULT_CHAIN)
+    kube.stores[StoreKey("SecretStore", "evil", "vault")] = copy.deepcopy(FOREIGN_VAULT)
+    store.put("team-b/database", {"username": "b", "password": MARKER})
+    register(engine, ref_body("borrow", namespace="evil", key="team-b/database", storeRef={"name": "aws"}))
+    register(engine, ref_body("foreign", namespace="evil", key="team-b/database"))
+    engine.run_cycle()
+    for name, field in (("borrow", "spec.provider.aws.auth: "), ("foreign", "spec.provider.vault.server: ")):
+        ready = kube.condition("evil", name)
+        assert (ready["status"], ready["reason"]) == ("False", "StoreNotAllowed"), ready
+        assert ready["message"].startswith("spec.storeRef.name: SecretStore evil/"), ready["message"]
+        assert field in ready["message"] and ready["message"].endswith("nothing was read")
+    assert store.calls == {} and engine.providers.gets == 0  # no provider was even built
+    assert not [key for key in kube.secrets if key[0] == "evil"]
+    for key, body, field in ((StoreKey("SecretStore", "evil", "aws"), AWS_DEFAULT_CHAIN, "spec.provider.aws.auth: "),
+                             (StoreKey("SecretStore", "evil", "vault"), FOREIGN_VAULT, "spec.provider.vault.server: ")):
+        [ready] = engine.check_store(key, body)["conditions"]
+        assert (ready["status"], ready["reason"]) == ("False", "NotAllowed") and ready["message"].startswith(field)
+    assert store.calls == {}  # the store's check did not log in either
+    assert MARKER not in everything_visible(kube)
+
+
+def test_an_allowance_lets_a_store_act_and_withdrawing_it_stops_the_next_read(world: Any) -> None:
+    _, kube, store, clock = world
+    allowed: dict[str, list[str]] = {}
+    engine = SyncEngine(kube, clock=clock, providers=OneStore(kube, store),
+                        allowances=lambda kind, namespace: {**nothing_allowed(), **allowed}
+                        if (kind, namespace) == ("SecretStore", "platform") else nothing_allowed())
+    key = StoreKey("SecretStore", "platform", "aws")
+    kube.stores[key] = copy.deepcopy(AWS_DEFAULT_CHAIN)
+    put_database(store)
+    register(engine, ref_body("db", namespace="platform", storeRef={"name": "aws"}, interval="1h"))
+    engine.run_cycle()
+    assert kube.condition("platform", "db")["reason"] == "StoreNotAllowed" and store.calls == {}
+
+    allowed["operatorCredentials"] = ["platform-aws"]
+    assert engine.permissions_changed() == [key]
+    assert engine.state.next_due() <= clock.now  # due at once, not at the next refresh an hour away
+    engine.run_cycle()
+    assert kube.condition("platform", "db")["status"] == "True" and kube.data("platform", "db-secret")["password"] == MARKER
+    assert engine.check_store(key, AWS_DEFAULT_CHAIN)["conditions"][0]["reason"] == "Authenticated"
+
+    allowed.clear()
+    store.calls.clear()
+    engine.permissions_changed()
+    engine.run_cycle()
+    assert kube.condition("platform", "db")["reason"] == "StoreNotAllowed" and store.calls == {}
+    assert kube.data("platform", "db-secret")["password"] == MARKER  # the last good value stays
 
 
 def test_target_owned_by_someone_else_is_a_conflict(world: Any) -> None:

@@ -7,12 +7,12 @@ exceptions that are explicit, justified and expire by themselves (PolicyExceptio
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from paved.api.common import IntentStatus, Model
-from paved.api.fields import DNSLabel, FieldGroup, LabelSelector, ObjectName, RuledModel, UniqueBy
+from paved.api.fields import CelRule, DNSLabel, FieldGroup, LabelSelector, ObjectName, RuledModel, UniqueBy
 
 CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
 
@@ -97,10 +97,16 @@ class CompositionSpec(Model):
 # --- IntentPolicy -------------------------------------------------------------------------
 
 
-class PolicyMatch(Model):
-    """Which intents a policy applies to."""
+MatchKind = Literal[CompositeKind, "SecretStore"]
+"""What a policy may match: the intents, and SecretStores (for allowances only: rules judge intents)."""
 
-    kinds: list[CompositeKind] = Field(min_length=1, description="Intent kinds checked.")
+
+class PolicyMatch(Model):
+    """Which intents (and, for allowances, SecretStores) a policy applies to."""
+
+    kinds: list[MatchKind] = Field(
+        min_length=1, max_length=16, description="Intent kinds checked; SecretStore only in a policy that allows and has no rules."
+    )
     namespaceSelector: LabelSelector | None = Field(
         default=None, description="Only intents in namespaces with these labels."
     )
@@ -116,10 +122,13 @@ class PolicyRule(Model):
     message: str = Field(min_length=1, description="Shown when the rule is violated; say what to change.")
 
 
-Allowance = Literal["ClusterScope", "Wildcards", "Adopt"]
-"""What a policy may allow the intents it matches (compositions refuse both by default)."""
+Allowance = Literal["ClusterScope", "Wildcards", "Adopt", "OperatorCredentials", "AnyEndpoint"]
+"""What a policy may allow the objects it matches (refused by default)."""
 
-ALLOWED_KEYS: dict[str, str] = {"ClusterScope": "clusterScope", "Wildcards": "wildcards", "Adopt": "adopt"}
+ALLOWED_KEYS: dict[str, str] = {
+    "ClusterScope": "clusterScope", "Wildcards": "wildcards", "Adopt": "adopt",
+    "OperatorCredentials": "operatorCredentials", "AnyEndpoint": "anyEndpoint",
+}
 """Allowance -> its key in `allowed`, the variable templates and rules read."""
 
 
@@ -137,6 +146,9 @@ class IntentPolicySpec(RuledModel):
     """
 
     field_groups = (FieldGroup(("rules", "allow"), "at-least-one"),)
+    cel_rules = (CelRule("!(has(self.rules) && size(self.rules) > 0) || !self.match.kinds.exists(k, k == 'SecretStore')",
+                         "match.kinds: SecretStore may be matched only by a policy without rules (rules judge intents); "
+                         "put the rules in a separate policy"),)
 
     match: PolicyMatch = Field(description="Which intents are checked (and receive the allowances).")
     mode: Literal["Enforce", "Warn", "Audit"] = Field(
@@ -150,8 +162,17 @@ class IntentPolicySpec(RuledModel):
         "rendered as ClusterRole/ClusterRoleBinding), Wildcards (`*` in AgentIdentity verbs, resources, "
         "Vault paths and AWS actions), Adopt (a DatabaseIntent taking over an existing, unmanaged RDS instance "
         "with annotation paved.dev/adopt-db-instance: its master password is reset and handed to the intent's "
-        "namespace). Composition templates and CEL rules read them as `allowed`.",
+        "namespace), OperatorCredentials (a SecretStore acting with the operator's own cloud credentials), "
+        "AnyEndpoint (a SecretStore naming its own endpointURL or Vault server; a ProgressiveRollout calling "
+        "link-local addresses or the Kubernetes API server). Composition templates and CEL rules read them "
+        "as `allowed`.",
     )
+
+    @model_validator(mode="after")
+    def _rules_judge_intents_only(self) -> Self:
+        if self.rules and "SecretStore" in self.match.kinds:
+            raise ValueError(self.cel_rules[0].message)
+        return self
 
 
 # --- PolicyException ----------------------------------------------------------------------

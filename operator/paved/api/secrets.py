@@ -7,13 +7,14 @@ key prefixes, so a cluster-wide store is never a cluster-wide read grant.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from paved.api.common import IntentStatus, Model
 from paved.api.fields import (
     HTTP_URL_PATTERN,
+    CelRule,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -70,7 +71,11 @@ class VaultAuth(RuledModel):
 class VaultProvider(Model):
     """HashiCorp Vault or OpenBao, KV secrets engine version 2."""
 
-    server: str = Field(pattern=HTTP_URL_PATTERN, description="Vault address, e.g. https://vault.example:8200.")
+    server: str = Field(
+        pattern=HTTP_URL_PATTERN,
+        description="Vault address, e.g. https://vault.example:8200. A SecretStore may name only the platform's "
+        "Vault (PAVED_VAULT_ADDR) unless an IntentPolicy allows it AnyEndpoint.",
+    )
     path: str = Field(default="secret", min_length=1, description="Mount path of the KV secrets engine.")
     version: Literal["v2"] = Field(default="v2", description="KV engine version; only v2 is supported.")
     caBundle: str | None = Field(
@@ -86,15 +91,46 @@ class AwsSecretRefAuth(Model):
     secretAccessKeySecretRef: SecretKeySelector = Field(description="Secret key holding the secret access key.")
 
 
-class AwsAuth(Model):
-    """AWS credentials; absent means the default credential chain (e.g. IRSA)."""
+STS_AUDIENCE = "sts.amazonaws.com"
+
+
+class AwsServiceAccountRef(ServiceAccountRef):
+    """A ServiceAccount whose short-lived token (TokenRequest API) is exchanged for the role's credentials."""
+
+    audiences: list[str] = Field(
+        default_factory=lambda: [STS_AUDIENCE],
+        min_length=1,
+        description=f"Token audiences, as the IAM OIDC provider of the cluster expects them; default {STS_AUDIENCE}.",
+    )
+
+
+class AwsAuth(RuledModel):
+    """AWS credentials. Without secretRef or serviceAccountRef the store acts with the operator's own
+    credentials (default chain, e.g. IRSA): a ClusterSecretStore may, a SecretStore only where an
+    IntentPolicy allows OperatorCredentials (docs/secrets.md)."""
+
+    field_groups = (FieldGroup(("secretRef", "serviceAccountRef"), "at-most-one"),)
+    cel_rules = (CelRule("!has(self.serviceAccountRef) || has(self.role)",
+                         "serviceAccountRef needs role: the IAM role its token is exchanged for (AssumeRoleWithWebIdentity)"),)
 
     secretRef: AwsSecretRefAuth | None = Field(default=None, description="Static credentials from a Secret.")
+    serviceAccountRef: AwsServiceAccountRef | None = Field(
+        default=None,
+        description="Assume `role` with AssumeRoleWithWebIdentity, presenting a token of this ServiceAccount "
+        "(IRSA-style trust: the role trusts the cluster's OIDC issuer and this ServiceAccount).",
+    )
     role: str | None = Field(
         default=None,
         pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
-        description="IAM role ARN to assume, with secretRef's credentials or the default chain.",
+        description="IAM role ARN to assume: with secretRef's credentials, with serviceAccountRef's token "
+        "(required then), or alone with the operator's own credentials.",
     )
+
+    @model_validator(mode="after")
+    def _service_account_needs_role(self) -> Self:
+        if self.serviceAccountRef is not None and self.role is None:
+            raise ValueError(self.cel_rules[0].message)
+        return self
 
 
 class AwsProvider(Model):
@@ -105,9 +141,13 @@ class AwsProvider(Model):
     )
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", description="AWS region, e.g. eu-west-1.")
     endpointURL: str | None = Field(
-        default=None, pattern=HTTP_URL_PATTERN, description="Override the service endpoint (testing, VPC endpoints)."
+        default=None, pattern=HTTP_URL_PATTERN,
+        description="Override the service endpoint (testing, VPC endpoints). A SecretStore may name only the "
+        "platform's endpoint (PAVED_AWS_ENDPOINT_URL) unless an IntentPolicy allows it AnyEndpoint.",
     )
-    auth: AwsAuth | None = Field(default=None, description="Credentials; absent means the default credential chain.")
+    auth: AwsAuth | None = Field(
+        default=None, description="Credentials; absent means the operator's own (see auth)."
+    )
 
 
 class SecretStoreProvider(RuledModel):

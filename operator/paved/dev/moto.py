@@ -9,6 +9,7 @@ process (`paved dev down`) can stop it.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -92,6 +93,32 @@ class MotoServer:
             if resp.status != 200:
                 raise MotoError(f"moto reset answered {resp.status}")
 
+    def _moto_api(self, path: str, method: str = "POST") -> str:
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            return str(resp.read().decode())
+
+    def start_recording(self) -> None:
+        """Record every request moto receives from now on (moto's recorder), forgetting earlier ones."""
+        self._moto_api("recorder/reset-recording")
+        self._moto_api("recorder/start-recording")
+
+    def stop_recording(self) -> None:
+        self._moto_api("recorder/stop-recording")
+
+    def recorded(self) -> list[dict[str, Any]]:
+        """The requests recorded since start_recording: method, url, headers and body (text)."""
+        entries = []
+        for line in self._moto_api("recorder/download-recording", method="GET").splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode(errors="replace")
+            entries.append({**entry, "body": body})
+        return entries
+
     def answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2) as resp:  # noqa: S310
@@ -127,7 +154,7 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
         )
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VAULT_", "BAO_"))}
-    env.update(FAKE_AWS_ENV, PYTHONUNBUFFERED="1")
+    env.update(FAKE_AWS_ENV, PYTHONUNBUFFERED="1", MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"))
     for _attempt in range(3):
         port = free_port()
         server = MotoServer(port=port, workdir=workdir)

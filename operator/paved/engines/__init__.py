@@ -55,8 +55,8 @@ class Engines:
         self.compose = ComposeEngine()
         self.databases = DatabaseEngine(self.compose)
         self.identities = IdentityEngine(self.compose)
-        self.rollouts = RolloutEngine()
-        self.secrets = secrets or SyncEngine(KubeApi())
+        self.rollouts = RolloutEngine(self.compose.allowances)
+        self.secrets = secrets or SyncEngine(KubeApi(), allowances=self.compose.allowances)
         self.audit = Auditor(namespaces=scope.namespaces, exception_namespaces=scope.exception_namespaces,
                              namespace_cache=self.namespaces, interval=scope.audit_interval)
         self._watches: list[Watch] = []

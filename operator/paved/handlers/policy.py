@@ -63,7 +63,8 @@ def policy_changed(type: str | None, body: kopf.Body, policy_index: kopf.Index, 
     change of allowances makes the identities re-check theirs (their daemons follow the epoch)."""
     memo.audit.start(policy_index, exception_index, composition_index)
     metadata = body.get("metadata") or {}
-    memo.compose.note_allowances(metadata.get("name") or "", None if type == "DELETED" else body.get("spec"))
+    if memo.compose.note_allowances(metadata.get("name") or "", None if type == "DELETED" else body.get("spec")):
+        memo.secrets.allowances_changed()  # SecretStores' OperatorCredentials/AnyEndpoint
     if type == "DELETED":
         memo.audit.request_full()
         return

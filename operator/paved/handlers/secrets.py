@@ -12,7 +12,11 @@ Handlers do not sync. They validate and *register*:
   the policy audit.
 - SecretStore / ClusterSecretStore events (Kopf) feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
-  run a real authentication check and write the store's Ready condition.
+  run a real authentication check and write the store's Ready condition. A SecretStore that
+  would act with the operator's credentials or at an endpoint the platform did not give it
+  (paved.secretsync.tenancy) is refused before anything is asked of a backend; when
+  IntentPolicy allowances change (`allowances_changed`), every SecretStore is checked again
+  and its refs sync again at once.
 - Target Secret events (a watch of Paved's own too, selected by target.TARGET_LABEL on the
   API server): a target edited or deleted by hand makes its ref due at once, marked for repair.
 

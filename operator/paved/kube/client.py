@@ -151,6 +151,11 @@ def api_client() -> k8s_client.ApiClient:
     return _api_client if _api_client is not None else configure()
 
 
+def server_url() -> str:
+    """The API server's URL as the client configuration names it ("" before `configure`)."""
+    return _base_url
+
+
 def reset() -> None:
     """Forget the client and the discovery cache (tests; a new kubeconfig)."""
     global _api_client, _auth_header

@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ from paved.api.secrets import SecretStoreProvider
 from paved.providers import deadline
 from paved.providers.base import ProviderError
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue, StoreKey
+from paved.secretsync.tenancy import PlatformEndpoints
 
 # Reasons of StoreError (they become the refs' and the store's condition reasons).
 AUTH_FAILED = "AuthFailed"
@@ -64,6 +66,9 @@ class StoreError(ProviderError):
         self.reason = reason
 
 
+SA_TOKEN_SECONDS = 600  # ServiceAccount tokens (TokenRequest API): the minimum; each is used once, right away
+
+
 class Credentials(Protocol):
     """Credentials a store reads from Kubernetes (implemented by the handler layer)."""
 
@@ -72,6 +77,22 @@ class Credentials(Protocol):
 
     def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
         """A fresh token of the ServiceAccount (TokenRequest API)."""
+
+
+def credential(field: str, read: Callable[[], str]) -> str:
+    """Read a credential from Kubernetes; a failure names the store field that points at it."""
+    try:
+        return read()
+    except StoreError as error:
+        raise StoreError(f"{field}: {error}", reason=error.reason, retryable=error.retryable, field=field) from None
+
+
+def platform_endpoints() -> PlatformEndpoints:
+    """The endpoints the platform gave the operator (its environment): what a SecretStore may name."""
+    from paved.providers.aws.session import endpoint_url
+    from paved.providers.vault.admin import ADDR_ENV
+
+    return PlatformEndpoints(aws=endpoint_url(), vault=os.environ.get(ADDR_ENV) or None)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A 2xx answer within the webhook's timeout passes; anything else fails the check: another
 status ("HTTP 503"), a timeout ("timed out after 10s"), no connection ("connection
-refused"). There is no retry here on purpose: a failed check is a verdict, and a call whose
+refused"), a connection to an address the endpoint rule forbids (paved.providers.egress:
+the rollout's tick refuses such a URL before calling; this catches a name that changed its
+answer since). There is no retry here on purpose: a failed check is a verdict, and a call whose
 result was lost (operator restart) is re-sent by the state machine with the same key.
 
 The request carries header `X-Paved-Webhook-Key: <key>`, stable across re-sends of the same
@@ -15,6 +17,7 @@ rollout, which hook and where the rollout is (no secrets: it is built from names
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ import requests
 from paved import fence
 from paved.metrics import count_call
 from paved.providers.base import ProviderError
+from paved.providers.egress import STRICT, Egress, refused_reason
 from paved.rollout.actions import RunWebhook
 from paved.rollout.observation import WebhookResult
 
@@ -37,12 +41,22 @@ class RolloutRef:
 
 
 class WebhookCaller:
-    """Sends webhook calls over one pooled session."""
+    """Sends webhook calls over a pooled session per Egress (or the one session given, in tests)."""
 
     def __init__(self, session: requests.Session | None = None) -> None:
-        self.session = session or requests.Session()
+        self._given = session
+        self._sessions: dict[bool, requests.Session] = {}
+        self._lock = threading.Lock()
 
-    def call(self, rollout: RolloutRef, action: RunWebhook) -> WebhookResult:
+    def session(self, egress: Egress) -> requests.Session:
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if egress.any_endpoint not in self._sessions:
+                self._sessions[egress.any_endpoint] = egress.session()
+            return self._sessions[egress.any_endpoint]
+
+    def call(self, rollout: RolloutRef, action: RunWebhook, egress: Egress = STRICT) -> WebhookResult:
         """The call's verdict; ProviderError (not a verdict) when this replica may not call out."""
         if not fence.WRITES.permits():
             raise ProviderError(f"webhook {action.name} not called: {fence.WRITES.why_not()}", retryable=True)
@@ -53,11 +67,14 @@ class WebhookCaller:
         }
         timeout = max(action.timeout_seconds, 0.1)
         try:
-            response = self.session.post(action.url, json=payload, headers={KEY_HEADER: action.key},
-                                         timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
+            response = self.session(egress).post(action.url, json=payload, headers={KEY_HEADER: action.key},
+                                                 timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
         except requests.Timeout:
             return WebhookResult(False, f"timed out after {timeout:g}s")
         except requests.ConnectionError as exc:
+            refused = refused_reason(exc)
+            if refused:
+                return WebhookResult(False, refused)
             return WebhookResult(False, "connection refused" if "refused" in str(exc).lower() else "cannot connect")
         except requests.RequestException as exc:
             return WebhookResult(False, type(exc).__name__)

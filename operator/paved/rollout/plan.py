@@ -24,18 +24,8 @@ from pydantic import ValidationError
 
 from paved.api import rollout as api
 from paved.api.common import DURATION_PATTERN, parse_duration
+from paved.errors import FieldError
 from paved.rollout import cel
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One problem in the spec: `path` is the field (e.g. `spec.steps[2].setWeight`)."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
 
 
 class SpecError(ValueError):

@@ -3,6 +3,7 @@
 from paved.engines.rollout.engine import IDLE_RESYNC, WAKE_DEBOUNCE, RolloutEngine, Slot
 from paved.engines.rollout.runner import (
     KIND,
+    REASON_ENDPOINT_REFUSED,
     REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED,
     REASON_ROUTING_INVALID,
@@ -10,12 +11,14 @@ from paved.engines.rollout.runner import (
     RolloutRunner,
     TickResult,
     command_of,
+    endpoint_problems,
     refusal_status,
     status_patch,
 )
 
 __all__ = [
-    "IDLE_RESYNC", "KIND", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
+    "IDLE_RESYNC", "KIND", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
     "REASON_TARGET_NOT_FOUND", "WAKE_DEBOUNCE", "RolloutEngine", "RolloutRunner", "Slot", "TickResult", "command_of",
+    "endpoint_problems",
     "refusal_status", "status_patch",
 ]

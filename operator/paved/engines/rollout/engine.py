@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from paved import metrics as paved_metrics
-from paved.engines.rollout.runner import RolloutRunner, TickResult
+from paved.api.platform import nothing_allowed
+from paved.engines.rollout.runner import AllowanceSource, RolloutRunner, TickResult
 from paved.providers.routing import CANARY, ROLLOUT_LABEL, STABLE
 from paved.providers.routing.workloads import DeploymentCache
 
@@ -45,7 +46,8 @@ class Slot:
 class RolloutEngine:
     """Runners, their pools and the wake-up bookkeeping (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
+        self.allowances = allowances  # what IntentPolicies allow a rollout (AnyEndpoint)
         self.deployments = DeploymentCache()  # targets and copies, fed by the Deployment watch
         self.ticks = ThreadPoolExecutor(max_workers=TICK_WORKERS, thread_name_prefix="rollout")
         self.reads = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="rollout-read")
@@ -54,7 +56,7 @@ class RolloutEngine:
         self._by_target: dict[tuple[str, str], set[str]] = {}  # (namespace, target Deployment) -> uids
 
     def runner(self, namespace: str, name: str, uid: str) -> RolloutRunner:
-        return RolloutRunner(namespace, name, uid, reads=self.reads, deployments=self.deployments)
+        return RolloutRunner(namespace, name, uid, reads=self.reads, deployments=self.deployments, allowances=self.allowances)
 
     # --- slots (called from Kopf's event loop) ------------------------------------------
 

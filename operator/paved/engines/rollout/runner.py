@@ -5,6 +5,10 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing:
         spec (schema, CEL, weights)          -> InvalidSpec
+        a Prometheus address or webhook URL
+          at a link-local address or the
+          Kubernetes API server (without an
+          AnyEndpoint allowance)             -> EndpointRefused (paved.policy.endpoints)
         a query Prometheus rejects           -> QueryRejected
         the target Deployment is missing     -> TargetNotFound
         the route/Service cannot be steered  -> RoutingInvalid
@@ -24,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -33,11 +37,14 @@ from typing import Any
 from paved import API_VERSION
 from paved import metrics as paved_metrics
 from paved.api.common import PROGRESSING, READY
+from paved.api.platform import nothing_allowed
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
+from paved.providers import egress as egresses
 from paved.providers import metrics as metric_providers
 from paved.providers.base import Owner
+from paved.providers.egress import Egress
 from paved.providers.routing import (
     CANARY, COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, STABLE, RolloutContext, Router, RouterError, router_for,
 )
@@ -50,6 +57,7 @@ from paved.rollout import (
 )
 
 KIND = "ProgressiveRollout"
+AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
 
 REFUSED_RESYNC = 10.0     # seconds between re-checks of refused input (a route fixed in place)
 RECONCILE_EVERY = 300.0   # seconds between re-applies of the Paved Services (and route checks)
@@ -57,12 +65,14 @@ MAX_DECIDE_ROUNDS = 6     # decide calls per tick (the first, plus answers to Me
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_ENDPOINT_REFUSED = "EndpointRefused"
 REASON_QUERY_REJECTED = "QueryRejected"
 REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_ROUTING_INVALID = "RoutingInvalid"
 
 _REFUSALS = {
     REASON_INVALID_SPEC: "spec is invalid",
+    REASON_ENDPOINT_REFUSED: "Paved does not call an address it names",
     REASON_QUERY_REJECTED: "Prometheus rejects a query",
     REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
     REASON_ROUTING_INVALID: "traffic cannot be steered",
@@ -159,13 +169,28 @@ class _Refused(Exception):
         self.reason = reason
         self.problems = problems
 
-def query_problems(spec: Mapping[str, Any]) -> list[FieldError]:
+def endpoint_problems(namespace: str, spec: Mapping[str, Any], egress: Egress) -> list[FieldError]:
+    """Each URL of the spec that Paved must not call for this namespace (paved.policy.endpoints),
+    judged by what its host resolves to now."""
+    urls = [("spec.analysis.prometheus.address", ((spec.get("analysis") or {}).get("prometheus") or {}).get("address"))]
+    urls += [(f"spec.webhooks[{index}].url", hook.get("url")) for index, hook in enumerate(spec.get("webhooks") or [])]
+    problems = []
+    for field, url in urls:
+        problem = egress.refusal(url) if isinstance(url, str) else None
+        if problem:
+            problems.append(FieldError(field, (
+                f"{problem}; Paved does not call it on behalf of a namespace: point it elsewhere, or ask the platform "
+                f"team for an IntentPolicy that allows AnyEndpoint to ProgressiveRollouts in namespace {namespace}")))
+    return problems
+
+
+def query_problems(spec: Mapping[str, Any], egress: Egress = egresses.STRICT) -> list[FieldError]:
     """Each metric query (and samples query) that Prometheus refuses as invalid (asked once per
     distinct server and query: paved.providers.metrics.rejection)."""
     analysis = spec.get("analysis") or {}
     if not analysis.get("metrics"):
         return []
-    provider = metric_providers.for_analysis(analysis)
+    provider = metric_providers.for_analysis(analysis, egress)
     problems = []
     for index, metric in enumerate(analysis.get("metrics") or []):
         for key in ("query", "samplesQuery"):
@@ -180,8 +205,10 @@ class RolloutRunner:
     """Ticks of one rollout. Holds only caches; all progress is in the object's status."""
 
     def __init__(self, namespace: str, name: str, uid: str, *, webhooks: WebhookCaller | None = None,
-                 reads: Executor | None = None, deployments: DeploymentCache | None = None) -> None:
+                 reads: Executor | None = None, deployments: DeploymentCache | None = None,
+                 allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
         self.namespace, self.name, self.uid = namespace, name, uid
+        self.allowances = allowances
         self.webhooks = webhooks or WebhookCaller()
         # The engine's shared pool and cache; a runner of its own (unit tests) gets private ones.
         self.reads = reads or ThreadPoolExecutor(max_workers=4, thread_name_prefix="rollout-read")
@@ -218,6 +245,10 @@ class RolloutRunner:
     def router(self, spec: Mapping[str, Any], context: RolloutContext) -> Router:
         return router_for(spec, context, Workloads(context, deployments=self.deployments))
 
+    def egress(self) -> Egress:
+        """Where this rollout's URLs may point: anywhere only if an IntentPolicy allows AnyEndpoint."""
+        return egresses.for_allowance(bool(self.allowances(KIND, self.namespace).get("anyEndpoint")))
+
     # -- the tick ------------------------------------------------------------------------------
 
     def tick(self) -> TickResult:
@@ -243,7 +274,11 @@ class RolloutRunner:
         errors = validate_spec(spec)
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
-        problems = query_problems(spec)
+        egress = self.egress()
+        refused = endpoint_problems(self.namespace, spec, egress)
+        if refused:
+            raise _Refused(REASON_ENDPOINT_REFUSED, refused)
+        problems = query_problems(spec, egress)
         if problems:
             raise _Refused(REASON_QUERY_REJECTED, problems)
         context = RolloutContext.from_body(body, owner)
@@ -285,7 +320,7 @@ class RolloutRunner:
             if not _only_measures(decision):  # status first: it is the intent the actions carry out
                 stored = self._store(stored, status)
             update_metrics(self.namespace, self.name, status)
-            answers = self._execute(decision, owner, spec, router, workloads)
+            answers = self._execute(decision, owner, spec, router, workloads, egress)
             if answers is None:
                 break
             observation = replace(observation, measurements={**observation.measurements, **answers[0]},
@@ -310,7 +345,7 @@ class RolloutRunner:
         self.reconciled = (generation, time.monotonic())
 
     def _execute(self, decision: Decision, owner: Owner, spec: Mapping[str, Any], router: Router,
-                 workloads: Workloads) -> tuple[dict[str, MetricMeasurement], dict[str, WebhookResult]] | None:
+                 workloads: Workloads, egress: Egress) -> tuple[dict[str, MetricMeasurement], dict[str, WebhookResult]] | None:
         """Run the actions in order; stop at the first failure (raised). Returns the answers to
         Measure/RunWebhook when there were any (decide must see them now), else None."""
         measurements: dict[str, MetricMeasurement] = {}
@@ -331,14 +366,14 @@ class RolloutRunner:
                 workloads.promote_stable(action.revision, action.replicas)
             elif isinstance(action, Measure):
                 asked = True
-                provider = metric_providers.for_analysis(spec.get("analysis") or {})
+                provider = metric_providers.for_analysis(spec.get("analysis") or {}, egress)
                 for query in action.metrics:
                     measurements[query.name] = metric_providers.measure(provider, action.request_id, query,
                                                                         executor=self.reads)
                 record_measurements(self.namespace, self.name, measurements)
             elif isinstance(action, RunWebhook):
                 asked = True
-                results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action)
+                results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action, egress)
         return (measurements, results) if asked else None
 
     def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:

@@ -52,6 +52,7 @@ from typing import Any
 
 from paved import API_VERSION, operator_namespace, ratelimit
 from paved.api.common import READY, STALE, now_rfc3339, parse_duration
+from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
 from paved.engines.secretsync.kube import REF_KIND, KubePort
 from paved.engines.secretsync.lanes import StoreLanes
@@ -69,8 +70,9 @@ from paved.providers.secretstores import (
     StoreConfig,
     StoreError,
     StoreProviders,
+    platform_endpoints,
 )
-from paved.secretsync import access, plan, restart, target
+from paved.secretsync import access, plan, restart, target, tenancy
 from paved.secretsync.breaker import Breakers
 from paved.secretsync.model import (
     CLUSTER_SECRET_STORE,
@@ -114,6 +116,10 @@ STOP_WAIT = 10.0  # stop(): seconds to wait for store jobs under way
 LIST_SECRETS_AT = 20
 # This cycle's listings: namespace -> Secret name -> target.live_view of that Secret.
 Listing = Mapping[str, Mapping[str, dict[str, Any]]]
+
+# (kind, namespace) -> what IntentPolicies allow it (paved.policy.allowances); the operator
+# passes the policy index's, the default allows nothing.
+AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]
 
 
 def _iso(moment: float) -> str:
@@ -174,8 +180,10 @@ class SyncEngine:
 
     def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
                  write_workers: int = WRITE_WORKERS, store_workers: int = STORE_WORKERS,
-                 store_deadline: float = STORE_DEADLINE) -> None:
+                 store_deadline: float = STORE_DEADLINE,
+                 allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
         self.kube = kube
+        self.allowances = allowances
         self.write_workers = write_workers
         self.store_deadline = store_deadline
         self.lanes = StoreLanes(store_workers, on_done=lambda _: self._wake.set())
@@ -373,6 +381,47 @@ class SyncEngine:
         spec = kind_info(key.kind).parse_spec(body.get("spec"))
         return StoreConfig(key, spec.provider, key.namespace or operator_namespace()), spec  # type: ignore[attr-defined]
 
+    def store_refusal(self, key: StoreKey, config: StoreConfig) -> str | None:
+        """Why a SecretStore may not act as its spec says (paved.secretsync.tenancy), or None. A
+        refused store's provider is dropped: nothing is read with it, not even a cached session."""
+        if key.cluster:
+            return None
+        found = tenancy.refusals(key, config.provider, self.allowances(SECRET_STORE, key.namespace), platform_endpoints())
+        if not found:
+            return None
+        self.providers.forget(key)
+        return tenancy.describe(found)
+
+    def permissions_changed(self) -> list[StoreKey]:
+        """What IntentPolicies allow may have changed: the refs of every SecretStore are due at
+        once. Returns those SecretStores (their Ready is the caller's to check again)."""
+        with self._stores_lock:
+            keys = [key for key, body in self._stores.items() if body is not None and not key.cluster]
+        now = self.clock()
+        if sum(self.state.store_changed(key, now) for key in keys):
+            self._wake.set()
+        return keys
+
+    def allowances_changed(self) -> None:
+        """What IntentPolicies allow changed: the refs of every SecretStore sync again at once,
+        and each SecretStore's Ready is checked again, off the caller's thread."""
+        stores = self.permissions_changed()
+        if stores:
+            threading.Thread(target=self._recheck_stores, args=(stores,), name="paved-store-recheck", daemon=True).start()
+
+    def _recheck_stores(self, keys: Sequence[StoreKey]) -> None:
+        for key in keys:
+            try:
+                live = kube_apply.get(API_VERSION, key.kind, key.name, key.namespace)
+                if live is None:
+                    continue
+                delta = kube_status.status_delta(dict(live.get("status") or {}), self.check_store(key, live))
+                if delta:
+                    kube_status.patch_status(API_VERSION, key.kind, key.namespace, key.name, delta,
+                                             resource_version=(live.get("metadata") or {}).get("resourceVersion"))
+            except Exception as error:  # noqa: BLE001 - the store's own timer checks it again
+                log.warning("re-checking %s after an allowance change failed: %s", key, located(error))
+
     def _sync_store(
         self,
         key: StoreKey,
@@ -398,6 +447,11 @@ class SyncEngine:
             invalid = plan.failure(plan.STORE_INVALID, f"spec.storeRef.name: {key} is invalid: {'; '.join(error.problems)}",
                                    field="spec.storeRef.name", asked_backend=False)
             return [(m, invalid) for m in memories]
+        refused = self.store_refusal(key, config)
+        if refused:
+            not_allowed = plan.failure(tenancy.STORE_NOT_ALLOWED, f"spec.storeRef.name: {key} may not act: {refused}; "
+                                       "nothing was read", field="spec.storeRef.name", asked_backend=False, retry=False)
+            return [(m, not_allowed) for m in memories]
         outcomes: list[tuple[plan.RefMemory, plan.Decision]] = []
         allowed = memories
         if key.cluster:
@@ -643,6 +697,9 @@ class SyncEngine:
         generation = (body.get("metadata") or {}).get("generation")
         try:
             config, _ = self.store_config(key, body)
+            refused_here = self.store_refusal(key, config)
+            if refused_here:
+                raise StoreError(f"{refused_here}; nothing was read", reason=tenancy.REASON, retryable=False)
             refused = self.breakers.refusal(key, self.clock())
             if refused is not None:  # its circuit is open: not even an authentication check
                 raise StoreError(refused.message, reason=refused.reason)

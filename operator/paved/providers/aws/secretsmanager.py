@@ -23,12 +23,17 @@ Every call goes through paved.providers.aws.session.call: counted in
 `paved_provider_api_calls_total{provider="aws-secretsmanager"}`, retried with backoff and
 jitter when transient, errors scrubbed.
 
-Credentials (spec.provider.aws.auth): the default chain (IRSA, environment), or static keys
-from a Secret (`secretRef`), optionally followed by `sts:AssumeRole` of `role`; assumed-role
-credentials refresh themselves before they expire (botocore RefreshableCredentials), so a
-store assumes its role once per hour, not once per cycle. `endpointURL` (else
-PAVED_AWS_ENDPOINT_URL) points the store's service client elsewhere; STS uses
-PAVED_AWS_ENDPOINT_URL or AWS's own endpoint.
+Credentials (spec.provider.aws.auth): static keys from a Secret (`secretRef`), optionally
+followed by `sts:AssumeRole` of `role`; or `serviceAccountRef` + `role`: a token of the
+ServiceAccount (TokenRequest API, audience sts.amazonaws.com by default) exchanged with
+`sts:AssumeRoleWithWebIdentity`, on an unsigned STS client (no AWS credentials of the
+operator's are looked up or sent); or the operator's own default chain (IRSA, environment),
+alone or to assume `role` — which a SecretStore may only use where the platform allows it
+(paved.secretsync.tenancy decides before this provider is built). Assumed-role credentials
+refresh themselves before they expire (botocore RefreshableCredentials), so a store assumes
+its role once per hour, not once per cycle. `endpointURL` (else PAVED_AWS_ENDPOINT_URL)
+points the store's service client elsewhere; STS uses PAVED_AWS_ENDPOINT_URL or AWS's own
+endpoint, never the store's.
 
 Timeouts: the store's clients wait at most REQUEST_TIMEOUT for an answer (STORE_BOTOCORE_CONFIG,
 one botocore attempt); a timed-out call is not retried, and every call honours the engine's
@@ -44,7 +49,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,8 +57,9 @@ import boto3
 import botocore.config
 import botocore.credentials
 import botocore.session
+from botocore import UNSIGNED
 
-from paved.api.secrets import AwsProvider
+from paved.api.secrets import AwsProvider, AwsServiceAccountRef
 from paved.providers import deadline, secretstores
 from paved.providers.aws import session as aws
 from paved.providers.aws.session import AwsError
@@ -61,12 +67,14 @@ from paved.providers.secretstores import (
     AUTH_FAILED,
     NOT_FOUND_UNCONFIRMED,
     PROVIDER_ERROR,
+    SA_TOKEN_SECONDS,
     STORE_TIMEOUT,
     UNREACHABLE,
     Credentials,
     StoreConfig,
     StoreError,
     chunks,
+    credential,
 )
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 
@@ -133,8 +141,19 @@ class AwsStoreSession:
     @property
     def how(self) -> str:
         auth = self.spec.auth
-        base = "credentials from a Secret" if auth and auth.secretRef else "the default credential chain"
+        if auth and auth.serviceAccountRef:
+            account = auth.serviceAccountRef
+            return (f"role {auth.role} assumed with a token of ServiceAccount "
+                    f"{account.namespace or self.config.credentials_namespace}/{account.name}")
+        base = "credentials from a Secret" if auth and auth.secretRef else "the operator's default credential chain"
         return f"role {auth.role} assumed with {base}" if auth and auth.role else base
+
+    def _new_session(self) -> boto3.session.Session:
+        auth = self.spec.auth
+        if auth and auth.serviceAccountRef and auth.role:
+            return self._refreshing(self._web_identity(auth.serviceAccountRef, auth.role))
+        base = self._base_session()
+        return self._refreshing(self._assume_role(base, auth.role)) if auth and auth.role else base
 
     def _base_session(self) -> boto3.session.Session:
         auth = self.spec.auth
@@ -142,30 +161,59 @@ class AwsStoreSession:
             namespace = self.config.credentials_namespace
             refs = auth.secretRef
             field = "spec.provider.aws.auth.secretRef"
-            try:
-                key_id = self.credentials.secret_value(namespace, refs.accessKeyIDSecretRef.name, refs.accessKeyIDSecretRef.key)
-                secret = self.credentials.secret_value(namespace, refs.secretAccessKeySecretRef.name, refs.secretAccessKeySecretRef.key)
-            except StoreError as error:
-                raise StoreError(f"{field}: {error}", reason=error.reason, retryable=error.retryable, field=field) from None
+            key_id = credential(field, lambda: self.credentials.secret_value(
+                namespace, refs.accessKeyIDSecretRef.name, refs.accessKeyIDSecretRef.key))
+            secret = credential(field, lambda: self.credentials.secret_value(
+                namespace, refs.secretAccessKeySecretRef.name, refs.secretAccessKeySecretRef.key))
             return boto3.session.Session(aws_access_key_id=key_id.strip(), aws_secret_access_key=secret.strip(), region_name=self.spec.region)
         return boto3.session.Session(region_name=self.spec.region)
 
-    def _assumed_session(self, base: boto3.session.Session, role: str) -> boto3.session.Session:
+    @property
+    def _session_name(self) -> str:
+        return f"paved-{self.config.key.name}"[:64]
+
+    def _assume_role(self, base: boto3.session.Session, role: str) -> Callable[[], dict[str, Any]]:
+        """sts:AssumeRole with the base session's credentials."""
         sts = base.client("sts", region_name=self.spec.region, endpoint_url=aws.endpoint_url(), config=aws.BOTOCORE_CONFIG)
-        name = f"paved-{self.config.key.name}"[:64]
+        return lambda: self._assume("spec.provider.aws.auth.role", role, lambda: aws.call(
+            STS_PROVIDER, sts, "assume_role", RoleArn=role, RoleSessionName=self._session_name,
+            DurationSeconds=ROLE_SESSION_SECONDS))
 
-        def assume() -> dict[str, str]:
-            try:
-                answer = aws.call(STS_PROVIDER, sts, "assume_role", RoleArn=role, RoleSessionName=name, DurationSeconds=ROLE_SESSION_SECONDS)
-            except AwsError as error:
-                raise StoreError(f"spec.provider.aws.auth.role: assuming {role} refused: {error}", reason=AUTH_FAILED,
-                                 field="spec.provider.aws.auth.role") from None
-            creds = answer["Credentials"]
-            expiry = creds["Expiration"]
-            if isinstance(expiry, datetime):
-                expiry = expiry.astimezone(timezone.utc).isoformat()
-            return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"], "token": creds["SessionToken"], "expiry_time": expiry}
+    def _web_identity(self, account: AwsServiceAccountRef, role: str) -> Callable[[], dict[str, Any]]:
+        """sts:AssumeRoleWithWebIdentity with a fresh token of the ServiceAccount (TokenRequest API).
 
+        The STS client is unsigned: the call needs no AWS credentials, so none of the
+        operator's are even looked up, let alone sent."""
+        sts = boto3.session.Session().client("sts", region_name=self.spec.region, endpoint_url=aws.endpoint_url(),
+                                             config=aws.BOTOCORE_CONFIG.merge(botocore.config.Config(signature_version=UNSIGNED)))
+        namespace = account.namespace or self.config.credentials_namespace
+        field = "spec.provider.aws.auth.serviceAccountRef"
+
+        def exchange() -> dict[str, Any]:
+            token = credential(field, lambda: self.credentials.service_account_token(
+                namespace, account.name, account.audiences, SA_TOKEN_SECONDS))
+            return aws.call(STS_PROVIDER, sts, "assume_role_with_web_identity", RoleArn=role,
+                            RoleSessionName=self._session_name, WebIdentityToken=token,
+                            DurationSeconds=ROLE_SESSION_SECONDS)
+
+        return lambda: self._assume(field, role, exchange)
+
+    @staticmethod
+    def _assume(field: str, role: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """One STS exchange as botocore's refreshable-credentials metadata."""
+        try:
+            answer = call()
+        except AwsError as error:
+            raise StoreError(f"{field}: assuming {role} refused: {error}", reason=AUTH_FAILED, field=field) from None
+        creds = answer["Credentials"]
+        expiry = creds["Expiration"]
+        if isinstance(expiry, datetime):
+            expiry = expiry.astimezone(timezone.utc).isoformat()
+        return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"], "token": creds["SessionToken"],
+                "expiry_time": expiry}
+
+    def _refreshing(self, assume: Callable[[], dict[str, Any]]) -> boto3.session.Session:
+        """A session on assumed-role credentials that assume again before they expire."""
         refreshable = botocore.credentials.RefreshableCredentials.create_from_metadata(
             metadata=assume(), refresh_using=assume, method="sts-assume-role"
         )
@@ -178,9 +226,7 @@ class AwsStoreSession:
         with self._lock:
             if service not in self._clients:
                 if self._session is None:
-                    base = self._base_session()
-                    role = self.spec.auth.role if self.spec.auth else None
-                    self._session = self._assumed_session(base, role) if role else base
+                    self._session = self._new_session()
                 endpoint = self.spec.endpointURL or aws.endpoint_url()
                 self._clients[service] = self._session.client(
                     service, region_name=self.spec.region, endpoint_url=endpoint, config=STORE_BOTOCORE_CONFIG

@@ -2,9 +2,9 @@
 
 Flagger's shape: `spec.analysis` names its source with a one-of field (today only
 `prometheus`); the name of the field that is set picks the factory, and the factory builds a
-provider for that source's settings (its address). `for_analysis` keeps one instance per
-(provider, settings), so HTTP connections are reused by every rollout that queries the same
-server.
+provider for that source's settings (its address) and the rollout's `Egress` (where it may
+connect: paved.providers.egress). `for_analysis` keeps one instance per (provider, settings,
+egress), so HTTP connections are reused by every rollout that queries the same server.
 
 A provider answers one instant query at a time:
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from paved.providers.base import ProviderError
+from paved.providers.egress import STRICT, Egress
 from paved.rollout.actions import MetricQuery
 from paved.rollout.observation import MetricMeasurement
 
@@ -98,12 +99,13 @@ def rejection(provider: MetricsProvider, promql: str) -> str | None:
 
 # --- the registry ---------------------------------------------------------------------------
 
-ProviderFactory = Callable[[Mapping[str, Any]], MetricsProvider]
-"""Builds a provider from its settings (the value of the one-of field, e.g. {address: ...})."""
+ProviderFactory = Callable[[Mapping[str, Any], Egress], MetricsProvider]
+"""Builds a provider from its settings (the value of the one-of field, e.g. {address: ...}) and
+the rule for its connections (paved.providers.egress)."""
 
 _FACTORIES: dict[str, ProviderFactory] = {}
 _MODULES = {"prometheus": "paved.providers.metrics.prometheus"}  # their install() runs on first use
-_INSTANCES: dict[tuple[str, str], MetricsProvider] = {}
+_INSTANCES: dict[tuple[str, str, bool], MetricsProvider] = {}
 _lock = threading.Lock()
 
 
@@ -147,14 +149,14 @@ def source_of(analysis: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
                         retryable=False, field="spec.analysis")
 
 
-def for_analysis(analysis: Mapping[str, Any]) -> MetricsProvider:
-    """The provider for spec.analysis, one instance per (provider, settings) per process."""
+def for_analysis(analysis: Mapping[str, Any], egress: Egress = STRICT) -> MetricsProvider:
+    """The provider for spec.analysis, one instance per (provider, settings, egress) per process."""
     name, settings = source_of(analysis)
-    key = (name, repr(sorted(settings.items())))
+    key = (name, repr(sorted(settings.items())), egress.any_endpoint)
     with _lock:
         provider = _INSTANCES.get(key)
     if provider is None:
-        provider = _factory(name)(settings)
+        provider = _factory(name)(settings, egress)
         with _lock:
             provider = _INSTANCES.setdefault(key, provider)
     return provider

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from paved.providers import metrics as registry
+from paved.providers.egress import Egress
 from paved.providers.metrics import QueryResult
 
 Answer = QueryResult | float | None | Callable[[], QueryResult | float | None]
@@ -33,7 +34,7 @@ class FakeMetrics:
         return QueryResult(value=None if answer is None else float(answer))
 
     def install(self, name: str = "prometheus") -> FakeMetrics:
-        def factory(_settings: Mapping[str, Any]) -> FakeMetrics:
+        def factory(_settings: Mapping[str, Any], _egress: Egress) -> FakeMetrics:
             return self
 
         registry.register(name, factory)

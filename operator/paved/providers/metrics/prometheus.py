@@ -12,7 +12,9 @@ pooled `requests.Session`). Answers, as `QueryResult`:
 - several series                                          -> error (aggregate the query);
 - timeouts, connection errors, 5xx                        -> retried (tenacity, exponential
   backoff with jitter, a few attempts within about two seconds so that step timing
-  keeps its 1 s precision), then an error. Inconclusive, never a silent pass.
+  keeps its 1 s precision), then an error. Inconclusive, never a silent pass;
+- a connection to an address the endpoint rule forbids     -> error, rejected=True (the
+  rollout's tick refuses such an address before any query; paved.providers.egress).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import tenacity
-from requests.adapters import HTTPAdapter
 
 from paved.metrics import count_call
+from paved.policy.endpoints import without_credentials
 from paved.providers import metrics as registry
+from paved.providers.egress import STRICT, Egress, refused_reason
 from paved.providers.metrics import QueryResult
 
 NAME = "prometheus"
@@ -45,16 +47,13 @@ class _Transient(Exception):
 class PrometheusProvider:
     name = NAME
 
-    def __init__(self, address: str, *, timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
-                 attempts: int = ATTEMPTS) -> None:
+    def __init__(self, address: str, *, egress: Egress = STRICT,
+                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT), attempts: int = ATTEMPTS) -> None:
         self.address = address.rstrip("/")
         self.shown = without_credentials(self.address)  # for messages: they reach status and Events
         self.timeout = timeout
         self.attempts = attempts
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = egress.session(pool_connections=1, pool_maxsize=POOL_SIZE)
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.shown!r})"
@@ -79,6 +78,9 @@ class PrometheusProvider:
         except requests.Timeout:
             raise _Transient(f"Prometheus at {self.shown} did not answer within {self.timeout[1]:g}s") from None
         except requests.ConnectionError as exc:
+            refused = refused_reason(exc)
+            if refused:
+                return QueryResult(error=refused, rejected=True)
             raise _Transient(f"cannot reach Prometheus at {self.shown}: {_reason(exc)}") from None
         except requests.RequestException as exc:  # an unusable address (bad port, scheme): its text quotes the URL
             return QueryResult(error=f"Prometheus address {self.shown} is not usable: {type(exc).__name__}", rejected=True)
@@ -86,14 +88,6 @@ class PrometheusProvider:
             raise _Transient(f"Prometheus at {self.shown} answered HTTP {response.status_code}: "
                              f"{_error_text(response)}")
         return parse_answer(response.status_code, _json(response))
-
-
-def without_credentials(address: str) -> str:
-    """`address` without a `user:password@` part (requests sends it as basic auth)."""
-    parts = urlsplit(address)
-    if "@" not in parts.netloc:
-        return address
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def parse_answer(status_code: int, body: Mapping[str, Any] | None) -> QueryResult:
@@ -152,8 +146,8 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _factory(settings: Mapping[str, Any]) -> PrometheusProvider:
-    return PrometheusProvider(str(settings["address"]))
+def _factory(settings: Mapping[str, Any], egress: Egress) -> PrometheusProvider:
+    return PrometheusProvider(str(settings["address"]), egress=egress)
 
 
 def install() -> None:

@@ -38,8 +38,10 @@ Authentication (spec.provider.vault.auth, exactly one):
   optional audiences), presented to `auth/<mountPath>/login` with the role;
 - tokenSecretRef: a Vault token from a Secret, checked with `auth/token/lookup-self`;
 - appRole: role_id plus the secret_id from a Secret, at `auth/<path>/login`.
-Credentials are never logged; errors carry Vault's error strings, with any credential
-redacted.
+There is no way to use the operator's own Vault token (PAVED_VAULT_TOKEN) here. Which server
+and which ServiceAccount a SecretStore may name is decided before this provider is built
+(paved.secretsync.tenancy). Credentials are never logged; errors carry Vault's error strings,
+with any credential redacted.
 """
 
 from __future__ import annotations
@@ -64,17 +66,18 @@ from paved.providers import deadline, secretstores
 from paved.providers.secretstores import (
     AUTH_FAILED,
     NOT_FOUND_UNCONFIRMED,
+    SA_TOKEN_SECONDS,
     STORE_TIMEOUT,
     UNREACHABLE,
     Credentials,
     StoreConfig,
     StoreError,
+    credential,
 )
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 from paved.secretsync.values import redact
 
 PROVIDER = "vault"
-SA_TOKEN_SECONDS = 600  # the TokenRequest minimum; used once, for the login
 RELOGIN_MARGIN = 0.2  # re-login when less than 20 % of the token's TTL is left ...
 RELOGIN_MIN_SECONDS = 30.0  # ... or less than this
 CONNECT_TIMEOUT = 3.0
@@ -126,14 +129,6 @@ def _retried(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT) and not isinstance(error, requests.exceptions.Timeout)
 
 
-def _credential(field: str, read: Callable[[], str]) -> str:
-    """Read a credential from Kubernetes; a failure names the store field that points at it."""
-    try:
-        return read()
-    except StoreError as error:
-        raise StoreError(f"{field}: {error}", reason=error.reason, retryable=error.retryable, field=field) from None
-
-
 def _errors_of(error: vault_errors.VaultError) -> str:
     return ", ".join(str(e) for e in (error.errors or [])) or type(error).__name__
 
@@ -156,7 +151,6 @@ class VaultStore:
         self._secrets: list[str] = []  # credentials seen, for redaction
         self._ca_file: str | None = None
         self._prefetched: dict[RemoteKey, RemoteValue] = {}
-        self._validate()
         verify: bool | str = True
         if spec.caBundle:
             handle, self._ca_file = tempfile.mkstemp(prefix="paved-vault-ca-", suffix=".pem")
@@ -171,18 +165,6 @@ class VaultStore:
         self.client = hvac.Client(url=spec.server, verify=verify, timeout=(CONNECT_TIMEOUT, REQUEST_TIMEOUT),  # type: ignore[arg-type]
                                   session=session)
         self._kv2_mount: bool | None = None  # this call's mount preflight (None: not made yet)
-
-    def _validate(self) -> None:
-        auth = self.spec.auth
-        if auth.kubernetes and auth.kubernetes.serviceAccountRef.namespace and not self.config.key.cluster:
-            if auth.kubernetes.serviceAccountRef.namespace != self.config.credentials_namespace:
-                raise StoreError(
-                    "spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace: a SecretStore may only use "
-                    "ServiceAccounts of its own namespace; remove the field or use a ClusterSecretStore",
-                    reason="StoreInvalid",
-                    retryable=False,
-                    field="spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace",
-                )
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -239,7 +221,7 @@ class VaultStore:
             account = kubernetes.serviceAccountRef
             account_ns = account.namespace or namespace
             field = "spec.provider.vault.auth.kubernetes"
-            jwt = _credential(field, lambda: self.credentials.service_account_token(
+            jwt = credential(field, lambda: self.credentials.service_account_token(
                 account_ns, account.name, account.audiences, SA_TOKEN_SECONDS))
             self._secrets.append(jwt)
             try:
@@ -253,7 +235,7 @@ class VaultStore:
         if auth.appRole:
             approle = auth.appRole
             field = "spec.provider.vault.auth.appRole"
-            secret_id = _credential(f"{field}.secretRef", lambda: self.credentials.secret_value(
+            secret_id = credential(f"{field}.secretRef", lambda: self.credentials.secret_value(
                 namespace, approle.secretRef.name, approle.secretRef.key))
             self._secrets.append(secret_id)
             try:
@@ -266,7 +248,7 @@ class VaultStore:
         assert auth.tokenSecretRef is not None
         field = "spec.provider.vault.auth.tokenSecretRef"
         token_ref = auth.tokenSecretRef
-        token = _credential(field, lambda: self.credentials.secret_value(namespace, token_ref.name, token_ref.key))
+        token = credential(field, lambda: self.credentials.secret_value(namespace, token_ref.name, token_ref.key))
         self._secrets.append(token)
         self.client.token = token
         try:
