@@ -46,8 +46,9 @@ from paved import GROUP, VERSION
 from paved.api.common import READY, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved import identity as core
-from paved.identity import chain as chains, grants, scope as scopes
+from paved.identity import ceiling as ceilings, chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
+from paved.kube import ceiling as kube_ceiling
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError
 from paved.providers import base as providers
@@ -164,7 +165,32 @@ def keep_expired(outcome: _compose.Outcome, body: Mapping[str, Any]) -> _compose
     return _compose.Outcome(outcome.result, status, kube_status.status_delta(old, status))
 
 
-IDENTITY = _compose.register_kind(_IdentityKind("AgentIdentity", status_extras=identity_status, audit=audit_grants, refine=keep_expired))
+def refused_by_api_server(outcome: _compose.Outcome, namespace: str) -> str | None:
+    """The backstop: the API server refused a Role or binding holding more than the operator
+    (that is, beyond the ceiling it is bound to). The condition message naming the capability,
+    or None when the outcome is no such refusal."""
+    error = outcome.result.error
+    rules = ceilings.refused_rules(error.message) if error is not None else None
+    if rules is None:
+        return None
+    spec = outcome.result.spec.dump() if outcome.result.spec is not None else {}
+    outside = ceilings.refused_capabilities(spec, namespace, rules)
+    return f"{outside[0].field}: {ceilings.outside_message(outside, ceilings.Ceiling())} (refused by the API server)"
+
+
+def ceiling_backstop(outcome: _compose.Outcome, body: Mapping[str, Any]) -> _compose.Outcome:
+    """On every path (handler, children watch, Composition change) the API server's escalation
+    refusal reads as the same Ready=False/OutsideCeiling the up-front check gives."""
+    refusal = refused_by_api_server(outcome, (body.get("metadata") or {}).get("namespace", ""))
+    if refusal is None:
+        return outcome
+    status = kube_status.with_conditions(outcome.status, [(READY, False, chains.REASON_OUTSIDE_CEILING, refusal)],
+                                         (body.get("metadata") or {}).get("generation"))
+    return _compose.Outcome(outcome.result, status, kube_status.status_delta(body.get("status") or {}, status))
+
+
+IDENTITY = _compose.register_kind(_IdentityKind("AgentIdentity", status_extras=identity_status, audit=audit_grants,
+                                                refine=lambda outcome, body: keep_expired(ceiling_backstop(outcome, body), body)))
 RAW_IDENTITY = _compose.IntentKind("AgentIdentity")  # the full declared spec: deletion removes everything it could have made
 
 
@@ -215,6 +241,28 @@ def ancestry_digest(body: Mapping[str, Any], index: Mapping[Any, Any]) -> str:
     return core.ancestry_digest(summary(body), _lookup(index), max_depth())
 
 
+# --------------------------------------------------------------------------- the platform's ceiling
+
+
+def ceiling() -> ceilings.Ceiling:
+    """The ceiling ClusterRole's rules (paved.kube.ceiling: cached for a few seconds)."""
+    try:
+        return kube_ceiling.read()
+    except ApiError as error:
+        raise providers.ProviderError(f"reading the ceiling ClusterRole {ceilings.CLUSTER_ROLE}: {error.status} {error.reason}",
+                                      retryable=True) from None
+
+
+def grant_bounds(namespace: str | None) -> tuple[Mapping[str, list[str]], str]:
+    """What bounds an identity beyond its own spec, for the daemon to notice a change: what
+    IntentPolicies allow it and the ceiling's version ("" while it cannot be read)."""
+    try:
+        version = kube_ceiling.read().version
+    except ApiError:
+        version = ""
+    return _compose.allowances("AgentIdentity", namespace), version
+
+
 # --------------------------------------------------------------------------- the reconcile
 
 
@@ -240,7 +288,7 @@ def reconcile_now(body: Mapping[str, Any], index: Mapping[Any, Any], composition
     decision = core.decide(subject, accepted=_accepted(body), now=now, lookup=_lookup(index),
                            namespace_allowed=namespace_allowed, max_depth=max_depth(),
                            previous_chain=old.get("delegationChain") or [],
-                           allowed=_compose.allowances("AgentIdentity", owner.namespace))
+                           allowed=_compose.allowances("AgentIdentity", owner.namespace), ceiling=ceiling())
     generation = owner.generation
     if decision.action == chains.REFUSE:
         status = kube_status.with_conditions(old, [
@@ -264,7 +312,10 @@ def reconcile_now(body: Mapping[str, Any], index: Mapping[Any, Any], composition
     status["delegationChain"] = decision.chain
     conditions: list[kube_status.ConditionSpec] = [(EXPIRED, False, "NotExpired", decision.message)]
     error = outcome.result.error
-    if error is None or error.retryable:
+    refusal = refused_by_api_server(outcome, owner.namespace or "")
+    if refusal is not None:  # Ready says it already (ceiling_backstop)
+        conditions.append((ACCEPTED, False, chains.REASON_OUTSIDE_CEILING, refusal))
+    elif error is None or error.retryable:
         conditions.append((ACCEPTED, True, decision.reason, decision.message))
     status = kube_status.with_conditions(status, conditions, generation)
     status = {key: value for key, value in status.items() if value is not None or key in old}
@@ -273,6 +324,8 @@ def reconcile_now(body: Mapping[str, Any], index: Mapping[Any, Any], composition
         audit(owner, "Narrowed", decision.message, status, "Warning")
     if _is_true(old, EXPIRED):
         audit(owner, "Restored", f"expiry extended: {decision.message}", status)
+    if refusal is not None and delta:
+        audit(owner, chains.REASON_OUTSIDE_CEILING, f"refused: {refusal}", status, "Warning")
     return delta, outcome
 
 
@@ -387,8 +440,8 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
         snapshot, compositions = copy.deepcopy(dict(body)), _compose.compositions_from(composition_index)
         await asyncio.get_running_loop().run_in_executor(_WORKERS, _resync, snapshot, identity_summaries, compositions)
 
-    async def allowances() -> Mapping[str, list[str]]:
-        return await asyncio.get_running_loop().run_in_executor(_WORKERS, _compose.allowances, "AgentIdentity", namespace)
+    async def allowances() -> tuple[Mapping[str, list[str]], str]:
+        return await asyncio.get_running_loop().run_in_executor(_WORKERS, grant_bounds, namespace)
 
     seen_digest = digest()
     # Re-checks are spread over the interval so that a thousand daemons do not check together.
