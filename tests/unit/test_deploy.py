@@ -106,3 +106,32 @@ def test_kustomizations_list_every_file() -> None:
     crds = yaml.safe_load((ROOT / "crds" / "kustomization.yaml").read_text())["resources"]
     assert sorted(crds) == sorted(path.name for path in (ROOT / "crds").glob("*.paved.dev.yaml"))
 
+
+# Actions AWS authorises besides the call's own (deploy/aws/README.md says why each is there).
+DEPENDENT_AWS_ACTIONS = {
+    "rds:AddTagsToResource": "CreateDBInstance with Tags",
+    "rds:CreateDBSnapshot": "DeleteDBInstance with a FinalDBSnapshotIdentifier",
+    "iam:TagRole": "CreateRole with Tags",
+}
+
+
+def test_the_operators_iam_policy_holds_exactly_the_actions_the_code_calls() -> None:
+    import json
+    import re
+
+    import botocore.session
+    from botocore import xform_name
+
+    called = set()
+    for service, module in (("rds", "rds"), ("iam", "iam")):
+        model = botocore.session.get_session().get_service_model(service)
+        operations = {xform_name(name): name for name in model.operation_names}
+        source = (ROOT / "operator" / "paved" / "providers" / "aws" / f"{module}.py").read_text()
+        called |= {f"{service}:{operations[name]}" for name in re.findall(r'_call\("([a-z_]+)"', source)}
+    policy = json.loads((DEPLOY / "aws" / "iam-policy.json").read_text())
+    granted = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert all(statement["Effect"] == "Allow" and "*" not in "".join(statement["Action"]) for statement in policy["Statement"])
+    assert called - granted == set(), "calls the operator's IAM policy does not allow"
+    assert granted - called - set(DEPENDENT_AWS_ACTIONS) == set(), "actions no code path calls"
+    readme = (DEPLOY / "aws" / "README.md").read_text()
+    assert [action for action in sorted(granted) if f"`{action}`" not in readme] == [], "actions the README does not explain"
