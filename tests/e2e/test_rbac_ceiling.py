@@ -30,8 +30,9 @@ pytestmark = pytest.mark.cluster
 OPERATOR_USER = "system:serviceaccount:paved-system:paved-operator"
 # In the default ceiling (deploy/rbac.yaml), not among the operator's own rules.
 WITHIN = {"resources": ["pods"], "verbs": ["get"]}
-# Neither in the default ceiling nor held by the operator: the API server would refuse it too.
-BEYOND = {"resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]}
+# Not in the default ceiling. The operator holds Secrets itself, so only Paved's own check
+# refuses them; PersistentVolumeClaims it does not hold, so the API server would refuse them too.
+BEYOND = [{"resources": ["secrets"], "verbs": ["get"]}, {"resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]}]
 
 
 def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
@@ -80,6 +81,7 @@ def as_operator(kubectl: Kubectl, operator: OperatorProcess, body: dict[str, Any
     result = kubectl("create", "-f", "-", input=json.dumps(body), check=False, kubeconfig=operator.kubeconfig)
     assert result.returncode != 0, f"the operator's token created {body['kind']} {body['metadata']['name']}"
     assert "Forbidden" in result.stderr, result.stderr
+    print(f"\n[escalation] {body['kind']} {body['metadata']['name']}: {result.stderr.strip()[:400]}")
     return result.stderr
 
 
@@ -118,6 +120,7 @@ def test_the_operators_token_cannot_grant_beyond_what_it_holds(operator: Operato
     widen = json.dumps([{"op": "add", "path": "/rules/-", "value": {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}}])
     result = kubectl("patch", "clusterrole", "paved-operator", "--type=json", "-p", widen, check=False, kubeconfig=operator.kubeconfig)
     assert result.returncode != 0 and ESCALATION_REFUSAL in result.stderr, result.stderr
+    print(f"\n[escalation] patch ClusterRole paved-operator: {result.stderr.strip()[:400]}")
     # nothing of the above exists
     assert get_json(kubectl, "clusterrolebinding", f"e2e-escalate-{suffix}") is None
     assert get_json(kubectl, "role", "everything", "-n", namespace) is None
@@ -140,34 +143,36 @@ def test_beyond_the_ceiling_is_refused_until_the_platform_extends_it(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, ceiling_extension: str
 ) -> None:
     apply_identity(kubectl, namespace, "modest", [WITHIN])
-    apply_identity(kubectl, namespace, "storage", [WITHIN, BEYOND])
+    apply_identity(kubectl, namespace, "greedy", [WITHIN, *BEYOND])
 
     # Within the ceiling: granted, exactly.
     wait_reason(kubectl, namespace, "modest", "Ready", "Ready")
     assert allowed(kubectl, namespace, "modest", "get", "pods") and not allowed(kubectl, namespace, "modest", "list", "pods")
 
-    # Beyond it: refused up front, naming the capability and the ClusterRole; nothing exists.
-    refused = wait_reason(kubectl, namespace, "storage", "Ready", "OutsideCeiling")
+    # Beyond it: refused up front (not by the API server), naming the capability and the
+    # ClusterRole, and nothing exists.
+    refused = wait_reason(kubectl, namespace, "greedy", "Ready", "OutsideCeiling")
     message = condition(refused, "Ready")["message"]
     assert message.startswith("spec.capabilities[1]: ") and f"outside the platform's ceiling (ClusterRole {CLUSTER_ROLE})" in message
-    assert 'verb "get" on persistentvolumeclaims' in message
+    assert 'verb "get" on secrets' in message and 'spec.capabilities[2]: verb "get" on persistentvolumeclaims' in message
+    assert "refused by the API server" not in message
     assert condition(refused, "Accepted")["status"] == "False"
-    assert created_for(kubectl, namespace, "storage") == [] and not (refused.get("status") or {}).get("grants")
+    assert created_for(kubectl, namespace, "greedy") == [] and not (refused.get("status") or {}).get("grants")
 
     # The platform labels a ClusterRole into the ceiling (no Paved file changes): now granted.
     kubectl("apply", "-f", "-", input=yaml.safe_dump(rbac("ClusterRole", ceiling_extension, rules=[
-        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch"]}])))
+        {"apiGroups": [""], "resources": ["secrets", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]}])))
     kubectl("label", "clusterrole", ceiling_extension, f"{AGGREGATION_LABEL}=true")
-    wait_reason(kubectl, namespace, "storage", "Ready", "Ready", timeout=60)
-    assert allowed(kubectl, namespace, "storage", "list", "persistentvolumeclaims")
-    assert not allowed(kubectl, namespace, "storage", "watch", "persistentvolumeclaims")  # still exactly the declared verbs
+    wait_reason(kubectl, namespace, "greedy", "Ready", "Ready", timeout=60)
+    assert allowed(kubectl, namespace, "greedy", "get", "secrets") and allowed(kubectl, namespace, "greedy", "list", "persistentvolumeclaims")
+    assert not allowed(kubectl, namespace, "greedy", "list", "secrets")  # still exactly the declared verbs
 
     # Withdrawn: the granted identity is narrowed to what the ceiling still holds.
     kubectl("delete", "clusterrole", ceiling_extension, "--wait=true")
-    wait_reason(kubectl, namespace, "storage", "Accepted", "Narrowed", timeout=60)
-    wait_for(lambda: not allowed(kubectl, namespace, "storage", "get", "persistentvolumeclaims"), timeout=20,
-             what="grant narrowed to the ceiling")
-    assert allowed(kubectl, namespace, "storage", "get", "pods")
+    wait_reason(kubectl, namespace, "greedy", "Accepted", "Narrowed", timeout=60)
+    wait_for(lambda: not allowed(kubectl, namespace, "greedy", "get", "secrets"), timeout=20, what="grant narrowed to the ceiling")
+    assert not allowed(kubectl, namespace, "greedy", "get", "persistentvolumeclaims")
+    assert allowed(kubectl, namespace, "greedy", "get", "pods")
 
 
 @pytest.fixture
@@ -194,5 +199,5 @@ def test_the_api_servers_refusal_reads_as_the_same_condition(
     message = condition(refused, "Ready")["message"]
     assert message.startswith("spec.capabilities[1]: ") and "refused by the API server" in message, message
     assert condition(refused, "Accepted")["reason"] == "OutsideCeiling"
-    assert [kind for kind in created_for(kubectl, namespace, "unbound") if not kind.startswith("Role/")] == []
+    assert created_for(kubectl, namespace, "unbound") == []  # the Role was refused: nothing after it was applied
     assert not allowed(kubectl, namespace, "unbound", "get", "configmaps")

@@ -20,10 +20,10 @@ _lock = threading.Lock()
 _cached: tuple[float, Ceiling] | None = None
 
 
-def read(*, now: float | None = None) -> Ceiling:
+def read() -> Ceiling:
     """The ceiling as of at most TTL_SECONDS ago; raises paved.kube.client.ApiError."""
     global _cached
-    now = time.monotonic() if now is None else now
+    now = time.monotonic()
     with _lock:
         if _cached is not None and now - _cached[0] < TTL_SECONDS:
             return _cached[1]
@@ -37,9 +37,3 @@ def read(*, now: float | None = None) -> Ceiling:
         _cached = (now, ceiling)
     return ceiling
 
-
-def forget() -> None:
-    """Drop the cached ceiling (tests)."""
-    global _cached
-    with _lock:
-        _cached = None
