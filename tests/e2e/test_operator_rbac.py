@@ -1,4 +1,4 @@
-"""deploy/'s ClusterRole paved-operator holds exactly what the operator uses: every rule is needed.
+"""deploy/'s RBAC for the operator's own work holds exactly what it uses: every rule is needed.
 
 The end-to-end tests run the operator as deploy/'s ServiceAccount (a missing rule fails them);
 the API server's audit log of the same session records every request that ServiceAccount made
@@ -29,6 +29,7 @@ import yaml
 
 from fixtures.audit import Request, operator_requests
 from paved.dev.controlplane import ControlPlane
+from paved.identity.ceiling import CLUSTER_ROLE as CEILING
 from paved.kube.apply import MANAGED_KINDS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.after_e2e]
@@ -56,9 +57,12 @@ NOT_EXERCISED = {
 
 
 def operator_rules() -> list[dict[str, Any]]:
-    role = next(doc for doc in yaml.safe_load_all(RBAC.read_text())
-                if doc and doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "paved-operator")
-    return list(role["rules"])
+    """The rules of every Role and ClusterRole deploy/ gives the operator for its own work
+    (paved-operator, and any namespaced Role such as leader election's); not the agents'
+    ceiling, which it holds only to grant it."""
+    return [rule for doc in yaml.safe_load_all(RBAC.read_text())
+            if doc and doc["kind"] in ("Role", "ClusterRole") and not doc["metadata"]["name"].startswith(CEILING)
+            for rule in doc.get("rules") or []]
 
 
 def atoms(rule: dict[str, Any]) -> list[Atom]:
