@@ -1,5 +1,6 @@
-"""AgentIdentity complete: real control plane + operator (deploy/ RBAC) + OpenBao (Kubernetes
-auth with real TokenReview) + moto. Vault login with a TokenRequest token, IAM trust,
+"""AgentIdentity complete: real control plane + operator (deploy/ RBAC, its Vault policy, its IAM
+policy with moto enforcing IAM) + OpenBao (Kubernetes auth with real TokenReview) + moto.
+Vault login with a TokenRequest token, IAM trust,
 expiry-to-revocation time (printed), extension, delegation refusal/narrowing/expiry.
 """
 
@@ -18,6 +19,7 @@ import yaml
 
 from fixtures.cluster import wait_for
 from fixtures.vault import configure_kubernetes_auth
+from paved.dev.moto import actions_only, operator_iam_policy
 
 pytestmark = pytest.mark.cluster
 ISSUER = "oidc.paved.test/id/E2E"
@@ -67,13 +69,14 @@ def world(control_plane, operator, openbao, moto_server, kubectl):
     configure_kubernetes_auth(openbao, control_plane, mount="kubernetes")
     kubectl("patch", "composition", "agent-identity-default", "--type=merge",
             "-p", json.dumps({"spec": {"parameters": {"aws": {"oidcIssuer": ISSUER}}}}))
-    operator.env = {**moto_server.env(), "PAVED_VAULT_ADDR": openbao.addr, "PAVED_VAULT_CACERT": openbao.ca_cert,
-                    "PAVED_VAULT_TOKEN": openbao.root_token,
+    moto_server.enforce_iam(actions_only(operator_iam_policy()))  # the operator as an IAM user with only its policy
+    operator.env = {**moto_server.operator_env(), **openbao.operator_env(("kubernetes",)),  # Vault: its policy, not root
                     "PAVED_DELEGATION_NAMESPACES": DELEGATING_NAMESPACE, "PAVED_DELEGATION_MAX_DEPTH": str(MAX_DEPTH)}
     operator.restart()
     try:
         yield openbao, moto_server
     finally:
+        moto_server.stop_enforcing()
         operator.env = {}
 
 

@@ -3,7 +3,9 @@
 The operator of this module talks to the session's moto server: the `aws_operator` fixture
 restarts the session operator with moto's environment (`OperatorProcess.env`) for the
 duration of the module (one operator at a time, so no second process reconciles the same
-intents), and restores it afterwards. RDS is inspected with boto3 directly on moto; calls the operator made are read
+intents), and restores it afterwards. Meanwhile moto enforces IAM and the operator is an IAM
+user holding only deploy/aws/iam-policy.json's actions (paved.dev.moto.MotoServer.enforce_iam),
+so these tests prove those actions are enough. RDS is inspected with boto3 directly on moto; calls the operator made are read
 from its /metrics (`paved_provider_api_calls_total{provider="aws-rds"}`).
 """
 
@@ -22,6 +24,7 @@ import yaml
 from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
+from paved.dev.moto import actions_only, operator_iam_policy
 from paved.providers.aws import rds
 from paved.providers.base import Owner
 
@@ -40,7 +43,7 @@ class AwsOperator:
         self.moto = moto
 
     def start(self, **overrides: str) -> None:
-        self.process.env = {**self.moto.env(), **overrides}
+        self.process.env = {**self.moto.operator_env(), **overrides}
         self.process.start()
 
     def restart(self, **overrides: str) -> None:
@@ -58,12 +61,14 @@ class AwsOperator:
 @pytest.fixture(scope="module")
 def aws_operator(operator: OperatorProcess, moto_server: MotoServer, kubectl: Kubectl) -> Iterator[AwsOperator]:
     moto_server.reset()
+    moto_server.enforce_iam(actions_only(operator_iam_policy()))
     kubectl("create", "namespace", ALLOWED_NAMESPACE, check=False)  # the seed's allowFrom
     wrapped = AwsOperator(operator, moto_server)
     wrapped.restart()
     try:
         yield wrapped
     finally:
+        moto_server.stop_enforcing()
         operator.env = {}
         operator.restart()  # back to the session's plain environment
 

@@ -34,9 +34,9 @@ def rendered(spec: dict) -> dict:
 
 @pytest.fixture
 def vault_env(openbao, monkeypatch):
-    monkeypatch.setenv(admin.ADDR_ENV, openbao.addr)
-    monkeypatch.setenv(admin.CACERT_ENV, openbao.ca_cert)
-    monkeypatch.setenv(admin.TOKEN_ENV, openbao.root_token)
+    """The providers with the operator's own token: only its documented policy, for this mount."""
+    for name, value in openbao.operator_env(("itest-k8s",)).items():
+        monkeypatch.setenv(name, value)
     admin.reset_client()
     client = openbao.client
     if "itest-k8s/" not in client.sys.list_auth_methods()["data"]:
@@ -115,3 +115,27 @@ def test_iam_role_trust_is_exact_and_apply_is_idempotent(iam_provider, boto3_cli
     assert iam_provider.delete(resource, OWNER, "Delete").done
     assert not iam_provider.observe(resource, OWNER).exists
     assert iam_provider.delete(resource, OWNER, "Delete").done
+
+
+def test_the_operators_vault_token_holds_only_its_documented_policy(vault_env):
+    """What the operator's token may do is admin.operator_policy(): identity policies and roles
+    named paved-* with only the fields Paved writes, token revocation; not its own policy, no
+    secrets, no sys/ beyond ACL policies."""
+    import hvac.exceptions
+
+    secret = vault_env.operator_env(("itest-k8s",))["PAVED_VAULT_TOKEN"]
+    assert vault_env.client.auth.token.lookup(secret)["data"]["policies"] == [admin.OPERATOR_POLICY_NAME]  # no default
+    token = vault_env.new_client(secret)
+    refused = [
+        lambda: token.sys.create_or_update_acl_policy(name=admin.OPERATOR_POLICY_NAME, policy='path "*" { capabilities = ["sudo"] }'),
+        lambda: token.sys.create_or_update_acl_policy(name="other", policy='path "*" { capabilities = ["read"] }'),
+        lambda: token.adapter.post("/v1/auth/itest-k8s/role/other", json={"token_policies": ["paved-x"]}),
+        lambda: token.adapter.post("/v1/auth/itest-k8s/role/paved-x", json={"token_period": "1h"}),  # a never-expiring token
+        lambda: token.secrets.kv.v2.read_secret_version(path="anything", mount_point="secret", raise_on_deleted_version=True),
+        lambda: token.sys.enable_auth_method("approle", path="paved-approle"),
+        lambda: token.sys.list_policies(),
+    ]
+    for index, attempt in enumerate(refused):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            attempt()
+            pytest.fail(f"attempt {index} was allowed")

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from paved.api.kinds import KINDS
+from paved.identity.ceiling import AGGREGATION_LABEL, CLUSTER_ROLE, Ceiling, beyond
 from paved.kube.apply import MANAGED_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ def documents(name: str) -> list[dict[str, Any]]:
 
 
 def cluster_role_rules() -> list[dict[str, Any]]:
-    role = next(doc for doc in documents("rbac.yaml") if doc["kind"] == "ClusterRole")
+    role = next(doc for doc in documents("rbac.yaml") if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "paved-operator")
     return role["rules"]
 
 
@@ -38,7 +39,7 @@ def plural(kind: str) -> str:
 
 def test_every_paved_kind_is_watchable_and_its_status_patchable() -> None:
     for info in KINDS:
-        assert {"get", "list", "watch", "patch"} <= verbs_for("paved.dev", info.plural), info.kind
+        assert {"list", "watch"} <= verbs_for("paved.dev", info.plural), info.kind
         assert "patch" in verbs_for("paved.dev", f"{info.plural}/status"), info.kind
 
 
@@ -52,13 +53,35 @@ def test_the_operator_can_watch_namespaces_to_start_its_audit() -> None:
     assert {"get", "list", "watch"} <= verbs_for("", "namespaces")
 
 
-def test_rbac_grants_escalate_and_bind_on_roles_and_nothing_wildcard() -> None:
-    # Roles and ClusterRoles hold exactly what identities declare: escalate/bind, no more.
-    for resource in ("roles", "clusterroles"):
-        assert {"escalate", "bind"} <= verbs_for("rbac.authorization.k8s.io", resource)
-    for resource in ("rolebindings", "clusterrolebindings"):
-        assert not {"escalate", "bind", "impersonate"} & verbs_for("rbac.authorization.k8s.io", resource)
-    assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in cluster_role_rules())
+def test_the_operator_holds_no_escalate_bind_impersonate_and_no_wildcard() -> None:
+    # Roles and bindings only within what it holds: the API server enforces the ceiling.
+    for rule in cluster_role_rules():
+        assert not {"escalate", "bind", "impersonate", "*"} & set(rule["verbs"]), rule
+        assert "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+
+
+def named(kind: str, name: str) -> dict[str, Any]:
+    return next(doc for doc in documents("rbac.yaml") if doc["kind"] == kind and doc["metadata"]["name"] == name)
+
+
+def test_the_ceiling_aggregates_by_label_and_binds_the_operator() -> None:
+    ceiling = named("ClusterRole", CLUSTER_ROLE)
+    assert ceiling["aggregationRule"]["clusterRoleSelectors"] == [{"matchLabels": {AGGREGATION_LABEL: "true"}}]
+    assert "rules" not in ceiling  # owned by the aggregation controller
+    assert named("ClusterRole", "paved-agent-ceiling-default")["metadata"]["labels"][AGGREGATION_LABEL] == "true"
+    binding = named("ClusterRoleBinding", "paved-operator-agent-ceiling")
+    assert binding["roleRef"]["name"] == CLUSTER_ROLE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "paved-operator", "namespace": "paved-system"}]
+
+
+def test_every_example_identity_fits_the_default_ceiling() -> None:
+    ceiling = Ceiling(rules=tuple(named("ClusterRole", "paved-agent-ceiling-default")["rules"]))
+    examples = [doc for path in sorted((ROOT / "examples").glob("*/*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+                if doc and doc.get("kind") == "AgentIdentity"]
+    assert examples
+    for example in examples:
+        assert beyond(example["spec"], "ns", ceiling) == [], example["metadata"]["name"]
+    assert beyond({"capabilities": [{"resources": ["secrets"], "verbs": ["get"]}]}, "ns", ceiling)  # a real ceiling
 
 
 def test_deployment_is_locked_down() -> None:
@@ -108,3 +131,33 @@ def test_kustomizations_list_every_file() -> None:
         assert (DEPLOY / resource).exists(), resource
     crds = yaml.safe_load((ROOT / "crds" / "kustomization.yaml").read_text())["resources"]
     assert sorted(crds) == sorted(path.name for path in (ROOT / "crds").glob("*.paved.dev.yaml"))
+
+
+# Actions AWS authorises besides the call's own (deploy/aws/README.md says why each is there).
+DEPENDENT_AWS_ACTIONS = {
+    "rds:AddTagsToResource": "CreateDBInstance with Tags",
+    "rds:CreateDBSnapshot": "DeleteDBInstance with a FinalDBSnapshotIdentifier",
+    "iam:TagRole": "CreateRole with Tags",
+}
+
+
+def test_the_operators_iam_policy_holds_exactly_the_actions_the_code_calls() -> None:
+    import json
+    import re
+
+    import botocore.session
+    from botocore import xform_name
+
+    called = set()
+    for service, module in (("rds", "rds"), ("iam", "iam")):
+        model = botocore.session.get_session().get_service_model(service)
+        operations = {xform_name(name): name for name in model.operation_names}
+        source = (ROOT / "operator" / "paved" / "providers" / "aws" / f"{module}.py").read_text()
+        called |= {f"{service}:{operations[name]}" for name in re.findall(r'_call\("([a-z_]+)"', source)}
+    policy = json.loads((DEPLOY / "aws" / "iam-policy.json").read_text())
+    granted = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert all(statement["Effect"] == "Allow" and "*" not in "".join(statement["Action"]) for statement in policy["Statement"])
+    assert called - granted == set(), "calls the operator's IAM policy does not allow"
+    assert granted - called - set(DEPENDENT_AWS_ACTIONS) == set(), "actions no code path calls"
+    readme = (DEPLOY / "aws" / "README.md").read_text()
+    assert [action for action in sorted(granted) if f"`{action}`" not in readme] == [], "actions the README does not explain"

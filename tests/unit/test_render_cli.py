@@ -74,7 +74,7 @@ def test_compositions_directory_from_the_environment(tmp_path: Path) -> None:
 def test_agent_identity_example_renders() -> None:
     code, out, err = run(str(POD_READER), "-n", "agents")
     assert code == 0, err
-    account, role, binding = list(yaml.safe_load_all(out))
+    role, binding, account = list(yaml.safe_load_all(out))  # RBAC first (see the composition)
     assert account["kind"] == "ServiceAccount" and role["kind"] == "Role" and binding["kind"] == "RoleBinding"
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list", "watch"]}

@@ -265,7 +265,7 @@ def identity(
 def test_pod_reader_gets_exactly_its_rules_in_its_namespace() -> None:
     composition, intent = identity()
     resources = by_name(render(composition, intent))
-    assert list(resources) == ["service-account", "role-agents", "binding-agents"]
+    assert list(resources) == ["role-agents", "binding-agents", "service-account"]
     account = resources["service-account"]
     assert not account.pending and "annotations" not in account.body["metadata"]
     assert account.body["metadata"]["name"] == "pod-reader"
@@ -294,13 +294,13 @@ def test_one_role_per_namespace_with_only_the_rules_that_apply_there() -> None:
     composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], deploy, logs])
     resources = by_name(render(composition, intent))
     assert list(resources) == [
-        "service-account",
         "role-agents",
         "role-shop",
         "role-ops",
         "binding-agents",
         "binding-shop",
         "binding-ops",
+        "service-account",
     ]
     deploy_rule = {
         "apiGroups": ["apps"],
@@ -354,7 +354,8 @@ def test_cluster_wide_capabilities_are_refused_without_a_cluster_scope_allowance
 def test_cluster_wide_capabilities_become_one_cluster_role_and_binding_when_allowed() -> None:
     composition, intent = identity(capabilities=[*POD_READER["spec"]["capabilities"], NODE_READER])
     resources = by_name(render(composition, intent, allowed={"clusterScope": ["platform-agents"]}))
-    assert list(resources) == ["service-account", "role-agents", "binding-agents", "cluster-role", "cluster-binding"]
+    # Every Role before any binding: a refused Role stops the apply before anything is bound.
+    assert list(resources) == ["role-agents", "cluster-role", "binding-agents", "cluster-binding", "service-account"]
     role, binding = resources["cluster-role"].body, resources["cluster-binding"].body
     assert "namespace" not in role["metadata"] and "namespace" not in binding["metadata"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
@@ -405,7 +406,7 @@ def test_iam_role_trusts_exactly_this_service_account_and_annotates_it() -> None
         cloud={"aws": aws},
     )
     offline = by_name(render(composition, intent))
-    assert list(offline)[:2] == ["iam-role", "service-account"]
+    assert list(offline)[-2:] == ["iam-role", "service-account"]
     role = offline["iam-role"].body
     assert RDS_IDENTIFIER.fullmatch(role["RoleName"].lower()) and len(role["RoleName"]) <= 64
     trust = json.loads(role["AssumeRolePolicyDocument"])

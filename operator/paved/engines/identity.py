@@ -43,8 +43,9 @@ from paved.engines.compose import (
     reconcile_and_write,
     render_for_deletion,
 )
-from paved.identity import chain as chains, grants, scope as scopes
+from paved.identity import ceiling as ceilings, chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
+from paved.kube.ceiling import CeilingReader
 from paved.kube import events
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError
@@ -147,6 +148,30 @@ def _accepted(body: Mapping[str, Any]) -> bool:
     return accepted.get("status") == "True" and accepted.get("observedGeneration") == (body.get("metadata") or {}).get("generation")
 
 
+def refused_by_api_server(outcome: Outcome, namespace: str) -> str | None:
+    """The backstop: the API server refused a Role or binding holding more than the operator
+    (that is, beyond the ceiling it is bound to). The condition message naming the capability,
+    or None when the outcome is no such refusal."""
+    error = outcome.result.error
+    rules = ceilings.refused_rules(error.message) if error is not None else None
+    if rules is None:
+        return None
+    spec = outcome.result.spec.dump() if outcome.result.spec is not None else {}
+    outside = ceilings.refused_capabilities(spec, namespace, rules)
+    return f"{outside[0].field}: {ceilings.outside_message(outside, ceilings.Ceiling())} (refused by the API server)"
+
+
+def ceiling_backstop(outcome: Outcome, body: Mapping[str, Any]) -> Outcome:
+    """On every path (handler, children watch, Composition change) the API server's escalation
+    refusal reads as the same Ready=False/OutsideCeiling the up-front check gives."""
+    refusal = refused_by_api_server(outcome, (body.get("metadata") or {}).get("namespace", ""))
+    if refusal is None:
+        return outcome
+    status = kube_status.with_conditions(outcome.status, [(READY, False, chains.REASON_OUTSIDE_CEILING, refusal)],
+                                         (body.get("metadata") or {}).get("generation"))
+    return Outcome(outcome.result, status, kube_status.status_delta(body.get("status") or {}, status))
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -180,8 +205,10 @@ class IdentityEngine:
         self._effective: dict[str, dict[str, Any]] = {}  # uid -> the spec the Composition renders (granted/narrowed/empty)
         self._expired: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) of identities expired in this process
         self._context: dict[str, dict[str, Any]] = {}  # uid -> {owner, purpose} of the spec being reconciled
-        self.kind = compose.register_kind(_IdentityKind(KIND, status_extras=identity_status, audit=self.audit_grants,
-                                                        refine=self.keep_expired, effective=self._effective))
+        self.ceilings = CeilingReader()
+        self.kind = compose.register_kind(_IdentityKind(
+            KIND, status_extras=identity_status, audit=self.audit_grants, effective=self._effective,
+            refine=lambda outcome, body: self.keep_expired(ceiling_backstop(outcome, body), body)))
         self.raw_kind = IntentKind(KIND)  # the full declared spec: deletion removes everything it could have made
 
     # --- audit records ----------------------------------------------------------------
@@ -220,6 +247,25 @@ class IdentityEngine:
         status["grants"] = []
         return Outcome(outcome.result, status, kube_status.status_delta(old, status))
 
+    # --- the platform's ceiling ----------------------------------------------------------
+
+    def ceiling(self) -> ceilings.Ceiling:
+        """The ceiling ClusterRole's rules (read through a cache of a few seconds)."""
+        try:
+            return self.ceilings.read()
+        except ApiError as error:
+            raise providers.ProviderError(f"reading the ceiling ClusterRole {ceilings.CLUSTER_ROLE}: {error.status} "
+                                          f"{error.reason}", retryable=True) from None
+
+    def grant_bounds(self, namespace: str | None) -> tuple[Mapping[str, list[str]], str]:
+        """What bounds an identity beyond its own spec, for the daemon to notice a change: what
+        IntentPolicies allow it and the ceiling's version ("" while it cannot be read)."""
+        try:
+            version = self.ceilings.read().version
+        except ApiError:
+            version = ""
+        return self.compose.allowances(KIND, namespace), version
+
     # --- the reconcile ----------------------------------------------------------------
 
     def reconcile_now(self, body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]], *,
@@ -238,7 +284,7 @@ class IdentityEngine:
         decision = core.decide(summary(body), accepted=_accepted(body), now=now, lookup=lookup_in(index),
                                namespace_allowed=namespace_allowed, max_depth=max_depth(),
                                previous_chain=old.get("delegationChain") or [],
-                               allowed=self.compose.allowances(KIND, owner.namespace))
+                               allowed=self.compose.allowances(KIND, owner.namespace), ceiling=self.ceiling())
         generation = owner.generation
         if decision.action == chains.REFUSE:
             status = kube_status.with_conditions(old, [
@@ -263,7 +309,10 @@ class IdentityEngine:
         status["delegationChain"] = decision.chain
         conditions: list[kube_status.ConditionSpec] = [(EXPIRED, False, "NotExpired", decision.message)]
         error = outcome.result.error
-        if error is None or error.retryable:
+        refusal = refused_by_api_server(outcome, owner.namespace or "")
+        if refusal is not None:  # Ready says it already (ceiling_backstop)
+            conditions.append((ACCEPTED, False, chains.REASON_OUTSIDE_CEILING, refusal))
+        elif error is None or error.retryable:
             conditions.append((ACCEPTED, True, decision.reason, decision.message))
         status = kube_status.with_conditions(status, conditions, generation)
         status = {key: value for key, value in status.items() if value is not None or key in old}
@@ -272,6 +321,8 @@ class IdentityEngine:
             self.audit(owner, "Narrowed", decision.message, status, "Warning")
         if is_true(old, EXPIRED):
             self.audit(owner, "Restored", f"expiry extended: {decision.message}", status)
+        if refusal is not None and delta:
+            self.audit(owner, chains.REASON_OUTSIDE_CEILING, f"refused: {refusal}", status, "Warning")
         return delta, outcome
 
     def _expire(self, body: Mapping[str, Any], compositions: list[Mapping[str, Any]], decision: chains.Decision,

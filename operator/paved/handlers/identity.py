@@ -88,8 +88,8 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
         snapshot, compositions = copy.deepcopy(dict(body)), compositions_from(composition_index)
         await loop.run_in_executor(engine.workers, engine.resync, snapshot, identity_summaries, compositions)
 
-    async def allowances() -> Mapping[str, list[str]]:
-        return await loop.run_in_executor(engine.workers, memo.compose.allowances, "AgentIdentity", namespace)
+    async def allowances() -> tuple[Mapping[str, list[str]], str]:  # what policies allow, the ceiling's version
+        return await loop.run_in_executor(engine.workers, engine.grant_bounds, namespace)
 
     seen_digest = digest()
     # Re-checks are spread over the interval so that a thousand daemons do not check together.

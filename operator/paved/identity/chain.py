@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from paved.api.common import now_rfc3339, parse_duration, parse_rfc3339
-from paved.identity import scope as scopes
+from paved.identity import ceiling as ceilings, scope as scopes
 
 DEFAULT_MAX_DEPTH = 3
 
@@ -35,6 +35,7 @@ REASON_EXPIRED = "Expired"
 REASON_PARENT_EXPIRED = "ParentExpired"
 REASON_PARENT_MISSING = "ParentMissing"
 REASON_NOT_ALLOWED = "NotAllowed"
+REASON_OUTSIDE_CEILING = ceilings.REASON_OUTSIDE_CEILING
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,15 @@ def decide(
     max_depth: int = DEFAULT_MAX_DEPTH,
     previous_chain: Sequence[Mapping[str, Any]] = (),
     allowed: Mapping[str, Sequence[str]] | None = None,
+    ceiling: ceilings.Ceiling | None = None,
 ) -> Decision:
     """What to do with `subject` now (see the module docstring).
 
     `allowed` (paved.policy.allowances) is what IntentPolicies allow the subject: a new
     generation asking for more (cluster-wide RBAC, wildcards) is refused; an accepted one whose
-    allowance was withdrawn is narrowed to what is still allowed.
+    allowance was withdrawn is narrowed to what is still allowed. `ceiling` (the platform's
+    ceiling ClusterRole, paved.identity.ceiling; None: not checked) works the same way for
+    Kubernetes permissions: beyond it, a new generation is refused and an accepted one narrowed.
     """
 
     def refuse_or_expire(reason: str, field: str | None, message: str, expire_reason: str) -> Decision:
@@ -189,6 +193,11 @@ def decide(
             rest = f"; {_shown(blocked[1:])}" if blocked[1:] else ""  # the handler names the first field
             return Decision(REFUSE, REASON_NOT_ALLOWED, blocked[0].permission + rest, blocked[0].field)
         granted = scopes.within_allowances(granted, allowed or {})
+    outside = ceilings.beyond(granted, subject.namespace, ceiling) if ceiling is not None else []
+    if outside and ceiling is not None:
+        if not accepted:
+            return Decision(REFUSE, REASON_OUTSIDE_CEILING, ceilings.outside_message(outside, ceiling), outside[0].field)
+        granted = ceilings.within(granted, subject.namespace, ceiling)
     if previous is not None:
         hops.append((previous, subject, granted))
 
@@ -206,8 +215,10 @@ def decide(
         message += "; narrowed to the parent's scope, removed: " + _shown(narrowed)
     if blocked:
         message += "; narrowed to what IntentPolicies allow, removed: " + _shown(blocked)
-    return Decision(GRANT, "Accepted" if not (narrowed or blocked) else "Narrowed", message, spec=granted,
-                    expires_at=expires, chain=chain_status, narrowed=narrowed + blocked)
+    if outside and ceiling is not None:
+        message += f"; narrowed to the platform's ceiling ({ceiling.described}), removed: " + _shown(outside)
+    return Decision(GRANT, "Accepted" if not (narrowed or blocked or outside) else "Narrowed", message, spec=granted,
+                    expires_at=expires, chain=chain_status, narrowed=narrowed + blocked + outside)
 
 
 def _shown(excess: Sequence[scopes.Excess], limit: int = 5) -> str:

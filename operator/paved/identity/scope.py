@@ -5,7 +5,10 @@ Subset, precisely:
   over its apiGroups x resources x verbs x (resourceNames or "all names") x (the identity's own
   namespace + capabilities[].namespaces). A child tuple is granted by the parent when some
   parent tuple has the same namespace and each other element equal or `*` (the parent's "all
-  names" covers every resourceName; a child's "all names" needs the parent's "all names").
+  names" covers every resourceName; a child's "all names" needs the parent's "all names"). A
+  subresource (`deployments/scale`) is also covered by `*/scale`, never by `deployments`.
+  These are the rules of the API server's own escalation check (ruleCovers in
+  k8s.io/component-helpers/auth/rbac/validation), so `rbac_granted` answers what it would.
 - Vault: (path, capability). A parent path covers a child path when it is equal, when it ends
   in `*` and the child path starts with the part before it, and `+` matches exactly one
   segment. A child glob is treated literally (secret/a/* is covered by secret/* and by
@@ -63,6 +66,11 @@ def _match(parent: str, child: str) -> bool:
     return parent == "*" or parent == child
 
 
+def _resource_match(parent: str, child: str) -> bool:
+    """RBAC's resource rule: `*`, the same resource, or `*/<sub>` for a subresource <sub>."""
+    return _match(parent, child) or ("/" in child and parent == "*/" + child.split("/", 1)[1])
+
+
 def rbac_granted(child: tuple[str, str, str, str | None, str], parent_caps: Sequence[Mapping[str, Any]], parent_namespace: str) -> bool:
     group, resource, verb, name, namespace = child
     for capability in parent_caps:
@@ -72,7 +80,7 @@ def rbac_granted(child: tuple[str, str, str, str | None, str], parent_caps: Sequ
         names = capability.get("resourceNames") or [ALL_NAMES]
         if (
             any(_match(g, group) for g in capability.get("apiGroups") or [""])
-            and any(_match(r, resource) for r in capability.get("resources") or [])
+            and any(_resource_match(r, resource) for r in capability.get("resources") or [])
             and any(_match(v, verb) for v in capability.get("verbs") or [])
             and (ALL_NAMES in names or name in names)
         ):
@@ -80,7 +88,7 @@ def rbac_granted(child: tuple[str, str, str, str | None, str], parent_caps: Sequ
     return False
 
 
-def _describe_rbac(t: tuple[str, str, str, str | None, str]) -> str:
+def describe_rbac(t: tuple[str, str, str, str | None, str]) -> str:
     group, resource, verb, name, namespace = t
     what = f"{resource}.{group}" if group else resource
     named = f" named {name}" if name is not None else ""
@@ -147,7 +155,7 @@ def excess(child: Mapping[str, Any], child_namespace: str, parent: Mapping[str, 
     for index, capability in enumerate(child.get("capabilities") or []):
         for t in rbac_tuples(capability, child_namespace):
             if not rbac_granted(t, parent_caps, parent_namespace):
-                found.append(Excess(f"spec.capabilities[{index}]", _describe_rbac(t)))
+                found.append(Excess(f"spec.capabilities[{index}]", describe_rbac(t)))
     for index, secret in enumerate(child.get("secrets") or []):
         for capability in secret.get("capabilities") or ["read"]:
             if not vault_granted(secret["path"], capability, parent.get("secrets") or []):

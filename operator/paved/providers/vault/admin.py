@@ -4,11 +4,16 @@ Operator settings (environment of `paved run`):
 - PAVED_VAULT_ADDR     https://vault.example:8200 (required once an identity declares secrets)
 - PAVED_VAULT_CACERT   CA bundle that signed the server's certificate (default: system CAs)
 - PAVED_VAULT_TOKEN    the operator's token, or PAVED_VAULT_TOKEN_FILE naming a file holding it
-                       (re-read on every new client, so a rotated file is picked up). The token's
-                       policy needs: sys/policies/acl/paved-* (create, read, update, delete),
-                       auth/<mount>/role/paved-* (create, read, update, delete),
-                       auth/token/accessors (list, sudo), auth/token/lookup-accessor and
-                       auth/token/revoke-accessor (update).
+                       (re-read on every new client, so a rotated file is picked up). The token
+                       holds exactly `operator_policy()` (below; `paved dev` and the tests create
+                       the policy and a token with it, never run the operator with root):
+                       sys/policies/acl/paved-* (create, read, update, delete) but not its own
+                       policy, auth/<mount>/role/paved-* (create, read, update, delete) with only
+                       the role fields Paved writes, auth/token/accessors (list, sudo),
+                       auth/token/lookup-accessor and auth/token/revoke-accessor (update).
+                       Vault cannot bound what a written policy grants or which policies a role
+                       names: whoever holds this token can write a paved-* policy reaching any
+                       path and a role handing it out, so guard the token like root.
 
 Revocation: deleting the role stops new logins; deleting the policy makes every token that
 still names it powerless at once (Vault resolves policies per request); then the tokens
@@ -41,6 +46,50 @@ T = TypeVar("T")
 ADDR_ENV, CACERT_ENV, TOKEN_ENV, TOKEN_FILE_ENV = "PAVED_VAULT_ADDR", "PAVED_VAULT_CACERT", "PAVED_VAULT_TOKEN", "PAVED_VAULT_TOKEN_FILE"
 TIMEOUT = 10
 ROLE_FIELDS = ("bound_service_account_names", "bound_service_account_namespaces", "token_ttl", "token_max_ttl", "audience", "token_policies")
+
+OPERATOR_POLICY_NAME = "paved-operator"
+
+
+def operator_policy(mounts: tuple[str, ...] = ("kubernetes",)) -> str:
+    """The Vault policy of the operator's token (HCL), for the Kubernetes-auth `mounts` the
+    compositions use (parameters.vault.authMount). Nothing else: no secret paths, no sys/ beyond
+    ACL policies, no other auth method.
+
+    Roles may carry exactly the fields the provider writes (ROLE_FIELDS), so no periodic or
+    unbounded tokens. Which policies a role names cannot be bounded here: Vault matches
+    allowed_parameters against a list value as a whole (a glob never matches a list, and a
+    comma-separated string "paved-a,other" would match paved-*), so it is not attempted."""
+    fields = "".join(f'    "{name}" = []\n' for name in ROLE_FIELDS)
+    roles = "".join(f'''
+# The Kubernetes-auth roles of identities (paved-<namespace>-<name>-<id>).
+path "auth/{mount}/role/paved-*" {{
+  capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {{
+{fields}  }}
+}}
+''' for mount in mounts)
+    return f'''# The ACL policies of identities: sys/policies/acl/paved-<namespace>-<name>-<id>.
+path "sys/policies/acl/paved-*" {{
+  capabilities = ["create", "read", "update", "delete"]
+}}
+# Not its own policy (the exact path is more specific than the glob, so it wins). A hurdle, not a
+# boundary: whoever holds the token can write some paved-* policy reaching any path.
+path "sys/policies/acl/{OPERATOR_POLICY_NAME}" {{
+  capabilities = ["deny"]
+}}
+{roles}
+# Revoking an expired identity's tokens: list the accessors, look each up, revoke by accessor.
+path "auth/token/accessors" {{
+  capabilities = ["list", "sudo"]
+}}
+path "auth/token/lookup-accessor" {{
+  capabilities = ["update"]
+}}
+path "auth/token/revoke-accessor" {{
+  capabilities = ["update"]
+}}
+'''
+
 
 _lock = threading.Lock()
 _client: hvac.Client | None = None
