@@ -46,6 +46,7 @@ import kopf
 
 from paved import GROUP, VERSION
 from paved.api.kinds import INTENT_KINDS, kind_info
+from paved.errors import describe
 from paved.handlers import _compose
 from paved.handlers import policy as policy_handlers
 from paved.kube.apply import server_side_apply
@@ -216,7 +217,7 @@ class PavedWebhookServer(kopf.WebhookServer):
                     log.info("admission webhook %s registered (failurePolicy %s, timeout %ss)", CONFIGURATION_NAME,
                              self.options.failure_policy, self.options.timeout_seconds)
                 except Exception as error:  # noqa: BLE001 - serving must go on; the audit still reports
-                    log.error("cannot register the admission webhook %s: %s", CONFIGURATION_NAME, error)
+                    log.error("cannot register the admission webhook %s: %s", CONFIGURATION_NAME, describe(error))
             yield client_config
 
 

@@ -45,6 +45,7 @@ import kopf
 from paved import GROUP, VERSION
 from paved.api.common import READY, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
+from paved.errors import describe
 from paved import identity as core
 from paved.identity import chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
@@ -298,7 +299,7 @@ def _expire(body: Mapping[str, Any], compositions: list[Mapping[str, Any]], deci
                 else:
                     log.info("%s/%s: %s", owner.namespace, owner.name, outcome.message)
             except Exception as error:  # noqa: BLE001 - report and retry on the next tick
-                unfinished.append(f"{resource.name}: {error}")
+                unfinished.append(f"{resource.name}: {describe(error)}")
     message = decision.message if not unfinished else f"{decision.message}; still revoking: {'; '.join(unfinished)}"
     status = dict(old)
     if not unfinished:

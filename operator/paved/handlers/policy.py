@@ -39,6 +39,7 @@ import kopf
 from paved import API_VERSION, ratelimit
 from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
 from paved.api.kinds import INTENT_KINDS, kind_info
+from paved.errors import safe_traceback
 from paved.handlers import _compose
 from paved.handlers.platform import snapshot
 from paved.kube import apply as kube
@@ -227,8 +228,8 @@ class Auditor:
                 woken = self.wake.wait(audit_wait(self.interval, now, next_expiry(all_exceptions, now)))
                 self.wake.clear()
                 self.run_once(periodic=not woken)  # a timeout is the periodic pass or an expiry
-            except Exception:  # noqa: BLE001 - the audit must survive a bad pass
-                log.exception("policy audit pass failed")
+            except Exception as error:  # noqa: BLE001 - the audit must survive a bad pass
+                log.error("policy audit pass failed:\n%s", safe_traceback(error))
                 with self.lock:  # the failed pass took the pending work: redo all of it at the next wake-up
                     self.full_requested = True
                 time.sleep(5)

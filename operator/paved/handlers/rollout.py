@@ -54,6 +54,7 @@ import kopf
 from paved import API_VERSION, GROUP, VERSION
 from paved import metrics as paved_metrics
 from paved.api.common import PROGRESSING, READY
+from paved.errors import describe, safe_traceback
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
@@ -502,10 +503,13 @@ async def rollout_daemon(namespace: str | None, name: str, uid: str, spec: kopf.
                 result = await loop.run_in_executor(_pool, _timed_tick, runner, due)
             except (ApiError, ProviderError, OSError) as error:
                 result = TickResult(runner.backoff())
-                logger.warning(f"rollout tick failed, retrying in {result.requeue_after:g}s: {error}")
+                logger.warning(f"rollout tick failed, retrying in {result.requeue_after:g}s: {describe(error)}")
             except Exception as error:  # noqa: BLE001 - a daemon must survive any bug in one tick
                 result = TickResult(runner.backoff())
-                logger.exception(f"rollout tick crashed, retrying in {result.requeue_after:g}s: {error!r}")
+                # Kopf's per-object logger posts an Event: the error by type and place only there,
+                # the frames in the operator's log.
+                logger.error(f"rollout tick crashed, retrying in {result.requeue_after:g}s: {describe(error)}")
+                log.error("rollout %s/%s: tick crashed:\n%s", namespace, name, safe_traceback(error))
             if result.gone or stopped:
                 return
             delay = result.requeue_after if result.requeue_after is not None else IDLE_RESYNC
