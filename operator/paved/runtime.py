@@ -58,7 +58,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from paved import operator_namespace
+from paved import logsafety, operator_namespace
 from paved.kube import apply as kube
 from paved.kube import client as kube_client
 from paved.secretsync import target
@@ -148,11 +148,14 @@ class _QuietWatchSuccess(logging.Filter):
 def main(options: RunOptions) -> None:
     """Run the operator until SIGINT/SIGTERM: metrics server first, then Kopf (blocking)."""
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
+    logsafety.secure()  # wire loggers pinned, tracebacks without messages, whatever the level
     if not options.verbose:
         logging.getLogger("kopf.objects").addFilter(_QuietWatchSuccess())
     kube_client.configure()  # fail fast on bad credentials, before any handler runs
     import paved.handlers  # noqa: F401 - registers every handler with Kopf's default registry
-    from paved.handlers import admission
+    from paved.handlers import _guard, admission
+
+    _guard.guard_handlers(kopf.get_default_registry())  # Kopf never sees an unexpected error's message
 
     webhook = admission.self_signed(options.webhook or admission.WebhookOptions(address=options.bind_address))
     options = dataclasses.replace(options, webhook=webhook)

@@ -24,7 +24,6 @@ no way to look at neighbours in a list (`deltas([0] + weights).all(d, d <= 50)`)
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -70,8 +69,6 @@ def _matches(text: Any, pattern: Any) -> Any:
 FUNCTIONS: dict[str, Callable[..., Any]] = {"deltas": _deltas, "matches": _matches}
 _KNOWN_FUNCTIONS = frozenset(base_functions) | frozenset(FUNCTIONS) | {"has", "dyn"}
 
-# celpy logs every evaluation at DEBUG and every transpiler failure at ERROR with values.
-logging.getLogger("celpy").setLevel(logging.WARNING)
 
 
 class _Runner(celpy.InterpretedRunner):
