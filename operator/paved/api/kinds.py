@@ -84,6 +84,8 @@ class KindInfo:
 
     def parse_spec(self, spec: Mapping[str, Any] | None) -> Model:
         """Validate a spec; raise SpecError whose problems name each field path."""
+        if spec is not None and not isinstance(spec, Mapping):
+            raise SpecError(self.kind, ["spec: must be an object"])
         try:
             return self.spec.model_validate(dict(spec or {}))
         except ValidationError as error:

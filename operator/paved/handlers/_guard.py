@@ -35,7 +35,9 @@ PASS_THROUGH = (kopf.TemporaryError, kopf.PermanentError, SafeError)
 def guard_handlers(registry: kopf.OperatorRegistry) -> None:
     """Wrap every handler of Paved's (not Kopf's built-in logins) in `registry`, once."""
     default_delay = kopf.OperatorSettings().execution.default_backoff
-    wrappers: dict[int, Callable[..., Any]] = {}  # one wrapper per function: Kopf de-duplicates by it
+    # One wrapper per function and delay: Kopf de-duplicates a function registered for several
+    # causes (create, update, resume) by its identity.
+    wrappers: dict[tuple[int, float], Callable[..., Any]] = {}
     for handlers in (registry._activities, registry._indexing, registry._watching,  # noqa: SLF001 - no public setter
                      registry._spawning, registry._changing, registry._webhooks):
         for index, handler in enumerate(handlers._handlers):  # noqa: SLF001
@@ -43,9 +45,9 @@ def guard_handlers(registry: kopf.OperatorRegistry) -> None:
             if getattr(fn, "__paved_guarded__", False) or not getattr(fn, "__module__", "").startswith("paved."):
                 continue
             delay = handler.backoff if handler.backoff is not None else default_delay
-            if id(fn) not in wrappers:
-                wrappers[id(fn)] = guarded(fn, delay=delay)
-            handlers._handlers[index] = dataclasses.replace(handler, fn=wrappers[id(fn)])  # noqa: SLF001
+            if (id(fn), delay) not in wrappers:
+                wrappers[id(fn), delay] = guarded(fn, delay=delay)
+            handlers._handlers[index] = dataclasses.replace(handler, fn=wrappers[id(fn), delay])  # noqa: SLF001
 
 
 def guarded(fn: Callable[..., Any], *, delay: float) -> Callable[..., Any]:

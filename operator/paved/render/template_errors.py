@@ -63,9 +63,9 @@ class NamedUndefined(StrictUndefined):
 def template_line(error: BaseException, filename: str) -> int | None:
     """The template line of the innermost frame of `filename` (Jinja rewrites tracebacks to it)."""
     line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if frame.filename == filename:
-            line = frame.lineno
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == filename:
+            line = lineno
     return line
 
 
@@ -144,7 +144,7 @@ def describe_template_error(error: BaseException, *, environment: Environment, s
 
 
 def _missing(error: MissingVariable, spelled: frozenset[Any]) -> str:
-    shown = error.name in spelled
+    shown = isinstance(error.name, (str, int)) and error.name in spelled
     if error.obj is missing:
         return f"{error.name!r} is undefined" if shown else "a variable is undefined"
     container = object_type_repr(error.obj)

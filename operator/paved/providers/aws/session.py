@@ -131,7 +131,7 @@ class AwsError(ProviderError):
 @dataclass(frozen=True)
 class _Failure:
     code: str
-    message: str
+    message: str  # AWS's own words for a ClientError: call() never shows them as they are
     transient: bool  # worth retrying right now (throttling, 5xx, connection)
     retryable: bool  # worth retrying later (the handler's backoff)
 
@@ -146,7 +146,7 @@ def _classify(exc: Exception) -> _Failure:
         # conflicts ("instance is modifying") clear up by themselves, so they stay retryable.
         state_conflict = code.startswith("Invalid") and "State" in code  # InvalidDBInstanceState, ...
         retryable = transient or state_conflict
-        return _Failure(code, unquoted(str(error.get("Message", ""))), transient, retryable)
+        return _Failure(code, str(error.get("Message", "")), transient, retryable)  # AWS's words: see call()
     if isinstance(exc, botocore.parsers.ResponseParserError):
         # An error page instead of an AWS answer (an overloaded endpoint or proxy answering
         # 5xx in HTML): transient. Its body is not repeated here.
@@ -214,7 +214,7 @@ def call(provider: str, aws_client: Any, operation: str, **params: Any) -> dict[
         failure = _classify(exc)
     # Raised outside the except block so the original exception (whose text may hold a secret
     # parameter) is not even attached as __context__.
-    detail = _about_parameters(failure.message, params) if failure.code in _VALIDATION_CODES else failure.message
+    detail = _about_parameters(failure.message, params) if failure.code in _VALIDATION_CODES else unquoted(failure.message)
     message = f"{operation} failed: {failure.code}: {detail}"
     raise AwsError(message, code=failure.code, operation=operation, retryable=failure.retryable)
 
