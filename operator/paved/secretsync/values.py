@@ -7,7 +7,7 @@ described by paved.render.template_errors, never by its message). No value, and 
 transformation of one (`password | upper` as a dict key), can reach a status message, an
 Event or a log.
 
-Templates run in Jinja2's ImmutableSandboxedEnvironment with StrictUndefined: a template
+Templates run in Jinja2's ImmutableSandboxedEnvironment with strict undefined values: a template
 sees the fetched values by Secret key (from `data[]` and `dataFrom[]`), plus `namespace`
 and `name` of the ref; it can call the filters `b64encode`, `b64decode`, `to_json`,
 `from_json`, and nothing outside the sandbox. With `target.template.data` set, the Secret
