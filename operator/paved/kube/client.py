@@ -78,7 +78,7 @@ _CAUSES = {
     "FieldManagerConflict": "owned by another field manager",
     "InternalError": "internal error",
 }
-INVALID_HINT = ("the API server's details are not shown, they may quote the value; "
+_INVALID_HINT = ("the API server's details are not shown, they may quote the value; "
                 "`kubectl apply --dry-run=server` of the rendered object shows them")
 # Who asked (the operator's own identity), in a Forbidden answer.
 _REQUESTER = re.compile(r'User "([^"]*)" cannot ')
@@ -273,7 +273,7 @@ def error_from_status(status_body: Mapping[str, Any], *, status: int | None = No
         what = f"{details.get('kind', 'object')} {details.get('name', '')!s}".strip()
         problems = "; ".join(f"{cause.get('field') or '(object)'}: {_CAUSES.get(str(cause.get('reason')), 'invalid')}"
                              for cause in causes)
-        message = f"{what} is invalid: {problems} ({INVALID_HINT})"
+        message = f"{what} is invalid: {problems} ({_INVALID_HINT})"
     else:
         message = text or reason
     return ApiError(code, reason, message, method=method, path=path, names=names)
