@@ -400,7 +400,7 @@ def test_tracebacks_are_logged_by_frames_and_types(debug_root: list[str]) -> Non
     except ValueError:
         logging.getLogger("paved.test").exception("it failed")
     text = "\n".join(debug_root)
-    assert "Traceback" in text and "ValueError at test_no_leak.py" in text and "KeyError at" in text
+    assert "Traceback" in text and "ValueError at test_leak_paths.py" in text and "KeyError at" in text
     assert_clean(text, "traceback")
 
 
@@ -432,7 +432,7 @@ def test_unexpected_handler_errors_reach_kopf_by_type_and_place(caplog: pytest.L
             result = wrapped()
             if asyncio.iscoroutine(result):
                 asyncio.run(result)
-        assert str(caught.value).startswith(("ValueError at test_no_leak.py:", "KeyError at test_no_leak.py:"))
+        assert str(caught.value).startswith(("ValueError at test_leak_paths.py:", "KeyError at test_leak_paths.py:"))
         assert caught.value.delay == 7  # the handler's backoff, as Kopf would have waited
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
         assert_clean(str(caught.value) + caplog.text, fn.__name__)
