@@ -181,6 +181,10 @@ API_ANSWERS = {
         "message": 'admission webhook "policy.example.com" denied the request: {marker} ({upper}) is weak'},
     "validating admission policy": {"code": 422, "reason": "Invalid",
         "message": "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: token {reversed} is weak"},
+    "apply conflict": {"code": 409, "reason": "Conflict",
+        "message": 'Apply failed with 1 conflict: conflict with "argocd-controller": .spec.rules',
+        "details": {"causes": [{"reason": "FieldManagerConflict", "message": 'conflict with "argocd-controller"',
+                                "field": ".spec.rules"}]}},
     "forbidden": {"code": 403, "reason": "Forbidden",
         "message": 'secrets "db" is forbidden: User "system:serviceaccount:paved-system:paved-operator" cannot '
                    'get resource "secrets" in API group "" in the namespace "app"', "details": {"name": "db", "kind": "secrets"}},
@@ -193,6 +197,8 @@ def test_api_errors_keep_names_and_drop_values(name: str) -> None:
     assert_clean(str(error), name)
     assert_clean(safe_traceback(error), name)
     assert "123456789" not in str(error)
+    if name == "apply conflict":
+        assert 'conflict with "argocd-controller": .spec.rules' in str(error)
     if name == "forbidden":
         assert 'secrets "db" is forbidden: User "system:serviceaccount:paved-system:paved-operator"' in str(error)
     if name == "invalid label, quoted":

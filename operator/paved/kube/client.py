@@ -82,6 +82,8 @@ _INVALID_HINT = ("the API server's details are not shown, they may quote the val
                 "`kubectl apply --dry-run=server` of the rendered object shows them")
 # Who asked (the operator's own identity), in a Forbidden answer.
 _REQUESTER = re.compile(r'User "([^"]*)" cannot ')
+# Who else owns a field, in a server-side apply Conflict.
+_MANAGER = re.compile(r'conflict with "([^"]*)"')
 
 
 def _without_values(text: str) -> str:
@@ -251,11 +253,12 @@ def error_from_status(status_body: Mapping[str, Any], *, status: int | None = No
 
     Besides what ApiError drops: a 422 is told by its causes, each by field and kind of
     problem only (the API server's detail may quote the value too: a CRD's CEL rule's
-    messageExpression, for one); an admission webhook's or ValidatingAdmissionPolicy's denial keeps
-    who denied, not its text, which is the policy's own and may quote the object; the names
-    kept quoted are the Status's details, the causes' fields, the requesting user (of a
-    Forbidden) and the denying policy, so `secrets "db" is forbidden: User "..." cannot ...`
-    still says which Secret and who.
+    messageExpression, for one); an admission webhook's or ValidatingAdmissionPolicy's
+    denial keeps who denied, not its text, which is the policy's own and may quote the
+    object. The names kept quoted are the Status's details, the causes' fields, the
+    requesting user (of a Forbidden), the other field managers (of an apply Conflict) and
+    the denying policy, so `secrets "db" is forbidden: User "..." cannot ...` still says
+    which Secret and who.
     """
     code = int(status if status is not None else status_body.get("code") or 0)
     reason = str(status_body.get("reason") or reason)
@@ -267,6 +270,7 @@ def error_from_status(status_body: Mapping[str, Any], *, status: int | None = No
     denied = _DENIED.search(text)
     names |= {name for name in denied.groups() if name} if denied else set()
     names |= set(_REQUESTER.findall(text)) if reason == "Forbidden" else set()
+    names |= set(_MANAGER.findall(text)) if reason == "Conflict" else set()
     if denied:
         message = f"{denied.group(0)} (its reason is not shown: it may quote the object)"
     elif reason == "Invalid" and causes:
