@@ -66,7 +66,7 @@ SEED_BODY = yaml.safe_load(SEED)
         ({"backup": {"retentionDay": 3}}, "spec.backup.retentionDay: unknown field"),
         ({"version": 16}, "spec.version: Input should be a valid string"),
         ({"version": "latest"}, "spec.version: String should match pattern"),
-        ({"driftCheckInterval": "10 minutes"}, "spec.driftCheckInterval: String should match pattern"),
+        ({"driftCheckInterval": "10 minutes"}, "spec.driftCheckInterval: not a duration; use forms like 30s"),
         ({"network": {"allowFrom": [{"namespace": "Orders_App"}]}}, "spec.network.allowFrom[0].namespace: String should match"),
         ({"storageGB": 5}, "spec.storageGB: Input should be greater than or equal to 20"),
     ],

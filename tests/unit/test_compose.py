@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from paved.engines.identity import IdentityEngine
 from paved.handlers.common import raise_for_kopf
 from paved.handlers.platform import problems_of
 from paved.kube import apply as kube
+from paved.kube.client import error_from_status
+from paved.providers import kubernetes as kubernetes_provider
 from paved.providers import base as providers
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.render.types import RenderedResource
@@ -312,16 +313,23 @@ def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(clus
     assert base64.b64decode(cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"]).decode() == token
 
 
-def test_generated_values_echoed_by_a_provider_error_are_redacted(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_values_echoed_by_the_api_server_never_reach_status(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     def echoing_apply(self: FakeKubernetesProvider, resource: RenderedResource, owner: Owner) -> Observation:
-        raise ProviderError(f"422 Invalid: {json.dumps(resource.body)}", retryable=False)  # as an API server may
+        # As the API server answers a value it refuses: quoted, in the message and in the cause.
+        token = resource.body.get("data", {}).get("token", "none")
+        refused = f'Invalid value: "{token}" ({token.upper()}, {base64.b64encode(token.encode()).decode()}): too secret'
+        status = {"code": 422, "reason": "Invalid", "message": f'ConfigMap "first" is invalid: data[token]: {refused}',
+                  "details": {"name": "first", "kind": "ConfigMap", "causes": [
+                      {"reason": "FieldValueInvalid", "field": "data[token]", "message": refused}]}}
+        raise kubernetes_provider._provider_error(error_from_status(status), "applying", resource.body)
 
     monkeypatch.setattr(FakeKubernetesProvider, "apply", echoing_apply)
     outcome = ENGINE.reconcile(IDENTITY, identity({}), [CHAINED])
     secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
     token = base64.b64decode(secret["data"]["token"]).decode()
-    assert outcome.result.error is not None and "<redacted>" in outcome.result.error.message
-    assert token not in str(outcome.status) and token not in str(cluster.events)
+    assert outcome.result.error is not None and "data[token]: invalid value" in outcome.result.error.message
+    for form in (token, token.upper(), secret["data"]["token"]):
+        assert form not in str(outcome.status) and form not in str(cluster.events)
 
 
 def test_broken_template_is_a_composition_problem() -> None:

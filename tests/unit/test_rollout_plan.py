@@ -61,7 +61,7 @@ def test_conditions_are_dry_run_so_runtime_mistakes_surface_at_validation(expres
 
 def test_bad_duration_names_the_field_and_the_fix():
     errors = errors_of(example_spec(steps=[{"setWeight": 5}, {"pause": {"duration": "5 minutes"}}]))
-    assert errors["spec.steps[1].pause.duration"].startswith("'5 minutes' is not a duration")
+    assert errors["spec.steps[1].pause.duration"].startswith("not a duration")
 
 
 def test_zero_interval_is_refused():

@@ -33,7 +33,6 @@ from paved.secretsync.values import (
     ResolveError,
     content_hash,
     live_content_hash,
-    redact,
     resolve,
     template_problems,
 )
@@ -168,10 +167,6 @@ def test_template_syntax_errors_are_found_without_values() -> None:
     assert template_problems([("ok", "{{ a }}")]) == []
     problems = template_problems([("url", "{{ username ")])
     assert problems and problems[0].startswith("spec.target.template.data.url: line 1")
-
-
-def test_redact_replaces_longest_first() -> None:
-    assert redact("a MARKER and MARKER2", ["MARKER", "MARKER2"]) == "a <redacted> and <redacted>"
 
 
 def test_content_hash_changes_exactly_with_content() -> None:

@@ -144,6 +144,7 @@ def is_true(conditions: list[dict[str, Any]] | None, type: str) -> bool:
 
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$|^0$"
+NOT_A_DURATION = "not a duration; use forms like 30s, 10m, 1h30m or 7d"
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -157,6 +158,6 @@ def parse_duration(text: str, field: str = "duration") -> timedelta:
     if text == "0":
         return timedelta(0)
     if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"{field}: {text!r} is not a duration; use forms like 30s, 10m, 1h30m or 7d")
+        raise ValueError(f"{field}: {NOT_A_DURATION}")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)

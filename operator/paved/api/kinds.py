@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from paved import API_VERSION, GROUP
 from paved.api import database, identity, platform, rollout, secrets
-from paved.api.common import Model
+from paved.api.common import DURATION_PATTERN, NOT_A_DURATION, Model
+from paved.errors import ELLIPSIS, SafeError
 
 ColumnType = Literal["string", "integer", "number", "boolean", "date"]
 
@@ -83,6 +84,8 @@ class KindInfo:
 
     def parse_spec(self, spec: Mapping[str, Any] | None) -> Model:
         """Validate a spec; raise SpecError whose problems name each field path."""
+        if spec is not None and not isinstance(spec, Mapping):
+            raise SpecError(self.kind, ["spec: must be an object"])
         try:
             return self.spec.model_validate(dict(spec or {}))
         except ValidationError as error:
@@ -92,7 +95,7 @@ class KindInfo:
         return self.status.model_validate(dict(status or {}))
 
 
-class SpecError(ValueError):
+class SpecError(SafeError, ValueError):
     """An object failed validation; `problems` are lines of the form "spec.path: message"."""
 
     def __init__(self, kind: str, problems: list[str]) -> None:
@@ -103,16 +106,39 @@ class SpecError(ValueError):
 
 def field_problems(error: ValidationError, prefix: str) -> list[str]:
     """Turn pydantic errors into "spec.a.b[0].c: message" lines users can act on."""
+    return [f"{path}: {message}" for path, message in field_errors(error, prefix)]
+
+
+# Context entries of pydantic errors that come from the input (a parser's complaint about it,
+# a discriminator's tag, an attribute's name): pydantic's message spells them out.
+_FROM_INPUT = ("error", "tag", "tz_actual", "attribute", "encoding_error")
+
+
+def field_errors(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    """(field path, message) of each pydantic error, the message never quoting the input.
+
+    Pydantic's messages spell out parts of the input for some errors ("Input tag 'x' found
+    ...", "Input should be a valid datetime, <the parser's complaint>"); those parts are cut.
+    Paved's own validators (value_error) name fields only.
+    """
     problems = []
     for detail in error.errors(include_url=False):
         path = prefix
         for part in detail["loc"]:
             path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        context = detail.get("ctx") or {}
         if detail["type"] == "extra_forbidden":
             message = "unknown field; check the spelling against `kubectl explain`"
-        else:
+        elif detail["type"] == "string_pattern_mismatch" and context.get("pattern") == DURATION_PATTERN:
+            message = NOT_A_DURATION
+        elif detail["type"] in ("value_error", "assertion_error"):
             message = detail["msg"].removeprefix("Value error, ")
-        problems.append(f"{path}: {message}")
+        else:
+            message = detail["msg"]
+            for key in _FROM_INPUT:
+                if context.get(key) not in (None, ""):
+                    message = message.replace(str(context[key]), ELLIPSIS)
+        problems.append((path, message))
     return problems
 
 

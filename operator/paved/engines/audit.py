@@ -27,7 +27,7 @@ from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_conditi
 from paved.api.kinds import INTENT_KINDS
 from paved.engines.compose import compositions_from, in_scope
 from paved.engines.namespaces import NamespaceCache
-from paved.errors import located
+from paved.errors import safe_traceback
 from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
@@ -246,7 +246,7 @@ class Auditor:
                     return
                 self.run_once(periodic=not woken)  # a timeout is the periodic pass or an expiry
             except Exception as error:  # noqa: BLE001 - the audit must survive a bad pass
-                log.error("policy audit pass failed: %s", located(error))
+                log.error("policy audit pass failed:\n%s", safe_traceback(error))
                 with self.lock:  # the failed pass took the pending work: redo all of it at the next wake-up
                     self.full_requested = True
                 time.sleep(5)

@@ -33,6 +33,7 @@ import paved.providers.vault.admin  # noqa: F401 - registers vault-policy, vault
 from paved import identity as core
 from paved.api.common import READY, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
+from paved.errors import describe
 from paved.engines.compose import (
     KUBERNETES,
     ComposeEngine,
@@ -348,7 +349,7 @@ class IdentityEngine:
                     else:
                         log.info("%s/%s: %s", owner.namespace, owner.name, outcome.message)
                 except Exception as error:  # noqa: BLE001 - report and retry on the next tick
-                    unfinished.append(f"{resource.name}: {error}")
+                    unfinished.append(f"{resource.name}: {describe(error)}")
         message = decision.message if not unfinished else f"{decision.message}; still revoking: {'; '.join(unfinished)}"
         status = dict(old)
         if not unfinished:

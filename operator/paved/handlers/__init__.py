@@ -19,6 +19,7 @@ import kopf
 
 import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
 from paved.handlers import admission, children, database, identity, indexes, platform, policy, rollout, secrets
+from paved.handlers._guard import guard_handlers
 
 
 def _registry() -> kopf.OperatorRegistry:
@@ -34,6 +35,7 @@ def serving_registry(admission_executor: Executor) -> kopf.OperatorRegistry:
     registry = _registry()
     indexes.register(registry)
     admission.register(registry, admission_executor)
+    guard_handlers(registry)  # Kopf never sees an unexpected error's message (paved.handlers._guard)
     return registry
 
 
@@ -43,6 +45,7 @@ def leading_registry() -> kopf.OperatorRegistry:
     indexes.register(registry)
     for module in (platform, policy, children, database, identity, rollout, secrets):
         module.register(registry)
+    guard_handlers(registry)
     return registry
 
 

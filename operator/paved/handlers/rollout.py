@@ -25,6 +25,7 @@ from paved import GROUP, VERSION
 from paved import metrics as paved_metrics
 from paved.engines import Engines
 from paved.engines.rollout import IDLE_RESYNC, WAKE_DEBOUNCE, TickResult
+from paved.errors import describe, safe_traceback
 from paved.kube.client import ApiError
 from paved.providers.base import ProviderError
 from paved.providers.routing import RouterError
@@ -59,10 +60,13 @@ async def rollout_daemon(namespace: str | None, name: str, uid: str, spec: kopf.
                 result = await engine.tick(slot.runner, due)
             except (ApiError, ProviderError, OSError) as error:
                 result = TickResult(slot.runner.backoff())
-                logger.warning(f"rollout tick failed, retrying in {result.requeue_after:g}s: {error}")
+                logger.warning(f"rollout tick failed, retrying in {result.requeue_after:g}s: {describe(error)}")
             except Exception as error:  # noqa: BLE001 - a daemon must survive any bug in one tick
                 result = TickResult(slot.runner.backoff())
-                logger.exception(f"rollout tick crashed, retrying in {result.requeue_after:g}s: {error!r}")
+                # Kopf's per-object logger posts an Event: the error by type and place only there,
+                # the frames in the operator's log.
+                logger.error(f"rollout tick crashed, retrying in {result.requeue_after:g}s: {describe(error)}")
+                log.error("rollout %s/%s: tick crashed:\n%s", namespace, name, safe_traceback(error))
             if result.gone or stopped:
                 return
             delay = result.requeue_after if result.requeue_after is not None else IDLE_RESYNC

@@ -19,11 +19,12 @@ import datetime
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -33,6 +34,7 @@ from kubernetes import config as k8s_config
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from paved import __version__, fence, metrics
+from paved.errors import ELLIPSIS, SafeError, unquoted
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,88 @@ CONNECTION_POOL_SIZE = 32
 Json = dict[str, Any]
 
 
-class ApiError(Exception):
+# The kinds of field errors (k8s.io/apimachinery/pkg/util/validation/field) that print the bad value
+# after them, as `<kind>: <value>[: <detail>]`.
+_VALUE_ERRORS = ("Invalid value", "Unsupported value", "Duplicate value", "Not found")
+_VALUE_ERROR = re.compile("(" + "|".join(_VALUE_ERRORS) + "): ")
+_GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_DENIED = re.compile(r"admission webhook \"([^\"]*)\" denied the request|ValidatingAdmissionPolicy '([^']*)' with binding '([^']*)' denied request")
+# A 422's causes by their reason (metav1.CauseType): what is wrong, without the server's detail.
+_CAUSES = {
+    "FieldValueInvalid": "invalid value",
+    "FieldValueTypeInvalid": "invalid type",
+    "FieldValueNotSupported": "unsupported value",
+    "FieldValueDuplicate": "duplicate value",
+    "FieldValueNotFound": "not found",
+    "FieldValueRequired": "required",
+    "FieldValueForbidden": "forbidden",
+    "FieldValueTooLong": "too long",
+    "FieldValueTooMany": "too many items",
+    "FieldManagerConflict": "owned by another field manager",
+    "InternalError": "internal error",
+}
+_INVALID_HINT = ("the API server's details are not shown, they may quote the value; "
+                "`kubectl apply --dry-run=server` of the rendered object shows them")
+# Who asked (the operator's own identity), in a Forbidden answer.
+_REQUESTER = re.compile(r'User "([^"]*)" cannot ')
+# Who else owns a field, in a server-side apply Conflict.
+_MANAGER = re.compile(r'conflict with "([^"]*)"')
+
+
+def _without_values(text: str) -> str:
+    """`text` with the value after each field error's kind cut out (a Go-quoted string, or an
+    unquoted one up to the next `: ` outside braces and quotes, as `%v`/`%#v` print them)."""
+    out, position = [], 0
+    for match in _VALUE_ERROR.finditer(text):
+        if match.start() < position:
+            continue
+        out.append(text[position:match.end() - 2])
+        end = _value_end(text, match.end())
+        out.append(f": {ELLIPSIS}")
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _value_end(text: str, start: int) -> int:
+    quoted = _GO_STRING.match(text, start)
+    if quoted:
+        return quoted.end()
+    depth, index = 0, start
+    while index < len(text):
+        char = text[index]
+        if char == '"':
+            inner = _GO_STRING.match(text, index)
+            index = inner.end() if inner else len(text)
+            continue
+        if char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+        elif depth <= 0 and text.startswith(": ", index):
+            return index
+        elif depth <= 0 and char in ";\n":
+            return index
+        index += 1
+    return len(text)
+
+
+class ApiError(SafeError):
     """A Kubernetes API call failed; `status` is the HTTP status (0: no response at all).
 
-    The message is the API server's own `message` (it names the field on validation
-    errors); request bodies are never included. The API server may quote an invalid
-    field's value ("Invalid value: ..."; it redacts Secret data itself), so callers that
-    send generated credentials in other kinds scrub the message (paved.engines.compose).
+    The message keeps no value the request carried, however the error was made: the API
+    server quotes an invalid field's value ("Invalid value: ..."; it redacts only Secret data
+    itself), and a ConfigMap, an annotation or a cloud provider's parameters rendered by a
+    Composition may hold a generated password. So every field error's value is cut out, and
+    a quoted string survives only when it is a name the request or its answer gave (the
+    request path's segments, `names`; `error_from_status` adds the Status's details) or is
+    empty. Request bodies are never included.
     """
 
-    def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "") -> None:
+    def __init__(self, status: int, reason: str, message: str, *, method: str = "", path: str = "",
+                 names: Iterable[str] = ()) -> None:
+        keep = {part for part in path.split("?")[0].split("/")} | set(names) | {""}
+        message = unquoted(_without_values(message), keep=keep)
         super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
         self.status = status
         self.reason = reason
@@ -172,15 +246,50 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 def _to_api_error(status: int, reason: str | None, body: bytes | None, method: str, path: str) -> ApiError:
-    reason, message = reason or "", str(reason or "")
+    status_body: Mapping[str, Any] = {}
     if body:
         try:
-            status_body = json.loads(body)
-            reason = status_body.get("reason") or reason
-            message = status_body.get("message") or message
-        except (ValueError, TypeError, AttributeError):
+            decoded = json.loads(body)
+            status_body = decoded if isinstance(decoded, dict) else {}
+        except (ValueError, TypeError):
             pass
-    return ApiError(status, reason, message, method=method, path=path)
+    return error_from_status(status_body, status=status, reason=reason or "", method=method, path=path)
+
+
+def error_from_status(status_body: Mapping[str, Any], *, status: int | None = None, reason: str = "", method: str = "",
+                      path: str = "") -> ApiError:
+    """An ApiError from a Kubernetes Status (an error answer, or a watch's ERROR event).
+
+    Besides what ApiError drops: a 422 is told by its causes, each by field and kind of
+    problem only (the API server's detail may quote the value too: a CRD's CEL rule's
+    messageExpression, for one); an admission webhook's or ValidatingAdmissionPolicy's
+    denial keeps who denied, not its text, which is the policy's own and may quote the
+    object. The names kept quoted are the Status's details, the causes' fields, the
+    requesting user (of a Forbidden), the other field managers (of an apply Conflict) and
+    the denying policy, so `secrets "db" is forbidden: User "..." cannot ...` still says
+    which Secret and who.
+    """
+    code = int(status if status is not None else status_body.get("code") or 0)
+    reason = str(status_body.get("reason") or reason)
+    details = status_body.get("details") if isinstance(status_body.get("details"), Mapping) else {}
+    causes = [cause for cause in details.get("causes") or [] if isinstance(cause, Mapping)]
+    names = {str(details.get(key)) for key in ("name", "group", "kind") if details.get(key)}
+    names |= {str(cause.get("field")) for cause in causes if cause.get("field")}
+    text = str(status_body.get("message") or "")
+    denied = _DENIED.search(text)
+    names |= {name for name in denied.groups() if name} if denied else set()
+    names |= set(_REQUESTER.findall(text)) if reason == "Forbidden" else set()
+    names |= set(_MANAGER.findall(text)) if reason == "Conflict" else set()
+    if denied:
+        message = f"{denied.group(0)} (its reason is not shown: it may quote the object)"
+    elif reason == "Invalid" and causes:
+        what = f"{details.get('kind', 'object')} {details.get('name', '')!s}".strip()
+        problems = "; ".join(f"{cause.get('field') or '(object)'}: {_CAUSES.get(str(cause.get('reason')), 'invalid')}"
+                             for cause in causes)
+        message = f"{what} is invalid: {problems} ({_INVALID_HINT})"
+    else:
+        message = text or reason
+    return ApiError(code, reason, message, method=method, path=path, names=names)
 
 
 @retry(
@@ -309,7 +418,7 @@ def resource_info(api_version: str, kind: str) -> ResourceInfo:
         infos = _discover(api_version, refresh=refresh)
         if kind in infos:
             return infos[kind]
-    raise ApiError(404, "NotFound", f"the server has no kind {kind!r} in {api_version!r}")
+    raise ApiError(404, "NotFound", f"the server has no kind {kind!r} in {api_version!r}", names=(kind, api_version))
 
 
 def _discover(api_version: str, *, refresh: bool) -> dict[str, ResourceInfo]:

@@ -33,7 +33,7 @@ from typing import Any
 import urllib3
 
 from paved.errors import located
-from paved.kube.client import WATCH_SERVER_TIMEOUT, ApiError, list_pages, open_watch, resource_info
+from paved.kube.client import WATCH_SERVER_TIMEOUT, ApiError, error_from_status, list_pages, open_watch, resource_info
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,7 @@ class Informer:
                 if kind == "ERROR":
                     if item.get("code") == 410:
                         raise _Gone()
-                    raise ApiError(int(item.get("code") or 0), str(item.get("reason") or ""), str(item.get("message") or ""),
-                                   method="WATCH", path=path)
+                    raise error_from_status(item, method="WATCH", path=path)
                 cursor.version = str((item.get("metadata") or {}).get("resourceVersion") or cursor.version)
                 if kind == "BOOKMARK":
                     continue

@@ -4,7 +4,10 @@ Why a wrapper instead of calling celpy directly:
 - celpy only finds unknown variables and functions when it evaluates, and then reports them
   with a dump of the whole activation (the intent and its rendered output). We check names
   statically at compile time, so a typo is a compile error with a position, and evaluation
-  errors are sanitised before anyone sees them.
+  errors are rebuilt from types and the rule's own names before anyone sees them (celpy
+  quotes values: "StringType('...') ... does not support field selection").
+- `matches()` compiles its pattern with re2 without re2's error logging: re2 writes an
+  invalid pattern (which a rule may build from the object) to the process's stderr.
 - celpy's InterpretedRunner rebuilds its base activation (type annotations) on every call;
   for policies that are compiled once and evaluated for every admission request that is pure
   overhead, so `_Runner` builds it once. (The transpiling CompiledRunner is faster but keeps
@@ -21,7 +24,6 @@ no way to look at neighbours in a list (`deltas([0] + weights).all(d, d <= 50)`)
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any, cast
 
 import celpy
 import lark
+import re2
 from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import Activation, CELEvalError, base_functions
@@ -51,11 +54,21 @@ def _deltas(values: Any) -> celtypes.ListType:
     return celtypes.ListType([later - earlier for earlier, later in itertools.pairwise(values)])
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {"deltas": _deltas}
+_QUIET_RE2 = re2.Options()
+_QUIET_RE2.log_errors = False
+
+
+def _matches(text: Any, pattern: Any) -> Any:
+    """celpy's `matches()`, but without re2 printing a bad pattern to stderr."""
+    try:
+        return celtypes.BoolType(re2.search(pattern, text, options=_QUIET_RE2) is not None)
+    except re2.error as error:
+        return CELEvalError("match error", error.__class__, ())
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {"deltas": _deltas, "matches": _matches}
 _KNOWN_FUNCTIONS = frozenset(base_functions) | frozenset(FUNCTIONS) | {"has", "dyn"}
 
-# celpy logs every evaluation at DEBUG and every transpiler failure at ERROR with values.
-logging.getLogger("celpy").setLevel(logging.WARNING)
 
 
 class _Runner(celpy.InterpretedRunner):
@@ -104,11 +117,11 @@ class Program:
         try:
             value = self._runner.evaluate(dict(activation))
         except CELEvalError as error:
-            return None, sanitize(error)
+            return None, sanitize(error, self.source)
         except Exception as error:  # noqa: BLE001 - see docstring
             return None, f"internal evaluation error ({type(error).__name__})"
         if isinstance(value, CELEvalError):
-            return None, sanitize(value)
+            return None, sanitize(value, self.source)
         if isinstance(value, (bool, celtypes.BoolType)):
             return bool(value), ""
         return None, f"the expression must evaluate to a boolean, got {_cel_type_name(type(value))}"
@@ -153,21 +166,42 @@ def to_cel(value: Any) -> Any:
     return celtypes.StringType(str(value))
 
 
-_CEL_CLASS = re.compile(r"<class 'celpy\.celtypes\.(\w+?)(?:Type)?'>")
+_CEL_CLASS = re.compile(r"<class '(?:celpy\.celtypes\.)?(\w+?)(?:Type)?'>")
 _RULE_TOKEN = re.compile(r"Token\('RULE', '(\w+)'\)")
+# celpy's messages that hold nothing but fixed words, operators and type names.
+_FIXED = re.compile(
+    r"no such overload|no such key|(modulus or )?divide by zero|return error for overflow|invalid_argument"
+    r"|invalid UTF-8|match error|evaluation error|found no matching overload for \w+ applied to '\([\w, ]*\)'"
+)
+_NO_MEMBER = re.compile(r"no such member in mapping: '(\w+)'")
+_BY_CAUSE = {
+    KeyError: "no such key",
+    TypeError: "no such overload",
+    ValueError: "invalid value",
+    ZeroDivisionError: "divide by zero",
+    OverflowError: "return error for overflow",
+    IndexError: "invalid_argument",
+}
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
-def sanitize(error: CELEvalError) -> str:
-    """A short, data-free description of an evaluation error.
+def sanitize(error: CELEvalError, source: str = "") -> str:
+    """A short description of an evaluation error, from fixed words, type names and names the
+    rule `source` spells; anything else celpy said is replaced by the kind of error.
 
-    celpy appends the whole activation to some messages; that would print the intent and its
-    rendered output (which may hold generated values), so it is cut off.
+    celpy's messages can quote the values involved ("StringType('...') with type ... does not
+    support field selection") or append the whole activation; the intent and its rendered
+    output must not reach a verdict's message.
     """
     text = str(error.args[0]) if error.args else ""
-    text = (text.split(" (in activation", 1)[0].splitlines() or ["evaluation error"])[0]
+    text = (text.split(" (in activation", 1)[0].splitlines() or [""])[0]
     text = _CEL_CLASS.sub(lambda m: m.group(1).lower(), text)
     text = _RULE_TOKEN.sub(lambda m: m.group(1), text)
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+    member = _NO_MEMBER.fullmatch(text)
+    if _FIXED.fullmatch(text) or (member and member.group(1) in _IDENTIFIER.findall(source)):
+        return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+    cause = error.args[1] if len(error.args) > 1 else None
+    return _BY_CAUSE.get(cause, "evaluation error") if isinstance(cause, type) else "evaluation error"
 
 
 def _syntax_message(source: str, line: int | None, column: int | None) -> str:

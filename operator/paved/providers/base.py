@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from paved.errors import SafeError
 from paved.render.types import RenderedResource
 
 
@@ -46,9 +47,10 @@ class DeletionResult:
     message: str = ""
 
 
-class ProviderError(Exception):
+class ProviderError(SafeError):
     """A provider call failed. `retryable` is False for errors that retrying cannot fix
-    (bad parameters, permission denied); the message must never contain secret values."""
+    (bad parameters, permission denied); the message is built from names, paths and codes
+    (paved.errors.SafeError), never a value."""
 
     def __init__(self, message: str, *, retryable: bool = True, field: str | None = None) -> None:
         super().__init__(message)

@@ -25,24 +25,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from paved.api.kinds import KINDS
 from paved.api.platform import nothing_allowed
+from paved.errors import unquoted
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
+from paved.render.template_errors import MissingVariable, NamedUndefined, describe_template_error, template_line
 from paved.render.types import RenderedResource, RenderResult
-from paved.render.values import DependencyTracker, GeneratedView, OutputsView, UnavailableOutputs, placeholder
+from paved.render.values import DependencyTracker, GeneratedView, OutputsView, UnavailableOutputs, holds_values, placeholder
 
 READINESS = ("provider", "none")
 
@@ -64,33 +65,6 @@ CLUSTER_SCOPED_KINDS = frozenset(
 )
 
 
-class _MissingVariable(UndefinedError):
-    """An UndefinedError that remembers what was looked up on what, to name it for the user."""
-
-    def __init__(self, message: str | None = None, *, obj: Any = missing, name: Any = None) -> None:
-        super().__init__(message)
-        self.obj = obj
-        self.name = name
-
-
-class _Undefined(StrictUndefined):
-    """StrictUndefined whose error carries the container and the key that were missing."""
-
-    __slots__ = ()
-
-    def __init__(
-        self,
-        hint: str | None = None,
-        obj: Any = missing,
-        name: str | None = None,
-        exc: Any = UndefinedError,
-    ) -> None:
-        # Keep other exception types (the sandbox's SecurityError for unsafe attributes) as they are.
-        if exc is UndefinedError and hint is None:
-            exc = partial(_MissingVariable, obj=obj, name=name)
-        super().__init__(hint, obj, name, exc)
-
-
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with `a.b` on plain dicts reading the key first.
 
@@ -108,7 +82,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-_ENV = _Environment(undefined=_Undefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_ENV = _Environment(undefined=NamedUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 _ENV.filters.update(FILTERS)
 _ENV.globals.update(GLOBALS)
 
@@ -150,13 +124,38 @@ def render(
     `outputs`: outputs of resources that exist, by resource name (None or missing -> Pending).
     `generated`: generated secret values by name; None renders `<generated:NAME>` (offline).
     `allowed`: the intent's allowances (paved.policy.allowances); None allows nothing.
-    Neither the hash nor an error message ever holds a generated value (see _hash, _masked).
+    Neither the hash nor an error message ever holds a generated value (see _hash, _without_secrets).
     Raises RenderError; never returns a partial result.
     """
     try:
         return _render(composition, intent, outputs, generated, namespace_labels, allowed)
     except RenderError as error:
-        raise _masked(error, generated) from None
+        if not generated:
+            raise  # nothing secret was in scope: the message may quote what the template saw
+        raise _without_secrets(error, composition, intent, outputs, namespace_labels, allowed) from None
+
+
+def _without_secrets(
+    error: RenderError,
+    composition: Mapping[str, Any],
+    intent: Mapping[str, Any],
+    outputs: Mapping[str, Mapping[str, Any]] | None,
+    namespace_labels: Mapping[str, str] | None,
+    allowed: Mapping[str, Sequence[str]] | None,
+) -> RenderError:
+    """The error to show for a render with generated values that failed with `error`.
+
+    Generated values (and any transformation a template made of them) must not reach a
+    message, so the same render is repeated with their placeholders: its error, if it has
+    one, was computed without any secret and says exactly what is wrong. If only the real
+    values fail (the template branches on them), `error` is shown, which _convert built from
+    names, positions and types alone.
+    """
+    try:
+        _render(composition, intent, outputs, None, namespace_labels, allowed)
+    except RenderError as placeholder_error:
+        return placeholder_error
+    return error
 
 
 def _render(
@@ -212,8 +211,8 @@ def _render(
             if not _when(resource, context, name, full):
                 omitted.add(full)
                 continue
-            template = _compile_template(name, rname, str(resource["template"]))
-            body = _render_body(template, context, provider, name, full, rname)
+            source = str(resource["template"])
+            body = _render_body(_compile_template(name, rname, source), source, context, provider, name, full, rname)
             resources.append(
                 RenderedResource(
                     name=full,
@@ -325,16 +324,17 @@ def _evaluate(expression: str, context: dict[str, Any], composition: str, resour
             f"{what} expression syntax error: {error.message}", composition=composition, resource=resource
         ) from None
     except Exception as error:
-        raise _convert(error, context, composition, resource, filename=None, prefix=f"{what}: ") from None
+        raise _convert(error, context, composition, resource, filename=None,
+                       source=f"{{{{ {expression} }}}}", prefix=f"{what}: ") from None
 
 
 def _render_body(
-    template: Template, context: dict[str, Any], provider: str, composition: str, full: str, rname: str
+    template: Template, source: str, context: dict[str, Any], provider: str, composition: str, full: str, rname: str
 ) -> dict[str, Any]:
     try:
         text = template.render(context)
     except Exception as error:
-        raise _convert(error, context, composition, full, filename=_filename(composition, rname)) from None
+        raise _convert(error, context, composition, full, filename=_filename(composition, rname), source=source) from None
     try:
         body: dict[str, Any] = json.loads(_parse(text))
     except RenderError as error:
@@ -355,9 +355,10 @@ def _parse(text: str) -> str:
     try:
         body = yaml.load(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as error:
-        # Say where, never quote the text: rendered text may hold secrets.
+        # Say where, never quote the text: rendered text may hold secrets (YAML's problem
+        # quotes the character it stumbled on).
         mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or "invalid YAML"
+        problem = unquoted(getattr(error, "problem", None) or "invalid YAML")
         where = f" (rendered line {mark.line + 1})" if mark is not None else ""
         raise RenderError(
             f"the template did not produce valid YAML: {problem}{where}; embed values with `| to_json`"
@@ -386,17 +387,26 @@ def _convert(
     resource: str,
     *,
     filename: str | None,
+    source: str,
     prefix: str = "",
 ) -> RenderError:
-    """Turn anything a template raised into a RenderError with location, line and variable."""
-    line = _line(error, filename) if filename else None
+    """Turn anything a template raised into a RenderError with location, line and variable.
+
+    With generated values in scope the message is built by describe_template_error from
+    names, positions and types only: any message a template produced may quote a secret.
+    """
+    line = template_line(error, filename) if filename else None
+    generated = context.get("generated")
+    if isinstance(generated, GeneratedView) and holds_values(generated):
+        what = describe_template_error(error, environment=_ENV, source=source)
+        return RenderError(prefix + what, composition=composition, resource=resource, line=line)
     if isinstance(error, RenderError):
         error.at(composition=composition, resource=resource)
         if error.line is None and line is not None:
             error.line = line
             error.args = (str(error),)
         return error
-    if isinstance(error, _MissingVariable):
+    if isinstance(error, MissingVariable):
         message, variable = _describe_missing(error, context)
         return RenderError(prefix + message, composition=composition, resource=resource, line=line, variable=variable)
     if isinstance(error, UndefinedError):
@@ -415,16 +425,7 @@ def _convert(
     )
 
 
-def _line(error: BaseException, filename: str) -> int | None:
-    """The template line of the innermost frame of `filename` (Jinja rewrites tracebacks to it)."""
-    line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if frame.filename == filename:
-            line = frame.lineno
-    return line
-
-
-def _describe_missing(error: _MissingVariable, context: Mapping[str, Any]) -> tuple[str, str]:
+def _describe_missing(error: MissingVariable, context: Mapping[str, Any]) -> tuple[str, str]:
     """("'spec' has no attribute 'sizee'", "spec.sizee") — names the container by its path."""
     name = error.name
     if error.obj is missing:
@@ -461,19 +462,6 @@ def _path_of(target: Any, context: Mapping[str, Any]) -> str | None:
         elif isinstance(value, list):
             queue.extend((f"{path}[{i}]", child) for i, child in enumerate(value))
     return None
-
-
-def _masked(error: RenderError, generated: Mapping[str, str] | None) -> RenderError:
-    """`error` with any generated value in its message replaced by its placeholder.
-
-    Messages quote user and template values (a failed int(), a fail() text); they go to
-    conditions, events and logs, where a secret must never appear.
-    """
-    for name, value in (generated or {}).items():
-        if value and value in error.message:
-            error.message = error.message.replace(value, placeholder(name))
-    error.args = (str(error),)
-    return error
 
 
 def _hash(bodies: list[tuple[str, str, dict[str, Any]]], generated: Mapping[str, str] | None) -> str:

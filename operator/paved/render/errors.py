@@ -8,9 +8,15 @@ that was refused. It never carries rendered text, because rendered text may hold
 
 from __future__ import annotations
 
+from paved.errors import SafeError
 
-class RenderError(Exception):
+
+class RenderError(SafeError):
     """An intent could not be rendered through a composition.
+
+    A SafeError as it leaves paved.render.render: a render with generated values reports an
+    error computed without them (see paved.render.engine). Inside a template, `fail()`'s
+    message is the template's own and is treated as any other exception's.
 
     `field` is set when the *intent* is at fault (a `fail()` call in a template, a bad
     `spec.compositionRef.name`): that is the path to show the user. `variable` is set when a

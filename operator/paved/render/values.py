@@ -160,6 +160,13 @@ class GeneratedView(_ItemsAsAttributes):
             raise UnavailableOutputs(f"generated secret {name!r} was not supplied to the renderer") from None
 
 
+def holds_values(view: GeneratedView) -> bool:
+    """Whether real generated values are in scope of a render (not only placeholders).
+
+    A function, not an attribute: templates read `generated.<name>` as attributes."""
+    return bool(view._values)
+
+
 def placeholder(name: str) -> str:
     """What a generated secret looks like when its value must not (or cannot) be shown."""
     return f"<generated:{name}>"

@@ -18,17 +18,18 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Mapping, Union
 
 from pydantic import ValidationError
 
 from paved.api import rollout as api
-from paved.api.common import DURATION_PATTERN, parse_duration
-from paved.errors import FieldError
+from paved.api.common import parse_duration
+from paved.api.kinds import field_errors
+from paved.errors import FieldError, SafeError
 from paved.rollout import cel
 
 
-class SpecError(ValueError):
+class SpecError(SafeError, ValueError):
     """The spec cannot be run; `errors` names every offending field."""
 
     def __init__(self, errors: list[FieldError]) -> None:
@@ -167,28 +168,13 @@ def _check(spec: Mapping[str, Any]) -> tuple[api.ProgressiveRolloutSpec | None, 
     try:
         model = api.ProgressiveRolloutSpec.model_validate(spec)
     except ValidationError as exc:
-        errors += [_from_pydantic(e) for e in exc.errors()]
+        errors += [FieldError(path, "is required" if message == "Field required" else message)
+                   for path, message in field_errors(exc, "spec")]
     errors += _weights_never_decrease(spec.get("steps"))
     errors += _conditions_compile(spec.get("analysis"))
     errors += _durations_positive(spec)
     unique: dict[tuple[str, str], FieldError] = {(e.path, e.message): e for e in errors}
     return model, list(unique.values())
-
-
-def _path(location: Iterable[Any]) -> str:
-    path = "spec"
-    for part in location:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-def _from_pydantic(error: Mapping[str, Any]) -> FieldError:
-    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-    if error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == DURATION_PATTERN:
-        message = f"{error.get('input')!r} is not a duration; use forms like 30s, 10m, 1h30m or 7d"
-    elif error.get("type") == "missing":
-        message = "is required"
-    return FieldError(_path(error.get("loc", ())), message)
 
 
 def _weights_never_decrease(steps: Any) -> list[FieldError]:

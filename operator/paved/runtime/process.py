@@ -37,7 +37,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from paved import fence, metrics, operator_namespace
+from paved import fence, logsafety, metrics, operator_namespace
 from paved.engines import Engines, Scope
 from paved.errors import located
 from paved.handlers import admission, leading_registry, secrets, serving_registry
@@ -264,6 +264,7 @@ class Runtime:
 def main(options: RunOptions) -> None:
     """Run the operator until SIGTERM/SIGINT (see Runtime)."""
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
+    logsafety.secure()  # wire loggers pinned, tracebacks without messages, whatever the level
     if not options.verbose:
         logging.getLogger("kopf.objects").addFilter(kopf_settings.QuietWatchSuccess())
     problems = options.lease_timings.problems()

@@ -15,7 +15,7 @@ and asks this package what to do at each step.
 - breaker   a circuit breaker per store: stop calling a store that keeps failing, probe it later
 - access    ClusterSecretStore allowances (namespaces x key prefixes with {namespace})
 - values    property extraction, dataFrom extraction, sandboxed Jinja2 templates, content
-            hash, redaction of values from every error message
+            hash; every error message built from names, positions and types only
 - target    the target Secret's apply body and merge patches (what the engine writes)
 - restart   which opted-in Deployments/StatefulSets get a pod-template stamp (one per change)
 - state     the engine's thread-safe memory: registered refs, due times, the value cache

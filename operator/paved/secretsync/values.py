@@ -1,11 +1,13 @@
 """Fetched remote values -> the target Secret's data: properties, extraction, templates, hash.
 
 Everything here may touch secret values, so every error it raises is a `ResolveError` whose
-message names the field, the remote key and the property, and is passed through `redact`
-with the values of the ref before it leaves: a Jinja2 error or a JSON error can then never
-carry a password into a status message, an event or a log.
+message is built from names, positions and types only: the field, the remote key, the
+property, the template key and line, the filter and the exception type (a template error is
+described by paved.render.template_errors, never by its message). No value, and no
+transformation of one (`password | upper` as a dict key), can reach a status message, an
+Event or a log.
 
-Templates run in Jinja2's ImmutableSandboxedEnvironment with StrictUndefined: a template
+Templates run in Jinja2's ImmutableSandboxedEnvironment with strict undefined values: a template
 sees the fetched values by Secret key (from `data[]` and `dataFrom[]`), plus `namespace`
 and `name` of the ref; it can call the filters `b64encode`, `b64decode`, `to_json`,
 `from_json`, and nothing outside the sandbox. With `target.template.data` set, the Secret
@@ -24,19 +26,20 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import Template, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from paved.api.secrets import SECRET_KEY_PATTERN
+from paved.errors import SafeError
 from paved.render.helpers import b64encode, to_json
+from paved.render.template_errors import NamedUndefined, TemplateValueError, describe_template_error, template_line
 from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue
 
 CONTENT_HASH_ANNOTATION = "paved.dev/content-hash"
-REDACTED = "<redacted>"
-_MIN_REDACT = 3  # shorter values are too common to redact meaningfully ("1", "ok")
+TEMPLATE_FILENAME = "<template>"  # Jinja's name of a template made from a string
 
 
-class ResolveError(ValueError):
+class ResolveError(SafeError, ValueError):
     """A ref cannot be turned into Secret data; `field` is the spec path to fix, `reason` CamelCase."""
 
     def __init__(self, field: str, message: str, *, reason: str) -> None:
@@ -44,37 +47,6 @@ class ResolveError(ValueError):
         self.field = field
         self.reason = reason
         self.message = message
-
-
-def redact(text: str, secrets: Iterable[str | bytes]) -> str:
-    """`text` with every occurrence of any of `secrets` replaced by <redacted> (longest first)."""
-    candidates = set()
-    for secret in secrets:
-        if isinstance(secret, bytes):
-            try:
-                secret = secret.decode()
-            except UnicodeDecodeError:
-                continue
-        if len(secret) >= _MIN_REDACT:
-            candidates.add(secret)
-    for secret in sorted(candidates, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def value_strings(value: str | bytes | Mapping[str, Any]) -> list[str | bytes]:
-    """Every string that is (part of) a secret value, for redaction."""
-    if isinstance(value, Mapping):
-        found: list[str | bytes] = []
-        for item in value.values():
-            found.extend(value_strings(item) if isinstance(item, (Mapping, str, bytes)) else [str(item)])
-        return found
-    found = [value]
-    if isinstance(value, str):
-        parsed = _parse_json(value)
-        if isinstance(parsed, dict):
-            found.extend(value_strings(parsed))
-    return found
 
 
 def _parse_json(text: str | bytes) -> Any:
@@ -151,17 +123,17 @@ def _b64decode(value: Any) -> str:
     try:
         return base64.b64decode(str(value), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise ValueError("b64decode: input is not base64 of UTF-8 text") from None
+        raise TemplateValueError("b64decode: input is not base64 of UTF-8 text") from None
 
 
 def _from_json(value: Any) -> Any:
     try:
         return json.loads(str(value))
     except ValueError:
-        raise ValueError("from_json: input is not JSON") from None
+        raise TemplateValueError("from_json: input is not JSON") from None
 
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = ImmutableSandboxedEnvironment(undefined=NamedUndefined, autoescape=False, keep_trailing_newline=True)
 _ENV.filters.update({"b64encode": b64encode, "b64decode": _b64decode, "to_json": to_json, "from_json": _from_json})
 _ENV.globals.clear()  # no range/dict/lipsum/cycler: templates only shape values
 
@@ -183,11 +155,8 @@ def template_problems(template: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
-def render_templates(
-    template: Iterable[tuple[str, str]], context: Mapping[str, Any], secrets: Iterable[str | bytes]
-) -> dict[str, str]:
-    """Render each template; errors name the key, never a value."""
-    secrets = list(secrets)
+def render_templates(template: Iterable[tuple[str, str]], context: Mapping[str, Any]) -> dict[str, str]:
+    """Render each template; errors name the key, the line, the filter and the type, never a value."""
     rendered: dict[str, str] = {}
     for key, text in template:
         field = f"spec.target.template.data.{key}"
@@ -196,8 +165,10 @@ def render_templates(
         except TemplateSyntaxError as error:
             raise ResolveError(field, f"line {error.lineno}: {error.message}", reason="TemplateError") from None
         except Exception as error:  # noqa: BLE001 - any failure inside a user template
-            detail = redact(f"{type(error).__name__}: {error}", secrets)
-            raise ResolveError(field, f"template does not render: {detail}", reason="TemplateError") from None
+            line = template_line(error, TEMPLATE_FILENAME)
+            where = f"line {line}: " if line is not None else ""
+            what = describe_template_error(error, environment=_ENV, source=text)
+            raise ResolveError(field, f"template does not render: {where}{what}", reason="TemplateError") from None
     return rendered
 
 
@@ -206,21 +177,17 @@ def render_templates(
 
 def resolve(ref: RefSpec, values: Mapping[RemoteKey, RemoteValue]) -> dict[str, bytes]:
     """The target Secret's data for `ref` from `values` (which must hold every key of the ref)."""
-    secrets = [s for remote in ref.remote_keys if remote in values for s in value_strings(values[remote].data)]
-    try:
-        fetched: dict[str, str | bytes] = {}
-        for extract in ref.extracts:
-            fetched.update(extract_all(extract.remote, values[extract.remote], extract.field))
-        for item in ref.data:
-            fetched[item.secret_key] = extract_property(item.remote, values[item.remote], item.property, item.field)
-        if ref.target.template:
-            context = {key: _text(value) for key, value in fetched.items()}
-            context.update({"namespace": ref.namespace, "name": ref.name})
-            out: dict[str, str | bytes] = dict(render_templates(ref.target.template, context, secrets))
-        else:
-            out = fetched
-    except ResolveError as error:
-        raise ResolveError(error.field, redact(error.message, secrets), reason=error.reason) from None
+    fetched: dict[str, str | bytes] = {}
+    for extract in ref.extracts:
+        fetched.update(extract_all(extract.remote, values[extract.remote], extract.field))
+    for item in ref.data:
+        fetched[item.secret_key] = extract_property(item.remote, values[item.remote], item.property, item.field)
+    if ref.target.template:
+        context = {key: _text(value) for key, value in fetched.items()}
+        context.update({"namespace": ref.namespace, "name": ref.name})
+        out: dict[str, str | bytes] = dict(render_templates(ref.target.template, context))
+    else:
+        out = fetched
     return {key: value.encode() if isinstance(value, str) else bytes(value) for key, value in out.items()}
 
 

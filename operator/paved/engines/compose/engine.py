@@ -35,7 +35,6 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from paved import metrics
@@ -69,7 +68,6 @@ from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
 from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
 from paved.render.types import RenderedResource
-from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +187,9 @@ class ComposeEngine:
             result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), field=error.field, retryable=error.retryable)
         except ApiError as error:
             result.error = ComposeError(REASON_PROVIDER_ERROR, str(error), retryable=error.transient or error.status >= 500)
-        if result.error is not None and generated:
-            # A provider's error may echo the rendered body (an API server's 422 "Invalid value",
-            # a Vault or AWS validation message); the generated values must not reach the status.
-            result.error = replace(result.error, message=redact(result.error.message, generated.values()))
+        # No message above can hold a generated value: render errors are built without them
+        # (paved.render.engine), and provider and API errors keep no value of a request
+        # (paved.kube.client, paved.providers), so an echo of the rendered body cannot reach status.
         return result
 
     def reconcile(

@@ -32,8 +32,8 @@ paved.ratelimit.BURST, and the policy audit's condition writes yield to it meanw
 On any store or key failure the Secret is not touched; the ref gets Ready=False,
 Stale=True, the reason and the time of the last good sync, and retries with capped,
 jittered backoff. Nothing here logs, posts or stores a secret value: messages are built
-from names, fields and versions only, and anything that could echo a value (an API error on
-a Secret write) is redacted first.
+from names, fields and versions only (an API error on a Secret write keeps no value either:
+paved.kube.client rebuilds every API error without them).
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ from paved.secretsync.model import (
     StoreKey,
 )
 from paved.secretsync.state import SyncState
-from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
@@ -636,10 +635,8 @@ class SyncEngine:
                         "an existing Secret (use Owner to have it created)"))
                 self.kube.merge_secret(live, target.merge_patch(spec, decision.data, decision.content_hash))
             return target.written_hash(live)
-        except ApiError as error:
-            # The request carried the values base64-encoded: redact both spellings.
-            values: list[str | bytes] = [*decision.data.values(), *target.encoded(decision.data).values()]
-            message = redact(f"{error.status} {error.reason}: {error.message}", values)
+        except ApiError as error:  # its message keeps no value of the request (paved.kube.client)
+            message = f"{error.status} {error.reason}: {error.message}"
             raise _TargetProblem(plan.TARGET_WRITE_FAILED, f"spec.target: writing Secret {name} failed: {message}") from None
 
     def _remove_keys(self, owner: Owner, spec: RefSpec, listed: Listing) -> str | None:

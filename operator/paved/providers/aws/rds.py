@@ -28,7 +28,8 @@ is set before the tags, so an interrupted adoption is simply repeated. An instan
 for another intent is never touched.
 
 Secrets: the body carries `MasterUserPassword`. It is sent to AWS on create and never
-compared, logged, returned in outputs or included in an error (the session wrapper redacts).
+compared, logged, returned in outputs or included in an error (the session wrapper keeps no
+parameter value in its messages).
 """
 
 from __future__ import annotations

@@ -4,8 +4,13 @@ Why one wrapper: it is the single place that (1) counts calls for
 `paved_provider_api_calls_total{provider,operation}` (the steady-state cost of an intent is
 a product promise, so it is measured where the calls are made, not inferred), (2) retries
 transient failures with bounded exponential backoff and jitter, and (3) turns botocore
-errors into ProviderError with messages scrubbed of secret parameter values (a
-ParamValidationError, for one, echoes the offending value). It honours the caller's deadline
+errors into ProviderError with messages rebuilt without any value the request carried: an
+answer about the request's values (ValidationError, InvalidParameterValue, ...) is shown by
+its code and the names of the parameters it mentions, since AWS may echo an offending value
+("Value '...' at 'masterUserPassword' failed to satisfy constraint", "... password
+<value> ..."); other answers lose their quoted spans; botocore's ParamValidationError,
+which echoes every offending value, keeps only the parameters' names; other botocore errors
+are named by type (and endpoint, for connection failures). It honours the caller's deadline
 (paved.providers.deadline): no attempt starts and no backoff sleeps past it.
 
 Clients are created once per (service, region, endpoint) and shared between Kopf's handler
@@ -17,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import boto3
 import botocore.config
@@ -28,10 +34,10 @@ import botocore.parsers
 import tenacity
 
 from paved import fence
+from paved.errors import unquoted
 from paved.metrics import count_call
 from paved.providers import deadline
 from paved.providers.base import ProviderError
-from paved.secretsync.values import redact
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,22 @@ _THROTTLING_CODES = frozenset(
         "TooManyRequestsException",
         "SlowDown",
         "PriorRequestNotComplete",
+    }
+)
+# Answers about the values of the request: their messages may echo a value.
+_VALIDATION_CODES = frozenset(
+    {
+        "ValidationError",
+        "ValidationException",
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "InvalidParameterValueException",
+        "InvalidParameterCombination",
+        "InvalidParameterException",
+        "InvalidInput",
+        "MalformedPolicyDocument",
+        "MalformedPolicyDocumentException",
+        "SerializationException",
     }
 )
 _SERVER_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException"})
@@ -112,7 +134,7 @@ class AwsError(ProviderError):
 @dataclass(frozen=True)
 class _Failure:
     code: str
-    message: str
+    message: str  # AWS's own words for a ClientError: call() never shows them as they are
     transient: bool  # worth retrying right now (throttling, 5xx, connection)
     retryable: bool  # worth retrying later (the handler's backoff)
 
@@ -127,22 +149,44 @@ def _classify(exc: Exception) -> _Failure:
         # conflicts ("instance is modifying") clear up by themselves, so they stay retryable.
         state_conflict = code.startswith("Invalid") and "State" in code  # InvalidDBInstanceState, ...
         retryable = transient or state_conflict
-        return _Failure(code, str(error.get("Message", "")), transient, retryable)
+        return _Failure(code, str(error.get("Message", "")), transient, retryable)  # AWS's words: see call()
     if isinstance(exc, botocore.parsers.ResponseParserError):
         # An error page instead of an AWS answer (an overloaded endpoint or proxy answering
         # 5xx in HTML): transient. Its body is not repeated here.
         return _Failure("ResponseParserError", "the endpoint answered with an unparsable response", True, True)
     if isinstance(exc, _CONNECTION_ERRORS):
-        return _Failure(type(exc).__name__, str(exc), True, True)
+        endpoint = exc.kwargs.get("endpoint_url")
+        return _Failure(type(exc).__name__, f"no answer from {endpoint}" if endpoint else "no answer", True, True)
     if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
         return _Failure(type(exc).__name__, "no usable AWS credentials in the operator's environment", False, False)
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        names = sorted(set(_INVALID_PARAMETER.findall(str(exc.kwargs.get("report", "")))))
+        return _Failure(type(exc).__name__, f"invalid parameters: {', '.join(names) or 'unknown'}", False, False)
     if isinstance(exc, botocore.exceptions.BotoCoreError):
-        return _Failure(type(exc).__name__, str(exc), False, False)
+        return _Failure(type(exc).__name__, "refused by botocore before any request", False, False)
     raise exc
 
 
-def _secret_values(params: Mapping[str, Any]) -> list[str]:
-    return [str(v) for k, v in params.items() if v and any(word in k for word in ("Password", "Secret", "Token"))]
+# "Invalid type for parameter X, value: ..." / "Missing required parameter in input: \"X\"" / ...
+_INVALID_PARAMETER = re.compile(r"""parameter(?: in input)?:? "?([\w.\[\]]+?)"?(?:,|$)""", re.MULTILINE)
+
+
+def _parameter_names(params: Any) -> set[str]:
+    """Every key of the request's parameters, nested ones included (`Tags`, `Key`, ...)."""
+    if isinstance(params, dict):
+        return set(params) | {name for value in params.values() for name in _parameter_names(value)}
+    if isinstance(params, (list, tuple)):
+        return {name for item in params for name in _parameter_names(item)}
+    return set()
+
+
+def _about_parameters(message: str, params: dict[str, Any]) -> str:
+    """A validation answer by the names of the parameters it mentions (AWS writes them in
+    either case: `MasterUserPassword`, `masterUserPassword`), never by its text."""
+    lowered = message.lower()
+    named = sorted(name for name in _parameter_names(params) if name.lower() in lowered)
+    return f"the request was refused as invalid; parameters named in the answer: {', '.join(named)}" if named \
+        else "the request was refused as invalid"
 
 
 _TIMEOUTS = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
@@ -152,7 +196,7 @@ def call(provider: str, aws_client: Any, operation: str, *, retry_timeouts: bool
     """Call `aws_client.<operation>(**params)`: counted, retried when transient, errors mapped.
 
     Every attempt is counted (an attempt is a call AWS may bill or throttle). Raises AwsError;
-    its message names the operation and the AWS code and never contains secret parameters.
+    its message names the operation and the AWS code and never contains a parameter's value.
     `retry_timeouts=False`: an attempt that timed out is final (it already waited in full;
     the secret stores leave slow backends to the engine's backoff and circuit breaker).
     """
@@ -183,7 +227,8 @@ def call(provider: str, aws_client: Any, operation: str, *, retry_timeouts: bool
         failure = _classify(exc)
     # Raised outside the except block so the original exception (whose text may hold a secret
     # parameter) is not even attached as __context__.
-    message = redact(f"{operation} failed: {failure.code}: {failure.message}", _secret_values(params))
+    detail = _about_parameters(failure.message, params) if failure.code in _VALIDATION_CODES else unquoted(failure.message)
+    message = f"{operation} failed: {failure.code}: {detail}"
     raise AwsError(message, code=failure.code, operation=operation, retryable=failure.retryable)
 
 

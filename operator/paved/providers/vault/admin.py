@@ -38,6 +38,7 @@ from paved import fence
 from paved.metrics import count_call
 from paved.providers import base
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
+from paved.providers.vault import error_text
 from paved.render.types import RenderedResource
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def call(provider: str, operation: str, fn: Callable[[], T]) -> T:
     except vault_errors.Forbidden:
         raise ProviderError(f"vault {operation}: permission denied for the operator's token", retryable=False) from None
     except vault_errors.InvalidRequest as error:
-        raise ProviderError(f"vault {operation}: invalid request: {'; '.join(error.errors or [])}", retryable=False) from None
+        raise ProviderError(f"vault {operation}: invalid request: {error_text(error)}", retryable=False) from None
     except (vault_errors.VaultDown, vault_errors.InternalServerError, vault_errors.BadGateway, requests.RequestException) as error:
         raise ProviderError(f"vault {operation}: server unavailable ({type(error).__name__})", retryable=True) from None
     except vault_errors.VaultError as error:

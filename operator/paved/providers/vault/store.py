@@ -40,8 +40,9 @@ Authentication (spec.provider.vault.auth, exactly one):
 - appRole: role_id plus the secret_id from a Secret, at `auth/<path>/login`.
 There is no way to use the operator's own Vault token (PAVED_VAULT_TOKEN) here. Which server
 and which ServiceAccount a SecretStore may name is decided before this provider is built
-(paved.secretsync.tenancy). Credentials are never logged; errors carry Vault's error strings,
-with any credential redacted.
+(paved.secretsync.tenancy). Credentials are never logged; errors carry Vault's error strings
+without their quoted spans (where Vault echoes what it was sent), and a failure that never
+reached Vault by type.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
 from paved.providers import deadline, secretstores
+from paved.providers.vault import error_text
 from paved.providers.secretstores import (
     AUTH_FAILED,
     NOT_FOUND_UNCONFIRMED,
@@ -75,7 +77,6 @@ from paved.providers.secretstores import (
     credential,
 )
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
-from paved.secretsync.values import redact
 
 PROVIDER = "vault"
 RELOGIN_MARGIN = 0.2  # re-login when less than 20 % of the token's TTL is left ...
@@ -129,10 +130,6 @@ def _retried(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT) and not isinstance(error, requests.exceptions.Timeout)
 
 
-def _errors_of(error: vault_errors.VaultError) -> str:
-    return ", ".join(str(e) for e in (error.errors or [])) or type(error).__name__
-
-
 class VaultStore:
     """One Vault store: an hvac client with a counted session and a reused token."""
 
@@ -148,7 +145,6 @@ class VaultStore:
         self.mount = spec.path.strip("/")
         self._lock = threading.RLock()
         self._expires: float | None = None  # monotonic deadline for a re-login; None: no token
-        self._secrets: list[str] = []  # credentials seen, for redaction
         self._ca_file: str | None = None
         self._prefetched: dict[RemoteKey, RemoteValue] = {}
         verify: bool | str = True
@@ -188,11 +184,11 @@ class VaultStore:
             message = f"vault {self.spec.server} unreachable during {what}: {kind}"
         except (vault_errors.VaultDown, vault_errors.InternalServerError, vault_errors.BadGateway,
                 vault_errors.RateLimitExceeded, vault_errors.VaultNotInitialized) as error:
-            message = f"vault {self.spec.server} failed during {what}: {type(error).__name__}: {_errors_of(error)}"
-        raise StoreError(redact(message, self._secrets), reason=reason)
+            message = f"vault {self.spec.server} failed during {what}: {type(error).__name__}: {error_text(error)}"
+        raise StoreError(message, reason=reason)
 
     def _auth_failed(self, what: str, detail: str, field: str) -> StoreError:
-        return StoreError(redact(f"{field}: {what} refused: {detail}", self._secrets), reason=AUTH_FAILED, field=field)
+        return StoreError(f"{field}: {what} refused: {detail}", reason=AUTH_FAILED, field=field)
 
     # --- authentication ------------------------------------------------------------------------
 
@@ -204,7 +200,6 @@ class VaultStore:
         self.client.token = None
 
     def _set_token(self, token: str, lease: float) -> None:
-        self._secrets = [*self._secrets[-8:], token]
         self.client.token = token
         if lease <= 0:
             self._expires = float("inf")
@@ -223,13 +218,12 @@ class VaultStore:
             field = "spec.provider.vault.auth.kubernetes"
             jwt = credential(field, lambda: self.credentials.service_account_token(
                 account_ns, account.name, account.audiences, SA_TOKEN_SECONDS))
-            self._secrets.append(jwt)
             try:
                 answer = self._call("login", lambda: self.client.auth.kubernetes.login(
                     role=kubernetes.role, jwt=jwt, use_token=False, mount_point=kubernetes.mountPath))
             except (vault_errors.InvalidRequest, vault_errors.Forbidden, vault_errors.Unauthorized, vault_errors.InvalidPath) as error:
                 raise self._auth_failed(f"kubernetes login as role {kubernetes.role!r} with ServiceAccount "
-                                        f"{account_ns}/{account.name}", _errors_of(error), field) from None
+                                        f"{account_ns}/{account.name}", error_text(error), field) from None
             self._set_token(answer["auth"]["client_token"], float(answer["auth"].get("lease_duration") or 0))
             return f"vault role {kubernetes.role} (kubernetes auth, ServiceAccount {account_ns}/{account.name})"
         if auth.appRole:
@@ -237,25 +231,23 @@ class VaultStore:
             field = "spec.provider.vault.auth.appRole"
             secret_id = credential(f"{field}.secretRef", lambda: self.credentials.secret_value(
                 namespace, approle.secretRef.name, approle.secretRef.key))
-            self._secrets.append(secret_id)
             try:
                 answer = self._call("login", lambda: self.client.auth.approle.login(
                     role_id=approle.roleId, secret_id=secret_id, use_token=False, mount_point=approle.path))
             except (vault_errors.InvalidRequest, vault_errors.Forbidden, vault_errors.Unauthorized, vault_errors.InvalidPath) as error:
-                raise self._auth_failed("approle login", _errors_of(error), field) from None
+                raise self._auth_failed("approle login", error_text(error), field) from None
             self._set_token(answer["auth"]["client_token"], float(answer["auth"].get("lease_duration") or 0))
             return f"vault approle {approle.roleId}"
         assert auth.tokenSecretRef is not None
         field = "spec.provider.vault.auth.tokenSecretRef"
         token_ref = auth.tokenSecretRef
         token = credential(field, lambda: self.credentials.secret_value(namespace, token_ref.name, token_ref.key))
-        self._secrets.append(token)
         self.client.token = token
         try:
             answer = self._call("token lookup", self.client.auth.token.lookup_self)
         except (vault_errors.Forbidden, vault_errors.Unauthorized, vault_errors.InvalidRequest) as error:
             self._invalidate()
-            raise self._auth_failed("token", _errors_of(error), field) from None
+            raise self._auth_failed("token", error_text(error), field) from None
         data = answer.get("data") or {}
         self._set_token(token, float(data.get("ttl") or 0))
         return f"vault token {data.get('display_name') or data.get('accessor', '')}".strip()
@@ -335,7 +327,7 @@ class VaultStore:
         except vault_errors.InvalidPath:
             return self._not_found(remote, "metadata")
         except vault_errors.InvalidRequest as error:
-            return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/metadata/{remote.key}: {_errors_of(error)}")
+            return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/metadata/{remote.key}: {error_text(error)}")
         except vault_errors.Forbidden:
             # No `read` on metadata/: learn the version from the data endpoint instead.
             value = self._read_data(remote)
@@ -369,7 +361,7 @@ class VaultStore:
                 return Missing(f"version {version} is deleted" if version else "the latest version is deleted")
             return self._not_found(remote, "data")
         except vault_errors.InvalidRequest as error:
-            return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/data/{remote.key}: {_errors_of(error)}")
+            return KeyFailure("InvalidRequest", f"vault refused reading {self.mount}/data/{remote.key}: {error_text(error)}")
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
             return KeyFailure(NOT_FOUND_UNCONFIRMED, (
@@ -396,7 +388,6 @@ class VaultStore:
     def close(self) -> None:
         with self._lock:
             self._invalidate()
-            self._secrets.clear()
             self._prefetched.clear()
             self.client.adapter.close()
             if self._ca_file:
