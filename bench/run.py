@@ -11,7 +11,8 @@ Scenarios: identity (bench_identity.py, on bench/harness.py), identity-expiry
 secrets (bench_secrets.py: provider calls per cycle, in process), secrets-scale (bench_secrets_scale.py:
 ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), secrets-isolation
 (bench_secrets_isolation.py: other stores' refresh lateness while one store hangs, in process),
-policy (bench_policy.py).
+policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cost), failover
+(bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load).
 The exit status is non-zero if any scenario failed.
 """
 
@@ -33,6 +34,8 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "secrets-scale": ("bench_secrets_scale.py", ("--quick",)),
     "secrets-isolation": ("bench_secrets_isolation.py", ("--quick",)),
     "policy": ("bench_policy.py", ("--quick",)),
+    "rollout": ("bench_rollout.py", ("--quick",)),
+    "failover": ("bench_failover.py", ("--quick",)),
 }
 
 

@@ -130,8 +130,9 @@ class QuietWatchSuccess(logging.Filter):
 
 def fence_kopf_writes() -> None:
     """Route Kopf's own requests (patches of status, annotations and finalizers; Events) through
-    the write fence, like Paved's: Kopf sends them all through `kopf._cogs.clients.api.request`.
-    A private function of a pinned Kopf (constraints.txt); tests/unit/test_runtime.py checks
+    the write fence, like Paved's, under Paved's User-Agent (it names the replica in the API
+    server's audit log): Kopf sends them all through `kopf._cogs.clients.api.request`. A
+    private function of a pinned Kopf (constraints.txt); tests/unit/test_runtime.py checks
     that it is still there and still the one path."""
     original = kopf_api.request
     if getattr(original, "paved_fenced", False):
@@ -140,6 +141,7 @@ def fence_kopf_writes() -> None:
     async def request(method: str, url: str, **kwargs: Any) -> Any:
         if method.upper() not in fence.READ_METHODS and not fence.WRITES.permits():
             raise kopf.TemporaryError(f"{method.upper()} {url}: {fence.WRITES.why_not()}", delay=60)
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), "User-Agent": kube_client.USER_AGENT}
         return await original(method, url, **kwargs)
 
     request.paved_fenced = True  # type: ignore[attr-defined]
