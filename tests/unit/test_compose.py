@@ -126,9 +126,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     for name in ("get", "create", "merge_patch", "prune"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
     monkeypatch.setattr(compose_engine.events, "post_event", fake.post_event)
-    monkeypatch.setitem(providers._FACTORIES, "kubernetes", lambda: FakeKubernetesProvider(fake))
-    monkeypatch.setattr(providers, "_INSTANCES", {})
-    yield fake
+    with providers.PROVIDERS.substituted("kubernetes", lambda: FakeKubernetesProvider(fake)):
+        yield fake
 
 
 @pytest.fixture(scope="module")

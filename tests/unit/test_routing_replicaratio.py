@@ -93,8 +93,8 @@ def test_factory_takes_a_registered_fake() -> None:
     class Fake:
         name = "fake"
 
-    routing.register("fake", lambda context, settings, **_: Fake())
+    routing.ROUTERS.register("fake", lambda context, settings, **_: Fake())
     try:
         assert isinstance(router_for({"trafficRouting": {"fake": {}}}, CONTEXT), Fake)
     finally:
-        routing.unregister("fake")
+        routing.ROUTERS.unregister("fake")

@@ -38,8 +38,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import paved.providers.aws.rds  # noqa: F401 - registers the aws-rds provider
-import paved.providers.kubernetes  # noqa: F401 - registers the kubernetes provider
 from paved import KOPF_FINALIZER
 from paved.api.common import SYNCED, now_rfc3339, parse_duration
 from paved.api.database import DatabaseIntentSpec

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
-from paved.providers.base import DeletionResult, Observation, Owner, ProviderError, register
+from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.render.types import RenderedResource
 
 NAME = "kubernetes"
@@ -124,5 +124,3 @@ class KubernetesProvider:
             drift=drift,
         )
 
-
-register(NAME, KubernetesProvider)

@@ -38,7 +38,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from paved.providers import base
 from paved.providers.aws import session
 from paved.providers.aws.session import AwsError
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
@@ -359,5 +358,3 @@ def _merge_tags(tags: list[dict[str, str]], overrides: list[dict[str, str]]) -> 
     merged.update({t["Key"]: t["Value"] for t in overrides})
     return [{"Key": k, "Value": v} for k, v in merged.items()]
 
-
-base.register(PROVIDER, RdsProvider)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from paved.providers import routing
 from paved.providers.routing import ROLLOUT_LABEL, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError
 from paved.providers.routing.workloads import Workloads
 from paved.rollout.observation import Weights
@@ -83,10 +82,3 @@ class ReplicaRatioRouter:
     def finalize(self) -> None:
         return  # nothing outside the rollout's own (garbage-collected) objects
 
-
-def install() -> None:
-    routing.register(NAME, lambda context, settings, workloads=None: ReplicaRatioRouter(context, settings,
-                                                                                        workloads=workloads))
-
-
-install()

@@ -63,7 +63,7 @@ from requests.adapters import HTTPAdapter
 from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
-from paved.providers import deadline, secretstores
+from paved.providers import deadline
 from paved.providers.vault import error_text
 from paved.providers.secretstores import (
     AUTH_FAILED,
@@ -398,8 +398,3 @@ class VaultStore:
                 self._ca_file = None
 
 
-def _factory(config: StoreConfig, credentials: Credentials) -> VaultStore:
-    return VaultStore(config, credentials)
-
-
-secretstores.register("vault", _factory)
