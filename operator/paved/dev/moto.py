@@ -35,7 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, read_record, start_detached, stop_all
+from paved.dev.processes import (
+    PortTaken,
+    ProcessRecord,
+    is_alive,
+    log_tail,
+    port_taken,
+    read_record,
+    start_detached,
+    start_with_free_port,
+    stop_all,
+)
 
 __all__ = ["FAKE_AWS_ENV", "AwsKeys", "MotoError", "MotoServer", "actions_only", "moto_installed", "operator_iam_policy",
            "start_moto"]
@@ -233,8 +243,8 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VAULT_", "BAO_"))}
     env.update(FAKE_AWS_ENV, PYTHONUNBUFFERED="1", MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"))
-    for _attempt in range(3):
-        port = free_port()
+
+    def start(port: int) -> MotoServer:
         server = MotoServer(port=port, workdir=workdir)
         server.record = start_detached(
             "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -246,8 +256,10 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
         if server.answers():
             (workdir / "moto.json").write_text(json.dumps({"port": port}))
             return server
-        lost_port = "address already in use" in log_tail(server.log_path).lower()
+        tail = log_tail(server.log_path)
         server.stop()
-        if not lost_port:
-            break
-    raise MotoError(f"moto did not start; log {server.log_path}:\n{log_tail(server.log_path)}")
+        if port_taken(tail):
+            raise PortTaken(f"moto: port {port} taken")
+        raise MotoError(f"moto did not start; log {server.log_path}:\n{tail}")
+
+    return start_with_free_port(start)
