@@ -51,7 +51,7 @@ SET_BY_THE_PLATFORM = (
                 "Adds the ClusterRole's rules to the ceiling `paved-agent-ceiling`: the most any AgentIdentity may "
                 "be granted (docs/identity.md)."),
     MetadataKey("paved.dev/environment", "label", "Namespace", "e.g. `dev`, `production`",
-                "A convention of the shipped defaults, not read by the operator itself: `postgres-in-cluster` "
+                "A convention of the shipped defaults (Paved gives it no meaning of its own): `postgres-in-cluster` "
                 "serves DatabaseIntents in `dev` namespaces, the `backup-retention-production` policy applies in "
                 "`production` ones."),
     MetadataKey("paved.dev/tenant", "label", "Namespace", "`\"true\"`",
