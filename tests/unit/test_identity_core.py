@@ -101,7 +101,9 @@ def test_decide_grants_caps_expiry_and_builds_chain():
     decision = decide(subject, accepted=False, now=NOW, lookup=_world(PARENT_ID))
     assert decision.action == "grant"
     assert decision.expires_at == NOW + timedelta(hours=8)  # capped at the parent's expiry
-    assert "capped" in decision.message
+    # a ttl is a duration: the message names it, and the moment it computes to as such
+    assert decision.message == ("granted until 2030-01-01T08:00:00Z (capped at the parent's expiry; "
+                                "spec.ttl 24h would end it at 2030-01-02T00:00:00Z)")
     assert [(h["issuer"], h["subject"]) for h in decision.chain] == [("ns/parent", "ns/child")]
     assert decision.chain[0]["scope"] == ["k8s get pods (core) in ns"]
 
@@ -235,6 +237,14 @@ def test_a_refused_identity_whose_ttl_elapses_reports_expiry_not_a_bad_date():
     mistake = decide(written_past, accepted=False, now=NOW, lookup=_world())
     assert (mistake.action, mistake.reason, mistake.field) == ("refuse", "InvalidExpiry", "spec.expiresAt")
     assert mistake.message == "2029-12-31T00:00:00Z was already past when the AgentIdentity was created; set a future expiry"
+
+
+def test_a_zero_ttl_is_refused_as_a_duration_not_as_a_date():
+    """`ttl: 0s` passes the schema (a duration) but ends the identity at once: the refusal
+    speaks of the duration the user wrote, not of a timestamp they never wrote."""
+    zero = decide(Ancestor("ns", "blink", {"ttl": "0s"}, NOW), accepted=False, now=NOW, lookup=_world())
+    assert (zero.action, zero.reason, zero.field) == ("refuse", "InvalidExpiry", "spec.ttl")
+    assert zero.message == "0s ends the identity the moment it is created; set a longer ttl"
 
 
 def test_a_refusal_names_its_first_field_once():

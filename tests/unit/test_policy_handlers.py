@@ -18,7 +18,8 @@ def verdict(outcome: Outcome, mode: Mode = Mode.ENFORCE, **extra: object) -> Ver
 
 def test_compliance_condition() -> None:
     assert decisions.compliance_condition([])[1:3] == (True, "NoPolicies")
-    assert decisions.compliance_condition([verdict(Outcome.PASS)])[1:3] == (True, "Compliant")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)])[1:] == (True, "Compliant", "1 rule passes")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)] * 2)[3] == "2 rules pass"
     failed = decisions.compliance_condition([verdict(Outcome.PASS), verdict(Outcome.FAIL, Mode.AUDIT)])
     assert failed[:3] == ("PolicyCompliant", False, "Violation") and "enc/encrypted (Audit): encrypt it" in failed[3]
     assert decisions.compliance_condition([verdict(Outcome.ERROR, detail="no such key")])[2] == "RuleError"
@@ -34,7 +35,10 @@ def test_policy_condition_names_rule_and_position() -> None:
     assert (type_, status, reason) == ("Ready", False, "CompileError")
     assert "r1" in message and "line 1, column" in message
     body["spec"]["rules"][0]["expression"] = "true"
-    assert decisions.policy_condition(body)[1:3] == (True, "Compiled")
+    assert decisions.policy_condition(body)[1:] == (True, "Compiled", "1 rule compiled")
+    # a policy that only allows is not an empty one: the message says what it allows
+    allowing = {"metadata": {"name": "a"}, "spec": {"match": {"kinds": ["AgentIdentity"]}, "allow": ["ClusterScope"]}}
+    assert decisions.policy_condition(allowing)[1:] == (True, "Compiled", "0 rules compiled; allows ClusterScope")
 
 
 def test_exception_conditions_expire_by_themselves() -> None:

@@ -158,6 +158,9 @@ def decide(
             return Decision(EXPIRE, REASON_EXPIRED, f"expired at {now_rfc3339(own)}", expiry_field, expires_at=own)
         if own > subject.created:  # it was in the future when written: time passed, as for any identity
             return Decision(EXPIRE, REASON_EXPIRED, f"expired at {now_rfc3339(own)} (never granted)", expiry_field, expires_at=own)
+        if expiry_field == "spec.ttl":  # a duration: say so, not the moment it computes to
+            return Decision(REFUSE, REASON_INVALID_EXPIRY,
+                            f"{subject.spec['ttl']} ends the identity the moment it is created; set a longer ttl", expiry_field)
         return Decision(REFUSE, REASON_INVALID_EXPIRY,
                         f"{now_rfc3339(own)} was already past when the AgentIdentity was created; set a future expiry", expiry_field)
 
@@ -212,7 +215,8 @@ def decide(
     expires = _earliest(own, parent_expiry)
     message = "granted" + (f" until {now_rfc3339(expires)}" if expires else "")
     if own is not None and parent_expiry is not None and parent_expiry < own:
-        message += f" (capped at the parent's expiry; {expiry_field} asks for {now_rfc3339(own)})"
+        asked = f"spec.ttl {subject.spec['ttl']} would end it at" if expiry_field == "spec.ttl" else "spec.expiresAt asks for"
+        message += f" (capped at the parent's expiry; {asked} {now_rfc3339(own)})"
     if narrowed:
         message += "; narrowed to the parent's scope, removed: " + scopes.shown(narrowed)
     if blocked:

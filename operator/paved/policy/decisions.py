@@ -93,7 +93,10 @@ def policy_condition(body: Mapping[str, Any]) -> ConditionSpec:
         compile_policy(body)
     except PolicyCompileError as error:
         return READY, False, "CompileError", str(error)
-    return READY, True, "Compiled", f"{len((body.get('spec') or {}).get('rules') or [])} rules compiled"
+    spec = body.get("spec") or {}
+    rules = len(spec.get("rules") or [])
+    allows = f"; allows {', '.join(spec['allow'])}" if spec.get("allow") else ""
+    return READY, True, "Compiled", f"{rules} rule{'s' if rules != 1 else ''} compiled{allows}"
 
 
 def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) -> list[ConditionSpec]:
@@ -123,7 +126,7 @@ def compliance_condition(verdicts: Iterable[Verdict], render_error: Any = None) 
         return POLICY_COMPLIANT, True, "Excepted", "; ".join(v.describe() for v in excepted)
     if not verdicts:
         return POLICY_COMPLIANT, True, "NoPolicies", "no IntentPolicy applies"
-    return POLICY_COMPLIANT, True, "Compliant", f"{len(verdicts)} rules pass"
+    return POLICY_COMPLIANT, True, "Compliant", "1 rule passes" if len(verdicts) == 1 else f"{len(verdicts)} rules pass"
 
 
 def next_expiry(exceptions: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:
