@@ -439,7 +439,7 @@ class SyncEngine:
         try:
             body = self._store(key)
         except ApiError as error:
-            failed = plan.failure("StoreUnavailable", f"spec.storeRef: reading {key} failed: {error.status} {error.reason}",
+            failed = plan.failure("StoreUnavailable", f"spec.storeRef.name: reading {key} failed: {error.status} {error.reason}",
                                   field="spec.storeRef.name", asked_backend=False)
             return [(m, failed) for m in memories]
         if body is None:
@@ -508,7 +508,7 @@ class SyncEngine:
             self._store_answered(key)  # e.g. authentication refused: the backend is there
             return plan.store_failed(failure)
         except deadline.DeadlineExceeded as error:
-            return self._store_failed(key, StoreFailure(STORE_TIMEOUT, f"{key}: no answer before {error}"))
+            return self._store_failed(key, StoreFailure(STORE_TIMEOUT, f"{key}: {error}"))
         except Exception as error:  # noqa: BLE001 - an unexpected provider failure must not stop other stores
             log.error("store %s failed unexpectedly: %s", key, located(error))
             self.breakers.release(key)

@@ -220,7 +220,7 @@ class AwsStore:
         try:
             return aws.call(self.name, self.aws.client(self.service), operation, retry_timeouts=False, **params)
         except deadline.DeadlineExceeded as error:
-            raise StoreError(f"{self.service} {operation}: no answer before {error}", reason=STORE_TIMEOUT) from None
+            raise StoreError(f"{self.service} {operation}: {error}", reason=STORE_TIMEOUT) from None
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """One call; any failure is a failure of the whole store (StoreError)."""

@@ -176,7 +176,7 @@ class VaultStore:
         try:
             return retrying(fn)
         except deadline.DeadlineExceeded as error:
-            message, reason = f"vault {self.spec.server}: no answer during {what} before {error}", STORE_TIMEOUT
+            message, reason = f"vault {self.spec.server}, {what}: {error}", STORE_TIMEOUT
         except requests.exceptions.ReadTimeout:
             message, reason = f"vault {self.spec.server} accepted the connection but did not answer during {what}", STORE_TIMEOUT
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
