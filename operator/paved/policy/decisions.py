@@ -70,13 +70,13 @@ def review_exception(body: Mapping[str, Any], namespace_object: Mapping[str, Any
     namespace = (body.get("metadata") or {}).get("namespace")
     if exceptions_allowed_in(namespace_object, namespace, allowed_namespaces):
         return Review(True)
-    return Review(
-        False,
-        message=(
-            f"PolicyExceptions are not allowed in namespace {namespace!r}: the platform team must list it in "
-            f"`paved run --exception-namespace` or label it {EXCEPTIONS_LABEL}=allowed"
-        ),
-    )
+    return Review(False, message=exceptions_refused(namespace))
+
+
+def exceptions_refused(namespace: str | None) -> str:
+    """Why a PolicyException in `namespace` is refused (webhook) or not honoured (condition), and the fix."""
+    return (f"PolicyExceptions are not allowed in namespace {namespace!r}: the platform team must list it in "
+            f"`paved run --exception-namespace` or label it {EXCEPTIONS_LABEL}=allowed")
 
 
 def exceptions_allowed_in(namespace_object: Mapping[str, Any] | None, namespace: str | None, allowed: Iterable[str]) -> bool:
@@ -103,7 +103,7 @@ def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) 
     expires = parse_rfc3339((body.get("spec") or {}).get("expiresAt"))
     if not allowed:
         namespace = (body.get("metadata") or {}).get("namespace")
-        return [(READY, False, "NamespaceNotAllowed", f"PolicyExceptions are not honoured in namespace {namespace}")]
+        return [(READY, False, "NamespaceNotAllowed", exceptions_refused(namespace))]
     if expires is None:
         return [(READY, False, "InvalidExpiry", "spec.expiresAt is not an RFC 3339 time")]
     stamp = expires.isoformat().replace("+00:00", "Z")
