@@ -20,14 +20,15 @@ from paved.rollout.actions import (
     Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
     ScaleCanary, ScaleStable, SetWeights,
 )
-from paved.rollout.machine import HISTORY_LIMIT, Decision, decide
+from paved.rollout.machine import Decision, decide
+from paved.rollout.measurements import HISTORY_LIMIT
 from paved.rollout.observation import (
     Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 from paved.rollout.plan import FieldError, RolloutPlan, SpecError, read_plan, validate_spec
 from paved.rollout.refusal import (
-    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
-    Refusal, refuse,
+    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
+    REASON_TARGET_NOT_FOUND, Refusal, refuse,
 )
 from paved.rollout.state import Phase, Stage, conditions_for
 
