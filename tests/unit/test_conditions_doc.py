@@ -46,7 +46,7 @@ SINKS: dict[str, tuple[str, ...]] = {
     "paved.providers.secretstores.StoreError": ("reason",),
     "paved.engines.secretsync.engine._TargetProblem": ("reason",),
     "paved.engines.rollout.runner._Refused": ("reason",),
-    "paved.engines.rollout.runner.refusal_status": ("reason",),
+    "paved.rollout.refusal.refuse": ("reason",),
     "paved.engines.rollout.runner.RolloutRunner._refuse": ("reason",),
 }
 # Callables with a reason-like parameter that is not a condition reason (a name ending in "."
@@ -61,7 +61,7 @@ NOT_CONDITION_REASONS = {
     "paved.api.common.Condition": "the condition's shape, filled by set_condition",
     "paved.api.platform.PolicyExceptionSpec": "the platform team's own words for an exception",
     # the rollout core's "reasons" are Events and the words of status.message; its condition
-    # reasons are its phases (VOCABULARIES)
+    # reasons are its phases (VOCABULARIES) and its refusals (the sink paved.rollout.refusal.refuse)
     "paved.rollout.": "Events, verdicts and status.message of a rollout",
 }
 REASON_PARAMETERS = {"reason", "expire_reason", "broken_after_accept"}
