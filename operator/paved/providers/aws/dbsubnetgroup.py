@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "aws-db-subnet-group"
 NOT_FOUND = "DBSubnetGroupNotFoundFault"
+SUBNETS_PARAMETER = "spec.parameters.network.subnetIds"  # of the Composition: what the platform team must set
 
 
 def subnets_of(group: Mapping[str, Any]) -> set[str]:
@@ -46,10 +47,11 @@ class DBSubnetGroupProvider:
         self._region = region_name
 
     def observe(self, resource: RenderedResource, owner: Owner) -> Observation:
+        subnets = _subnets(resource)
         group = self._describe(_name(resource))
         if group is None:
             return Observation(exists=False, external_id=_name(resource), message=f"DB subnet group {_name(resource)} does not exist")
-        drift = ["SubnetIds"] if subnets_of(group) != set(_subnets(resource)) else []
+        drift = ["SubnetIds"] if subnets_of(group) != set(subnets) else []
         return _observation(group, drift=drift)
 
     def apply(self, resource: RenderedResource, owner: Owner) -> Observation:
@@ -130,9 +132,10 @@ def _name(resource: RenderedResource) -> str:
 
 def _subnets(resource: RenderedResource) -> list[str]:
     subnets = [str(subnet) for subnet in resource.body.get("SubnetIds") or []]
-    if not subnets:  # the default composition refuses this at render time; a custom one may not
-        raise ProviderError(f"resource {resource.name!r}: the DB subnet group names no SubnetIds; the Composition's "
-                            "platform parameters must list the cluster VPC's subnets", retryable=False)
+    if not subnets:  # before any call: nothing of the intent is created in AWS
+        raise ProviderError(f"{SUBNETS_PARAMETER}: the platform parameters of the intent's Composition (status.composition) "
+                            "list no subnets of the cluster VPC, so the database has nowhere to go; the platform team "
+                            "must set them (docs/database.md); nothing was created", retryable=False, field=SUBNETS_PARAMETER)
     return subnets
 
 
