@@ -45,3 +45,11 @@ def test_an_empty_ingress_revokes_everything() -> None:
     diff = diff_ingress({"IpPermissions": []}, described(everything))
     assert diff.revoke == [Rule("-1", None, None, "cidr", "0.0.0.0/0")] and diff.authorize == []
     assert diff.revoke[0].permission() == {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+
+
+def test_described_rules_are_matched_to_the_rules_to_revoke() -> None:
+    from paved.providers.aws.ec2 import rule_of
+
+    assert rule_of({"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "ReferencedGroupInfo": {"GroupId": "sg-gone"}}) == Rule(
+        "tcp", 5432, 5432, "group", "sg-gone")
+    assert rule_of({"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"}) == Rule("-1", None, None, "cidr", "0.0.0.0/0")

@@ -92,6 +92,16 @@ def rules_of(permissions: Iterable[Mapping[str, Any]]) -> set[Rule]:
     return rules
 
 
+def rule_of(entry: Mapping[str, Any]) -> Rule | None:
+    """A describe_security_group_rules entry as a Rule (None for a source kind not managed). Pure."""
+    protocol = str(entry.get("IpProtocol", "-1")).lower()
+    ports = (None, None) if protocol == "-1" else (entry.get("FromPort"), entry.get("ToPort"))
+    from_port, to_port = (None if port is None else int(port) for port in ports)
+    sources = {"group": (entry.get("ReferencedGroupInfo") or {}).get("GroupId"), "cidr": entry.get("CidrIpv4"),
+               "cidr6": entry.get("CidrIpv6"), "prefix-list": entry.get("PrefixListId")}
+    return next((Rule(protocol, from_port, to_port, kind, str(value)) for kind, value in sources.items() if value), None)
+
+
 class IngressDiff(NamedTuple):
     revoke: list[Rule]  # on the group, not in the body: added by hand
     authorize: list[Rule]  # in the body, not on the group
@@ -138,8 +148,7 @@ class SecurityGroupProvider:
         diff = diff_ingress(resource.body, group)
         if diff.revoke:
             log.info("security group %s: %s", group["GroupId"], diff.describe())
-            self._call("revoke_security_group_ingress", GroupId=group["GroupId"],
-                       IpPermissions=[rule.permission() for rule in diff.revoke])
+            self._revoke(group["GroupId"], diff.revoke)
         if diff.authorize:
             self._call("authorize_security_group_ingress", GroupId=group["GroupId"],
                        IpPermissions=[rule.permission() for rule in diff.authorize])
@@ -172,6 +181,19 @@ class SecurityGroupProvider:
         return DeletionResult(done=True, message=f"security group {name} deleted")
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _revoke(self, group_id: str, rules: list[Rule]) -> None:
+        try:
+            self._call("revoke_security_group_ingress", GroupId=group_id, IpPermissions=[rule.permission() for rule in rules])
+        except AwsError as error:
+            if error.code not in NOT_FOUND_CODES:
+                raise
+            # A rule from a group that no longer exists cannot be named by that group: by its rule id.
+            described = self._call("describe_security_group_rules", Filters=[{"Name": "group-id", "Values": [group_id]}])
+            ids = [entry["SecurityGroupRuleId"] for entry in described.get("SecurityGroupRules") or []
+                   if not entry.get("IsEgress") and rule_of(entry) in rules]
+            if ids:
+                self._call("revoke_security_group_ingress", GroupId=group_id, SecurityGroupRuleIds=ids)
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         return session.call(PROVIDER, session.client("ec2", self._region), operation, **params)

@@ -328,7 +328,8 @@ class RdsProvider:
                     retryable=False,
                     field=f"metadata.annotations[{ADOPT_ANNOTATION}]",
                 )
-            return self._observation(self._create(resource, owner), changed=True)
+            created = self._create(resource, owner)  # a restored one has the snapshot's password
+            return self._observation(created, changed=True, password=password_pending(resource.body, created))
         instance = self._claim(instance, resource, owner)
         diff = diff_instance(resource.body, instance)
         status = instance.get("DBInstanceStatus", "")
@@ -456,7 +457,7 @@ class RdsProvider:
         naming spec.restoreFrom: retryable only while the snapshot is still being made."""
         source = resource.body[RESTORE_KEY] or {}
         if source.get("DBSnapshotIdentifier"):
-            wanted, field = f"DB snapshot {source['DBSnapshotIdentifier']}", f"{RESTORE_FIELD}.snapshot"
+            missing, field = f"DB snapshot {source['DBSnapshotIdentifier']} does not exist", f"{RESTORE_FIELD}.snapshot"
             try:
                 found = self._call("describe_db_snapshots", DBSnapshotIdentifier=str(source["DBSnapshotIdentifier"]))["DBSnapshots"]
             except AwsError as error:
@@ -467,11 +468,11 @@ class RdsProvider:
         else:
             of = source.get("LatestFinalSnapshotOf") or {}
             namespace, name = str(of.get("Namespace") or owner.namespace), str(of.get("Name") or owner.name)
-            wanted = f"a final snapshot left by a deleted DatabaseIntent {namespace}/{name} (deletionPolicy: Snapshot)"
+            missing = f"no DatabaseIntent {namespace}/{name} deleted with deletionPolicy: Snapshot left a final snapshot"
             field = f"{RESTORE_FIELD}.latestFinalSnapshot"
             snapshot = latest([s for s in self._manual_snapshots() if final_snapshot_of(s, namespace, name)])
         if snapshot is None:
-            raise ProviderError(f"{field}: there is no {wanted}; nothing was created", retryable=False, field=field)
+            raise ProviderError(f"{field}: {missing}; nothing was created", retryable=False, field=field)
         if snapshot.get("Status") != AVAILABLE:
             raise ProviderError(f"{field}: DB snapshot {snapshot['DBSnapshotIdentifier']} is {snapshot.get('Status')}, "
                                 "not yet available; waiting for it", retryable=True, field=field)
