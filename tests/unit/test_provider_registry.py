@@ -13,7 +13,8 @@ from paved.providers.registry import DuplicateProvider, Registry
 
 
 def test_every_kind_of_provider_has_one_registry_with_its_built_ins() -> None:
-    assert base.PROVIDERS.names() == ["aws-iam-role", "aws-rds", "kubernetes", "vault-k8s-role", "vault-policy"]
+    assert base.PROVIDERS.names() == ["aws-db-subnet-group", "aws-iam-role", "aws-rds", "aws-security-group", "kubernetes",
+                                      "vault-k8s-role", "vault-policy"]
     assert secretstores.STORES.names() == ["aws", "vault"]
     assert metrics.METRICS.names() == ["prometheus"]
     assert routing.ROUTERS.names() == ["gatewayAPI", "replicaRatio"]

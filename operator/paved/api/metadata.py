@@ -108,6 +108,9 @@ SET_BY_PAVED = (
     MetadataKey("paved.dev/name", "AWS tag", "RDS instances, IAM roles", "the intent's name", "As above."),
     MetadataKey("paved.dev/uid", "AWS tag", "RDS instances, IAM roles", "the intent's uid",
                 "Ownership: Paved manages (and ever deletes) an RDS instance only when this tag is the intent's uid."),
+    MetadataKey("paved.dev/master-password-id", "AWS tag", "RDS instances", "the id of the generated password",
+                "Which generated password the instance has (an id kept beside it, unrelated to its value): a "
+                "different id means the password is pushed to RDS again (a lost Secret made again, a restore)."),
     MetadataKey("paved.dev/adopted", "AWS tag", "RDS instances", "`\"true\"`",
                 "The instance was adopted (`paved.dev/adopt-db-instance`), not created by Paved."),
 )

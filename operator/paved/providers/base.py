@@ -81,6 +81,8 @@ PROVIDERS: Registry[ProviderFactory] = Registry(
         "kubernetes": "paved.providers.kubernetes:KubernetesProvider",
         "aws-rds": "paved.providers.aws.rds:RdsProvider",
         "aws-iam-role": "paved.providers.aws.iam:IamRoleProvider",
+        "aws-db-subnet-group": "paved.providers.aws.dbsubnetgroup:DBSubnetGroupProvider",
+        "aws-security-group": "paved.providers.aws.ec2:SecurityGroupProvider",
         "vault-policy": "paved.providers.vault.admin:VaultPolicyProvider",
         "vault-k8s-role": "paved.providers.vault.admin:VaultKubernetesRoleProvider",
     },
