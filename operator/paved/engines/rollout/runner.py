@@ -300,7 +300,7 @@ class RolloutRunner:
                                   webhook_results={**observation.webhook_results, **answers[1]})
         self._store(stored, status)
         self.stage = (status.get("progress") or {}).get("stage")
-        assert decision is not None
+        assert decision is not None  # noqa: S101
         return TickResult(decision.requeue_after)
 
     def _store(self, stored: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:

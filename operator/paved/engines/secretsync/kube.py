@@ -23,7 +23,7 @@ from paved.secretsync.model import StoreKey
 log = logging.getLogger(__name__)
 
 REF_KIND = "ExternalSecretRef"
-HASH_KEY_SECRET = "paved-content-hash-key"  # in the operator's namespace; keys every content digest
+HASH_KEY_SECRET = "paved-content-hash-key"  # noqa: S105 - in the operator's namespace; keys every content digest
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
 LIST_PAGE_SIZE = 500
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
