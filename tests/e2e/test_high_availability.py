@@ -108,6 +108,7 @@ class AdmissionLoad:
     namespace: str
     name: str = "admission-probe"
     sent: int = 0
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each request
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -120,6 +121,7 @@ class AdmissionLoad:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.sent += 1
+            self.sent_at.append(time.monotonic())
             body = identity(self.name, self.namespace, ttl=f"{1 + self.sent % 48}h")
             result = self.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=False)
             if result.returncode != 0:
@@ -266,9 +268,11 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
             shop.new_version("v2")
             wait_for(lambda: shop.status().get("canaryWeight") == 20, timeout=90, interval=0.2, what="20%")
             leader.kill()  # SIGKILL in the middle of the 20% pause, everything in flight
+            killed_at = time.monotonic()
             late = [database(f"db-late-{index}", shop.namespace) for index in range(2)]
             apply(kubectl, *late, identity("agent-0", shop.namespace, verbs=("get",)))  # changes while nobody leads
             successor = replicas.wait_leader(timeout=40, other_than=leader)
+            led_at = time.monotonic()
             leader.start()  # back, as a standby
             for body in (*refs, *databases, *late, *identities):
                 wait_for(lambda body=body: ready(kubectl, body["kind"].lower(), body["metadata"]["name"], shop.namespace),
@@ -282,7 +286,9 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
             recorded = moto_server.recorded()
             moto_server.stop_recording()
         assert successor.leads() and not leader.leads()
-        assert admission.sent > 50 and admission.failures == [], admission.failures[:3]
+        # Admission was asked while nobody led (how often depends on the machine's load), and never failed.
+        assert sum(killed_at <= at <= led_at for at in admission.sent_at) >= 5, (led_at - killed_at, admission.sent)
+        assert admission.failures == [], admission.failures[:3]
 
         rds = moto_server.client("rds")
         instances = rds.describe_db_instances()["DBInstances"]
