@@ -46,7 +46,7 @@ class Network(Model):
     """Who may reach the database; everything else is denied by a NetworkPolicy."""
 
     allowFrom: list[AllowFrom] = Field(
-        default_factory=list, description="Namespaces (and optionally pods) admitted to the database port."
+        default_factory=list, max_length=64, description="Namespaces (and optionally pods) admitted to the database port."
     )
 
 

@@ -34,12 +34,26 @@ ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, m
 
 HTTP_URL_PATTERN = r"^https?://.+"
 
+# Bounds. Every string and list of the API has a maximum, so the API server refuses an
+# oversized value naming its field before the webhook, a CEL rule or a template ever reads
+# it (a 1 MiB string or a 10,000-item list would otherwise be rendered, evaluated and stored),
+# and the CRDs' own validation rules stay cheap for the API server.
+NAME_MAX = 253  # names of things elsewhere: roles, mounts, audiences, types, resources
+TEXT_MAX = 1024  # human text: purposes, reasons, rule messages; paths and prefixes
+URL_MAX = 2048  # URLs, ARNs, remote keys (SSM parameter names go to 2048)
+EXPRESSION_MAX = 4096  # CEL expressions, Jinja expressions
+QUERY_MAX = 8192  # PromQL, ExternalSecretRef templates
+MAP_MAX = 64  # entries of a string map (labels, annotations, templates)
+
+LabelValue = Annotated[str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+"""A Kubernetes label value: at most 63 characters, alphanumeric at both ends."""
+
 
 class LabelSelector(Model):
     """Selects objects by their labels (equality only, like a Service selector)."""
 
-    matchLabels: dict[str, str] = Field(
-        default_factory=dict, description="Labels that must all be present with exactly these values."
+    matchLabels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=MAP_MAX, description="Labels that must all be present with exactly these values."
     )
 
 
@@ -47,7 +61,7 @@ class SecretKeySelector(Model):
     """One key of a Kubernetes Secret in the namespace of the object that refers to it."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    key: str = Field(min_length=1, description="Key inside the Secret's data.")
+    key: str = Field(min_length=1, max_length=NAME_MAX, description="Key inside the Secret's data.")
 
 
 class CompositionReference(Model):
