@@ -8,11 +8,12 @@ lands in the generated CRD schema (`pattern`, `x-kubernetes-list-type`,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin
 
-from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
 from pydantic_core import CoreSchema, core_schema
 
 from paved.api.common import DURATION_PATTERN, IntentStatus, Model
@@ -22,6 +23,17 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=64)]
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 """An RFC 3339 time written by the operator (see common.now_rfc3339); the API server checks the format."""
+
+
+def _time_text(value: Any) -> Any:
+    """Pydantic would read a number as seconds since 1970; the API server refuses anything but text."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time such as 2030-01-01T00:00:00Z")
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_time_text)]
+"""An RFC 3339 time with a zone written by a user (expiries), validated as the API server does."""
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -48,12 +60,40 @@ MAP_MAX = 64  # entries of a string map (labels, annotations, templates)
 LabelValue = Annotated[str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
 """A Kubernetes label value: at most 63 characters, alphanumeric at both ends."""
 
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+QUALIFIED_NAME_MAX = 253 + 1 + 63
+KEYS_MESSAGE = ("keys must be label or annotation keys: an optional DNS prefix and '/', then at most 63 letters, "
+                "digits, '-', '_' or '.', beginning and ending with a letter or digit")
+
+
+def _qualified_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if len(key) > QUALIFIED_NAME_MAX or not re.fullmatch(QUALIFIED_NAME_PATTERN, key):
+            raise ValueError(KEYS_MESSAGE)
+    return value
+
+
+_KEYS_RULE = {"x-kubernetes-validations": [{
+    "rule": f"self.all(k, size(k) <= {QUALIFIED_NAME_MAX} && k.matches(r'{QUALIFIED_NAME_PATTERN}'))",
+    "message": KEYS_MESSAGE,
+}]}
+
+LabelMap = Annotated[dict[str, LabelValue], Field(max_length=MAP_MAX, json_schema_extra=_KEYS_RULE),
+                     AfterValidator(_qualified_keys)]
+"""Kubernetes labels: keys and values as the API server checks them on objects, checked here first."""
+
+AnnotationMap = Annotated[dict[str, Annotated[str, Field(max_length=QUERY_MAX)]],
+                          Field(max_length=MAP_MAX, json_schema_extra=_KEYS_RULE), AfterValidator(_qualified_keys)]
+"""Kubernetes annotations: keys as the API server checks them on objects, values of bounded size."""
+
 
 class LabelSelector(Model):
     """Selects objects by their labels (equality only, like a Service selector)."""
 
-    matchLabels: dict[str, LabelValue] = Field(
-        default_factory=dict, max_length=MAP_MAX, description="Labels that must all be present with exactly these values."
+    matchLabels: LabelMap = Field(
+        default_factory=dict, description="Labels that must all be present with exactly these values."
     )
 
 

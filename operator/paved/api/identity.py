@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from paved.api.common import Model
 from paved.api.fields import (
@@ -24,6 +24,7 @@ from paved.api.fields import (
     FieldGroup,
     ObjectName,
     RuledModel,
+    Time,
     Timestamp,
 )
 
@@ -124,7 +125,7 @@ class AgentIdentitySpec(RuledModel):
     audience: str = Field(
         default="paved", min_length=1, max_length=NAME_MAX, description="Audience of the identity's ServiceAccount tokens."
     )
-    expiresAt: AwareDatetime | None = Field(
+    expiresAt: Time | None = Field(
         default=None, description="Absolute expiry (RFC 3339); every grant is revoked then. Exclusive with ttl."
     )
     ttl: Duration | None = Field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from paved.api.common import IntentStatus, Model
 from paved.api.fields import (
@@ -21,6 +21,7 @@ from paved.api.fields import (
     LabelSelector,
     ObjectName,
     RuledModel,
+    Time,
     UniqueBy,
 )
 
@@ -210,7 +211,7 @@ class PolicyExceptionSpec(Model):
     intents: list[IntentReference] = Field(
         min_length=1, max_length=256, description="Intents in this namespace that are exempted."
     )
-    expiresAt: AwareDatetime = Field(description="When the exception stops applying (RFC 3339).")
+    expiresAt: Time = Field(description="When the exception stops applying (RFC 3339).")
     reason: str = Field(min_length=1, max_length=TEXT_MAX, description="Why the exception is justified (audit).")
 
 

@@ -23,8 +23,9 @@ from paved.api.fields import (
     DNSLabel,
     Duration,
     FieldGroup,
+    AnnotationMap,
+    LabelMap,
     LabelSelector,
-    LabelValue,
     ObjectName,
     RuledModel,
     SecretKeySelector,
@@ -283,10 +284,8 @@ class Target(Model):
         default="Opaque", min_length=1, max_length=NAME_MAX,
         description="Secret type, e.g. Opaque or kubernetes.io/dockerconfigjson.",
     )
-    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAP_MAX, description="Labels added to the Secret.")
-    annotations: dict[str, Annotated[str, Field(max_length=QUERY_MAX)]] = Field(
-        default_factory=dict, max_length=MAP_MAX, description="Annotations added to the Secret."
-    )
+    labels: LabelMap = Field(default_factory=dict, description="Labels added to the Secret.")
+    annotations: AnnotationMap = Field(default_factory=dict, description="Annotations added to the Secret.")
     template: SecretTemplate | None = Field(default=None, description="Templates for the Secret's values.")
     creationPolicy: Literal["Owner", "Merge"] = Field(
         default="Owner", description="Owner: Paved creates and owns the Secret; Merge: add keys to an existing Secret."
