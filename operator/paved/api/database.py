@@ -19,7 +19,10 @@ from paved.api.fields import (
     Duration,
     LabelSelector,
     Timestamp,
+    derived_name,
 )
+
+CONNECTION_SUFFIX = "-connection"
 
 Engine = Literal["postgresql", "mysql"]
 DeletionPolicy = Literal["Snapshot", "Retain", "Delete"]
@@ -85,12 +88,13 @@ class DatabaseIntentSpec(Model):
     )
     connectionSecret: LocalObjectReference | None = Field(
         default=None,
-        description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection.",
+        description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection "
+        "(for a name too long for that, the name cut short and a hash of it, then -connection).",
     )
 
     def connection_secret_name(self, intent_name: str) -> str:
-        """The connection Secret's name, applying the `<name>-connection` default."""
-        return self.connectionSecret.name if self.connectionSecret else f"{intent_name}-connection"
+        """The connection Secret's name, applying the `<name>-connection` default (as the compositions do)."""
+        return self.connectionSecret.name if self.connectionSecret else derived_name(intent_name, CONNECTION_SUFFIX)
 
 
 class Endpoint(Model):

@@ -8,6 +8,7 @@ lands in the generated CRD schema (`pattern`, `x-kubernetes-list-type`,
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from types import UnionType
@@ -43,6 +44,35 @@ DNSLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_len
 
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
 """An RFC 1123 subdomain: the name of most Kubernetes objects."""
+
+OBJECT_NAME_MAX, LABEL_VALUE_MAX = 253, 63
+_DIGEST = 8
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST]
+
+
+def derived_name(name: str, suffix: str, limit: int = OBJECT_NAME_MAX) -> str:
+    """The name of an object Paved derives from `name`: `name + suffix` (`orders-connection`),
+    or, when that would be longer than `limit`, `name` cut short and followed by a hash of the
+    whole of it, then `suffix`: still a valid name, the same for the same input, and distinct
+    for two long names that share a beginning. Names short enough (all but the longest) are
+    unchanged."""
+    if len(name) + len(suffix) <= limit:
+        return name + suffix
+    room = limit - len(suffix) - _DIGEST - 1
+    return f"{name[:room].rstrip('.-')}-{_digest(name)}{suffix}"
+
+
+def derived_label_value(text: str) -> str:
+    """`text` as a label value: unchanged when it is one, else cut short (at most 63
+    characters) and followed by a hash of the whole text."""
+    if len(text) <= LABEL_VALUE_MAX and _LABEL_VALUE.fullmatch(text):
+        return text
+    kept = re.sub(r"[^-A-Za-z0-9_.]", "-", text)[: LABEL_VALUE_MAX - _DIGEST - 1].strip("-_.")
+    return f"{kept}-{_digest(text)}" if kept else _digest(text)
 
 HTTP_URL_PATTERN = r"^https?://.+"
 

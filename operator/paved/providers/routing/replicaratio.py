@@ -43,8 +43,8 @@ def selector_problem(context: RolloutContext, service: Mapping[str, Any] | None)
     if service is None:
         return f"Service {context.namespace}/{context.service} not found; create it or fix the name"
     selector = (service.get("spec") or {}).get("selector") or {}
-    if selector.get(ROLLOUT_LABEL) != context.name:
-        return (f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.name}` too, so that only the "
+    if selector.get(ROLLOUT_LABEL) != context.label:
+        return (f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.label}` too, so that only the "
                 f"stable and canary pods Paved scales receive traffic (not the pods of Deployment {context.target})")
     return None
 
