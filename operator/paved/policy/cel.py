@@ -15,7 +15,7 @@ Why a wrapper instead of calling celpy directly:
   not used.)
 - Values are converted to CEL once per intent (`to_cel`), not once per rule.
 - Evaluation is bounded (celpy has no cost limit): `_BoundedEvaluator` counts one unit per
-  node it visits (a macro's body once per element) plus one per SIZE_PER_STEP units of every
+  node it visits (a macro's body once per element) plus one per SIZE_PER_UNIT units of every
   string, list or map an operator, function, macro or literal builds (paved.render.sandbox.size_of),
   refuses any such value larger than MAX_VALUE_SIZE, and stops the evaluation past MAX_COST
   units. Nested comprehensions over large lists and exponential string growth
@@ -46,7 +46,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import Activation, CELEvalError, Evaluator, base_functions
 
-from paved.render.sandbox import MAX_VALUE_SIZE, SIZE_PER_STEP, size_of
+from paved.render.sandbox import MAX_VALUE_SIZE, STOP_CHECK_STEPS, STOPPED, size_of, stop_requested
 
 VARIABLES = ("object", "rendered", "namespaceObject", "params", "allowed")
 """The names a rule can read; everything else is a compile error."""
@@ -57,10 +57,14 @@ _TYPE_NAMES = frozenset(
 )
 _MAX_DETAIL = 200
 
-MAX_COST = 100_000
-"""Units one evaluation may spend (see the module docstring): about a second of celpy on a busy
-core; the default policies spend far less on the largest intents the API admits
-(bench/bench_hostile.py prints the figures)."""
+SIZE_PER_UNIT = 8
+"""A value an evaluation builds costs one unit per this many size units (paved.render.sandbox.size_of:
+a character is 1, an item of a list or map 8), measuring it being most of the work."""
+MAX_COST = 60_000
+"""Units one evaluation may spend (see the module docstring): well under a second of celpy. The
+default policies spend a few hundred on usual intents and 25,000 on the largest AgentIdentity
+the API admits (no-wildcard-resources over 32 x 32 resources; bench/bench_hostile.py prints the
+figures). The admission webhook also stops evaluating at its own deadline (paved.handlers.admission)."""
 
 
 def _deltas(values: Any) -> celtypes.ListType:
@@ -95,10 +99,11 @@ class CostLimitExceeded(Exception):
 
 
 class _Cost:
-    __slots__ = ("left",)
+    __slots__ = ("left", "next_check")
 
     def __init__(self, limit: int) -> None:
         self.left = limit
+        self.next_check = limit - STOP_CHECK_STEPS
 
 
 # Nodes whose value may be newly built (the others only read or compare what exists).
@@ -122,13 +127,17 @@ class _BoundedEvaluator(Evaluator):
         if cost.left < 0:
             raise CostLimitExceeded(f"the evaluation exceeds the cost limit of {MAX_COST:,} units "
                                     "(elements visited and values built); simplify the expression")
+        if cost.left <= cost.next_check:
+            cost.next_check = cost.left - STOP_CHECK_STEPS
+            if stop_requested():
+                raise CostLimitExceeded(f"the evaluation was {STOPPED}")
         value = super()._visit_tree(tree)
         if tree.data in _BUILDING and isinstance(value, (str, bytes, list, tuple, Mapping)):
             size = size_of(value)
             if size > MAX_VALUE_SIZE:
                 raise CostLimitExceeded(f"the evaluation builds a value larger than {MAX_VALUE_SIZE:,} "
-                                        "characters or items; simplify the expression")
-            cost.left -= size // SIZE_PER_STEP
+                                        "characters (an item counts 8); simplify the expression")
+            cost.left -= size // SIZE_PER_UNIT
         return value
 
 

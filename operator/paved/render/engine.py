@@ -40,7 +40,7 @@ from paved.errors import unquoted
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
-from paved.render.sandbox import BoundedSandbox, RenderLimitError, budget, spend
+from paved.render.sandbox import BoundedSandbox, RenderLimitError, budget
 from paved.render.template_errors import MissingVariable, NamedUndefined, describe_template_error, template_line
 from paved.render.types import RenderedResource, RenderResult
 from paved.render.values import DependencyTracker, GeneratedView, OutputsView, UnavailableOutputs, holds_values, placeholder
@@ -75,7 +75,6 @@ class _Environment(BoundedSandbox):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
-            spend()
             try:
                 return obj[attribute]
             except KeyError:

@@ -12,16 +12,23 @@ the operator.
 
 `BoundedSandbox` therefore adds, on top of the immutable sandbox:
 - a budget of steps per render (`budget()`; MAX_STEPS): every loop iteration, call, filter,
-  attribute lookup, intercepted operator and piece of output costs at least one step, and a
+  intercepted operator and piece of output costs at least one step (attribute lookups are
+  free: without a loop or a call, a template can only make as many as its text spells), and a
   value the template builds costs one step per SIZE_PER_STEP units of its size (characters of
   strings, items of containers, counted through nested containers). Steps are counted, not
   timed: the same template fails the same way on any machine, and the pure core reads no clock;
-- a cap on the size of every value a template builds (MAX_VALUE_SIZE units), checked *before*
+- a cap on the size of every value a template builds (MAX_VALUE_SIZE: a million characters, an
+  item of a list or map counting ITEM_SIZE), checked *before*
   the operations whose result size is known in advance (`*`, `**`, `+`, `~`, `%` and
   `str.format` widths, padding methods, every integer argument of a filter, `join`, `replace`)
   and after every other call, and a cap on each render's output (MAX_OUTPUT_SIZE characters);
 - `*`, `**`, `%` and `+` intercepted, so nothing is folded at compile time;
 - no `lipsum` (random text has no place in a manifest, and `lipsum(n=10**6)` takes minutes).
+
+A caller with a deadline of its own (the admission webhook must answer before the API server
+gives up) adds `stop_when(check)`: renders, and CEL evaluations (paved.policy.cel), inside it
+stop once `check()` is true, checked every STOP_CHECK_STEPS steps. The check is the caller's:
+this core reads no clock.
 
 Exceeding a limit raises RenderLimitError, a SecurityError whose message is fixed text (no
 value), so both callers turn it into their usual "not allowed in a template" error naming the
@@ -44,17 +51,23 @@ from typing import Any
 from jinja2 import Template, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from paved.render.template_errors import TemplateValueError
 
 MAX_STEPS = 500_000
-"""Steps one render may take: the default compositions need well under 1% of it for the
-largest intents the API admits (bench/bench_hostile.py prints the figures)."""
+"""Steps one render may take (about a second of a busy core): the default compositions need a
+few hundred for usual intents and under half of it for the largest AgentIdentity the API admits
+(32 capabilities in 8 more namespaces each: 257 Roles and their bindings; bench/bench_hostile.py
+prints the figures)."""
 MAX_VALUE_SIZE = 1_000_000
-"""Largest value a template may build, in characters (strings) plus items (containers)."""
+"""Largest value a template may build, in size units (see size_of)."""
+ITEM_SIZE = 8
+"""An item of a list or map weighs as much as this many characters (building one costs more)."""
 MAX_OUTPUT_SIZE = 4_000_000
 """Largest text one template may produce, in characters."""
+STOP_CHECK_STEPS = 256
+"""How often (in steps) a render or a CEL evaluation asks the caller's `stop_when` check."""
 SIZE_PER_STEP = 64
 """A value the template builds costs one step per this many units of its size."""
 MAX_INT_BITS = 4096
@@ -65,14 +78,37 @@ class RenderLimitError(SecurityError, TemplateValueError):
     """A render went over one of the sandbox's limits; the message is fixed text, never a value."""
 
 
+_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("paved_stop_when", default=None)
+
+
+@contextmanager
+def stop_when(check: Callable[[], bool]) -> Iterator[None]:
+    """Renders and CEL evaluations inside this block stop once `check()` returns True."""
+    token = _STOP.set(check)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def stop_requested() -> bool:
+    """Whether the caller's `stop_when` check (if any) says to stop now."""
+    check = _STOP.get()
+    return check is not None and check()
+
+
+STOPPED = "stopped before it finished: its caller's time ran out (the admission webhook answers within seconds)"
+
+
 class Budget:
     """The steps left to one render (and to the renders nested in it)."""
 
-    __slots__ = ("left", "limit")
+    __slots__ = ("left", "limit", "_next_check")
 
     def __init__(self, limit: int = MAX_STEPS) -> None:
         self.limit = limit
         self.left = limit
+        self._next_check = limit - STOP_CHECK_STEPS
 
     def spend(self, steps: int = 1) -> None:
         self.left -= steps
@@ -81,6 +117,10 @@ class Budget:
                 f"the template takes more than {self.limit:,} steps (loop iterations, calls, and values it builds); "
                 "it must stay far smaller"
             )
+        if self.left <= self._next_check:
+            self._next_check = self.left - STOP_CHECK_STEPS
+            if stop_requested():
+                raise RenderLimitError(f"the render was {STOPPED}")
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("paved_render_budget", default=None)
@@ -109,12 +149,13 @@ def spend(steps: int = 1) -> None:
 
 
 def _too_large(what: str) -> RenderLimitError:
-    return RenderLimitError(f"{what} would be larger than {MAX_VALUE_SIZE:,} characters or items")
+    return RenderLimitError(f"{what} would be larger than {MAX_VALUE_SIZE:,} characters "
+                            f"(or {MAX_VALUE_SIZE // ITEM_SIZE:,} items)")
 
 
 def size_of(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
-    """Characters of strings plus items of containers in `value`, nested ones included; stops
-    counting once over `limit` (so measuring costs at most about `limit` units of work)."""
+    """Characters of strings plus ITEM_SIZE per item of containers in `value`, nested ones
+    included; stops counting once over `limit` (so measuring costs at most about `limit` units of work)."""
     total = 0
     stack = [value]
     seen: set[int] = set()
@@ -126,7 +167,7 @@ def size_of(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            total += len(item)
+            total += ITEM_SIZE * len(item)
             for key, child in item.items():
                 stack.append(key)
                 stack.append(child)
@@ -134,7 +175,7 @@ def size_of(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
             if id(item) in seen:
                 continue
             seen.add(id(item))
-            total += len(item)
+            total += ITEM_SIZE * len(item)
             stack.extend(item)
     return total
 
@@ -156,11 +197,6 @@ def _counted(items: Iterable[Any]) -> Iterator[Any]:
     for item in items:
         spend()
         yield item
-
-
-def _bounded_range(*args: int) -> Iterator[int]:
-    """The sandbox's range (at most 100,000 items per call), each item a step."""
-    return _counted(safe_range(*args))
 
 
 # --- operators ------------------------------------------------------------------------------
@@ -331,8 +367,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.globals.pop("lipsum", None)
-        self.globals["range"] = _bounded_range
+        self.globals.pop("lipsum", None)  # range stays the sandbox's (100,000 items at most): loops count
         self.filters = _BoundedFilters(self.filters)
         self.filters[COUNTED_FILTER] = _counted
 
@@ -345,14 +380,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         spend()
         return _BINOPS[operator](left, right)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        spend()
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        spend()
-        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
