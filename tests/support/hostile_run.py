@@ -1,12 +1,15 @@
 """Apply the hostile cases (support.hostile) to a real API server and operator, and judge them.
 
     kube = Kube(api_client)                       # a kubernetes ApiClient as cluster admin
-    run = HostileRun(kube, world, cases)
-    run.apply_setup()                             # Compositions and policies the cases need
-    with OperatorWatch(operator) as watch:        # health and log of `paved run` meanwhile
-        run.apply_cases()                         # concurrently, as the API server's clients would
-        run.settle()                              # until every accepted case is Ready or refused
-    print(run.table())
+    token = prepare_backends(world, vault, moto)  # the remote secrets; a Vault token for the stores
+    batch = run_batch(kube, operator, moto, vault, world, cases, vault_ca=..., vault_token=token)
+    print(batch.run.table())                      # cases by attack and stopping point
+    cleanup(kube, world, batch.run)
+
+`run_batch` applies what the cases need (namespaces, stores, the Compositions and policies of
+their `setup`), makes a few good intents Ready, then applies every case while an
+OperatorWatch samples the operator's health and log, waits until every accepted case settled,
+makes more good intents Ready, and reports what is new in moto and OpenBao.
 
 Where a case stopped is read from what the API server answered (`schema`: refused with a
 validation message; `webhook`: refused by Paved's admission webhook) and, for an accepted
@@ -34,7 +37,11 @@ from typing import Any
 from paved import API_VERSION
 from paved.api.kinds import BY_KIND
 from paved.render.helpers import stable_id
-from support.hostile import HANDLED, HANDLER, SCHEMA, STOPS, WEBHOOK, Case, World
+from support.hostile import (
+    HANDLED, HANDLER, SCHEMA, STOPS, WEBHOOK, Case, World, agent_spec, database_spec, infrastructure, obj, ref_spec,
+    remote_secrets,
+)
+from support.hostile import namespaces as all_namespaces
 
 _BUILTIN: dict[str, tuple[str, str, bool]] = {  # kind -> (api prefix, plural, namespaced)
     "Namespace": ("/api/v1", "namespaces", False),
@@ -470,3 +477,121 @@ class OperatorWatch:
         lines = self.log().splitlines()
         return [line for line in lines if "Traceback" in line or re.search(r"handler \S+ raised", line)
                 or "Unhandled" in line]
+
+
+# --- one whole batch ------------------------------------------------------------------------------
+
+
+def good_intents(world: World, stem: str) -> list[dict[str, Any]]:
+    """One intent of each composed kind that must become Ready whatever the batch does."""
+    ns = world.main
+    return [
+        obj("AgentIdentity", f"{stem}-agent", agent_spec(), ns),
+        obj("ExternalSecretRef", f"{stem}-ref", ref_spec(world.vault_store, world.key(ns)), ns),
+        obj("DatabaseIntent", f"{stem}-db", database_spec(), ns),
+    ]
+
+
+def wait_ready(kube: Kube, bodies: list[dict[str, Any]], timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    """The Ready condition of each of `bodies` once all are True; RuntimeError naming them otherwise."""
+    deadline = time.monotonic() + timeout
+    conditions: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        conditions = {b["metadata"]["name"]: ready_condition(kube.get(b["kind"], b["metadata"]["name"], b["metadata"].get("namespace")))
+                      for b in bodies}
+        if all(c.get("status") == "True" for c in conditions.values()):
+            return conditions
+        time.sleep(1.0)
+    raise RuntimeError(f"not Ready within {timeout:.0f}s: {json.dumps(conditions, indent=1)}")
+
+
+def prepare_backends(world: World, vault: Any, moto: Any) -> str:
+    """The remote secrets in OpenBao's KV (`secret/`) and in Secrets Manager; returns a Vault token
+    that reads `teams/*` (the stores' credentials)."""
+    for key, value in remote_secrets(world).items():
+        vault.secrets.kv.v2.create_or_update_secret(path=key, secret=value, mount_point="secret")
+        moto.client("secretsmanager").create_secret(Name=key, SecretString=json.dumps(value))
+    policy = f"{world.prefix}-teams"
+    vault.sys.create_or_update_policy(policy, 'path "secret/data/teams/*" { capabilities = ["read"] }\n'
+                                              'path "secret/metadata/teams/*" { capabilities = ["read"] }')
+    return str(vault.auth.token.create(policies=[policy], ttl="2h")["auth"]["client_token"])
+
+
+@dataclass
+class Batch:
+    """What one batch did: the run with every outcome, the operator meanwhile, what is left."""
+
+    run: HostileRun
+    watch: OperatorWatch
+    pid_before: int | None
+    pid_after: int | None
+    alive: bool
+    new_cloud: set[CloudResource]
+    good_before: dict[str, dict[str, Any]]  # name -> Ready condition before the batch
+    good_after_batch: dict[str, dict[str, Any]]  # the same intents' Ready condition after it
+    good_new: dict[str, dict[str, Any]]  # intents created after the batch -> their Ready condition
+    good_uids: set[str]
+    children: list[str]  # Kubernetes objects owned by a case its handler refused
+    leaked: list[str]  # Secrets holding the victim's value
+
+    def partial(self) -> list[CloudResource]:
+        return partial_resources(self.new_cloud, self.run.handled_uids() | self.good_uids)
+
+    def report(self) -> str:
+        return (f"{len(self.run.cases)} hostile cases; the operator processed the batch in {self.run.batch_seconds:.1f}s "
+                f"(longest outage {self.watch.longest_outage:.1f}s, {self.watch.samples} readiness samples)\n"
+                f"{self.run.table()}\n" + "\n".join(self.run.slowest()))
+
+
+def run_batch(kube: Kube, operator: Any, moto: Any, vault: Any, world: World, cases: list[Case], *,
+              vault_ca: str, vault_token: str, aws_keys: tuple[str, str]) -> Batch:
+    """Everything between a running operator (moto as its AWS, OpenBao as its Vault) and the verdict."""
+    run = HostileRun(kube, world, cases)
+    for body in infrastructure(world, cases, vault_token=vault_token, vault_ca=vault_ca, aws_keys=aws_keys):
+        kube.apply(body)
+    wait_ready(kube, [obj("ClusterSecretStore", world.vault_store, {}), obj("ClusterSecretStore", world.aws_store, {}),
+                      obj("SecretStore", world.tenant_store, {}, world.main)])
+    before = good_intents(world, "good-before")
+    for body in before:
+        kube.apply(body)
+    good_before = wait_ready(kube, before)
+    cloud_before = cloud_resources(moto, vault)
+    run.apply_setup()
+    pid_before = operator.pid
+    with OperatorWatch(operator) as watch:
+        run.apply_cases()
+        run.settle()
+        after = good_intents(world, "good-after")
+        for body in after:
+            kube.apply(body)
+        good_new = wait_ready(kube, after)
+    good = [*before, *after]
+    live = [kube.get(b["kind"], b["metadata"]["name"], world.main) for b in good]
+    return Batch(
+        run, watch, pid_before, operator.pid, operator.alive(), cloud_resources(moto, vault) - cloud_before, good_before,
+        {b["metadata"]["name"]: ready_condition(body) for b, body in zip(good, live, strict=True) if b in before},
+        good_new, {body["metadata"]["uid"] for body in live if body}, run.children_of_refused(),
+        run.secrets_holding(world.marker),
+    )
+
+
+def cleanup(kube: Kube, world: World, run: HostileRun, timeout: float = 90.0) -> None:
+    """Intents first, while the operator runs (their finalizers need it), then everything of the world."""
+    from paved.api.kinds import INTENT_KINDS
+
+    namespaces = all_namespaces(world, run.cases)
+    for namespace in namespaces:
+        for kind in INTENT_KINDS:
+            for item in kube.list(kind, namespace):
+                kube.delete(kind, item["metadata"]["name"], namespace)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(kube.list(kind, namespace) for namespace in namespaces for kind in INTENT_KINDS):
+        time.sleep(1.0)
+    for kind in ("Composition", "IntentPolicy", "ClusterSecretStore"):
+        for item in kube.list(kind):
+            if item["metadata"]["name"].startswith(world.prefix):
+                kube.delete(kind, item["metadata"]["name"])
+    for namespace in namespaces:
+        kube.delete("Namespace", namespace)
+    for name in (f"{world.vault_store}-token", f"{world.aws_store}-keys"):
+        kube.delete("Secret", name, "paved-system")

@@ -64,7 +64,7 @@ def test_a_bomb_in_an_enforced_policy_denies_naming_policy_and_rule() -> None:
 
 def largest_agent() -> dict[str, Any]:
     return {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": "a", "namespace": "n"},
-            "spec": {"capabilities": [{"apiGroups": [f"g{k}" for k in range(16)], "resources": [f"r{j}" for j in range(32)],
+            "spec": {"capabilities": [{"apiGroups": [f"g{k}" for k in range(8)], "resources": [f"r{j}" for j in range(32)],
                                        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete",
                                                  "deletecollection", "use", "bind", "escalate", "impersonate",
                                                  "approve", "sign", "get", "list"]} for _ in range(32)]}}

@@ -100,7 +100,7 @@ def largest_agent() -> dict[str, Any]:
     """The largest AgentIdentity the API admits, in the shape the default composition loops over most."""
     body = copy.deepcopy(INTENT)
     body["spec"] = {"capabilities": [
-        {"apiGroups": ["", "apps"], "resources": [f"r{j}" for j in range(32)], "verbs": ["get", "list", "watch"],
+        {"apiGroups": [f"g{k}" for k in range(8)], "resources": [f"r{j}" for j in range(32)], "verbs": ["get", "list", "watch"],
          "namespaces": [f"ns-{i}-{k}" for k in range(8)]} for i in range(32)],
         "secrets": [{"path": f"secret/data/x{i}/*", "capabilities": ["read", "list"]} for i in range(32)]}
     return body

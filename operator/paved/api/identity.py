@@ -47,7 +47,7 @@ class Capability(RuledModel):
                          "namespaces is redundant with clusterWide: a cluster-wide rule applies in every namespace"),)
 
     apiGroups: list[RbacName] = Field(
-        default_factory=lambda: [""], min_length=1, max_length=16,
+        default_factory=lambda: [""], min_length=1, max_length=8,
         description='API groups; "" is the core group (the default).',
     )
     resources: list[RbacName] = Field(
