@@ -100,7 +100,7 @@ def budgets() -> list[tuple[str, str, int, int]]:
     return rows
 
 
-def report(batch: Batch) -> None:
+def report(batch: Batch, every_case: bool) -> None:
     run, watch = batch.run, batch.watch
     print("\n== cases by stopping point (named: refusals naming the attacked field / refusals)")
     print(run.table())
@@ -117,6 +117,9 @@ def report(batch: Batch) -> None:
     print_table(("attack", "cases", "p50", "p95", "max"), rows)
     print("\n== slowest")
     print("\n".join(run.slowest()))
+    if every_case:
+        print("\n== every case")
+        print("\n".join(o.describe() for o in run.outcomes.values()))
     wrong = run.unexpected()
     if wrong:
         print(f"\n== {len(wrong)} cases did not stop as expected")
@@ -126,7 +129,8 @@ def report(batch: Batch) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="accepted for scripts/bench; the batch is the same")
-    parser.parse_args(argv)
+    parser.add_argument("--cases", action="store_true", help="also print every case's outcome and message")
+    args = parser.parse_args(argv)
     print("== budgets on the largest intents the API admits (offline)")
     print_table(("what", "unit", "used", "limit"), budgets())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything started below on `kill`
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch = run_batch(Kube(env.api, timeout=90), env.operator, env.moto, vault, world, cases,
                                   vault_ca=Path(server.ca_cert).read_text(), vault_token=token,
                                   aws_keys=(FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"], FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]))
-                report(batch)
+                report(batch, args.cases)
                 return 1 if batch.run.unexpected() else 0
         finally:
             server.stop()
