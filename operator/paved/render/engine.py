@@ -40,7 +40,7 @@ from paved.errors import unquoted
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
-from paved.render.sandbox import BoundedSandbox, RenderLimitError, budget
+from paved.render.sandbox import BoundedSandbox, RenderLimitError, in_budget
 from paved.render.template_errors import MissingVariable, NamedUndefined, describe_template_error, template_line
 from paved.render.types import RenderedResource, RenderResult
 from paved.render.values import DependencyTracker, GeneratedView, OutputsView, UnavailableOutputs, holds_values, placeholder
@@ -158,19 +158,8 @@ def _without_secrets(
     return error
 
 
+@in_budget  # one budget for every template and expression of this render
 def _render(
-    composition: Mapping[str, Any],
-    intent: Mapping[str, Any],
-    outputs: Mapping[str, Mapping[str, Any]] | None,
-    generated: Mapping[str, str] | None,
-    namespace_labels: Mapping[str, str] | None,
-    allowed: Mapping[str, Sequence[str]] | None,
-) -> RenderResult:
-    with budget():  # one budget for every template and expression of this render
-        return _render_all(composition, intent, outputs, generated, namespace_labels, allowed)
-
-
-def _render_all(
     composition: Mapping[str, Any],
     intent: Mapping[str, Any],
     outputs: Mapping[str, Mapping[str, Any]] | None,

@@ -141,6 +141,17 @@ def budget(limit: int = MAX_STEPS) -> Iterator[Budget]:
         _CURRENT.reset(token)
 
 
+def in_budget(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` running inside `budget()`: every render it makes shares one budget."""
+
+    @functools.wraps(function)
+    def budgeted(*args: Any, **kwargs: Any) -> Any:
+        with budget():
+            return function(*args, **kwargs)
+
+    return budgeted
+
+
 def spend(steps: int = 1) -> None:
     """Charge the current render's budget (outside any budget(): compile-time folding only)."""
     current = _CURRENT.get()

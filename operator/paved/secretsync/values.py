@@ -32,7 +32,7 @@ from jinja2 import Template, TemplateSyntaxError
 from paved.api.secrets import SECRET_KEY_PATTERN
 from paved.errors import SafeError
 from paved.render.helpers import b64encode, to_json
-from paved.render.sandbox import BoundedSandbox, budget
+from paved.render.sandbox import BoundedSandbox, in_budget
 from paved.render.template_errors import NamedUndefined, TemplateValueError, describe_template_error, template_line
 from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue
 
@@ -156,13 +156,10 @@ def template_problems(template: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
+@in_budget  # one budget for all the templates of a ref
 def render_templates(template: Iterable[tuple[str, str]], context: Mapping[str, Any]) -> dict[str, str]:
     """Render each template; errors name the key, the line, the filter and the type, never a value."""
-    rendered: dict[str, str] = {}
-    with budget():  # one budget for all the templates of a ref
-        for key, text in template:
-            rendered[key] = _render_one(key, text, context)
-    return rendered
+    return {key: _render_one(key, text, context) for key, text in template}
 
 
 def _render_one(key: str, text: str, context: Mapping[str, Any]) -> str:
