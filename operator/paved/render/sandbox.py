@@ -204,7 +204,7 @@ def _charge(value: Any, what: str = "a value") -> Any:
 
 
 def _counted(items: Iterable[Any]) -> Iterator[Any]:
-    """Iterate `items`, one step per item (for-loops, ranges, lazy filter results)."""
+    """Iterate `items`, one step per item (for-loops, lazy results of filters and calls)."""
     for item in items:
         spend()
         yield item
