@@ -1,6 +1,7 @@
 """CEL evaluation is bounded (paved.policy.cel): cost bombs end in an `error` verdict naming the
-rule, deep nesting is a compile error, the default policies fit in the budget for the largest
-intents the API admits, and a caller's deadline stops an evaluation without poisoning the memo.
+rule (and only that rule), a rollout condition meeting the limit is refused naming its field,
+deep nesting is a compile error, the default policies fit in the budget for the largest intents
+the API admits, and a caller's deadline stops an evaluation without poisoning the memo.
 
 Sizes are chosen so that each bomb *completes* (in seconds, in a few megabytes) without the
 limit, so these tests fail rather than hang on an unbounded evaluator.
@@ -19,6 +20,8 @@ from paved.policy.compile import compile_policies
 from paved.policy.evaluate import admission_decision, evaluate
 from paved.policy.lru import BoundedCache
 from paved.render.sandbox import stop_when
+from paved.rollout.plan import validate_spec
+from paved.rollout.simulate import example_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -60,6 +63,31 @@ def test_a_bomb_in_an_enforced_policy_denies_naming_policy_and_rule() -> None:
     allowed, _warnings, message = admission_decision(evaluate(compiled, intent, now=NOW, memo=None))
     assert not allowed
     assert "bomb/quadratic (Enforce)" in message and "cost limit" in message
+
+
+def test_a_bomb_fails_only_its_own_rule() -> None:
+    """The budget is per rule: the policy's other rule, and the other policy, still give their own verdicts."""
+    bomb = BOMBS["exponential string growth"][0]
+    policies = [{"metadata": {"name": "mixed"}, "spec": {"match": {"kinds": ["AgentIdentity"]}, "mode": "Audit", "rules": [
+                    {"name": "bomb", "expression": bomb, "message": "m"},
+                    {"name": "named", "expression": "object.metadata.name == 'a'", "message": "m"}]}},
+                {"metadata": {"name": "other"}, "spec": {"match": {"kinds": ["AgentIdentity"]}, "mode": "Audit", "rules": [
+                    {"name": "fails", "expression": "object.metadata.name == 'b'", "message": "m"}]}}]
+    compiled, errors = compile_policies(policies)
+    assert not errors
+    intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": "a", "namespace": "n"},
+              "spec": {"capabilities": [{"resources": ["pods"], "verbs": ["get"]}]}}
+    outcomes = {(v.policy, v.rule): v.outcome.value for v in evaluate(compiled, intent, now=NOW, memo=None)}
+    assert outcomes == {("mixed", "bomb"): "error", ("mixed", "named"): "pass", ("other", "fails"): "fail"}
+
+
+def test_a_bomb_in_a_rollout_condition_is_refused_naming_the_condition() -> None:
+    """Rollout conditions run on the same bounded evaluator; the dry run at validation meets the limit."""
+    spec = example_spec()
+    spec["analysis"]["metrics"][0]["failureCondition"] = "[string(result)]" + ".map(a, a + a)" * 20 + ".size() == 0"
+    errors = {error.path: error.message for error in validate_spec(spec)}
+    assert list(errors) == ["spec.analysis.metrics[0].failureCondition"]
+    assert "cost limit" in errors["spec.analysis.metrics[0].failureCondition"]
 
 
 def largest_agent() -> dict[str, Any]:
