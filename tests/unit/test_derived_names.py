@@ -64,6 +64,18 @@ def test_a_database_named_with_253_characters_gets_valid_secret_names() -> None:
         assert secrets == [spec.connection_secret_name(LONGEST)], path
 
 
+def test_a_cloud_managed_password_of_a_253_character_database_syncs_into_its_connection_secret() -> None:
+    composition = yaml.safe_load((ROOT / "compositions" / "postgres-aws-rds.yaml").read_text())
+    composition["spec"]["parameters"]["managedPasswordStore"] = "rds-passwords"
+    spec = {"engine": "postgresql", "version": "16", "masterPassword": {"managedBy": "Cloud"}}
+    intent = with_defaults({"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent",
+                            "metadata": {"name": LONGEST, "namespace": "orders", "uid": "uid-1"}, "spec": spec})
+    outputs = {"instance": {"address": "db.example", "port": 5432, "masterUserSecretArn": "arn:secret:rds!db-1"}}
+    (ref,) = [r.body for r in render(composition, intent, outputs=outputs).resources if r.body.get("kind") == "ExternalSecretRef"]
+    expected = DatabaseIntentSpec.model_validate(spec).connection_secret_name(LONGEST)
+    assert ref["metadata"]["name"] == ref["spec"]["target"]["name"] == expected
+
+
 def test_events_of_long_names_have_valid_names() -> None:
     owner = Owner("paved.dev/v1alpha1", "AgentIdentity", LONGEST, "orders", "uid-1")
     name = str(event_body(owner, "Ready", "ready")["metadata"]["name"])  # type: ignore[index]
