@@ -106,9 +106,10 @@ STS_AUDIENCE = "sts.amazonaws.com"
 class AwsServiceAccountRef(ServiceAccountRef):
     """A ServiceAccount whose short-lived token (TokenRequest API) is exchanged for the role's credentials."""
 
-    audiences: list[str] = Field(
+    audiences: list[Annotated[str, Field(min_length=1, max_length=NAME_MAX)]] = Field(
         default_factory=lambda: [STS_AUDIENCE],
         min_length=1,
+        max_length=16,
         description=f"Token audiences, as the IAM OIDC provider of the cluster expects them; default {STS_AUDIENCE}.",
     )
 
