@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 world = World.new(vault_addr=server.addr, aws_endpoint=env.moto.endpoint_url, aws_region=env.moto.region)
                 cases = hostile_cases(world)
                 log(f"{len(cases)} cases")
-                token = prepare_backends(world, vault, env.moto)
+                token = prepare_backends(world, vault, env.moto, env.plane)
                 batch = run_batch(Kube(env.api, timeout=90), env.operator, env.moto, vault, world, cases,
                                   vault_ca=Path(server.ca_cert).read_text(), vault_token=token,
                                   aws_keys=(FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"], FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]))

@@ -44,8 +44,8 @@ ISSUER = "oidc.paved.test/id/HOSTILE"
 def hostile(operator: OperatorProcess, control_plane: Any, kube_admin: Any, kubectl: Kubectl, openbao: OpenBao,
             moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     """One batch of every case, against the session's operator restarted as a platform runs it:
-    moto as its AWS, OpenBao as its Vault (its own policy), IAM roles enabled in the default
-    AgentIdentity composition. Afterwards everything of the batch is deleted and the operator
+    moto as its AWS (its cluster network in the RDS Composition), OpenBao as its Vault (its own
+    policy), IAM roles enabled in the default AgentIdentity composition. Afterwards everything of the batch is deleted and the operator
     goes back to the session's plain environment."""
     kube = Kube(kube_admin, timeout=90)
     world = World.new(vault_addr=openbao.addr, aws_endpoint=moto_server.endpoint_url, aws_region=moto_server.region)
@@ -56,7 +56,7 @@ def hostile(operator: OperatorProcess, control_plane: Any, kube_admin: Any, kube
     if not issuer:
         kubectl("patch", "composition", "agent-identity-default", "--type=merge",
                 "-p", json.dumps({"spec": {"parameters": {"aws": {"oidcIssuer": ISSUER}}}}))
-    token = prepare_backends(world, openbao.client, moto_server)
+    token = prepare_backends(world, openbao.client, moto_server, control_plane)
     operator.env = {**moto_server.operator_env(), **openbao.operator_env(("kubernetes",))}
     operator.restart()
     batch: Batch | None = None

@@ -1,7 +1,7 @@
 """Apply the hostile cases (support.hostile) to a real API server and operator, and judge them.
 
     kube = Kube(api_client)                       # a kubernetes ApiClient as cluster admin
-    token = prepare_backends(world, vault, moto)  # the remote secrets; a Vault token for the stores
+    token = prepare_backends(world, vault, moto, plane)  # remote secrets, the cluster network; a Vault token
     batch = run_batch(kube, operator, moto, vault, world, cases, vault_ca=..., vault_token=token)
     print(batch.run.table())                      # cases by attack and stopping point
     cleanup(kube, world, batch.run)
@@ -36,6 +36,7 @@ from typing import Any
 
 from paved import API_VERSION
 from paved.api.kinds import BY_KIND
+from paved.dev.demo import use_cluster_network
 from paved.render.helpers import stable_id
 from support.hostile import (
     HANDLED, HANDLER, SCHEMA, STOPS, WEBHOOK, Case, World, agent_spec, database_spec, infrastructure, obj, ref_spec,
@@ -389,12 +390,19 @@ class CloudResource:
 
 
 def cloud_resources(moto: Any, vault: Any | None) -> set[CloudResource]:
-    """RDS instances and IAM roles (with their paved.dev/uid tag), Vault policies and Kubernetes-auth roles."""
+    """RDS instances, DB subnet groups, Paved's security groups and IAM roles (with their paved.dev/uid
+    tag), Vault policies and Kubernetes-auth roles."""
     found: set[CloudResource] = set()
     rds = moto.client("rds")
     for instance in rds.describe_db_instances()["DBInstances"]:
         tags = {t["Key"]: t["Value"] for t in instance.get("TagList") or []}
         found.add(CloudResource("RDS instance", instance["DBInstanceIdentifier"], tags.get("paved.dev/uid")))
+    for group in rds.describe_db_subnet_groups()["DBSubnetGroups"]:
+        tags = {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(ResourceName=group["DBSubnetGroupArn"])["TagList"]}
+        found.add(CloudResource("DB subnet group", group["DBSubnetGroupName"], tags.get("paved.dev/uid")))
+    for group in moto.client("ec2").describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["paved.dev/uid"]}])["SecurityGroups"]:
+        tags = {t["Key"]: t["Value"] for t in group.get("Tags") or []}
+        found.add(CloudResource("security group", group["GroupId"], tags["paved.dev/uid"]))
     iam = moto.client("iam")
     for role in iam.list_roles(PathPrefix="/paved/")["Roles"]:
         tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role["RoleName"])["Tags"]}
@@ -505,9 +513,11 @@ def wait_ready(kube: Kube, bodies: list[dict[str, Any]], timeout: float = 120.0)
     raise RuntimeError(f"not Ready within {timeout:.0f}s: {json.dumps(conditions, indent=1)}")
 
 
-def prepare_backends(world: World, vault: Any, moto: Any) -> str:
-    """The remote secrets in OpenBao's KV (`secret/`) and in Secrets Manager; returns a Vault token
-    that reads `teams/*` (the stores' credentials)."""
+def prepare_backends(world: World, vault: Any, moto: Any, plane: Any) -> str:
+    """The remote secrets in OpenBao's KV (`secret/`) and in Secrets Manager, and moto's cluster
+    network in the RDS Composition (`plane`: a paved.dev.controlplane.ControlPlane); returns a
+    Vault token that reads `teams/*` (the stores' credentials)."""
+    use_cluster_network(plane, moto.cluster_network())  # where the DatabaseIntents' instances go
     for key, value in remote_secrets(world).items():
         vault.secrets.kv.v2.create_or_update_secret(path=key, secret=value, mount_point="secret")
         moto.client("secretsmanager").create_secret(Name=key, SecretString=json.dumps(value))
