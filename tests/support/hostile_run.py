@@ -237,15 +237,14 @@ class HostileRun:
         outcome.settled_at = time.monotonic()
 
     def apply_cases(self) -> None:
-        """CEL bombs first, one by one: each admission answer is then timed against the webhook's
-        own timeout, not against a queue of other hostile requests. Then delegation chains in
-        order (parents first) and everything else concurrently."""
+        """The cases to apply alone (CEL bombs, 10,000-item lists) first, one by one (Case.alone);
+        then delegation chains in order (parents first) and everything else concurrently."""
         self.started = time.monotonic()
         for case in self.cases:
-            if case.attack == "cel":
+            if case.alone:
                 self._apply_one(case)
-        ordered = [case for case in self.cases if case.attack == "delegation"]
-        rest = [case for case in self.cases if case.attack not in ("delegation", "cel")]
+        ordered = [case for case in self.cases if case.attack == "delegation" and not case.alone]
+        rest = [case for case in self.cases if case.attack != "delegation" and not case.alone]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [pool.submit(self._apply_one, case) for case in rest]
             for case in ordered:
