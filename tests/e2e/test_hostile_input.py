@@ -45,8 +45,8 @@ def hostile(operator: OperatorProcess, control_plane: Any, kube_admin: Any, kube
             moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     """One batch of every case, against the session's operator restarted as a platform runs it:
     moto as its AWS (its cluster network in the RDS Composition), OpenBao as its Vault (its own
-    policy), IAM roles enabled in the default AgentIdentity composition. Afterwards everything of the batch is deleted and the operator
-    goes back to the session's plain environment."""
+    policy), IAM roles enabled in the default AgentIdentity composition. Afterwards everything of
+    the batch is deleted and the operator goes back to the session's plain environment."""
     kube = Kube(kube_admin, timeout=90)
     world = World.new(vault_addr=openbao.addr, aws_endpoint=moto_server.endpoint_url, aws_region=moto_server.region)
     cases = hostile_cases(world)

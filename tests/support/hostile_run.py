@@ -397,9 +397,11 @@ def cloud_resources(moto: Any, vault: Any | None) -> set[CloudResource]:
         tags = {t["Key"]: t["Value"] for t in instance.get("TagList") or []}
         found.add(CloudResource("RDS instance", instance["DBInstanceIdentifier"], tags.get("paved.dev/uid")))
     for group in rds.describe_db_subnet_groups()["DBSubnetGroups"]:
-        tags = {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(ResourceName=group["DBSubnetGroupArn"])["TagList"]}
+        tag_list = rds.list_tags_for_resource(ResourceName=group["DBSubnetGroupArn"])["TagList"]
+        tags = {t["Key"]: t["Value"] for t in tag_list}
         found.add(CloudResource("DB subnet group", group["DBSubnetGroupName"], tags.get("paved.dev/uid")))
-    for group in moto.client("ec2").describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["paved.dev/uid"]}])["SecurityGroups"]:
+    paved_groups = [{"Name": "tag-key", "Values": ["paved.dev/uid"]}]
+    for group in moto.client("ec2").describe_security_groups(Filters=paved_groups)["SecurityGroups"]:
         tags = {t["Key"]: t["Value"] for t in group.get("Tags") or []}
         found.add(CloudResource("security group", group["GroupId"], tags["paved.dev/uid"]))
     iam = moto.client("iam")
