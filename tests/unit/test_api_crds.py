@@ -15,7 +15,14 @@ import jsonschema
 import pytest
 import yaml
 
-from paved.api.crdgen import CRDGenerationError, crd, openapi_schema, structural_problems, undocumented_fields
+from paved.api.crdgen import (
+    CRDGenerationError,
+    crd,
+    openapi_schema,
+    schema_nodes,
+    structural_problems,
+    undocumented_fields,
+)
 from paved.api.kinds import BY_KIND, KINDS, KindInfo, SpecError, parse_object
 
 
@@ -30,6 +37,19 @@ def test_crd_is_structural_and_documented(info: KindInfo) -> None:
     assert undocumented_fields(schema) == []
     assert schema["properties"]["status"]["type"] == "object"
     assert "x-kubernetes-preserve-unknown-fields" not in schema["properties"]["status"]
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda info: info.kind)
+def test_every_string_list_and_map_of_a_spec_is_bounded(info: KindInfo) -> None:
+    """paved.api.fields: the API server refuses an oversized value before anything reads it."""
+    def unbounded(node: dict[str, Any]) -> bool:
+        if node.get("type") == "string":
+            return "maxLength" not in node and "enum" not in node and node.get("format") != "date-time"
+        if node.get("type") == "array":
+            return "maxItems" not in node
+        return "additionalProperties" in node and "maxProperties" not in node
+
+    assert [path for path, node in schema_nodes(root_schema(info)["properties"]["spec"], "spec") if unbounded(node)] == []
 
 
 @pytest.mark.parametrize("info", KINDS, ids=lambda info: info.kind)

@@ -22,7 +22,10 @@ from paved.api.fields import (
     LabelSelector,
     RuledModel,
     Timestamp,
+    derived_name,
 )
+
+CONNECTION_SUFFIX = "-connection"
 
 Engine = Literal["postgresql", "mysql"]
 DeletionPolicy = Literal["Snapshot", "Retain", "Delete"]
@@ -50,7 +53,7 @@ class Network(Model):
     AWS, a NetworkPolicy in the cluster)."""
 
     allowFrom: list[AllowFrom] = Field(
-        default_factory=list, description="Namespaces (and optionally pods) admitted to the database port."
+        default_factory=list, max_length=64, description="Namespaces (and optionally pods) admitted to the database port."
     )
 
 
@@ -129,7 +132,8 @@ class DatabaseIntentSpec(Model):
     )
     connectionSecret: LocalObjectReference | None = Field(
         default=None,
-        description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection.",
+        description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection "
+        "(for a name too long for that, the name cut short and a hash of it, then -connection).",
     )
     masterPassword: MasterPassword = Field(default_factory=MasterPassword, description="Who keeps the master password.")
     restoreFrom: RestoreFrom | None = Field(
@@ -137,8 +141,8 @@ class DatabaseIntentSpec(Model):
     )
 
     def connection_secret_name(self, intent_name: str) -> str:
-        """The connection Secret's name, applying the `<name>-connection` default."""
-        return self.connectionSecret.name if self.connectionSecret else f"{intent_name}-connection"
+        """The connection Secret's name, applying the `<name>-connection` default (as the compositions do)."""
+        return self.connectionSecret.name if self.connectionSecret else derived_name(intent_name, CONNECTION_SUFFIX)
 
 
 class Endpoint(Model):

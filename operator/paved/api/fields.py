@@ -8,11 +8,13 @@ lands in the generated CRD schema (`pattern`, `x-kubernetes-list-type`,
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin
 
-from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
 from pydantic_core import CoreSchema, core_schema
 
 from paved.api.common import DURATION_PATTERN, IntentStatus, Model
@@ -23,6 +25,17 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=64)]
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 """An RFC 3339 time written by the operator (see common.now_rfc3339); the API server checks the format."""
 
+
+def _time_text(value: Any) -> Any:
+    """Pydantic would read a number as seconds since 1970; the API server refuses anything but text."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time such as 2030-01-01T00:00:00Z")
+    return value
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_time_text)]
+"""An RFC 3339 time with a zone written by a user (expiries), validated as the API server does."""
+
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -32,13 +45,84 @@ DNSLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_len
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
 """An RFC 1123 subdomain: the name of most Kubernetes objects."""
 
+OBJECT_NAME_MAX, LABEL_VALUE_MAX = 253, 63
+_DIGEST = 8
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_DIGEST]
+
+
+def derived_name(name: str, suffix: str, limit: int = OBJECT_NAME_MAX) -> str:
+    """The name of an object Paved derives from `name`: `name + suffix` (`orders-connection`),
+    or, when that would be longer than `limit`, `name` cut short and followed by a hash of the
+    whole of it, then `suffix`: still a valid name, the same for the same input, and distinct
+    for two long names that share a beginning. Names short enough (all but the longest) are
+    unchanged."""
+    if len(name) + len(suffix) <= limit:
+        return name + suffix
+    room = limit - len(suffix) - _DIGEST - 1
+    return f"{name[:room].rstrip('.-')}-{_digest(name)}{suffix}"
+
+
+def derived_label_value(text: str) -> str:
+    """`text` as a label value: unchanged when it is one, else cut short (at most 63
+    characters) and followed by a hash of the whole text."""
+    if len(text) <= LABEL_VALUE_MAX and _LABEL_VALUE.fullmatch(text):
+        return text
+    kept = re.sub(r"[^-A-Za-z0-9_.]", "-", text)[: LABEL_VALUE_MAX - _DIGEST - 1].strip("-_.")
+    return f"{kept}-{_digest(text)}" if kept else _digest(text)
+
 HTTP_URL_PATTERN = r"^https?://.+"
+
+# Bounds. Every string and list of the API has a maximum, so the API server refuses an
+# oversized value naming its field before the webhook, a CEL rule or a template ever reads
+# it (a 1 MiB string or a 10,000-item list would otherwise be rendered, evaluated and stored),
+# and the CRDs' own validation rules stay cheap for the API server.
+NAME_MAX = 253  # names of things elsewhere: roles, mounts, audiences, types, resources
+TEXT_MAX = 1024  # human text: purposes, reasons, rule messages; paths and prefixes
+URL_MAX = 2048  # URLs, ARNs, remote keys (SSM parameter names go to 2048)
+EXPRESSION_MAX = 4096  # CEL expressions, Jinja expressions
+QUERY_MAX = 8192  # PromQL, ExternalSecretRef templates
+MAP_MAX = 64  # entries of a string map (labels, annotations, templates)
+
+LabelValue = Annotated[str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+"""A Kubernetes label value: at most 63 characters, alphanumeric at both ends."""
+
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+QUALIFIED_NAME_MAX = 253 + 1 + 63
+KEYS_MESSAGE = ("keys must be label or annotation keys: an optional DNS prefix and '/', then at most 63 letters, "
+                "digits, '-', '_' or '.', beginning and ending with a letter or digit")
+
+
+def _qualified_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if len(key) > QUALIFIED_NAME_MAX or not re.fullmatch(QUALIFIED_NAME_PATTERN, key):
+            raise ValueError(KEYS_MESSAGE)
+    return value
+
+
+_KEYS_RULE = {"x-kubernetes-validations": [{
+    "rule": f"self.all(k, size(k) <= {QUALIFIED_NAME_MAX} && k.matches(r'{QUALIFIED_NAME_PATTERN}'))",
+    "message": KEYS_MESSAGE,
+}]}
+
+LabelMap = Annotated[dict[str, LabelValue], Field(max_length=MAP_MAX, json_schema_extra=_KEYS_RULE),
+                     AfterValidator(_qualified_keys)]
+"""Kubernetes labels: keys and values as the API server checks them on objects, checked here first."""
+
+AnnotationMap = Annotated[dict[str, Annotated[str, Field(max_length=QUERY_MAX)]],
+                          Field(max_length=MAP_MAX, json_schema_extra=_KEYS_RULE), AfterValidator(_qualified_keys)]
+"""Kubernetes annotations: keys as the API server checks them on objects, values of bounded size."""
 
 
 class LabelSelector(Model):
     """Selects objects by their labels (equality only, like a Service selector)."""
 
-    matchLabels: dict[str, str] = Field(
+    matchLabels: LabelMap = Field(
         default_factory=dict, description="Labels that must all be present with exactly these values."
     )
 
@@ -47,7 +131,7 @@ class SecretKeySelector(Model):
     """One key of a Kubernetes Secret in the namespace of the object that refers to it."""
 
     name: ObjectName = Field(description="Name of the Secret.")
-    key: str = Field(min_length=1, description="Key inside the Secret's data.")
+    key: str = Field(min_length=1, max_length=NAME_MAX, description="Key inside the Secret's data.")
 
 
 class CompositionReference(Model):

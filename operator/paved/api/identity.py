@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from paved.api.common import Model
 from paved.api.fields import (
+    NAME_MAX,
+    TEXT_MAX,
+    URL_MAX,
     CelRule,
     ComposedStatus,
     CompositionReference,
@@ -21,6 +24,7 @@ from paved.api.fields import (
     FieldGroup,
     ObjectName,
     RuledModel,
+    Time,
     Timestamp,
 )
 
@@ -30,7 +34,8 @@ Verb = Literal[
 ]
 """RBAC verbs Paved accepts; `*` is refused by default policy unless the platform allows it."""
 
-IamAction = Annotated[str, Field(pattern=r"^([a-zA-Z0-9-]+:[a-zA-Z0-9*]+|\*)$")]
+IamAction = Annotated[str, Field(pattern=r"^([a-zA-Z0-9-]+:[a-zA-Z0-9*]+|\*)$", max_length=128)]
+RbacName = Annotated[str, Field(max_length=NAME_MAX)]
 
 SecretCapability = Literal["read", "list", "create", "update", "delete", "patch"]
 
@@ -41,14 +46,19 @@ class Capability(RuledModel):
     cel_rules = (CelRule("!has(self.clusterWide) || !self.clusterWide || !has(self.namespaces) || size(self.namespaces) == 0",
                          "namespaces is redundant with clusterWide: a cluster-wide rule applies in every namespace"),)
 
-    apiGroups: list[str] = Field(
-        default_factory=lambda: [""], min_length=1, description='API groups; "" is the core group (the default).'
+    apiGroups: list[RbacName] = Field(
+        default_factory=lambda: [""], min_length=1, max_length=8,
+        description='API groups; "" is the core group (the default).',
     )
-    resources: list[str] = Field(min_length=1, description="Resources, e.g. pods, deployments, pods/log.")
-    verbs: list[Verb] = Field(min_length=1, description="Verbs allowed on those resources.")
-    resourceNames: list[str] | None = Field(default=None, description="Only these object names; absent means all.")
+    resources: list[RbacName] = Field(
+        min_length=1, max_length=32, description="Resources, e.g. pods, deployments, pods/log."
+    )
+    verbs: list[Verb] = Field(min_length=1, max_length=16, description="Verbs allowed on those resources.")
+    resourceNames: list[RbacName] | None = Field(
+        default=None, max_length=64, description="Only these object names; absent means all."
+    )
     namespaces: list[DNSLabel] | None = Field(
-        default=None, description="Further namespaces to grant this rule in, beyond the intent's own."
+        default=None, max_length=8, description="Further namespaces to grant this rule in, beyond the intent's own."
     )
     clusterWide: bool = Field(
         default=False,
@@ -66,18 +76,21 @@ class Capability(RuledModel):
 class SecretGrant(Model):
     """Vault paths the identity may use, rendered into a Vault policy."""
 
-    path: str = Field(min_length=1, description="Vault path, e.g. secret/data/agents/reporter/*.")
+    path: str = Field(min_length=1, max_length=TEXT_MAX, description="Vault path, e.g. secret/data/agents/reporter/*.")
     capabilities: list[SecretCapability] = Field(
-        default_factory=lambda: list[SecretCapability](["read"]), min_length=1, description="Vault capabilities on the path."
+        default_factory=lambda: list[SecretCapability](["read"]), min_length=1, max_length=8,
+        description="Vault capabilities on the path.",
     )
 
 
 class AwsGrant(Model):
     """AWS permissions, rendered into an IAM role with an IRSA trust policy for this ServiceAccount."""
 
-    actions: list[IamAction] = Field(min_length=1, description="IAM actions, e.g. s3:GetObject or s3:Get*.")
-    resources: list[str] = Field(
-        default_factory=lambda: ["*"], min_length=1, description="Resource ARNs the actions apply to."
+    actions: list[IamAction] = Field(
+        min_length=1, max_length=64, description="IAM actions, e.g. s3:GetObject or s3:Get*."
+    )
+    resources: list[Annotated[str, Field(min_length=1, max_length=URL_MAX)]] = Field(
+        default_factory=lambda: ["*"], min_length=1, max_length=64, description="Resource ARNs the actions apply to."
     )
 
 
@@ -106,14 +119,14 @@ class AgentIdentitySpec(RuledModel):
 
     field_groups = (FieldGroup(("expiresAt", "ttl"), "at-most-one"),)
 
-    capabilities: list[Capability] = Field(default_factory=list, description="Kubernetes permissions.")
-    secrets: list[SecretGrant] = Field(default_factory=list, description="Vault paths and capabilities.")
+    capabilities: list[Capability] = Field(default_factory=list, max_length=32, description="Kubernetes permissions.")
+    secrets: list[SecretGrant] = Field(default_factory=list, max_length=32, description="Vault paths and capabilities.")
     cloud: CloudGrants = Field(default_factory=CloudGrants, description="Cloud permissions.")
     tokenTTL: Duration = Field(default="1h", description="Lifetime of tokens issued to the identity (Vault token_ttl).")
     audience: str = Field(
-        default="paved", min_length=1, description="Audience of the identity's ServiceAccount tokens."
+        default="paved", min_length=1, max_length=NAME_MAX, description="Audience of the identity's ServiceAccount tokens."
     )
-    expiresAt: AwareDatetime | None = Field(
+    expiresAt: Time | None = Field(
         default=None, description="Absolute expiry (RFC 3339); every grant is revoked then. Exclusive with ttl."
     )
     ttl: Duration | None = Field(
@@ -122,8 +135,10 @@ class AgentIdentitySpec(RuledModel):
     delegatedFrom: DelegationReference | None = Field(
         default=None, description="Parent identity; this identity's grants must be a subset of the parent's."
     )
-    owner: str | None = Field(default=None, description="Person or team accountable for the identity (audit).")
-    purpose: str | None = Field(default=None, description="Why the identity exists (audit).")
+    owner: str | None = Field(
+        default=None, max_length=NAME_MAX, description="Person or team accountable for the identity (audit)."
+    )
+    purpose: str | None = Field(default=None, max_length=TEXT_MAX, description="Why the identity exists (audit).")
     serviceAccountName: ObjectName | None = Field(
         default=None, description="ServiceAccount to create; default is the intent's name."
     )

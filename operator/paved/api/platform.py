@@ -9,10 +9,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from paved.api.common import IntentStatus, Model
-from paved.api.fields import CelRule, DNSLabel, FieldGroup, LabelSelector, ObjectName, RuledModel, UniqueBy
+from paved.api.fields import (
+    EXPRESSION_MAX,
+    TEXT_MAX,
+    CelRule,
+    DNSLabel,
+    FieldGroup,
+    LabelSelector,
+    ObjectName,
+    RuledModel,
+    Time,
+    UniqueBy,
+)
+
+TEMPLATE_MAX = 128 * 1024
 
 CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
 
@@ -53,13 +66,16 @@ class ResourceTemplate(Model):
         description="Provider that applies it, e.g. kubernetes, aws-rds, aws-iam, vault.",
     )
     template: str = Field(
-        min_length=1, description="Jinja2 template producing YAML: a manifest, or the parameters of the cloud call."
+        min_length=1, max_length=TEMPLATE_MAX,
+        description="Jinja2 template producing YAML: a manifest, or the parameters of the cloud call.",
     )
     when: str | None = Field(
-        default=None, description="Jinja2 expression; the resource is included only when it is truthy."
+        default=None, max_length=EXPRESSION_MAX,
+        description="Jinja2 expression; the resource is included only when it is truthy.",
     )
     forEach: str | None = Field(
         default=None,
+        max_length=EXPRESSION_MAX,
         description=(
             "Jinja2 expression giving a list of strings; the resource is rendered once per item, "
             "named <name>-<item>, with the item in `item` (e.g. one Role per granted namespace)."
@@ -87,10 +103,10 @@ class CompositionSpec(Model):
         default_factory=dict, description="Free-form values templates read as parameters.<key>."
     )
     generatedSecrets: Annotated[list[GeneratedSecret], UniqueBy("name")] = Field(
-        default_factory=list, description="Random values (e.g. passwords) generated once per intent."
+        default_factory=list, max_length=16, description="Random values (e.g. passwords) generated once per intent."
     )
     resources: Annotated[list[ResourceTemplate], UniqueBy("name")] = Field(
-        min_length=1, description="Resources in order; later ones may read outputs of earlier ones."
+        min_length=1, max_length=64, description="Resources in order; later ones may read outputs of earlier ones."
     )
 
 
@@ -117,9 +133,10 @@ class PolicyRule(Model):
 
     name: DNSLabel = Field(description="Rule name, shown in rejections, reports and exceptions.")
     expression: str = Field(
-        min_length=1, description="CEL over object, rendered, namespaceObject and params; true means compliant."
+        min_length=1, max_length=EXPRESSION_MAX,
+        description="CEL over object, rendered, namespaceObject and params; true means compliant.",
     )
-    message: str = Field(min_length=1, description="Shown when the rule is violated; say what to change.")
+    message: str = Field(min_length=1, max_length=TEXT_MAX, description="Shown when the rule is violated; say what to change.")
 
 
 Allowance = Literal["ClusterScope", "Wildcards", "Adopt", "OperatorCredentials", "AnyEndpoint"]
@@ -155,9 +172,10 @@ class IntentPolicySpec(RuledModel):
         default="Enforce", description="Enforce: reject; Warn: admit with a warning; Audit: admit and report."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Free-form values rules read as params.<key>.")
-    rules: Annotated[list[PolicyRule], UniqueBy("name")] = Field(default_factory=list, description="The checks.")
+    rules: Annotated[list[PolicyRule], UniqueBy("name")] = Field(default_factory=list, max_length=64, description="The checks.")
     allow: list[Allowance] = Field(
         default_factory=list,
+        max_length=8,
         description="Allowances for matched intents: ClusterScope (AgentIdentity capabilities with clusterWide, "
         "rendered as ClusterRole/ClusterRoleBinding), Wildcards (`*` in AgentIdentity verbs, resources, "
         "Vault paths and AWS actions), Adopt (a DatabaseIntent taking over an existing, unmanaged RDS instance "
@@ -189,10 +207,12 @@ class PolicyExceptionSpec(Model):
     """Exempts named intents from named rules of a policy until it expires."""
 
     policy: ObjectName = Field(description="Name of the IntentPolicy.")
-    rules: list[DNSLabel] = Field(min_length=1, description="Names of the exempted rules.")
-    intents: list[IntentReference] = Field(min_length=1, description="Intents in this namespace that are exempted.")
-    expiresAt: AwareDatetime = Field(description="When the exception stops applying (RFC 3339).")
-    reason: str = Field(min_length=1, description="Why the exception is justified (audit).")
+    rules: list[DNSLabel] = Field(min_length=1, max_length=64, description="Names of the exempted rules.")
+    intents: list[IntentReference] = Field(
+        min_length=1, max_length=256, description="Intents in this namespace that are exempted."
+    )
+    expiresAt: Time = Field(description="When the exception stops applying (RFC 3339).")
+    reason: str = Field(min_length=1, max_length=TEXT_MAX, description="Why the exception is justified (audit).")
 
 
 COMPOSITION_EXAMPLE = """\

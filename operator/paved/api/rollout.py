@@ -13,7 +13,10 @@ from pydantic import Field, model_validator
 
 from paved.api.common import IntentStatus, LocalObjectReference, Model
 from paved.api.fields import (
+    EXPRESSION_MAX,
     HTTP_URL_PATTERN,
+    QUERY_MAX,
+    URL_MAX,
     CelRule,
     DNSLabel,
     Duration,
@@ -75,8 +78,8 @@ class PauseStep(Model):
 class AnalysisStep(Model):
     """Run the analysis now and wait for a verdict."""
 
-    metrics: list[str] | None = Field(
-        default=None, description="Names of spec.analysis.metrics to run; absent means all."
+    metrics: list[DNSLabel] | None = Field(
+        default=None, max_length=32, description="Names of spec.analysis.metrics to run; absent means all."
     )
 
 
@@ -93,7 +96,7 @@ class Step(RuledModel):
 class PrometheusSource(Model):
     """The Prometheus server queried for metrics."""
 
-    address: str = Field(pattern=HTTP_URL_PATTERN, description="Base URL, e.g. http://prometheus.monitoring:9090.")
+    address: str = Field(pattern=HTTP_URL_PATTERN, max_length=URL_MAX, description="Base URL, e.g. http://prometheus.monitoring:9090.")
 
 
 class Metric(RuledModel):
@@ -106,19 +109,23 @@ class Metric(RuledModel):
     )
 
     name: DNSLabel = Field(description="Metric name, used in steps, status and messages.")
-    query: str = Field(min_length=1, description="PromQL instant query; the result is `result` in the conditions.")
+    query: str = Field(
+        min_length=1, max_length=QUERY_MAX, description="PromQL instant query; the result is `result` in the conditions."
+    )
     successCondition: str = Field(
-        min_length=1, description="CEL over `result`; true means this measurement passed, e.g. result >= 0.95."
+        min_length=1, max_length=EXPRESSION_MAX,
+        description="CEL over `result`; true means this measurement passed, e.g. result >= 0.95.",
     )
     failureCondition: str | None = Field(
-        default=None, description="CEL over `result`; true means a severe breach that rolls back at once."
+        default=None, max_length=EXPRESSION_MAX,
+        description="CEL over `result`; true means a severe breach that rolls back at once.",
     )
     failureLimit: int = Field(default=1, ge=1, description="Failed measurements that trigger a rollback.")
     minSamples: int = Field(
         default=0, ge=0, description="Samples (from samplesQuery) required before a measurement counts."
     )
     samplesQuery: str | None = Field(
-        default=None, description="PromQL giving the sample count, e.g. the request count."
+        default=None, max_length=QUERY_MAX, description="PromQL giving the sample count, e.g. the request count."
     )
     noData: Literal["hold", "fail", "pass"] = Field(
         default="hold", description="When the query returns nothing: hold (extend the step), fail or pass."
@@ -141,7 +148,7 @@ class Analysis(Model):
 
     prometheus: PrometheusSource = Field(description="Where the metrics come from.")
     interval: Duration = Field(default="30s", description="Time between measurements.")
-    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, description="The checks.")
+    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, max_length=32, description="The checks.")
 
 
 class Webhook(Model):
@@ -149,7 +156,7 @@ class Webhook(Model):
 
     name: DNSLabel = Field(description="Webhook name.")
     type: WebhookType = Field(description="When it is called.")
-    url: str = Field(pattern=HTTP_URL_PATTERN, description="URL receiving a POST with the rollout's state.")
+    url: str = Field(pattern=HTTP_URL_PATTERN, max_length=URL_MAX, description="URL receiving a POST with the rollout's state.")
     timeout: Duration = Field(default="10s", description="Time allowed for an answer.")
 
 
@@ -179,7 +186,7 @@ class ProgressiveRolloutSpec(RuledModel):
     stepWeight: int | None = Field(default=None, ge=1, le=100, description="Shorthand: weight added per step.")
     stepInterval: Duration | None = Field(default=None, description="Shorthand: time between steps.")
     analysis: Analysis | None = Field(default=None, description="Metric analysis; absent means steps only.")
-    webhooks: Annotated[list[Webhook], UniqueBy("name")] = Field(default_factory=list, description="Webhooks.")
+    webhooks: Annotated[list[Webhook], UniqueBy("name")] = Field(default_factory=list, max_length=16, description="Webhooks.")
 
     @model_validator(mode="after")
     def _analysis_steps_name_metrics(self) -> Self:

@@ -7,17 +7,24 @@ key prefixes, so a cluster-wide store is never a cluster-wide read grant.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
 from paved.api.common import IntentStatus, Model
 from paved.api.fields import (
     HTTP_URL_PATTERN,
+    MAP_MAX,
+    NAME_MAX,
+    QUERY_MAX,
+    TEXT_MAX,
+    URL_MAX,
     CelRule,
     DNSLabel,
     Duration,
     FieldGroup,
+    AnnotationMap,
+    LabelMap,
     LabelSelector,
     ObjectName,
     RuledModel,
@@ -35,24 +42,25 @@ class ServiceAccountRef(Model):
     namespace: DNSLabel | None = Field(
         default=None, description="Its namespace; only for ClusterSecretStore (a SecretStore uses its own)."
     )
-    audiences: list[str] = Field(
-        default_factory=list, description="Token audiences; empty means the API server's default audience."
+    audiences: list[Annotated[str, Field(min_length=1, max_length=NAME_MAX)]] = Field(
+        default_factory=list, max_length=16, description="Token audiences; empty means the API server's default audience."
     )
 
 
 class VaultKubernetesAuth(Model):
     """Vault Kubernetes auth: log in with a ServiceAccount token that Vault reviews."""
 
-    mountPath: str = Field(default="kubernetes", min_length=1, description="Mount path of the Kubernetes auth method.")
-    role: str = Field(min_length=1, description="Vault role to log in as.")
+    mountPath: str = Field(default="kubernetes", min_length=1, max_length=NAME_MAX,
+                           description="Mount path of the Kubernetes auth method.")
+    role: str = Field(min_length=1, max_length=NAME_MAX, description="Vault role to log in as.")
     serviceAccountRef: ServiceAccountRef = Field(description="ServiceAccount whose token is used to log in.")
 
 
 class VaultAppRoleAuth(Model):
     """Vault AppRole auth."""
 
-    path: str = Field(default="approle", min_length=1, description="Mount path of the AppRole auth method.")
-    roleId: str = Field(min_length=1, description="AppRole role_id (not secret).")
+    path: str = Field(default="approle", min_length=1, max_length=NAME_MAX, description="Mount path of the AppRole auth method.")
+    roleId: str = Field(min_length=1, max_length=NAME_MAX, description="AppRole role_id (not secret).")
     secretRef: SecretKeySelector = Field(description="Secret key holding the AppRole secret_id.")
 
 
@@ -73,13 +81,14 @@ class VaultProvider(Model):
 
     server: str = Field(
         pattern=HTTP_URL_PATTERN,
+        max_length=URL_MAX,
         description="Vault address, e.g. https://vault.example:8200. A SecretStore may name only the platform's "
         "Vault (PAVED_VAULT_ADDR) unless an IntentPolicy allows it AnyEndpoint.",
     )
-    path: str = Field(default="secret", min_length=1, description="Mount path of the KV secrets engine.")
+    path: str = Field(default="secret", min_length=1, max_length=NAME_MAX, description="Mount path of the KV secrets engine.")
     version: Literal["v2"] = Field(default="v2", description="KV engine version; only v2 is supported.")
     caBundle: str | None = Field(
-        default=None, description="PEM CA bundle to verify the server; absent means system roots."
+        default=None, max_length=256 * 1024, description="PEM CA bundle to verify the server; absent means system roots."
     )
     auth: VaultAuth = Field(description="Authentication method.")
 
@@ -97,9 +106,10 @@ STS_AUDIENCE = "sts.amazonaws.com"
 class AwsServiceAccountRef(ServiceAccountRef):
     """A ServiceAccount whose short-lived token (TokenRequest API) is exchanged for the role's credentials."""
 
-    audiences: list[str] = Field(
+    audiences: list[Annotated[str, Field(min_length=1, max_length=NAME_MAX)]] = Field(
         default_factory=lambda: [STS_AUDIENCE],
         min_length=1,
+        max_length=16,
         description=f"Token audiences, as the IAM OIDC provider of the cluster expects them; default {STS_AUDIENCE}.",
     )
 
@@ -122,6 +132,7 @@ class AwsAuth(RuledModel):
     role: str | None = Field(
         default=None,
         pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+        max_length=URL_MAX,
         description="IAM role ARN to assume: with secretRef's credentials, with serviceAccountRef's token "
         "(required then), or alone with the operator's own credentials.",
     )
@@ -139,9 +150,9 @@ class AwsProvider(Model):
     service: Literal["SecretsManager", "ParameterStore"] = Field(
         default="SecretsManager", description="Which AWS service holds the secrets."
     )
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", description="AWS region, e.g. eu-west-1.")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$", max_length=64, description="AWS region, e.g. eu-west-1.")
     endpointURL: str | None = Field(
-        default=None, pattern=HTTP_URL_PATTERN,
+        default=None, pattern=HTTP_URL_PATTERN, max_length=URL_MAX,
         description="Override the service endpoint (testing, VPC endpoints). A SecretStore may name only the "
         "platform's endpoint (PAVED_AWS_ENDPOINT_URL) unless an IntentPolicy allows it AnyEndpoint.",
     )
@@ -180,10 +191,11 @@ class NamespaceAccess(RuledModel):
 
     field_groups = (FieldGroup(("namespaces", "namespaceSelector")),)
 
-    namespaces: list[DNSLabel] | None = Field(default=None, description="Namespaces granted by name.")
+    namespaces: list[DNSLabel] | None = Field(default=None, max_length=256, description="Namespaces granted by name.")
     namespaceSelector: LabelSelector | None = Field(default=None, description="Namespaces granted by label.")
-    keyPrefixes: list[str] = Field(
+    keyPrefixes: list[Annotated[str, Field(max_length=TEXT_MAX)]] = Field(
         min_length=1,
+        max_length=64,
         description=(
             'Remote key prefixes they may read; "{namespace}" is replaced by the reading namespace,'
             " e.g. teams/{namespace}/."
@@ -223,12 +235,13 @@ class RemoteRef(Model):
     """One remote secret, optionally one property of it."""
 
     key: str = Field(
-        min_length=1, description="Remote key: Vault path under the KV mount, secret name or parameter name."
+        min_length=1, max_length=URL_MAX,
+        description="Remote key: Vault path under the KV mount, secret name or parameter name.",
     )
     property: str | None = Field(
-        default=None, description="JSON property (or KV field) to take; absent means the whole value."
+        default=None, max_length=TEXT_MAX, description="JSON property (or KV field) to take; absent means the whole value."
     )
-    version: str | None = Field(default=None, description="Pin a version; absent means the latest.")
+    version: str | None = Field(default=None, max_length=NAME_MAX, description="Pin a version; absent means the latest.")
 
 
 class DataItem(Model):
@@ -241,8 +254,8 @@ class DataItem(Model):
 class Extract(Model):
     """A whole remote JSON secret or KV map, one Secret key per property."""
 
-    key: str = Field(min_length=1, description="Remote key to extract.")
-    version: str | None = Field(default=None, description="Pin a version; absent means the latest.")
+    key: str = Field(min_length=1, max_length=URL_MAX, description="Remote key to extract.")
+    version: str | None = Field(default=None, max_length=NAME_MAX, description="Pin a version; absent means the latest.")
 
 
 class DataFromItem(Model):
@@ -254,8 +267,9 @@ class DataFromItem(Model):
 class SecretTemplate(Model):
     """Shape the target Secret's values from the fetched ones."""
 
-    data: dict[str, str] = Field(
+    data: dict[str, Annotated[str, Field(max_length=QUERY_MAX)]] = Field(
         default_factory=dict,
+        max_length=MAP_MAX,
         description=(
             "Secret key -> Jinja2 template over the fetched values, e.g. {{ password }}; when set, the Secret"
             " holds exactly these keys."
@@ -268,10 +282,11 @@ class Target(Model):
 
     name: ObjectName | None = Field(default=None, description="Secret name; default is the ref's name.")
     type: str = Field(
-        default="Opaque", min_length=1, description="Secret type, e.g. Opaque or kubernetes.io/dockerconfigjson."
+        default="Opaque", min_length=1, max_length=NAME_MAX,
+        description="Secret type, e.g. Opaque or kubernetes.io/dockerconfigjson.",
     )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the Secret.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the Secret.")
+    labels: LabelMap = Field(default_factory=dict, description="Labels added to the Secret.")
+    annotations: AnnotationMap = Field(default_factory=dict, description="Annotations added to the Secret.")
     template: SecretTemplate | None = Field(default=None, description="Templates for the Secret's values.")
     creationPolicy: Literal["Owner", "Merge"] = Field(
         default="Owner", description="Owner: Paved creates and owns the Secret; Merge: add keys to an existing Secret."
@@ -293,8 +308,8 @@ class ExternalSecretRefSpec(RuledModel):
     refreshInterval: Duration = Field(
         default="1h", description='How often to re-read the backend; "0" syncs once; otherwise at least 5s.'
     )
-    data: list[DataItem] = Field(default_factory=list, description="Individual keys.")
-    dataFrom: list[DataFromItem] = Field(default_factory=list, description="Whole remote secrets.")
+    data: list[DataItem] = Field(default_factory=list, max_length=256, description="Individual keys.")
+    dataFrom: list[DataFromItem] = Field(default_factory=list, max_length=32, description="Whole remote secrets.")
     target: Target = Field(default_factory=Target, description="The Secret to write.")
 
     def target_name(self, ref_name: str) -> str:

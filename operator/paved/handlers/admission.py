@@ -7,7 +7,9 @@ answer never depends on who leads. What is judged (pure, see paved.policy.decisi
   `admission_decision`: Enforce fail/error -> denied naming policy, rule and message; Warn ->
   admitted with warnings; Audit -> admitted. A render failure does not deny (the intent's
   own Ready condition reports it); the rules about the intent still run and the response
-  carries a warning that the rendered output was not checked.
+  carries a warning that the rendered output was not checked. Renders and rules stop at
+  ADMISSION_SECONDS (a render then fails, a rule errs, as above), so the answer always
+  leaves before the webhook's timeout.
 - IntentPolicy: refused when its CEL does not compile, naming rule, line and column.
 - PolicyException: refused outside the namespaces the platform names (see handlers.policy).
 
@@ -24,6 +26,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,9 +40,15 @@ from paved.engines import Engines
 from paved.engines.audit import compiled_policies, exceptions_for
 from paved.engines.compose import compositions_from, in_scope
 from paved.policy.decisions import Review, review_exception, review_intent, review_policy, spec_unchanged
+from paved.render.sandbox import stop_when
 
 DENIED_CODE = 403
 ADMISSION_WORKERS = 4  # the work is CPU-bound under the GIL: more threads add no throughput
+ADMISSION_SECONDS = 3.0
+"""Renders and CEL evaluations of one request stop after this long (paved.render.sandbox.stop_when),
+so the answer (a rule that could not be evaluated denies, naming it) leaves well inside the
+webhook's timeout (5 s by default) even on a starved CPU; past the timeout the API server
+refuses the object with a message that names nothing."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +100,16 @@ def validate_intent(
     if not in_scope(namespace, memo.scope.namespaces):
         return
     namespace_object = memo.namespaces.get(namespace)
-    review = review_intent(
-        operation, body, old,
-        compiled_policies(policy_index),
-        compositions_from(composition_index),
-        namespace_object,
-        exceptions_for(namespace, namespace_object, exception_index, memo.scope.exception_namespaces),
-        now=datetime.now(timezone.utc),
-    )
+    deadline = time.monotonic() + ADMISSION_SECONDS
+    with stop_when(lambda: time.monotonic() > deadline):
+        review = review_intent(
+            operation, body, old,
+            compiled_policies(policy_index),
+            compositions_from(composition_index),
+            namespace_object,
+            exceptions_for(namespace, namespace_object, exception_index, memo.scope.exception_namespaces),
+            now=datetime.now(timezone.utc),
+        )
     _deny(review, warnings)
 
 

@@ -113,7 +113,7 @@ def ancestors(
             raise DelegationError(f"{where}.namespace", f"delegation from namespace {namespace} to {current.namespace} is not allowed by the platform (PAVED_DELEGATION_NAMESPACES)")
         key = f"{namespace}/{name}"
         if key in seen:
-            raise DelegationError(where, f"delegation cycle: {' -> '.join([subject.key, *[a.key for a in reversed(found)], key])}")
+            raise DelegationError(where, f"delegation cycle: {' -> '.join([subject.key, *[a.key for a in found], key])}")
         parent = lookup(namespace, name)
         if parent is None:
             raise DelegationError(f"{where}.name", f"parent AgentIdentity {key} does not exist", broken_after_accept=REASON_PARENT_MISSING)

@@ -20,6 +20,7 @@ import urllib3
 from paved import metrics
 from paved.errors import located
 from paved.api.common import now_rfc3339
+from paved.api.fields import derived_name
 from paved.kube.client import ApiError, request
 from paved.providers.base import Owner
 from paved.ratelimit import TokenBucket
@@ -38,7 +39,7 @@ def event_body(owner: Owner, reason: str, message: str, type: EventType = "Norma
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{owner.name}.{uuid.uuid4().hex[:16]}", "namespace": owner.namespace or "default"},
+        "metadata": {"name": derived_name(owner.name, f".{uuid.uuid4().hex[:16]}"), "namespace": owner.namespace or "default"},
         "involvedObject": {
             "apiVersion": owner.api_version,
             "kind": owner.kind,

@@ -14,6 +14,15 @@ Why a wrapper instead of calling celpy directly:
   state in module globals and mis-evaluates `null || ...` short-circuits in 0.5.0, so it is
   not used.)
 - Values are converted to CEL once per intent (`to_cel`), not once per rule.
+- Evaluation is bounded (celpy has no cost limit): `_BoundedEvaluator` counts one unit per
+  node it visits (a macro's body once per element) plus one per SIZE_PER_UNIT units of every
+  string, list or map an operator, function, macro or literal builds (paved.render.sandbox.size_of),
+  refuses any such value larger than MAX_VALUE_SIZE, and stops the evaluation past MAX_COST
+  units. Nested comprehensions over large lists and exponential string growth
+  (`[s].map(a, a + a).map(a, a + a)...`) then end in an `error` verdict in a fraction of a
+  second instead of hanging an admission thread or exhausting the operator's memory. Units
+  are counted, not timed, so a rule fails the same way everywhere (as Kubernetes' CEL cost
+  limits do).
 
 The dialect is standard CEL with the variables `object`, `rendered`, `namespaceObject`,
 `params`, `allowed` (paved.policy.allowances: policies allowing each allowance), the standard macros (`has`, `all`, `exists`, `exists_one`, `map`, `filter`), and one
@@ -35,7 +44,9 @@ import lark
 import re2
 from celpy import celtypes
 from celpy.celparser import CELParseError
-from celpy.evaluation import Activation, CELEvalError, base_functions
+from celpy.evaluation import Activation, CELEvalError, Evaluator, base_functions
+
+from paved.render.sandbox import MAX_VALUE_SIZE, STOP_CHECK_STEPS, STOPPED, size_of, stop_requested
 
 VARIABLES = ("object", "rendered", "namespaceObject", "params", "allowed")
 """The names a rule can read; everything else is a compile error."""
@@ -45,6 +56,15 @@ _TYPE_NAMES = frozenset(
     {"bool", "bytes", "double", "duration", "int", "list", "map", "null_type", "string", "timestamp", "uint", "type"}
 )
 _MAX_DETAIL = 200
+
+SIZE_PER_UNIT = 8
+"""A value an evaluation builds costs one unit per this many size units (paved.render.sandbox.size_of:
+a character is 1, an item of a list or map 8), measuring it being most of the work."""
+MAX_COST = 60_000
+"""Units one evaluation may spend (see the module docstring): well under a second of celpy. The
+default policies spend a few hundred on usual intents and 25,000 on the largest AgentIdentity
+the API admits (no-wildcard-resources over 32 x 32 resources; bench/bench_hostile.py prints the
+figures). The admission webhook also stops evaluating at its own deadline (paved.handlers.admission)."""
 
 
 def _deltas(values: Any) -> celtypes.ListType:
@@ -71,8 +91,59 @@ _KNOWN_FUNCTIONS = frozenset(base_functions) | frozenset(FUNCTIONS) | {"has", "d
 
 
 
+class CostLimitExceeded(Exception):
+    """An evaluation went over MAX_COST units or built a value over MAX_VALUE_SIZE (fixed text only).
+
+    Deliberately not a CELEvalError, TypeError or ValueError: celpy turns those into values
+    that `||`, `&&` and the macros may swallow; this one ends the evaluation."""
+
+
+class _Cost:
+    __slots__ = ("left", "next_check")
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.next_check = limit - STOP_CHECK_STEPS
+
+
+# Nodes whose value may be newly built (the others only read or compare what exists).
+_BUILDING = frozenset({"addition", "multiplication", "member_dot_arg", "ident_arg", "list_lit", "map_lit"})
+
+
+class _BoundedEvaluator(Evaluator):
+    """celpy's Evaluator, charging every node visit and every value built to one shared `_Cost`."""
+
+    def __init__(self, ast: lark.Tree[Any], activation: Activation, cost: _Cost) -> None:
+        super().__init__(ast, activation)
+        self._cost = cost
+
+    def sub_evaluator(self, ast: lark.Tree[Any]) -> Evaluator:
+        """A macro's body: evaluated once per element, charged to the same cost."""
+        return _BoundedEvaluator(ast, self.activation, self._cost)
+
+    def _visit_tree(self, tree: lark.Tree[Any]) -> Any:  # lark's one dispatch point for every node
+        cost = self._cost
+        cost.left -= 1
+        if cost.left < 0:
+            raise CostLimitExceeded(f"the evaluation exceeds the cost limit of {MAX_COST:,} units "
+                                    "(elements visited and values built); simplify the expression")
+        if cost.left <= cost.next_check:
+            cost.next_check = cost.left - STOP_CHECK_STEPS
+            if stop_requested():
+                raise CostLimitExceeded(f"the evaluation was {STOPPED}")
+        value = super()._visit_tree(tree)
+        if tree.data in _BUILDING and isinstance(value, (str, bytes, list, tuple, Mapping)):
+            size = size_of(value)
+            if size > MAX_VALUE_SIZE:
+                raise CostLimitExceeded(f"the evaluation builds a value larger than {MAX_VALUE_SIZE:,} "
+                                        "characters (an item counts 8); simplify the expression")
+            cost.left -= size // SIZE_PER_UNIT
+        return value
+
+
 class _Runner(celpy.InterpretedRunner):
-    """InterpretedRunner that builds its base activation once; evaluation only clones it."""
+    """InterpretedRunner that builds its base activation once (evaluation only clones it) and
+    evaluates with the bounded evaluator."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,6 +151,9 @@ class _Runner(celpy.InterpretedRunner):
 
     def new_activation(self) -> Activation:
         return self._base_activation
+
+    def evaluate(self, context: Any) -> Any:
+        return _BoundedEvaluator(self.ast, self.new_activation(), _Cost(MAX_COST)).evaluate(context)
 
 
 _ENVIRONMENT = celpy.Environment(runner_class=_Runner)
@@ -118,6 +192,8 @@ class Program:
             value = self._runner.evaluate(dict(activation))
         except CELEvalError as error:
             return None, sanitize(error, self.source)
+        except CostLimitExceeded as error:
+            return None, str(error)
         except Exception as error:  # noqa: BLE001 - see docstring
             return None, f"internal evaluation error ({type(error).__name__})"
         if isinstance(value, CELEvalError):
@@ -132,11 +208,13 @@ def compile_expression(source: str, variables: tuple[str, ...] = VARIABLES) -> P
     rollout conditions pass their own); CelCompileError carries the message and position."""
     try:
         ast = _ENVIRONMENT.compile(source)
+        problem = _check_names(ast, frozenset(variables), variables)
     except CELParseError as error:
         raise CelCompileError(
             CelProblem(_syntax_message(source, error.line, error.column), error.line, error.column)
         ) from None
-    problem = _check_names(ast, frozenset(variables), variables)
+    except RecursionError:
+        raise CelCompileError(CelProblem("the expression is nested too deeply; split it or use fewer levels")) from None
     if problem is not None:
         raise CelCompileError(problem)
     mentioned = {str(node.children[0]) for node in ast.iter_subtrees() if node.data == "ident"}

@@ -19,6 +19,7 @@ from paved.policy.compile import CompiledPolicy, content_hash
 from paved.policy.exceptions import find_exception
 from paved.policy.lru import BoundedCache
 from paved.policy.types import Mode, Outcome, Verdict
+from paved.render.sandbox import stop_requested
 from paved.render.types import RenderedResource
 
 REDACTED = "<redacted>"
@@ -110,7 +111,8 @@ def _results(
     results = memo.get(key)
     if results is None:
         results = _run(policy, inputs)
-        memo.put(key, results)
+        if not stop_requested():  # stopped by the caller's deadline: not the rules' own answer
+            memo.put(key, results)
     return results
 
 

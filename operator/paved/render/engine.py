@@ -32,7 +32,6 @@ from typing import Any
 import yaml
 from jinja2 import Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from paved.api.kinds import KINDS
@@ -41,6 +40,7 @@ from paved.errors import unquoted
 from paved.render.errors import RenderError
 from paved.render.generated import declared_secrets
 from paved.render.helpers import FILTERS, GLOBALS, b64encode
+from paved.render.sandbox import BoundedSandbox, RenderLimitError, in_budget
 from paved.render.template_errors import MissingVariable, NamedUndefined, describe_template_error, template_line
 from paved.render.types import RenderedResource, RenderResult
 from paved.render.values import DependencyTracker, GeneratedView, OutputsView, UnavailableOutputs, holds_values, placeholder
@@ -65,8 +65,8 @@ CLUSTER_SCOPED_KINDS = frozenset(
 )
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with `a.b` on plain dicts reading the key first.
+class _Environment(BoundedSandbox):
+    """The bounded sandbox (paved.render.sandbox), with `a.b` on plain dicts reading the key first.
 
     Jinja normally tries the Python attribute first, so `spec.items` would be dict.items and
     every key lookup would pay for an AttributeError. Reading the key is what a data template
@@ -158,6 +158,7 @@ def _without_secrets(
     return error
 
 
+@in_budget  # one budget for every template and expression of this render
 def _render(
     composition: Mapping[str, Any],
     intent: Mapping[str, Any],
@@ -413,6 +414,8 @@ def _convert(
         return RenderError(prefix + str(error), composition=composition, resource=resource, line=line)
     if isinstance(error, UnavailableOutputs):
         return RenderError(prefix + str(error.args[0]), composition=composition, resource=resource, line=line)
+    if isinstance(error, RenderLimitError):
+        return RenderError(f"{prefix}{error}", composition=composition, resource=resource, line=line)
     if isinstance(error, SecurityError):
         return RenderError(
             f"{prefix}not allowed in a composition template: {error}",

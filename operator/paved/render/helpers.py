@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from paved.api.fields import derived_name
 from paved.render.errors import RenderError
 from paved.render.values import Pending
 
@@ -95,5 +96,11 @@ def fail(field: str, message: str) -> NoReturn:
     raise RenderError(str(message), field=str(field))
 
 
-FILTERS = {"to_json": to_json, "to_yaml": to_yaml, "b64encode": b64encode, "dns_label": dns_label}
+def suffixed(name: Any, suffix: str) -> str:
+    """`{{ metadata.name | suffixed('-connection') }}`: a name derived from the intent's that
+    stays a valid object name however long the intent's is (paved.api.fields.derived_name)."""
+    return derived_name(str(name), str(suffix))
+
+
+FILTERS = {"to_json": to_json, "to_yaml": to_yaml, "b64encode": b64encode, "dns_label": dns_label, "suffixed": suffixed}
 GLOBALS = {"stable_id": stable_id, "fail": fail}

@@ -8,6 +8,7 @@ repr is masked, so a stray log line or an exception that prints a value object s
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -194,15 +195,35 @@ def ref_spec_from(
 
 
 def key_problem(key: str) -> str | None:
-    """Why a remote key is unacceptable (path tricks that could escape a prefix), or None."""
-    segments = key.split("/")
-    if any(segment in (".", "..") for segment in segments):
-        return f"{key!r} contains a '.' or '..' path segment"
-    if "//" in key.strip("/"):
-        return f"{key!r} contains an empty path segment"
-    if any(ord(char) < 32 for char in key):
-        return f"{key!r} contains a control character"
+    """Why a remote key is unacceptable (path tricks that could escape a prefix), or None.
+
+    The key is checked as written and after percent-decoding (repeatedly): Vault's HTTP
+    server decodes `%2e%2e` into `..` before it routes the request, so `teams/a/%2e%2e/b`
+    would leave the prefix `teams/a/` that the ClusterSecretStore's access check saw.
+    """
+    if not key.isprintable():
+        return f"{key!r} contains a control, format or other non-printable character"
+    for form in _decodings(key):
+        if any(segment in (".", "..") for segment in form.split("/")):
+            return f"{key!r} contains a '.' or '..' path segment" + ("" if form == key else " once percent-decoded")
+        if "//" in form.strip("/"):
+            return f"{key!r} contains an empty path segment" + ("" if form == key else " once percent-decoded")
+        if form != key and not form.isprintable():
+            return f"{key!r} contains a percent-encoded control character"
+    if "\\" in key:
+        return f"{key!r} contains a backslash; separate path segments with '/'"
     return None
+
+
+def _decodings(key: str, rounds: int = 3) -> list[str]:
+    """`key` and its successive percent-decodings, until they stop changing."""
+    forms = [key]
+    for _ in range(rounds):
+        decoded = urllib.parse.unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
 
 
 # --- what stores answer -------------------------------------------------------------------

@@ -7,7 +7,8 @@ described by paved.render.template_errors, never by its message). No value, and 
 transformation of one (`password | upper` as a dict key), can reach a status message, an
 Event or a log.
 
-Templates run in Jinja2's ImmutableSandboxedEnvironment with strict undefined values: a template
+Templates run in Paved's bounded sandbox (paved.render.sandbox: Jinja2's immutable sandbox, plus
+limits on steps, value sizes and output) with strict undefined values: a template
 sees the fetched values by Secret key (from `data[]` and `dataFrom[]`), plus `namespace`
 and `name` of the ref; it can call the filters `b64encode`, `b64decode`, `to_json`,
 `from_json`, and nothing outside the sandbox. With `target.template.data` set, the Secret
@@ -27,11 +28,11 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from paved.api.secrets import SECRET_KEY_PATTERN
 from paved.errors import SafeError
 from paved.render.helpers import b64encode, to_json
+from paved.render.sandbox import BoundedSandbox, in_budget
 from paved.render.template_errors import NamedUndefined, TemplateValueError, describe_template_error, template_line
 from paved.secretsync.model import RefSpec, RemoteKey, RemoteValue
 
@@ -133,7 +134,7 @@ def _from_json(value: Any) -> Any:
         raise TemplateValueError("from_json: input is not JSON") from None
 
 
-_ENV = ImmutableSandboxedEnvironment(undefined=NamedUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = BoundedSandbox(undefined=NamedUndefined, autoescape=False, keep_trailing_newline=True)
 _ENV.filters.update({"b64encode": b64encode, "b64decode": _b64decode, "to_json": to_json, "from_json": _from_json})
 _ENV.globals.clear()  # no range/dict/lipsum/cycler: templates only shape values
 
@@ -155,21 +156,23 @@ def template_problems(template: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
+@in_budget  # one budget for all the templates of a ref
 def render_templates(template: Iterable[tuple[str, str]], context: Mapping[str, Any]) -> dict[str, str]:
     """Render each template; errors name the key, the line, the filter and the type, never a value."""
-    rendered: dict[str, str] = {}
-    for key, text in template:
-        field = f"spec.target.template.data.{key}"
-        try:
-            rendered[key] = compile_template(text).render(context)
-        except TemplateSyntaxError as error:
-            raise ResolveError(field, f"line {error.lineno}: {error.message}", reason="TemplateError") from None
-        except Exception as error:  # noqa: BLE001 - any failure inside a user template
-            line = template_line(error, TEMPLATE_FILENAME)
-            where = f"line {line}: " if line is not None else ""
-            what = describe_template_error(error, environment=_ENV, source=text)
-            raise ResolveError(field, f"template does not render: {where}{what}", reason="TemplateError") from None
-    return rendered
+    return {key: _render_one(key, text, context) for key, text in template}
+
+
+def _render_one(key: str, text: str, context: Mapping[str, Any]) -> str:
+    field = f"spec.target.template.data.{key}"
+    try:
+        return compile_template(text).render(context)
+    except TemplateSyntaxError as error:
+        raise ResolveError(field, f"line {error.lineno}: {error.message}", reason="TemplateError") from None
+    except Exception as error:  # noqa: BLE001 - any failure inside a user template
+        line = template_line(error, TEMPLATE_FILENAME)
+        where = f"line {line}: " if line is not None else ""
+        what = describe_template_error(error, environment=_ENV, source=text)
+        raise ResolveError(field, f"template does not render: {where}{what}", reason="TemplateError") from None
 
 
 # --- the whole ref ------------------------------------------------------------------------

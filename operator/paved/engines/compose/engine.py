@@ -39,6 +39,7 @@ from typing import Any
 
 from paved import metrics
 from paved.api.common import READY, SYNCED
+from paved.api.fields import derived_name
 from paved.api.kinds import SpecError
 from paved.api.platform import ALLOWED_KEYS, nothing_allowed
 from paved.policy.allowances import allowance_signature
@@ -258,7 +259,7 @@ def namespace_labels(namespace: str | None) -> dict[str, str]:
 
 
 def generated_secret_name(owner: Owner) -> str:
-    return f"{owner.name}{GENERATED_SUFFIX}"
+    return derived_name(owner.name, GENERATED_SUFFIX)
 
 
 def ensure_generated(composition: Mapping[str, Any], owner: Owner) -> dict[str, str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paved import metrics as paved_metrics
+from paved.api.fields import derived_label_value, derived_name
 from paved.api.platform import nothing_allowed
 from paved.engines.rollout.runner import AllowanceSource, RolloutRunner, TickResult
 from paved.providers.routing import CANARY, ROLLOUT_LABEL, STABLE
@@ -52,7 +53,7 @@ class RolloutEngine:
         self.ticks = ThreadPoolExecutor(max_workers=TICK_WORKERS, thread_name_prefix="rollout")
         self.reads = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="rollout-read")
         self._slots: dict[str, Slot] = {}                     # rollout uid -> its daemon's slot
-        self._by_name: dict[tuple[str, str], str] = {}         # (namespace, rollout name) -> uid
+        self._by_name: dict[tuple[str, str], str] = {}         # (namespace, its ROLLOUT_LABEL value) -> uid
         self._by_target: dict[tuple[str, str], set[str]] = {}  # (namespace, target Deployment) -> uids
 
     def runner(self, namespace: str, name: str, uid: str) -> RolloutRunner:
@@ -63,18 +64,18 @@ class RolloutEngine:
     def open_slot(self, namespace: str, name: str, uid: str) -> Slot:
         slot = Slot(self.runner(namespace, name, uid), asyncio.Event())
         self._slots[uid] = slot
-        self._by_name[(namespace, name)] = uid
+        self._by_name[(namespace, derived_label_value(name))] = uid
         return slot
 
     def close_slot(self, namespace: str, name: str, uid: str) -> None:
         slot = self._slots.pop(uid, None)
-        if self._by_name.get((namespace, name)) == uid:
-            del self._by_name[(namespace, name)]
+        if self._by_name.get((namespace, derived_label_value(name))) == uid:
+            del self._by_name[(namespace, derived_label_value(name))]
         if slot is None:
             return
         self._by_target.get(slot.target, set()).discard(uid)
         target = slot.target[1]
-        for deployment in (target, *(f"{target}-{role}" for role in (STABLE, CANARY))):
+        for deployment in (target, *(derived_name(target, f"-{role}") for role in (STABLE, CANARY))):
             self.deployments.forget(namespace, deployment)  # no longer watched for: never serve it stale
 
     def slot(self, uid: str) -> Slot | None:

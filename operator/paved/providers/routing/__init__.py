@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from paved.api.fields import derived_label_value, derived_name
 from paved.providers.base import Owner, ProviderError
 from paved.providers.registry import Registry
 from paved.rollout.observation import Weights
@@ -67,10 +68,15 @@ class RolloutContext:
         return self.owner.name
 
     def deployment_name(self, role: str) -> str:
-        return f"{self.target}-{role}"
+        return derived_name(self.target, f"-{role}")
 
     def service_name(self, role: str) -> str:
         return f"{self.service}-{role}"
+
+    @property
+    def label(self) -> str:
+        """The value of ROLLOUT_LABEL: the rollout's name, hashed short when it is longer than a label value may be."""
+        return derived_label_value(self.name)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], owner: Owner) -> RolloutContext:

@@ -42,8 +42,8 @@ def selector_problem(context: RolloutContext, service: Mapping[str, Any] | None)
     if service is None:
         return service_missing(context)
     selector = (service.get("spec") or {}).get("selector") or {}
-    if selector.get(ROLLOUT_LABEL) != context.name:
-        return ServiceProblem(SERVICE_NAME, f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.name}` too, "
+    if selector.get(ROLLOUT_LABEL) != context.label:
+        return ServiceProblem(SERVICE_NAME, f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.label}` too, "
                                             "so that only the stable and canary pods Paved scales receive traffic "
                                             f"(not the pods of Deployment {context.target})")
     return None

@@ -71,7 +71,7 @@ def target_state(target: Mapping[str, Any]) -> TargetState:
 
 
 def role_labels(context: RolloutContext, role: str) -> dict[str, str]:
-    return {ROLLOUT_LABEL: context.name, ROLE_LABEL: role}
+    return {ROLLOUT_LABEL: context.label, ROLE_LABEL: role}
 
 
 def copy_deployment(context: RolloutContext, role: str, target: Mapping[str, Any], template: Mapping[str, Any],
