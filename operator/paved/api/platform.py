@@ -14,7 +14,13 @@ from pydantic import AwareDatetime, Field, model_validator
 from paved.api.common import IntentStatus, Model
 from paved.api.fields import CelRule, DNSLabel, FieldGroup, LabelSelector, ObjectName, RuledModel, UniqueBy
 
-CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
+CompositeKind = Literal["DatabaseIntent", "AgentIdentity"]
+"""The intent kinds a Composition renders. ExternalSecretRef (the secret sync engine) and
+ProgressiveRollout (the rollout state machine) are not rendered through Compositions, so a
+Composition cannot claim them: the API server refuses it naming spec.compositeKind, and
+admission never judges resources that no reconcile would create."""
+IntentKindName = Literal[CompositeKind, "ExternalSecretRef", "ProgressiveRollout"]
+"""Every intent kind: what app teams write, what policies match and exceptions name."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TEMPLATE_IDENTIFIER_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -77,7 +83,12 @@ class CompositionSpec(Model):
     namespaceSelector match, else the kind's default.
     """
 
-    compositeKind: CompositeKind = Field(description="Intent kind this Composition renders.")
+    compositeKind: CompositeKind = Field(
+        description=(
+            "Intent kind this Composition renders. ExternalSecretRef and ProgressiveRollout are not rendered "
+            "through Compositions: their own engines sync secrets and run canaries."
+        )
+    )
     default: bool = Field(default=False, description="Use for intents of this kind that match no other Composition.")
     selector: LabelSelector | None = Field(default=None, description="Match intents by their labels.")
     namespaceSelector: LabelSelector | None = Field(
@@ -97,7 +108,7 @@ class CompositionSpec(Model):
 # --- IntentPolicy -------------------------------------------------------------------------
 
 
-MatchKind = Literal[CompositeKind, "SecretStore"]
+MatchKind = Literal[IntentKindName, "SecretStore"]
 """What a policy may match: the intents, and SecretStores (for allowances only: rules judge intents)."""
 
 
@@ -181,7 +192,7 @@ class IntentPolicySpec(RuledModel):
 class IntentReference(Model):
     """An intent in the exception's namespace."""
 
-    kind: CompositeKind = Field(description="Intent kind.")
+    kind: IntentKindName = Field(description="Intent kind.")
     name: ObjectName = Field(description="Intent name.")
 
 
