@@ -172,3 +172,21 @@ def test_json_output_is_one_object_per_intent_naming_its_source(tmp_path: Path) 
         position += len(out[position:]) - len(out[position:].lstrip())
     assert [(d["intent"]["kind"], d["source"]["document"]) for d in documents] == [("DatabaseIntent", 1), ("AgentIdentity", 2)]
     assert documents[1]["source"]["file"] == str(tmp_path / "both.yaml")
+
+
+def test_policies_give_their_allowances_as_in_the_cluster(tmp_path: Path) -> None:
+    adopting = yaml.safe_load(SEED.read_text())
+    adopting["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy"}
+    (tmp_path / "intent.yaml").write_text(yaml.safe_dump(adopting))
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "adopt.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": "adopters"},
+         "spec": {"match": {"kinds": ["DatabaseIntent"]}, "allow": ["Adopt"]}}))
+
+    code, _, err = run(str(tmp_path / "intent.yaml"))
+    assert code == 1 and "  field: metadata.annotations[paved.dev/adopt-db-instance]" in err
+
+    code, out, err = run(str(tmp_path / "intent.yaml"), "--policies", str(tmp_path / "policies"))
+    assert code == 0, err
+    instance = next(doc for doc in yaml.safe_load_all(out) if "DBInstanceIdentifier" in doc)
+    assert instance["DBInstanceIdentifier"] == "legacy"

@@ -13,12 +13,15 @@ import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 
 from paved import API_VERSION, GROUP
+
+if TYPE_CHECKING:  # CEL is imported when a command runs, so `paved --help` stays fast
+    from paved.policy import CompiledPolicy
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_NAMESPACE = "default"
@@ -211,3 +214,34 @@ def load_compositions(files: tuple[Path, ...], directory: Path | None) -> list[d
     if not found:
         raise click.ClickException(f"no Composition objects in {', '.join(str(p) for p in paths) or directory}")
     return found
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+def load_policies(
+    folder: Path, unreadable: Callable[[Path, str], None], refused: Callable[[Document, str], None]
+) -> tuple[list[CompiledPolicy], list[dict[str, Any]]]:
+    """The IntentPolicies of `folder` (compiled, by name) and its PolicyExceptions.
+
+    A policy that does not compile, or a second one with a name, goes to `refused(document,
+    problem)` and is left out, as the webhook would refuse it."""
+    from paved.policy import PolicyCompileError, compile_policy
+
+    compiled: dict[str, CompiledPolicy] = {}
+    exceptions: list[dict[str, Any]] = []
+    for found in documents([folder], unreadable):
+        if found.body.get("kind") == "PolicyException":
+            exceptions.append(found.body)
+        if found.body.get("kind") != "IntentPolicy":
+            continue
+        try:
+            policy = compile_policy(found.body)
+        except PolicyCompileError as error:
+            refused(found, "does not compile: " + "; ".join(str(problem) for problem in error.errors))
+            continue
+        if policy.name in compiled:
+            refused(found, "a second IntentPolicy with this name")
+            continue
+        compiled[policy.name] = policy
+    return sorted(compiled.values(), key=lambda policy: policy.name), exceptions

@@ -30,13 +30,15 @@ from paved.commands.inputs import (
     exclude_option,
     is_intent,
     load_compositions,
+    load_policies,
     namespace_labels_option,
     namespaces_from,
     offline_intent,
     parse_labels,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the models, CEL and Jinja are imported when the command runs, so `paved --help` stays fast
+    from paved.policy import CompiledPolicy
     from paved.render import IntentRender, RenderError, RenderResult
 
 
@@ -60,6 +62,13 @@ class _Run:
     help="Composition file(s) to choose from instead of the directory; a single one serving the kind is used as is.",
 )
 @compositions_option
+@click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of IntentPolicy YAML whose allowances (Adopt, ClusterScope, ...) apply, as in the cluster "
+         "[default: nothing is allowed].",
+)
 @click.option("--namespace", "-n", help="Namespace to render into [default: each intent's, else default].")
 @namespace_labels_option
 @exclude_option
@@ -68,6 +77,7 @@ def render(
     paths: tuple[Path, ...],
     composition_files: tuple[Path, ...],
     compositions_dir: Path | None,
+    policies_dir: Path | None,
     namespace: str | None,
     namespace_labels: tuple[str, ...],
     excludes: tuple[str, ...],
@@ -89,10 +99,15 @@ def render(
         click.echo(f"paved render: {file}: {problem}", err=True)
         run.failed += 1
 
+    def refused(doc: Document, problem: str) -> None:
+        click.echo(f"paved render: {doc.where}: {doc.subject}: {problem}", err=True)
+        run.failed += 1
+
+    policies = load_policies(policies_dir, unreadable, refused)[0] if policies_dir else []
     found = list(documents(paths, unreadable, excludes))
     namespaces = namespaces_from(found, parse_labels(namespace_labels))
     for doc in found:
-        rendered = _render_one(doc, candidates, namespaces, namespace, explicit=bool(composition_files), run=run)
+        rendered = _render_one(doc, candidates, namespaces, namespace, policies, explicit=bool(composition_files), run=run)
         if rendered is not None:
             for warning in rendered.result.warnings:
                 click.echo(f"warning: {doc.where}: {doc.subject}: {warning}", err=True)
@@ -112,10 +127,11 @@ class _Rendered:
     result: RenderResult
 
 
-def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: NamespaceLabels, namespace: str | None, *,
-                explicit: bool, run: _Run) -> _Rendered | None:
+def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: NamespaceLabels, namespace: str | None,
+                policies: list[CompiledPolicy], *, explicit: bool, run: _Run) -> _Rendered | None:
     """Render one document if it is an intent rendered through a Composition; report why not otherwise."""
     from paved.api.kinds import COMPOSED_KINDS, INTENT_KINDS, SpecError, parse_object
+    from paved.policy.allowances import allowances_for
     from paved.render import render_intent
 
     if not is_intent(doc.body):
@@ -138,8 +154,9 @@ def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: Nam
         run.failed += 1
         return None
     intent = offline_intent(doc.body, namespace)
+    labels = namespaces.labels(intent["metadata"]["namespace"])
     rendering = render_intent(
-        intent, candidates, namespace_labels=namespaces.labels(intent["metadata"]["namespace"]), allowed=None,
+        intent, candidates, namespace_labels=labels, allowed=allowances_for(policies, intent["kind"], labels),
         composition=_explicit(intent, candidates) if explicit else None,
     )
     if rendering.error is not None or rendering.result is None:

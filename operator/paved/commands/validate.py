@@ -20,12 +20,14 @@ import click
 
 from paved.commands.inputs import (
     REPO_COMPOSITIONS,
+    Document,
     NamespaceLabels,
     compositions_option,
     documents,
     exclude_option,
     is_intent,
     load_compositions,
+    load_policies,
     namespace_labels_option,
     namespaces_from,
     offline_intent,
@@ -159,29 +161,13 @@ def _load_policies(
     folder: Path, findings: list[Finding], run: Run
 ) -> tuple[list[CompiledPolicy], list[dict[str, Any]]]:
     """IntentPolicies (compiled; compile errors are blocking findings) and PolicyExceptions."""
-    from paved.policy import PolicyCompileError, compile_policy
 
-    compiled: dict[str, CompiledPolicy] = {}
-    exceptions: list[dict[str, Any]] = []
-    for found in documents([folder], _unreadable(findings)):
-        file, doc = found.file, found.body
-        if doc.get("kind") == "PolicyException":
-            exceptions.append(doc)
-        if doc.get("kind") != "IntentPolicy":
-            continue
-        subject = f"IntentPolicy/{(doc.get('metadata') or {}).get('name', '<unnamed>')}"
-        try:
-            policy = compile_policy(doc)
-        except PolicyCompileError as error:
-            problems = "; ".join(str(problem) for problem in error.errors)
-            findings.append(Finding(str(file), subject, "policy", f"does not compile: {problems}", True))
-            continue
-        if policy.name in compiled:
-            findings.append(Finding(str(file), subject, "policy", "a second IntentPolicy with this name", True))
-            continue
-        compiled[policy.name] = policy
-    run.policies = len(compiled)
-    return sorted(compiled.values(), key=lambda policy: policy.name), exceptions
+    def refused(doc: Document, problem: str) -> None:
+        findings.append(Finding(str(doc.file), doc.subject, "policy", problem, True))
+
+    policies, exceptions = load_policies(folder, _unreadable(findings), refused)
+    run.policies = len(policies)
+    return policies, exceptions
 
 
 def _unreadable(findings: list[Finding]) -> Callable[[Path, str], None]:
