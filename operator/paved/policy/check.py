@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from paved.api.kinds import COMPOSED_KINDS, with_defaults
+from paved.api.common import Model
+from paved.api.kinds import COMPOSED_KINDS, SpecError, kind_info, with_defaults
 from paved.policy.allowances import allowances_for
 from paved.policy.compile import CompiledPolicy
 from paved.policy.evaluate import evaluate
@@ -50,13 +51,17 @@ def check_intent(
     their own engines) are evaluated with an empty `rendered`: they create nothing a
     Composition describes.
     """
-    full = with_defaults(intent)
     labels = ((namespace_object or {}).get("metadata") or {}).get("labels") or {}
     policies = list(policies)
     kind = str(intent.get("kind") or "")
     if kind not in COMPOSED_KINDS:
-        return CheckResult(evaluate(policies, full, (), namespace_object, exceptions, now=now))
+        return CheckResult(evaluate(policies, with_defaults(intent), (), namespace_object, exceptions, now=now))
+    try:  # parsed once for the rules and the render (admission latency)
+        spec: Model | None = kind_info(kind).parse_spec(intent.get("spec"))
+    except SpecError:
+        spec = None  # the rules see the intent as written; the render reports the spec's problems
+    full = {**intent, "spec": spec.dump()} if spec is not None else intent
     allowed = allowances_for(policies, kind, labels if namespace_object is not None else None)  # as evaluate() reads it
-    rendering = render_intent(intent, compositions, namespace_labels=labels, allowed=allowed)
+    rendering = render_intent(intent, compositions, namespace_labels=labels, allowed=allowed, spec=spec)
     verdicts = evaluate(policies, full, rendering.resources, namespace_object, exceptions, now=now)
     return CheckResult(verdicts, rendering.composition_name, rendering.resources, rendering.error)
