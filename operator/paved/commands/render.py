@@ -39,7 +39,7 @@ from paved.commands.inputs import (
 
 if TYPE_CHECKING:  # the models, CEL and Jinja are imported when the command runs, so `paved --help` stays fast
     from paved.policy import CompiledPolicy
-    from paved.render import IntentRender, RenderError, RenderResult
+    from paved.render import RenderError, RenderResult
 
 
 @dataclass
@@ -143,7 +143,7 @@ def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: Nam
         run.skipped += 1
         return None
     try:
-        parse_object(doc.body)  # apiVersion, kind and spec, each problem naming its field
+        _, spec = parse_object(doc.body)  # apiVersion, kind and spec, each problem naming its field
     except SpecError as error:
         for problem in error.problems:
             click.echo(f"paved render: {doc.where}: {doc.subject}: {problem}", err=True)
@@ -156,11 +156,11 @@ def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: Nam
     intent = offline_intent(doc.body, namespace)
     labels = namespaces.labels(intent["metadata"]["namespace"])
     rendering = render_intent(
-        intent, candidates, namespace_labels=labels, allowed=allowances_for(policies, intent["kind"], labels),
+        intent, candidates, namespace_labels=labels, allowed=allowances_for(policies, intent["kind"], labels), spec=spec,
         composition=_explicit(intent, candidates) if explicit else None,
     )
     if rendering.error is not None or rendering.result is None:
-        _report(doc, rendering)
+        _report(doc, rendering.error)
         run.failed += 1
         return None
     run.rendered += 1
@@ -176,8 +176,7 @@ def _explicit(intent: Mapping[str, Any], candidates: list[dict[str, Any]]) -> di
     return serving[0] if len(serving) == 1 else None
 
 
-def _report(doc: Document, rendering: IntentRender) -> None:
-    error: RenderError | None = rendering.error
+def _report(doc: Document, error: RenderError | None) -> None:
     click.echo(f"paved render: {doc.where}: {doc.subject}: {error}", err=True)
     if error is not None and error.variable:
         click.echo(f"  missing variable: {error.variable}", err=True)
