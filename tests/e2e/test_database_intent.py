@@ -403,7 +403,7 @@ def test_an_adopted_instance_gets_the_cleanup_finalizer_and_goes_by_the_deletion
     with adoption_allowed(kubectl, db_namespace):
         apply(kubectl, body)
         ready = wait_ready(kubectl, db_namespace, "adoptee")
-        assert "paved.dev/database-cleanup" in ready["metadata"]["finalizers"]
+        assert "paved.dev/database-cleanup" in (ready["metadata"].get("finalizers") or [])
         uid = ready["metadata"]["uid"]
         assert the_instance(rds_client, uid)["DBInstanceIdentifier"] == identifier
 
