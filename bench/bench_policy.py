@@ -50,7 +50,7 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 
 from harness import percentile  # noqa: E402
-from paved.commands.render import load_compositions  # noqa: E402
+from paved.commands.inputs import load_compositions  # noqa: E402
 from paved.policy import check_intent, compile_policies  # noqa: E402
 from paved.policy.evaluate import DEFAULT_MEMO  # noqa: E402
 from paved.policy.compile import PolicyCache  # noqa: E402

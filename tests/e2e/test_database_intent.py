@@ -17,6 +17,7 @@ from its /metrics (`paved_provider_api_calls_total{provider="aws-rds"}`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -354,23 +355,31 @@ def adopting(name: str, namespace: str, identifier: str) -> dict[str, Any]:
     return body
 
 
+@contextlib.contextmanager
+def adoption_allowed(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """An IntentPolicy allowing Adopt for the intents of `namespace`, while the block runs.
+
+    Taking an instance over hands its credentials to the namespace: the platform must allow it."""
+    kubectl("label", "namespace", namespace, f"paved-e2e/adopt={namespace}", "--overwrite")
+    policy = {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": f"adopt-{namespace}"},
+              "spec": {"match": {"kinds": ["DatabaseIntent"],
+                                 "namespaceSelector": {"matchLabels": {"paved-e2e/adopt": namespace}}},
+                       "allow": ["Adopt"]}}
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
+    try:
+        yield
+    finally:
+        kubectl("delete", "intentpolicy", f"adopt-{namespace}", "--ignore-not-found", check=False)
+
+
 def test_adoption_annotation_manages_an_existing_instance(
     aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
 ) -> None:
     identifier = unmanaged_instance(rds_client, f"legacy-{db_namespace}")
     creates = aws_operator.rds_calls("create_db_instance")
-    # Taking an instance over hands its credentials to the namespace: the platform must allow it.
-    kubectl("label", "namespace", db_namespace, f"paved-e2e/adopt={db_namespace}")
-    policy = {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": f"adopt-{db_namespace}"},
-              "spec": {"match": {"kinds": ["DatabaseIntent"],
-                                 "namespaceSelector": {"matchLabels": {"paved-e2e/adopt": db_namespace}}},
-                       "allow": ["Adopt"]}}
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
-    try:
+    with adoption_allowed(kubectl, db_namespace):
         apply(kubectl, adopting("adopter", db_namespace, identifier))
         uid = wait_ready(kubectl, db_namespace, "adopter")["metadata"]["uid"]
-    finally:
-        kubectl("delete", "intentpolicy", f"adopt-{db_namespace}", "--ignore-not-found", check=False)
     instance = the_instance(rds_client, uid)
     assert instance["DBInstanceIdentifier"] == identifier and instance["BackupRetentionPeriod"] == 30
     assert aws_operator.rds_calls("create_db_instance") == creates
@@ -380,6 +389,28 @@ def test_adoption_annotation_manages_an_existing_instance(
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert password not in kubectl("get", "events", "-n", db_namespace, "-o", "json").stdout
     assert password not in aws_operator.process.log_path.read_text()
+
+
+def test_an_adopted_instance_gets_the_cleanup_finalizer_and_goes_by_the_deletion_policy(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+) -> None:
+    """Whether an intent needs its cleanup finalizer is decided from the reconcile's own render:
+    with the Adopt allowance, an adoption renders an RDS instance like any other intent, so the
+    instance does not outlive its intent against spec.deletionPolicy."""
+    identifier = unmanaged_instance(rds_client, f"adoptee-{db_namespace}")
+    body = adopting("adoptee", db_namespace, identifier)
+    body["spec"]["deletionPolicy"] = "Delete"
+    with adoption_allowed(kubectl, db_namespace):
+        apply(kubectl, body)
+        ready = wait_ready(kubectl, db_namespace, "adoptee")
+        assert "paved.dev/database-cleanup" in (ready["metadata"].get("finalizers") or [])
+        uid = ready["metadata"]["uid"]
+        assert the_instance(rds_client, uid)["DBInstanceIdentifier"] == identifier
+
+        delete_and_wait(kubectl, db_namespace, "adoptee")
+
+    assert instances_of(rds_client, uid) == []
+    assert identifier not in [i["DBInstanceIdentifier"] for i in rds_client.describe_db_instances()["DBInstances"]]
 
 
 def test_adoption_without_an_adopt_allowance_is_refused_and_touches_nothing(

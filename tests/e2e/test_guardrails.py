@@ -146,3 +146,16 @@ def test_exceptions_are_refused_in_namespaces_the_platform_does_not_name(
                           "expiresAt": "2099-01-01T00:00:00Z", "intents": [{"kind": "DatabaseIntent", "name": "x"}]}}
     result = wait_for(lambda: (r := apply(kubectl, exception)).returncode != 0 and r, timeout=60, what="webhook registered")
     assert "not allowed in namespace" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["ExternalSecretRef", "ProgressiveRollout"])
+def test_a_composition_cannot_claim_a_kind_that_compositions_do_not_render(kubectl: Kubectl, kind: str) -> None:
+    """Their own engines serve these kinds: a Composition for one would never be rendered, yet
+    admission would judge what it describes. The API server refuses it, naming the field."""
+    name = f"claims-{kind.lower()}"
+    composition = {"apiVersion": "paved.dev/v1alpha1", "kind": "Composition", "metadata": {"name": name},
+                   "spec": {"compositeKind": kind, "default": True, "resources": [
+                       {"name": "config", "provider": "kubernetes", "template": "{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}"}]}}
+    result = apply(kubectl, composition)
+    assert result.returncode != 0 and "spec.compositeKind" in result.stderr and "supported values" in result.stderr, result.stderr
+    assert get(kubectl, "composition", name) == {}

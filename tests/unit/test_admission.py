@@ -36,11 +36,23 @@ def test_enforce_denies_naming_policy_rule_and_message() -> None:
     assert "enc/encrypted (Enforce): encrypt it" in review.message
 
 
+CONFIG_MAP = {"apiVersion": "paved.dev/v1alpha1", "kind": "Composition", "metadata": {"name": "cm"},
+              "spec": {"compositeKind": "DatabaseIntent", "default": True, "resources": [
+                  {"name": "cm", "provider": "kubernetes", "template": "{apiVersion: v1, kind: ConfigMap, metadata: {name: x}}"}]}}
+
+
 def test_warn_admits_with_a_warning_and_audit_admits_silently() -> None:
-    warn = decisions.review_intent("CREATE", intent(False), None, compiled("Warn"), [], None, now=NOW)
+    warn = decisions.review_intent("CREATE", intent(False), None, compiled("Warn"), [CONFIG_MAP], None, now=NOW)
     assert warn.allowed and any("enc/encrypted (Warn)" in w for w in warn.warnings)
-    audit = decisions.review_intent("CREATE", intent(False), None, compiled("Audit"), [], None, now=NOW)
+    audit = decisions.review_intent("CREATE", intent(False), None, compiled("Audit"), [CONFIG_MAP], None, now=NOW)
     assert audit.allowed and not audit.warnings
+
+
+def test_an_intent_no_composition_serves_is_admitted_with_a_warning_that_its_output_was_not_checked() -> None:
+    review = decisions.review_intent("CREATE", intent(False), None, compiled("Audit"), [], None, now=NOW)
+    assert review.allowed
+    assert review.warnings == (review.warnings[0],) and review.warnings[0].startswith(
+        "rendered output not checked by IntentPolicies: spec.compositionRef.name: no composition selected for DatabaseIntent")
 
 
 def test_updates_that_leave_spec_alone_and_deletions_are_never_judged() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 
-from paved.commands.render import load_compositions
+from paved.commands.inputs import load_compositions
 from paved.engines import compose as _compose
 from paved.engines.compose import engine as compose_engine
 from paved.engines.identity import IdentityEngine

@@ -23,12 +23,13 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def test_seed_renders_every_resource_with_headers_and_placeholders() -> None:
     code, out, err = run(str(SEED), "--namespace", "orders")
     assert code == 0, err
-    assert out.startswith("# composition: postgres-aws-rds\n# hash: ")
+    assert out.startswith(f"# intent: DatabaseIntent orders/orders-db ({SEED}, document 1)\n# composition: postgres-aws-rds\n# hash: ")
     assert "# resource: instance (provider: aws-rds)" in out
     assert "# resource: connection-secret (provider: kubernetes)\n# pending: reads outputs of instance" in out
     assert "# resource: security-group-policy-0 (provider: kubernetes)" in out
     # As shipped, the composition has no subnets of a cluster VPC: shown, not fatal offline.
-    assert "warning: spec.parameters.network.subnetIds of composition postgres-aws-rds lists no subnets" in err
+    assert f"warning: {SEED}, document 1: DatabaseIntent/orders-db: spec.parameters.network.subnetIds of composition postgres-aws-rds lists no subnets" in err
+    assert err.endswith("1 intent(s) rendered, 0 other document(s) skipped\n")
     subnets, client, database, instance, secret, policy = list(yaml.safe_load_all(out))
     assert subnets["SubnetIds"] == [] and client["GroupName"].endswith("-client") and database["GroupName"].endswith("-db")
     assert instance["MultiAZ"] is True and instance["BackupRetentionPeriod"] == 30 and instance["EngineVersion"] == "16"
@@ -53,9 +54,9 @@ def test_json_output_and_default_namespace() -> None:
 def test_namespace_labels_select_the_dev_composition_and_warnings_go_to_stderr() -> None:
     code, out, err = run(str(SEED), "--namespace-labels", "paved.dev/environment=dev,team=orders")
     assert code == 0
-    assert out.startswith("# composition: postgres-in-cluster")
+    assert out.splitlines()[1] == "# composition: postgres-in-cluster"
     assert "# resource: statefulset (provider: kubernetes)" in out
-    assert "warning: spec.availability: high is not honoured" in err
+    assert f"warning: {SEED}, document 1: DatabaseIntent/orders-db: spec.availability: high is not honoured" in err
 
 
 def test_composition_file_is_used_as_is(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_composition_file_is_used_as_is(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(source))
     code, out, _ = run(str(SEED), "--composition", str(path))
-    assert code == 0 and out.startswith("# composition: mine")
+    assert code == 0 and out.splitlines()[1] == "# composition: mine"
 
 
 def test_compositions_directory_from_the_environment(tmp_path: Path) -> None:
@@ -73,7 +74,7 @@ def test_compositions_directory_from_the_environment(tmp_path: Path) -> None:
     source["spec"]["default"] = True
     (tmp_path / "db.yaml").write_text(yaml.safe_dump(source))
     code, out, _ = run(str(SEED), env={"PAVED_COMPOSITIONS": str(tmp_path)})
-    assert code == 0 and out.startswith("# composition: postgres-in-cluster")
+    assert code == 0 and out.splitlines()[1] == "# composition: postgres-in-cluster"
 
 
 def test_agent_identity_example_renders() -> None:
@@ -100,7 +101,7 @@ def test_render_error_names_composition_resource_line_and_variable(tmp_path: Pat
     code, out, err = run(str(SEED), "--composition", str(path))
     assert code == 1 and out == ""
     first, second = err.splitlines()[:2]
-    assert first.startswith('paved render: composition postgres-aws-rds, resource "instance", line ')
+    assert first.startswith(f'paved render: {SEED}, document 1: DatabaseIntent/orders-db: composition postgres-aws-rds, resource "instance", line ')
     assert first.endswith(": 'spec' has no attribute 'sizee'")
     assert second == "  missing variable: spec.sizee"
 
@@ -128,3 +129,64 @@ def test_invalid_yaml_is_located_without_quoting_the_file(tmp_path: Path) -> Non
     code, _, err = run(str(path))
     assert code == 1 and "not valid YAML (line 2)" in err
     assert "hunter2" not in err
+
+
+def test_a_folder_renders_every_intent_skips_other_documents_and_names_file_document_and_field(tmp_path: Path) -> None:
+    (tmp_path / "orders").mkdir()
+    # As in Git: the Namespace next to its intent (its labels select the dev composition), a
+    # ConfigMap, an ExternalSecretRef (its own engine, no Composition) and a broken intent.
+    (tmp_path / "orders" / "app.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "orders", "labels": {"paved.dev/environment": "dev"}}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "orders"}, "data": {"a": "b"}},
+        yaml.safe_load(SEED.read_text()) | {"metadata": {"name": "orders-db", "namespace": "orders"}},
+    ]))
+    (tmp_path / "orders" / "more.yaml").write_text(yaml.safe_dump_all([
+        {"apiVersion": "paved.dev/v1alpha1", "kind": "ExternalSecretRef", "metadata": {"name": "creds", "namespace": "orders"},
+         "spec": {"storeRef": {"name": "vault"}}},
+        {"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent", "metadata": {"name": "broken", "namespace": "orders"},
+         "spec": {"engine": "oracle", "version": "16"}},
+    ]))
+    (tmp_path / "agents.yaml").write_text(POD_READER.read_text())
+
+    code, out, err = run(str(tmp_path))
+
+    assert code == 1  # the broken intent; everything else is still rendered
+    assert [line for line in out.splitlines() if line.startswith("# intent: ")] == [
+        f"# intent: AgentIdentity default/pod-reader ({tmp_path / 'agents.yaml'}, document 1)",
+        f"# intent: DatabaseIntent orders/orders-db ({tmp_path / 'orders' / 'app.yaml'}, document 3)",
+    ]
+    assert "# composition: postgres-in-cluster" in out  # labels of the Namespace document
+    assert f"paved render: {tmp_path / 'orders' / 'more.yaml'}, document 2: DatabaseIntent/broken: spec.engine: " in err
+    assert f"skipped: {tmp_path / 'orders' / 'more.yaml'}, document 1: ExternalSecretRef/creds: not rendered through a Composition" in err
+    assert err.endswith("2 intent(s) rendered, 3 other document(s) skipped, 1 failed\n")
+
+
+def test_json_output_is_one_object_per_intent_naming_its_source(tmp_path: Path) -> None:
+    (tmp_path / "both.yaml").write_text(SEED.read_text() + "\n---\n" + POD_READER.read_text())
+    code, out, err = run(str(tmp_path), "-o", "json")
+    assert code == 0, err
+    decoder, position, documents = json.JSONDecoder(), 0, []
+    while position < len(out):
+        document, position = decoder.raw_decode(out, position)
+        documents.append(document)
+        position += len(out[position:]) - len(out[position:].lstrip())
+    assert [(d["intent"]["kind"], d["source"]["document"]) for d in documents] == [("DatabaseIntent", 1), ("AgentIdentity", 2)]
+    assert documents[1]["source"]["file"] == str(tmp_path / "both.yaml")
+
+
+def test_policies_give_their_allowances_as_in_the_cluster(tmp_path: Path) -> None:
+    adopting = yaml.safe_load(SEED.read_text())
+    adopting["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy"}
+    (tmp_path / "intent.yaml").write_text(yaml.safe_dump(adopting))
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "adopt.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": "adopters"},
+         "spec": {"match": {"kinds": ["DatabaseIntent"]}, "allow": ["Adopt"]}}))
+
+    code, _, err = run(str(tmp_path / "intent.yaml"))
+    assert code == 1 and "  field: metadata.annotations[paved.dev/adopt-db-instance]" in err
+
+    code, out, err = run(str(tmp_path / "intent.yaml"), "--policies", str(tmp_path / "policies"))
+    assert code == 0, err
+    instance = next(doc for doc in yaml.safe_load_all(out) if "DBInstanceIdentifier" in doc)
+    assert instance["DBInstanceIdentifier"] == "legacy"

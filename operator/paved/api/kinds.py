@@ -264,8 +264,10 @@ KINDS: tuple[KindInfo, ...] = (
 )
 
 BY_KIND: dict[str, KindInfo] = {info.kind: info for info in KINDS}
-INTENT_KINDS: tuple[str, ...] = get_args(platform.CompositeKind)
-"""The kinds app teams write (and Compositions render); the rest are platform kinds."""
+INTENT_KINDS: tuple[str, ...] = get_args(platform.IntentKindName)
+"""The kinds app teams write; the rest are platform kinds."""
+COMPOSED_KINDS: tuple[str, ...] = get_args(platform.CompositeKind)
+"""The intent kinds rendered through Compositions (the others have their own engines)."""
 
 
 def kind_info(kind: str) -> KindInfo:

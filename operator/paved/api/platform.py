@@ -27,7 +27,13 @@ from paved.api.fields import (
 
 TEMPLATE_MAX = 128 * 1024
 
-CompositeKind = Literal["DatabaseIntent", "AgentIdentity", "ExternalSecretRef", "ProgressiveRollout"]
+CompositeKind = Literal["DatabaseIntent", "AgentIdentity"]
+"""The intent kinds a Composition renders. ExternalSecretRef (the secret sync engine) and
+ProgressiveRollout (the rollout state machine) are not rendered through Compositions, so a
+Composition cannot claim them: the API server refuses it naming spec.compositeKind, and
+admission never judges resources that no reconcile would create."""
+IntentKindName = Literal[CompositeKind, "ExternalSecretRef", "ProgressiveRollout"]
+"""Every intent kind: what app teams write, what policies match and exceptions name."""
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TEMPLATE_IDENTIFIER_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -93,7 +99,12 @@ class CompositionSpec(Model):
     namespaceSelector match, else the kind's default.
     """
 
-    compositeKind: CompositeKind = Field(description="Intent kind this Composition renders.")
+    compositeKind: CompositeKind = Field(
+        description=(
+            "Intent kind this Composition renders. ExternalSecretRef and ProgressiveRollout are not rendered "
+            "through Compositions: their own engines sync secrets and run canaries."
+        )
+    )
     default: bool = Field(default=False, description="Use for intents of this kind that match no other Composition.")
     selector: LabelSelector | None = Field(default=None, description="Match intents by their labels.")
     namespaceSelector: LabelSelector | None = Field(
@@ -113,7 +124,7 @@ class CompositionSpec(Model):
 # --- IntentPolicy -------------------------------------------------------------------------
 
 
-MatchKind = Literal[CompositeKind, "SecretStore"]
+MatchKind = Literal[IntentKindName, "SecretStore"]
 """What a policy may match: the intents, and SecretStores (for allowances only: rules judge intents)."""
 
 
@@ -199,7 +210,7 @@ class IntentPolicySpec(RuledModel):
 class IntentReference(Model):
     """An intent in the exception's namespace."""
 
-    kind: CompositeKind = Field(description="Intent kind.")
+    kind: IntentKindName = Field(description="Intent kind.")
     name: ObjectName = Field(description="Intent name.")
 
 

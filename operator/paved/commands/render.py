@@ -1,40 +1,59 @@
-"""`paved render`: Render an intent through its composition, offline.
+"""`paved render`: Render intents through their compositions, offline.
 
 Like `crossplane render`: no cluster, no credentials. It shows every resource an intent would
 become — for cloud providers the exact call parameters — with outputs of resources that do not
 exist yet as `<pending:RESOURCE.KEY>` and generated secrets as `<generated:NAME>`, so the
 output can be pasted into a review without leaking anything.
+
+It reads files and folders as `paved validate` does (paved.commands.inputs): every intent found
+is rendered through paved.render.render_intent, the entry point the operator itself renders
+through; other documents (a Namespace next to an intent, as in Git) are skipped, and Namespace
+documents give their labels to the intents in them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 
-if TYPE_CHECKING:
-    from paved.render import RenderResult
-
-OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
-DEFAULT_NAMESPACE = "default"
-REPO_COMPOSITIONS = Path(__file__).resolve().parents[3] / "compositions"
-
-compositions_option = click.option(
-    "--compositions",
-    "compositions_dir",
-    envvar="PAVED_COMPOSITIONS",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of Composition YAML files [default: the repository's compositions/, or $PAVED_COMPOSITIONS].",
+from paved.commands.inputs import (
+    Document,
+    NamespaceLabels,
+    compositions_option,
+    documents,
+    exclude_option,
+    is_intent,
+    load_compositions,
+    load_policies,
+    namespace_labels_option,
+    namespaces_from,
+    offline_intent,
+    parse_labels,
 )
-"""`--compositions DIR`, shared by `paved render` and `paved validate`."""
+
+if TYPE_CHECKING:  # the models, CEL and Jinja are imported when the command runs, so `paved --help` stays fast
+    from paved.policy import CompiledPolicy
+    from paved.render import RenderError, RenderResult
+
+
+@dataclass
+class _Run:
+    """What was read, for the summary and the exit status."""
+
+    rendered: int = 0
+    skipped: int = 0
+    failed: int = 0
 
 
 @click.command()
-@click.argument("intent_file", metavar="INTENT.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, metavar="FILES_OR_DIRS...",
+                type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--composition",
     "composition_files",
@@ -43,135 +62,126 @@ compositions_option = click.option(
     help="Composition file(s) to choose from instead of the directory; a single one serving the kind is used as is.",
 )
 @compositions_option
-@click.option("--namespace", "-n", help=f"Namespace to render into [default: the intent's, else {DEFAULT_NAMESPACE}].")
 @click.option(
-    "--namespace-labels",
-    multiple=True,
-    metavar="K=V[,K=V]",
-    help="Labels of that namespace, for namespaceSelector matching (e.g. paved.dev/environment=dev).",
+    "--policies",
+    "policies_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of IntentPolicy YAML whose allowances (Adopt, ClusterScope, ...) apply, as in the cluster "
+         "[default: nothing is allowed].",
 )
+@click.option("--namespace", "-n", help="Namespace to render into [default: each intent's, else default].")
+@namespace_labels_option
+@exclude_option
 @click.option("--output", "-o", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 def render(
-    intent_file: Path,
+    paths: tuple[Path, ...],
     composition_files: tuple[Path, ...],
     compositions_dir: Path | None,
+    policies_dir: Path | None,
     namespace: str | None,
     namespace_labels: tuple[str, ...],
+    excludes: tuple[str, ...],
     output: str,
 ) -> None:
-    """Render an intent through its composition, offline."""
-    from paved.render import RenderError
-    from paved.render import render as render_intent  # here, not at import: keeps `paved --help` fast
+    """Render the intents in FILES_OR_DIRS through their compositions, offline.
 
-    intent = _load_intent(intent_file, namespace)
-    labels = {"kubernetes.io/metadata.name": intent["metadata"]["namespace"], **parse_labels(namespace_labels)}
+    Folders are read recursively (hidden ones and --exclude matches skipped). Documents that
+    are not intents rendered through a Composition are skipped and counted; Namespace
+    documents give their labels to the intents in them (--namespace-labels are added to
+    every namespace). YAML output is one stream, each intent's resources after a comment
+    naming it; JSON output is one JSON object per intent. An intent that cannot be rendered
+    is reported on stderr naming its file, document and field, and the exit status is 1.
+    """
     candidates = load_compositions(composition_files, compositions_dir)
+    run = _Run()
+
+    def unreadable(file: Path, problem: str) -> None:
+        click.echo(f"paved render: {file}: {problem}", err=True)
+        run.failed += 1
+
+    def refused(doc: Document, problem: str) -> None:
+        click.echo(f"paved render: {doc.where}: {doc.subject}: {problem}", err=True)
+        run.failed += 1
+
+    policies = load_policies(policies_dir, unreadable, refused)[0] if policies_dir else []
+    found = list(documents(paths, unreadable, excludes))
+    namespaces = namespaces_from(found, parse_labels(namespace_labels))
+    for doc in found:
+        rendered = _render_one(doc, candidates, namespaces, namespace, policies, explicit=bool(composition_files), run=run)
+        if rendered is not None:
+            for warning in rendered.result.warnings:
+                click.echo(f"warning: {doc.where}: {doc.subject}: {warning}", err=True)
+            click.echo(_format(rendered, output), nl=False)
+    click.echo(f"{run.rendered} intent(s) rendered, {run.skipped} other document(s) skipped"
+               + (f", {run.failed} failed" if run.failed else ""), err=True)
+    if run.failed:
+        raise SystemExit(1)
+    if not run.rendered:
+        raise click.ClickException(f"no intent rendered through a Composition in {', '.join(str(p) for p in paths)}")
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    document: Document
+    intent: Mapping[str, Any]
+    result: RenderResult
+
+
+def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: NamespaceLabels, namespace: str | None,
+                policies: list[CompiledPolicy], *, explicit: bool, run: _Run) -> _Rendered | None:
+    """Render one document if it is an intent rendered through a Composition; report why not otherwise."""
+    from paved.api.kinds import COMPOSED_KINDS, INTENT_KINDS, SpecError, parse_object
+    from paved.policy.allowances import allowances_for
+    from paved.render import render_intent
+
+    if not is_intent(doc.body):
+        run.skipped += 1
+        return None
+    if doc.body.get("kind") in INTENT_KINDS and doc.body.get("kind") not in COMPOSED_KINDS:
+        # ExternalSecretRef, ProgressiveRollout: their own engines (`paved validate` checks them)
+        click.echo(f"skipped: {doc.where}: {doc.subject}: not rendered through a Composition", err=True)
+        run.skipped += 1
+        return None
     try:
-        composition = _pick(intent, candidates, labels, explicit=bool(composition_files))
-        result = render_intent(composition, intent, outputs=None, generated=None, namespace_labels=labels)
-    except RenderError as error:
-        click.echo(f"paved render: {error}", err=True)
-        if error.variable:
-            click.echo(f"  missing variable: {error.variable}", err=True)
-        if error.field:
-            click.echo(f"  field: {error.field}", err=True)
-        raise SystemExit(1) from None
-
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(_format(result, output), nl=False)
-
-
-def _load_intent(path: Path, namespace: str | None) -> dict[str, Any]:
-    """The intent as the operator would see it: namespace and uid set, API defaults applied."""
-    documents = [doc for doc in _read_yaml(path) if doc is not None]
-    if len(documents) != 1 or not isinstance(documents[0], dict):
-        raise click.ClickException(f"{path}: expected exactly one intent object, found {len(documents)} documents")
-    document, metadata = documents[0], documents[0].get("metadata")
-    if not document.get("kind") or not isinstance(metadata, dict) or not metadata.get("name"):
-        raise click.ClickException(f"{path}: an intent needs kind and metadata.name")
-    intent = offline_intent(document, namespace)
-    intent["spec"] = _checked_spec(intent["kind"], intent.get("spec") or {})
-    return intent
-
-
-def offline_intent(document: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
-    """`document` with what the API server would add (namespace, uid, generation, labels) filled in
-    with fixed offline values; `namespace` overrides the document's own."""
-    metadata = {"uid": OFFLINE_UID, "generation": 1, "labels": {}}
-    metadata.update({key: value for key, value in (document.get("metadata") or {}).items() if value is not None})
-    metadata["namespace"] = namespace or metadata.get("namespace") or DEFAULT_NAMESPACE
-    return {**document, "metadata": metadata}
-
-
-def _checked_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Validate `spec` with the kind's API model, which applies the defaults (as the API server
-    does from the CRD schema), so offline output matches what the operator renders."""
-    from paved.api.kinds import BY_KIND, INTENT_KINDS, SpecError
-
-    if kind not in INTENT_KINDS:
-        raise click.ClickException(f"{kind} is not an intent kind; expected one of: {', '.join(INTENT_KINDS)}")
-    try:
-        return BY_KIND[kind].parse_spec(spec).dump()
+        _, spec = parse_object(doc.body)  # apiVersion, kind and spec, each problem naming its field
     except SpecError as error:
-        raise click.ClickException(f"the {kind} is invalid:\n" + "\n".join(f"  {p}" for p in error.problems)) from None
+        for problem in error.problems:
+            click.echo(f"paved render: {doc.where}: {doc.subject}: {problem}", err=True)
+        run.failed += 1
+        return None
+    if not (doc.body.get("metadata") or {}).get("name"):
+        click.echo(f"paved render: {doc.where}: {doc.subject}: metadata.name: required", err=True)
+        run.failed += 1
+        return None
+    intent = offline_intent(doc.body, namespace)
+    labels = namespaces.labels(intent["metadata"]["namespace"])
+    rendering = render_intent(
+        intent, candidates, namespace_labels=labels, allowed=allowances_for(policies, intent["kind"], labels), spec=spec,
+        composition=_explicit(intent, candidates) if explicit else None,
+    )
+    if rendering.error is not None or rendering.result is None:
+        _report(doc, rendering.error)
+        run.failed += 1
+        return None
+    run.rendered += 1
+    return _Rendered(doc, rendering.intent, rendering.result)
 
 
-def load_compositions(files: tuple[Path, ...], directory: Path | None) -> list[dict[str, Any]]:
-    if files:
-        paths = list(files)
-    else:
-        directory = directory or REPO_COMPOSITIONS
-        if not directory.is_dir():
-            raise click.ClickException(
-                f"no compositions directory at {directory}; pass --compositions DIR or --composition FILE"
-            )
-        paths = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
-    found = [
-        doc for path in paths for doc in _read_yaml(path) if isinstance(doc, dict) and doc.get("kind") == "Composition"
-    ]
-    if not found:
-        raise click.ClickException(f"no Composition objects in {', '.join(str(p) for p in paths) or directory}")
-    return found
+def _explicit(intent: Mapping[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """With --composition files, a single one serving the kind is used as is (unless the intent
+    names one); otherwise selection is as in the cluster."""
+    if ((intent.get("spec") or {}).get("compositionRef") or {}).get("name"):
+        return None
+    serving = [c for c in candidates if (c.get("spec") or {}).get("compositeKind") == intent.get("kind")]
+    return serving[0] if len(serving) == 1 else None
 
 
-def _pick(
-    intent: dict[str, Any], candidates: list[dict[str, Any]], labels: dict[str, str], *, explicit: bool
-) -> dict[str, Any]:
-    """Selection as in the cluster; with --composition files, a single one serving the kind is used as is."""
-    from paved.render import select_composition
-
-    if explicit and not (intent["spec"].get("compositionRef") or {}).get("name"):
-        serving = [c for c in candidates if (c.get("spec") or {}).get("compositeKind") == intent["kind"]]
-        if len(serving) == 1:
-            return serving[0]
-    return dict(select_composition(intent, candidates, labels))
-
-
-def _read_yaml(path: Path) -> list[Any]:
-    try:
-        with path.open(encoding="utf-8") as stream:
-            return list(yaml.safe_load_all(stream))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise click.ClickException(f"{path}: {yaml_problem(error)}") from None
-
-
-def yaml_problem(error: yaml.YAMLError | UnicodeDecodeError) -> str:
-    """`not valid YAML (line N): PROBLEM`, without PyYAML's quote of the offending line: the file
-    may hold a secret (a Secret manifest among the intents)."""
-    mark = getattr(error, "problem_mark", None)
-    where = f" (line {mark.line + 1})" if mark is not None else ""
-    return f"not valid YAML{where}: {getattr(error, 'problem', None) or error}"
-
-
-def parse_labels(values: tuple[str, ...]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for pair in (part for value in values for part in value.split(",") if part.strip()):
-        key, sep, val = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not K=V", param_hint="--namespace-labels")
-        labels[key.strip()] = val.strip()
-    return labels
+def _report(doc: Document, error: RenderError | None) -> None:
+    click.echo(f"paved render: {doc.where}: {doc.subject}: {error}", err=True)
+    if error is not None and error.variable:
+        click.echo(f"  missing variable: {error.variable}", err=True)
+    if error is not None and error.field:
+        click.echo(f"  field: {error.field}", err=True)
 
 
 class _ReadableDumper(yaml.SafeDumper):
@@ -186,9 +196,14 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _ReadableDumper.add_representer(str, _represent_str)
 
 
-def _format(result: RenderResult, output: str) -> str:
+def _format(rendered: _Rendered, output: str) -> str:
+    result, metadata = rendered.result, rendered.intent["metadata"]
+    intent = f"{rendered.intent['kind']} {metadata['namespace']}/{metadata['name']}"
     if output == "json":
         document = {
+            "intent": {"kind": rendered.intent["kind"], "namespace": metadata["namespace"], "name": metadata["name"]},
+            "source": {"file": str(rendered.document.file), "document": rendered.document.index,
+                       **({"item": rendered.document.item} if rendered.document.item is not None else {})},
             "composition": result.composition,
             "hash": result.hash,
             "warnings": list(result.warnings),
@@ -205,7 +220,8 @@ def _format(result: RenderResult, output: str) -> str:
             ],
         }
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    lines = [f"# composition: {result.composition}", f"# hash: {result.hash}"]
+    lines = [f"# intent: {intent} ({rendered.document.where})", f"# composition: {result.composition}",
+             f"# hash: {result.hash}"]
     lines += [f"# warning: {warning}" for warning in result.warnings]
     for resource in result.resources:
         lines.append("---")

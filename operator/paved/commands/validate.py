@@ -9,25 +9,29 @@ compile), 0 otherwise; Warn and Audit findings are printed but do not fail the r
 
 from __future__ import annotations
 
-import fnmatch
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
-from paved import API_VERSION, GROUP
-from paved.commands.render import (
+from paved.commands.inputs import (
     REPO_COMPOSITIONS,
+    Document,
+    NamespaceLabels,
     compositions_option,
+    documents,
+    exclude_option,
+    is_intent,
     load_compositions,
+    load_policies,
+    namespace_labels_option,
+    namespaces_from,
     offline_intent,
     parse_labels,
-    yaml_problem,
 )
 
 if TYPE_CHECKING:  # the models and CEL are imported when the command runs, so `paved --help` stays fast
@@ -72,20 +76,8 @@ class Run:
     help="Folder of IntentPolicy (and PolicyException) YAML, read recursively [default: <compositions>/policies].",
 )
 @compositions_option
-@click.option(
-    "--namespace-labels",
-    "namespace_labels",
-    multiple=True,
-    metavar="K=V[,K=V]",
-    help="Labels of the namespace the intents go to (repeatable), e.g. paved.dev/environment=production.",
-)
-@click.option(
-    "--exclude",
-    "excludes",
-    multiple=True,
-    metavar="GLOB",
-    help="Skip files and folders whose path matches (repeatable), e.g. '*/drafts'.",
-)
+@namespace_labels_option
+@exclude_option
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def validate(
     paths: tuple[Path, ...],
@@ -111,15 +103,15 @@ def validate(
     if not policies_dir.is_dir():
         raise click.BadParameter(f"{policies_dir} is not a folder", param_hint="--policies")
     policies, exceptions = _load_policies(policies_dir, findings, run)
-    documents = list(_documents(paths, findings, excludes))
-    namespaces = _namespace_labels(documents, labels)
+    found = list(documents(paths, _unreadable(findings), excludes))
+    namespaces = namespaces_from(found, labels)
     now = datetime.now(timezone.utc)
-    for file, doc in documents:
-        if not _is_intent(doc):
+    for doc in found:
+        if not is_intent(doc.body):
             run.skipped += 1
             continue
         run.intents += 1
-        findings += _check(file, doc, compositions, policies, namespaces, exceptions, now)
+        findings += _check(doc.file, doc.body, compositions, policies, namespaces, exceptions, now)
     _report(findings, run, output)
     if any(finding.blocking for finding in findings):
         raise SystemExit(1)
@@ -130,7 +122,7 @@ def _check(
     doc: dict[str, Any],
     compositions: list[dict[str, Any]],
     policies: list[CompiledPolicy],
-    namespaces: _NamespaceLabels,
+    namespaces: NamespaceLabels,
     exceptions: list[dict[str, Any]],
     now: datetime,
 ) -> list[Finding]:
@@ -165,114 +157,22 @@ def _check(
     return findings
 
 
-@dataclass(frozen=True)
-class _NamespaceLabels:
-    """Labels per namespace: the API server's name label, then Namespace documents, then the CLI."""
-
-    from_documents: dict[str, dict[str, str]]
-    extra: dict[str, str]
-
-    def labels(self, namespace: str) -> dict[str, str]:
-        return {"kubernetes.io/metadata.name": namespace, **self.from_documents.get(namespace, {}), **self.extra}
-
-
-def _namespace_labels(documents: Iterable[tuple[Path, dict[str, Any]]], extra: dict[str, str]) -> _NamespaceLabels:
-    found = {
-        str(doc["metadata"]["name"]): dict(doc["metadata"].get("labels") or {})
-        for _, doc in documents
-        if doc.get("kind") == "Namespace" and doc.get("apiVersion") == "v1" and (doc.get("metadata") or {}).get("name")
-    }
-    return _NamespaceLabels(found, extra)
-
-
-def _is_intent(doc: Mapping[str, Any]) -> bool:
-    """Intents, and anything in the paved.dev group that is not a known kind (a typo must not be
-    skipped as "not ours"); other Paved kinds and foreign objects are skipped."""
-    from paved.api.kinds import BY_KIND, INTENT_KINDS
-
-    api_version = str(doc.get("apiVersion") or "")
-    kind = doc.get("kind")
-    if not api_version.startswith(f"{GROUP}/"):
-        return False
-    return kind in INTENT_KINDS or kind not in BY_KIND or api_version != API_VERSION
-
-
 def _load_policies(
     folder: Path, findings: list[Finding], run: Run
 ) -> tuple[list[CompiledPolicy], list[dict[str, Any]]]:
     """IntentPolicies (compiled; compile errors are blocking findings) and PolicyExceptions."""
-    from paved.policy import PolicyCompileError, compile_policy
 
-    compiled: dict[str, CompiledPolicy] = {}
-    exceptions: list[dict[str, Any]] = []
-    for file, doc in _documents([folder], findings):
-        if doc.get("kind") == "PolicyException":
-            exceptions.append(doc)
-        if doc.get("kind") != "IntentPolicy":
-            continue
-        subject = f"IntentPolicy/{(doc.get('metadata') or {}).get('name', '<unnamed>')}"
-        try:
-            policy = compile_policy(doc)
-        except PolicyCompileError as error:
-            problems = "; ".join(str(problem) for problem in error.errors)
-            findings.append(Finding(str(file), subject, "policy", f"does not compile: {problems}", True))
-            continue
-        if policy.name in compiled:
-            findings.append(Finding(str(file), subject, "policy", "a second IntentPolicy with this name", True))
-            continue
-        compiled[policy.name] = policy
-    run.policies = len(compiled)
-    return sorted(compiled.values(), key=lambda policy: policy.name), exceptions
+    def refused(doc: Document, problem: str) -> None:
+        findings.append(Finding(str(doc.file), doc.subject, "policy", problem, True))
+
+    policies, exceptions = load_policies(folder, _unreadable(findings), refused)
+    run.policies = len(policies)
+    return policies, exceptions
 
 
-# --- reading files ---------------------------------------------------------------------------
-
-
-def _documents(
-    paths: Iterable[Path], findings: list[Finding], excludes: Iterable[str] = ()
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every mapping document in `paths` (folders recursively, sorted; `List` kinds unpacked).
-
-    A file that is not valid YAML is a blocking finding, never silently ignored.
-    """
-    for file in _yaml_files(paths, tuple(excludes)):
-        try:
-            docs = list(yaml.safe_load_all(file.read_text()))
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            findings.append(Finding(str(file), "", "yaml", yaml_problem(error), True))
-            continue
-        for doc in docs:
-            if (
-                isinstance(doc, dict)
-                and str(doc.get("kind", "")).endswith("List")
-                and isinstance(doc.get("items"), list)
-            ):
-                yield from ((file, item) for item in doc["items"] if isinstance(item, dict))
-            elif isinstance(doc, dict):
-                yield file, doc
-
-
-def _yaml_files(paths: Iterable[Path], excludes: tuple[str, ...]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = (p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-            files += sorted(p for p in found if not _hidden(p.relative_to(path)) and not _excluded(p, excludes))
-        elif not _excluded(path, excludes):
-            files.append(path)
-    return files
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-def _excluded(path: Path, excludes: tuple[str, ...]) -> bool:
-    """`path` or one of its folders matches an --exclude glob (as written on the command line)."""
-    candidates = [path, *path.parents]
-    return any(
-        fnmatch.fnmatch(candidate.as_posix(), pattern.rstrip("/")) for pattern in excludes for candidate in candidates
-    )
+def _unreadable(findings: list[Finding]) -> Callable[[Path, str], None]:
+    """A file that is not valid YAML is a blocking finding."""
+    return lambda file, problem: findings.append(Finding(str(file), "", "yaml", problem, True))
 
 
 # --- output ----------------------------------------------------------------------------------

@@ -59,7 +59,6 @@ from paved.engines.compose import (
     IntentKind,
     Outcome,
     build_status,
-    intent_document,
     namespace_labels,
     owner_of,
     write_status,
@@ -70,7 +69,7 @@ from paved.kube.client import ApiError
 from paved.providers import base as providers
 from paved.providers.aws import rds
 from paved.providers.base import ProviderError
-from paved.render import RenderError, render, select_composition
+from paved.render import IntentRender, render_intent
 
 log = logging.getLogger(__name__)
 
@@ -172,20 +171,14 @@ def missing_allowed_namespaces(spec: DatabaseIntentSpec) -> list[tuple[str, str]
     return missing
 
 
-def renders_cloud_resources(body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> bool:
+def renders_cloud_resources(rendering: IntentRender) -> bool:
     """Whether the intent renders (cleanly) to at least one resource outside Kubernetes.
 
     A render error means nothing will be created: no finalizer (the reconcile reports it).
+    `rendering` must be the reconcile's own (DatabaseEngine.rendering: with the intent's
+    allowances), or an adopting intent would look like one that creates nothing.
     """
-    owner = owner_of(body)
-    intent = intent_document(body, spec)
-    labels = namespace_labels(owner.namespace)
-    try:
-        composition = select_composition(intent, compositions, labels)
-        rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels)
-    except RenderError:
-        return False
-    return any(resource.provider != KUBERNETES for resource in rendered.resources)
+    return any(resource.provider != KUBERNETES for resource in rendering.resources)
 
 
 def instance_ready(body: Mapping[str, Any]) -> bool:
@@ -282,12 +275,19 @@ class DatabaseEngine:
                 refusal = self.restore_refusal(body, spec, compositions)
                 if refusal is not None:
                     return self._refused(body, refusal)
-                if not has_cleanup_finalizer(body) and renders_cloud_resources(body, spec, compositions):
+                if not has_cleanup_finalizer(body) and renders_cloud_resources(self.rendering(body, spec, compositions)):
                     add_cleanup_finalizer(body)
             except ApiError as error:  # a condition and the bounded backoff of a retryable error, not Kopf's fixed 60 s
                 retryable = error.transient or error.status >= 500 or error.status == 409
                 return self._refused(body, ComposeError(REASON_PROVIDER_ERROR, f"reading the cluster: {error}", retryable=retryable))
         return self.compose.reconcile(self.kind, body, compositions, trigger=trigger)
+
+    def rendering(self, body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> IntentRender:
+        """The intent rendered as the composed reconcile will render it (its namespace's labels,
+        its allowances), for the checks that must come before the first cloud call."""
+        namespace = owner_of(body).namespace
+        return render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(namespace),
+                             allowed=self.compose.allowances(KIND, namespace))
 
     def restore_refusal(self, body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> ComposeError | None:
         """spec.restoreFrom is checked before the first cloud call (the subnet group and security
@@ -297,16 +297,8 @@ class DatabaseEngine:
         if spec.restoreFrom is None or instance_ready(body):
             return None
         owner = owner_of(body)
-        intent = intent_document(body, spec)
-        labels = namespace_labels(owner.namespace)
-        try:
-            composition = select_composition(intent, compositions, labels)
-            rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels,
-                              allowed=self.compose.allowances(KIND, owner.namespace))
-        except RenderError:
-            return None  # the composed reconcile reports it
-        try:
-            for resource in rendered.resources:
+        try:  # an intent that does not render has no resources here: the composed reconcile reports why
+            for resource in self.rendering(body, spec, compositions).resources:
                 check = getattr(providers.get(resource.provider), "check_restore", None)
                 if check is not None and rds.RESTORE_KEY in resource.body:
                     check(resource, owner)

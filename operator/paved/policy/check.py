@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from paved.api.kinds import with_defaults
+from paved.api.common import Model
+from paved.api.kinds import COMPOSED_KINDS, SpecError, kind_info, with_defaults
 from paved.policy.allowances import allowances_for
 from paved.policy.compile import CompiledPolicy
 from paved.policy.evaluate import evaluate
 from paved.policy.types import Verdict
-from paved.render import RenderedResource, RenderError, render, select_composition
+from paved.render import RenderedResource, RenderError, render_intent
 
 
 @dataclass(frozen=True)
@@ -43,32 +44,24 @@ def check_intent(
     *,
     now: datetime,
 ) -> CheckResult:
-    """Select and render the intent's composition, then evaluate `policies` against both.
+    """Render the intent as the reconcile would (paved.render.render_intent: the same
+    composition, defaults and allowances), then evaluate `policies` against both.
 
-    Kinds that no composition serves (e.g. ProgressiveRollout, driven by the rollout state
-    machine) are evaluated with an empty `rendered`, unless the intent names a composition.
+    Kinds that are not rendered through Compositions (ExternalSecretRef, ProgressiveRollout:
+    their own engines) are evaluated with an empty `rendered`: they create nothing a
+    Composition describes.
     """
-    full = with_defaults(intent)
     labels = ((namespace_object or {}).get("metadata") or {}).get("labels") or {}
     policies = list(policies)
-    candidates = list(compositions)
-    composition_name: str | None = None
-    resources: tuple[RenderedResource, ...] = ()
-    render_error: RenderError | None = None
-    if _needs_composition(full, candidates):
-        try:
-            composition = select_composition(full, candidates, labels)
-            composition_name = str((composition.get("metadata") or {}).get("name", ""))
-            allowed = allowances_for(policies, str(full.get("kind") or ""), labels if namespace_object is not None else None)  # as evaluate() reads it
-            resources = render(composition, full, namespace_labels=labels, allowed=allowed).resources
-        except RenderError as error:
-            render_error = error
-    verdicts = evaluate(policies, full, resources, namespace_object, exceptions, now=now)
-    return CheckResult(verdicts, composition_name, resources, render_error)
-
-
-def _needs_composition(intent: Mapping[str, Any], compositions: list[Mapping[str, Any]]) -> bool:
-    if ((intent.get("spec") or {}).get("compositionRef") or {}).get("name"):
-        return True
-    kind = intent.get("kind")
-    return any((c.get("spec") or {}).get("compositeKind") == kind for c in compositions)
+    kind = str(intent.get("kind") or "")
+    if kind not in COMPOSED_KINDS:
+        return CheckResult(evaluate(policies, with_defaults(intent), (), namespace_object, exceptions, now=now))
+    try:  # parsed once for the rules and the render (admission latency)
+        spec: Model | None = kind_info(kind).parse_spec(intent.get("spec"))
+    except SpecError:
+        spec = None  # the rules see the intent as written; the render reports the spec's problems
+    full = {**intent, "spec": spec.dump()} if spec is not None else intent
+    allowed = allowances_for(policies, kind, labels if namespace_object is not None else None)  # as evaluate() reads it
+    rendering = render_intent(intent, compositions, namespace_labels=labels, allowed=allowed, spec=spec)
+    verdicts = evaluate(policies, full, rendering.resources, namespace_object, exceptions, now=now)
+    return CheckResult(verdicts, rendering.composition_name, rendering.resources, rendering.error)

@@ -27,7 +27,6 @@ from paved.engines.compose.model import (
     backoff,
     compositions_from,
     in_scope,
-    intent_document,
     owner_of,
 )
 
@@ -35,6 +34,6 @@ __all__ = [
     "BACKOFF_CAP", "HANDLER_RETRIES", "KUBERNETES", "REASON_INVALID_SPEC", "REASON_NO_COMPOSITION",
     "REASON_PROVIDER_ERROR", "REASON_READY", "REASON_RENDER_FAILED", "AllowanceSource", "ComposeEngine",
     "ComposeError", "ComposeResult", "IntentKind", "Outcome", "ResourceState", "backoff", "build_status",
-    "compositions_from", "generated_secret_name", "in_scope", "intent_document", "namespace_labels", "owner_of",
+    "compositions_from", "generated_secret_name", "in_scope", "namespace_labels", "owner_of",
     "reconcile_and_write", "render_for_deletion", "write_status",
 ]

@@ -41,7 +41,7 @@ from paved import metrics
 from paved.api.common import READY, SYNCED
 from paved.api.fields import derived_name
 from paved.api.kinds import SpecError
-from paved.api.platform import ALLOWED_KEYS, nothing_allowed
+from paved.api.platform import nothing_allowed
 from paved.policy.allowances import allowance_signature
 from paved.engines.compose.model import (
     GENERATED_SUFFIX,
@@ -59,7 +59,6 @@ from paved.engines.compose.model import (
     IntentKind,
     Outcome,
     ResourceState,
-    intent_document,
     owner_of,
 )
 from paved.kube import apply as kube
@@ -67,7 +66,7 @@ from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
 from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
-from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
+from paved.render import RenderError, RenderResult, declared_secrets, everything_allowed, generate_missing, render_intent
 from paved.render.types import RenderedResource
 
 log = logging.getLogger(__name__)
@@ -152,34 +151,28 @@ class ComposeEngine:
         except SpecError as error:
             result.error = _spec_error(error)
             return result
-        intent = intent_document(body, result.spec)
         try:
             labels = namespace_labels(owner.namespace)
         except ApiError as error:
             result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
             return result
-        try:
-            composition = select_composition(intent, compositions, labels)
-        except RenderError as error:
-            result.error = _render_error(error, selecting=True)
+        rendering = render_intent(body, compositions, spec=result.spec, namespace_labels=labels,
+                                  allowed=self.allowances(intent_kind.kind, owner.namespace))
+        result.composition = rendering.composition_name
+        if rendering.error is not None:
+            result.error = _render_error(rendering.error, selecting=rendering.composition is None)
             return result
-        result.composition = str((composition.get("metadata") or {}).get("name"))
-        allowed = self.allowances(intent_kind.kind, owner.namespace)
-        try:
-            rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=allowed)
-        except RenderError as error:
-            result.error = _render_error(error, selecting=False)
-            return result
+        composition, rendered = rendering.composition, rendering.result
+        assert composition is not None and rendered is not None  # noqa: S101 - narrows: no error means rendered
         result.render_hash = rendered.hash
         generated: dict[str, str] = {}
         try:
             generated = ensure_generated(composition, owner)
             if generated:
-                rendered = render(composition, intent, outputs={}, generated=generated, namespace_labels=labels, allowed=allowed)
+                rendered = rendering.with_values(generated=generated)
             observe_first = previous.get("renderHash") == rendered.hash
             _apply_passes(result, rendered, owner, observe_first=observe_first,
-                          rerender=lambda outputs: render(composition, intent, outputs=outputs, generated=generated,
-                                                         namespace_labels=labels, allowed=allowed))
+                          rerender=lambda outputs: rendering.with_values(outputs=outputs, generated=generated))
             if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
                 _prune(result, owner, previous, generated_secret=bool(generated))
         except RenderError as error:  # a later pass, with outputs known, failed to render
@@ -478,17 +471,17 @@ def render_for_deletion(
     owner = owner_of(body)
     try:
         spec = intent_kind.parse_spec(body)
-        intent = intent_document(body, spec)
-        labels = namespace_labels(owner.namespace)
-        composition = select_composition(intent, compositions, labels)
-        # Everything allowed: what a since-revoked allowance let the intent create is removed too.
-        everything = {key: ["(deletion)"] for key in ALLOWED_KEYS.values()}
-        resources = render(composition, intent, outputs={}, generated=None, namespace_labels=labels, allowed=everything).resources
-        return resources, intent_kind.deletion_policy(spec)
-    except (SpecError, RenderError) as error:
-        log.warning("%s %s/%s: cannot render for deletion (%s); pruning Kubernetes leftovers only",
-                    owner.kind, owner.namespace, owner.name, error)
-        return (), "Delete"
+    except SpecError as error:
+        problem: Exception = error
+    else:
+        rendering = render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(owner.namespace),
+                                  allowed=everything_allowed("(deletion)"))
+        if rendering.error is None:
+            return rendering.resources, intent_kind.deletion_policy(spec)
+        problem = rendering.error
+    log.warning("%s %s/%s: cannot render for deletion (%s); pruning Kubernetes leftovers only",
+                owner.kind, owner.namespace, owner.name, problem)
+    return (), "Delete"
 
 
 def _unowned_kinds(owner: Owner, rendered: Sequence[RenderedResource], status: Mapping[str, Any]) -> set[tuple[str, str]]:

@@ -194,20 +194,3 @@ def compositions_from(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterabl
 def backoff(retry: int) -> float:
     """Exponential backoff with jitter for Kopf TemporaryError delays: 2 s, 4 s, ... <= 300 s."""
     return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
-
-
-
-def intent_document(body: Mapping[str, Any], spec: Model) -> dict[str, Any]:
-    """The intent as templates see it: identity, labels and the spec WITH defaults applied."""
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion", API_VERSION),
-        "kind": body.get("kind"),
-        "metadata": {
-            key: metadata.get(key)
-            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
-            if metadata.get(key) is not None
-        },
-        "spec": spec.dump(),
-    }
-
