@@ -50,6 +50,19 @@ def apply(kubectl: Kubectl, obj: dict[str, Any], *extra: str, check: bool = Fals
     return kubectl("apply", "-f", "-", *extra, input=yaml.safe_dump(obj), check=check)
 
 
+def refused_once_the_webhook_serves(kubectl: Kubectl, obj: dict[str, Any]) -> Any:
+    """The refusal of `obj`, retried until the webhook is registered. An apply that got in before
+    is undone first: applying the same spec again changes nothing, which the webhook's
+    matchConditions let through unjudged."""
+    def attempt() -> Any:
+        result = apply(kubectl, obj)
+        if result.returncode == 0:
+            kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump(obj), check=False)
+            return None
+        return result
+    return wait_for(attempt, timeout=60, what="the webhook to refuse it")
+
+
 def get(kubectl: Kubectl, *args: str) -> dict[str, Any]:
     result = kubectl("get", *args, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else {}
@@ -75,7 +88,7 @@ def test_enforce_audit_reaudit_exception_and_bad_cel(
     try:
         # A policy with CEL that does not compile is refused at apply (once the webhook is registered).
         bad = policy(broken, label, "Enforce", [{"name": "typo", "expression": "object.spec.encryption ==", "message": "x"}])
-        refused = wait_for(lambda: (r := apply(kubectl, bad)).returncode != 0 and r, timeout=60, what="webhook registered")
+        refused = refused_once_the_webhook_serves(kubectl, bad)
         assert "typo" in refused.stderr and "line 1, column" in refused.stderr, refused.stderr
 
         apply(kubectl, policy(name, label, "Enforce", [ENCRYPTED]), check=True)
@@ -144,7 +157,7 @@ def test_exceptions_are_refused_in_namespaces_the_platform_does_not_name(
                  "metadata": {"name": "sneaky", "namespace": namespace},
                  "spec": {"policy": "encryption-required", "rules": ["storage-encrypted"], "reason": "because",
                           "expiresAt": "2099-01-01T00:00:00Z", "intents": [{"kind": "DatabaseIntent", "name": "x"}]}}
-    result = wait_for(lambda: (r := apply(kubectl, exception)).returncode != 0 and r, timeout=60, what="webhook registered")
+    result = refused_once_the_webhook_serves(kubectl, exception)
     assert "not allowed in namespace" in result.stderr, result.stderr
 
 
