@@ -42,6 +42,16 @@ class PromoteStableTemplate:
 
 
 @dataclass(frozen=True)
+class ScaleOriginal:
+    """Set spec.replicas of the user's Deployment (and nothing else of it), with `remember`
+    (the user's own count) kept next to it for the restore; `remember` None hands the field
+    back at `replicas` (the user's count) and forgets the note."""
+
+    replicas: int
+    remember: int | None
+
+
+@dataclass(frozen=True)
 class SetWeights:
     """Set the route weights; the router must read them back and fail the action (stopping
     the remaining actions) when they differ, because later actions rely on them."""
@@ -100,6 +110,6 @@ class RequeueAfter:
 
 
 Action = Union[
-    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, SetWeights,
+    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetWeights,
     RunWebhook, Measure, Event, RequeueAfter,
 ]

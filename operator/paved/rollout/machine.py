@@ -41,6 +41,7 @@ from paved.rollout import stages
 from paved.rollout.actions import Action, Event, RequeueAfter
 from paved.rollout.measurements import consume_measurements, schedule_measurements
 from paved.rollout.observation import CommandKind, Observation
+from paved.rollout.original import scale_original
 from paved.errors import FieldError
 from paved.rollout.plan import PauseStep, SpecError, read_plan
 from paved.rollout.refusal import REASON_INVALID_SPEC, refuse
@@ -135,6 +136,7 @@ def _run(tick: Tick) -> None:
     if tick.stage in (Stage.IDLE, Stage.POST_ROLLOUT):
         _follow_target_revision(tick)
         _advance(tick)
+    scale_original(tick)
     schedule_measurements(tick)
     _refresh_phase(tick)
     _requeue(tick)

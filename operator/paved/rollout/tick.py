@@ -61,7 +61,7 @@ class Tick:
 
     @property
     def full(self) -> int:
-        return max(self.target.replicas, 0)
+        return max(self.target.user_replicas, 0)
 
     @property
     def rollout_revision(self) -> str:
