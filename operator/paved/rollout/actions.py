@@ -52,6 +52,17 @@ class ScaleOriginal:
 
 
 @dataclass(frozen=True)
+class SetAutoscaler:
+    """Apply the `role` copy's HorizontalPodAutoscaler: the user's (spec.autoscalerRef, at
+    `revision`) aimed at the copy, within these bounds."""
+
+    role: str
+    min_replicas: int
+    max_replicas: int
+    revision: str
+
+
+@dataclass(frozen=True)
 class SetWeights:
     """Set the route weights; the router must read them back and fail the action (stopping
     the remaining actions) when they differ, because later actions rely on them."""
@@ -110,6 +121,6 @@ class RequeueAfter:
 
 
 Action = Union[
-    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetWeights,
+    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetAutoscaler, SetWeights,
     RunWebhook, Measure, Event, RequeueAfter,
 ]

@@ -33,6 +33,16 @@ class TargetState:
 
 
 @dataclass(frozen=True)
+class AutoscalerState:
+    """The user's HorizontalPodAutoscaler (spec.autoscalerRef): its bounds, and `revision`, a
+    hash of its spec, so a change of its metrics or behaviour reaches the derived ones."""
+
+    min_replicas: int
+    max_replicas: int
+    revision: str
+
+
+@dataclass(frozen=True)
 class WorkloadState:
     """A stable or canary workload as read from the cluster.
 
@@ -117,3 +127,4 @@ class Observation:
     webhook_results: Mapping[str, WebhookResult] = field(default_factory=dict)
     command: Command | None = None
     observed_at: datetime | None = None
+    autoscaler: AutoscalerState | None = None

@@ -137,6 +137,7 @@ class RolloutPlan:
     webhooks: tuple[Webhook, ...] = ()
     interval: timedelta = timedelta(seconds=30)
     original_scale_down: OriginalScaleDown = OriginalScaleDown.NEVER
+    autoscaled: bool = False  # spec.autoscalerRef: HPAs own the copies' replica counts between transitions
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
@@ -252,7 +253,7 @@ def _plan(model: api.ProgressiveRolloutSpec) -> RolloutPlan:
     webhooks = tuple(Webhook(h.name, WebhookType(h.type), h.url, parse_duration(h.timeout)) for h in model.webhooks)
     steps = tuple(_step(s) for s in model.expanded_steps())
     return RolloutPlan(router, _end_at_full_weight(steps), metrics, webhooks, interval,
-                       OriginalScaleDown(model.originalScaleDown))
+                       OriginalScaleDown(model.originalScaleDown), model.autoscalerRef is not None)
 
 
 def _metric(m: api.Metric, default_interval: timedelta) -> Metric:

@@ -22,7 +22,7 @@ from paved.rollout.actions import (
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.observation import (
-    Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
+    AutoscalerState, Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 
 _A = TypeVar("_A")
@@ -98,6 +98,7 @@ class Scenario:
     until: float = 3600.0
     max_sleep: float = 5.0
     stop_when_idle: bool = True
+    autoscaler: AutoscalerState | None = None  # the user's HPA (for specs with an autoscalerRef)
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class _World:
             target=TargetState(self.target_revision(t), self.original, self.remembered),
             stable=self.stable.observe(t), canary=self.canary.observe(t), weights=self.route,
             measurements=dict(self.measurements), webhook_results=dict(self.webhook_results),
-            command=self.command(t), observed_at=EPOCH + timedelta(seconds=t),
+            command=self.command(t), observed_at=EPOCH + timedelta(seconds=t), autoscaler=self.scenario.autoscaler,
         )
 
     def pods(self) -> int:

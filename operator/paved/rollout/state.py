@@ -105,6 +105,15 @@ class OriginalScale:
     remember: int | None
 
 
+@dataclass(frozen=True)
+class AutoscalerBounds:
+    """What a copy's HorizontalPodAutoscaler was last asked to be."""
+
+    min_replicas: int
+    max_replicas: int
+    revision: str
+
+
 @dataclass
 class Progress:
     stage: Stage = Stage.IDLE
@@ -131,6 +140,7 @@ class Progress:
     last_reason: dict[str, str | None] = field(default_factory=dict)
     original_asked: OriginalScale | None = None  # the last scale asked of the user's Deployment
     original_set_at: datetime | None = None
+    autoscalers: dict[str, AutoscalerBounds] = field(default_factory=dict)  # role -> the bounds asked
 
 
 @dataclass
@@ -236,6 +246,8 @@ def _read_progress(raw: Mapping[str, Any]) -> Progress:
         last_reason=dict(raw.get("lastReason") or {}),
         original_asked=OriginalScale(int(asked["replicas"]), asked.get("remember")) if asked else None,
         original_set_at=parse_rfc3339(raw.get("originalSetAt")),
+        autoscalers={role: AutoscalerBounds(int(b["min"]), int(b["max"]), str(b["revision"]))
+                     for role, b in (raw.get("autoscalers") or {}).items() if isinstance(b, Mapping)},
     )
 
 
@@ -273,6 +285,8 @@ def _progress_dict(progress: Progress, metric_names: list[str]) -> dict[str, Any
         "originalAsked": {"replicas": progress.original_asked.replicas, "remember": progress.original_asked.remember}
         if progress.original_asked else None,
         "originalSetAt": format_time(progress.original_set_at),
+        "autoscalers": {role: {"min": b.min_replicas, "max": b.max_replicas, "revision": b.revision}
+                        for role, b in progress.autoscalers.items()},
     }
 
 
