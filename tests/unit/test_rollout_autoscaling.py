@@ -68,6 +68,11 @@ def test_the_hpa_owns_the_stable_count_between_transitions() -> None:
                               autoscaler=AutoscalerState(2, 10, "r1"), observed_at=later)
     assert decide(example_spec(), plain, observation, later).of_type(ScaleStable) == [ScaleStable(4)]
     assert not decide(SPEC, autoscaled, observation, later).of_type(ScaleStable)
+    # Nor does it follow a new count of the user's Deployment (its own HPA's, or the user's).
+    rescaled = Observation(target=TargetState("v2", 6), stable=WorkloadState("v2", 4, 4),
+                           canary=WorkloadState("v2", 0, 0), autoscaler=AutoscalerState(2, 10, "r1"), observed_at=later)
+    assert decide(example_spec(), plain, rescaled, later).of_type(ScaleStable) == [ScaleStable(6)]
+    assert not decide(SPEC, autoscaled, rescaled, later).of_type(ScaleStable)
 
 
 def test_derived_hpas_aim_at_the_copy_with_the_users_metrics() -> None:
