@@ -48,7 +48,9 @@ def test_the_copies_get_hpas_derived_from_the_users_and_the_canarys_follow_its_w
     shop.apply(user_hpa(shop))
     wait_for(lambda: shop.get("deployment", "checkout")["spec"]["replicas"] == 2, what="the user's HPA at rest")
     users = shop.get("hpa", "checkout")
-    shop.apply(paused_rollout(shop))
+    # Scaled down, the user's Deployment is at 0, where its HPA does not act: the user's count
+    # (2) and what the stable copy's HPA makes of it are two different numbers.
+    shop.apply(paused_rollout(shop, originalScaleDown="OnSuccess"))
     shop.wait_status(lambda s: s.get("phase") == "Succeeded", "the bootstrap")
     wait_bounds(shop, "checkout-stable", ("checkout-stable", 2, 6), "after the bootstrap")
     wait_bounds(shop, "checkout-canary", ("checkout-canary", 1, 1), "after the bootstrap")
@@ -67,7 +69,7 @@ def test_the_copies_get_hpas_derived_from_the_users_and_the_canarys_follow_its_w
     assert not [entry for entry in after["metadata"]["managedFields"] if entry["manager"].startswith("paved")]
 
     # The HPA, not Paved, owns the stable copy's count between transitions: a higher minimum
-    # raises it and Paved leaves it there.
+    # raises it above the user's count and Paved leaves it there.
     shop.apply(user_hpa(shop, min_replicas=3))
     wait_bounds(shop, "checkout-stable", ("checkout-stable", 3, 6), "after the user's HPA changed")
     wait_for(lambda: shop.get("deployment", "checkout-stable")["spec"]["replicas"] == 3, timeout=60,
@@ -78,6 +80,7 @@ def test_the_copies_get_hpas_derived_from_the_users_and_the_canarys_follow_its_w
     status = shop.status()
     assert status["phase"] == "Succeeded" and shop.route_weights() == (100, 0)
     assert shop.get("deployment", "checkout-stable")["spec"]["replicas"] == 3
+    assert status["originalReplicas"] == 2 and shop.get("deployment", "checkout")["spec"]["replicas"] == 0
 
 
 def test_an_autoscaler_ref_to_a_missing_hpa_is_refused_naming_the_field_and_stable_keeps_the_traffic(shop: Shop) -> None:
