@@ -93,3 +93,17 @@ def test_the_users_hpa_must_exist_and_scale_the_target() -> None:
     changed = user_hpa()
     changed["spec"]["maxReplicas"] = 12
     assert autoscaler_state(changed).revision != state.revision
+
+
+def test_a_wait_for_ready_accepts_the_count_the_hpa_chose() -> None:
+    """Promotion waits for the stable copy at the new revision; its HPA may have raised it
+    from the 4 Paved set to 5 meanwhile, and 5 ready pods are ready enough."""
+    healthy = {"success-rate": lambda t, w: Sample(0.99, 600)}
+    result = simulate(SPEC, Scenario(metrics=healthy, stable_ready_delay=10.0, autoscaler=AutoscalerState(2, 10, "r1")))
+    waiting = next(tick for tick in result.ticks if tick.stage == "Promote")
+    assert "waiting for stable" in waiting.message
+    raised = Observation(**{**waiting.observation.__dict__, "stable": WorkloadState("v2", 5, 5)})
+    moment = waiting.observation.observed_at
+    assert decide(SPEC, waiting.decision.status, raised, moment).status["message"].startswith("promoted")
+    plain = example_spec()
+    assert "waiting for stable" in decide(plain, waiting.decision.status, raised, moment).status["message"]
