@@ -49,9 +49,9 @@ from paved.providers.egress import Egress
 from paved.providers.routing import (
     CANARY, COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, STABLE, RolloutContext, Router, RouterError, router_for,
 )
+from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
-from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.rollout import (
     REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
@@ -262,8 +262,8 @@ class RolloutRunner:
         workloads: Workloads = getattr(router, "workloads", None) or Workloads(context)
         autoscalers = autoscalers_for(spec, context)
         observed_at = _now()
-        # The four reads are independent: in parallel, so a tick costs two round trips (the
-        # rollout, then these), not five, however busy the API server is.
+        # The reads are independent: in parallel, so a tick costs two round trips (the
+        # rollout, then these), not one per read, however busy the API server is.
         reads: dict[str, Future[Any]] = {
             "target": self.reads.submit(workloads.target),
             STABLE: self.reads.submit(workloads.copy, STABLE),

@@ -72,12 +72,12 @@ class Autoscalers:
     def __init__(self, context: RolloutContext, name: str, kube: KubePort | None = None) -> None:
         self.context, self.name = context, name
         self.kube = kube or PavedKube()
-        self._user: Json | None = None
+        self._user: tuple[Json | None] | None = None  # (the read,) once read: absence is an answer too
 
     def user(self) -> Json | None:
         if self._user is None:
-            self._user = self.kube.get(API_VERSION, KIND, self.name, self.context.namespace)
-        return self._user
+            self._user = (self.kube.get(API_VERSION, KIND, self.name, self.context.namespace),)
+        return self._user[0]
 
     def problem(self) -> str | None:
         return autoscaler_problem(self.context, self.name, self.user())
