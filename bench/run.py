@@ -11,7 +11,8 @@ Scenarios: identity (bench_identity.py, on bench/harness.py), identity-expiry
 secrets (bench_secrets.py: provider calls per cycle, in process), secrets-scale (bench_secrets_scale.py:
 ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), secrets-isolation
 (bench_secrets_isolation.py: other stores' refresh lateness while one store hangs, in process),
-policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cost), failover
+policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cost), rollout-scale-down
+(bench_rollout_scale_down.py: pods before/during/after a rollout for each spec.originalScaleDown), failover
 (bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load), hostile (bench_hostile.py:
 670 hostile cases by stopping point, crashes, partial resources, the batch's duration).
 The exit status is non-zero if any scenario failed.
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "secrets-isolation": ("bench_secrets_isolation.py", ("--quick",)),
     "policy": ("bench_policy.py", ("--quick",)),
     "rollout": ("bench_rollout.py", ("--quick",)),
+    "rollout-scale-down": ("bench_rollout_scale_down.py", ("--quick",)),
     "failover": ("bench_failover.py", ("--quick",)),
     "hostile": ("bench_hostile.py", ("--quick",)),
 }

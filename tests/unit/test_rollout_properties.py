@@ -9,7 +9,9 @@ operator crashes half-way through a decision's actions — and checks at every s
 - weights never step backwards while a rollout progresses: the canary's share only drops
   to 0, and only when the stable workload is ready at full scale;
 - the canary gets more traffic only when it runs the rollout's revision with ready pods;
-- status stays JSON, the history stays capped, the message stays one line.
+- status stays JSON, the history stays capped, the message stays one line;
+- the user's Deployment keeps its replicas with originalScaleDown Never, and with OnSuccess
+  or Progressively a finished rollout runs exactly the user's count of pods in all.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def specs(draw) -> dict:
         analysis={"prometheus": {"address": "http://p"}, "interval": f"{draw(st.integers(5, 60))}s",
                   "metrics": [metric]},
         webhooks=[{"name": f"{kind}-hook", "type": kind, "url": "http://h/", "timeout": "5s"} for kind in hooks],
+        originalScaleDown=draw(st.sampled_from(["Never", "OnSuccess", "Progressively"])),
     )
 
 
@@ -112,7 +115,7 @@ def check_idempotent(spec: dict, tick: TickRecord) -> None:
 
 def check_traffic_moves_safely(tick: TickRecord) -> None:
     route = tick.observation.weights or Weights(100, 0)
-    full = tick.observation.target.replicas if tick.observation.target else 0
+    full = tick.observation.target.user_replicas if tick.observation.target else 0
     rollout_revisions = {tick.status_before.get("canaryRevision"), tick.decision.status["canaryRevision"]}
     for action in tick.decision.of_type(SetWeights):
         assert action.stable + action.canary == 100
@@ -140,6 +143,18 @@ def check_ends_on_stable(result: SimulationResult) -> None:
         assert last.route == Weights(100, 0)
 
 
+def check_pods_end_at_the_users_count(spec: dict, scenario: Scenario, result: SimulationResult) -> None:
+    """Idle after a promotion or a rollback: the stable copy at full scale, no canary, and the
+    user's Deployment at its own count (Never) or at 0 (OnSuccess, Progressively)."""
+    last = result.ticks[-1]
+    if last.stage != "Idle" or last.observation.target is None:
+        return
+    user = scenario.replicas
+    scaled_down = spec["originalScaleDown"] != "Never"
+    assert last.pods == (user if scaled_down else 2 * user), (spec["originalScaleDown"], last.pods, user)
+    assert last.decision.status["originalReplicas"] == user
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), scenario=scenarios())
 def test_decide_is_idempotent_moves_traffic_safely_and_keeps_status_sane(spec, scenario):
@@ -149,6 +164,7 @@ def test_decide_is_idempotent_moves_traffic_safely_and_keeps_status_sane(spec, s
         check_traffic_moves_safely(tick)
         check_status_shape(tick)
     check_ends_on_stable(result)
+    check_pods_end_at_the_users_count(spec, scenario, result)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 
 from paved.providers.base import Owner
-from paved.providers.routing import REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, RolloutContext, RouterError
+from paved.providers.routing import (
+    ORIGINAL_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, SCALE_FIELD_MANAGER, RolloutContext,
+    RouterError,
+)
 from paved.providers.routing.workloads import (
-    WorkloadError, Workloads, copy_deployment, copy_service, service_problem, target_state, template_revision,
-    workload_state,
+    WorkloadError, Workloads, copy_deployment, copy_service, original_scale, service_problem, target_state,
+    template_revision, workload_state,
 )
 from paved.rollout.observation import TargetState, WorkloadState
 
@@ -45,6 +48,35 @@ def test_revision_is_a_stable_hash_of_the_template_ignoring_pod_template_hash() 
 def test_target_state() -> None:
     assert target_state(target()) == TargetState(template_revision(template()), 4)
     assert target_state(target(replicas=None)).replicas == 1  # the Deployment default
+
+
+def scaled_down(manager: str = SCALE_FIELD_MANAGER, note: str = "4") -> dict[str, Any]:
+    """The target as Paved's scale left it: 0 replicas, the user's 4 noted, the field Paved's
+    (or taken over by `manager`, as `kubectl scale` does)."""
+    body = target(replicas=0)
+    body["metadata"]["annotations"] = {ORIGINAL_REPLICAS_ANNOTATION: note}
+    body["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        {"manager": manager, "operation": "Apply" if manager == SCALE_FIELD_MANAGER else "Update",
+         "fieldsV1": {"f:spec": {"f:replicas": {}}}}]
+    return body
+
+
+def test_the_users_count_is_the_note_only_while_paved_owns_the_scale() -> None:
+    assert target_state(scaled_down()) == TargetState(template_revision(template()), 0, 4)
+    assert target_state(scaled_down()).user_replicas == 4
+    assert target_state(scaled_down(manager="kubectl")).remembered is None  # the user scaled it since
+    assert target_state(scaled_down(note="many")).remembered is None
+    assert target_state(target()).remembered is None
+
+
+def test_the_scale_of_the_original_writes_replicas_and_the_note_only() -> None:
+    assert original_scale(CONTEXT, 0, 4) == {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": "shop", "annotations": {ORIGINAL_REPLICAS_ANNOTATION: "4"}},
+        "spec": {"replicas": 0}}
+    handed_back = original_scale(CONTEXT, 4, None)
+    assert "annotations" not in handed_back["metadata"] and handed_back["spec"] == {"replicas": 4}
 
 
 def test_copy_deployment_adds_role_labels_to_selector_and_pods_only() -> None:

@@ -91,6 +91,10 @@ SET_BY_PAVED = (
                 "Which copy a pod belongs to (map it to your metrics' `version` label)."),
     MetadataKey("paved.dev/revision", "annotation", "a rollout's stable and canary Deployments",
                 "the pod template's 10-character hash", "Which revision the copy runs."),
+    MetadataKey("paved.dev/original-replicas", "annotation",
+                "your Deployment, while `spec.originalScaleDown` keeps it scaled down",
+                "your replica count", "Restored to `spec.replicas` when the rollout is deleted; "
+                "written with `spec.replicas` by field manager `paved-rollout-scale`."),
     MetadataKey("paved.dev/traffic-weights", "annotation", "`<target>-stable` (replicaRatio routing)",
                 "`<stable>/<canary>`", "The nominal split; the replica counts realise it."),
     MetadataKey("paved.dev/database", "label", "a database's Secret, NetworkPolicy, Service and pods",

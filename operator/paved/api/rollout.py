@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from paved.api.common import IntentStatus, LocalObjectReference, Model
+from paved.api.common import IntentStatus, Model
 from paved.api.fields import (
     EXPRESSION_MAX,
     HTTP_URL_PATTERN,
@@ -36,6 +36,27 @@ Weight = Annotated[int, Field(ge=0, le=100)]
 Phase = Literal["Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
 WebhookType = Literal["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback"]
+
+
+OriginalScaleDown = Literal["Never", "OnSuccess", "Progressively"]
+
+
+class TargetRef(Model):
+    """The workload to roll out (Kubernetes' `scaleTargetRef` shape); only a Deployment."""
+
+    apiVersion: Literal["apps/v1"] = Field(default="apps/v1", description="API version of the target: apps/v1.")
+    kind: Literal["Deployment"] = Field(default="Deployment", description="Kind of the target: Deployment.")
+    name: ObjectName = Field(description="Name of the Deployment (same namespace).")
+
+
+class AutoscalerRef(Model):
+    """The user's HorizontalPodAutoscaler of the target (Flagger's `autoscalerRef`)."""
+
+    apiVersion: Literal["autoscaling/v2"] = Field(
+        default="autoscaling/v2", description="API version of the autoscaler: autoscaling/v2.")
+    kind: Literal["HorizontalPodAutoscaler"] = Field(
+        default="HorizontalPodAutoscaler", description="Kind of the autoscaler: HorizontalPodAutoscaler.")
+    name: ObjectName = Field(description="Name of the HorizontalPodAutoscaler (same namespace).")
 
 
 class ServicePort(Model):
@@ -171,7 +192,23 @@ class ProgressiveRolloutSpec(RuledModel):
         FieldGroup(("maxWeight", "stepWeight", "stepInterval"), "all-or-none"),
     )
 
-    targetRef: LocalObjectReference = Field(description="The Deployment (same namespace) to roll out.")
+    targetRef: TargetRef = Field(description="The Deployment (same namespace) to roll out.")
+    originalScaleDown: OriginalScaleDown = Field(
+        default="Never",
+        description=(
+            "What happens to the replicas of the user's Deployment once Paved's stable copy serves: Never (keep "
+            "them), OnSuccess (scale it to 0 once the stable copy is ready at full scale), Progressively (scale it "
+            "down pod by pod as the stable copy becomes ready). Paved owns only its spec.replicas (field manager "
+            "paved-rollout-scale) and restores it when the rollout is deleted or this is set back to Never."
+        ),
+    )
+    autoscalerRef: AutoscalerRef | None = Field(
+        default=None,
+        description=(
+            "The user's HorizontalPodAutoscaler of the target: the stable and canary copies get HPAs derived "
+            "from it (the canary's bounds follow its traffic weight); the user's HPA is left alone."
+        ),
+    )
     service: ServicePort = Field(description="The Service in front of the Deployment.")
     trafficRouting: TrafficRouting = Field(
         default_factory=lambda: TrafficRouting(replicaRatio=ReplicaRatioRouting()),
@@ -239,6 +276,10 @@ class ProgressiveRolloutStatus(IntentStatus):
         default=None, description="Initializing, Progressing, Paused, Promoting, Succeeded, RolledBack or Failed."
     )
     message: str | None = Field(default=None, description="One sentence saying why the rollout is in this phase.")
+    originalReplicas: int | None = Field(
+        default=None, ge=0,
+        description="The user's spec.replicas of the target Deployment (what Paved restores after a scale-down).",
+    )
     currentStepIndex: int | None = Field(default=None, ge=0, description="Index into the (expanded) steps.")
     canaryWeight: Weight | None = Field(default=None, description="Percentage of traffic on the canary now.")
     stableRevision: str | None = Field(default=None, description="Pod template hash of the stable version.")

@@ -18,26 +18,27 @@ handler that plays this loop on synthetic time.
 
 from paved.rollout.actions import (
     Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
-    ScaleCanary, ScaleStable, SetWeights,
+    ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.measurements import HISTORY_LIMIT
+from paved.rollout.original import restore_on_delete
 from paved.rollout.observation import (
-    Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
+    AutoscalerState, Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 from paved.errors import FieldError
 from paved.rollout.plan import RolloutPlan, SpecError, read_plan, validate_spec
 from paved.rollout.refusal import (
-    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
+    REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
     REASON_TARGET_NOT_FOUND, Refusal, refuse,
 )
 from paved.rollout.state import Phase, Stage, conditions_for
 
 __all__ = [
-    "Action", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
+    "Action", "AutoscalerState", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
     "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
-    "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
-    "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleStable",
+    "REASON_AUTOSCALER_INVALID", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
+    "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
     "SetWeights", "SpecError", "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState",
-    "decide", "read_plan", "refuse", "validate_spec",
+    "decide", "read_plan", "refuse", "restore_on_delete", "validate_spec",
 ]

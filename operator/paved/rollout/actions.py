@@ -42,6 +42,27 @@ class PromoteStableTemplate:
 
 
 @dataclass(frozen=True)
+class ScaleOriginal:
+    """Set spec.replicas of the user's Deployment (and nothing else of it), with `remember`
+    (the user's own count) kept next to it for the restore; `remember` None hands the field
+    back at `replicas` (the user's count) and forgets the note."""
+
+    replicas: int
+    remember: int | None
+
+
+@dataclass(frozen=True)
+class SetAutoscaler:
+    """Apply the `role` copy's HorizontalPodAutoscaler: the user's (spec.autoscalerRef, at
+    `revision`) aimed at the copy, within these bounds."""
+
+    role: str
+    min_replicas: int
+    max_replicas: int
+    revision: str
+
+
+@dataclass(frozen=True)
 class SetWeights:
     """Set the route weights; the router must read them back and fail the action (stopping
     the remaining actions) when they differ, because later actions rely on them."""
@@ -100,6 +121,6 @@ class RequeueAfter:
 
 
 Action = Union[
-    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, SetWeights,
+    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetAutoscaler, SetWeights,
     RunWebhook, Measure, Event, RequeueAfter,
 ]

@@ -41,6 +41,8 @@ from paved.rollout import stages
 from paved.rollout.actions import Action, Event, RequeueAfter
 from paved.rollout.measurements import consume_measurements, schedule_measurements
 from paved.rollout.observation import CommandKind, Observation
+from paved.rollout.autoscaling import follow_autoscaler
+from paved.rollout.original import scale_original
 from paved.errors import FieldError
 from paved.rollout.plan import PauseStep, SpecError, read_plan
 from paved.rollout.refusal import REASON_INVALID_SPEC, refuse
@@ -135,6 +137,8 @@ def _run(tick: Tick) -> None:
     if tick.stage in (Stage.IDLE, Stage.POST_ROLLOUT):
         _follow_target_revision(tick)
         _advance(tick)
+    scale_original(tick)
+    follow_autoscaler(tick)
     schedule_measurements(tick)
     _refresh_phase(tick)
     _requeue(tick)
@@ -231,8 +235,8 @@ def _retry_command(tick: Tick) -> str | None:
 
 
 def _keep_stable_at_target_scale(tick: Tick) -> None:
-    """While idle, the stable workload follows the target's replica count."""
-    if tick.stage is Stage.IDLE:
+    """While idle, the stable workload follows the target's replica count (or its HPA's)."""
+    if tick.stage is Stage.IDLE and not tick.plan.autoscaled:
         tick.scale_stable(tick.full)
 
 
@@ -241,7 +245,8 @@ def _repair_workload_drift(tick: Tick) -> None:
 
     Status is written before the actions run, so after a crash (or a failed action) the
     world may lag behind it; this re-sends what is missing. Only reads taken after our last
-    workload change count, so a stale read never re-sends.
+    workload change count, so a stale read never re-sends. With spec.autoscalerRef the copies'
+    HPAs own the replica counts between transitions: only templates are repaired then.
     """
     set_at = tick.progress.workloads_set_at
     if set_at is None or tick.observed_at <= set_at:
@@ -250,12 +255,13 @@ def _repair_workload_drift(tick: Tick) -> None:
     if progress.stable_template and stable.revision != progress.stable_template:
         replicas = progress.stable_replicas if progress.stable_replicas is not None else stable.desired
         tick.promote_stable_template(progress.stable_template, replicas)
-    elif progress.stable_replicas is not None and stable.desired != progress.stable_replicas:
+    elif progress.stable_replicas is not None and stable.desired != progress.stable_replicas and not tick.plan.autoscaled:
         tick.scale_stable(progress.stable_replicas, force=True)
     if progress.canary_replicas == 0 and canary.desired != 0:
         tick.scale_canary_to_zero(force=True)
     elif progress.canary_replicas and tick.state.canary_revision and (
-            canary.desired != progress.canary_replicas or canary.revision != tick.state.canary_revision):
+            (canary.desired != progress.canary_replicas and not tick.plan.autoscaled)
+            or canary.revision != tick.state.canary_revision):
         tick.ensure_canary(progress.canary_replicas, force=True)
 
 

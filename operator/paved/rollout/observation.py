@@ -17,10 +17,29 @@ from typing import Mapping
 @dataclass(frozen=True)
 class TargetState:
     """The user's Deployment: `revision` is its pod-template hash, `replicas` its spec.replicas
-    (the "full scale" for stable and, at 100%, canary)."""
+    as read. `remembered` is the user's own count while Paved keeps the Deployment scaled down
+    (spec.originalScaleDown): the `paved.dev/original-replicas` annotation Paved wrote with
+    the scale, reported only while Paved's field manager still owns spec.replicas (a user who
+    scales the Deployment takes the field over, and the count read is theirs again)."""
 
     revision: str
     replicas: int
+    remembered: int | None = None
+
+    @property
+    def user_replicas(self) -> int:
+        """The user's count: the "full scale" for stable and, at 100%, canary."""
+        return self.remembered if self.remembered is not None else self.replicas
+
+
+@dataclass(frozen=True)
+class AutoscalerState:
+    """The user's HorizontalPodAutoscaler (spec.autoscalerRef): its bounds, and `revision`, a
+    hash of its spec, so a change of its metrics or behaviour reaches the derived ones."""
+
+    min_replicas: int
+    max_replicas: int
+    revision: str
 
 
 @dataclass(frozen=True)
@@ -108,3 +127,4 @@ class Observation:
     webhook_results: Mapping[str, WebhookResult] = field(default_factory=dict)
     command: Command | None = None
     observed_at: datetime | None = None
+    autoscaler: AutoscalerState | None = None

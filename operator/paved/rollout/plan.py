@@ -42,6 +42,14 @@ class RouterKind(str, Enum):
     REPLICA_RATIO = "replicaRatio"
 
 
+class OriginalScaleDown(str, Enum):
+    """What happens to the user's own Deployment's pods once Paved's stable copy serves."""
+
+    NEVER = "Never"
+    ON_SUCCESS = "OnSuccess"
+    PROGRESSIVELY = "Progressively"
+
+
 class NoDataPolicy(str, Enum):
     """What an empty query result means: hold (inconclusive, extend the step), fail, or pass."""
 
@@ -128,6 +136,8 @@ class RolloutPlan:
     metrics: tuple[Metric, ...] = ()
     webhooks: tuple[Webhook, ...] = ()
     interval: timedelta = timedelta(seconds=30)
+    original_scale_down: OriginalScaleDown = OriginalScaleDown.NEVER
+    autoscaled: bool = False  # spec.autoscalerRef: HPAs own the copies' replica counts between transitions
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
@@ -242,7 +252,8 @@ def _plan(model: api.ProgressiveRolloutSpec) -> RolloutPlan:
     metrics = tuple(_metric(m, interval) for m in (model.analysis.metrics if model.analysis else []))
     webhooks = tuple(Webhook(h.name, WebhookType(h.type), h.url, parse_duration(h.timeout)) for h in model.webhooks)
     steps = tuple(_step(s) for s in model.expanded_steps())
-    return RolloutPlan(router, _end_at_full_weight(steps), metrics, webhooks, interval)
+    return RolloutPlan(router, _end_at_full_weight(steps), metrics, webhooks, interval,
+                       OriginalScaleDown(model.originalScaleDown), model.autoscalerRef is not None)
 
 
 def _metric(m: api.Metric, default_interval: timedelta) -> Metric:

@@ -2,7 +2,8 @@
 
 A rollout is refused, before the machine runs, when its spec is invalid, when it names an
 address Paved must not call, when Prometheus rejects one of its queries, when its target
-Deployment is missing or when its traffic cannot be steered. The refusal keeps every bit of
+Deployment is missing, when its traffic cannot be steered or when its autoscaler cannot be
+used. The refusal keeps every bit of
 progress (the next valid tick continues where the rollout was), says in one line what is
 wrong, and names every field at fault in the Ready and Progressing conditions, so that
 `kubectl get pro` and `kubectl wait --for=condition=Ready` show what to fix.
@@ -22,6 +23,7 @@ REASON_ENDPOINT_REFUSED = "EndpointRefused"
 REASON_QUERY_REJECTED = "QueryRejected"
 REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_ROUTING_INVALID = "RoutingInvalid"
+REASON_AUTOSCALER_INVALID = "AutoscalerInvalid"
 
 _WHAT_IS_WRONG = {
     REASON_INVALID_SPEC: "spec is invalid",
@@ -29,6 +31,7 @@ _WHAT_IS_WRONG = {
     REASON_QUERY_REJECTED: "Prometheus rejects a query",
     REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
     REASON_ROUTING_INVALID: "traffic cannot be steered",
+    REASON_AUTOSCALER_INVALID: "the autoscaler cannot be used",
 }
 
 

@@ -17,11 +17,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, TypeVar
 
 from paved.rollout.actions import (
-    Action, EnsureCanary, Measure, PromoteStableTemplate, RunWebhook, ScaleCanary, ScaleStable, SetWeights,
+    Action, EnsureCanary, Measure, PromoteStableTemplate, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable,
+    SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.observation import (
-    Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
+    AutoscalerState, Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 
 _A = TypeVar("_A")
@@ -97,6 +98,7 @@ class Scenario:
     until: float = 3600.0
     max_sleep: float = 5.0
     stop_when_idle: bool = True
+    autoscaler: AutoscalerState | None = None  # the user's HPA (for specs with an autoscalerRef)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class TickRecord:
     observation: Observation
     decision: Decision
     route: Weights  # after the decision's actions were applied
+    pods: int = 0  # pods the user's Deployment and both copies ask for, after the actions
 
     @property
     def phase(self) -> str | None:
@@ -181,6 +184,8 @@ class _World:
     scenario: Scenario
     stable: _Workload
     canary: _Workload
+    original: int  # the user's Deployment's spec.replicas
+    remembered: int | None = None  # its paved.dev/original-replicas annotation while Paved owns the scale
     route: Weights = Weights(100, 0)
     measurements: dict[str, MetricMeasurement] = field(default_factory=dict)
     webhook_results: dict[str, WebhookResult] = field(default_factory=dict)
@@ -202,11 +207,14 @@ class _World:
 
     def observe(self, t: float) -> Observation:
         return Observation(
-            target=TargetState(self.target_revision(t), self.scenario.replicas),
+            target=TargetState(self.target_revision(t), self.original, self.remembered),
             stable=self.stable.observe(t), canary=self.canary.observe(t), weights=self.route,
             measurements=dict(self.measurements), webhook_results=dict(self.webhook_results),
-            command=self.command(t), observed_at=EPOCH + timedelta(seconds=t),
+            command=self.command(t), observed_at=EPOCH + timedelta(seconds=t), autoscaler=self.scenario.autoscaler,
         )
+
+    def pods(self) -> int:
+        return self.original + self.stable.desired + self.canary.desired
 
     def apply(self, t: float, action: Action) -> bool:
         """Execute one action; True when it produced an answer the machine should see now."""
@@ -220,6 +228,8 @@ class _World:
             self.stable.set(t, action.replicas)
         elif isinstance(action, PromoteStableTemplate):
             self.stable.set(t, action.replicas, action.revision)
+        elif isinstance(action, ScaleOriginal):
+            self.original, self.remembered = action.replicas, action.remember
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)
@@ -240,7 +250,7 @@ def simulate(spec: Mapping[str, Any], scenario: Scenario, start: float = -60.0) 
     scripted revision has finished and no command or revision change is still to come.
     """
     stable_delay = scenario.stable_ready_delay if scenario.stable_ready_delay is not None else scenario.ready_delay
-    world = _World(scenario, _Workload(stable_delay), _Workload(scenario.ready_delay))
+    world = _World(scenario, _Workload(stable_delay), _Workload(scenario.ready_delay), scenario.replicas)
     status: dict[str, Any] = {}
     ticks: list[TickRecord] = []
     restarts = sorted(scenario.restarts)
@@ -264,7 +274,7 @@ def simulate(spec: Mapping[str, Any], scenario: Scenario, start: float = -60.0) 
             world.measurements.clear()
             world.webhook_results.clear()
             answered = False
-        ticks.append(TickRecord(t, status_before, observation, decision, world.route))
+        ticks.append(TickRecord(t, status_before, observation, decision, world.route, world.pods()))
         if answered and answers_at_same_moment < 5:
             answers_at_same_moment += 1
             continue

@@ -35,6 +35,7 @@ def start_rollout(tick: Tick, revision: str) -> None:
         run=old.run + 1, weights_set_at=old.weights_set_at, workloads_set_at=old.workloads_set_at,
         canary_replicas=old.canary_replicas, stable_replicas=old.stable_replicas,
         stable_template=old.stable_template, last_command=old.last_command,
+        original_asked=old.original_asked, original_set_at=old.original_set_at, autoscalers=old.autoscalers,
     )
     tick.emit(Event("RolloutStarted", f"rolling out revision {revision} (stable is {state.stable_revision})"))
     tick.goto(Stage.START_CANARY)

@@ -96,6 +96,24 @@ class Withdrawal:
     next_revision: str | None = None
 
 
+@dataclass(frozen=True)
+class OriginalScale:
+    """spec.replicas asked of the user's Deployment, and the user's count noted next to it
+    (None: handed back to the user)."""
+
+    replicas: int
+    remember: int | None
+
+
+@dataclass(frozen=True)
+class AutoscalerBounds:
+    """What a copy's HorizontalPodAutoscaler was last asked to be."""
+
+    min_replicas: int
+    max_replicas: int
+    revision: str
+
+
 @dataclass
 class Progress:
     stage: Stage = Stage.IDLE
@@ -120,6 +138,9 @@ class Progress:
     last_command: str | None = None
     withdrawal: Withdrawal | None = None
     last_reason: dict[str, str | None] = field(default_factory=dict)
+    original_asked: OriginalScale | None = None  # the last scale asked of the user's Deployment
+    original_set_at: datetime | None = None
+    autoscalers: dict[str, AutoscalerBounds] = field(default_factory=dict)  # role -> the bounds asked
 
 
 @dataclass
@@ -130,6 +151,7 @@ class RolloutState:
     canary_weight: int = 0
     stable_revision: str | None = None
     canary_revision: str | None = None
+    original_replicas: int | None = None
     step_started_at: datetime | None = None
     pause_until: datetime | None = None
     checks: dict[str, MetricChecks] = field(default_factory=dict)
@@ -149,6 +171,7 @@ class RolloutState:
             canary_weight=int(raw.get("canaryWeight") or 0),
             stable_revision=raw.get("stableRevision"),
             canary_revision=raw.get("canaryRevision"),
+            original_replicas=raw.get("originalReplicas"),
             step_started_at=parse_rfc3339(raw.get("stepStartedAt")),
             pause_until=parse_rfc3339(raw.get("pauseUntil")),
             checks={name: MetricChecks(int(c.get("failures") or 0), int(c.get("holds") or 0),
@@ -171,6 +194,7 @@ class RolloutState:
             "canaryWeight": self.canary_weight,
             "stableRevision": self.stable_revision,
             "canaryRevision": self.canary_revision,
+            "originalReplicas": self.original_replicas,
             "stepStartedAt": format_time(self.step_started_at),
             "pauseUntil": format_time(self.pause_until),
             "checks": {name: _checks_dict(self.checks.get(name, MetricChecks())) for name in names},
@@ -181,6 +205,7 @@ class RolloutState:
 
 
 _OWNED = frozenset({"phase", "message", "currentStepIndex", "canaryWeight", "stableRevision", "canaryRevision",
+                    "originalReplicas",
                     "stepStartedAt", "pauseUntil", "checks", "analysisHistory", "progress"})
 
 
@@ -191,6 +216,7 @@ def _checks_dict(checks: MetricChecks) -> dict[str, int]:
 def _read_progress(raw: Mapping[str, Any]) -> Progress:
     pending = raw.get("pendingMeasure")
     withdrawal = raw.get("withdrawal")
+    asked = raw.get("originalAsked")
     return Progress(
         stage=_enum(Stage, raw.get("stage")) or Stage.IDLE,
         run=int(raw.get("run") or 0),
@@ -218,6 +244,10 @@ def _read_progress(raw: Mapping[str, Any]) -> Progress:
                               int(withdrawal.get("step") or 0), int(withdrawal.get("weight") or 0),
                               withdrawal.get("nextRevision")) if withdrawal else None,
         last_reason=dict(raw.get("lastReason") or {}),
+        original_asked=OriginalScale(int(asked["replicas"]), asked.get("remember")) if asked else None,
+        original_set_at=parse_rfc3339(raw.get("originalSetAt")),
+        autoscalers={role: AutoscalerBounds(int(b["min"]), int(b["max"]), str(b["revision"]))
+                     for role, b in (raw.get("autoscalers") or {}).items() if isinstance(b, Mapping)},
     )
 
 
@@ -252,6 +282,11 @@ def _progress_dict(progress: Progress, metric_names: list[str]) -> dict[str, Any
                        "step": withdrawal.step, "weight": withdrawal.weight,
                        "nextRevision": withdrawal.next_revision} if withdrawal else None,
         "lastReason": {name: progress.last_reason.get(name) for name in metric_names},
+        "originalAsked": {"replicas": progress.original_asked.replicas, "remember": progress.original_asked.remember}
+        if progress.original_asked else None,
+        "originalSetAt": format_time(progress.original_set_at),
+        "autoscalers": {role: {"min": b.min_replicas, "max": b.max_replicas, "revision": b.revision}
+                        for role, b in progress.autoscalers.items()},
     }
 
 

@@ -61,7 +61,7 @@ class Tick:
 
     @property
     def full(self) -> int:
-        return max(self.target.replicas, 0)
+        return max(self.target.user_replicas, 0)
 
     @property
     def rollout_revision(self) -> str:
@@ -149,6 +149,8 @@ class Tick:
         """True while the stable or canary workload is not ready at `replicas` on `revision`;
         then the message says so ('...waiting for stable 2/4 ready...') and a poll is due."""
         workload = self.stable if name == "stable" else self.canary
+        if self.plan.autoscaled and replicas > 0 and workload.desired > 0:
+            replicas = workload.desired  # its HPA may have moved the count the machine set: any count serves
         if workload.is_ready(replicas, revision):
             return False
         ready = min(workload.ready, replicas) if workload.revision == revision else 0

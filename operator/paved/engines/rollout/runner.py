@@ -12,6 +12,8 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
         a query Prometheus rejects           -> QueryRejected
         the target Deployment is missing     -> TargetNotFound
         the route/Service cannot be steered  -> RoutingInvalid
+        spec.autoscalerRef names no HPA of
+          the target                         -> AutoscalerInvalid
     observe: target revision/replicas, stable and canary workloads, route weights, command
       (in parallel; Deployments come from a cache fed by the Deployment watch and by
       Paved's own writes, never older than Paved's last write, see DeploymentCache)
@@ -47,13 +49,14 @@ from paved.providers.egress import Egress
 from paved.providers.routing import (
     CANARY, COMMAND_ANNOTATION, COMMAND_ID_ANNOTATION, STABLE, RolloutContext, Router, RouterError, router_for,
 )
+from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.rollout import (
-    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
+    REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
-    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
-    Weights, conditions_for, decide, refuse, validate_spec,
+    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
+    WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
 )
 
 KIND = "ProgressiveRollout"
@@ -257,14 +260,16 @@ class RolloutRunner:
         context = RolloutContext.from_body(body, owner)
         router = self.router(spec, context)
         workloads: Workloads = getattr(router, "workloads", None) or Workloads(context)
+        autoscalers = autoscalers_for(spec, context)
         observed_at = _now()
-        # The four reads are independent: in parallel, so a tick costs two round trips (the
-        # rollout, then these), not five, however busy the API server is.
+        # The reads are independent: in parallel, so a tick costs two round trips (the
+        # rollout, then these), not one per read, however busy the API server is.
         reads: dict[str, Future[Any]] = {
             "target": self.reads.submit(workloads.target),
             STABLE: self.reads.submit(workloads.copy, STABLE),
             CANARY: self.reads.submit(workloads.copy, CANARY),
             "weights": self.reads.submit(router.get_weights),
+            "autoscaler": self.reads.submit(autoscalers.user if autoscalers else lambda: None),
         }
         for future in reads.values():
             future.exception()  # wait for all of them, whatever the outcome
@@ -279,8 +284,12 @@ class RolloutRunner:
             if error.retryable:
                 raise
             raise _Refused(REASON_ROUTING_INVALID, [FieldError(error.field or "spec.trafficRouting", str(error))]) from None
+        autoscaler_problem = autoscalers.problem() if autoscalers else None
+        if autoscaler_problem:
+            raise _Refused(REASON_AUTOSCALER_INVALID, [FieldError("spec.autoscalerRef.name", autoscaler_problem)])
         self.last_refusal = None
         observation = Observation(
+            autoscaler=autoscalers.observe() if autoscalers else None,
             target=target_state(target), stable=workloads.observe(STABLE), canary=workloads.observe(CANARY),
             weights=weights, command=command_of(metadata), observed_at=observed_at,
         )
@@ -293,7 +302,7 @@ class RolloutRunner:
             if not _only_measures(decision):  # status first: it is the intent the actions carry out
                 stored = self._store(stored, status)
             update_metrics(self.namespace, self.name, status)
-            answers = self._execute(decision, owner, spec, router, workloads, egress)
+            answers = self._execute(decision, owner, spec, router, workloads, egress, autoscalers)
             if answers is None:
                 break
             observation = replace(observation, measurements={**observation.measurements, **answers[0]},
@@ -318,7 +327,8 @@ class RolloutRunner:
         self.reconciled = (generation, time.monotonic())
 
     def _execute(self, decision: Decision, owner: Owner, spec: Mapping[str, Any], router: Router,
-                 workloads: Workloads, egress: Egress) -> tuple[dict[str, MetricMeasurement], dict[str, WebhookResult]] | None:
+                 workloads: Workloads, egress: Egress,
+                 autoscalers: Autoscalers | None = None) -> tuple[dict[str, MetricMeasurement], dict[str, WebhookResult]] | None:
         """Run the actions in order; stop at the first failure (raised). Returns the answers to
         Measure/RunWebhook when there were any (decide must see them now), else None."""
         measurements: dict[str, MetricMeasurement] = {}
@@ -337,6 +347,10 @@ class RolloutRunner:
                 workloads.scale(STABLE, action.replicas)
             elif isinstance(action, PromoteStableTemplate):
                 workloads.promote_stable(action.revision, action.replicas)
+            elif isinstance(action, ScaleOriginal):
+                workloads.scale_original(action.replicas, action.remember)
+            elif isinstance(action, SetAutoscaler) and autoscalers is not None:
+                autoscalers.apply(action.role, action.min_replicas, action.max_replicas)
             elif isinstance(action, Measure):
                 asked = True
                 provider = metric_providers.for_analysis(spec.get("analysis") or {}, egress)
@@ -365,10 +379,18 @@ class RolloutRunner:
         self.last_refusal = refusal.message
 
     def finalize(self, body: Mapping[str, Any]) -> None:
-        """Hand traffic back before the garbage collector removes the Paved Services."""
+        """Hand traffic back before the garbage collector removes the Paved Services, and the
+        user's replicas back to their Deployment if Paved scaled it down, before the copies go."""
         with self.lock:
             owner = self.owner(body.get("metadata") or {})
-            self.router(body.get("spec") or {}, RolloutContext.from_body(body, owner)).finalize()
+            context = RolloutContext.from_body(body, owner)
+            router = self.router(body.get("spec") or {}, context)
+            router.finalize()
+            workloads: Workloads = getattr(router, "workloads", None) or Workloads(context)
+            target = workloads.target()
+            restore = restore_on_delete(target_state(target)) if target is not None else None
+            if restore is not None:
+                workloads.scale_original(restore.replicas, restore.remember)
             self.finalized = True
 
     @property

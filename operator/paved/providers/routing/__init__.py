@@ -41,6 +41,11 @@ COMMAND_ID_ANNOTATION = "paved.dev/command-id"
 """Any unique string next to the command: each id acts once."""
 ROUTE_FIELD_MANAGER = "paved-rollout"
 """Field manager of every write Paved makes to objects it does not own (the HTTPRoute)."""
+SCALE_FIELD_MANAGER = "paved-rollout-scale"
+"""Field manager of spec.replicas of the user's Deployment while spec.originalScaleDown keeps
+it scaled down (the only field of it Paved ever writes, with the note below)."""
+ORIGINAL_REPLICAS_ANNOTATION = "paved.dev/original-replicas"
+"""On the user's Deployment while Paved scales it down: the user's own replica count."""
 
 STABLE, CANARY = "stable", "canary"
 

@@ -1,7 +1,9 @@
 """The stable and canary workloads of a rollout, and the Services in front of them.
 
-Model (see docs/rollout.md): the user's Deployment (the *target*) stays native and Paved
-never writes to it; it is the source of the pod template. Paved creates and owns
+Model (see docs/rollout.md): the user's Deployment (the *target*) stays native and is the
+source of the pod template; Paved writes nothing of it but, when spec.originalScaleDown asks,
+its spec.replicas (and a note of the user's count), under its own field manager
+(`scale_original`). Paved creates and owns
 
     Deployment <target>-stable    the target's pod template at the stable revision
     Deployment <target>-canary    the target's pod template at the revision being rolled out
@@ -36,7 +38,8 @@ from typing import Any, Protocol
 from paved.kube import apply as kube
 from paved.kube.client import request, resource_info
 from paved.providers.routing import (
-    CANARY, REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext, RouterError,
+    CANARY, ORIGINAL_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, SCALE_FIELD_MANAGER, STABLE,
+    RolloutContext, RouterError,
 )
 from paved.rollout.observation import TargetState, WorkloadState
 
@@ -67,7 +70,27 @@ def target_state(target: Mapping[str, Any]) -> TargetState:
     spec = target.get("spec") or {}
     replicas = spec.get("replicas")
     return TargetState(revision=template_revision(spec.get("template") or {}),
-                       replicas=1 if replicas is None else int(replicas))
+                       replicas=1 if replicas is None else int(replicas), remembered=remembered_replicas(target))
+
+
+def remembered_replicas(target: Mapping[str, Any]) -> int | None:
+    """The user's count Paved noted when it scaled the target down, while Paved's scale field
+    manager still owns spec.replicas (whoever scaled it since set the count that counts)."""
+    metadata = target.get("metadata") or {}
+    note = str((metadata.get("annotations") or {}).get(ORIGINAL_REPLICAS_ANNOTATION) or "")
+    owns = any(entry.get("manager") == SCALE_FIELD_MANAGER and entry.get("operation") == "Apply"
+               and "f:replicas" in (((entry.get("fieldsV1") or {}).get("f:spec")) or {})
+               for entry in metadata.get("managedFields") or [])
+    return int(note) if owns and note.isdigit() else None
+
+
+def original_scale(context: RolloutContext, replicas: int, remember: int | None) -> Json:
+    """The apply body of the user's Deployment's scale: spec.replicas and the note of the
+    user's count (absent: the note goes, the field is handed back at the user's count). Pure."""
+    metadata: Json = {"name": context.target, "namespace": context.namespace}
+    if remember is not None:
+        metadata["annotations"] = {ORIGINAL_REPLICAS_ANNOTATION: str(remember)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": {"replicas": replicas}}
 
 
 def role_labels(context: RolloutContext, role: str) -> dict[str, str]:
@@ -194,6 +217,7 @@ class KubePort(Protocol):
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Json | None: ...
     def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = ...) -> Json: ...
+    def apply_fields(self, body: Mapping[str, Any], *, field_manager: str) -> Json: ...
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]: ...
 
 
@@ -205,6 +229,10 @@ class PavedKube:
 
     def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = "paved") -> Json:
         return kube.apply(body, owner, field_manager=field_manager)
+
+    def apply_fields(self, body: Mapping[str, Any], *, field_manager: str) -> Json:
+        """A few fields of an object Paved does not own, as given (no owner, no labels)."""
+        return kube.server_side_apply(body, field_manager=field_manager)
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]:
         path = resource_info(api_version, kind).path(namespace=namespace)
@@ -332,6 +360,14 @@ class Workloads:
     def promote_stable(self, revision: str, replicas: int) -> None:
         """The stable copy takes the template of `revision`, at `replicas`."""
         self._apply(STABLE, revision, replicas)
+
+    def scale_original(self, replicas: int, remember: int | None) -> None:
+        """Set the user's Deployment's spec.replicas under Paved's scale field manager, noting
+        the user's count next to it (`remember` None: hand the field back, drop the note)."""
+        live = self.kube.apply_fields(original_scale(self.context, replicas, remember), field_manager=SCALE_FIELD_MANAGER)
+        self._cache["target"] = live
+        if self.deployments is not None and live:
+            self.deployments.offer(live)
 
     def scale(self, role: str, replicas: int) -> None:
         live = self.copy(role)

@@ -1,0 +1,109 @@
+"""spec.autoscalerRef: the copies' HPAs derived from the user's (paved.rollout.autoscaling and
+paved.providers.routing.autoscalers, pure parts)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from paved.providers.base import Owner
+from paved.providers.routing import RolloutContext
+from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler
+from paved.rollout import AutoscalerState, Observation, ScaleStable, SetAutoscaler, TargetState, WorkloadState, decide
+from paved.rollout.autoscaling import canary_bounds
+from paved.rollout.simulate import Sample, Scenario, example_spec, simulate
+
+NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
+CONTEXT = RolloutContext(owner=Owner("paved.dev/v1alpha1", "ProgressiveRollout", "checkout", "shop", "uid-1"),
+                         target="checkout", service="checkout", port=80)
+SPEC = example_spec(autoscalerRef={"name": "checkout"})
+
+
+def user_hpa(target: str = "checkout") -> dict[str, Any]:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "7"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                     "minReplicas": 2, "maxReplicas": 10,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                                                   "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
+
+
+@pytest.mark.parametrize("weight, bounds", [(0, (1, 1)), (5, (1, 1)), (20, (1, 2)), (50, (1, 5)), (100, (2, 10))])
+def test_the_canarys_bounds_follow_its_traffic_weight(weight: int, bounds: tuple[int, int]) -> None:
+    assert canary_bounds(2, 10, weight) == bounds
+
+
+def test_a_rollout_asks_for_both_hpas_and_moves_the_canarys_with_each_weight() -> None:
+    healthy = {"success-rate": lambda t, w: Sample(0.99, 600)}
+    assert not simulate(SPEC, Scenario(metrics=healthy)).actions(SetAutoscaler)  # no HPA observed: none derived
+    result = simulate(SPEC, Scenario(metrics=healthy, autoscaler=AutoscalerState(2, 10, "r1")))
+    assert result.status["message"].startswith("promoted")
+    asked = [action for _, action in result.actions(SetAutoscaler)]
+    assert asked[:2] == [SetAutoscaler("stable", 2, 10, "r1"), SetAutoscaler("canary", 1, 1, "r1")]
+    assert [(a.min_replicas, a.max_replicas) for a in asked if a.role == "canary"] == [
+        (1, 1), (1, 2), (1, 5), (2, 10), (1, 1)]  # 0%, 20%, 50%, 100%, back to 0% after the promotion
+    assert [a for a in asked if a.role == "stable"] == [SetAutoscaler("stable", 2, 10, "r1")]
+
+
+def test_a_changed_user_hpa_reaches_the_derived_ones() -> None:
+    status = simulate(SPEC, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)})).status
+    target = TargetState("v2", 4)
+    ready = WorkloadState("v2", 4, 4)
+    first = decide(SPEC, status, Observation(target=target, stable=ready, autoscaler=AutoscalerState(2, 10, "r1")), NOW)
+    second = decide(SPEC, first.status, Observation(target=target, stable=ready,
+                                                    autoscaler=AutoscalerState(2, 10, "r2")), NOW)
+    assert [a.revision for a in second.of_type(SetAutoscaler)] == ["r2", "r2"]
+
+
+def test_the_hpa_owns_the_stable_count_between_transitions() -> None:
+    """Without an autoscalerRef the machine pulls the stable copy back to the target's count;
+    with one, the count the HPA chose stays."""
+    plain = simulate(example_spec(), Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)})).status
+    autoscaled = simulate(SPEC, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)})).status
+    grown = WorkloadState("v2", 7, 7)
+    later = NOW.replace(year=2031)
+    observation = Observation(target=TargetState("v2", 4), stable=grown, canary=WorkloadState("v2", 0, 0),
+                              autoscaler=AutoscalerState(2, 10, "r1"), observed_at=later)
+    assert decide(example_spec(), plain, observation, later).of_type(ScaleStable) == [ScaleStable(4)]
+    assert not decide(SPEC, autoscaled, observation, later).of_type(ScaleStable)
+    # Nor does it follow a new count of the user's Deployment (its own HPA's, or the user's).
+    rescaled = Observation(target=TargetState("v2", 6), stable=WorkloadState("v2", 4, 4),
+                           canary=WorkloadState("v2", 0, 0), autoscaler=AutoscalerState(2, 10, "r1"), observed_at=later)
+    assert decide(example_spec(), plain, rescaled, later).of_type(ScaleStable) == [ScaleStable(6)]
+    assert not decide(SPEC, autoscaled, rescaled, later).of_type(ScaleStable)
+
+
+def test_derived_hpas_aim_at_the_copy_with_the_users_metrics() -> None:
+    derived = derived_autoscaler(CONTEXT, "canary", user_hpa(), 1, 5)
+    assert derived["metadata"]["name"] == "checkout-canary"
+    assert derived["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-canary"}
+    assert (derived["spec"]["minReplicas"], derived["spec"]["maxReplicas"]) == (1, 5)
+    assert derived["spec"]["metrics"] == user_hpa()["spec"]["metrics"]
+    assert "resourceVersion" not in derived["metadata"]
+
+
+def test_the_users_hpa_must_exist_and_scale_the_target() -> None:
+    assert "not found" in (autoscaler_problem(CONTEXT, "checkout", None) or "")
+    assert "not the target" in (autoscaler_problem(CONTEXT, "checkout", user_hpa("other")) or "")
+    assert autoscaler_problem(CONTEXT, "checkout", user_hpa()) is None
+    state = autoscaler_state(user_hpa())
+    assert (state.min_replicas, state.max_replicas) == (2, 10)
+    changed = user_hpa()
+    changed["spec"]["maxReplicas"] = 12
+    assert autoscaler_state(changed).revision != state.revision
+
+
+def test_a_wait_for_ready_accepts_the_count_the_hpa_chose() -> None:
+    """Promotion waits for the stable copy at the new revision; its HPA may have raised it
+    from the 4 Paved set to 5 meanwhile, and 5 ready pods are ready enough."""
+    healthy = {"success-rate": lambda t, w: Sample(0.99, 600)}
+    result = simulate(SPEC, Scenario(metrics=healthy, stable_ready_delay=10.0, autoscaler=AutoscalerState(2, 10, "r1")))
+    waiting = next(tick for tick in result.ticks if tick.stage == "Promote")
+    assert "waiting for stable" in waiting.message
+    raised = Observation(**{**waiting.observation.__dict__, "stable": WorkloadState("v2", 5, 5)})
+    moment = waiting.observation.observed_at
+    assert decide(SPEC, waiting.decision.status, raised, moment).status["message"].startswith("promoted")
+    plain = example_spec()
+    assert "waiting for stable" in decide(plain, waiting.decision.status, raised, moment).status["message"]
