@@ -59,7 +59,8 @@ class Shop:
         return self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", kind, name, "-n", self.namespace, "-o", "json").stdout)
+        # managedFields too: kubectl hides them unless asked, and tests read who wrote what.
+        return json.loads(self.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", "--show-managed-fields").stdout)
 
     def exists(self, kind: str, name: str) -> bool:
         return self.kubectl("get", kind, name, "-n", self.namespace, check=False).returncode == 0

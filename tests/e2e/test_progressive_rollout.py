@@ -59,8 +59,8 @@ def test_healthy_canary_is_promoted_step_by_step(shop: Shop) -> None:
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/checkout:v2"
     assert shop.get("deployment", "checkout-canary")["spec"]["replicas"] == 0
     target = shop.get("deployment", "checkout")
-    assert {entry["manager"] for entry in target["metadata"].get("managedFields") or []}.isdisjoint(
-        {"paved", ROUTE_FIELD_MANAGER})
+    managers = {entry["manager"] for entry in target["metadata"]["managedFields"]}
+    assert managers and managers.isdisjoint({"paved", ROUTE_FIELD_MANAGER}), managers
     # Explained: analysis history with verdicts, events for every step, conditions.
     assert any(h["verdict"] == "Successful" for h in status["analysisHistory"])
     assert shop.condition("Ready")["status"] == "True"
