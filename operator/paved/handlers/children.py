@@ -77,7 +77,7 @@ def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mappi
         return  # the garbage collector or the finalizer is removing this child on purpose
     trigger = f"{event} of {kube.key_of(child)}"
     reconcile_and_write(intent_kind, intent,
-                        lambda body: engines.compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
+                        lambda body: engines.compose.reconcile(intent_kind, body, compositions, trigger=trigger).status)
 
 
 async def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:

@@ -2,8 +2,8 @@
 
 - `identity_summaries` (a Kopf index): every identity's spec and expiry by (namespace, name);
   parents are resolved from here.
-- create/update/resume: decide, render the effective spec and apply; one status PATCH
-  (Kopf's), only on change.
+- create/update/resume: decide, render the effective spec and apply; the status is written
+  (one server-side apply as the reconcile) only on change.
 - an async daemon per identity sleeps until `status.expiresAt` (ticks of at most 1 s) and
   re-reconciles when it passes, when an ancestor changes (the index), so parents expiring or
   narrowing expire or narrow their descendants, and when what IntentPolicies allow it
@@ -30,7 +30,7 @@ import kopf
 
 from paved import GROUP, VERSION
 from paved.engines import Engines
-from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from
+from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from, write_status
 from paved.engines.identity import EXPIRED, ancestry_digest, deadline_of, is_true, summary
 from paved.handlers.common import raise_for_kopf
 from paved.identity import Ancestor
@@ -46,15 +46,14 @@ def identity_summaries(body: kopf.Body, namespace: str, name: str, **_: Any) -> 
     return {(namespace, name): summary(body)}
 
 
-def reconcile_identity(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index,
-                       identity_summaries: kopf.Index, memo: Engines, **_: Any) -> None:
-    """Decide, render the effective spec and apply; one status PATCH (Kopf's), only on change."""
+def reconcile_identity(body: kopf.Body, retry: int, composition_index: kopf.Index, identity_summaries: kopf.Index,
+                       memo: Engines, **_: Any) -> None:
+    """Decide, render the effective spec and apply; the status is written only on change."""
     try:
-        delta, outcome = memo.identities.reconcile_now(body, identity_summaries, compositions_from(composition_index))
+        status, outcome = memo.identities.reconcile_now(body, identity_summaries, compositions_from(composition_index))
     except ProviderError as error:
         raise kopf.TemporaryError(str(error), delay=backoff(retry)) from None
-    for key, value in delta.items():
-        patch.status[key] = value
+    write_status(memo.identities.kind, body, status)
     if outcome is not None:
         raise_for_kopf(outcome, retry)
 

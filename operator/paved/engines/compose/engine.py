@@ -12,16 +12,17 @@ the world match it, in a fixed, visible order:
    next render pass, repeat until nothing more can be applied           -> ProviderError
 6. prune Kubernetes children the intent no longer renders
 7. build the new status (Ready, Synced, observedGeneration, composition, renderHash,
-   resources) and the delta against the old one
+   resources) and what of it changed
 
 Quiet at idle: when the render hash equals status.renderHash, step 5 first observes each
-resource and writes only the missing or drifted ones, and the status delta of an unchanged
-reconcile is empty, so a resumed or re-listed intent causes no write at all.
+resource and writes only the missing or drifted ones, and the status of an unchanged
+reconcile equals what the intent shows, so a resumed or re-listed intent causes no write at all.
 
-Callers: the Kopf handlers of each kind (status through Kopf's patch), the children watch
-(drift of owned objects) and Composition changes (both write status with paved.kube.status).
-Kinds register an `IntentKind` with the engine so those generic paths can reconcile any
-intent from its ownerReference.
+Callers: the Kopf handlers of each kind, the children watch (drift of owned objects) and
+Composition changes; all write the status with `write_status`, as one writer (the kind's
+`status_writer`: server-side apply as `paved-reconcile`, paved.kube.status). Kinds register
+an `IntentKind` with the engine so those generic paths can reconcile any intent from its
+ownerReference.
 
 The engine holds the process's only compose state (paved.runtime builds one): the registered
 kinds, where allowances come from, and a lock per intent. It has no thread of its own, so
@@ -34,7 +35,7 @@ import base64
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from paved import metrics
@@ -63,6 +64,7 @@ from paved.engines.compose.model import (
 )
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
+from paved.kube.status import CONDITIONS
 from paved.kube.client import ApiError
 from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
@@ -200,7 +202,7 @@ class ComposeEngine:
         *,
         trigger: str = "handler",
     ) -> Outcome:
-        """Compose, build the status and its delta, post Events for what changed; no status write.
+        """Compose, build the status and what changed of it, post Events for that; no status write.
 
         Serialised per intent (owner_lock). Events are posted only when something changed, so
         an idle re-run is silent.
@@ -210,12 +212,12 @@ class ComposeEngine:
             old = dict(body.get("status") or {})
             result = self.compose(intent_kind, body, compositions, previous=old)
             status = build_status(intent_kind, body, result)
-            outcome = Outcome(result, status, kube_status.status_delta(old, status))
+            outcome = intent_kind.outcome(result, body, status)
             metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
-            _report(owner, result, outcome.delta, trigger)
+            _report(owner, result, outcome.changed, trigger)
             if intent_kind.refine is not None:
                 outcome = intent_kind.refine(outcome, body)
-            if outcome.delta and intent_kind.audit is not None:
+            if outcome.changed and intent_kind.audit is not None:
                 intent_kind.audit(owner, old, outcome.status)
             return outcome
 
@@ -421,7 +423,7 @@ def _conditions(result: ComposeResult) -> tuple[kube_status.ConditionSpec, kube_
 
 
 
-def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigger: str) -> None:
+def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigger: str) -> None:
     """Log and post Events for transitions only (names and fields, never values)."""
     where = f"{owner.kind} {owner.namespace}/{owner.name}"
     if result.corrected:
@@ -432,7 +434,7 @@ def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigg
         message = "removed resources no longer rendered: " + ", ".join(result.pruned)
         log.info("%s: %s", where, message)
         events.post_event(owner, "Pruned", message)
-    if "conditions" not in delta:
+    if CONDITIONS not in changed:
         return
     if result.error is not None:
         log.warning("%s: %s: %s", where, result.error.reason, result.error.message)
@@ -442,24 +444,31 @@ def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigg
         events.post_event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
 
 
-def write_status(intent_kind: IntentKind, body: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
-    """Write a status delta outside a Kopf handler (drift restore, composition change)."""
-    owner = owner_of(body)
-    kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta)
+def write_status(intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Write the reconcile's part of `status` onto the intent `body` (as read); no request when
+    `body` shows it already. True when written."""
+    return intent_kind.status_writer.write(body, status) is not None
 
 
 def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
-                        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
-    """Outside a Kopf handler: `compute(body)` reconciles and returns the status delta, written
-    only onto the version it was computed from (paved.kube.status.update_status: several paths
-    reconcile one intent, and a stale conditions list must not win); an intent being deleted
-    is left to its finalizer."""
-    owner = owner_of(body)
+                        compute: Callable[[Mapping[str, Any]], Mapping[str, Any] | None]) -> None:
+    """Outside a Kopf handler (drift restore, composition change, an identity's daemon):
+    `compute(body)` reconciles and returns the status (None: nothing to write), written with
+    `write_status`. An intent being deleted is left to its finalizer; a gone one writes nothing.
 
-    def reconciled(current: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {} if (current.get("metadata") or {}).get("deletionTimestamp") else compute(current)
-
-    kube_status.update_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, reconciled, body)
+    Several paths may reconcile one intent at once (serialised by owner_lock); each writes the
+    whole of the reconcile's part, so the last one, a complete reconcile itself, is what stays,
+    and no other writer's condition is ever carried along."""
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return
+    status = compute(body)
+    if status is None:
+        return
+    try:
+        write_status(intent_kind, body, status)
+    except ApiError as error:
+        if not error.not_found:
+            raise
 
 
 # --------------------------------------------------------------------------- deletion

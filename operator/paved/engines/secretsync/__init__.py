@@ -2,8 +2,10 @@
 
 from paved.engines.secretsync.engine import (
     REF_CONDITIONS,
+    REF_STATUS,
     STORE_CHECK_INTERVAL,
     STORE_PLURALS,
+    STORE_STATUS,
     CycleReport,
     SyncEngine,
     engine_status,
@@ -11,6 +13,7 @@ from paved.engines.secretsync.engine import (
 from paved.engines.secretsync.kube import REF_KIND, STATUS_FIELD_MANAGER, KubeApi, KubePort
 
 __all__ = [
-    "REF_CONDITIONS", "REF_KIND", "STATUS_FIELD_MANAGER", "STORE_CHECK_INTERVAL", "STORE_PLURALS", "CycleReport",
+    "REF_CONDITIONS", "REF_KIND", "REF_STATUS", "STATUS_FIELD_MANAGER", "STORE_CHECK_INTERVAL", "STORE_PLURALS",
+    "STORE_STATUS", "CycleReport",
     "KubeApi", "KubePort", "SyncEngine", "engine_status",
 ]
