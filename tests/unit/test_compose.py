@@ -223,6 +223,24 @@ def test_an_idle_reconcile_sends_no_status_request(cluster: FakeCluster, composi
     engines.stop()
 
 
+def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(
+        cluster: FakeCluster, compositions: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An identity's daemon narrows it (Accepted=Narrowed) while a children drift restore,
+    triggered by that narrowing, still holds the intent as read before: the restore computes
+    from, and compares with, the status as last written, so it keeps Narrowed."""
+    applied: list[dict[str, Any]] = []
+    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: applied.append(copy.deepcopy(dict(args[4]))) or {})
+    engine = _compose.ComposeEngine()
+    kind = IdentityEngine(engine).kind
+    before = identity(READ_CONFIGMAPS)
+    engine.reconcile_and_write(kind, before, lambda current: (with_conditions(
+        current.get("status"), [("Accepted", True, "Narrowed", "the parent no longer holds pods")], 1), None))
+    engine.reconcile_written(kind, before, compositions, trigger="DELETED of Role/team-a/reporter")
+    assert condition(applied[-1], "Accepted")["reason"] == "Narrowed" and condition(applied[-1], "Ready")["status"] == "True"
+    engine.forget("uid-reporter")
+    assert engine.as_written(kind, before) is before
+
+
 def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, compositions: list) -> None:
     first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     role_key = next(k for k in cluster.objects if k.kind == "Role")

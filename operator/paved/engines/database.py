@@ -59,12 +59,11 @@ from paved.engines.compose import (
     intent_document,
     namespace_labels,
     owner_of,
-    write_status,
 )
-from paved.kube.status import CONDITIONS, StatusWriter
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
+from paved.kube.status import CONDITIONS, StatusWriter
 from paved.providers.base import ProviderError
 from paved.render import RenderError, render, select_composition
 
@@ -274,24 +273,27 @@ class DatabaseEngine:
                 return self._refused(body, ComposeError(REASON_PROVIDER_ERROR, f"reading the cluster: {error}", retryable=retryable))
         return self.compose.reconcile(self.kind, body, compositions, trigger=trigger)
 
+    def reconcile_and_write(self, body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> Outcome | None:
+        """`reconcile`, and its status written (None: the intent is being deleted)."""
+        return self.compose.reconcile_and_write(
+            self.kind, body, lambda current: self.reconcile(current, compositions, trigger=trigger).written())
+
     def check_drift(self, body: Mapping[str, Any], compositions: Compositions) -> Outcome | None:
         """One drift check: the composed reconcile (one describe per cloud resource when nothing
         changed, a modify of only the differing fields when something did), its status written
         when it changed, then lastDriftCheck (its own writer: one request per check)."""
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        outcome = self.reconcile(body, compositions, trigger="drift check")
-        write_status(self.kind, body, outcome.status)
-        DRIFT_CHECK_STATUS.write(body, {LAST_DRIFT_CHECK: now_rfc3339()})
+        outcome = self.reconcile_and_write(body, compositions, trigger="drift check")
+        if outcome is not None:
+            DRIFT_CHECK_STATUS.write(body, {LAST_DRIFT_CHECK: now_rfc3339()})
         return outcome
 
     def deletion_failed(self, body: Mapping[str, Any], message: str) -> None:
         """Ready=False/DeletionFailed with `message`: the reconcile's own Ready, written as the
         reconcile (nothing else reconciles an intent being deleted)."""
-        status = kube_status.with_conditions(body.get("status"), [(READY, False, REASON_DELETION_FAILED, message)],
-                                             (body.get("metadata") or {}).get("generation"))
+        generation = (body.get("metadata") or {}).get("generation")
         try:
-            write_status(self.kind, body, status)
+            self.compose.reconcile_and_write(self.kind, body, lambda current: (kube_status.with_conditions(
+                current.get("status"), [(READY, False, REASON_DELETION_FAILED, message)], generation), None), while_deleting=True)
         except ApiError as error:  # the deletion is retried anyway, and says so again
             metadata = body.get("metadata") or {}
             log.warning("%s %s/%s: status not written: %s %s", KIND, metadata.get("namespace"), metadata.get("name"),

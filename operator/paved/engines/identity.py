@@ -41,7 +41,6 @@ from paved.engines.compose import (
     IntentKind,
     Outcome,
     owner_of,
-    reconcile_and_write,
     render_for_deletion,
 )
 from paved.identity import ceiling as ceilings, chain as chains, grants, scope as scopes
@@ -273,7 +272,7 @@ class IdentityEngine:
     def reconcile_now(self, body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]], *,
                       now: datetime | None = None) -> tuple[dict[str, Any], Outcome | None]:
         """Decide (grant / expire / refuse), act; returns the new status (not written here:
-        compose.write_status) and the composed outcome when something was applied (for Kopf's
+        `reconcile_and_write`) and the composed outcome when something was applied (for Kopf's
         retry mapping)."""
         now = now or datetime.now(timezone.utc)
         owner = owner_of(body)
@@ -371,10 +370,16 @@ class IdentityEngine:
             raise providers.ProviderError(message, retryable=True)
         return status
 
+    def reconcile_and_write(self, body: Mapping[str, Any], index: Mapping[Any, Any],
+                            compositions: list[Mapping[str, Any]]) -> Outcome | None:
+        """`reconcile_now` and its status written (compose.reconcile_and_write: one path at a time
+        per identity, each from the status as last written)."""
+        return self.compose.reconcile_and_write(self.kind, body, lambda current: self.reconcile_now(current, index, compositions))
+
     def resync(self, body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]]) -> None:
         """Reconcile outside a Kopf handler cycle and write the status (the daemon's path)."""
         try:
-            reconcile_and_write(self.kind, body, lambda fresh: self.reconcile_now(fresh, index, compositions)[0])
+            self.reconcile_and_write(body, index, compositions)
         except (providers.ProviderError, ApiError) as error:  # the next tick or event retries
             log.warning("%s/%s: %s (retrying)", body["metadata"]["namespace"], body["metadata"]["name"], error)
 

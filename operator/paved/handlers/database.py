@@ -22,7 +22,7 @@ import kopf
 
 from paved import GROUP, VERSION
 from paved.engines import Engines
-from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from, write_status
+from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from
 from paved.engines.database import CLEANUP_FINALIZER, IntentChanging, has_cleanup_finalizer, next_drift_wait
 from paved.handlers.common import raise_for_kopf
 from paved.kube.client import ApiError
@@ -57,11 +57,11 @@ async def watch_cloud_drift(stopped: kopf.DaemonStopped, body: kopf.Body, compos
 def reconcile_database(body: kopf.Body, retry: int, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:
     """Check, render and apply; the status is written only when it changed."""
     try:
-        outcome = memo.databases.reconcile(body, compositions_from(composition_index), trigger="handler")
+        outcome = memo.databases.reconcile_and_write(body, compositions_from(composition_index), trigger="handler")
     except IntentChanging as changing:
         raise kopf.TemporaryError(str(changing), delay=changing.delay) from None
-    write_status(memo.databases.kind, body, outcome.status)
-    raise_for_kopf(outcome, retry)
+    if outcome is not None:
+        raise_for_kopf(outcome, retry)
 
 
 def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, memo: Engines,

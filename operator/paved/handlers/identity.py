@@ -30,7 +30,7 @@ import kopf
 
 from paved import GROUP, VERSION
 from paved.engines import Engines
-from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from, write_status
+from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from
 from paved.engines.identity import EXPIRED, ancestry_digest, deadline_of, is_true, summary
 from paved.handlers.common import raise_for_kopf
 from paved.identity import Ancestor
@@ -50,10 +50,9 @@ def reconcile_identity(body: kopf.Body, retry: int, composition_index: kopf.Inde
                        memo: Engines, **_: Any) -> None:
     """Decide, render the effective spec and apply; the status is written only on change."""
     try:
-        status, outcome = memo.identities.reconcile_now(body, identity_summaries, compositions_from(composition_index))
+        outcome = memo.identities.reconcile_and_write(body, identity_summaries, compositions_from(composition_index))
     except ProviderError as error:
         raise kopf.TemporaryError(str(error), delay=backoff(retry)) from None
-    write_status(memo.identities.kind, body, status)
     if outcome is not None:
         raise_for_kopf(outcome, retry)
 

@@ -2,8 +2,8 @@
 
 A Composition whose spec or templates do not compile gets Ready=False naming the resource
 and line; a valid one Ready=True. Status is written only when it changes (server-side
-apply as `paved-composition-check`, paved.kube.status). (The composition
-index itself, which every intent is rendered from, is in paved.handlers.indexes.)
+apply as `paved-composition-check`, paved.kube.status). (The composition index itself,
+which every intent is rendered from, is in paved.handlers.indexes.)
 
 When a Composition's spec changes (or it appears or disappears), the intents that use it,
 and those still waiting with NoComposition, are re-rendered at once through the kind's
@@ -25,10 +25,10 @@ from paved import API_VERSION, GROUP, VERSION
 from paved.api.common import READY
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
-from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope, reconcile_and_write
+from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope
 from paved.kube import status as kube_status
-from paved.kube.status import StatusWriter
 from paved.kube.client import ApiError, request, resource_info
+from paved.kube.status import StatusWriter
 from paved.render import check_composition
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, 
         if not _uses(item, name) or not in_scope(item["metadata"].get("namespace"), memo.scope.namespaces):
             continue
         try:
-            reconcile_and_write(intent_kind, item,
-                                lambda body: memo.compose.reconcile(intent_kind, body, compositions, trigger=reason).status)
+            memo.compose.reconcile_written(intent_kind, item, compositions, trigger=reason)
         except ApiError as error:  # one intent's failure must not stop the others
             log.warning("re-render of %s %s/%s after %s failed: %s", intent_kind.kind,
                         item["metadata"].get("namespace"), item["metadata"].get("name"), reason, error)

@@ -91,6 +91,16 @@ class StatusWriter:
             part[CONDITIONS] = mine
         return part
 
+    def with_part(self, status: Mapping[str, Any] | None, part: Mapping[str, Any]) -> Json:
+        """`status` with this writer's part replaced by `part` (what `owned` returned); other
+        writers' fields and conditions as they are."""
+        status = status or {}
+        others = [c for c in status.get(CONDITIONS) or [] if not (isinstance(c, Mapping) and c.get("type") in self.conditions)]
+        result = {key: value for key, value in status.items() if key not in self.fields and key != CONDITIONS}
+        result.update(part)
+        result[CONDITIONS] = others + list(part.get(CONDITIONS) or [])
+        return result
+
     def changed(self, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> frozenset[str]:
         """The top-level fields of this writer ("conditions" for any of its conditions) whose
         stored form differs between `old` and `new` (empty: writing `new` changes nothing)."""

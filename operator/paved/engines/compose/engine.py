@@ -19,10 +19,11 @@ resource and writes only the missing or drifted ones, and the status of an uncha
 reconcile equals what the intent shows, so a resumed or re-listed intent causes no write at all.
 
 Callers: the Kopf handlers of each kind, the children watch (drift of owned objects) and
-Composition changes; all write the status with `write_status`, as one writer (the kind's
-`status_writer`: server-side apply as `paved-reconcile`, paved.kube.status). Kinds register
-an `IntentKind` with the engine so those generic paths can reconcile any intent from its
-ownerReference.
+Composition changes; all reconcile and write through `reconcile_and_write`, as one writer
+(the kind's `status_writer`: server-side apply as `paved-reconcile`, paved.kube.status), one
+path at a time per intent, each starting from the status as last written (`as_written`).
+Kinds register an `IntentKind` with the engine so those generic paths can reconcile any
+intent from its ownerReference.
 
 The engine holds the process's only compose state (paved.runtime builds one): the registered
 kinds, where allowances come from, and a lock per intent. It has no thread of its own, so
@@ -36,7 +37,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from paved import metrics
 from paved.api.common import READY, SYNCED
@@ -74,6 +75,7 @@ from paved.render.types import RenderedResource
 log = logging.getLogger(__name__)
 
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
+T = TypeVar("T")
 
 
 class ComposeEngine:
@@ -86,6 +88,7 @@ class ComposeEngine:
         self._allowances_seen: dict[str, Any] = {}  # policy name -> allowance_signature of a policy that allows something
         self._locks_guard = threading.Lock()
         self._locks: weakref.WeakValueDictionary[str, threading.RLock] = weakref.WeakValueDictionary()
+        self._written: dict[str, dict[str, Any]] = {}  # uid -> the reconcile's part of the status as last written
 
     # --- kinds ----------------------------------------------------------------------------
 
@@ -220,6 +223,68 @@ class ComposeEngine:
             if outcome.changed and intent_kind.audit is not None:
                 intent_kind.audit(owner, old, outcome.status)
             return outcome
+
+    # --- the reconcile's status ------------------------------------------------------------
+
+    def reconcile_and_write(self, intent_kind: IntentKind, body: Mapping[str, Any],
+                            compute: Callable[[Mapping[str, Any]], tuple[Mapping[str, Any] | None, T]], *,
+                            while_deleting: bool = False) -> T | None:
+        """Reconcile an intent and write its status, one path at a time per intent (owner_lock):
+        `compute(current)` acts and returns the new status (None: nothing to write) and what
+        to hand back. `current` is `body` as this process last wrote the reconcile's part of
+        its status (`as_written`). An intent being deleted is left to its finalizer (None)
+        unless `while_deleting`; a gone one gets no status."""
+        if (body.get("metadata") or {}).get("deletionTimestamp") and not while_deleting:
+            return None
+        with self.owner_lock(owner_of(body).uid):
+            current = self.as_written(intent_kind, body)
+            status, result = compute(current)
+            try:
+                if status is not None:
+                    self.write_status(intent_kind, current, status)
+            except ApiError as error:
+                if not error.not_found:  # gone: nothing to write
+                    raise
+            return result
+
+    def reconcile_written(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]],
+                          *, trigger: str) -> Outcome | None:
+        """The composed reconcile and its status written (the children watch, Composition
+        changes): `reconcile` through `reconcile_and_write`."""
+        return self.reconcile_and_write(
+            intent_kind, body, lambda current: self.reconcile(intent_kind, current, compositions, trigger=trigger).written())
+
+    def as_written(self, intent_kind: IntentKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`body` with the reconcile's part of its status as this process last wrote it.
+
+        Every path that reconciles an intent (its Kopf handlers, the children watch,
+        Composition changes, an identity's daemon, a database's drift check) is one writer,
+        the only one of those fields, and writes them through `write_status` one at a time; so
+        that part is newer than in any body read before the write (a Kopf event, a daemon's
+        snapshot, a listing). Computing from it, a path never puts back what another path
+        changed meanwhile (an identity's Accepted), and comparing with it, never skips a
+        write the object still needs. A new leader starts from the bodies."""
+        written = self._written.get(owner_of(body).uid)
+        if written is None:
+            return body
+        return {**body, "status": intent_kind.status_writer.with_part(body.get("status"), written)}
+
+    def write_status(self, intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """Write the reconcile's part of `status` onto the intent `body` (as_written); no request
+        when it holds that already. True when written. A gone intent raises ApiError (404)."""
+        uid = owner_of(body).uid
+        with self.owner_lock(uid):
+            try:
+                written = intent_kind.status_writer.write(body, status)
+            except Exception:
+                self._written.pop(uid, None)  # it may or may not have landed: read bodies again
+                raise
+            self._written[uid] = intent_kind.status_writer.owned(status)
+            return written is not None
+
+    def forget(self, uid: str) -> None:
+        """The intent is gone: drop what was written of its status."""
+        self._written.pop(uid, None)
 
     def finalize(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]) -> list[str]:
         """Remove what the garbage collector cannot: external resources and unowned children.
@@ -442,33 +507,6 @@ def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigg
     elif result.ready:
         log.info("%s: ready through composition %s", where, result.composition)
         events.post_event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
-
-
-def write_status(intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Write the reconcile's part of `status` onto the intent `body` (as read); no request when
-    `body` shows it already. True when written."""
-    return intent_kind.status_writer.write(body, status) is not None
-
-
-def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
-                        compute: Callable[[Mapping[str, Any]], Mapping[str, Any] | None]) -> None:
-    """Outside a Kopf handler (drift restore, composition change, an identity's daemon):
-    `compute(body)` reconciles and returns the status (None: nothing to write), written with
-    `write_status`. An intent being deleted is left to its finalizer; a gone one writes nothing.
-
-    Several paths may reconcile one intent at once (serialised by owner_lock); each writes the
-    whole of the reconcile's part, so the last one, a complete reconcile itself, is what stays,
-    and no other writer's condition is ever carried along."""
-    if (body.get("metadata") or {}).get("deletionTimestamp"):
-        return
-    status = compute(body)
-    if status is None:
-        return
-    try:
-        write_status(intent_kind, body, status)
-    except ApiError as error:
-        if not error.not_found:
-            raise
 
 
 # --------------------------------------------------------------------------- deletion

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from paved import API_VERSION
@@ -72,7 +73,7 @@ class IntentKind:
     def api_version(self) -> str:
         return API_VERSION
 
-    @property
+    @cached_property
     def status_writer(self) -> StatusWriter:
         """The reconcile's status writer for this kind (paved.kube.status)."""
         return StatusWriter.of_model(RECONCILE_FIELD_MANAGER, kind_info(self.kind).status, self.conditions,
@@ -175,6 +176,10 @@ class Outcome:
     result: ComposeResult
     status: dict[str, Any]
     changed: frozenset[str]
+
+    def written(self) -> tuple[dict[str, Any], Outcome]:
+        """(the status to write, this outcome): what ComposeEngine.reconcile_and_write's `compute` returns."""
+        return self.status, self
 
 
 # --------------------------------------------------------------------------- helpers
