@@ -21,7 +21,7 @@ from fixtures.cluster import Kubectl
 from paved import API_VERSION, ratelimit
 from paved.api.common import POLICY_COMPLIANT, READY, SYNCED, get_condition
 from paved.engines.audit import AUDIT_WRITE_BURST, AUDIT_WRITE_RATE, write_condition
-from paved.engines.compose import write_status
+from paved.engines.compose import ComposeEngine
 from paved.engines.database import DATABASES, DRIFT_CHECK_STATUS
 from paved.engines.rollout import ROLLOUT_STATUS
 from paved.kube import apply as kube
@@ -61,12 +61,16 @@ def round_of(body: dict[str, Any], type_: str) -> int:
     return int(found["message"].split()[-1]) if found else -1
 
 
-def reconcile_round(shown: dict[str, Any], n: int) -> None:
+def reconcile_round(shown: dict[str, Any], n: int, engine: ComposeEngine = ComposeEngine()) -> None:
     """What the reconcile does: its status computed from what it read, written as the reconcile."""
     generation = shown["metadata"]["generation"]
-    status = with_conditions({**(shown.get("status") or {}), "observedGeneration": generation, "composition": "c"},
-                             [(READY, n % 2 == 0, "Round", f"round {n}"), (SYNCED, True, "Round", f"round {n}")], generation)
-    write_status(DATABASES, shown, status)
+
+    def compute(current: dict[str, Any]) -> tuple[dict[str, Any], None]:
+        status = {**(current.get("status") or {}), "observedGeneration": generation, "composition": "c"}
+        return with_conditions(status, [(READY, n % 2 == 0, "Round", f"round {n}"), (SYNCED, True, "Round", f"round {n}")],
+                               generation), None
+
+    engine.reconcile_and_write(DATABASES, shown, compute)
 
 
 def audit_round(shown: dict[str, Any], n: int, bucket: ratelimit.TokenBucket = ratelimit.TokenBucket(
@@ -114,13 +118,13 @@ def test_two_writers_racing_on_one_object_keep_each_others_conditions(
 def test_the_drift_check_and_the_reconcile_keep_each_others_fields(
         admin_kube_client: None, kubectl: Kubectl, namespace: str) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=DATABASE)
-    reconcile_round(read("DatabaseIntent", "raced", namespace), 0)
+    reconcile_round(read("DatabaseIntent", "raced", namespace), 0, ComposeEngine())
     DRIFT_CHECK_STATUS.write(read("DatabaseIntent", "raced", namespace), {"lastDriftCheck": "2030-01-01T00:00:00Z"})
     stale = read("DatabaseIntent", "raced", namespace)
-    reconcile_round({**stale, "status": {}}, 1)  # computed from a body without lastDriftCheck
+    reconcile_round({**stale, "status": {}}, 1, ComposeEngine())  # computed from a body without lastDriftCheck
     live = read("DatabaseIntent", "raced", namespace)
     assert live["status"]["lastDriftCheck"] == "2030-01-01T00:00:00Z" and round_of(live, READY) == 1
-    assert write_status(DATABASES, live, {**live["status"], "lastDriftCheck": None}) is False  # not the reconcile's field
+    assert DATABASES.status_writer.write(live, {**live["status"], "lastDriftCheck": None}) is None  # not the reconcile's
 
 
 def test_an_object_written_by_the_old_merge_patches_converges(

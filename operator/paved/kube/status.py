@@ -114,9 +114,9 @@ class StatusWriter:
 
         Raises ApiError (404: the object is gone).
         """
-        applied = self.owned(status)
-        if _keyed(applied) == _keyed(self.owned(shown.get("status"))):
+        if not self.changed(shown.get("status"), status):
             return None
+        applied = self.owned(status)
         answer = self._apply(shown, applied)
         return self._drop_held_by_others(answer, applied) or answer
 
