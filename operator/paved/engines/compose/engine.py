@@ -65,8 +65,8 @@ from paved.engines.compose.model import (
 )
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
-from paved.kube.status import CONDITIONS
 from paved.kube.client import ApiError
+from paved.kube.status import CONDITIONS
 from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
 from paved.render import RenderError, RenderResult, declared_secrets, generate_missing, render, select_composition
@@ -241,7 +241,7 @@ class ComposeEngine:
             status, result = compute(current)
             try:
                 if status is not None:
-                    self.write_status(intent_kind, current, status)
+                    self._write_status(intent_kind, current, status)
             except ApiError as error:
                 if not error.not_found:  # gone: nothing to write
                     raise
@@ -259,7 +259,7 @@ class ComposeEngine:
 
         Every path that reconciles an intent (its Kopf handlers, the children watch,
         Composition changes, an identity's daemon, a database's drift check) is one writer,
-        the only one of those fields, and writes them through `write_status` one at a time; so
+        the only one of those fields, and writes them through here one at a time; so
         that part is newer than in any body read before the write (a Kopf event, a daemon's
         snapshot, a listing). Computing from it, a path never puts back what another path
         changed meanwhile (an identity's Accepted), and comparing with it, never skips a
@@ -269,7 +269,7 @@ class ComposeEngine:
             return body
         return {**body, "status": intent_kind.status_writer.with_part(body.get("status"), written)}
 
-    def write_status(self, intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    def _write_status(self, intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         """Write the reconcile's part of `status` onto the intent `body` (as_written); no request
         when it holds that already. True when written. A gone intent raises ApiError (404)."""
         uid = owner_of(body).uid

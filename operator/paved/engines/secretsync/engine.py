@@ -60,8 +60,8 @@ from paved.engines.secretsync.lanes import StoreLanes
 from paved.errors import located
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
-from paved.kube.status import StatusWriter
 from paved.kube.client import ApiError
+from paved.kube.status import StatusWriter
 from paved.metrics import SECRET_REFRESH_LATENESS, SECRET_STORES_CIRCUIT_OPEN
 from paved.providers import deadline
 from paved.providers.base import Owner
