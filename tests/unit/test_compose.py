@@ -241,6 +241,17 @@ def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(
     assert engine.as_written(kind, before) is before
 
 
+def test_the_policy_audit_yields_while_an_intent_is_reconciled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paved import ratelimit
+
+    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: {})
+    engine = _compose.ComposeEngine()
+    seen: list[bool] = []
+    engine.reconcile_and_write(IDENTITY, identity(READ_CONFIGMAPS),
+                               lambda current: (seen.append(ratelimit.BURST.active()) or None, None))
+    assert seen == [True] and not ratelimit.BURST.active()
+
+
 def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, compositions: list) -> None:
     first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
     role_key = next(k for k in cluster.objects if k.kind == "Role")

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
-from paved import metrics
+from paved import metrics, ratelimit
 from paved.api.common import READY, SYNCED
 from paved.api.kinds import SpecError
 from paved.api.platform import ALLOWED_KEYS, nothing_allowed
@@ -233,10 +233,12 @@ class ComposeEngine:
         `compute(current)` acts and returns the new status (None: nothing to write) and what
         to hand back. `current` is `body` as this process last wrote the reconcile's part of
         its status (`as_written`). An intent being deleted is left to its finalizer (None)
-        unless `while_deleting`; a gone one gets no status."""
+        unless `while_deleting`; a gone one gets no status. Meanwhile the policy audit yields
+        (paved.ratelimit.BURST): it no longer waits for an intent's Ready, and at a cold start
+        of thousands its evaluations and writes would otherwise compete with the reconciles."""
         if (body.get("metadata") or {}).get("deletionTimestamp") and not while_deleting:
             return None
-        with self.owner_lock(owner_of(body).uid):
+        with ratelimit.BURST.held(), self.owner_lock(owner_of(body).uid):
             current = self.as_written(intent_kind, body)
             status, result = compute(current)
             try:
