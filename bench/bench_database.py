@@ -11,8 +11,10 @@ For each size N, in a fresh namespace ``bench-db-N``:
 1. apply->Ready: N copies of examples/01-database/orders-db.yaml (deletionPolicy Delete) are
    created through the API (8 concurrent creates). Per intent: from just before its create
    to the watch event that shows it Ready=True. p50/p95/max, and the wall time from the
-   first create to the last Ready. Each intent is one RDS instance on moto, a connection
-   Secret and a NetworkPolicy.
+   first create to the last Ready. Each intent is, on moto, a DB subnet group in the VPC
+   that stands for the cluster's (paved.dev.moto.MotoServer.cluster_network, given to the RDS
+   Composition as `paved dev demo` does), a client and a database security group and an RDS
+   instance; in the cluster a connection Secret and a SecurityGroupPolicy in orders-app.
 2. Peak RSS of the operator process during the batch (sampled every 0.2 s).
 3. Steady state: every intent checks its cloud resources every --drift-interval (default
    "auto": N/5 s, at least 5 s, so that the checks stay at <= 5 per second on a small
@@ -21,7 +23,12 @@ For each size N, in a fresh namespace ``bench-db-N``:
    --idle window (at least 1.5 intervals). AWS calls per intent per hour are normalised to
    the default 10 min interval (the calls per check do not depend on the interval); the
    target is at most 6 describe_db_instances and 0 modify_db_instance. The operator's own
-   Kubernetes API calls are shown alongside, normalised the same way.
+   Kubernetes API calls are shown alongside, normalised the same way. A second table gives
+   the AWS calls per intent per drift interval at rest, by operation, the network's included
+   (target: one describe per cloud resource, i.e. describe_db_instances 1,
+   describe_db_subnet_groups 1, describe_security_groups 2, and no write at all); the
+   jitter that spreads checks stretches each interval by up to 10 %, so a figure a little
+   under 1 is one describe per check.
 4. Deleting the namespace (every intent's finalizer deletes its instance): seconds until gone.
 """
 
@@ -50,6 +57,7 @@ from harness import (
 )
 
 from paved.api.common import parse_duration
+from paved.dev.demo import use_cluster_network
 
 SEED = load_example("01-database/orders-db.yaml")
 GROUP, VERSION = SEED["apiVersion"].split("/")
@@ -57,6 +65,9 @@ PLURAL = "databaseintents"
 ALLOWED_NAMESPACE = "orders-app"  # the seed's allowFrom
 DEFAULT_INTERVAL_S = 600.0
 COUNTER = "paved_provider_api_calls_total"
+AWS_PROVIDERS = ("aws-rds", "aws-db-subnet-group", "aws-security-group")
+# What a check at rest may call: one describe per cloud resource. Anything else is a write.
+DESCRIBES = ("describe_db_instances", "describe_db_subnet_groups", "describe_security_groups")
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Row:
     other_aws_h: float = math.nan
     kube_h: float = math.nan
     delete_s: float = math.nan
+    per_check: dict[str, float] | None = None  # AWS operation -> calls per intent per drift interval at rest
 
 
 def drift_interval_for(size: int, requested: str) -> str:
@@ -109,11 +121,14 @@ def run_size(env: BenchEnv, size: int, args: argparse.Namespace) -> Row:
     interval_s = parse_duration(row.interval).total_seconds()
     time.sleep(2.2 * interval_s)
     window = max(args.idle, 1.5 * interval_s)
-    aws_before = operator_counters(env.operator, COUNTER, "operation", provider="aws-rds")
+    aws_before = aws_counters(env)
     kube_before = operator_counters(env.operator, COUNTER, "operation", provider="kubernetes")
     time.sleep(window)
-    aws = delta(operator_counters(env.operator, COUNTER, "operation", provider="aws-rds"), aws_before)
+    aws = delta(aws_counters(env), aws_before)
     kube = delta(operator_counters(env.operator, COUNTER, "operation", provider="kubernetes"), kube_before)
+    per_check = interval_s / window / size
+    row.per_check = {operation: aws.get(operation, 0.0) * per_check for operation in DESCRIBES}
+    row.per_check["writes"] = sum(count for operation, count in aws.items() if operation not in DESCRIBES) * per_check
     per_intent_hour = 3600.0 / window / size * (interval_s / DEFAULT_INTERVAL_S)
     row.describe_h = aws.pop("describe_db_instances", 0.0) * per_intent_hour
     row.modify_h = aws.pop("modify_db_instance", 0.0) * per_intent_hour
@@ -128,6 +143,22 @@ def run_size(env: BenchEnv, size: int, args: argparse.Namespace) -> Row:
 
 HEADERS = ("N", "p50 s", "p95 s", "max s", "all Ready s", "not Ready", "peak RSS MB", "drift every",
            "describe/int/h", "modify/int/h", "other AWS/int/h", "k8s/int/h", "delete all s")
+
+
+def aws_counters(env: BenchEnv) -> dict[str, float]:
+    """AWS calls so far by operation, over every provider of a database's cloud resources."""
+    counts: dict[str, float] = {}
+    for provider in AWS_PROVIDERS:
+        for operation, count in operator_counters(env.operator, COUNTER, "operation", provider=provider).items():
+            counts[operation] = counts.get(operation, 0.0) + count
+    return counts
+
+
+CHECK_HEADERS = ("N", "drift every", *DESCRIBES, "writes")
+
+
+def check_rows(rows: list[Row]) -> list[tuple[Any, ...]]:
+    return [(r.size, r.interval, *((r.per_check or {}).get(name, math.nan) for name in (*DESCRIBES, "writes"))) for r in rows]
 
 
 def table_rows(rows: list[Row]) -> list[tuple[Any, ...]]:
@@ -147,11 +178,15 @@ def main() -> int:
 
     rows: list[Row] = []
     with BenchEnv.start(state_dir=args.state_dir, moto=True) as env:
+        assert env.moto is not None
+        use_cluster_network(env.plane, env.moto.cluster_network())
         env.create_namespace(ALLOWED_NAMESPACE)
         for size in sizes:
             rows.append(run_size(env, size, args))
     print("\nDatabaseIntent (moto backend; AWS and Kubernetes calls per intent per hour at the default 10m drift interval)")
     print_table(HEADERS, table_rows(rows))
+    print("\nAWS calls per intent per drift interval at rest (target: 1 describe per cloud resource, 0 writes)")
+    print_table(CHECK_HEADERS, check_rows(rows))
     return 0 if all(row.not_ready == 0 for row in rows) else 1
 
 

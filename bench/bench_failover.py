@@ -243,10 +243,10 @@ def print_summary(plane: ControlPlane, moto: Any, kills: list[float], handovers:
     print()
     print_table(["figure", "value", "goal"], [
         ("SIGKILLs", len(kills), ">= 10"),
-        ("kill -> first write by the new leader, p50 (s)", f"{percentile(kills, 0.5):.2f}", f"<= {LEASE_DURATION + 2:g}"),
+        ("kill -> first write by the new leader, p50 (s)", f"{percentile(kills, 50):.2f}", f"<= {LEASE_DURATION + 2:g}"),
         ("kill -> first write by the new leader, max (s)", f"{max(kills):.2f}", ""),
         ("SIGTERM handovers", len(handovers), ""),
-        ("SIGTERM -> first write by the new leader, p50 (s)", f"{percentile(handovers, 0.5):.2f}" if handovers else "-", "< 3"),
+        ("SIGTERM -> first write by the new leader, p50 (s)", f"{percentile(handovers, 50):.2f}" if handovers else "-", "< 3"),
         ("SIGTERM -> first write by the new leader, max (s)", f"{max(handovers):.2f}" if handovers else "-", "< 3"),
         ("RDS instances beyond one per DatabaseIntent", duplicates, "0"),
         ("CreateDBInstance calls per database, max", max(creates.values(), default=0), "1"),

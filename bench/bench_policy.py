@@ -44,10 +44,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
+from harness import percentile  # noqa: E402
 from paved.commands.render import load_compositions  # noqa: E402
 from paved.policy import check_intent, compile_policies  # noqa: E402
 from paved.policy.evaluate import DEFAULT_MEMO  # noqa: E402
@@ -77,11 +79,6 @@ def intent(index: int) -> dict[str, Any]:
             "spec": {"engine": "postgresql", "version": "16", "availability": "high" if index % 2 else "standard",
                      "encryption": index % 5 != 0, "backup": {"retentionDays": 1 + index % 35},
                      "network": {"allowFrom": [{"namespace": f"app-{index}"}]}}}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def validate_intents_handler() -> Any:
@@ -208,7 +205,7 @@ def bench_admission(requests_count: int, backlog: int = 0, reconcile_seconds: fl
             latencies = [post() for _ in range(requests_count)]
     else:
         latencies = [post() for _ in range(requests_count)]
-    return {"requests": len(latencies), "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+    return {"requests": len(latencies), "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "mean_ms": statistics.fmean(latencies), "over_5s": sum(latency > 5000 for latency in latencies)}
 
 

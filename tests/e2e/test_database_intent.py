@@ -1,5 +1,10 @@
 """DatabaseIntent end to end: real control plane, `paved run` as deploy/'s ServiceAccount, moto.
 
+The RDS Composition is given the network of a VPC on moto that stands for the cluster's
+(paved.dev.moto.MotoServer.cluster_network, as `paved dev demo` does), and the control plane has
+the SecurityGroupPolicy CRD of the pinned amazon-vpc-resource-controller-k8s (no controller:
+these tests check what Paved asks of it, not that AWS attaches groups to pods).
+
 The operator of this module talks to the session's moto server: the `aws_operator` fixture
 restarts the session operator with moto's environment (`OperatorProcess.env`) for the
 duration of the module (one operator at a time, so no second process reconciles the same
@@ -24,7 +29,9 @@ import yaml
 from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
-from paved.dev.moto import actions_only, operator_iam_policy
+from paved.dev.controlplane import ControlPlane
+from paved.dev.demo import use_cluster_network
+from paved.dev.moto import ClusterNetwork, actions_only, operator_iam_policy
 from paved.providers.aws import rds
 from paved.providers.base import Owner
 
@@ -38,9 +45,10 @@ CNPG_KEYS = {"host", "port", "dbname", "username", "password", "uri", "jdbc-uri"
 class AwsOperator:
     """The session operator, (re)started with an AWS environment (moto's unless overridden)."""
 
-    def __init__(self, process: OperatorProcess, moto: MotoServer) -> None:
+    def __init__(self, process: OperatorProcess, moto: MotoServer, network: ClusterNetwork) -> None:
         self.process = process
         self.moto = moto
+        self.network = network
 
     def start(self, **overrides: str) -> None:
         self.process.env = {**self.moto.operator_env(), **overrides}
@@ -53,17 +61,20 @@ class AwsOperator:
     def kill(self) -> None:
         self.process.kill()
 
-    def rds_calls(self, operation: str | None = None) -> int:
-        labels = {"provider": "aws-rds", **({"operation": operation} if operation else {})}
+    def rds_calls(self, operation: str | None = None, provider: str = "aws-rds") -> int:
+        labels = {"provider": provider, **({"operation": operation} if operation else {})}
         return int(self.process.metric("paved_provider_api_calls_total", **labels))
 
 
 @pytest.fixture(scope="module")
-def aws_operator(operator: OperatorProcess, moto_server: MotoServer, kubectl: Kubectl) -> Iterator[AwsOperator]:
+def aws_operator(operator: OperatorProcess, moto_server: MotoServer, kubectl: Kubectl,
+                 control_plane: ControlPlane) -> Iterator[AwsOperator]:
     moto_server.reset()
+    network = moto_server.cluster_network()
+    use_cluster_network(control_plane, network)
     moto_server.enforce_iam(actions_only(operator_iam_policy()))
     kubectl("create", "namespace", ALLOWED_NAMESPACE, check=False)  # the seed's allowFrom
-    wrapped = AwsOperator(operator, moto_server)
+    wrapped = AwsOperator(operator, moto_server, network)
     wrapped.restart()
     try:
         yield wrapped
@@ -76,6 +87,11 @@ def aws_operator(operator: OperatorProcess, moto_server: MotoServer, kubectl: Ku
 @pytest.fixture
 def rds_client(moto_server: MotoServer) -> Any:
     return moto_server.client("rds")
+
+
+@pytest.fixture
+def ec2_client(moto_server: MotoServer) -> Any:
+    return moto_server.client("ec2")
 
 
 @pytest.fixture
@@ -130,13 +146,31 @@ def the_instance(rds_client: Any, uid: str) -> dict[str, Any]:
     return instance
 
 
+def groups_of(ec2_client: Any, uid: str) -> dict[str, dict[str, Any]]:
+    """The intent's security groups by name suffix ("client", "db")."""
+    found = ec2_client.describe_security_groups(Filters=[{"Name": f"tag:{rds.TAG_UID}", "Values": [uid]}])["SecurityGroups"]
+    return {group["GroupName"].rsplit("-", 1)[1]: group for group in found}
+
+
+def subnet_groups_of(rds_client: Any, uid: str) -> list[str]:
+    names = [group["DBSubnetGroupName"] for group in rds_client.describe_db_subnet_groups()["DBSubnetGroups"]]
+    return [name for name in names if any(tag["Key"] == rds.TAG_UID and tag["Value"] == uid for tag in rds_client.list_tags_for_resource(
+        ResourceName=rds_client.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"][0]["DBSubnetGroupArn"])["TagList"])]
+
+
+def ingress(group: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """A group's ingress rules, one source each: (protocol, from, to, source)."""
+    return sorted((p["IpProtocol"], p.get("FromPort"), p.get("ToPort"), source.get("GroupId") or source.get("CidrIp"))
+                  for p in group["IpPermissions"] for source in p.get("UserIdGroupPairs", []) + p.get("IpRanges", []))
+
+
 def delete_and_wait(kubectl: Kubectl, namespace: str, name: str, timeout: int = 90) -> None:
     kubectl("delete", "databaseintent", name, "-n", namespace, "--wait=false")
     wait_for(lambda: get(kubectl, namespace, name) is None, timeout=timeout, what=f"databaseintent {name} to be deleted")
 
 
-def test_seed_intent_becomes_an_encrypted_multi_az_instance_with_secret_and_policy(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+def test_seed_intent_becomes_an_encrypted_multi_az_instance_reachable_only_from_allow_from(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any
 ) -> None:
     apply(kubectl, intent("orders-db", db_namespace))
     body = wait_ready(kubectl, db_namespace, "orders-db")
@@ -152,7 +186,9 @@ def test_seed_intent_becomes_an_encrypted_multi_az_instance_with_secret_and_poli
     assert status["composition"] == "postgres-aws-rds" and status["renderHash"]
     assert status["endpoint"] == {"host": instance["Endpoint"]["Address"], "port": 5432}
     assert status["connectionSecret"] == "orders-db-connection"
-    assert {r["name"]: r["ready"] for r in status["resources"]} == {"instance": True, "connection-secret": True, "network-policy": True}
+    assert {r["name"]: r["ready"] for r in status["resources"]} == {
+        "subnet-group": True, "client-security-group": True, "database-security-group": True, "instance": True,
+        "connection-secret": True, "security-group-policy-0": True}
     assert next(r for r in status["resources"] if r["name"] == "instance")["externalId"] == instance["DBInstanceIdentifier"]
     assert condition(kubectl, db_namespace, "orders-db", "Synced")["status"] == "True"
     assert {"paved.dev/database-cleanup", "paved.dev/cleanup"} <= set(body["metadata"]["finalizers"])
@@ -164,11 +200,20 @@ def test_seed_intent_becomes_an_encrypted_multi_az_instance_with_secret_and_poli
     assert values["uri"] == f"postgresql://{values['username']}:{values['password']}@{values['host']}:5432/{values['dbname']}"
     assert values["jdbc-uri"].startswith(f"jdbc:postgresql://{values['host']}:5432/{values['dbname']}")
 
-    policy = get(kubectl, db_namespace, "orders-db-database", "networkpolicy")
-    assert policy is not None
-    peers = policy["spec"]["ingress"][0]["from"]
-    assert peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ALLOWED_NAMESPACE}}}]
-    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5432}]
+    # The network: the cluster VPC's subnets, a group of its own open only to the client group,
+    # and the client group given to the pods of the allowFrom namespace (EKS security groups for pods).
+    network = aws_operator.network
+    assert instance["DBSubnetGroup"]["VpcId"] == network.vpc_id
+    assert {s["SubnetIdentifier"] for s in instance["DBSubnetGroup"]["Subnets"]} == set(network.subnet_ids)
+    groups = groups_of(ec2_client, body["metadata"]["uid"])
+    assert [g["VpcSecurityGroupId"] for g in instance["VpcSecurityGroups"]] == [groups["db"]["GroupId"]]
+    assert ingress(groups["db"]) == [("tcp", 5432, 5432, groups["client"]["GroupId"])]
+    assert ingress(groups["client"]) == []
+    [policy] = json.loads(kubectl("get", "securitygrouppolicies", "-n", ALLOWED_NAMESPACE, "-l",
+                                  f"paved.dev/owner-uid={body['metadata']['uid']}", "-o", "json").stdout)["items"]
+    assert policy["spec"] == {"podSelector": {}, "securityGroups": {"groupIds": [groups["client"]["GroupId"],
+                                                                                 network.cluster_security_group_id]}}
+    assert get(kubectl, db_namespace, "orders-db-database", "networkpolicy") is None  # not for a database outside the cluster
 
     # The password lives only in Secrets: not in status, Events or the operator's log.
     password = values["password"]
@@ -387,3 +432,193 @@ def test_unservable_intent_gets_a_condition_and_no_cloud_call(
     assert instances_of(rds_client, body["metadata"]["uid"]) == []
     assert aws_operator.rds_calls("create_db_instance") == creates
     assert "paved.dev/database-cleanup" not in (body["metadata"].get("finalizers") or [])
+
+
+# --- the network, restore and the master password (issue 17) -------------------------------------
+
+
+def events_of(kubectl: Kubectl, namespace: str, name: str, reason: str) -> list[str]:
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json")
+    return [e["message"] for e in json.loads(events.stdout)["items"] if e["reason"] == reason]
+
+
+def client_policy_groups(kubectl: Kubectl, uid: str) -> list[list[str]]:
+    policies = json.loads(kubectl("get", "securitygrouppolicies", "-A", "-l", f"paved.dev/owner-uid={uid}", "-o", "json").stdout)
+    return [policy["spec"]["securityGroups"]["groupIds"] for policy in policies["items"]]
+
+
+def test_a_rule_added_by_hand_is_revoked_and_a_group_deleted_by_hand_is_made_again(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, ec2_client: Any
+) -> None:
+    apply(kubectl, intent("guarded", db_namespace, driftCheckInterval="2s"))
+    uid = wait_ready(kubectl, db_namespace, "guarded")["metadata"]["uid"]
+    groups = groups_of(ec2_client, uid)
+    database, client = groups["db"]["GroupId"], groups["client"]["GroupId"]
+    wait_for(lambda: (get(kubectl, db_namespace, "guarded") or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
+             what="a first drift check")
+    authorized = aws_operator.rds_calls("authorize_security_group_ingress", provider="aws-security-group")
+
+    ec2_client.authorize_security_group_ingress(GroupId=database, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    wait_for(lambda: ingress(groups_of(ec2_client, uid)["db"]) == [("tcp", 5432, 5432, client)], timeout=30, interval=0.5,
+             what="the rule added by hand to be revoked")
+    assert any(database in message and "IpPermissions" in message for message in events_of(kubectl, db_namespace, "guarded", "DriftCorrected"))
+    assert aws_operator.rds_calls("authorize_security_group_ingress", provider="aws-security-group") == authorized  # nothing added
+
+    ec2_client.delete_security_group(GroupId=client)
+    remade = wait_for(lambda: (g := groups_of(ec2_client, uid).get("client")) and g["GroupId"] != client and g["GroupId"], timeout=30,
+                      interval=0.5, what="the client group to be made again")
+    wait_for(lambda: ingress(groups_of(ec2_client, uid)["db"]) == [("tcp", 5432, 5432, remade)], timeout=30, interval=0.5,
+             what="the database group to admit the new client group only")
+    wait_for(lambda: client_policy_groups(kubectl, uid) == [[remade, aws_operator.network.cluster_security_group_id]], timeout=30,
+             interval=0.5, what="the SecurityGroupPolicy to give pods the new client group")
+    wait_ready(kubectl, db_namespace, "guarded")
+
+
+def test_deletion_removes_the_network_after_the_instance(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any, moto_server: MotoServer
+) -> None:
+    apply(kubectl, intent("ephemeral", db_namespace, deletionPolicy="Delete"))
+    uid = wait_ready(kubectl, db_namespace, "ephemeral")["metadata"]["uid"]
+    assert len(groups_of(ec2_client, uid)) == 2 and len(subnet_groups_of(rds_client, uid)) == 1
+    assert client_policy_groups(kubectl, uid)
+
+    moto_server.start_recording()
+    try:
+        delete_and_wait(kubectl, db_namespace, "ephemeral")
+        actions = [action for entry in moto_server.recorded() for action in ("DeleteDBInstance", "DeleteSecurityGroup",
+                                                                              "DeleteDBSubnetGroup")
+                   if f"Action={action}&" in entry["body"]]
+    finally:
+        moto_server.stop_recording()
+    assert instances_of(rds_client, uid) == [] and groups_of(ec2_client, uid) == {} and subnet_groups_of(rds_client, uid) == []
+    assert client_policy_groups(kubectl, uid) == []
+    # The instance first (it uses the others), then the database group (it names the client group).
+    assert actions == ["DeleteDBInstance", "DeleteSecurityGroup", "DeleteSecurityGroup", "DeleteDBSubnetGroup"], actions
+
+
+def test_an_intent_restores_the_final_snapshot_its_namespace_and_name_left(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any
+) -> None:
+    apply(kubectl, intent("ledger", db_namespace, storageGB=30))
+    old = wait_ready(kubectl, db_namespace, "ledger")["metadata"]["uid"]
+    delete_and_wait(kubectl, db_namespace, "ledger")  # deletionPolicy Snapshot (the default)
+    assert instances_of(rds_client, old) == []
+    creates, restores = aws_operator.rds_calls("create_db_instance"), aws_operator.rds_calls("restore_db_instance_from_db_snapshot")
+
+    apply(kubectl, intent("ledger", db_namespace, storageGB=30, restoreFrom={"latestFinalSnapshot": True}))
+    body = wait_ready(kubectl, db_namespace, "ledger", timeout=120)
+    assert (aws_operator.rds_calls("create_db_instance"), aws_operator.rds_calls("restore_db_instance_from_db_snapshot")) == (
+        creates, restores + 1)
+    instance = the_instance(rds_client, body["metadata"]["uid"])
+    assert instance["Engine"] == "postgres" and instance["AllocatedStorage"] == 30 and instance["StorageEncrypted"] is True
+    assert instance["BackupRetentionPeriod"] == 30 and instance["MultiAZ"] is True
+    groups = groups_of(ec2_client, body["metadata"]["uid"])
+    assert [g["VpcSecurityGroupId"] for g in instance["VpcSecurityGroups"]] == [groups["db"]["GroupId"]]
+    assert instance["DBSubnetGroup"]["VpcId"] == aws_operator.network.vpc_id
+    # The snapshot's password is replaced by the one in the connection Secret.
+    generated = get(kubectl, db_namespace, "ledger-paved-generated", "secret")
+    assert generated is not None
+    assert rds.tags_of(instance)[rds.TAG_PASSWORD] == base64.b64decode(generated["data"]["masterPasswordId"]).decode()
+
+
+def other_engines_snapshot(rds_client: Any, name: str) -> str:
+    rds_client.create_db_instance(DBInstanceIdentifier=name, Engine="mysql", EngineVersion="8.0", DBInstanceClass="db.t3.micro",
+                                  AllocatedStorage=20, StorageEncrypted=True, MasterUsername="admin", MasterUserPassword="not-ours-1")
+    rds_client.create_db_snapshot(DBSnapshotIdentifier=f"{name}-snap", DBInstanceIdentifier=name)
+    return f"{name}-snap"
+
+
+@pytest.mark.parametrize("case", ["missing", "other-engine"])
+def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_nothing_is_created(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any, case: str
+) -> None:
+    snapshot = f"no-such-snapshot-{db_namespace}" if case == "missing" else other_engines_snapshot(rds_client, f"mysql-{db_namespace}")
+    creating = (("aws-rds", "create_db_instance"), ("aws-rds", "restore_db_instance_from_db_snapshot"),
+                ("aws-db-subnet-group", "create_db_subnet_group"), ("aws-security-group", "create_security_group"))
+
+    def creations() -> list[int]:
+        return [aws_operator.rds_calls(operation, provider=provider) for provider, operation in creating]
+
+    before = creations()
+    apply(kubectl, intent("phantom", db_namespace, restoreFrom={"snapshot": snapshot}))
+    ready = wait_for(lambda: (c := condition(kubectl, db_namespace, "phantom", "Ready")).get("reason") and c, timeout=60,
+                     what="a Ready condition")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidRestoreSource")
+    assert "spec.restoreFrom.snapshot" in ready["message"] and snapshot in ready["message"]
+    assert ("does not exist" if case == "missing" else "is of engine mysql, the intent asks for postgres") in ready["message"]
+    body = get(kubectl, db_namespace, "phantom")
+    assert body is not None
+    uid = body["metadata"]["uid"]
+    assert instances_of(rds_client, uid) == [] and groups_of(ec2_client, uid) == {} and subnet_groups_of(rds_client, uid) == []
+    assert creations() == before
+    assert "paved.dev/database-cleanup" not in (body["metadata"].get("finalizers") or [])
+
+
+def test_a_password_generated_again_after_its_secret_was_lost_is_pushed_to_rds(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, moto_server: MotoServer
+) -> None:
+    apply(kubectl, intent("keys", db_namespace))
+    uid = wait_ready(kubectl, db_namespace, "keys")["metadata"]["uid"]
+
+    def generated() -> dict[str, str]:
+        secret = get(kubectl, db_namespace, "keys-paved-generated", "secret") or {"data": {}}
+        return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+    before = generated()
+    assert rds.tags_of(the_instance(rds_client, uid))[rds.TAG_PASSWORD] == before["masterPasswordId"]
+    moto_server.start_recording()
+    try:
+        kubectl("delete", "secret", "keys-paved-generated", "-n", db_namespace)
+        after = wait_for(lambda: (g := generated()) and g.get("masterPasswordId") not in (None, before["masterPasswordId"]) and g,
+                         timeout=60, what="a new generated password")
+        wait_for(lambda: rds.tags_of(the_instance(rds_client, uid)).get(rds.TAG_PASSWORD) == after["masterPasswordId"], timeout=60,
+                 interval=0.5, what="the new password to be pushed to RDS")
+        pushed = [entry["body"] for entry in moto_server.recorded() if "Action=ModifyDBInstance&" in entry["body"]]
+    finally:
+        moto_server.stop_recording()
+    assert any(f"MasterUserPassword={after['masterPassword']}" in request for request in pushed)
+    body = wait_ready(kubectl, db_namespace, "keys")
+    connection = get(kubectl, db_namespace, "keys-connection", "secret")
+    assert connection is not None and base64.b64decode(connection["data"]["password"]).decode() == after["masterPassword"]
+    assert after["masterPassword"] not in json.dumps(body) and after["masterPassword"] not in aws_operator.process.log_path.read_text()
+
+
+def test_a_password_rds_manages_reaches_the_connection_secret_through_paveds_secret_sync(
+    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, moto_server: MotoServer,
+    control_plane: ControlPlane
+) -> None:
+    store = f"rds-passwords-{db_namespace}"
+    keys = moto_server.admin_keys
+    assert keys is not None  # IAM is enforced: the store reads with credentials of its own
+    kubectl("apply", "-n", "paved-system", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": store},
+        "stringData": {"id": keys.access_key_id, "secret": keys.secret_access_key}}))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "paved.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": store},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": moto_server.region, "endpointURL": moto_server.endpoint_url,
+                                      "auth": {"secretRef": {"accessKeyIDSecretRef": {"name": store, "key": "id"},
+                                                             "secretAccessKeySecretRef": {"name": store, "key": "secret"}}}}},
+                 "access": [{"namespaces": [db_namespace], "keyPrefixes": ["arn:aws:secretsmanager:"]}]}}))
+    patch = {"spec": {"parameters": {"managedPasswordStore": store}}}
+    control_plane.kubectl("patch", "composition", "postgres-aws-rds", "--type=merge", "-p", json.dumps(patch))
+    try:
+        apply(kubectl, intent("managed", db_namespace, masterPassword={"managedBy": "Cloud"}))
+        body = wait_ready(kubectl, db_namespace, "managed", timeout=120)
+        instance = the_instance(rds_client, body["metadata"]["uid"])
+        arn = instance["MasterUserSecret"]["SecretArn"]
+        kept = json.loads(moto_server.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
+        connection = get(kubectl, db_namespace, "managed-connection", "secret")
+        assert connection is not None and body["status"]["connectionSecret"] == "managed-connection"
+        values = {key: base64.b64decode(value).decode() for key, value in connection["data"].items()}
+        assert set(values) == CNPG_KEYS
+        assert (values["username"], values["password"]) == (kept["username"], kept["password"])
+        assert values["host"] == instance["Endpoint"]["Address"] and values["port"] == "5432"
+        assert rds.TAG_PASSWORD not in rds.tags_of(instance)  # no generated password to keep in step
+        assert kept["password"] not in json.dumps(body) and kept["password"] not in aws_operator.process.log_path.read_text()
+    finally:
+        control_plane.kubectl("patch", "composition", "postgres-aws-rds", "--type=merge", "-p",
+                              json.dumps({"spec": {"parameters": {"managedPasswordStore": ""}}}))
+        kubectl("delete", "databaseintent", "managed", "-n", db_namespace, "--wait=false", check=False)
+        wait_for(lambda: get(kubectl, db_namespace, "managed") is None, timeout=90, what="the managed intent to go")
+        kubectl("delete", "clustersecretstore", store, "--wait=false", check=False)

@@ -41,6 +41,7 @@ from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.dev.controlplane import ControlPlane
+from paved.dev.demo import use_cluster_network
 from paved.dev.operator import Replicas, start_replicas
 
 pytestmark = [pytest.mark.cluster]
@@ -55,6 +56,7 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 def replicas(operator: OperatorProcess, control_plane: ControlPlane, moto_server: MotoServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     operator.stop()  # one Lease, two candidates: the session's replica stands aside
+    use_cluster_network(control_plane, moto_server.cluster_network())  # where the databases go
     pair = start_replicas(control_plane, tmp_path_factory.mktemp("replicas"), 2, env=moto_server.env(),
                           process_class=OperatorProcess, install=False)
     try:

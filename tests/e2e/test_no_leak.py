@@ -45,15 +45,18 @@ REFRESH = "10s"
 
 
 @pytest.fixture(scope="module")
-def verbose_operator(operator: OperatorProcess) -> Iterator[OperatorProcess]:
-    """The session operator at DEBUG for this module, back to its own arguments afterwards."""
-    arguments = operator.extra_args
+def verbose_operator(operator: OperatorProcess, openbao: OpenBao, moto_server: MotoServer) -> Iterator[OperatorProcess]:
+    """The session operator at DEBUG for this module, back to its own arguments afterwards.
+    OpenBao and moto are the platform's Vault and AWS endpoint here (the tenants' stores of
+    this module name them: docs/secrets.md)."""
+    arguments, environment = operator.extra_args, operator.env
     operator.extra_args = (*arguments, VERBOSE)
+    operator.env = {**environment, **moto_server.env(), "PAVED_VAULT_ADDR": openbao.addr}
     operator.restart()
     try:
         yield operator
     finally:
-        operator.extra_args = arguments
+        operator.extra_args, operator.env = arguments, environment
         operator.restart()
 
 

@@ -46,7 +46,7 @@ CHECKED_BY_ADMISSION = {
 
 
 # (apiGroup, resource) of each composed child kind.
-MANAGED = {(api_version.rpartition("/")[0], {"NetworkPolicy": "networkpolicies"}.get(kind, kind.lower() + "s"))
+MANAGED = {(api_version.rpartition("/")[0], {"NetworkPolicy": "networkpolicies", "SecurityGroupPolicy": "securitygrouppolicies"}.get(kind, kind.lower() + "s"))
            for kind, api_version in MANAGED_KINDS.items()}
 # Needed by a code path the e2e suite does not reach; the path that needs each.
 NOT_EXERCISED = {

@@ -31,7 +31,9 @@ from fixtures.cluster import wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.prometheus import PrometheusServer
 
-pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
+# The session's operator runs these rollouts: `shop` does not start it, because the HA
+# module shares `shop` with replicas of its own.
+pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.usefixtures("operator")]
 
 
 def test_healthy_canary_is_promoted_step_by_step(shop: Shop) -> None:

@@ -128,6 +128,30 @@ def test_the_operators_token_cannot_grant_beyond_what_it_holds(operator: Operato
     assert all("*" not in rule["verbs"] for rule in get_json(kubectl, "clusterrole", "paved-operator")["rules"])  # type: ignore[index]
 
 
+def token_request(kubectl: Kubectl, operator: OperatorProcess, namespace: str, account: str) -> Any:
+    """`kubectl create token` with the operator's own credentials (a TokenRequest)."""
+    return kubectl("create", "token", account, "-n", namespace, "--duration=10m", check=False, kubeconfig=operator.kubeconfig)
+
+
+def test_the_operators_token_cannot_mint_tokens_of_system_accounts(operator: OperatorProcess, kubectl: Kubectl,
+                                                                    namespace: str) -> None:
+    """deploy/token-policy.yaml: TokenRequest is cluster-wide in RBAC (tenants' stores need it in
+    their namespaces), but a system account's token would step over the ceiling."""
+    kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    tenant = token_request(kubectl, operator, namespace, "reader")
+    assert tenant.returncode == 0, tenant.stderr  # what SecretStores need still works
+    system = token_request(kubectl, operator, "kube-system", "clusterrole-aggregation-controller")
+    assert system.returncode != 0 and "may not request a token for a ServiceAccount of namespace kube-system" in system.stderr, \
+        system.stderr
+    kubectl("label", "namespace", namespace, "paved.dev/service-account-tokens=forbidden")
+    try:
+        labelled = token_request(kubectl, operator, namespace, "reader")
+        assert labelled.returncode != 0 and "forbids the Paved operator ServiceAccount tokens" in labelled.stderr, labelled.stderr
+    finally:
+        kubectl("label", "namespace", namespace, "paved.dev/service-account-tokens-")
+    print(f"\n[escalation] TokenRequest kube-system/clusterrole-aggregation-controller: {system.stderr.strip()[:300]}")
+
+
 # --------------------------------------------------------------------------- identities and the ceiling
 
 

@@ -19,7 +19,7 @@ from fixtures.vault import OpenBao, configure_kubernetes_auth
 from paved.api.secrets import SecretStoreProvider
 from paved.metrics import call_counts as calls
 from paved.providers import secretstores
-from paved.providers.aws import secretsmanager, ssm
+from paved.providers.aws import secretsmanager, ssm, store as aws_store
 from paved.dev.stall import StallingProxy
 from paved.providers import deadline
 from paved.providers.secretstores import AUTH_FAILED, NOT_FOUND_UNCONFIRMED, STORE_TIMEOUT, UNREACHABLE, StoreConfig, StoreError
@@ -475,7 +475,7 @@ def test_secrets_manager_that_never_answers_fails_after_one_request_timeout(aws_
             store.versions([RemoteKey("x")])
         # botocore cannot cut a request short: it ends at its own read timeout, and nothing is retried past the deadline.
         assert caught.value.reason == STORE_TIMEOUT
-        assert time.monotonic() - started < secretsmanager.CONNECT_TIMEOUT + secretsmanager.REQUEST_TIMEOUT + 1
+        assert time.monotonic() - started < aws_store.CONNECT_TIMEOUT + aws_store.REQUEST_TIMEOUT + 1
         store.close()
 
 

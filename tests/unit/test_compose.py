@@ -131,9 +131,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     for name in ("get", "create", "merge_patch", "prune"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
     monkeypatch.setattr(compose_engine.events, "post_event", fake.post_event)
-    monkeypatch.setitem(providers._FACTORIES, "kubernetes", lambda: FakeKubernetesProvider(fake))
-    monkeypatch.setattr(providers, "_INSTANCES", {})
-    yield fake
+    with providers.PROVIDERS.substituted("kubernetes", lambda: FakeKubernetesProvider(fake)):
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -408,6 +407,37 @@ def test_finalize_prunes_only_unowned_children(cluster: FakeCluster, composition
     ENGINE.reconcile(IDENTITY, identity(wide), compositions)
     assert ENGINE.finalize(IDENTITY, identity(wide), compositions) == []
     assert {k.namespace for k in cluster.objects} == {NS}  # owned ones are left to the garbage collector
+
+
+class SlowCloud:
+    """A cloud provider whose deletions take `deleting` checks to finish, resource by resource."""
+
+    name = "slow-cloud"
+
+    def __init__(self, deleting: dict[str, int]) -> None:
+        self.deleting = deleting
+        self.deletes: list[str] = []
+
+    def delete(self, resource: RenderedResource, owner: Owner, policy: str) -> DeletionResult:
+        self.deletes.append(resource.name)
+        self.deleting[resource.name] = self.deleting.get(resource.name, 0) - 1
+        return DeletionResult(done=self.deleting[resource.name] < 0, message="still deleting")
+
+
+NETWORKED = {
+    "apiVersion": "paved.dev/v1alpha1", "kind": "Composition", "metadata": {"name": "networked"},
+    "spec": {"compositeKind": "AgentIdentity", "default": True, "resources": [
+        {"name": name, "provider": "slow-cloud", "template": f"Name: {name}\n"} for name in ("subnets", "group", "database")]},
+}
+
+
+def test_finalize_deletes_in_reverse_order_each_after_the_later_ones_are_gone(cluster: FakeCluster) -> None:
+    cloud = SlowCloud({"database": 1})  # the database takes one more check to go
+    with providers.PROVIDERS.substituted("slow-cloud", lambda: cloud):
+        assert ENGINE.finalize(IDENTITY, identity({}), [NETWORKED]) == ["database: still deleting"]
+        assert cloud.deletes == ["database"]  # its network is not touched while it exists
+        assert ENGINE.finalize(IDENTITY, identity({}), [NETWORKED]) == []
+    assert cloud.deletes == ["database", "database", "group", "subnets"]
 
 
 def test_scope_follows_the_namespaces_of_paved_run() -> None:

@@ -34,7 +34,7 @@ def verbs_for(group: str, resource: str) -> set[str]:
 
 
 def plural(kind: str) -> str:
-    return {"NetworkPolicy": "networkpolicies"}.get(kind, kind.lower() + "s")
+    return {"NetworkPolicy": "networkpolicies", "SecurityGroupPolicy": "securitygrouppolicies"}.get(kind, kind.lower() + "s")
 
 
 def test_every_paved_kind_is_watchable_and_its_status_patchable() -> None:
@@ -137,6 +137,10 @@ def test_kustomizations_list_every_file() -> None:
 DEPENDENT_AWS_ACTIONS = {
     "rds:AddTagsToResource": "CreateDBInstance with Tags",
     "rds:CreateDBSnapshot": "DeleteDBInstance with a FinalDBSnapshotIdentifier",
+    "ec2:CreateTags": "CreateSecurityGroup with TagSpecifications",
+    "secretsmanager:CreateSecret": "CreateDBInstance/ModifyDBInstance with ManageMasterUserPassword",
+    "secretsmanager:RotateSecret": "CreateDBInstance/ModifyDBInstance with ManageMasterUserPassword",
+    "secretsmanager:TagResource": "CreateDBInstance/ModifyDBInstance with ManageMasterUserPassword",
     "iam:TagRole": "CreateRole with Tags",
 }
 
@@ -149,7 +153,7 @@ def test_the_operators_iam_policy_holds_exactly_the_actions_the_code_calls() -> 
     from botocore import xform_name
 
     called = set()
-    for service, module in (("rds", "rds"), ("iam", "iam")):
+    for service, module in (("rds", "rds"), ("rds", "dbsubnetgroup"), ("ec2", "ec2"), ("iam", "iam")):
         model = botocore.session.get_session().get_service_model(service)
         operations = {xform_name(name): name for name in model.operation_names}
         source = (ROOT / "operator" / "paved" / "providers" / "aws" / f"{module}.py").read_text()

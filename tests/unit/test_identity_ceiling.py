@@ -112,3 +112,18 @@ def test_the_api_servers_refusal_is_read_back():
     spec = caps({"resources": ["configmaps"], "verbs": ["get"]}, {"resources": ["pods"], "verbs": ["get", "watch"]})
     assert [str(e) for e in refused_capabilities(spec, "ns", refused_rules(REFUSAL) or [])] == [
         'spec.capabilities[1]: verb "get" on pods in namespace ns']
+
+
+def test_the_refusal_stays_readable_through_the_kube_client_which_drops_quoted_values():
+    """paved.kube.client rebuilds every API error without the values the request carried; the
+    rules of an escalation refusal are names (groups, resources, verbs) and must survive it,
+    or the backstop could not say which capability was refused."""
+    from paved.kube.client import error_from_status
+
+    message = ('roles.rbac.authorization.k8s.io "paved-x" is forbidden: user "system:serviceaccount:paved-system:paved-operator" '
+               '(groups=["system:serviceaccounts"]) is attempting to grant RBAC permissions not currently held:\n'
+               '{APIGroups:[""], Resources:["pods"], Verbs:["get" "list"]}')
+    error = error_from_status({"code": 403, "reason": "Forbidden", "message": message,
+                               "details": {"name": "paved-x", "group": "rbac.authorization.k8s.io", "kind": "roles"}})
+    assert refused_rules(error.message) == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    assert "system:serviceaccount" not in error.message  # other quoted text is still dropped

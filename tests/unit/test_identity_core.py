@@ -101,7 +101,9 @@ def test_decide_grants_caps_expiry_and_builds_chain():
     decision = decide(subject, accepted=False, now=NOW, lookup=_world(PARENT_ID))
     assert decision.action == "grant"
     assert decision.expires_at == NOW + timedelta(hours=8)  # capped at the parent's expiry
-    assert "capped" in decision.message
+    # a ttl is a duration: the message names it, and the moment it computes to as such
+    assert decision.message == ("granted until 2030-01-01T08:00:00Z (capped at the parent's expiry; "
+                                "spec.ttl 24h would end it at 2030-01-02T00:00:00Z)")
     assert [(h["issuer"], h["subject"]) for h in decision.chain] == [("ns/parent", "ns/child")]
     assert decision.chain[0]["scope"] == ["k8s get pods (core) in ns"]
 
@@ -220,3 +222,40 @@ def test_decide_refuses_a_new_generation_that_is_not_allowed_and_narrows_an_acce
     assert (withdrawn.action, withdrawn.reason) == ("grant", "Narrowed")
     assert [c.get("clusterWide", False) for c in withdrawn.spec["capabilities"]] == [False, False]
     assert "what IntentPolicies allow" in withdrawn.message
+
+
+def test_a_refused_identity_whose_ttl_elapses_reports_expiry_not_a_bad_date():
+    """A ttl is a duration: when it elapses on an identity that was never granted (here: not
+    allowed), the identity expires like any other; only an expiry already past when the object
+    was written is the user's mistake."""
+    created = NOW - timedelta(hours=3)
+    refused_then_elapsed = Ancestor("ns", "ops", {"capabilities": [NODES], "ttl": "2h"}, created)
+    decision = decide(refused_then_elapsed, accepted=False, now=NOW, lookup=_world(), allowed={})
+    assert (decision.action, decision.reason, decision.field) == ("expire", "Expired", "spec.ttl")
+    assert decision.message == "expired at 2029-12-31T23:00:00Z (never granted)"
+    written_past = Ancestor("ns", "late", {"expiresAt": "2029-12-31T00:00:00Z"}, NOW)
+    mistake = decide(written_past, accepted=False, now=NOW, lookup=_world())
+    assert (mistake.action, mistake.reason, mistake.field) == ("refuse", "InvalidExpiry", "spec.expiresAt")
+    assert mistake.message == "2029-12-31T00:00:00Z was already past when the AgentIdentity was created; set a future expiry"
+
+
+def test_a_zero_ttl_is_refused_as_a_duration_not_as_a_date():
+    """`ttl: 0s` passes the schema (a duration) but ends the identity at once: the refusal
+    speaks of the duration the user wrote, not of a timestamp they never wrote."""
+    zero = decide(Ancestor("ns", "blink", {"ttl": "0s"}, NOW), accepted=False, now=NOW, lookup=_world())
+    assert (zero.action, zero.reason, zero.field) == ("refuse", "InvalidExpiry", "spec.ttl")
+    assert zero.message == "0s ends the identity the moment it is created; set a longer ttl"
+
+
+def test_a_refusal_names_its_first_field_once():
+    """The condition message is '<decision.field>: <decision.message>', so the message must
+    not start with that field again (every other excess keeps its field)."""
+    spec = child(capabilities=[{"resources": ["pods"], "verbs": ["get", "delete"]}, {"resources": ["secrets"], "verbs": ["get"]}])
+    refused = decide(Ancestor("ns", "child", spec, NOW), accepted=False, now=NOW, lookup=_world(PARENT_ID))
+    assert refused.field == "spec.capabilities[0]"
+    assert refused.message == ('asks for more than parent ns/parent holds: verb "delete" on pods in namespace ns; '
+                               'spec.capabilities[1]: verb "get" on secrets in namespace ns')
+    wild = Ancestor("ns", "ops", {"capabilities": [NODES, {"resources": ["pods"], "verbs": ["*"]}]}, NOW)
+    not_allowed_ = decide(wild, accepted=False, now=NOW, lookup=_world(), allowed={})
+    assert not not_allowed_.message.startswith("spec.") and not_allowed_.message.count(not_allowed_.field) == 0
+    assert "spec.capabilities[1].verbs: " in not_allowed_.message

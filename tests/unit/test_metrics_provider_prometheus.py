@@ -145,5 +145,5 @@ def test_the_fake_replaces_prometheus_for_unit_tests_and_goes_away() -> None:
     try:
         assert registry.for_analysis({"prometheus": {"address": "http://x"}}) is fake
     finally:
-        registry.unregister("prometheus")
+        registry.METRICS.unregister("prometheus")
     assert isinstance(registry.for_analysis({"prometheus": {"address": "http://x"}}), PrometheusProvider)

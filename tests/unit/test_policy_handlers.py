@@ -18,7 +18,8 @@ def verdict(outcome: Outcome, mode: Mode = Mode.ENFORCE, **extra: object) -> Ver
 
 def test_compliance_condition() -> None:
     assert decisions.compliance_condition([])[1:3] == (True, "NoPolicies")
-    assert decisions.compliance_condition([verdict(Outcome.PASS)])[1:3] == (True, "Compliant")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)])[1:] == (True, "Compliant", "1 rule passes")
+    assert decisions.compliance_condition([verdict(Outcome.PASS)] * 2)[3] == "2 rules pass"
     failed = decisions.compliance_condition([verdict(Outcome.PASS), verdict(Outcome.FAIL, Mode.AUDIT)])
     assert failed[:3] == ("PolicyCompliant", False, "Violation") and "enc/encrypted (Audit): encrypt it" in failed[3]
     assert decisions.compliance_condition([verdict(Outcome.ERROR, detail="no such key")])[2] == "RuleError"
@@ -34,7 +35,10 @@ def test_policy_condition_names_rule_and_position() -> None:
     assert (type_, status, reason) == ("Ready", False, "CompileError")
     assert "r1" in message and "line 1, column" in message
     body["spec"]["rules"][0]["expression"] = "true"
-    assert decisions.policy_condition(body)[1:3] == (True, "Compiled")
+    assert decisions.policy_condition(body)[1:] == (True, "Compiled", "1 rule compiled")
+    # a policy that only allows is not an empty one: the message says what it allows
+    allowing = {"metadata": {"name": "a"}, "spec": {"match": {"kinds": ["AgentIdentity"]}, "allow": ["ClusterScope"]}}
+    assert decisions.policy_condition(allowing)[1:] == (True, "Compiled", "0 rules compiled; allows ClusterScope")
 
 
 def test_exception_conditions_expire_by_themselves() -> None:
@@ -42,7 +46,8 @@ def test_exception_conditions_expire_by_themselves() -> None:
     assert decisions.exception_conditions(body, True, NOW)[0][1:3] == (True, "Active")
     later = decisions.exception_conditions(body, True, NOW + timedelta(hours=1))
     assert later[0][1:3] == (False, "Expired") and later[1][:2] == ("Expired", True)
-    assert decisions.exception_conditions(body, False, NOW)[0][2] == "NamespaceNotAllowed"
+    refused = decisions.exception_conditions(body, False, NOW)[0]
+    assert refused[2] == "NamespaceNotAllowed" and "--exception-namespace" in refused[3]  # says how to fix it
 
 
 def test_audit_wakes_at_the_next_expiry_or_after_the_jittered_interval() -> None:

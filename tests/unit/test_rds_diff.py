@@ -115,3 +115,104 @@ def test_final_snapshot_identifier_is_deterministic_and_valid() -> None:
     name = rds.final_snapshot_identifier(BODY["DBInstanceIdentifier"], owner)
     assert name == rds.final_snapshot_identifier(BODY["DBInstanceIdentifier"], owner)
     assert name[0].isalpha() and "--" not in name and not name.endswith("-") and len(name) <= 255
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_security_groups_are_exactly_the_bodys() -> None:
+    body = {**BODY, "VpcSecurityGroupIds": ["sg-db"]}
+    groups = [{"VpcSecurityGroupId": "sg-db", "Status": "active"}]
+    assert rds.diff_instance(body, described(VpcSecurityGroups=groups)).modify == {}
+    added_by_hand = groups + [{"VpcSecurityGroupId": "sg-open", "Status": "active"}]
+    assert rds.diff_instance(body, described(VpcSecurityGroups=added_by_hand)).modify == {"VpcSecurityGroupIds": ["sg-db"]}
+    being_removed = groups + [{"VpcSecurityGroupId": "sg-open", "Status": "removing"}]
+    assert rds.diff_instance(body, described(VpcSecurityGroups=being_removed)).modify == {}
+
+
+def test_another_subnet_group_is_reported_never_moved() -> None:
+    body = {**BODY, "DBSubnetGroupName": "paved-subnets"}
+    assert rds.diff_instance(body, described(DBSubnetGroup={"DBSubnetGroupName": "paved-subnets"})).immutable == {}
+    diff = rds.diff_instance(body, described(DBSubnetGroup={"DBSubnetGroupName": "default"}))
+    assert diff.modify == {} and "DB subnet group default" in diff.immutable["DBSubnetGroupName"]
+
+
+# --------------------------------------------------------------------------- master password
+
+PASSWORD_ID = {"Key": rds.TAG_PASSWORD, "Value": "id-1"}
+
+
+def test_a_password_the_instance_does_not_have_is_pushed_and_named_never_shown() -> None:
+    body = {**BODY, "Tags": [PASSWORD_ID]}
+    assert rds.diff_instance(body, described(TagList=[PASSWORD_ID])).modify == {}  # in step
+    for tags in ([], [{"Key": rds.TAG_PASSWORD, "Value": "id-0"}]):  # restored, or a Secret made again
+        diff = rds.diff_instance(body, described(TagList=tags))
+        assert diff.modify == {"MasterUserPassword": BODY["MasterUserPassword"]} and diff.drifted == ["MasterUserPassword"]
+        assert rds.password_pending(body, described(TagList=tags))
+    assert not rds.password_pending(BODY, described())  # a body without an id cannot tell: trusted
+
+
+def test_moving_between_rds_managed_and_generated_passwords() -> None:
+    managed = {**{k: v for k, v in BODY.items() if k != "MasterUserPassword"}, "ManageMasterUserPassword": True}
+    assert rds.diff_instance(managed, described()).modify == {"ManageMasterUserPassword": True}
+    secret = {"SecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:rds!db-1", "SecretStatus": "active"}
+    assert rds.diff_instance(managed, described(MasterUserSecret=secret)).modify == {}
+    back = rds.diff_instance({**BODY, "Tags": [PASSWORD_ID]}, described(MasterUserSecret=secret, TagList=[PASSWORD_ID]))
+    assert back.modify == {"MasterUserPassword": BODY["MasterUserPassword"], "ManageMasterUserPassword": False}
+    assert rds.outputs_of(described(MasterUserSecret=secret))["masterUserSecretArn"] == secret["SecretArn"]
+
+
+# --------------------------------------------------------------------------- restore
+
+OWNER = Owner("paved.dev/v1alpha1", "DatabaseIntent", "orders-db", "team-a", "9f0e8d7c-0000-4000-8000-000000000002")
+
+
+def snapshot(**overrides: Any) -> dict[str, Any]:
+    """A describe_db_snapshots entry: the final snapshot of a deleted intent team-a/orders-db."""
+    old_uid = "11112222-3333-4444-5555-666677778888"
+    entry = {"DBSnapshotIdentifier": rds.final_snapshot_name("paved-team-a-orders-db-0a0b0c0d", old_uid),
+             "DBInstanceIdentifier": "paved-team-a-orders-db-0a0b0c0d", "Engine": "postgres", "EngineVersion": "16.3",
+             "Encrypted": True, "AllocatedStorage": 20, "Status": "available", "SnapshotCreateTime": "2026-01-01T00:00:00Z",
+             "TagList": [{"Key": rds.TAG_NAMESPACE, "Value": "team-a"}, {"Key": rds.TAG_NAME, "Value": "orders-db"},
+                         {"Key": rds.TAG_UID, "Value": old_uid}]}
+    entry.update(overrides)
+    return entry
+
+
+def test_the_final_snapshot_of_a_namespace_and_name_is_recognised() -> None:
+    assert rds.final_snapshot_of(snapshot(), "team-a", "orders-db")
+    assert not rds.final_snapshot_of(snapshot(), "team-b", "orders-db")
+    assert not rds.final_snapshot_of(snapshot(DBSnapshotIdentifier="taken-by-hand"), "team-a", "orders-db")
+    newer = snapshot(SnapshotCreateTime="2026-02-01T00:00:00Z", DBSnapshotIdentifier="newer")
+    assert rds.latest([snapshot(), newer, snapshot()]) == newer and rds.latest([]) is None
+
+
+def test_a_snapshot_that_fits_the_intent_has_no_problem() -> None:
+    assert rds.restore_problems(BODY, snapshot()) == []
+    assert rds.restore_problems({**BODY, "EngineVersion": "16.4"}, snapshot()) == []  # a minor upgrade follows
+    assert rds.restore_problems({**BODY, "AllocatedStorage": 100}, snapshot()) == []  # grows on restore
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"Engine": "mysql"}, "is of engine mysql, the intent asks for postgres (spec.engine)"),
+    ({"Encrypted": False}, "is not encrypted and a restore keeps that, but spec.encryption is true"),
+    ({"EngineVersion": "15.7"}, "major version change from 15.7 to 16"),
+    ({"AllocatedStorage": 50}, "holds 50 GiB, more than spec.storageGB (20)"),
+])
+def test_a_snapshot_that_does_not_fit_is_refused_naming_why(overrides: dict[str, Any], words: str) -> None:
+    problems = rds.restore_problems(BODY, snapshot(**overrides))
+    assert len(problems) == 1 and words in problems[0]
+
+
+def test_restore_parameters_carry_the_network_and_leave_the_password_to_the_push() -> None:
+    body = {**BODY, "DBSubnetGroupName": "subnets", "VpcSecurityGroupIds": ["sg-db"], "PubliclyAccessible": False,
+            "Tags": [PASSWORD_ID, {"Key": "app.kubernetes.io/managed-by", "Value": "paved"}],
+            "RestoreFromSnapshot": {"DBSnapshotIdentifier": "x"}}
+    params = rds.restore_parameters(body, snapshot(DBSnapshotArn="arn:aws:rds:us-east-1:1:snapshot:x"), OWNER)
+    assert params["DBSnapshotIdentifier"] == "arn:aws:rds:us-east-1:1:snapshot:x"
+    assert params["DBSubnetGroupName"] == "subnets" and params["VpcSecurityGroupIds"] == ["sg-db"]
+    assert params["BackupRetentionPeriod"] == 30 and params["DBInstanceClass"] == "db.t3.micro"
+    for absent in ("MasterUserPassword", "StorageEncrypted", "EngineVersion", "DBName", "MasterUsername", "RestoreFromSnapshot"):
+        assert absent not in params
+    tags = {tag["Key"]: tag["Value"] for tag in params["Tags"]}
+    assert rds.TAG_PASSWORD not in tags and tags[rds.TAG_UID] == OWNER.uid

@@ -26,13 +26,17 @@ def test_seed_renders_every_resource_with_headers_and_placeholders() -> None:
     assert out.startswith("# composition: postgres-aws-rds\n# hash: ")
     assert "# resource: instance (provider: aws-rds)" in out
     assert "# resource: connection-secret (provider: kubernetes)\n# pending: reads outputs of instance" in out
-    assert "# resource: network-policy (provider: kubernetes)" in out
-    instance, secret, policy = list(yaml.safe_load_all(out))
+    assert "# resource: security-group-policy-0 (provider: kubernetes)" in out
+    # As shipped, the composition has no subnets of a cluster VPC: shown, not fatal offline.
+    assert "warning: spec.parameters.network.subnetIds of composition postgres-aws-rds lists no subnets" in err
+    subnets, client, database, instance, secret, policy = list(yaml.safe_load_all(out))
+    assert subnets["SubnetIds"] == [] and client["GroupName"].endswith("-client") and database["GroupName"].endswith("-db")
     assert instance["MultiAZ"] is True and instance["BackupRetentionPeriod"] == 30 and instance["EngineVersion"] == "16"
     assert instance["MasterUserPassword"] == "<generated:masterPassword>"
+    assert instance["VpcSecurityGroupIds"] == ["<pending:database-security-group.groupId>"]
     assert instance["Tags"][2] == {"Key": "paved.dev/uid", "Value": "00000000-0000-0000-0000-000000000000"}
     assert secret["stringData"]["password"] == "<generated:masterPassword>"
-    assert secret["metadata"]["namespace"] == policy["metadata"]["namespace"] == "orders"
+    assert secret["metadata"]["namespace"] == "orders" and policy["metadata"]["namespace"] == "orders-app"
 
 
 def test_json_output_and_default_namespace() -> None:
@@ -40,9 +44,10 @@ def test_json_output_and_default_namespace() -> None:
     assert code == 0
     document = json.loads(out)
     assert document["composition"] == "postgres-aws-rds" and len(document["hash"]) == 64
-    assert [r["name"] for r in document["resources"]] == ["instance", "connection-secret", "network-policy"]
-    assert document["resources"][1]["pending"] is True and document["resources"][1]["dependsOn"] == ["instance"]
-    assert document["resources"][2]["body"]["metadata"]["namespace"] == "default"
+    assert [r["name"] for r in document["resources"]] == ["subnet-group", "client-security-group", "database-security-group",
+                                                          "instance", "connection-secret", "security-group-policy-0"]
+    assert document["resources"][4]["pending"] is True and document["resources"][4]["dependsOn"] == ["instance"]
+    assert document["resources"][4]["body"]["metadata"]["namespace"] == "default"
 
 
 def test_namespace_labels_select_the_dev_composition_and_warnings_go_to_stderr() -> None:

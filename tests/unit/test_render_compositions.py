@@ -54,18 +54,37 @@ def test_shipped_compositions_are_valid_composition_objects() -> None:
 # --------------------------------------------------------------------------- DatabaseIntent on RDS
 
 
+RDS_RESOURCES = ["subnet-group", "client-security-group", "database-security-group", "instance", "connection-secret"]
+NETWORK = {"subnetIds": ["subnet-a", "subnet-b"], "podSecurityGroupIds": ["sg-cluster"]}
+# Outputs of the network resources once they exist (what the providers report).
+NETWORK_OUTPUTS = {"subnet-group": {"name": "paved-subnets", "vpcId": "vpc-1"},
+                   "client-security-group": {"groupId": "sg-client"}, "database-security-group": {"groupId": "sg-db"}}
+GENERATED = {"masterPassword": "Pw0123456789", "masterPasswordId": "Id0123456789abcd"}
+
+
+def rds_composition(**parameters: Any) -> dict[str, Any]:
+    """The shipped RDS composition with platform parameters set (the cluster's network by default)."""
+    composition = json.loads(json.dumps(COMPOSITIONS["postgres-aws-rds"]))
+    composition["spec"]["parameters"].update({"network": NETWORK, **parameters})
+    return composition
+
+
 def test_seed_renders_to_the_exact_rds_parameters() -> None:
-    result = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED))
-    assert [r.name for r in result.resources] == ["instance", "connection-secret", "network-policy"]
+    result = render(rds_composition(), as_operator_sees(SEED))
+    assert [r.name for r in result.resources] == [*RDS_RESOURCES, "security-group-policy-0"]
+    assert not result.warnings
     instance = by_name(result)["instance"]
-    assert (instance.provider, instance.pending) == ("aws-rds", False)
+    assert (instance.provider, instance.pending) == ("aws-rds", True)  # its network exists only once created
+    assert instance.depends_on == ("subnet-group", "database-security-group")
     params = instance.body
     assert params["Engine"] == "postgres" and params["EngineVersion"] == "16"
     assert params["MultiAZ"] is True and params["StorageEncrypted"] is True
     assert params["BackupRetentionPeriod"] == 30
     assert params["DBInstanceClass"] == "db.t3.micro" and params["AllocatedStorage"] == 20
     assert params["Port"] == 5432 and params["DeletionProtection"] is False and params["CopyTagsToSnapshot"] is True
-    assert params["MasterUserPassword"] == "<generated:masterPassword>"
+    assert params["PubliclyAccessible"] is False
+    assert params["MasterUserPassword"] == "<generated:masterPassword>" and "ManageMasterUserPassword" not in params
+    assert "RestoreFromSnapshot" not in params
     assert RDS_IDENTIFIER.fullmatch(params["DBInstanceIdentifier"])
     assert params["DBInstanceIdentifier"].startswith("paved-orders-orders-db-")
     assert {tag["Key"]: tag["Value"] for tag in params["Tags"]} == {
@@ -73,64 +92,105 @@ def test_seed_renders_to_the_exact_rds_parameters() -> None:
         "paved.dev/name": "orders-db",
         "paved.dev/uid": UID,
         "app.kubernetes.io/managed-by": "paved",
+        "paved.dev/master-password-id": "<generated:masterPasswordId>",
     }
+
+
+def test_the_instance_is_placed_in_the_subnet_group_behind_its_own_security_group() -> None:
+    result = by_name(render(rds_composition(), as_operator_sees(SEED), outputs=NETWORK_OUTPUTS, generated=GENERATED))
+    subnets = result["subnet-group"].body
+    assert subnets["SubnetIds"] == ["subnet-a", "subnet-b"] and result["subnet-group"].provider == "aws-db-subnet-group"
+    assert subnets["DBSubnetGroupName"] == result["instance"].body["DBInstanceIdentifier"]  # one deterministic name
+    client, database = result["client-security-group"].body, result["database-security-group"].body
+    assert client["VpcId"] == database["VpcId"] == "vpc-1"
+    assert client["IpPermissions"] == []  # it only names who may connect
+    assert database["IpPermissions"] == [  # the database port, from the client group only
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [{"GroupId": "sg-client"}]}]
+    assert client["GroupName"].endswith("-client") and database["GroupName"].endswith("-db")
+    assert {"Key": "paved.dev/uid", "Value": UID} in client["Tags"] and {"Key": "paved.dev/uid", "Value": UID} in database["Tags"]
+    instance = result["instance"]
+    assert not instance.pending
+    assert instance.body["DBSubnetGroupName"] == "paved-subnets" and instance.body["VpcSecurityGroupIds"] == ["sg-db"]
+
+
+def test_pods_of_each_allowed_namespace_get_the_client_security_group() -> None:
+    spec = {**SEED["spec"], "network": {"allowFrom": [{"namespace": "a", "podSelector": {"matchLabels": {"app": "api"}}},
+                                                      {"namespace": "b"}]}}
+    result = by_name(render(rds_composition(), as_operator_sees({**SEED, "spec": spec}), outputs=NETWORK_OUTPUTS,
+                            generated=GENERATED))
+    first, second = result["security-group-policy-0"].body, result["security-group-policy-1"].body
+    assert (first["apiVersion"], first["kind"]) == ("vpcresources.k8s.aws/v1beta1", "SecurityGroupPolicy")
+    assert first["metadata"]["namespace"] == "a" and second["metadata"]["namespace"] == "b"
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+    assert first["spec"]["podSelector"] == {"matchLabels": {"app": "api"}} and second["spec"]["podSelector"] == {}
+    assert first["spec"]["securityGroups"] == {"groupIds": ["sg-client", "sg-cluster"]}  # pods keep the cluster's group
+    assert "network-policy" not in result  # a NetworkPolicy cannot select a database outside the cluster
+    open_spec = {key: value for key, value in SEED["spec"].items() if key != "network"}
+    names = [r.name for r in render(rds_composition(), as_operator_sees({**SEED, "spec": open_spec})).resources]
+    assert names == RDS_RESOURCES
+
+
+def test_without_subnets_rendering_warns_and_the_provider_will_refuse() -> None:
+    result = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED))  # as shipped: no platform parameters
+    assert by_name(result)["subnet-group"].body["SubnetIds"] == []
+    assert any("spec.parameters.network.subnetIds" in warning for warning in result.warnings)
 
 
 def test_adopting_an_existing_instance_needs_an_adopt_allowance() -> None:
     intent = as_operator_sees(SEED)
     intent["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy-orders"}
     with pytest.raises(RenderError) as refused:
-        render(COMPOSITIONS["postgres-aws-rds"], intent, allowed={"wildcards": ["w"]})
+        render(rds_composition(), intent, allowed={"wildcards": ["w"]})
     assert refused.value.field == "metadata.annotations[paved.dev/adopt-db-instance]" and "Adopt" in str(refused.value)
-    body = render(COMPOSITIONS["postgres-aws-rds"], intent, allowed={"adopt": ["platform-migrations"]}).resources[0].body
+    body = by_name(render(rds_composition(), intent, allowed={"adopt": ["platform-migrations"]}))["instance"].body
     assert body["DBInstanceIdentifier"] == "legacy-orders"
     assert {"Key": "paved.dev/adopted", "Value": "true"} in body["Tags"]
 
 
 def test_identifier_is_stable_for_an_intent_and_unique_per_uid() -> None:
-    first = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body
-    again = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)).resources[0].body
-    other = render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED, uid="another")).resources[0].body
-    assert first["DBInstanceIdentifier"] == again["DBInstanceIdentifier"] != other["DBInstanceIdentifier"]
+    def identifier(uid: str) -> str:
+        return str(by_name(render(rds_composition(), as_operator_sees(SEED, uid=uid)))["instance"].body["DBInstanceIdentifier"])
+
+    assert identifier(UID) == identifier(UID) != identifier("another")
 
 
-def test_network_policy_admits_exactly_the_allowed_namespaces_to_the_port() -> None:
-    policy = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED)))["network-policy"].body
-    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == "orders"
-    assert policy["spec"]["podSelector"] == {"matchLabels": {"paved.dev/database": "orders-db"}}
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [
-        {
-            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "orders-app"}}}],
-            "ports": [{"protocol": "TCP", "port": 5432}],
-        }
-    ]
+@pytest.mark.parametrize(("restore", "expected"), [
+    ({"snapshot": "orders-before-migration"}, {"DBSnapshotIdentifier": "orders-before-migration"}),
+    ({"latestFinalSnapshot": True}, {"LatestFinalSnapshotOf": {"Namespace": "orders", "Name": "orders-db"}}),
+])
+def test_restore_from_renders_where_the_instance_comes_from(restore: dict[str, Any], expected: dict[str, Any]) -> None:
+    intent = as_operator_sees({**SEED, "spec": {**SEED["spec"], "restoreFrom": restore}})
+    assert by_name(render(rds_composition(), intent))["instance"].body["RestoreFromSnapshot"] == expected
+    intent["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy-orders"}
+    with pytest.raises(RenderError) as refused:
+        render(rds_composition(), intent, allowed={"adopt": ["p"]})
+    assert refused.value.field == "spec.restoreFrom"
 
 
-def test_network_policy_narrows_to_pods_and_is_omitted_without_allow_from() -> None:
-    spec = {
-        **SEED["spec"],
-        "network": {"allowFrom": [{"namespace": "a", "podSelector": {"matchLabels": {"app": "api"}}}]},
-    }
-    policy = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": spec})))[
-        "network-policy"
-    ]
-    assert policy.body["spec"]["ingress"][0]["from"] == [
-        {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "a"}},
-            "podSelector": {"matchLabels": {"app": "api"}},
-        }
-    ]
-    open_spec = {key: value for key, value in SEED["spec"].items() if key != "network"}
-    names = [
-        r.name
-        for r in render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": open_spec})).resources
-    ]
-    assert names == ["instance", "connection-secret"]
+def test_a_password_the_cloud_manages_is_synced_through_the_platform_store() -> None:
+    spec = {**SEED["spec"], "masterPassword": {"managedBy": "Cloud"}}
+    intent = as_operator_sees({**SEED, "spec": spec})
+    with pytest.raises(RenderError) as refused:
+        render(rds_composition(), intent)  # the platform offers no store for it
+    assert refused.value.field == "spec.masterPassword.managedBy" and "managedPasswordStore" in refused.value.message
+    outputs = {**NETWORK_OUTPUTS, "instance": {"address": "db.example", "port": 5432, "masterUserSecretArn": "arn:secret:rds!db-1"}}
+    result = by_name(render(rds_composition(managedPasswordStore="rds-passwords"), intent, outputs=outputs, generated=GENERATED))
+    instance = result["instance"].body
+    assert instance["ManageMasterUserPassword"] is True and "MasterUserPassword" not in instance
+    assert not any(tag["Key"] == "paved.dev/master-password-id" for tag in instance["Tags"])
+    assert "connection-secret" not in result
+    ref = result["connection-secret-sync"].body
+    assert ref["kind"] == "ExternalSecretRef" and ref["metadata"]["name"] == ref["spec"]["target"]["name"] == "orders-db-connection"
+    assert ref["spec"]["storeRef"] == {"kind": "ClusterSecretStore", "name": "rds-passwords"}
+    assert [item["remoteRef"] for item in ref["spec"]["data"]] == [
+        {"key": "arn:secret:rds!db-1", "property": "username"}, {"key": "arn:secret:rds!db-1", "property": "password"}]
+    template = ref["spec"]["target"]["template"]["data"]
+    assert set(template) == CNPG_KEYS and template["host"] == "db.example" and template["password"] == "{{ password }}"
+    assert template["uri"] == "postgresql://{{ username | urlencode }}:{{ password | urlencode }}@db.example:5432/app"
 
 
 def test_connection_secret_has_the_cnpg_keys_and_waits_for_the_endpoint() -> None:
-    composition = COMPOSITIONS["postgres-aws-rds"]
+    composition = rds_composition()
     offline = by_name(render(composition, as_operator_sees(SEED)))["connection-secret"]
     assert offline.pending and offline.depends_on == ("instance",)
     assert offline.body["metadata"] == {
@@ -141,8 +201,8 @@ def test_connection_secret_has_the_cnpg_keys_and_waits_for_the_endpoint() -> Non
     assert set(offline.body["stringData"]) == CNPG_KEYS
     assert offline.body["stringData"]["host"] == "<pending:instance.address>"
 
-    outputs = {"instance": {"address": "db.example", "port": 5432}}
-    online = render(composition, as_operator_sees(SEED), outputs=outputs, generated={"masterPassword": "Pw0123456789"})
+    outputs = {**NETWORK_OUTPUTS, "instance": {"address": "db.example", "port": 5432}}
+    online = render(composition, as_operator_sees(SEED), outputs=outputs, generated=GENERATED)
     secret = by_name(online)["connection-secret"]
     assert not secret.pending
     assert secret.body["stringData"] == {
@@ -154,8 +214,11 @@ def test_connection_secret_has_the_cnpg_keys_and_waits_for_the_endpoint() -> Non
         "uri": "postgresql://paved:Pw0123456789@db.example:5432/app",
         "jdbc-uri": "jdbc:postgresql://db.example:5432/app?password=Pw0123456789&user=paved",
     }
-    assert by_name(online)["instance"].body["MasterUserPassword"] == "Pw0123456789"
-    rotated = render(composition, as_operator_sees(SEED), outputs=outputs, generated={"masterPassword": "Other0123456"})
+    instance = by_name(online)["instance"].body
+    assert instance["MasterUserPassword"] == "Pw0123456789"
+    assert {"Key": "paved.dev/master-password-id", "Value": "Id0123456789abcd"} in instance["Tags"]
+    rotated = render(composition, as_operator_sees(SEED), outputs=outputs,
+                     generated={"masterPassword": "Other0123456", "masterPasswordId": "Zz98765432109876"})
     assert online.hash == rotated.hash  # the hash is computed over placeholders, never over the password
 
 
@@ -167,12 +230,12 @@ def test_connection_secret_name_size_and_mysql() -> None:
         "size": "large",
         "connectionSecret": {"name": "creds"},
     }
-    result = by_name(render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees({**SEED, "spec": spec})))
+    result = by_name(render(rds_composition(), as_operator_sees({**SEED, "spec": spec})))
     assert result["instance"].body["Engine"] == "mysql" and result["instance"].body["Port"] == 3306
     assert result["instance"].body["DBInstanceClass"] == "db.m6g.large"
     assert result["connection-secret"].body["metadata"]["name"] == "creds"
     assert result["connection-secret"].body["stringData"]["jdbc-uri"].startswith("jdbc:mysql://")
-    assert result["network-policy"].body["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 3306}]
+    assert result["database-security-group"].body["IpPermissions"][0]["FromPort"] == 3306
 
 
 @pytest.mark.parametrize(
@@ -190,7 +253,7 @@ def test_bad_database_input_is_refused_with_the_field(overrides: dict[str, Any],
     # Overrides bypass the API model on purpose: the composition must hold on its own
     # (a platform composition may be stricter than the schema, e.g. fewer versions).
     with pytest.raises(RenderError) as error:
-        render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(SEED, **overrides))
+        render(rds_composition(), as_operator_sees(SEED, **overrides))
     assert error.value.field == field
     assert words in error.value.message
     assert (error.value.composition, error.value.resource) == ("postgres-aws-rds", "instance")
@@ -205,11 +268,8 @@ def test_bad_database_input_is_refused_with_the_field(overrides: dict[str, Any],
 )
 def test_rds_identifier_is_always_valid(namespace: str, name: str, uid: str) -> None:
     document = {**SEED, "metadata": {"name": name}}
-    identifier = (
-        render(COMPOSITIONS["postgres-aws-rds"], as_operator_sees(document, namespace, uid))
-        .resources[0]
-        .body["DBInstanceIdentifier"]
-    )
+    identifier = by_name(render(rds_composition(), as_operator_sees(document, namespace, uid)))["instance"].body[
+        "DBInstanceIdentifier"]
     assert RDS_IDENTIFIER.fullmatch(identifier) and len(identifier) <= 63
 
 
@@ -248,6 +308,16 @@ def test_in_cluster_refuses_mysql() -> None:
     with pytest.raises(RenderError) as error:
         render(COMPOSITIONS["postgres-in-cluster"], as_operator_sees(SEED, engine="mysql", version="8.0"))
     assert error.value.field == "spec.engine"
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"restoreFrom": {"snapshot": "s"}}, "spec.restoreFrom"),
+    ({"masterPassword": {"managedBy": "Cloud"}}, "spec.masterPassword.managedBy"),
+])
+def test_in_cluster_refuses_what_only_a_cloud_can_do(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(RenderError) as error:
+        render(COMPOSITIONS["postgres-in-cluster"], as_operator_sees(SEED, **overrides))
+    assert error.value.field == field
 
 
 # --------------------------------------------------------------------------- AgentIdentity

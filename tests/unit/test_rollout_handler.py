@@ -168,7 +168,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
 def metrics() -> Any:
     fake = FakeMetrics({QUERY: 0.99, SAMPLES: 100}).install()
     yield fake
-    metric_providers.unregister("prometheus")
+    metric_providers.METRICS.unregister("prometheus")
 
 
 def succeeded(status: dict[str, Any]) -> bool:

@@ -45,9 +45,10 @@ def service(selector: dict[str, str]) -> dict[str, Any]:
 
 
 def test_the_users_service_must_select_only_paved_pods() -> None:
-    assert "not found" in (selector_problem(CONTEXT, None) or "")
+    missing = selector_problem(CONTEXT, None)
+    assert missing is not None and "not found" in missing.message and missing.field == "spec.service.name"
     problem = selector_problem(CONTEXT, service({"app": "checkout"}))
-    assert problem and f"{ROLLOUT_LABEL}: checkout" in problem and "Deployment checkout" in problem
+    assert problem and f"{ROLLOUT_LABEL}: checkout" in problem.message and "Deployment checkout" in problem.message
     assert selector_problem(CONTEXT, service({"app": "checkout", ROLLOUT_LABEL: "checkout"})) is None
 
 
@@ -93,8 +94,8 @@ def test_factory_takes_a_registered_fake() -> None:
     class Fake:
         name = "fake"
 
-    routing.register("fake", lambda context, settings, **_: Fake())
+    routing.ROUTERS.register("fake", lambda context, settings, **_: Fake())
     try:
         assert isinstance(router_for({"trafficRouting": {"fake": {}}}, CONTEXT), Fake)
     finally:
-        routing.unregister("fake")
+        routing.ROUTERS.unregister("fake")

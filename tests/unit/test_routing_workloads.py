@@ -68,13 +68,14 @@ def test_copy_service_selects_one_role() -> None:
                             "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
 
 
-@pytest.mark.parametrize(("service", "fragment"), [
-    (None, "not found"),
-    ({"spec": {"ports": [{"port": 80}]}}, "no selector"),
-    ({"spec": {"selector": {"a": "b"}, "ports": [{"port": 8080}]}}, "no port 80 (it has 8080)"),
+@pytest.mark.parametrize(("service", "field", "fragment"), [
+    (None, "spec.service.name", "not found"),
+    ({"spec": {"ports": [{"port": 80}]}}, "spec.service.name", "no selector"),
+    ({"spec": {"selector": {"a": "b"}, "ports": [{"port": 8080}]}}, "spec.service.port", "no port 80 (it has 8080)"),
 ])
-def test_service_problems(service: dict[str, Any] | None, fragment: str) -> None:
-    assert fragment in (service_problem(CONTEXT, service) or "")
+def test_service_problems_name_the_field_to_fix(service: dict[str, Any] | None, field: str, fragment: str) -> None:
+    problem = service_problem(CONTEXT, service)
+    assert problem is not None and problem.field == field and fragment in problem.message
 
 
 def test_workload_state_counts_only_ready_pods_of_the_new_template() -> None:
@@ -142,7 +143,7 @@ def test_scaling_keeps_the_template_and_needs_an_existing_copy() -> None:
 def test_ensure_services_refuses_an_unusable_service_with_the_field() -> None:
     with pytest.raises(RouterError) as refused:
         Workloads(CONTEXT, FakeKube({})).ensure_services()
-    assert refused.value.field == "spec.service" and not refused.value.retryable
+    assert refused.value.field == "spec.service.name" and not refused.value.retryable
     kube = FakeKube({("Service", "checkout"): {"spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}}})
     Workloads(CONTEXT, kube).ensure_services()
     assert [body["metadata"]["name"] for body in kube.applied] == ["checkout-stable", "checkout-canary"]

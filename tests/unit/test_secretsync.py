@@ -372,6 +372,7 @@ def test_missing_key_acts_only_on_a_refresh_the_grace_period_later() -> None:
     first = decide(done, {DB: Missing()}, {}, NOW)
     assert first.action == "none" and first.reason == plan.REMOTE_KEY_MISSING and first.missing_since == {DB.label: NOW}
     assert "2025-01-01T00:10:00Z" in first.message  # when it may be acted on (default grace: 10 minutes)
+    assert first.message.startswith(f"{first.field}, spec.data[1].remoteRef.key: remote key(s) {DB.label} not found;")  # fields first
     missing_since(done, first.missing_since)
     assert first.missing_basis == done.missing_basis
     soon = "2025-01-01T00:05:00Z"

@@ -7,17 +7,20 @@ the Composition's business, chosen by the platform team.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from paved.api.common import LocalObjectReference, Model
 from paved.api.fields import (
+    CelRule,
     ComposedStatus,
     CompositionReference,
     DNSLabel,
     Duration,
+    FieldGroup,
     LabelSelector,
+    RuledModel,
     Timestamp,
 )
 
@@ -43,10 +46,51 @@ class AllowFrom(Model):
 
 
 class Network(Model):
-    """Who may reach the database; everything else is denied by a NetworkPolicy."""
+    """Who may reach the database; every other client is refused (docs/database.md: a security group on
+    AWS, a NetworkPolicy in the cluster)."""
 
     allowFrom: list[AllowFrom] = Field(
         default_factory=list, description="Namespaces (and optionally pods) admitted to the database port."
+    )
+
+
+# A DB snapshot identifier (automated ones start with "rds:"), or the ARN of a shared one.
+SNAPSHOT_PATTERN = r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?(rds:)?[a-zA-Z][a-zA-Z0-9-]*$"
+
+
+class RestoreFrom(RuledModel):
+    """Where the database's data comes from when it is created; read only then (a database that
+    exists is never restored over: to restore again, create a new intent)."""
+
+    field_groups = (FieldGroup(("snapshot", "latestFinalSnapshot")),)
+    cel_rules = (CelRule("!has(self.latestFinalSnapshot) || self.latestFinalSnapshot",
+                         "latestFinalSnapshot: set it to true, or remove it"),)
+
+    snapshot: str | None = Field(
+        default=None, pattern=SNAPSHOT_PATTERN, max_length=512,
+        description="A database snapshot by identifier (or ARN, for one shared from another account).",
+    )
+    latestFinalSnapshot: bool | None = Field(
+        default=None,
+        description="true: the newest final snapshot that a deleted DatabaseIntent of this namespace and name left "
+        "behind (deletionPolicy: Snapshot).",
+    )
+
+    @model_validator(mode="after")
+    def _latest_is_true(self) -> Self:
+        if self.latestFinalSnapshot is False:
+            raise ValueError(self.cel_rules[0].message)
+        return self
+
+
+class MasterPassword(Model):
+    """Who keeps the database's master password."""
+
+    managedBy: Literal["Paved", "Cloud"] = Field(
+        default="Paved",
+        description="Paved: generated once and kept in a Secret of this namespace; Cloud: the cloud service keeps "
+        "and rotates it (RDS with Secrets Manager) and Paved syncs it into the connection Secret, where the "
+        "Composition offers it.",
     )
 
 
@@ -86,6 +130,10 @@ class DatabaseIntentSpec(Model):
     connectionSecret: LocalObjectReference | None = Field(
         default=None,
         description="Secret receiving host, port, dbname, username, password, uri, jdbc-uri; default <name>-connection.",
+    )
+    masterPassword: MasterPassword = Field(default_factory=MasterPassword, description="Who keeps the master password.")
+    restoreFrom: RestoreFrom | None = Field(
+        default=None, description="Create the database from a snapshot instead of empty; read only when it is created."
     )
 
     def connection_secret_name(self, intent_name: str) -> str:

@@ -70,21 +70,30 @@ def up(state_dir: Path | None, assets: Path | None, timeout: float) -> None:
 @dev.command()
 @_ASSETS
 def build(assets: Path | None) -> None:
-    """Build (or find) the control-plane binaries and fetch the Gateway API CRDs; print paths.
+    """Build (or find) the control-plane binaries and fetch the Gateway API and SecurityGroupPolicy
+    CRDs; print paths.
 
     Safe to run repeatedly: cached binaries are reused, so this is what bootstrap scripts call.
     """
-    from paved.dev.binaries import BinaryError, ensure_binaries, gateway_api_crd_dir, go_module_dir
+    from paved.dev.binaries import (
+        BinaryError,
+        ensure_binaries,
+        gateway_api_crd_dir,
+        go_module_dir,
+        security_group_policy_crd,
+    )
 
     try:
         binaries = ensure_binaries(assets, log=_log)
         crds = gateway_api_crd_dir()
+        sgp_crd = security_group_policy_crd()
         go_module_dir("kwok", "sigs.k8s.io/kwok")  # its RBAC role is read at `up`
     except BinaryError as error:
         raise click.ClickException(str(error)) from error
     for name, path in binaries.items():
         click.echo(f"{name}\t{path}")
     click.echo(f"gateway-api-crds\t{crds}")
+    click.echo(f"security-group-policy-crd\t{sgp_crd}")
 
 
 @dev.command()

@@ -35,6 +35,7 @@ __all__ = [
     "cache_root",
     "ensure_binaries",
     "gateway_api_crd_dir",
+    "security_group_policy_crd",
     "go_module_dir",
     "kube_version",
     "module_version",
@@ -324,3 +325,15 @@ def gateway_api_crd_dir() -> Path:
     if not crds.is_dir():
         raise BinaryError(f"{crds} is missing from the gateway-api module")
     return crds
+
+
+def security_group_policy_crd() -> Path:
+    """The SecurityGroupPolicy CRD (EKS security groups for pods, vpcresources.k8s.aws) of the
+    pinned amazon-vpc-resource-controller-k8s release: DatabaseIntents on RDS render one per
+    allowFrom namespace. Only this CRD of config/crd/bases: the CNINode one is the
+    controller's own business."""
+    module = go_module_dir("vpc-resource-controller", "github.com/aws/amazon-vpc-resource-controller-k8s")
+    crd = module / "config" / "crd" / "bases" / "vpcresources.k8s.aws_securitygrouppolicies.yaml"
+    if not crd.is_file():
+        raise BinaryError(f"{crd} is missing from the amazon-vpc-resource-controller-k8s module")
+    return crd

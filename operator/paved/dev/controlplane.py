@@ -38,6 +38,7 @@ from paved.dev.binaries import (
     cache_root,
     ensure_binaries,
     gateway_api_crd_dir,
+    security_group_policy_crd,
     go_module_dir,
     repo_root,
 )
@@ -744,14 +745,15 @@ class ControlPlane:
         raise ControlPlaneError(f"applying {', '.join(sources)} failed:\n{result.stderr.strip()}")
 
     def _apply_manifests(self, timeout: float, skip_unchanged: bool = False) -> None:
-        """Gateway API standard CRDs, then the repo's crds/ and compositions/ (if any).
+        """Gateway API standard CRDs, the SecurityGroupPolicy CRD, then the repo's crds/ and
+        compositions/ (if any).
 
         With ``skip_unchanged`` (re-running `up` on a running control plane) nothing is sent
         when the manifests equal the last applied ones and all their CRDs still exist: applying
         the large Gateway API CRDs again costs seconds of API server CPU for no change.
         """
         try:
-            manifests = load_manifests([gateway_api_crd_dir(), *self._repo_manifests()])
+            manifests = load_manifests([gateway_api_crd_dir(), security_group_policy_crd(), *self._repo_manifests()])
         except ManifestError as error:
             raise ControlPlaneError(str(error)) from error
         digest = hashlib.sha256(to_list(manifests).encode()).hexdigest()

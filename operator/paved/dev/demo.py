@@ -1,8 +1,10 @@
 """`paved dev demo`: the main job on one machine, end to end, with real parts only.
 
-1. the local control plane (`paved dev up`: CRDs, Compositions, Gateway API CRDs);
+1. the local control plane (`paved dev up`: CRDs, Compositions, Gateway API and
+   SecurityGroupPolicy CRDs);
 2. a moto server on loopback (fake AWS), so the seed DatabaseIntent goes through the real
-   aws-rds provider, and an OpenBao dev server (paved.dev.demo_vault) that the Vault
+   aws-rds provider, with a VPC standing for the cluster's that the RDS Composition's network
+   parameters name, and an OpenBao dev server (paved.dev.demo_vault) that the Vault
    SecretStore examples are pointed at;
 3. the operator, `paved run` as deploy/'s ServiceAccount with ``PAVED_AWS_ENDPOINT_URL``
    pointing at moto (always restarted, so it runs the current code with a fresh token);
@@ -33,7 +35,7 @@ from paved.dev.controlplane import ControlPlane
 from paved.dev.demo_vault import point_stores_at, start_demo_openbao, stop_demo_openbao
 from paved.dev.manifests import load_manifests
 from paved.render.engine import CLUSTER_SCOPED_KINDS
-from paved.dev.moto import MotoError, MotoServer, moto_installed, start_moto
+from paved.dev.moto import RDS_COMPOSITION, ClusterNetwork, MotoError, MotoServer, moto_installed, start_moto
 from paved.dev.operator import (
     OPERATOR_ACCOUNT,
     OPERATOR_NAMESPACE,
@@ -207,6 +209,11 @@ def run_demo(
     else:
         log("moto is not installed (run scripts/bootstrap); DatabaseIntents will not become Ready")
 
+    if moto is not None:
+        network = moto.cluster_network()
+        use_cluster_network(plane, network)
+        log(f"the RDS composition places databases in moto's VPC {network.vpc_id} (subnets {', '.join(network.subnet_ids)})")
+
     openbao = start_demo_openbao(demo_dir / "openbao", plane, log)
 
     _stop_operator(demo_dir)  # always the current code, a fresh token and moto's address
@@ -228,6 +235,12 @@ def run_demo(
     log(f"applied {len(objects)} objects from examples/; waiting up to {wait:.0f}s for Ready")
     rows = wait_settled(plane, wait)
     return DemoResult(operator, rows, time.monotonic() - started)
+
+
+def use_cluster_network(plane: ControlPlane, network: ClusterNetwork) -> None:
+    """Give the default RDS Composition the cluster's network (its platform parameters), as a
+    platform team's kustomize patch would."""
+    plane.kubectl("patch", "composition", RDS_COMPOSITION, "--type=merge", "-p", json.dumps(network.composition_patch()))
 
 
 def _stop_operator(demo_dir: Path) -> bool:

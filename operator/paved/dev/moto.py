@@ -1,4 +1,4 @@
-"""A moto server (fake AWS: RDS, IAM, STS, Secrets Manager, SSM) on loopback, detached.
+"""A moto server (fake AWS: RDS, EC2, IAM, STS, Secrets Manager, SSM) on loopback, detached.
 
 Used by `paved dev demo` (the seed DatabaseIntent goes through the real aws-rds provider
 against it), by bench/ and by the test fixtures (tests/fixtures/aws.py). The operator is
@@ -35,10 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, read_record, start_detached, stop_all
+from paved.dev.processes import (
+    PortTaken,
+    ProcessRecord,
+    is_alive,
+    log_tail,
+    port_taken,
+    read_record,
+    start_detached,
+    start_with_free_port,
+    stop_all,
+)
 
-__all__ = ["FAKE_AWS_ENV", "AwsKeys", "MotoError", "MotoServer", "actions_only", "moto_installed", "operator_iam_policy",
-           "start_moto"]
+__all__ = ["FAKE_AWS_ENV", "RDS_COMPOSITION", "AwsKeys", "ClusterNetwork", "MotoError", "MotoServer", "actions_only",
+           "moto_installed", "operator_iam_policy", "start_moto"]
 
 REGION = "us-east-1"
 #: Credentials and region for anything that talks to moto (moto accepts any).
@@ -53,6 +63,25 @@ FAKE_AWS_ENV = {
 
 class MotoError(RuntimeError):
     """moto is not installed or did not start; the message holds the log tail."""
+
+
+#: The Name tag of the VPC that stands for the cluster's (see MotoServer.cluster_network).
+CLUSTER_VPC_NAME = "paved-dev-cluster"
+RDS_COMPOSITION = "postgres-aws-rds"
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """The cluster VPC on this moto server: what the RDS Composition's platform parameters name."""
+
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    cluster_security_group_id: str
+
+    def composition_patch(self) -> dict[str, Any]:
+        """A merge patch giving the default RDS Composition this network (its `network` parameters)."""
+        network = {"subnetIds": list(self.subnet_ids), "podSecurityGroupIds": [self.cluster_security_group_id]}
+        return {"spec": {"parameters": {"network": network}}}
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,27 @@ class MotoServer:
         return boto3.session.Session(
             aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
         ).client(service, endpoint_url=self.endpoint_url, **kwargs)
+
+    def cluster_network(self) -> ClusterNetwork:
+        """The VPC standing for the cluster's (two subnets in two zones, a "cluster" security
+        group), made on first use and found again by its Name tag after that (a reset removes it)."""
+        ec2 = self.client("ec2")
+        name_filter = [{"Name": "tag:Name", "Values": [CLUSTER_VPC_NAME]}]
+        vpcs = ec2.describe_vpcs(Filters=name_filter)["Vpcs"]
+        if vpcs:
+            vpc = vpcs[0]["VpcId"]
+            subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+            group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                          {"Name": "group-name", "Values": [CLUSTER_VPC_NAME]}])["SecurityGroups"]
+            return ClusterNetwork(vpc, tuple(sorted(s["SubnetId"] for s in subnets)), group[0]["GroupId"])
+        tags = [{"ResourceType": kind, "Tags": [{"Key": "Name", "Value": CLUSTER_VPC_NAME}]} for kind in ("vpc", "subnet")]
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16", TagSpecifications=[tags[0]])["Vpc"]["VpcId"]
+        subnets = tuple(sorted(
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{index}.0/24", AvailabilityZone=f"{self.region}{zone}",
+                              TagSpecifications=[tags[1]])["Subnet"]["SubnetId"]
+            for index, zone in enumerate("ab", start=1)))
+        group = ec2.create_security_group(GroupName=CLUSTER_VPC_NAME, Description="the cluster's pods and nodes", VpcId=vpc)
+        return ClusterNetwork(vpc, subnets, group["GroupId"])
 
     def enforce_iam(self, operator_policy: Mapping[str, Any]) -> None:
         """From now on every request must be signed by an IAM user of this server and allowed by
@@ -233,8 +283,8 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "VAULT_", "BAO_"))}
     env.update(FAKE_AWS_ENV, PYTHONUNBUFFERED="1", MOTO_RECORDER_FILEPATH=str(workdir / "recording.jsonl"))
-    for _attempt in range(3):
-        port = free_port()
+
+    def start(port: int) -> MotoServer:
         server = MotoServer(port=port, workdir=workdir)
         server.record = start_detached(
             "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -246,8 +296,10 @@ def start_moto(workdir: Path, *, die_with_parent: bool = True, timeout: float = 
         if server.answers():
             (workdir / "moto.json").write_text(json.dumps({"port": port}))
             return server
-        lost_port = "address already in use" in log_tail(server.log_path).lower()
+        tail = log_tail(server.log_path)
         server.stop()
-        if not lost_port:
-            break
-    raise MotoError(f"moto did not start; log {server.log_path}:\n{log_tail(server.log_path)}")
+        if port_taken(tail):
+            raise PortTaken(f"moto: port {port} taken")
+        raise MotoError(f"moto did not start; log {server.log_path}:\n{tail}")
+
+    return start_with_free_port(start)

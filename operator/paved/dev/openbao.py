@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paved.dev.processes import ProcessRecord, free_port, is_alive, log_tail, start_detached, stop_all
+from paved.dev.processes import (
+    PortTaken,
+    ProcessRecord,
+    is_alive,
+    log_tail,
+    port_taken,
+    start_detached,
+    start_with_free_port,
+    stop_all,
+)
 
 __all__ = ["HOW_TO_GET_BAO", "KubernetesAuth", "OpenBaoError", "OpenBaoServer", "bao_binary", "configure_kubernetes_auth",
            "create_operator_token", "start_openbao"]
@@ -122,9 +131,8 @@ def start_openbao(workdir: Path, *, die_with_parent: bool = True, timeout: float
     token = "dev-" + secrets.token_hex(16)
     # A minimal environment: no VAULT_*/BAO_* from the caller, HOME in the workdir, token not in argv.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "BAO_DEV_ROOT_TOKEN_ID": token}
-    server = None
-    for _attempt in range(attempts):
-        port = free_port()
+
+    def start(port: int) -> OpenBaoServer:
         certs = workdir / f"tls-{port}"
         certs.mkdir(exist_ok=True)
         server = OpenBaoServer(port=port, workdir=workdir, root_token=token)
@@ -143,12 +151,13 @@ def start_openbao(workdir: Path, *, die_with_parent: bool = True, timeout: float
                 server.stop()
                 raise OpenBaoError("openbao: started, but the root token is not accepted")
             return server
-        lost_port = "address already in use" in server.log_tail().lower()
+        tail = server.log_tail()
         server.stop()
-        if not lost_port:
-            break
-    tail = server.log_tail() if server else ""
-    raise OpenBaoError(f"openbao did not become healthy; log {workdir / 'openbao.log'}:\n{tail}")
+        if port_taken(tail):
+            raise PortTaken(f"openbao: port {port} taken")
+        raise OpenBaoError(f"openbao did not become healthy; log {workdir / 'openbao.log'}:\n{tail}")
+
+    return start_with_free_port(start, attempts=attempts)
 
 
 def create_operator_token(vault: Any, mounts: tuple[str, ...] = ("kubernetes",), ttl: str = "768h") -> str:

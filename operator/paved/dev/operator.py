@@ -58,7 +58,7 @@ __all__ = [
 
 OPERATOR_NAMESPACE = "paved-system"
 OPERATOR_ACCOUNT = "paved-operator"
-_RBAC_FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml")
+_RBAC_FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "token-policy.yaml")
 
 
 class OperatorError(RuntimeError):

@@ -21,8 +21,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
+    "PortTaken",
     "ProcessRecord",
     "free_port",
     "is_alive",
@@ -30,6 +34,7 @@ __all__ = [
     "port_in_use",
     "read_record",
     "start_detached",
+    "start_with_free_port",
     "stop_all",
 ]
 
@@ -215,3 +220,30 @@ def free_port(host: str = "127.0.0.1", avoid: Callable[[int], bool] = lambda _: 
             port = int(sock.getsockname()[1])
         if not avoid(port):
             return port
+
+
+class PortTaken(RuntimeError):
+    """A server could not bind the port chosen for it: another process took it in between."""
+
+
+def port_taken(log_text: str) -> bool:
+    """Whether a server's log says its listening address was taken (the Go and Python wording)."""
+    return "address already in use" in log_text.lower()
+
+
+def start_with_free_port(start: Callable[[int], T], *, attempts: int = 3) -> T:
+    """Start a server on a free loopback port and return it once it serves.
+
+    `start(port)` starts the server on `port` and waits for it. Between choosing a free port and
+    the server binding it, another process may take the port; `start` then stops its server and
+    raises PortTaken (see `port_taken`), and the server is started again on another port, up to
+    `attempts` times in all. Any other failure of `start` is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start(free_port())
+        except PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+

@@ -9,8 +9,15 @@ What is specific to databases, in the order a reconcile meets it:
    call, and only when its composition renders a resource outside Kubernetes (RDS). Added
    after the call, a deletion in between would leak the database; added to every intent,
    in-cluster databases would carry a finalizer they do not need.
-3. The composed reconcile (generated password, render, providers, status).
-4. A cloud resource whose immutable fields differ from the intent (encryption, engine, ...)
+3. `spec.restoreFrom` is checked before the first cloud call while the instance does not
+   exist yet (the subnet group and security groups come before it): a snapshot that is
+   missing, of another engine, ... is an `InvalidRestoreSource` condition naming the field,
+   and nothing is created.
+4. The composed reconcile (generated password, render, providers, status). A generated
+   password the instance does not have (its Secret was lost and made again, a restore) is
+   pushed by the aws-rds provider, which knows it from the password id tag; until it is, the
+   instance is not ready and says why.
+5. A cloud resource whose immutable fields differ from the intent (encryption, engine, ...)
    turns `Synced` False with reason `ImmutableFieldChanged` naming the fields; it is never
    "fixed" by deleting and recreating the database.
 
@@ -21,10 +28,12 @@ field (its own writer, `paved-drift-check`), so a reconcile never carries or dro
 Each wait is stretched by random jitter so intents created (or resumed) together spread out,
 and is never shorter than the interval: at most one describe per resource per interval.
 
-Deletion follows `spec.deletionPolicy` (Snapshot, Retain, Delete) through the providers. A
-failed cloud call keeps the finalizer and retries with bounded exponential backoff; nothing
-is released on an error, and Ready says so (DeletionFailed, written as the reconcile: once the
-intent is being deleted, nothing else reconciles it).
+Deletion follows `spec.deletionPolicy` (Snapshot, Retain, Delete) through the providers, in
+reverse order and each after the next is gone: the instance, then its security groups and
+subnet group (Retain keeps them all). A failed cloud call keeps the finalizer and retries with
+bounded exponential backoff; nothing is released on an error, and Ready says so
+(DeletionFailed, written as the reconcile: once the intent is being deleted, nothing else
+reconciles it).
 
 Adoption: annotation `paved.dev/adopt-db-instance: <identifier>` asks the composition to
 render that identifier plus tag `paved.dev/adopted: "true"`, which is the aws-rds provider's
@@ -41,8 +50,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import paved.providers.aws.rds  # noqa: F401 - registers the aws-rds provider
-import paved.providers.kubernetes  # noqa: F401 - registers the kubernetes provider
 from paved import KOPF_FINALIZER
 from paved.api.common import READY, SYNCED, now_rfc3339, parse_duration
 from paved.api.database import DatabaseIntentSpec
@@ -64,6 +71,8 @@ from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
 from paved.kube.status import CONDITIONS, StatusWriter
+from paved.providers import base as providers
+from paved.providers.aws import rds
 from paved.providers.base import ProviderError
 from paved.render import RenderError, render, select_composition
 
@@ -74,6 +83,7 @@ CLEANUP_FINALIZER = "paved.dev/database-cleanup"
 REASON_NAMESPACE_NOT_FOUND = "NamespaceNotFound"
 REASON_IMMUTABLE = "ImmutableFieldChanged"
 REASON_DELETION_FAILED = "DeletionFailed"
+REASON_INVALID_RESTORE = "InvalidRestoreSource"
 DRIFT_JITTER = 0.1  # each wait is interval x (1 + U(0, DRIFT_JITTER)); the first one x (1 + U(0, 1))
 DEFAULT_DRIFT_INTERVAL = 600.0
 MIN_DRIFT_INTERVAL = 1.0
@@ -115,12 +125,17 @@ def database_status(body: Mapping[str, Any], result: ComposeResult, old: Mapping
         extras["endpoint"] = endpoint
     if isinstance(result.spec, DatabaseIntentSpec):
         secret = result.spec.connection_secret_name(str(body["metadata"]["name"]))
-        if any(
-            state.observation.exists and state.resource.body.get("kind") == "Secret" and state.resource.body.get("metadata", {}).get("name") == secret
-            for state in result.states
-        ):
+        if any(state.observation.exists and writes_secret(state.resource.body, secret) for state in result.states):
             extras["connectionSecret"] = secret
     return extras
+
+
+def writes_secret(body: Mapping[str, Any], name: str) -> bool:
+    """Whether a composed Kubernetes object is the Secret `name`, or the ExternalSecretRef that
+    syncs it (a password the cloud manages)."""
+    if body.get("kind") == "Secret":
+        return bool((body.get("metadata") or {}).get("name") == name)
+    return body.get("kind") == "ExternalSecretRef" and ((body.get("spec") or {}).get("target") or {}).get("name") == name
 
 
 def deletion_policy(spec: Any) -> str:
@@ -177,6 +192,12 @@ def renders_cloud_resources(body: Mapping[str, Any], spec: DatabaseIntentSpec, c
     except RenderError:
         return False
     return any(resource.provider != KUBERNETES for resource in rendered.resources)
+
+
+def instance_ready(body: Mapping[str, Any]) -> bool:
+    """Whether the status says the intent's RDS instance existed and was ready at the last reconcile."""
+    return any(entry.get("provider") == rds.PROVIDER and entry.get("ready")
+               for entry in (body.get("status") or {}).get("resources") or [])
 
 
 def has_cleanup_finalizer(body: Mapping[str, Any]) -> bool:
@@ -266,6 +287,9 @@ class DatabaseEngine:
                     field, namespace = missing[0]
                     message = "; ".join(f"{path}: namespace {name!r} does not exist; create it or remove the entry" for path, name in missing)
                     return self._refused(body, ComposeError(REASON_NAMESPACE_NOT_FOUND, message, field=field, retryable=True))
+                refusal = self.restore_refusal(body, spec, compositions)
+                if refusal is not None:
+                    return self._refused(body, refusal)
                 if not has_cleanup_finalizer(body) and renders_cloud_resources(body, spec, compositions):
                     add_cleanup_finalizer(body)
             except ApiError as error:  # a condition and the bounded backoff of a retryable error, not Kopf's fixed 60 s
@@ -277,6 +301,32 @@ class DatabaseEngine:
         """`reconcile`, and its status written (None: the intent is being deleted)."""
         return self.compose.reconcile_and_write(
             self.kind, body, lambda current: self.reconcile(current, compositions, trigger=trigger).written())
+
+    def restore_refusal(self, body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> ComposeError | None:
+        """spec.restoreFrom is checked before the first cloud call (the subnet group and security
+        groups come before the instance): a snapshot that does not exist, is of another engine, ...
+        is a condition naming the field, and nothing is created. Only while the instance is not
+        known to be ready (no call at all at rest); the provider checks again when it restores."""
+        if spec.restoreFrom is None or instance_ready(body):
+            return None
+        owner = owner_of(body)
+        intent = intent_document(body, spec)
+        labels = namespace_labels(owner.namespace)
+        try:
+            composition = select_composition(intent, compositions, labels)
+            rendered = render(composition, intent, outputs={}, generated=None, namespace_labels=labels,
+                              allowed=self.compose.allowances(KIND, owner.namespace))
+        except RenderError:
+            return None  # the composed reconcile reports it
+        try:
+            for resource in rendered.resources:
+                check = getattr(providers.get(resource.provider), "check_restore", None)
+                if check is not None and rds.RESTORE_KEY in resource.body:
+                    check(resource, owner)
+        except ProviderError as error:
+            return ComposeError(REASON_INVALID_RESTORE if error.field else REASON_PROVIDER_ERROR, str(error),
+                                field=error.field, retryable=error.retryable)
+        return None
 
     def check_drift(self, body: Mapping[str, Any], compositions: Compositions) -> Outcome | None:
         """One drift check: the composed reconcile (one describe per cloud resource when nothing

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import paved.providers.aws.iam  # noqa: F401 - registers aws-iam-role
-import paved.providers.vault.admin  # noqa: F401 - registers vault-policy, vault-k8s-role
 from paved import identity as core
 from paved.api.common import READY, SYNCED, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info

@@ -17,7 +17,6 @@ from concurrent.futures import Executor
 
 import kopf
 
-import paved.providers.kubernetes  # noqa: F401 - registers the `kubernetes` provider
 from paved.handlers import admission, children, database, identity, indexes, platform, policy, rollout, secrets
 from paved.handlers._guard import guard_handlers
 

@@ -71,11 +71,9 @@ def within(spec: Mapping[str, Any], namespace: str, ceiling: Ceiling) -> dict[st
 
 
 def outside_message(excess: Sequence[scopes.Excess], ceiling: Ceiling, limit: int = 5) -> str:
-    """'<permission> is outside the platform's ceiling (ClusterRole x)[; <field>: ...]' without the first field."""
-    rest = "; ".join(str(e) for e in excess[1:limit])
-    more = f"; and {len(excess) - limit} more" if len(excess) > limit else ""
-    return (f"{excess[0].permission} is outside the platform's ceiling ({ceiling.described})"
-            + (f"; also outside: {rest}" if rest else "") + more)
+    """'<permission> is outside the platform's ceiling (ClusterRole x)[; also outside: <field>: ...]' without the first field."""
+    first = scopes.Excess(excess[0].field, f"{excess[0].permission} is outside the platform's ceiling ({ceiling.described})")
+    return scopes.refusal([first, *excess[1:]], limit, others="also outside: ")
 
 
 # --------------------------------------------------------------------------- the API server's refusal

@@ -5,7 +5,7 @@ time: grant (which effective spec, until when, with which chain), expire (revoke
 refuse (which field, why; nothing new is granted).
 
 Generations: a generation is *accepted* once it has been granted (the handler records it in
-the `Accepted` condition). A new generation that is invalid (expiry in the past, missing or
+the `Accepted` condition). A new generation that is invalid (expiry already past at creation, missing or
 forbidden parent, cycle, chain too long, a permission the parent does not hold) is refused;
 what the previously accepted generation granted stays until it expires. An accepted
 generation whose parent later narrows is narrowed to what the parent still holds; one whose
@@ -156,7 +156,13 @@ def decide(
     if own is not None and own <= now:
         if accepted:
             return Decision(EXPIRE, REASON_EXPIRED, f"expired at {now_rfc3339(own)}", expiry_field, expires_at=own)
-        return Decision(REFUSE, REASON_INVALID_EXPIRY, f"{expiry_field} {now_rfc3339(own)} is in the past; set a future expiry", expiry_field)
+        if own > subject.created:  # it was in the future when written: time passed, as for any identity
+            return Decision(EXPIRE, REASON_EXPIRED, f"expired at {now_rfc3339(own)} (never granted)", expiry_field, expires_at=own)
+        if expiry_field == "spec.ttl":  # a duration: say so, not the moment it computes to
+            return Decision(REFUSE, REASON_INVALID_EXPIRY,
+                            f"{subject.spec['ttl']} ends the identity the moment it is created; set a longer ttl", expiry_field)
+        return Decision(REFUSE, REASON_INVALID_EXPIRY,
+                        f"{now_rfc3339(own)} was already past when the AgentIdentity was created; set a future expiry", expiry_field)
 
     try:
         chain = ancestors(subject, lookup, namespace_allowed, max_depth)
@@ -184,14 +190,13 @@ def decide(
         if too_much:
             if not accepted:
                 return Decision(REFUSE, REASON_DELEGATION_REFUSED,
-                                f"asks for more than parent {previous.key} holds: {_shown(too_much)}", too_much[0].field)
+                                f"asks for more than parent {previous.key} holds: {scopes.refusal(too_much)}", too_much[0].field)
             granted = scopes.narrow(subject.spec, subject.namespace, effective, previous.namespace)
             narrowed = too_much
     blocked = scopes.not_allowed(granted, allowed or {})
     if blocked:
         if not accepted:
-            rest = f"; {_shown(blocked[1:])}" if blocked[1:] else ""  # the handler names the first field
-            return Decision(REFUSE, REASON_NOT_ALLOWED, blocked[0].permission + rest, blocked[0].field)
+            return Decision(REFUSE, REASON_NOT_ALLOWED, scopes.refusal(blocked), blocked[0].field)
         granted = scopes.within_allowances(granted, allowed or {})
     outside = ceilings.beyond(granted, subject.namespace, ceiling) if ceiling is not None else []
     if outside and ceiling is not None:
@@ -210,20 +215,16 @@ def decide(
     expires = _earliest(own, parent_expiry)
     message = "granted" + (f" until {now_rfc3339(expires)}" if expires else "")
     if own is not None and parent_expiry is not None and parent_expiry < own:
-        message += f" (capped at the parent's expiry; {expiry_field} asks for {now_rfc3339(own)})"
+        asked = f"spec.ttl {subject.spec['ttl']} would end it at" if expiry_field == "spec.ttl" else "spec.expiresAt asks for"
+        message += f" (capped at the parent's expiry; {asked} {now_rfc3339(own)})"
     if narrowed:
-        message += "; narrowed to the parent's scope, removed: " + _shown(narrowed)
+        message += "; narrowed to the parent's scope, removed: " + scopes.shown(narrowed)
     if blocked:
-        message += "; narrowed to what IntentPolicies allow, removed: " + _shown(blocked)
+        message += "; narrowed to what IntentPolicies allow, removed: " + scopes.shown(blocked)
     if outside and ceiling is not None:
-        message += f"; narrowed to the platform's ceiling ({ceiling.described}), removed: " + _shown(outside)
+        message += f"; narrowed to the platform's ceiling ({ceiling.described}), removed: " + scopes.shown(outside)
     return Decision(GRANT, "Accepted" if not (narrowed or blocked or outside) else "Narrowed", message, spec=granted,
                     expires_at=expires, chain=chain_status, narrowed=narrowed + blocked + outside)
-
-
-def _shown(excess: Sequence[scopes.Excess], limit: int = 5) -> str:
-    text = "; ".join(str(e) for e in excess[:limit])
-    return text + (f"; and {len(excess) - limit} more" if len(excess) > limit else "")
 
 
 def ancestry_digest(subject: Ancestor, lookup: Callable[[str, str], Ancestor | None], max_depth: int) -> str:

@@ -41,6 +41,19 @@ class Excess:
         return f"{self.field}: {self.permission}"
 
 
+def shown(excess: Sequence[Excess], limit: int = 5) -> str:
+    """'<field>: <permission>; ...; and N more'."""
+    text = "; ".join(str(e) for e in excess[:limit])
+    return text + (f"; and {len(excess) - limit} more" if len(excess) > limit else "")
+
+
+def refusal(excess: Sequence[Excess], limit: int = 5, *, others: str = "") -> str:
+    """The first permission without its field (the condition message starts with that field),
+    then `others` and the rest with their fields: a message never names one field twice."""
+    rest = f"; {others}{shown(excess[1:], limit - 1)}" if len(excess) > 1 else ""
+    return excess[0].permission + rest
+
+
 # --------------------------------------------------------------------------- kubernetes
 
 

@@ -48,6 +48,11 @@ MANAGED_KINDS: dict[str, str] = {
     "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     "StatefulSet": "apps/v1",
+    # EKS security groups for pods (DatabaseIntents on RDS); where the CRD is not installed
+    # Kopf cannot watch it and pruning skips it, and only a composition rendering one fails.
+    "SecurityGroupPolicy": "vpcresources.k8s.aws/v1beta1",
+    # The connection Secret of a database whose password the cloud manages is synced by one.
+    "ExternalSecretRef": "paved.dev/v1alpha1",
 }
 
 # Set by the API server or by other controllers: never part of what Paved declares.

@@ -85,6 +85,10 @@ _INVALID_HINT = ("the API server's details are not shown, they may quote the val
                 "`kubectl apply --dry-run=server` of the rendered object shows them")
 # Who asked (the operator's own identity), in a Forbidden answer.
 _REQUESTER = re.compile(r'User "([^"]*)" cannot ')
+# The rules an RBAC escalation refusal lists (`{APIGroups:["apps"], Resources:["deployments"],
+# Verbs:["get"]}`): API groups, resources and verbs of the Role being written, never a value.
+_REFUSED_RULE = re.compile(r'\{APIGroups:\[[^\]]*\][^}]*\}')
+_QUOTED_NAME = re.compile(r'"([^"]*)"')
 # Who else owns a field, in a server-side apply Conflict.
 _MANAGER = re.compile(r'conflict with "([^"]*)"')
 
@@ -279,6 +283,8 @@ def error_from_status(status_body: Mapping[str, Any], *, status: int | None = No
     denied = _DENIED.search(text)
     names |= {name for name in denied.groups() if name} if denied else set()
     names |= set(_REQUESTER.findall(text)) if reason == "Forbidden" else set()
+    if reason == "Forbidden":  # the identity engine reads which rules were refused (paved.identity.ceiling)
+        names |= {name for rule in _REFUSED_RULE.findall(text) for name in _QUOTED_NAME.findall(rule)}
     names |= set(_MANAGER.findall(text)) if reason == "Conflict" else set()
     if denied:
         message = f"{denied.group(0)} (its reason is not shown: it may quote the object)"

@@ -70,13 +70,13 @@ def review_exception(body: Mapping[str, Any], namespace_object: Mapping[str, Any
     namespace = (body.get("metadata") or {}).get("namespace")
     if exceptions_allowed_in(namespace_object, namespace, allowed_namespaces):
         return Review(True)
-    return Review(
-        False,
-        message=(
-            f"PolicyExceptions are not allowed in namespace {namespace!r}: the platform team must list it in "
-            f"`paved run --exception-namespace` or label it {EXCEPTIONS_LABEL}=allowed"
-        ),
-    )
+    return Review(False, message=exceptions_refused(namespace))
+
+
+def exceptions_refused(namespace: str | None) -> str:
+    """Why a PolicyException in `namespace` is refused (webhook) or not honoured (condition), and the fix."""
+    return (f"PolicyExceptions are not allowed in namespace {namespace!r}: the platform team must list it in "
+            f"`paved run --exception-namespace` or label it {EXCEPTIONS_LABEL}=allowed")
 
 
 def exceptions_allowed_in(namespace_object: Mapping[str, Any] | None, namespace: str | None, allowed: Iterable[str]) -> bool:
@@ -93,14 +93,17 @@ def policy_condition(body: Mapping[str, Any]) -> ConditionSpec:
         compile_policy(body)
     except PolicyCompileError as error:
         return READY, False, "CompileError", str(error)
-    return READY, True, "Compiled", f"{len((body.get('spec') or {}).get('rules') or [])} rules compiled"
+    spec = body.get("spec") or {}
+    rules = len(spec.get("rules") or [])
+    allows = f"; allows {', '.join(spec['allow'])}" if spec.get("allow") else ""
+    return READY, True, "Compiled", f"{rules} rule{'s' if rules != 1 else ''} compiled{allows}"
 
 
 def exception_conditions(body: Mapping[str, Any], allowed: bool, now: datetime) -> list[ConditionSpec]:
     expires = parse_rfc3339((body.get("spec") or {}).get("expiresAt"))
     if not allowed:
         namespace = (body.get("metadata") or {}).get("namespace")
-        return [(READY, False, "NamespaceNotAllowed", f"PolicyExceptions are not honoured in namespace {namespace}")]
+        return [(READY, False, "NamespaceNotAllowed", exceptions_refused(namespace))]
     if expires is None:
         return [(READY, False, "InvalidExpiry", "spec.expiresAt is not an RFC 3339 time")]
     stamp = expires.isoformat().replace("+00:00", "Z")
@@ -123,7 +126,7 @@ def compliance_condition(verdicts: Iterable[Verdict], render_error: Any = None) 
         return POLICY_COMPLIANT, True, "Excepted", "; ".join(v.describe() for v in excepted)
     if not verdicts:
         return POLICY_COMPLIANT, True, "NoPolicies", "no IntentPolicy applies"
-    return POLICY_COMPLIANT, True, "Compliant", f"{len(verdicts)} rules pass"
+    return POLICY_COMPLIANT, True, "Compliant", "1 rule passes" if len(verdicts) == 1 else f"{len(verdicts)} rules pass"
 
 
 def next_expiry(exceptions: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:

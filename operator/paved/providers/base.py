@@ -2,8 +2,8 @@
 
 A provider turns one RenderedResource into reality (a Kubernetes object, an RDS instance,
 a Vault role) and reports what it observed. Providers are I/O; the layers above them
-(render, policy, rollout) never import them, and unit tests of handlers use the
-in-memory fakes registered under the same names.
+(render, policy, rollout) never import them, and unit tests of handlers substitute
+in-memory fakes under the same names (PROVIDERS.substituted).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from paved.errors import SafeError
+from paved.providers.registry import Registry
 from paved.render.types import RenderedResource
 
 
@@ -74,30 +75,30 @@ class ResourceProvider(Protocol):
 
 ProviderFactory = Callable[[], ResourceProvider]
 
-_FACTORIES: dict[str, ProviderFactory] = {}
+PROVIDERS: Registry[ProviderFactory] = Registry(
+    "resource provider",
+    builtin={
+        "kubernetes": "paved.providers.kubernetes:KubernetesProvider",
+        "aws-rds": "paved.providers.aws.rds:RdsProvider",
+        "aws-iam-role": "paved.providers.aws.iam:IamRoleProvider",
+        "aws-db-subnet-group": "paved.providers.aws.dbsubnetgroup:DBSubnetGroupProvider",
+        "aws-security-group": "paved.providers.aws.ec2:SecurityGroupProvider",
+        "vault-policy": "paved.providers.vault.admin:VaultPolicyProvider",
+        "vault-k8s-role": "paved.providers.vault.admin:VaultKubernetesRoleProvider",
+    },
+    unknown=lambda name, known: ProviderError(f"unknown provider {name!r}; registered providers: {known}", retryable=False),
+)
+"""Resource providers by the `provider:` field of a composition's resources."""
+
 _INSTANCES: dict[str, ResourceProvider] = {}
-
-
-def register(name: str, factory: ProviderFactory) -> None:
-    """Register the factory for provider `name` (the `provider:` field of a composition)."""
-    _FACTORIES[name] = factory
-    _INSTANCES.pop(name, None)
+PROVIDERS.on_change(lambda name: _INSTANCES.pop(name, None))
 
 
 def get(name: str) -> ResourceProvider:
     """The provider instance for `name`, created once per process."""
     if name not in _INSTANCES:
-        try:
-            factory = _FACTORIES[name]
-        except KeyError:
-            known = ", ".join(sorted(_FACTORIES)) or "none"
-            raise ProviderError(f"unknown provider {name!r}; registered providers: {known}", retryable=False) from None
-        _INSTANCES[name] = factory()
+        _INSTANCES[name] = PROVIDERS.factory(name)()
     return _INSTANCES[name]
-
-
-def registered() -> list[str]:
-    return sorted(_FACTORIES)
 
 
 def reset() -> None:

@@ -34,7 +34,7 @@ class DeadlineExceeded(ProviderError):
     """The block's deadline passed before (or while) a provider call could be made."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"the {seconds:g}s deadline for this work passed", retryable=True)
+        super().__init__(f"no answer within the {seconds:g}s this work may take", retryable=True)
         self.seconds = seconds
 
 

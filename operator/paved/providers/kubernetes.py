@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from paved import GROUP
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
-from paved.providers.base import DeletionResult, Observation, Owner, ProviderError, register
+from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.render.types import RenderedResource
 
 NAME = "kubernetes"
@@ -31,7 +32,8 @@ def external_id(body: Mapping[str, Any]) -> str:
 
 
 def readiness(live: Mapping[str, Any]) -> tuple[bool, str]:
-    """(ready, why not) for a live object: workloads must be rolled out, anything else exists."""
+    """(ready, why not) for a live object: workloads must be rolled out, Paved's own kinds Ready,
+    anything else exists."""
     kind = live.get("kind")
     spec, status = live.get("spec") or {}, live.get("status") or {}
     generation = (live.get("metadata") or {}).get("generation")
@@ -45,6 +47,14 @@ def readiness(live: Mapping[str, Any]) -> tuple[bool, str]:
         updated = status.get("updatedReplicas") or 0
         if have < wanted or updated < wanted:
             return False, f"{have}/{wanted} replicas {ready_field.removesuffix('Replicas')}, {updated}/{wanted} updated"
+    if str(live.get("apiVersion", "")).startswith(f"{GROUP}/"):
+        # A Paved object (an ExternalSecretRef a database composes): ready when its own Ready
+        # condition says so for its current generation; its message tells why not.
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is None or (generation is not None and ready.get("observedGeneration") not in (None, generation)):
+            return False, f"{kind} not yet reconciled"
+        if ready.get("status") != "True":
+            return False, f"{kind} not ready: {ready.get('reason', '')}: {ready.get('message', '')}"
     return True, ""
 
 
@@ -124,5 +134,3 @@ class KubernetesProvider:
             drift=drift,
         )
 
-
-register(NAME, KubernetesProvider)

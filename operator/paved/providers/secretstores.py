@@ -31,7 +31,6 @@ is tried on it first. It is never registered by production code.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 from paved.api.secrets import SecretStoreProvider
 from paved.providers import deadline
 from paved.providers.base import ProviderError
+from paved.providers.registry import Registry
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue, StoreKey
 from paved.secretsync.tenancy import PlatformEndpoints
 
@@ -131,14 +131,13 @@ class StoreProvider(Protocol):
 
 StoreFactory = Callable[[StoreConfig, Credentials], StoreProvider]
 
-_FACTORIES: dict[str, StoreFactory] = {}
-# Built-in providers register themselves when their module is imported.
-_BUILTIN_MODULES = {"vault": "paved.providers.vault.store", "aws": "paved.providers.aws.secretsmanager"}
-
-
-def register(field: str, factory: StoreFactory) -> None:
-    """Register the factory for stores whose `spec.provider.<field>` is set."""
-    _FACTORIES[field] = factory
+STORES: Registry[StoreFactory] = Registry(
+    "secret store provider",
+    builtin={"vault": "paved.providers.vault.store:VaultStore", "aws": "paved.providers.aws.services:store_for"},
+    unknown=lambda field, known: StoreError(f"spec.provider.{field}: no such store provider (known: {known})",
+                                            reason="StoreInvalid", retryable=False, field=f"spec.provider.{field}"),
+)
+"""Store providers by the one-of field of a store's spec.provider."""
 
 
 def one_of(provider: SecretStoreProvider) -> str:
@@ -148,19 +147,8 @@ def one_of(provider: SecretStoreProvider) -> str:
     raise StoreError("spec.provider: set exactly one provider", reason="StoreInvalid", retryable=False, field="spec.provider")
 
 
-def factory_for(field: str) -> StoreFactory:
-    if field not in _FACTORIES and field in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[field])
-    try:
-        return _FACTORIES[field]
-    except KeyError:
-        known = ", ".join(sorted(set(_FACTORIES) | set(_BUILTIN_MODULES)))
-        raise StoreError(f"spec.provider.{field}: no such store provider (known: {known})", reason="StoreInvalid",
-                         retryable=False, field=f"spec.provider.{field}") from None
-
-
 def create(config: StoreConfig, credentials: Credentials) -> StoreProvider:
-    return factory_for(config.field)(config, credentials)
+    return STORES.factory(config.field)(config, credentials)
 
 
 class StoreProviders:

@@ -1,8 +1,9 @@
 """The ProgressiveRollout core: a pure canary state machine.
 
 `decide(spec, status, observation, now)` returns the status to write and the actions to
-execute; `validate_spec(spec)` lists every field that stops a spec from running. No kopf,
-no Kubernetes client, no clock. A handler tick is:
+execute; `validate_spec(spec)` lists every field that stops a spec from running, and
+`refuse(status, reason, problems)` is the status for any input that cannot run. No kopf, no
+Kubernetes client, no clock. A handler tick is:
 
     observation = <read target, stable, canary, route weights, command, pending answers>
     decision = decide(spec, status, observation, now)
@@ -19,16 +20,23 @@ from paved.rollout.actions import (
     Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
     ScaleCanary, ScaleStable, SetWeights,
 )
-from paved.rollout.machine import HISTORY_LIMIT, Decision, decide
+from paved.rollout.machine import Decision, decide
+from paved.rollout.measurements import HISTORY_LIMIT
 from paved.rollout.observation import (
     Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
 from paved.rollout.plan import FieldError, RolloutPlan, SpecError, read_plan, validate_spec
+from paved.rollout.refusal import (
+    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
+    REASON_TARGET_NOT_FOUND, Refusal, refuse,
+)
 from paved.rollout.state import Phase, Stage, conditions_for
 
 __all__ = [
     "Action", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
     "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
-    "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleStable", "SetWeights", "SpecError",
-    "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState", "decide", "read_plan", "validate_spec",
+    "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
+    "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleStable",
+    "SetWeights", "SpecError", "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState",
+    "decide", "read_plan", "refuse", "validate_spec",
 ]

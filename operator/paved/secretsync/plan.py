@@ -227,7 +227,7 @@ def decide(
         labels = ", ".join(sorted(verdict.pending))
         decision = failure(
             REMOTE_KEY_MISSING,
-            f"remote key(s) {labels} not found ({', '.join(f for r in missing_now for f in spec.fields_of(r))}); "
+            f"{', '.join(f for r in missing_now for f in spec.fields_of(r))}: remote key(s) {labels} not found; "
             "the Secret is left as it is; if the store still reports it missing at a refresh after "
             f"{verdict.confirm_after}, deletionPolicy {spec.target.deletion_policy} applies",
             field=spec.fields_of(missing_now[0])[0],

@@ -292,24 +292,27 @@ class ComposeEngine:
         """Remove what the garbage collector cannot: external resources and unowned children.
 
         Non-Kubernetes resources are deleted through their providers in reverse order with the
-        kind's deletion policy (the intent is re-rendered to know them). Kubernetes children in
-        other namespaces or at cluster scope are pruned by label; which kinds to search comes
-        from the render and the status, and from every managed kind when neither is known.
-        Returns what is still being deleted ([] = done).
+        kind's deletion policy (the intent is re-rendered to know them), each only once every
+        later one is gone: a later resource may use an earlier one (an instance its security
+        group), and the cloud refuses to delete what is in use. Kubernetes children in other
+        namespaces or at cluster scope are pruned by label first (nothing new starts using what
+        is being deleted); which kinds to search comes from the render and the status, and from
+        every managed kind when neither is known. Returns what is still being deleted ([] = done).
         """
         owner = owner_of(body)
         unfinished: list[str] = []
         with self.owner_lock(owner.uid):
             rendered, policy = render_for_deletion(intent_kind, body, compositions)
+            kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
+            if kinds:
+                kube.prune(owner, set(), kinds, only_unowned=True)
             for resource in reversed(rendered):
                 if resource.provider == KUBERNETES:
                     continue
                 outcome = providers.get(resource.provider).delete(resource, owner, policy)
                 if not outcome.done:
                     unfinished.append(f"{resource.name}: {outcome.message}")
-            kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
-            if kinds:
-                kube.prune(owner, set(), kinds, only_unowned=True)
+                    break
         return unfinished
 
 

@@ -13,12 +13,10 @@ from paved.engines.rollout.runner import (
     TickResult,
     command_of,
     endpoint_problems,
-    refusal_status,
 )
 
 __all__ = [
     "IDLE_RESYNC", "KIND", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
     "REASON_TARGET_NOT_FOUND", "ROLLOUT_STATUS", "WAKE_DEBOUNCE", "RolloutEngine", "RolloutRunner", "Slot", "TickResult", "command_of",
     "endpoint_problems",
-    "refusal_status",
 ]

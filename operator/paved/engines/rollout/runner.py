@@ -3,7 +3,7 @@
 One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout engine):
 
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
-    refuse bad input with a condition naming the field, moving nothing:
+    refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
         spec (schema, CEL, weights)          -> InvalidSpec
         a Prometheus address or webhook URL
           at a link-local address or the
@@ -53,9 +53,10 @@ from paved.providers.routing import (
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.rollout import (
+    REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
-    Weights, conditions_for, decide, validate_spec,
+    Weights, conditions_for, decide, refuse, validate_spec,
 )
 
 KIND = "ProgressiveRollout"
@@ -68,20 +69,6 @@ REFUSED_RESYNC = 10.0     # seconds between re-checks of refused input (a route 
 RECONCILE_EVERY = 300.0   # seconds between re-applies of the Paved Services (and route checks)
 MAX_DECIDE_ROUNDS = 6     # decide calls per tick (the first, plus answers to Measure/RunWebhook)
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-REASON_INVALID_SPEC = "InvalidSpec"
-REASON_ENDPOINT_REFUSED = "EndpointRefused"
-REASON_QUERY_REJECTED = "QueryRejected"
-REASON_TARGET_NOT_FOUND = "TargetNotFound"
-REASON_ROUTING_INVALID = "RoutingInvalid"
-
-_REFUSALS = {
-    REASON_INVALID_SPEC: "spec is invalid",
-    REASON_ENDPOINT_REFUSED: "Paved does not call an address it names",
-    REASON_QUERY_REJECTED: "Prometheus rejects a query",
-    REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
-    REASON_ROUTING_INVALID: "traffic cannot be steered",
-}
 
 
 def _now() -> datetime:
@@ -103,17 +90,6 @@ def command_of(metadata: Mapping[str, Any]) -> Command | None:
     return Command(kind, str(annotations.get(COMMAND_ID_ANNOTATION) or text))
 
 
-def refusal_status(status: Mapping[str, Any], reason: str, problems: list[FieldError],
-                   generation: int | None) -> dict[str, Any]:
-    """Status for input that cannot run: progress untouched, a message and conditions naming
-    the field. Pure."""
-    first = problems[0]
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    message = f"{_REFUSALS[reason]}, no traffic moved: {first}{more}"
-    new = {**dict(status), "message": message, "observedGeneration": generation}
-    detail = "; ".join(str(p) for p in problems)
-    return kube_status.with_conditions(new, [(READY, False, reason, detail), (PROGRESSING, False, reason, detail)],
-                                       generation)
 
 
 _WORKLOAD_STAGES = {None, *(stage.value for stage in (
@@ -352,13 +328,17 @@ class RolloutRunner:
         return (measurements, results) if asked else None
 
     def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:
+        """Write the refusal the core decides (paved.rollout.refuse) and post its Event once."""
         metadata = body.get("metadata") or {}
         status = dict(body.get("status") or {})
-        new_status = refusal_status(status, reason, problems, metadata.get("generation"))
+        generation = metadata.get("generation")
+        refusal = refuse(status, reason, problems)
+        new_status = kube_status.with_conditions({**refusal.status, "observedGeneration": generation},
+                                                 refusal.conditions, generation)
         self.write_status(body, new_status)
-        if new_status["message"] != self.last_refusal and new_status["message"] != status.get("message"):
-            self.post(self.owner(metadata), Event(reason, new_status["message"], warning=True))
-        self.last_refusal = new_status["message"]
+        if refusal.event is not None and refusal.message != self.last_refusal:
+            self.post(self.owner(metadata), refusal.event)
+        self.last_refusal = refusal.message
 
     def finalize(self, body: Mapping[str, Any]) -> None:
         """Hand traffic back before the garbage collector removes the Paved Services."""

@@ -240,19 +240,25 @@ class SyncEngine:
         self.state.unregister(uid)
 
     def store_seen(self, key: StoreKey, body: Mapping[str, Any] | None) -> None:
-        """A store appeared, changed or vanished (Kopf event); its refs are due at once on change."""
+        """A store appeared, changed or vanished (Kopf event); its refs are due at once on change.
+
+        The first event of a store this process has not looked at yet (a restart, a new leader
+        listing every store) changes nothing: its refs keep their place on the grid, so a
+        failover does not read every remote key again off-grid, a few seconds before the next
+        grid point reads it once more."""
         snapshot = {"spec": dict(body.get("spec") or {}), "metadata": dict(body.get("metadata") or {})} if body else None
         with self._stores_lock:
             previous = self._stores.get(key, "unknown")
             self._stores[key] = snapshot
+        if previous == "unknown":
+            return
         old_spec = previous.get("spec") if isinstance(previous, dict) else previous
         new_spec = snapshot.get("spec") if snapshot else None
         if old_spec != new_spec:
-            if previous != "unknown":
-                self.providers.forget(key)
-                self.state.forget_store(key)
-                self.breakers.forget(key)  # a changed store deserves a try at once
-                SECRET_STORES_CIRCUIT_OPEN.set(self.breakers.open_count())
+            self.providers.forget(key)
+            self.state.forget_store(key)
+            self.breakers.forget(key)  # a changed store deserves a try at once
+            SECRET_STORES_CIRCUIT_OPEN.set(self.breakers.open_count())
             if self.state.store_changed(key, self.clock()):
                 self._wake.set()
 
@@ -434,7 +440,7 @@ class SyncEngine:
         try:
             body = self._store(key)
         except ApiError as error:
-            failed = plan.failure("StoreUnavailable", f"spec.storeRef: reading {key} failed: {error.status} {error.reason}",
+            failed = plan.failure("StoreUnavailable", f"spec.storeRef.name: reading {key} failed: {error.status} {error.reason}",
                                   field="spec.storeRef.name", asked_backend=False)
             return [(m, failed) for m in memories]
         if body is None:
@@ -503,7 +509,7 @@ class SyncEngine:
             self._store_answered(key)  # e.g. authentication refused: the backend is there
             return plan.store_failed(failure)
         except deadline.DeadlineExceeded as error:
-            return self._store_failed(key, StoreFailure(STORE_TIMEOUT, f"{key}: no answer before {error}"))
+            return self._store_failed(key, StoreFailure(STORE_TIMEOUT, f"{key}: {error}"))
         except Exception as error:  # noqa: BLE001 - an unexpected provider failure must not stop other stores
             log.error("store %s failed unexpectedly: %s", key, located(error))
             self.breakers.release(key)

@@ -17,7 +17,6 @@ import json
 import urllib.parse
 from typing import Any
 
-from paved.providers import base
 from paved.providers.aws import session
 from paved.providers.aws.session import AwsError
 from paved.providers.base import DeletionResult, Observation, Owner
@@ -117,5 +116,3 @@ class IamRoleProvider:
         self._call("delete_role", RoleName=name)
         return DeletionResult(done=True, message=f"deleted IAM role {name}")
 
-
-base.register(PROVIDER, IamRoleProvider)

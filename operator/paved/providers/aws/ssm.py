@@ -15,7 +15,7 @@ GetParameter, and only its ParameterNotFound / ParameterVersionNotFound makes th
 Missing (paved.secretsync.model.Missing); a missing parameter costs one more call per cycle.
 
 Credentials, endpoint and calls: as for Secrets Manager (AwsStore in
-paved.providers.aws.secretsmanager). Calls are counted in
+paved.providers.aws.store). Calls are counted in
 `paved_provider_api_calls_total{provider="aws-ssm"}`.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from paved.providers.aws.secretsmanager import AwsStore, store_error
+from paved.providers.aws.store import AwsStore, store_error
 from paved.providers.aws.session import AwsError
 from paved.secretsync.model import FetchResult, KeyFailure, KeyState, Missing, Present, RemoteKey, RemoteValue
 

@@ -21,7 +21,6 @@ never registered by production code.
 
 from __future__ import annotations
 
-import importlib
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from paved.providers.base import ProviderError
 from paved.providers.egress import STRICT, Egress
+from paved.providers.registry import Registry
 from paved.rollout.actions import MetricQuery
 from paved.rollout.observation import MetricMeasurement
 
@@ -103,45 +103,29 @@ ProviderFactory = Callable[[Mapping[str, Any], Egress], MetricsProvider]
 """Builds a provider from its settings (the value of the one-of field, e.g. {address: ...}) and
 the rule for its connections (paved.providers.egress)."""
 
-_FACTORIES: dict[str, ProviderFactory] = {}
-_MODULES = {"prometheus": "paved.providers.metrics.prometheus"}  # their install() runs on first use
+METRICS: Registry[ProviderFactory] = Registry(
+    "metrics provider",
+    builtin={"prometheus": "paved.providers.metrics.prometheus:from_settings"},
+    unknown=lambda name, known: ProviderError(f"unknown metrics provider {name!r}; known: {known}", retryable=False),
+)
+"""Metrics providers by the one-of field of spec.analysis."""
+
 _INSTANCES: dict[tuple[str, str, bool], MetricsProvider] = {}
 _lock = threading.Lock()
 
 
-def register(name: str, factory: ProviderFactory) -> None:
-    """Register the factory for the one-of field `name` of spec.analysis."""
+def _forget_instances(name: str) -> None:
     with _lock:
-        _FACTORIES[name] = factory
         for key in [k for k in _INSTANCES if k[0] == name]:
             del _INSTANCES[key]
 
 
-def unregister(name: str) -> None:
-    """Forget the factory (and instances) of `name`; a built-in one is installed again on use."""
-    with _lock:
-        _FACTORIES.pop(name, None)
-        for key in [k for k in _INSTANCES if k[0] == name]:
-            del _INSTANCES[key]
-
-
-def registered() -> list[str]:
-    return sorted(set(_FACTORIES) | set(_MODULES))
-
-
-def _factory(name: str) -> ProviderFactory:
-    if name not in _FACTORIES and name in _MODULES:
-        importlib.import_module(_MODULES[name]).install()
-    try:
-        return _FACTORIES[name]
-    except KeyError:
-        known = ", ".join(registered()) or "none"
-        raise ProviderError(f"unknown metrics provider {name!r}; known: {known}", retryable=False) from None
+METRICS.on_change(_forget_instances)
 
 
 def source_of(analysis: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
     """(provider name, settings) of spec.analysis: the one-of field that is set."""
-    for name in registered():
+    for name in METRICS.names():
         settings = analysis.get(name)
         if isinstance(settings, Mapping):
             return name, settings
@@ -156,7 +140,7 @@ def for_analysis(analysis: Mapping[str, Any], egress: Egress = STRICT) -> Metric
     with _lock:
         provider = _INSTANCES.get(key)
     if provider is None:
-        provider = _factory(name)(settings, egress)
+        provider = METRICS.factory(name)(settings, egress)
         with _lock:
             provider = _INSTANCES.setdefault(key, provider)
     return provider

@@ -1,6 +1,6 @@
 """The in-memory metrics provider for unit tests of the layers above. Never registered by
-production code: a test calls `FakeMetrics().install()` (which registers it as `prometheus`)
-and `paved.providers.metrics.unregister("prometheus")` afterwards."""
+production code: a test calls `FakeMetrics().install()` (which substitutes it for `prometheus`)
+and `paved.providers.metrics.METRICS.unregister("prometheus")` afterwards."""
 
 from __future__ import annotations
 
@@ -37,5 +37,5 @@ class FakeMetrics:
         def factory(_settings: Mapping[str, Any], _egress: Egress) -> FakeMetrics:
             return self
 
-        registry.register(name, factory)
+        registry.METRICS.register(name, factory, force=True)
         return self

@@ -28,7 +28,6 @@ import tenacity
 
 from paved.metrics import count_call
 from paved.policy.endpoints import without_credentials
-from paved.providers import metrics as registry
 from paved.providers.egress import STRICT, Egress, refused_reason
 from paved.providers.metrics import QueryResult
 
@@ -146,13 +145,6 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
-def _factory(settings: Mapping[str, Any], egress: Egress) -> PrometheusProvider:
+def from_settings(settings: Mapping[str, Any], egress: Egress) -> PrometheusProvider:
+    """The `prometheus` factory of paved.providers.metrics.METRICS."""
     return PrometheusProvider(str(settings["address"]), egress=egress)
-
-
-def install() -> None:
-    """Register this provider as `prometheus` (done on import and by the registry on first use)."""
-    registry.register(NAME, _factory)
-
-
-install()

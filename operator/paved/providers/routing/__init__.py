@@ -20,12 +20,12 @@ that every module spells them the same way.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from paved.providers.base import Owner, ProviderError
+from paved.providers.registry import Registry
 from paved.rollout.observation import Weights
 
 ROLLOUT_LABEL = "paved.dev/rollout"
@@ -102,23 +102,21 @@ RouterFactory = Callable[..., Router]
 a router; `workloads` (a paved.providers.routing.workloads.Workloads) shares the caller's
 reads of the Services and Deployments."""
 
-_FACTORIES: dict[str, RouterFactory] = {}
-_MODULES = {"gatewayAPI": "paved.providers.routing.gatewayapi", "replicaRatio": "paved.providers.routing.replicaratio"}
+ROUTERS: Registry[RouterFactory] = Registry(
+    "traffic router",
+    builtin={"gatewayAPI": "paved.providers.routing.gatewayapi:GatewayAPIRouter",
+             "replicaRatio": "paved.providers.routing.replicaratio:ReplicaRatioRouter"},
+    unknown=lambda name, known: RouterError(f"unknown traffic router {name!r}; known: {known}", retryable=False,
+                                            field="spec.trafficRouting"),
+)
+"""Traffic routers by the one-of field of spec.trafficRouting."""
 DEFAULT = "replicaRatio"
-
-
-def register(name: str, factory: RouterFactory) -> None:
-    _FACTORIES[name] = factory
-
-
-def unregister(name: str) -> None:
-    _FACTORIES.pop(name, None)
 
 
 def router_kind(spec: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
     """(router name, its settings) from spec.trafficRouting; absent means replicaRatio."""
     routing = spec.get("trafficRouting") or {}
-    for name in sorted(set(_FACTORIES) | set(_MODULES)):
+    for name in ROUTERS.names():
         settings = routing.get(name)
         if isinstance(settings, Mapping):
             return name, settings
@@ -127,10 +125,4 @@ def router_kind(spec: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
 
 def router_for(spec: Mapping[str, Any], context: RolloutContext, workloads: Any = None) -> Router:
     name, settings = router_kind(spec)
-    if name not in _FACTORIES and name in _MODULES:
-        importlib.import_module(_MODULES[name]).install()
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise RouterError(f"unknown traffic router {name!r}", retryable=False, field="spec.trafficRouting") from None
-    return factory(context, settings, workloads=workloads)
+    return ROUTERS.factory(name)(context, settings, workloads=workloads)

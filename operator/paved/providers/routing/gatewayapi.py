@@ -39,7 +39,6 @@ import tenacity
 
 from paved.kube import apply as kube
 from paved.kube.client import ApiError, resource_info
-from paved.providers import routing
 from paved.providers.routing import (
     CANARY, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError,
 )
@@ -289,10 +288,3 @@ class GatewayAPIRouter:
             return route  # already so: no write, no new resourceVersion
         return self.routes.apply_route(apply_body(route, rules))
 
-
-def install() -> None:
-    routing.register(NAME, lambda context, settings, workloads=None: GatewayAPIRouter(context, settings,
-                                                                                      workloads=workloads))
-
-
-install()

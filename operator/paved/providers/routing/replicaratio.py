@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from paved.providers import routing
 from paved.providers.routing import ROLLOUT_LABEL, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError
-from paved.providers.routing.workloads import Workloads
+from paved.providers.routing.workloads import SERVICE_NAME, ServiceProblem, Workloads, service_missing
 from paved.rollout.observation import Weights
 
 NAME = "replicaRatio"
@@ -39,13 +38,14 @@ def parse_weights(text: str | None) -> Weights | None:
     return Weights(stable, canary)
 
 
-def selector_problem(context: RolloutContext, service: Mapping[str, Any] | None) -> str | None:
+def selector_problem(context: RolloutContext, service: Mapping[str, Any] | None) -> ServiceProblem | None:
     if service is None:
-        return f"Service {context.namespace}/{context.service} not found; create it or fix the name"
+        return service_missing(context)
     selector = (service.get("spec") or {}).get("selector") or {}
     if selector.get(ROLLOUT_LABEL) != context.name:
-        return (f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.name}` too, so that only the "
-                f"stable and canary pods Paved scales receive traffic (not the pods of Deployment {context.target})")
+        return ServiceProblem(SERVICE_NAME, f"Service {context.service} must select `{ROLLOUT_LABEL}: {context.name}` too, "
+                                            "so that only the stable and canary pods Paved scales receive traffic "
+                                            f"(not the pods of Deployment {context.target})")
     return None
 
 
@@ -60,7 +60,7 @@ class ReplicaRatioRouter:
     def reconcile(self) -> None:
         problem = selector_problem(self.context, self.workloads.user_service())
         if problem:
-            raise RouterError(problem, retryable=False, field="spec.service.name")
+            raise RouterError(problem.message, retryable=False, field=problem.field)
 
     def get_weights(self) -> Weights | None:
         stable = self.workloads.copy(STABLE)
@@ -83,10 +83,3 @@ class ReplicaRatioRouter:
     def finalize(self) -> None:
         return  # nothing outside the rollout's own (garbage-collected) objects
 
-
-def install() -> None:
-    routing.register(NAME, lambda context, settings, workloads=None: ReplicaRatioRouter(context, settings,
-                                                                                        workloads=workloads))
-
-
-install()

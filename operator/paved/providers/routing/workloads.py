@@ -30,6 +30,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from paved.kube import apply as kube
@@ -128,19 +129,36 @@ def copy_service(context: RolloutContext, role: str, service: Mapping[str, Any])
     }
 
 
-def service_problem(context: RolloutContext, service: Mapping[str, Any] | None) -> str | None:
+@dataclass(frozen=True)
+class ServiceProblem:
+    """Why the user's Service cannot front the rollout, and the field of spec.service to fix."""
+
+    field: str
+    message: str
+
+
+SERVICE_NAME, SERVICE_PORT = "spec.service.name", "spec.service.port"
+
+
+def service_missing(context: RolloutContext) -> ServiceProblem:
+    return ServiceProblem(SERVICE_NAME, f"Service {context.namespace}/{context.service} not found; create it or fix the name")
+
+
+def service_problem(context: RolloutContext, service: Mapping[str, Any] | None) -> ServiceProblem | None:
     """Why the user's Service cannot front the rollout (None when it can). Pure."""
     if service is None:
-        return f"Service {context.namespace}/{context.service} not found; create it or fix the name"
+        return service_missing(context)
     spec = service.get("spec") or {}
     if not spec.get("selector"):
-        return f"Service {context.service} has no selector; Paved derives the stable/canary Services from it"
+        return ServiceProblem(SERVICE_NAME, f"Service {context.service} has no selector; "
+                                            "Paved derives the stable/canary Services from it")
     if not any(port.get("port") == context.port for port in spec.get("ports") or []):
         known = ", ".join(str(port.get("port")) for port in spec.get("ports") or []) or "none"
-        return f"Service {context.service} has no port {context.port} (it has {known})"
+        return ServiceProblem(SERVICE_PORT, f"Service {context.service} has no port {context.port} (it has {known})")
     for role in (STABLE, CANARY):
         if len(context.service_name(role)) > 63:
-            return f"{context.service_name(role)!r} would be longer than 63 characters; use a shorter Service name"
+            return ServiceProblem(SERVICE_NAME, f"{context.service_name(role)!r} would be longer than 63 characters; "
+                                                "use a shorter Service name")
     return None
 
 
@@ -301,7 +319,7 @@ class Workloads:
         service = self.user_service()
         problem = service_problem(self.context, service)
         if problem:
-            raise RouterError(problem, retryable=False, field="spec.service")
+            raise RouterError(problem.message, retryable=False, field=problem.field)
         assert service is not None
         for role in (STABLE, CANARY):
             self.kube.apply(copy_service(self.context, role, service), self.context.owner)

@@ -36,7 +36,6 @@ import requests
 
 from paved import fence
 from paved.metrics import count_call
-from paved.providers import base
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.providers.vault import error_text
 from paved.render.types import RenderedResource
@@ -257,6 +256,3 @@ def _seconds(value: Any) -> Any:
         return int(parse_duration(value, "token_ttl").total_seconds())
     return value
 
-
-base.register(VaultPolicyProvider.name, VaultPolicyProvider)
-base.register(VaultKubernetesRoleProvider.name, VaultKubernetesRoleProvider)

@@ -63,7 +63,7 @@ from requests.adapters import HTTPAdapter
 from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
-from paved.providers import deadline, secretstores
+from paved.providers import deadline
 from paved.providers.vault import error_text
 from paved.providers.secretstores import (
     AUTH_FAILED,
@@ -176,7 +176,7 @@ class VaultStore:
         try:
             return retrying(fn)
         except deadline.DeadlineExceeded as error:
-            message, reason = f"vault {self.spec.server}: no answer during {what} before {error}", STORE_TIMEOUT
+            message, reason = f"vault {self.spec.server}, {what}: {error}", STORE_TIMEOUT
         except requests.exceptions.ReadTimeout:
             message, reason = f"vault {self.spec.server} accepted the connection but did not answer during {what}", STORE_TIMEOUT
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
@@ -398,8 +398,3 @@ class VaultStore:
                 self._ca_file = None
 
 
-def _factory(config: StoreConfig, credentials: Credentials) -> VaultStore:
-    return VaultStore(config, credentials)
-
-
-secretstores.register("vault", _factory)
