@@ -152,9 +152,9 @@ class StatusWriter:
 
 def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Mapping[str, Any], *,
                  field_manager: str) -> Json:
-    """Server-side apply `status` to the object's status subresource as `field_manager`
-    (the request behind StatusWriter.write; the secret sync engine, which compares with its
-    own memory of the status, sends its part through here too). A gone object answers 404."""
+    """Server-side apply `status` to the object's status subresource as `field_manager`: the
+    request behind StatusWriter.write, and no other caller (write it through a StatusWriter).
+    A gone object answers 404."""
     metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
     body = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": dict(status)}
     return server_side_apply(body, resource_info(api_version, kind), field_manager=field_manager, subresource="status")

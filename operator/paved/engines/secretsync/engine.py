@@ -51,11 +51,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import API_VERSION, operator_namespace, ratelimit
-from paved.api.common import READY, STALE, now_rfc3339, parse_duration
+from paved.api.common import READY, now_rfc3339, parse_duration
 from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
-from paved.api.secrets import ExternalSecretRefStatus, SecretStoreStatus
-from paved.engines.secretsync.kube import REF_KIND, STATUS_FIELD_MANAGER, KubePort
+from paved.api.secrets import SecretStoreStatus
+from paved.engines.secretsync.kube import REF_KIND, REF_STATUS, KubePort
 from paved.engines.secretsync.lanes import StoreLanes
 from paved.errors import located
 from paved.kube import apply as kube_apply
@@ -98,8 +98,6 @@ GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created togethe
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 # A cycle writing this many Secrets holds paved.ratelimit.BURST: the policy audit yields to it.
 BURST_WRITES = 100
-REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
-REF_STATUS = StatusWriter.of_model(STATUS_FIELD_MANAGER, ExternalSecretRefStatus, REF_CONDITIONS)
 # A store's authentication check (Kopf's handlers and timer, and a re-check after an allowance change).
 STORE_STATUS = StatusWriter.of_model("paved-store-check", SecretStoreStatus, {READY})
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
