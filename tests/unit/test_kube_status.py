@@ -193,3 +193,33 @@ def test_per_kind_every_status_field_has_one_writer_and_no_condition_two() -> No
 def test_every_writer_is_in_the_table_of_the_status_module() -> None:
     for writer in {writer for kind_writers in writers_by_kind().values() for writer in kind_writers}:
         assert f"| {writer.field_manager} |" in (kube_status.__doc__ or ""), writer.field_manager
+
+
+def test_every_status_request_is_a_status_writers() -> None:
+    """No status request outside StatusWriter (paved.kube.status): no direct apply_status, no
+    other request to a status subresource, no Kopf `patch.status`."""
+    import ast
+    from pathlib import Path
+
+    import paved
+
+    def is_status_request(node: ast.AST) -> bool:
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            return name == "apply_status" or any(
+                keyword.arg == "subresource" and isinstance(keyword.value, ast.Constant) and keyword.value.value == "status"
+                for keyword in node.keywords)
+        return isinstance(node, ast.Attribute) and node.attr == "status" and getattr(node.value, "id", "") == "patch"
+
+    root = Path(paved.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        allowed: set[int] = set()
+        if path == root / "kube" / "status.py":  # the writer's own requests, and apply_status itself
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in ("StatusWriter", "apply_status"):
+                    allowed |= {id(inner) for inner in ast.walk(node)}
+        found += [f"{path.relative_to(root)}:{node.lineno}" for node in ast.walk(tree)
+                  if is_status_request(node) and id(node) not in allowed]
+    assert not found, "status written outside a StatusWriter: " + ", ".join(found)
