@@ -9,7 +9,7 @@ ARGS ?=
 # Where `make lock` writes the pins.
 LOCK_OUT ?= constraints.txt
 
-.PHONY: help bootstrap test unit demo status down bench crds lock
+.PHONY: help bootstrap test unit lint demo status down bench crds lock
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-10s %s\n", $$1, $$2 }'
@@ -23,6 +23,10 @@ test: bootstrap ## bootstrap, then every test (scripts/test)
 unit: ## fast unit tests only (needs just the .venv)
 	scripts/bootstrap --venv-only
 	scripts/test tests/unit $(ARGS)
+
+lint: ## the code checks: ruff, import-linter (layers), mypy (scripts/lint)
+	scripts/bootstrap --venv-only
+	scripts/lint
 
 demo: bootstrap ## run the main job on this machine (scripts/demo)
 	scripts/demo $(ARGS)

@@ -219,7 +219,7 @@ class CounterSampler:
             source = self.source()
             try:
                 value = self.read()
-            except Exception:  # noqa: BLE001 - the source is down: skip this tick
+            except Exception:  # noqa: BLE001, S110 - the source is down: skip this tick
                 pass
             else:
                 if self.source() == source:

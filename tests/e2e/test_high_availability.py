@@ -302,7 +302,7 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
             headers = request.get("headers") or {}
             if not str(headers.get("X-Amz-Target", "")).startswith("secretsmanager."):
                 continue
-            when = datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+            when = datetime.strptime(headers["X-Amz-Date"] + "+0000", "%Y%m%dT%H%M%SZ%z")
             for key in keys:
                 if key in (request.get("body") or ""):
                     asked[key].append(when)

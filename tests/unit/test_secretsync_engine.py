@@ -22,7 +22,7 @@ from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError, error_from_status
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, FakeStore, StoreConfig, StoreError, StoreProviders
-from paved.secretsync import breaker, restart, target
+from paved.secretsync import breaker, restart, schedule, target
 from paved.secretsync.model import StoreKey
 
 MARKER = "MARKER-9d2e-never-log-me"
@@ -286,11 +286,13 @@ def test_refreshes_that_change_nothing_write_no_status_until_the_stamp_is_old(wo
 def test_first_sync_is_immediate_and_later_refreshes_follow_the_grid(world: Any) -> None:
     engine, kube, store, clock = world
     put_database(store)
+    clock.now = schedule.next_due(clock.now, 60, StoreKey("SecretStore", "app", "vault")) - 1  # just before a grid point
     register(engine, ref_body("db"))
     assert engine.state.next_due() <= clock.now
     engine.run_cycle()
     assert kube.condition("app", "db")["status"] == "True"
-    assert clock.now < engine.state.next_due() <= clock.now + 60
+    # The next refresh is the grid point at least half an interval away: never a moment later.
+    assert clock.now + 30 <= engine.state.next_due() < clock.now + 90
 
 
 def test_new_ref_sharing_a_cached_key_fetches_nothing(world: Any) -> None:
@@ -715,7 +717,7 @@ def test_a_cycle_writing_many_secrets_of_a_namespace_lists_them_once_instead_of_
     assert {kube.condition("app", "r0")["reason"], kube.condition("app", "twin")["reason"]} == {"Synced", "TargetConflict"}
 
     kube.secret_reads.clear()  # the next cycle retries only the two conflicts: a GET each
-    advance_to_next_cycle(engine, clock)
+    clock.now += 90  # one and a half intervals: every ref is due again
     engine.run_cycle()
     assert sorted(kube.secret_reads) == [("get", "r0-secret"), ("get", "r3-secret")]
 

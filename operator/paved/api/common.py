@@ -118,7 +118,7 @@ def set_condition(
     transition = now_rfc3339(now)
     if existing is not None and existing.get("status") == status:
         transition = existing.get("lastTransitionTime") or transition
-    updated = {
+    updated: dict[str, Any] = {
         "type": type,
         "status": status,
         "reason": reason,
@@ -140,7 +140,7 @@ def get_condition(conditions: list[dict[str, Any]] | None, type: str) -> dict[st
 
 def is_true(conditions: list[dict[str, Any]] | None, type: str) -> bool:
     condition = get_condition(conditions, type)
-    return bool(condition) and condition.get("status") == "True"
+    return condition is not None and condition.get("status") == "True"
 
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$|^0$"

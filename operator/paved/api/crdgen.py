@@ -234,7 +234,7 @@ def _default_problems(schema: dict[str, Any], where: str) -> list[str]:
         return [f"{where}: default {default!r} does not match type {schema.get('type')!r}"]
     if "enum" in schema and default not in schema["enum"]:
         return [f"{where}: default {default!r} is not one of the enum"]
-    if "pattern" in schema and not re.search(schema["pattern"], default):
+    if "pattern" in schema and not re.search(schema["pattern"], str(default)):
         return [f"{where}: default {default!r} does not match the pattern"]
     if "minimum" in schema and default < schema["minimum"] or "maximum" in schema and default > schema["maximum"]:
         return [f"{where}: default {default!r} is outside the allowed range"]

@@ -68,7 +68,7 @@ class SecretGrant(Model):
 
     path: str = Field(min_length=1, description="Vault path, e.g. secret/data/agents/reporter/*.")
     capabilities: list[SecretCapability] = Field(
-        default_factory=lambda: ["read"], min_length=1, description="Vault capabilities on the path."
+        default_factory=lambda: list[SecretCapability](["read"]), min_length=1, description="Vault capabilities on the path."
     )
 
 

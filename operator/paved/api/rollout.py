@@ -199,7 +199,7 @@ class ProgressiveRolloutSpec(RuledModel):
         """The explicit steps, or those the maxWeight/stepWeight/stepInterval shorthand means."""
         if self.steps is not None:
             return list(self.steps)
-        assert self.maxWeight and self.stepWeight and self.stepInterval  # guaranteed by field_groups
+        assert self.maxWeight and self.stepWeight and self.stepInterval  # noqa: S101 - guaranteed by field_groups
         weights = list(range(self.stepWeight, self.maxWeight, self.stepWeight)) + [self.maxWeight]
         steps: list[Step] = []
         for weight in weights:

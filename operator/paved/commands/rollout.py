@@ -31,7 +31,7 @@ def _namespace(explicit: str | None) -> str:
     from kubernetes import config
 
     try:
-        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        _, context = config.list_kube_config_contexts()
     except Exception:  # noqa: BLE001 - no kubeconfig (in a pod): the default namespace
         return "default"
     return str(((context or {}).get("context") or {}).get("namespace") or "default")

@@ -10,7 +10,7 @@ import click
 @click.option("--metrics-port", default=8080, show_default=True, type=int, help="Port of the Prometheus /metrics endpoint.")
 @click.option("--health-port", default=8081, show_default=True, type=int,
               help="Port of the probes: /healthz (liveness) and /readyz (the webhook serves).")
-@click.option("--bind-address", default="0.0.0.0", show_default=True, help="Address the metrics and health endpoints listen on.")
+@click.option("--bind-address", default="0.0.0.0", show_default=True, help="Address the metrics and health endpoints listen on.")  # noqa: S104 - a pod's probes and scrapes come from outside it
 @click.option("--webhook-port", default=None, type=int,
               help="Port of the HTTPS admission webhook. Default: 9443 with --webhook-service, else any free port "
                    "(the registered URL names the port actually used; replicas reached by one URL share a fixed port).")

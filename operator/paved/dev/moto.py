@@ -215,14 +215,14 @@ class MotoServer:
 
     def _post(self, path: str, data: bytes) -> None:
         # text/plain: moto reads the raw body (a form content type would hide it from moto).
-        request = urllib.request.Request(f"{self.endpoint_url}{path}", data=data, method="POST",
+        request = urllib.request.Request(f"{self.endpoint_url}{path}", data=data, method="POST",  # noqa: S310 - loopback
                                          headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
             if resp.status != 200:
                 raise MotoError(f"moto {path} answered {resp.status}")
 
     def _moto_api(self, path: str, method: str = "POST") -> str:
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/{path}", method=method)
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/{path}", method=method)  # noqa: S310 - loopback
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
             return str(resp.read().decode())
 

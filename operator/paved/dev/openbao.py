@@ -224,6 +224,7 @@ def configure_kubernetes_auth(
             reviewer_service_account, reviewer_namespace,
             k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=token_seconds)),
         )
+        assert token_request.status is not None  # noqa: S101 - the API server answers a TokenRequest with its token
         reviewer_jwt = token_request.status.token
     finally:
         api.close()

@@ -6,9 +6,9 @@ Two registries per process (paved.runtime runs one Kopf operator on each):
 - `leading_registry`: everything that reconciles and writes, and the indexes those handlers
   read. Only the replica holding the Lease runs it.
 
-Importing this package also imports the providers the handlers render through (the
-`kubernetes` provider here; cloud providers come with the engines that use them), so the
-provider registry is complete before the first reconcile.
+Typing: Kopf hands a handler the indexes it names (`composition_index`, ...) as keyword
+arguments, which Kopf's callback Protocols cannot express; registering such a handler is
+marked `type: ignore[arg-type]` (indexes by name), and only that.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def guard_handlers(registry: kopf.OperatorRegistry) -> None:
             delay = handler.backoff if handler.backoff is not None else default_delay
             if (id(fn), delay) not in wrappers:
                 wrappers[id(fn), delay] = guarded(fn, delay=delay)
-            handlers._handlers[index] = dataclasses.replace(handler, fn=wrappers[id(fn), delay])  # noqa: SLF001
+            # The same handler type it replaces (mypy sees the union of the six lists).
+            handlers._handlers[index] = dataclasses.replace(handler, fn=wrappers[id(fn), delay])  # type: ignore[call-overload]  # noqa: SLF001
 
 
 def guarded(fn: Callable[..., Any], *, delay: float) -> Callable[..., Any]:

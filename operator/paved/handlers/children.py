@@ -104,4 +104,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
         # ExternalSecretRefs' target Secrets never come here: paved.runtime's server-side
         # selector leaves them out of Kopf's watch (paved.handlers.secrets watches them).
         kopf.on.event(api_version, kind, labels={kube.MANAGED_BY_LABEL: kube.MANAGED_BY},
-                      id=f"drift-{kind.lower()}", registry=registry)(on_child_event)
+                      id=f"drift-{kind.lower()}", registry=registry)(on_child_event)  # type: ignore[arg-type]  # indexes by name: see paved.handlers

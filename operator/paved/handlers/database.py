@@ -84,7 +84,7 @@ def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, compositio
 def register(registry: kopf.OperatorRegistry) -> None:
     """Add the DatabaseIntent handlers to the leader's registry."""
     kopf.daemon(GROUP, VERSION, PLURAL, when=lambda body, **_: has_cleanup_finalizer(body), cancellation_timeout=60,
-                registry=registry)(watch_cloud_drift)
+                registry=registry)(watch_cloud_drift)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(reconcile_database)
-    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=HANDLER_RETRIES, registry=registry)(finalize_database)
+        on(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(reconcile_database)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, retries=HANDLER_RETRIES, registry=registry)(finalize_database)  # type: ignore[arg-type]  # indexes by name: see paved.handlers

@@ -41,9 +41,9 @@ TICK_SECONDS = 1.0
 ALLOWANCE_RECHECK_SECONDS = 10.0
 
 
-def identity_summaries(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], Ancestor]:
+def identity_summaries(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], Ancestor]:
     """Every identity's spec and expiry by (namespace, name): parents are resolved from here."""
-    return {(namespace, name): summary(body)}
+    return {(namespace or "", name): summary(body)}  # namespaced: never empty
 
 
 def reconcile_identity(body: kopf.Body, retry: int, composition_index: kopf.Index, identity_summaries: kopf.Index,
@@ -91,7 +91,7 @@ async def expiry_and_ancestry(body: kopf.Body, stopped: Any, composition_index: 
 
     seen_digest = digest()
     # Re-checks are spread over the interval so that a thousand daemons do not check together.
-    seen_epoch, recheck_at = memo.compose.allowance_epoch, time.monotonic() + random.uniform(0, ALLOWANCE_RECHECK_SECONDS)
+    seen_epoch, recheck_at = memo.compose.allowance_epoch, time.monotonic() + random.uniform(0, ALLOWANCE_RECHECK_SECONDS)  # noqa: S311 - jitter
     seen_allowed = await allowances()
     handled: datetime | None = None
     while not stopped:
@@ -120,6 +120,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """Add the AgentIdentity handlers to the leader's registry."""
     kopf.index(GROUP, VERSION, PLURAL, registry=registry)(identity_summaries)
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(reconcile_identity)
-    kopf.on.delete(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(finalize_identity)
-    kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, registry=registry)(expiry_and_ancestry)
+        on(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(reconcile_identity)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.on.delete(GROUP, VERSION, PLURAL, retries=HANDLER_RETRIES, registry=registry)(finalize_identity)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, registry=registry)(expiry_and_ancestry)  # type: ignore[arg-type]  # indexes by name: see paved.handlers

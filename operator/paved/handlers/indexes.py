@@ -44,10 +44,10 @@ def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, An
     return {name: {**snapshot(body), "kind": "IntentPolicy"}}
 
 
-def exception_index(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+def exception_index(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """namespace -> snapshots of its PolicyExceptions (with status, to write it only on change)."""
     item = {**snapshot(body), "kind": "PolicyException", "status": copy.deepcopy(dict(body.get("status") or {}))}
-    return {namespace: item}
+    return {namespace or "": item}  # namespaced: never empty
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -49,7 +49,7 @@ def problems_of(composition: Mapping[str, Any]) -> list[str]:
 def composition_changed(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:
     """Keep the Composition's Ready condition true to its validity; re-render its users on change."""
     metadata = body.get("metadata") or {}
-    name, generation = metadata.get("name"), metadata.get("generation")
+    name, generation = str(metadata.get("name") or ""), metadata.get("generation")
     served = (body.get("spec") or {}).get("compositeKind")
     if type == "DELETED":
         _rerender_users(name, served, composition_index, memo, reason=f"composition {name} deleted")
@@ -93,10 +93,10 @@ def _uses(intent: Mapping[str, Any], composition: str) -> bool:
     status = intent.get("status") or {}
     if status.get("composition") == composition:
         return True
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
     return ready.get("reason") == REASON_NO_COMPOSITION
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
     """Add the Composition handler to the leader's registry."""
-    kopf.on.event(GROUP, VERSION, "compositions", registry=registry)(composition_changed)
+    kopf.on.event(GROUP, VERSION, "compositions", registry=registry)(composition_changed)  # type: ignore[arg-type]  # indexes by name: see paved.handlers

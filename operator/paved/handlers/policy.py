@@ -109,10 +109,10 @@ AUDITED_BY_KOPF = tuple(kind for kind in INTENT_KINDS if kind != "ExternalSecret
 
 def register(registry: kopf.OperatorRegistry) -> None:
     """Add the policy handlers to the leader's registry (the indexes: paved.handlers.indexes)."""
-    kopf.on.startup(registry=registry)(share_allowances)
-    kopf.on.event(GROUP, VERSION, "intentpolicies", registry=registry)(policy_changed)
-    kopf.on.event(GROUP, VERSION, "policyexceptions", registry=registry)(exception_changed)
-    kopf.on.event("v1", "namespaces", id="audit-start", registry=registry)(start_audit)
+    kopf.on.startup(registry=registry)(share_allowances)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.on.event(GROUP, VERSION, "intentpolicies", registry=registry)(policy_changed)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.on.event(GROUP, VERSION, "policyexceptions", registry=registry)(exception_changed)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
+    kopf.on.event("v1", "namespaces", id="audit-start", registry=registry)(start_audit)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
     for kind in AUDITED_BY_KOPF:
         plural = kind_info(kind).plural
         kopf.on.event(GROUP, VERSION, plural, id=f"audit-{plural}", registry=registry)(intent_changed)

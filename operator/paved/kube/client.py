@@ -275,7 +275,8 @@ def error_from_status(status_body: Mapping[str, Any], *, status: int | None = No
     """
     code = int(status if status is not None else status_body.get("code") or 0)
     reason = str(status_body.get("reason") or reason)
-    details = status_body.get("details") if isinstance(status_body.get("details"), Mapping) else {}
+    found = status_body.get("details")
+    details: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     causes = [cause for cause in details.get("causes") or [] if isinstance(cause, Mapping)]
     names = {str(details.get(key)) for key in ("name", "group", "kind") if details.get(key)}
     names |= {str(cause.get("field")) for cause in causes if cause.get("field")}

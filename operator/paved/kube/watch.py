@@ -117,7 +117,7 @@ class Informer:
                 if isinstance(error, ApiError) and error.status == 410:
                     cursor.version = None  # the listing's continue token expired
                 failures += 1
-                delay = min(BACKOFF_CAP, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                delay = min(BACKOFF_CAP, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
                 log.warning("watch of %s failed (%s); again in %.1fs", where, _describe(error), delay)
                 self._stop.wait(delay)
 

@@ -201,7 +201,9 @@ def sanitize(error: CELEvalError, source: str = "") -> str:
     if _FIXED.fullmatch(text) or (member and member.group(1) in _IDENTIFIER.findall(source)):
         return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
     cause = error.args[1] if len(error.args) > 1 else None
-    return _BY_CAUSE.get(cause, "evaluation error") if isinstance(cause, type) else "evaluation error"
+    if isinstance(cause, type) and issubclass(cause, Exception):
+        return _BY_CAUSE.get(cause, "evaluation error")
+    return "evaluation error"
 
 
 def _syntax_message(source: str, line: int | None, column: int | None) -> str:

@@ -146,7 +146,7 @@ def _parse_spec(name: str, raw_spec: Any) -> IntentPolicySpec:
         spec = kind_info("IntentPolicy").parse_spec(raw_spec)
     except SpecError as error:
         raise PolicyCompileError(name, tuple(_rule_error(problem) for problem in error.problems)) from None
-    assert isinstance(spec, IntentPolicySpec)
+    assert isinstance(spec, IntentPolicySpec)  # noqa: S101
     return spec
 
 

@@ -29,7 +29,7 @@ class Outcome(str, Enum):
     pass, but the user must be told that the *rule* broke, not that their intent is wrong.
     """
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a name, not a secret
     FAIL = "fail"
     ERROR = "error"
     EXCEPTED = "excepted"

@@ -91,7 +91,13 @@ PROVIDERS: Registry[ProviderFactory] = Registry(
 """Resource providers by the `provider:` field of a composition's resources."""
 
 _INSTANCES: dict[str, ResourceProvider] = {}
-PROVIDERS.on_change(lambda name: _INSTANCES.pop(name, None))
+
+
+def _forget_instance(name: str) -> None:
+    _INSTANCES.pop(name, None)
+
+
+PROVIDERS.on_change(_forget_instance)
 
 
 def get(name: str) -> ResourceProvider:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import tenacity
+
 from paved.providers.base import ProviderError
 
 # (monotonic end, the seconds it was set for) of the innermost deadline; None: no deadline
@@ -81,10 +83,15 @@ def timeout(own: Timeout | None) -> Timeout | None:
 # --- for tenacity retry loops -------------------------------------------------------------------
 
 
-def stop_at_deadline(retry_state: Any) -> bool:
+class _StopAtDeadline(tenacity.stop.stop_base):
     """A tenacity stop condition: no further attempt once the deadline is (nearly) over."""
-    left = remaining()
-    return left is not None and left < MIN_REQUEST_TIMEOUT
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        left = remaining()
+        return left is not None and left < MIN_REQUEST_TIMEOUT
+
+
+stop_at_deadline = _StopAtDeadline()
 
 
 def wait_within(wait: Callable[[Any], float]) -> Callable[[Any], float]:

@@ -296,7 +296,7 @@ class FakeStore:
                 result[remote] = RemoteValue(found[0], found[1])
                 continue
             state = self._confirm(remote)
-            assert not isinstance(state, Present)  # nothing changes between two calls of the fake
+            assert not isinstance(state, Present)  # noqa: S101 - nothing changes between two calls of the fake
             result[remote] = state
         return result
 

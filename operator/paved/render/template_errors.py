@@ -82,7 +82,7 @@ def _spelled(environment: Environment, source: str) -> frozenset[Any]:
             found.add(node.name)
         elif isinstance(node, nodes.Getattr):
             found.add(node.attr)
-        elif isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
+        elif isinstance(node, nodes.Const) and isinstance(node.value, (str, int)) and not isinstance(node.value, bool):
             found.add(node.value)
     return frozenset(found)
 

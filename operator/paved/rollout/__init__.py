@@ -25,7 +25,8 @@ from paved.rollout.measurements import HISTORY_LIMIT
 from paved.rollout.observation import (
     Command, CommandKind, MetricMeasurement, Observation, TargetState, WebhookResult, Weights, WorkloadState,
 )
-from paved.rollout.plan import FieldError, RolloutPlan, SpecError, read_plan, validate_spec
+from paved.errors import FieldError
+from paved.rollout.plan import RolloutPlan, SpecError, read_plan, validate_spec
 from paved.rollout.refusal import (
     REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
     REASON_TARGET_NOT_FOUND, Refusal, refuse,

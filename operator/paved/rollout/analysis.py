@@ -25,7 +25,7 @@ from paved.rollout.plan import Metric, NoDataPolicy
 
 
 class VerdictKind(str, Enum):
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a name, not a secret
     FAIL = "fail"          # success condition missed: counts towards failureLimit
     BREACH = "breach"      # failure condition met: roll back now
     HOLD = "hold"          # inconclusive: extend the step, count towards maxHolds

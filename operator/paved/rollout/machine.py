@@ -41,7 +41,8 @@ from paved.rollout import stages
 from paved.rollout.actions import Action, Event, RequeueAfter
 from paved.rollout.measurements import consume_measurements, schedule_measurements
 from paved.rollout.observation import CommandKind, Observation
-from paved.rollout.plan import FieldError, PauseStep, SpecError, read_plan
+from paved.errors import FieldError
+from paved.rollout.plan import PauseStep, SpecError, read_plan
 from paved.rollout.refusal import REASON_INVALID_SPEC, refuse
 from paved.rollout.state import Phase, RolloutState, Stage, as_utc
 from paved.rollout.tick import StageHandler, Tick

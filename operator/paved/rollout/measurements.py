@@ -168,7 +168,7 @@ def _due_at(tick: Tick, name: str) -> datetime:
     analysis step that names the metric, its first measurement of the step is due at once.
     """
     metric = tick.plan.metric(name)
-    assert tick.state.step_started_at is not None
+    assert tick.state.step_started_at is not None  # noqa: S101
     earliest = tick.state.step_started_at + metric.warmup
     last = tick.progress.last_measured_at.get(name)
     step = tick.current_step()

@@ -47,7 +47,7 @@ class NoDataPolicy(str, Enum):
 
     HOLD = "hold"
     FAIL = "fail"
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a name, not a secret
 
 
 class WebhookType(str, Enum):
@@ -157,7 +157,7 @@ def read_plan(spec: Any) -> RolloutPlan:
 
 def _as_dict(spec: Any) -> dict[str, Any]:
     if hasattr(spec, "model_dump"):
-        return spec.model_dump(mode="json", exclude_none=True)
+        return dict(spec.model_dump(mode="json", exclude_none=True))
     return dict(spec or {})
 
 
@@ -259,7 +259,7 @@ def _step(step: api.Step) -> Step:
         return SetWeightStep(step.setWeight)
     if step.pause is not None:
         return PauseStep(parse_duration(step.pause.duration) if step.pause.duration is not None else None)
-    assert step.analysis is not None  # exactly one of the three, by the model's field group
+    assert step.analysis is not None  # noqa: S101 - exactly one of the three, by the model's field group
     return AnalysisStep(tuple(step.analysis.metrics or ()))
 
 

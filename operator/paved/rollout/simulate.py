@@ -270,7 +270,8 @@ def simulate(spec: Mapping[str, Any], scenario: Scenario, start: float = -60.0) 
             continue
         answers_at_same_moment = 0
         stage = (status.get("progress") or {}).get("stage")
-        if scenario.stop_when_idle and stage == "Idle" and t > last_scripted:
+        # Idle after a crash is not the end: the actions it did not get to are the next tick's work.
+        if scenario.stop_when_idle and stage == "Idle" and t > last_scripted and not crashed:
             break
         sleep = decision.requeue_after if decision.requeue_after is not None else scenario.max_sleep
         wake = t + min(max(sleep, 0.1), scenario.max_sleep)

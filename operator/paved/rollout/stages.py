@@ -126,7 +126,7 @@ def run_step_enter(tick: Tick) -> None:
             tick.scale_stable(stable_replicas(tick.plan.router, tick.full, weight))
         tick.set_weights(weight)
     step = tick.current_step()
-    assert step is not None
+    assert step is not None  # noqa: S101
     tick.state.step_started_at = tick.now
     tick.state.pause_until = tick.now + step.duration if isinstance(step, PauseStep) and step.duration else None
     tick.emit(Event("StepStarted", f"{tick.where()}: {step.describe()}"))
@@ -261,7 +261,7 @@ def run_post_rollout(tick: Tick) -> None:
 
 def enter_withdraw(tick: Tick) -> None:
     withdrawal = tick.progress.withdrawal
-    assert withdrawal is not None
+    assert withdrawal is not None  # noqa: S101
     tick.scale_stable(tick.full, force=True)
     if withdrawal.outcome is None:
         tick.emit(Event("RolloutRestarted", f"{withdrawal.reason}: taking traffic off the old canary, then "
@@ -272,7 +272,7 @@ def enter_withdraw(tick: Tick) -> None:
 
 def run_withdraw(tick: Tick) -> None:
     withdrawal = tick.progress.withdrawal
-    assert withdrawal is not None
+    assert withdrawal is not None  # noqa: S101
     verb = "rolling back" if withdrawal.outcome else "restarting"
     if tick.waiting_for("stable", tick.full, tick.stable_revision, f"{_rollback_sentence(tick, verb)}; ",
                         " before moving traffic"):
@@ -288,7 +288,7 @@ def run_withdraw(tick: Tick) -> None:
 
 def enter_rollback_notify(tick: Tick) -> None:
     withdrawal = tick.progress.withdrawal
-    assert withdrawal is not None
+    assert withdrawal is not None  # noqa: S101
     tick.state.phase = withdrawal.outcome
     tick.state.message = _rollback_sentence(tick, "rolled back")
     tick.emit(Event("RolledBack" if withdrawal.outcome is Phase.ROLLED_BACK else "Failed",
@@ -304,7 +304,7 @@ def run_rollback_notify(tick: Tick) -> None:
 def _rollback_sentence(tick: Tick, verb: str) -> str:
     """One human sentence: 'rolled back at step 3 (20%): success-rate 0.81 < 0.95, ...'."""
     withdrawal = tick.progress.withdrawal
-    assert withdrawal is not None
+    assert withdrawal is not None  # noqa: S101
     if withdrawal.weight == 0 and withdrawal.outcome is Phase.FAILED:
         return f"failed before any traffic moved: {withdrawal.reason}"
     if withdrawal.weight == 0 and tick.state.step_started_at is None:

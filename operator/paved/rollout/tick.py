@@ -56,7 +56,7 @@ class Tick:
 
     @property
     def target(self) -> TargetState:
-        assert self.obs.target is not None  # the tick stops early without a target
+        assert self.obs.target is not None  # noqa: S101 - the tick stops early without a target
         return self.obs.target
 
     @property
@@ -66,12 +66,12 @@ class Tick:
     @property
     def rollout_revision(self) -> str:
         """The revision being rolled out (set whenever a canary stage runs)."""
-        assert self.state.canary_revision is not None
+        assert self.state.canary_revision is not None  # noqa: S101
         return self.state.canary_revision
 
     @property
     def stable_revision(self) -> str:
-        assert self.state.stable_revision is not None
+        assert self.state.stable_revision is not None  # noqa: S101
         return self.state.stable_revision
 
     @property

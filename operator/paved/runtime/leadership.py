@@ -114,7 +114,8 @@ class Elector:
         self.fence = fence
         self._clock = clock
         self._lock = LeaseLock(name, namespace, identity)
-        self._lock.api_instance = _TimedApi(k8s_client.CoordinationV1Api(api_client), timings.retry_period)
+        # The same calls as the generated API's, each with a timeout.
+        self._lock.api_instance = _TimedApi(k8s_client.CoordinationV1Api(api_client), timings.retry_period)  # type: ignore[assignment]
         config = electionconfig.Config(self._lock, timings.lease_duration, timings.renew_deadline,
                                        timings.retry_period, on_started, on_stopped)
         self._election = leaderelection.LeaderElection(config)
@@ -192,7 +193,7 @@ class Elector:
             return False
         self.fence.close()
         self.leading = False
-        now = str(datetime.datetime.now())  # the record's format: the client's local, naive time
+        now = str(datetime.datetime.now())  # noqa: DTZ005 - the record's format: the client's local, naive time
         with self._io:
             try:
                 found, record = self._lock.get(self.name, self.namespace)

@@ -59,7 +59,7 @@ CONFIGURATION_INFO = ResourceInfo("admissionregistration.k8s.io/v1", "Validating
                                   "validatingwebhookconfigurations", namespaced=False)
 DEFAULT_FAILURE_POLICY = "Fail"
 DEFAULT_TIMEOUT_SECONDS = 5
-SECRET_NAME = "paved-webhook-tls"
+SECRET_NAME = "paved-webhook-tls"  # noqa: S105 - a name, not a secret
 CA_VALIDITY = datetime.timedelta(days=5 * 365)
 CERT_VALIDITY = datetime.timedelta(days=365)
 RENEW_CA_BEFORE = datetime.timedelta(days=365)
@@ -270,7 +270,7 @@ def ensure_certificate(namespace: str, hosts: Sequence[str], now: datetime.datet
     current, secret = read_certificate(namespace)
     planned = plan_certificate(current, hosts, now)
     if planned is None:
-        assert current is not None
+        assert current is not None  # noqa: S101
         return current
     why, wanted = planned
     if secret is None:
@@ -352,8 +352,9 @@ class PavedWebhookServer(kopf.WebhookServer):
         self.serving = threading.Event()
         self.client_config: dict[str, Any] | None = None  # url and caBundle as Kopf built them
 
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
-        while self.files is not None and not self.files.available.is_set():
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        # A threading.Event set by the certificate thread: polled, an asyncio.Event cannot be set from there.
+        while self.files is not None and not self.files.available.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         try:
             async for client_config in super().__call__(fn):

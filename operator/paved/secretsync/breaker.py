@@ -127,7 +127,7 @@ class Breakers:
 
     @staticmethod
     def _refusal(store: StoreKey, breaker: _Breaker, now: float) -> StoreFailure:
-        assert breaker.open_until is not None
+        assert breaker.open_until is not None  # noqa: S101
         last = f"; the last: {breaker.last.reason}: {breaker.last.message}" if breaker.last else ""
         when = "after the probe under way" if breaker.probing else f"at {_iso(max(now, breaker.open_until))}"
         return StoreFailure(

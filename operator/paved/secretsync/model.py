@@ -16,8 +16,8 @@ from paved.api.common import parse_duration
 from paved.api.kinds import SpecError
 from paved.api.secrets import ExternalSecretRefSpec
 
-SECRET_STORE = "SecretStore"
-CLUSTER_SECRET_STORE = "ClusterSecretStore"
+SECRET_STORE = "SecretStore"  # noqa: S105 - a name, not a secret
+CLUSTER_SECRET_STORE = "ClusterSecretStore"  # noqa: S105 - a name, not a secret
 
 MIN_REFRESH_SECONDS = 5.0
 """Shortest accepted refreshInterval other than 0 (sync once): a floor against hot loops."""

@@ -52,7 +52,7 @@ REMOTE_KEY_MISSING = "RemoteKeyMissing"
 REMOTE_KEY_DELETED = "RemoteKeyDeleted"
 TARGET_CONFLICT = "TargetConflict"
 TARGET_WRITE_FAILED = "TargetWriteFailed"
-EMPTY_SECRET = "EmptySecret"
+EMPTY_SECRET = "EmptySecret"  # noqa: S105 - a name, not a secret
 REFRESH_STAMP_SECONDS = 600.0  # lastRefreshTime moves on every status change, else at most this often
 
 
@@ -131,7 +131,7 @@ def needs_values(memory: RefMemory, observed: Mapping[RemoteKey, KeyState], now:
     if not memory.settled:
         return True
     for remote, state in zip(memory.spec.remote_keys, states):
-        assert isinstance(state, Present)
+        assert isinstance(state, Present)  # noqa: S101
         if state.version is None or memory.source_versions.get(remote.label) != state.version:
             return True
     return False

@@ -15,7 +15,11 @@ modulo I). Consequences, all deliberate:
   next point on a `RESUME_WINDOW` grid: one instant per store, different stores at
   different instants, never all at once, and never one cycle per resumed ref (Kopf resumes
   thousands of refs over many seconds);
-- a ref is never refreshed later than one interval after its previous refresh.
+- after a refresh the next is the first grid point at least half an interval away: one
+  interval later when cycles run on time; after a late or off-grid one (a first sync, a new
+  leader's first cycle slowed by its start-up) not again a moment later, at the price of up
+  to one and a half intervals once. Successive refreshes of a ref are therefore between half
+  an interval and one and a half intervals apart.
 
 The first sync of a new or changed ref is immediate (it does not wait for the grid).
 Failures retry with tenacity's exponential backoff with full jitter, capped well below the
@@ -57,6 +61,12 @@ def next_due(after: float, interval: float, store: StoreKey) -> float:
     while due <= after:  # float rounding
         due += interval
     return due
+
+
+def after_refresh(now: float, interval: float, store: StoreKey) -> float:
+    """Due time of a ref refreshed at `now`: its store's first grid point at least half an
+    interval away (NEVER for interval 0)."""
+    return next_due(now + interval / 2, interval, store)
 
 
 def resume_due(last_refresh: float | None, now: float, interval: float, store: StoreKey) -> float:

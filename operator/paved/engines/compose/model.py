@@ -219,7 +219,7 @@ def compositions_from(index: Mapping[str, Iterable[Mapping[str, Any]]] | Iterabl
 
 def backoff(retry: int) -> float:
     """Exponential backoff with jitter for Kopf TemporaryError delays: 2 s, 4 s, ... <= 300 s."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(retry, 0)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
 

@@ -280,7 +280,7 @@ class RolloutRunner:
                                   webhook_results={**observation.webhook_results, **answers[1]})
         self._store(shown, status)
         self.stage = (status.get("progress") or {}).get("stage")
-        assert decision is not None
+        assert decision is not None  # noqa: S101
         return TickResult(decision.requeue_after)
 
     def _store(self, shown: Mapping[str, Any], status: dict[str, Any]) -> Mapping[str, Any]:

@@ -623,7 +623,7 @@ class SyncEngine:
 
     def _write_secret(self, owner: Owner, spec: RefSpec, decision: plan.Decision, listed: Listing) -> str | None:
         """Write the target Secret; return the content hash it had before (None: new)."""
-        assert decision.data is not None and decision.content_hash
+        assert decision.data is not None and decision.content_hash  # noqa: S101
         name = spec.target.name
         try:
             live = self._live(spec, listed)

@@ -25,7 +25,7 @@ from paved.secretsync.model import StoreKey
 log = logging.getLogger(__name__)
 
 REF_KIND = "ExternalSecretRef"
-HASH_KEY_SECRET = "paved-content-hash-key"  # in the operator's namespace; keys every content digest
+HASH_KEY_SECRET = "paved-content-hash-key"  # noqa: S105 - in the operator's namespace; keys every content digest
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
 REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
 REF_STATUS = StatusWriter.of_model(STATUS_FIELD_MANAGER, ExternalSecretRefStatus, REF_CONDITIONS)

@@ -69,7 +69,7 @@ TAG_ADOPTED = "paved.dev/adopted"
 # password and kept beside it. A body whose id differs from the instance's tag carries a password
 # the instance does not have yet (its Secret was lost and made again, a restore brought the
 # snapshot's, the intent moves back from an RDS-managed password): it is pushed, then tagged.
-TAG_PASSWORD = "paved.dev/master-password-id"
+TAG_PASSWORD = "paved.dev/master-password-id"  # noqa: S105 - a name, not a secret
 # Not a create_db_instance parameter: where to restore from instead of creating an empty instance.
 RESTORE_KEY = "RestoreFromSnapshot"
 RESTORE_FIELD = "spec.restoreFrom"

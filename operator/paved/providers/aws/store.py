@@ -89,7 +89,7 @@ class AwsStoreSession:
 
     def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
         spec = config.provider.aws
-        assert spec is not None
+        assert spec is not None  # noqa: S101
         self.config = config
         self.spec: AwsProvider = spec
         self.credentials = credentials

@@ -233,7 +233,7 @@ class GatewayAPIRouter:
         problem = route_problem(route, self.context, self.route_name)
         if problem:
             raise RouterError(problem, retryable=False, field="spec.trafficRouting.gatewayAPI.httpRoute")
-        assert route is not None
+        assert route is not None  # noqa: S101
         return route
 
     def reconcile(self) -> None:

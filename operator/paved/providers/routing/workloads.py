@@ -320,7 +320,7 @@ class Workloads:
         problem = service_problem(self.context, service)
         if problem:
             raise RouterError(problem.message, retryable=False, field=problem.field)
-        assert service is not None
+        assert service is not None  # noqa: S101
         for role in (STABLE, CANARY):
             self.kube.apply(copy_service(self.context, role, service), self.context.owner)
 

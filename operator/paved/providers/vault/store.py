@@ -117,7 +117,7 @@ class _CountingAdapter(HTTPAdapter):
     """Counts every HTTP request the client really sends and caps its timeout to the deadline;
     sends none outside leadership (paved.fence)."""
 
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         if not fence.WRITES.permits():
             raise requests.exceptions.ConnectionError(fence.WRITES.why_not())
         kwargs["timeout"] = deadline.timeout(kwargs.get("timeout"))
@@ -138,7 +138,7 @@ class VaultStore:
 
     def __init__(self, config: StoreConfig, credentials: Credentials) -> None:
         spec = config.provider.vault
-        assert spec is not None
+        assert spec is not None  # noqa: S101
         self.config = config
         self.spec: VaultProvider = spec
         self.credentials = credentials
@@ -158,7 +158,7 @@ class VaultStore:
         adapter = _CountingAdapter(pool_connections=2, pool_maxsize=4)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        self.client = hvac.Client(url=spec.server, verify=verify, timeout=(CONNECT_TIMEOUT, REQUEST_TIMEOUT),  # type: ignore[arg-type]
+        self.client = hvac.Client(url=spec.server, verify=verify, timeout=(CONNECT_TIMEOUT, REQUEST_TIMEOUT),
                                   session=session)
         self._kv2_mount: bool | None = None  # this call's mount preflight (None: not made yet)
 
@@ -238,7 +238,7 @@ class VaultStore:
                 raise self._auth_failed("approle login", error_text(error), field) from None
             self._set_token(answer["auth"]["client_token"], float(answer["auth"].get("lease_duration") or 0))
             return f"vault approle {approle.roleId}"
-        assert auth.tokenSecretRef is not None
+        assert auth.tokenSecretRef is not None  # noqa: S101
         field = "spec.provider.vault.auth.tokenSecretRef"
         token_ref = auth.tokenSecretRef
         token = credential(field, lambda: self.credentials.secret_value(namespace, token_ref.name, token_ref.key))
@@ -373,7 +373,7 @@ class VaultStore:
         with self._lock:
             self._prefetched = {}
             self._kv2_mount = None
-            return self._with_relogin(keys, self._read_metadata)  # type: ignore[return-value]
+            return self._with_relogin(keys, self._read_metadata)
 
     def fetch(self, keys: Sequence[RemoteKey]) -> dict[RemoteKey, FetchResult]:
         with self._lock:
@@ -382,7 +382,7 @@ class VaultStore:
             rest = [remote for remote in keys if remote not in ready]
             results: dict[RemoteKey, FetchResult] = dict(ready)
             if rest:
-                results.update(self._with_relogin(rest, self._read_data))  # type: ignore[arg-type]
+                results.update(self._with_relogin(rest, self._read_data))
             return results
 
     def close(self) -> None:
