@@ -67,5 +67,7 @@ class Pressure:
         return self._holders > 0
 
 
-# Held by the secret engine while it writes a large cycle (paved.engines.secretsync).
+# Held by the secret engine while it writes a large cycle (paved.engines.secretsync), and by
+# every composed reconcile while it runs (paved.engines.compose): a handful of reconciles is
+# within the audit's burst allowance, a cold start of thousands is not.
 BURST = Pressure()

@@ -19,11 +19,16 @@ import pytest
 from paved.commands.inputs import load_compositions
 from paved.engines import compose as _compose
 from paved.engines.compose import engine as compose_engine
+from paved.engines import Engines
 from paved.engines.identity import IdentityEngine
 from paved.handlers.common import raise_for_kopf
+from paved.handlers.identity import reconcile_identity
+from paved.identity.ceiling import Ceiling
 from paved.handlers.platform import problems_of
 from paved.kube import apply as kube
+from paved.kube import status as kube_status
 from paved.kube.client import error_from_status
+from paved.kube.status import with_conditions
 from paved.providers import kubernetes as kubernetes_provider
 from paved.providers import base as providers
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
@@ -171,7 +176,8 @@ def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, c
     assert [(g["kind"], g["namespace"]) for g in status["grants"]] == [("Role", NS), ("RoleBinding", NS)]
     assert status["grants"][0]["detail"] == "get,list configmaps"
     assert [r["ready"] for r in status["resources"]] == [True, True, True]
-    assert outcome.delta == status
+    assert outcome.changed == {"observedGeneration", "composition", "renderHash", "resources", "serviceAccount", "grants",
+                               "conditions"}
     reasons = [reason for _, reason, _ in cluster.events]
     assert "Ready" in reasons and reasons.count("Granted") == 2
 
@@ -182,9 +188,67 @@ def test_unchanged_identity_is_quiet(cluster: FakeCluster, compositions: list) -
     cluster.events.clear()
     again = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
     assert cluster.writes == []
-    assert again.delta == {}
+    assert again.changed == frozenset()
     assert cluster.events == []
     assert again.result.result_label == "unchanged"
+
+
+def test_an_idle_reconcile_sends_no_status_request(cluster: FakeCluster, compositions: list,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the Kopf handler: the first reconcile applies the reconcile's part of the status
+    once; a re-run that changes nothing (a resume, a re-listing, another writer's condition
+    added meanwhile) sends no status request at all."""
+    engines = Engines()
+    monkeypatch.setattr(engines.identities, "ceiling",
+                        lambda: Ceiling(rules=({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},)))
+    requests: list[tuple[str, dict[str, Any]]] = []
+
+    def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Any, *,
+                     field_manager: str) -> dict[str, Any]:
+        requests.append((field_manager, copy.deepcopy(dict(status))))
+        return {**body, "status": copy.deepcopy(dict(status))}
+
+    monkeypatch.setattr(kube_status, "apply_status", apply_status)
+    body = identity(READ_CONFIGMAPS)
+    reconcile_identity(body=body, retry=0, composition_index=compositions, identity_summaries={}, memo=engines)
+    [(manager, applied)] = requests
+    assert manager == "paved-reconcile" and condition(applied, "Ready")["status"] == "True"
+    # What the API server now holds: the reconcile's part, and the audit's condition next to it.
+    body["status"] = with_conditions(applied, [("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")], 1)
+    for _ in range(3):
+        reconcile_identity(body=copy.deepcopy(body), retry=0, composition_index=compositions, identity_summaries={},
+                           memo=engines)
+    assert len(requests) == 1
+    engines.stop()
+
+
+def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(
+        cluster: FakeCluster, compositions: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An identity's daemon narrows it (Accepted=Narrowed) while a children drift restore,
+    triggered by that narrowing, still holds the intent as read before: the restore computes
+    from, and compares with, the status as last written, so it keeps Narrowed."""
+    applied: list[dict[str, Any]] = []
+    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: applied.append(copy.deepcopy(dict(args[4]))) or {})
+    engine = _compose.ComposeEngine()
+    kind = IdentityEngine(engine).kind
+    before = identity(READ_CONFIGMAPS)
+    engine.reconcile_and_write(kind, before, lambda current: (with_conditions(
+        current.get("status"), [("Accepted", True, "Narrowed", "the parent no longer holds pods")], 1), None))
+    engine.reconcile_written(kind, before, compositions, trigger="DELETED of Role/team-a/reporter")
+    assert condition(applied[-1], "Accepted")["reason"] == "Narrowed" and condition(applied[-1], "Ready")["status"] == "True"
+    engine.forget("uid-reporter")
+    assert engine.as_written(kind, before) is before
+
+
+def test_the_policy_audit_yields_while_an_intent_is_reconciled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paved import ratelimit
+
+    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: {})
+    engine = _compose.ComposeEngine()
+    seen: list[bool] = []
+    engine.reconcile_and_write(IDENTITY, identity(READ_CONFIGMAPS),
+                               lambda current: (seen.append(ratelimit.BURST.active()) or None, None))
+    assert seen == [True] and not ratelimit.BURST.active()
 
 
 def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, compositions: list) -> None:
@@ -199,7 +263,7 @@ def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, composi
     assert sorted(op for op, _ in cluster.writes) == ["apply", "apply"]
     assert cluster.objects[role_key]["rules"][0]["verbs"] == ["get", "list"]
     assert binding_key in cluster.objects
-    assert again.delta == {}  # the desired state did not change; only reality was corrected
+    assert again.changed == frozenset()  # the desired state did not change; only reality was corrected
     drift_events = [message for _, reason, message in cluster.events if reason == "DriftCorrected"]
     assert drift_events and "rules[0].verbs" in drift_events[-1] and "(missing)" in drift_events[-1]
 

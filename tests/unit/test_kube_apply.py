@@ -1,4 +1,4 @@
-"""Pure parts of paved.kube: body decoration (labels, ownerReferences), drift, paths, status deltas."""
+"""Pure parts of paved.kube: body decoration (labels, ownerReferences), drift, paths (status: test_kube_status.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from paved.kube import apply as kube
 from paved.kube.client import ApiError, ResourceInfo
 from paved.kube.events import MAX_MESSAGE, event_body
-from paved.kube.status import status_delta, with_conditions
 from paved.providers.base import Owner
 
 OWNER = Owner(api_version="paved.dev/v1alpha1", kind="AgentIdentity", name="agent", namespace="team-a", uid="uid-1", generation=3)
@@ -125,14 +124,6 @@ def test_api_error_classification() -> None:
     assert not ApiError(422, "Invalid", "spec.x: bad").transient
     assert ApiError(409, "AlreadyExists", "").already_exists
     assert not ApiError(409, "Conflict", "").already_exists
-
-
-def test_status_delta_is_empty_when_nothing_changed() -> None:
-    first = with_conditions({}, [("Ready", True, "Ready", "ok")], 2)
-    again = with_conditions(first, [("Ready", True, "Ready", "ok")], 2)
-    assert status_delta(first, again) == {}
-    flipped = with_conditions(first, [("Ready", False, "RenderFailed", "spec.x: bad")], 3)
-    assert set(status_delta(first, flipped)) == {"conditions"}
 
 
 def test_event_body_is_bounded_and_names_the_owner() -> None:

@@ -83,23 +83,37 @@ def test_policy_report_maps_outcomes_and_shows_expired_exceptions() -> None:
     assert policyreport.build_report("team", [(ref, list(reversed(verdicts)))]) == report  # stable: no churn
 
 
+def applied_as(writes: list[tuple[str, str, dict]]) -> Any:
+    """A stand-in for kube_status.apply_status: records (field manager, name, status) and
+    answers the object with that status."""
+
+    def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Any, *,
+                     field_manager: str) -> dict:
+        writes.append((field_manager, name, dict(status)))
+        return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace},
+                "status": dict(status)}
+
+    return apply_status
+
+
 def test_platform_status_is_remembered_only_once_written(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from paved.kube.client import ApiError
 
-    writes: list[dict] = []
+    writes: list[tuple[str, str, dict]] = []
 
-    def failing(*args: object) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
         raise ApiError(500, "InternalError", "etcd is down")
 
     exception = {"kind": "PolicyException", "metadata": {"name": "e", "namespace": "team", "generation": 2}, "status": {}}
     conditions = decisions.exception_conditions({"spec": {"expiresAt": "2030-01-01T00:10:00Z"}}, True, NOW)
-    monkeypatch.setattr(handlers.kube_status, "patch_status", failing)
+    monkeypatch.setattr(handlers.kube_status, "apply_status", failing)
     handlers.write_platform_status(exception, conditions)
     assert exception["status"] == {}  # not written: the next audit pass tries again
-    monkeypatch.setattr(handlers.kube_status, "patch_status", lambda *args: writes.append(args[-1]))
+    monkeypatch.setattr(handlers.kube_status, "apply_status", applied_as(writes))
     handlers.write_platform_status(exception, conditions)
     handlers.write_platform_status(exception, conditions)
     assert len(writes) == 1 and exception["status"]["observedGeneration"] == 2  # written once, then quiet
+    assert writes[0][0] == "paved-policy-audit" and {c["type"] for c in writes[0][2]["conditions"]} == {"Ready", "Expired"}
 
 
 def test_audit_view_keeps_what_the_audit_reads_and_drops_the_rest() -> None:
@@ -114,32 +128,73 @@ def test_audit_view_keeps_what_the_audit_reads_and_drops_the_rest() -> None:
     view = handlers.audit_view(body)
     assert view["metadata"] == {"name": "r", "namespace": "app", "uid": "u1", "generation": 2, "labels": {"team": "a"}}
     assert view["spec"] is body["spec"] and view["status"] == {"observedGeneration": 2, "conditions": body["status"]["conditions"]}
-    assert handlers.reported(view)
-    assert not handlers.reported({**view, "metadata": {**view["metadata"], "generation": 3}})
 
 
-def test_carries_compares_status_reason_message_and_generation() -> None:
+def test_a_condition_the_intent_carries_for_its_generation_is_not_written(monkeypatch: Any) -> None:
+    from paved import ratelimit
+
+    writes: list[tuple[str, str, dict]] = []
+    monkeypatch.setattr(handlers.kube_status, "apply_status", applied_as(writes))
+    bucket = ratelimit.TokenBucket(handlers.AUDIT_WRITE_RATE, handlers.AUDIT_WRITE_BURST)
     condition = ("PolicyCompliant", True, "NoPolicies", "")
-    shown = {"type": "PolicyCompliant", "status": "True", "reason": "NoPolicies", "message": "", "observedGeneration": 2}
-    intent = {"metadata": {"generation": 2}, "status": {"conditions": [shown]}}
-    assert handlers.carries(intent, condition)
-    assert not handlers.carries({**intent, "metadata": {"generation": 3}}, condition)
-    assert not handlers.carries(intent, ("PolicyCompliant", False, "Violations", "r1"))
-    assert not handlers.carries({"metadata": {"generation": 2}}, condition)
+    shown = {"type": "PolicyCompliant", "status": "True", "reason": "NoPolicies", "message": "", "observedGeneration": 2,
+             "lastTransitionTime": "2030-01-01T00:00:00Z"}
+    intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": "a", "generation": 2},
+              "status": {"conditions": [shown]}}
+    assert not handlers.write_condition(intent, condition, bucket) and writes == []
+    assert handlers.write_condition({**intent, "metadata": {"name": "a", "generation": 3}}, condition, bucket)
+    assert handlers.write_condition(intent, ("PolicyCompliant", False, "Violations", "r1"), bucket)
+    assert handlers.write_condition({**intent, "status": {}}, condition, bucket)
+    assert [name for _, name, _ in writes] == ["a", "a", "a"]
+    assert all(status == {"conditions": [status["conditions"][0]]} for _, _, status in writes)  # its own condition only
 
 
 def test_condition_writes_wait_for_a_token_only_while_a_reconciler_holds_the_burst_flag(monkeypatch: Any) -> None:
     from paved import ratelimit
 
     waits: list[int] = []
-    writes: list[str] = []
     bucket = ratelimit.TokenBucket(handlers.AUDIT_WRITE_RATE, handlers.AUDIT_WRITE_BURST)
     monkeypatch.setattr(bucket, "take", lambda: waits.append(1))
-    monkeypatch.setattr(handlers.kube_status, "apply_status", lambda *args, **kwargs: writes.append(args[3]))
+    recorded: list[tuple[str, str, dict]] = []
+    monkeypatch.setattr(handlers.kube_status, "apply_status", applied_as(recorded))
     intent = {"apiVersion": "paved.dev/v1alpha1", "kind": "ExternalSecretRef",
               "metadata": {"name": "a", "namespace": "ns", "generation": 1}, "status": {}}
     condition = ("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")
     assert handlers.write_condition(intent, condition, bucket) and waits == []
     with ratelimit.BURST.held():
         assert handlers.write_condition({**intent, "metadata": {**intent["metadata"], "name": "b"}}, condition, bucket)
-    assert waits == [1] and writes == ["a", "b"]
+    assert waits == [1] and [name for _, name, _ in recorded] == ["a", "b"]
+
+
+class _Namespaces:
+    """The audit's namespace cache, without a cluster."""
+
+    def get(self, namespace: str | None) -> dict[str, Any] | None:
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": {}}}
+
+
+def test_the_audit_judges_a_new_intent_at_once_and_writes_its_condition_once(monkeypatch: Any) -> None:
+    """The audit no longer waits for the intent's Ready: its PolicyCompliant and the
+    reconcile's conditions are applied by separate field managers. An event body read before
+    the audit's own write (the reconcile's status write, say) causes no second write; a new
+    generation is judged again."""
+    from paved.kube.status import with_conditions
+
+    writes: list[tuple[str, str, dict]] = []
+    monkeypatch.setattr(handlers.kube_status, "apply_status", applied_as(writes))
+    monkeypatch.setattr(handlers.policyreport, "installed", lambda: False)
+    auditor = handlers.Auditor(namespaces=frozenset(), exception_namespaces=frozenset(), namespace_cache=_Namespaces())  # type: ignore[arg-type]
+    auditor.full_requested = False
+    created = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
+               "metadata": {"name": "a", "namespace": "team", "uid": "u1", "generation": 1}, "spec": {}}
+    auditor.observe("ADDED", created)  # no status yet, no Ready: judged all the same
+    auditor.run_once()
+    assert [(manager, name) for manager, name, _ in writes] == [("paved-policy-audit", "a")]
+    reconciled = {**created, "status": with_conditions({"observedGeneration": 1}, [("Ready", True, "Ready", "")], 1)}
+    for _ in range(3):  # events of the reconcile's writes, each read before the audit's write landed
+        auditor.observe("MODIFIED", reconciled)
+        auditor.run_once()
+    assert len(writes) == 1
+    auditor.observe("MODIFIED", {**reconciled, "metadata": {**created["metadata"], "generation": 2}})
+    auditor.run_once()
+    assert len(writes) == 2 and writes[1][2]["conditions"][0]["observedGeneration"] == 2

@@ -57,7 +57,7 @@ def test_immutable_drift_turns_synced_false_naming_the_field(monkeypatch: pytest
     observation = Observation(exists=True, ready=True, external_id="paved-x", immutable_drift=["StorageEncrypted"], message="m")
     result = _compose.ComposeResult(generation=2)
     result.states = [state("instance", "aws-rds", observation)]
-    outcome = _compose.Outcome(result, {"conditions": []}, {})
+    outcome = _compose.Outcome(result, {"conditions": []}, frozenset())
     body = {"apiVersion": "paved.dev/v1alpha1", "kind": "DatabaseIntent", "metadata": {"name": "n", "namespace": "ns", "uid": "u"}, "status": {}}
     events: list[tuple[Any, ...]] = []
     monkeypatch.setattr(database.events, "post_event", lambda *args, **kwargs: events.append(args))
@@ -65,14 +65,14 @@ def test_immutable_drift_turns_synced_false_naming_the_field(monkeypatch: pytest
     [synced] = [c for c in adjusted.status["conditions"] if c["type"] == "Synced"]
     assert synced["status"] == "False" and synced["reason"] == "ImmutableFieldChanged"
     assert "StorageEncrypted" in synced["message"] and synced["observedGeneration"] == 2
-    assert adjusted.delta["conditions"] == adjusted.status["conditions"]
+    assert adjusted.changed == {"conditions"}
     assert [event[1] for event in events] == ["ImmutableFieldChanged"]
 
 
 def test_no_immutable_drift_leaves_the_outcome_alone() -> None:
     result = _compose.ComposeResult(generation=1)
     result.states = [state("instance", "aws-rds", Observation(exists=True, ready=True))]
-    outcome = _compose.Outcome(result, {"conditions": []}, {})
+    outcome = _compose.Outcome(result, {"conditions": []}, frozenset())
     assert database.with_immutable_drift(outcome, {"status": {}}) is outcome
 
 

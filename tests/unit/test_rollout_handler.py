@@ -1,6 +1,6 @@
 """The ProgressiveRollout tick loop (paved.engines.rollout) with in-memory fakes.
 
-A fake cluster holds the rollout (status written by merge patch, as the API server does),
+A fake cluster holds the rollout (status written by server-side apply, as the API server does it),
 the target Deployment and the copies (which become ready the moment they are applied),
 and a fake router; FakeMetrics answers the queries. The real loop runs against the real
 control plane in tests/e2e/test_progressive_rollout.py.
@@ -16,7 +16,7 @@ import pytest
 
 from paved.engines.rollout import (
     REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
-    RolloutRunner, command_of, status_patch,
+    ROLLOUT_STATUS, RolloutRunner, command_of,
 )
 from paved.api.platform import nothing_allowed
 from paved.rollout import conditions_for
@@ -29,18 +29,6 @@ from paved.rollout import Command, CommandKind, Event, Weights
 
 QUERY = "success_rate"
 SAMPLES = "requests"
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge patch."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-    return target
 
 
 class FakeKube:
@@ -119,10 +107,18 @@ class World(RolloutRunner):
     def read(self) -> dict[str, Any] | None:
         return copy.deepcopy(self.body)
 
-    def write_status(self, patch: Any) -> None:
+    def write_status(self, shown: Any, status: Any) -> dict[str, Any] | None:
+        """Server-side apply as the API server does it: the rollout's part replaces what it
+        applied before, other writers' conditions stay."""
         assert self.body is not None
+        if not ROLLOUT_STATUS.changed(shown.get("status"), status):
+            return None
         self.writes += 1
-        merge(self.body.setdefault("status", {}), copy.deepcopy(dict(patch)))
+        live = self.body.get("status") or {}
+        applied = ROLLOUT_STATUS.owned(copy.deepcopy(dict(status)))
+        others = [c for c in live.get("conditions") or [] if c["type"] not in ROLLOUT_STATUS.conditions]
+        self.body["status"] = {**applied, "conditions": applied.get("conditions", []) + others}
+        return copy.deepcopy(self.body)
 
     def post(self, owner: Any, event: Event) -> None:
         self.events.append(event)
@@ -290,19 +286,20 @@ def test_an_unusable_route_is_refused_before_any_traffic_moves(metrics: FakeMetr
     assert world.fake_router is not None and world.fake_router.history == []
 
 
-def test_status_patch_is_what_a_merge_patch_needs() -> None:
+def test_the_rollout_status_is_applied_as_stored() -> None:
     old = {"phase": "Progressing", "progress": {"stage": "StepRun", "pendingMeasure": {"id": "x"}},
            "analysisHistory": [{"metric": "m", "verdict": "Inconclusive"}]}
     same = {"phase": "Progressing", "progress": {"stage": "StepRun", "pendingMeasure": {"id": "x"}, "withdrawal": None},
             "analysisHistory": [{"metric": "m", "value": None, "verdict": "Inconclusive"}], "pauseUntil": None}
-    assert status_patch(old, same) == {}
+    assert ROLLOUT_STATUS.changed(old, same) == frozenset()  # an idle tick writes nothing
     changed = {**same, "progress": {"stage": "StepRun", "pendingMeasure": None}, "phase": "Paused",
                "analysisHistory": same["analysisHistory"] + [{"metric": "m", "value": None, "verdict": "Failed"}]}
-    patch = status_patch(old, changed)
-    assert patch["phase"] == "Paused"
-    assert patch["progress"] == {"stage": "StepRun", "pendingMeasure": None}  # null deletes
-    assert patch["analysisHistory"][-1] == {"metric": "m", "verdict": "Failed"}  # no nulls in list items
-    assert status_patch({"message": "x"}, {"message": None}) == {"message": None}
+    assert ROLLOUT_STATUS.changed(old, changed) == {"phase", "progress", "analysisHistory"}
+    applied = ROLLOUT_STATUS.owned(changed)
+    assert applied["progress"] == {"stage": "StepRun"}  # left out: removed, as the machine's None means
+    assert applied["analysisHistory"][-1] == {"metric": "m", "verdict": "Failed"}  # no nulls in list items
+    assert ROLLOUT_STATUS.changed({"message": "x"}, {"message": None}) == {"message"}
+    assert "message" not in ROLLOUT_STATUS.owned({"message": None})
 
 
 def test_command_of_and_conditions_for() -> None:

@@ -4,9 +4,10 @@
 loaded the policy, exception and composition indexes). It re-evaluates every intent when a
 policy or exception changes, when an exception expires (it wakes exactly then), when an
 intent's spec changes, and every `interval` seconds (jittered) as a safety net. Results go
-to the intent's `PolicyCompliant` condition and, when the CRD is installed, to one
-PolicyReport per namespace (paved.kube.policyreport). Writes happen only on change. A
-violating intent is never changed or deleted: only reported.
+to the intent's `PolicyCompliant` condition (server-side applied as the audit's own field
+manager: the intent's other writers never touch it, nor it theirs) and, when the CRD is
+installed, to one PolicyReport per namespace (paved.kube.policyreport). Writes happen only
+on change. A violating intent is never changed or deleted: only reported.
 
 Which namespaces may hold PolicyExceptions: the platform's (`paved run --exception-namespace`)
 and those labelled `paved.dev/policy-exceptions=allowed` (see paved.handlers.policy).
@@ -23,15 +24,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import API_VERSION, ratelimit
-from paved.api.common import POLICY_COMPLIANT, READY, get_condition, set_condition
+from paved.api.common import EXPIRED, POLICY_COMPLIANT, READY, get_condition
 from paved.api.kinds import INTENT_KINDS
 from paved.engines.compose import compositions_from, in_scope
 from paved.engines.namespaces import NamespaceCache
 from paved.errors import safe_traceback
-from paved.kube import apply as kube
 from paved.kube import policyreport
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, Json, list_pages, resource_info
+from paved.kube.status import StatusWriter
 from paved.policy import CompiledPolicy, Verdict, check_intent, compile_policies
 from paved.policy.decisions import compliance_condition, exception_conditions, exceptions_allowed_in, next_expiry
 
@@ -55,24 +56,6 @@ def exceptions_for(namespace: str | None, namespace_object: Mapping[str, Any] | 
     if not exceptions_allowed_in(namespace_object, namespace, exception_namespaces):
         return []
     return list(index[namespace]) if namespace and namespace in index else []
-
-
-def reported(intent: Mapping[str, Any]) -> bool:
-    """Whether the intent's own reconcile has reported on its current generation (Ready carries
-    it): until then the audit leaves it alone, see `intent_event`."""
-    status = intent.get("status") or {}
-    ready = get_condition(status.get("conditions"), READY) or {}
-    return (intent.get("metadata") or {}).get("generation") in (ready.get("observedGeneration"), status.get("observedGeneration"))
-
-
-def carries(intent: Mapping[str, Any], condition: kube_status.ConditionSpec) -> bool:
-    """Whether the intent already shows `condition` (type, status, reason, message) for its generation."""
-    type_, value, reason, message = condition
-    current = get_condition((intent.get("status") or {}).get("conditions"), type_) or {}
-    wanted = ("True" if value else "False") if isinstance(value, bool) else value
-    generation = (intent.get("metadata") or {}).get("generation")
-    return (current.get("status"), current.get("reason"), current.get("message", ""), current.get("observedGeneration")) == \
-        (wanted, reason, message, generation)
 
 
 def audit_view(intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,30 +82,35 @@ def audit_wait(interval: float, now: datetime, expiry: datetime | None, uniform:
 
 # --------------------------------------------------------------------------- writes
 
-AUDIT_FIELD_MANAGER = "paved-policy-audit"  # owns the PolicyCompliant condition of every intent
+AUDIT_FIELD_MANAGER = "paved-policy-audit"
+AUDIT_STATUS = StatusWriter(AUDIT_FIELD_MANAGER, conditions=frozenset({POLICY_COMPLIANT}))  # of every intent
+# Platform objects' status: an IntentPolicy's by its event handler (it compiled or not), a
+# PolicyException's by the audit (active, expired, or in a namespace that may not hold one).
+PLATFORM_STATUS = {
+    "IntentPolicy": StatusWriter("paved-policy-compile", frozenset({"observedGeneration"}), frozenset({READY})),
+    "PolicyException": StatusWriter(AUDIT_FIELD_MANAGER, frozenset({"observedGeneration"}), frozenset({READY, EXPIRED})),
+}
 # While a reconciler works through a burst (paved.ratelimit.BURST), the audit's condition
 # writes yield to it: this pace once past the burst allowance. Otherwise: full speed.
 AUDIT_WRITE_RATE, AUDIT_WRITE_BURST = 10.0, 50
 
 
 def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionSpec, bucket: ratelimit.TokenBucket) -> bool:
-    """Set the audit's one condition on an intent; True when written, no request when unchanged.
+    """Set the audit's one condition on an intent; True when written, no request when the
+    intent shows it already (for its generation).
 
     Server-side applied as the audit's own field manager: the intent's other conditions are
-    neither read nor touched, so a concurrent write by the intent's reconcile costs nothing.
+    neither read nor touched, and no other writer touches this one.
     """
-    if carries(intent, condition):
-        return False
-    metadata = intent.get("metadata") or {}
-    type_, value, reason, message = condition
+    status = intent.get("status")
     # set_condition on the current list: lastTransitionTime stays unless the status flips
-    new = set_condition((intent.get("status") or {}).get("conditions"), type_, value, reason, message, metadata.get("generation"))
-    mine = [c for c in new if c.get("type") == type_]
+    new = kube_status.with_conditions(status, [condition], (intent.get("metadata") or {}).get("generation"))
+    if not AUDIT_STATUS.changed(status, new):
+        return False
     if ratelimit.BURST.active():
         bucket.take()
     try:
-        kube_status.apply_status(API_VERSION, intent["kind"], metadata.get("namespace"), metadata["name"],
-                                 {"conditions": mine}, field_manager=AUDIT_FIELD_MANAGER)
+        AUDIT_STATUS.write(intent, new)
     except ApiError as error:
         if error.not_found:
             return False
@@ -130,24 +118,20 @@ def write_condition(intent: Mapping[str, Any], condition: kube_status.ConditionS
     return True
 
 
-
 def write_platform_status(body: Mapping[str, Any], conditions: list[kube_status.ConditionSpec]) -> None:
     """Conditions on an IntentPolicy or PolicyException, written only when they change."""
     metadata = body.get("metadata") or {}
     generation = metadata.get("generation")
-    old = dict(body.get("status") or {})
-    status = kube_status.with_conditions({**old, "observedGeneration": generation}, conditions, generation)
-    delta = kube_status.status_delta(old, status)
-    if delta:
-        try:
-            kube_status.patch_status(API_VERSION, str(body.get("kind")), metadata.get("namespace"), metadata["name"], delta)
-        except ApiError as error:
-            if not error.not_found:
-                log.warning("cannot write status of %s %s: %s", body.get("kind"), metadata.get("name"), error)
-            return  # not written: the next pass tries again
-        # the index snapshot sees its own status write only at the next event: remember it to stay quiet
-        if isinstance(body, dict):
-            body.setdefault("status", {}).update(delta)
+    status = kube_status.with_conditions({**(body.get("status") or {}), "observedGeneration": generation}, conditions, generation)
+    try:
+        written = PLATFORM_STATUS[str(body.get("kind"))].write({"apiVersion": API_VERSION, **body}, status)
+    except ApiError as error:
+        if not error.not_found:
+            log.warning("cannot write status of %s %s: %s", body.get("kind"), metadata.get("name"), error)
+        return  # not written: the next pass tries again
+    # the index snapshot sees its own status write only at the next event: remember it to stay quiet
+    if written is not None and isinstance(body, dict):
+        body["status"] = dict(written.get("status") or {})
 
 
 
@@ -171,12 +155,13 @@ class Auditor:
         self._stop = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
-        self.full_requested = True  # the first pass audits every intent that has reported
+        self.full_requested = True  # the first pass audits every intent
         self.pending: dict[str, dict[str, Any]] = {}  # uid -> intent body
         self.removed: set[tuple[str, str, str]] = set()
-        # uid -> (generation, condition) the intent was last seen to carry, by our write or a
-        # read: a queued event body older than our own write must not cause a second write
-        self.carried: dict[str, tuple[Any, ...]] = {}
+        # uid -> (generation, condition) the intent carries since our write, or a listing:
+        # no one else writes PolicyCompliant, so an event body read before our write (the
+        # intent's reconcile writing its own conditions meanwhile) causes no second write.
+        self.judged: dict[str, tuple[Any, ...]] = {}
         self.results: dict[str, dict[tuple[str, str], tuple[dict[str, str], list[Verdict]]]] = {}
         self.reports: dict[str, Json] = {}  # namespace -> the last written report
         self.thread = threading.Thread(target=self._loop, name="paved-audit", daemon=True)
@@ -197,25 +182,22 @@ class Auditor:
 
     def observe(self, type: str | None, body: Mapping[str, Any]) -> None:
         """An intent event (Kopf's watch, or Paved's own for ExternalSecretRefs): a created or
-        re-specified intent is audited once its own reconcile has reported on this generation
-        (its Ready condition carries it); a deleted one leaves the report.
-
-        Waiting for Ready keeps the two status writers apart: the intent's reconcile patches the
-        whole `conditions` list (a merge patch replaces lists) from the body it was given, so a
-        PolicyCompliant written between that read and its patch was dropped and written again
-        (at 1,500 identities created at once, 290 of them took a second PolicyCompliant write).
-        An intent whose reconcile never reports is still covered by the periodic full audit.
-        Nothing here waits on I/O: every status write of every intent comes through here.
+        re-specified intent is audited at once (the intent's reconcile and the audit each apply
+        only their own conditions, so neither waits for the other); a deleted one leaves the
+        report. Events of a generation already judged (the reconcile's own status writes) are
+        skipped. Nothing here waits on I/O: every status write of every intent comes through here.
         """
-        if not in_scope((body.get("metadata") or {}).get("namespace"), self.namespaces):
+        metadata = body.get("metadata") or {}
+        if not in_scope(metadata.get("namespace"), self.namespaces):
             return
         if type == "DELETED":
             self.forget(body)
             return
-        if not reported(body):
-            return  # not reported yet: the reconcile's status write (a MODIFIED event) brings us back
+        generation = metadata.get("generation")
+        if self.judged.get(metadata.get("uid") or "", (None,))[0] == generation:
+            return
         condition = get_condition((body.get("status") or {}).get("conditions"), POLICY_COMPLIANT)
-        if condition is None or condition.get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
+        if condition is None or condition.get("observedGeneration") != generation:
             self.submit(body)
 
     def request_full(self) -> None:
@@ -232,7 +214,7 @@ class Auditor:
         metadata = body.get("metadata") or {}
         with self.lock:
             self.removed.add((metadata.get("namespace") or "", body.get("kind") or "", metadata.get("name") or ""))
-            self.carried.pop(metadata.get("uid") or "", None)
+            self.judged.pop(metadata.get("uid") or "", None)
         self.wake.set()
 
     def _loop(self) -> None:
@@ -264,10 +246,7 @@ class Auditor:
             seen: dict[str, set[tuple[str, str]]] = {}
             for intent in self._list_intents():
                 seen.setdefault(intent["metadata"]["namespace"], set()).add((intent["kind"], intent["metadata"]["name"]))
-                # Not reported yet: its report brings it here (intent_event) with the current
-                # policies; only the periodic safety net covers an intent that never reports.
-                if periodic or reported(intent):
-                    touched.add(self._audit(intent, now))
+                touched.add(self._audit(intent, now, listed=True))
             for namespace in list(self.results):
                 for key in [k for k in self.results[namespace] if k not in seen.get(namespace, set())]:
                     del self.results[namespace][key]
@@ -292,7 +271,10 @@ class Auditor:
             except ApiError as error:
                 log.warning("audit cannot list %s: %s", kind, error)
 
-    def _audit(self, intent: Mapping[str, Any], now: datetime) -> str:
+    def _audit(self, intent: Mapping[str, Any], now: datetime, *, listed: bool = False) -> str:
+        """Judge one intent and write its PolicyCompliant when the intent does not carry it yet:
+        as `intent` shows it when `listed` (read just now), else as remembered in `judged`
+        when that is newer than the event body."""
         metadata = intent.get("metadata") or {}
         namespace = metadata.get("namespace") or ""
         ns_object = self.namespace_cache.get(namespace)
@@ -301,16 +283,13 @@ class Auditor:
             exceptions_for(namespace, ns_object, self.exception_index, self.exception_namespaces), now=now,
         )
         condition = compliance_condition(result.verdicts, result.render_error)
-        uid, carried = metadata.get("uid") or "", (metadata.get("generation"), *condition)
+        uid, judged = metadata.get("uid") or "", (metadata.get("generation"), *condition)
         try:
-            if self.carried.get(uid) == carried and not carries(intent, condition):
-                # We wrote it after this body was read (or someone removed it since): look.
-                live = kube.get(str(intent.get("apiVersion") or API_VERSION), str(intent.get("kind")), metadata["name"], namespace)
-                intent = audit_view(live) if live is not None else intent
-            if write_condition(intent, condition, self.writes):  # no request when the condition is unchanged
+            # no request when the intent carries it already
+            if (listed or self.judged.get(uid) != judged) and write_condition(intent, condition, self.writes):
                 log.info("%s %s/%s: %s=%s (%s)", intent.get("kind"), namespace, metadata.get("name"), *condition[:3])
             with self.lock:
-                self.carried[uid] = carried
+                self.judged[uid] = judged
         except ApiError as error:
             log.warning("cannot write PolicyCompliant on %s %s/%s: %s", intent.get("kind"), namespace, metadata.get("name"), error)
         reference = {"apiVersion": API_VERSION, "kind": str(intent.get("kind")), "name": metadata.get("name", ""),

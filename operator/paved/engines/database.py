@@ -22,14 +22,18 @@ What is specific to databases, in the order a reconcile meets it:
    "fixed" by deleting and recreating the database.
 
 Cloud drift: a per-intent Kopf daemon (paved.handlers.database) calls `check_drift` every
-`spec.driftCheckInterval` (default 10m): the same reconcile, which corrects mutable fields.
+`spec.driftCheckInterval` (default 10m): the same reconcile, which corrects mutable fields,
+its status written like every reconcile's; `status.lastDriftCheck` is the drift check's own
+field (its own writer, `paved-drift-check`), so a reconcile never carries or drops it.
 Each wait is stretched by random jitter so intents created (or resumed) together spread out,
 and is never shorter than the interval: at most one describe per resource per interval.
 
 Deletion follows `spec.deletionPolicy` (Snapshot, Retain, Delete) through the providers, in
 reverse order and each after the next is gone: the instance, then its security groups and
 subnet group (Retain keeps them all). A failed cloud call keeps the finalizer and retries with
-bounded exponential backoff; nothing is released on an error.
+bounded exponential backoff; nothing is released on an error, and Ready says so
+(DeletionFailed, written as the reconcile: once the intent is being deleted, nothing else
+reconciles it).
 
 Adoption: annotation `paved.dev/adopt-db-instance: <identifier>` asks the composition to
 render that identifier plus tag `paved.dev/adopted: "true"`, which is the aws-rds provider's
@@ -47,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from paved import KOPF_FINALIZER
-from paved.api.common import SYNCED, now_rfc3339, parse_duration
+from paved.api.common import READY, SYNCED, now_rfc3339, parse_duration
 from paved.api.database import DatabaseIntentSpec
 from paved.api.kinds import SpecError
 from paved.engines.compose import (
@@ -61,11 +65,11 @@ from paved.engines.compose import (
     build_status,
     namespace_labels,
     owner_of,
-    write_status,
 )
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
+from paved.kube.status import CONDITIONS, StatusWriter
 from paved.providers import base as providers
 from paved.providers.aws import rds
 from paved.providers.base import ProviderError
@@ -82,6 +86,8 @@ REASON_INVALID_RESTORE = "InvalidRestoreSource"
 DRIFT_JITTER = 0.1  # each wait is interval x (1 + U(0, DRIFT_JITTER)); the first one x (1 + U(0, 1))
 DEFAULT_DRIFT_INTERVAL = 600.0
 MIN_DRIFT_INTERVAL = 1.0
+LAST_DRIFT_CHECK = "lastDriftCheck"
+DRIFT_CHECK_STATUS = StatusWriter("paved-drift-check", frozenset({LAST_DRIFT_CHECK}))
 
 Compositions = Sequence[Mapping[str, Any]]
 
@@ -148,15 +154,15 @@ def immutable_drift(result: ComposeResult) -> str | None:
 
 
 def with_immutable_drift(outcome: Outcome, body: Mapping[str, Any]) -> Outcome:
-    """Synced=False/ImmutableFieldChanged when a resource has immutable drift (status, delta, Event)."""
+    """Synced=False/ImmutableFieldChanged when a resource has immutable drift (status, Event)."""
     message = immutable_drift(outcome.result)
     if message is None or outcome.result.error is not None:
         return outcome
     status = kube_status.with_conditions(outcome.status, [(SYNCED, False, REASON_IMMUTABLE, message)], outcome.result.generation)
-    delta = kube_status.status_delta(body.get("status") or {}, status)
-    if "conditions" in delta:
+    refined = DATABASES.outcome(outcome.result, body, status)
+    if CONDITIONS in refined.changed:
         events.post_event(owner_of(body), REASON_IMMUTABLE, message, "Warning")
-    return Outcome(outcome.result, status, delta)
+    return refined
 
 
 # --------------------------------------------------------------------------- pre-checks
@@ -240,24 +246,26 @@ def next_drift_wait(spec: Mapping[str, Any] | None, *, first: bool, uniform: Cal
     return drift_interval(spec) * (1.0 + uniform(0.0, 1.0 if first else DRIFT_JITTER))
 
 
+# `refine` applies the immutable-drift condition on every reconcile path (handlers, the drift
+# daemon, child-drift restores, Composition re-renders), not only the handlers'.
+DATABASES = IntentKind(KIND, status_extras=database_status, deletion_policy=deletion_policy, refine=with_immutable_drift,
+                       not_reconciled=frozenset({LAST_DRIFT_CHECK}))
+
+
 class DatabaseEngine:
     """The database kind, registered with `compose`, and its reconcile, drift check and deletion."""
 
     def __init__(self, compose: ComposeEngine) -> None:
         self.compose = compose
-        # `refine` applies the immutable-drift condition on every reconcile path (handlers, the
-        # drift daemon, child-drift restores, Composition re-renders), not only the handlers'.
-        self.kind = compose.register_kind(
-            IntentKind(KIND, status_extras=database_status, deletion_policy=deletion_policy, refine=with_immutable_drift))
+        self.kind = compose.register_kind(DATABASES)
 
     def _refused(self, body: Mapping[str, Any], error: ComposeError) -> Outcome:
         """An outcome for a pre-check failure: conditions only, nothing applied, nothing called."""
         result = ComposeResult(generation=(body.get("metadata") or {}).get("generation"), error=error)
-        status = build_status(self.kind, body, result)
-        delta = kube_status.status_delta(body.get("status") or {}, status)
-        if "conditions" in delta:
+        outcome = self.kind.outcome(result, body, build_status(self.kind, body, result))
+        if CONDITIONS in outcome.changed:
             events.post_event(owner_of(body), error.reason, error.message, "Warning")
-        return Outcome(result, status, delta)
+        return outcome
 
     def reconcile(self, body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> Outcome:
         """The checks of the module docstring, then the composed reconcile; writes nothing but the finalizer."""
@@ -289,6 +297,11 @@ class DatabaseEngine:
         return render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(namespace),
                              allowed=self.compose.allowances(KIND, namespace))
 
+    def reconcile_and_write(self, body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> Outcome | None:
+        """`reconcile`, and its status written (None: the intent is being deleted)."""
+        return self.compose.reconcile_and_write(
+            self.kind, body, lambda current: self.reconcile(current, compositions, trigger=trigger).written())
+
     def restore_refusal(self, body: Mapping[str, Any], spec: DatabaseIntentSpec, compositions: Compositions) -> ComposeError | None:
         """spec.restoreFrom is checked before the first cloud call (the subnet group and security
         groups come before the instance): a snapshot that does not exist, is of another engine, ...
@@ -309,13 +322,24 @@ class DatabaseEngine:
 
     def check_drift(self, body: Mapping[str, Any], compositions: Compositions) -> Outcome | None:
         """One drift check: the composed reconcile (one describe per cloud resource when nothing
-        changed, a modify of only the differing fields when something did) and lastDriftCheck."""
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        outcome = self.reconcile(body, compositions, trigger="drift check")
-        status = {**outcome.status, "lastDriftCheck": now_rfc3339()}
-        write_status(self.kind, body, kube_status.status_delta(body.get("status") or {}, status))
+        changed, a modify of only the differing fields when something did), its status written
+        when it changed, then lastDriftCheck (its own writer: one request per check)."""
+        outcome = self.reconcile_and_write(body, compositions, trigger="drift check")
+        if outcome is not None:
+            DRIFT_CHECK_STATUS.write(body, {LAST_DRIFT_CHECK: now_rfc3339()})
         return outcome
+
+    def deletion_failed(self, body: Mapping[str, Any], message: str) -> None:
+        """Ready=False/DeletionFailed with `message`: the reconcile's own Ready, written as the
+        reconcile (nothing else reconciles an intent being deleted)."""
+        generation = (body.get("metadata") or {}).get("generation")
+        try:
+            self.compose.reconcile_and_write(self.kind, body, lambda current: (kube_status.with_conditions(
+                current.get("status"), [(READY, False, REASON_DELETION_FAILED, message)], generation), None), while_deleting=True)
+        except ApiError as error:  # the deletion is retried anyway, and says so again
+            metadata = body.get("metadata") or {}
+            log.warning("%s %s/%s: status not written: %s %s", KIND, metadata.get("namespace"), metadata.get("name"),
+                        error.status, error.reason)
 
     def finalize(self, body: Mapping[str, Any], compositions: Compositions) -> list[str]:
         """Carry out spec.deletionPolicy on the cloud resources; what is still being deleted."""

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import identity as core
-from paved.api.common import READY, Model, now_rfc3339, parse_rfc3339
+from paved.api.common import READY, SYNCED, Model, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.errors import describe
 from paved.engines.compose import (
@@ -39,7 +39,6 @@ from paved.engines.compose import (
     IntentKind,
     Outcome,
     owner_of,
-    reconcile_and_write,
     render_for_deletion,
 )
 from paved.identity import ceiling as ceilings, chain as chains, grants, scope as scopes
@@ -160,7 +159,7 @@ def refused_by_api_server(outcome: Outcome, namespace: str) -> str | None:
     return f"{outside[0].field}: {ceilings.outside_message(outside, ceilings.Ceiling())} (refused by the API server)"
 
 
-def ceiling_backstop(outcome: Outcome, body: Mapping[str, Any]) -> Outcome:
+def ceiling_backstop(kind: IntentKind, outcome: Outcome, body: Mapping[str, Any]) -> Outcome:
     """On every path (handler, children watch, Composition change) the API server's escalation
     refusal reads as the same Ready=False/OutsideCeiling the up-front check gives."""
     refusal = refused_by_api_server(outcome, (body.get("metadata") or {}).get("namespace", ""))
@@ -168,7 +167,7 @@ def ceiling_backstop(outcome: Outcome, body: Mapping[str, Any]) -> Outcome:
         return outcome
     status = kube_status.with_conditions(outcome.status, [(READY, False, chains.REASON_OUTSIDE_CEILING, refusal)],
                                          (body.get("metadata") or {}).get("generation"))
-    return Outcome(outcome.result, status, kube_status.status_delta(body.get("status") or {}, status))
+    return kind.outcome(outcome.result, body, status)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -205,9 +204,10 @@ class IdentityEngine:
         self._expired: dict[str, tuple[str, str]] = {}  # uid -> (reason, message) of identities expired in this process
         self._context: dict[str, dict[str, Any]] = {}  # uid -> {owner, purpose} of the spec being reconciled
         self.ceilings = CeilingReader()
-        self.kind = compose.register_kind(_IdentityKind(
+        self.kind: IntentKind = compose.register_kind(_IdentityKind(
             KIND, status_extras=identity_status, audit=self.audit_grants, effective=self._effective,
-            refine=lambda outcome, body: self.keep_expired(ceiling_backstop(outcome, body), body)))
+            conditions=frozenset({READY, SYNCED, EXPIRED, ACCEPTED}),
+            refine=lambda outcome, body: self.keep_expired(ceiling_backstop(self.kind, outcome, body), body)))
         self.raw_kind = IntentKind(KIND)  # the full declared spec: deletion removes everything it could have made
 
     # --- audit records ----------------------------------------------------------------
@@ -244,7 +244,7 @@ class IdentityEngine:
         status = kube_status.with_conditions(outcome.status, [(READY, False, reason, message), (EXPIRED, True, reason, message)],
                                              (body.get("metadata") or {}).get("generation"))
         status["grants"] = []
-        return Outcome(outcome.result, status, kube_status.status_delta(old, status))
+        return self.kind.outcome(outcome.result, body, status)
 
     # --- the platform's ceiling ----------------------------------------------------------
 
@@ -269,8 +269,9 @@ class IdentityEngine:
 
     def reconcile_now(self, body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]], *,
                       now: datetime | None = None) -> tuple[dict[str, Any], Outcome | None]:
-        """Decide (grant / expire / refuse), act; returns the status delta (not written here) and the
-        composed outcome when something was applied (for Kopf's retry mapping)."""
+        """Decide (grant / expire / refuse), act; returns the new status (not written here:
+        `reconcile_and_write`) and the composed outcome when something was applied (for Kopf's
+        retry mapping)."""
         now = now or datetime.now(timezone.utc)
         owner = owner_of(body)
         old = dict(body.get("status") or {})
@@ -278,7 +279,7 @@ class IdentityEngine:
             raw = kind_info(KIND).parse_spec(body.get("spec")).dump()
         except SpecError:
             outcome = self.compose.reconcile(self.kind, body, compositions)  # InvalidSpec, nothing applied
-            return outcome.delta, outcome
+            return outcome.status, outcome
         self._context[owner.uid] = {"owner": raw.get("owner"), "purpose": raw.get("purpose")}
         decision = core.decide(summary(body), accepted=_accepted(body), now=now, lookup=lookup_in(index),
                                namespace_allowed=namespace_allowed, max_depth=max_depth(),
@@ -290,11 +291,10 @@ class IdentityEngine:
                 (READY, False, decision.reason, f"{decision.field}: {decision.message}"),
                 (ACCEPTED, False, decision.reason, f"{decision.field}: {decision.message}"),
             ], generation)
-            delta = kube_status.status_delta(old, status)
-            if delta:
+            if self.kind.status_writer.changed(old, status):
                 self.audit(owner, decision.reason, f"refused, nothing new granted: {decision.field}: {decision.message}",
                            old, "Warning")
-            return delta, None
+            return status, None
         if decision.action == chains.EXPIRE:
             return self._expire(body, compositions, decision, old), None
         # grant
@@ -314,15 +314,14 @@ class IdentityEngine:
         elif error is None or error.retryable:
             conditions.append((ACCEPTED, True, decision.reason, decision.message))
         status = kube_status.with_conditions(status, conditions, generation)
-        status = {key: value for key, value in status.items() if value is not None or key in old}
-        delta = kube_status.status_delta(old, status)
+        changed = self.kind.status_writer.changed(old, status)
         if decision.narrowed and condition(old, ACCEPTED).get("reason") != "Narrowed":
             self.audit(owner, "Narrowed", decision.message, status, "Warning")
         if is_true(old, EXPIRED):
             self.audit(owner, "Restored", f"expiry extended: {decision.message}", status)
-        if refusal is not None and delta:
+        if refusal is not None and changed:
             self.audit(owner, chains.REASON_OUTSIDE_CEILING, f"refused: {refusal}", status, "Warning")
-        return delta, outcome
+        return status, outcome
 
     def _expire(self, body: Mapping[str, Any], compositions: list[Mapping[str, Any]], decision: chains.Decision,
                 old: dict[str, Any]) -> dict[str, Any]:
@@ -361,19 +360,24 @@ class IdentityEngine:
             (READY, False, decision.reason, message),
             (EXPIRED, True if not unfinished else False, decision.reason, message),
         ], owner.generation)
-        delta = kube_status.status_delta(old, status)
-        if delta:
+        if self.kind.status_writer.changed(old, status):
             self.audit_grants(owner, old, status)
             self.audit(owner, decision.reason, f"every grant revoked: {message}" if not unfinished else message, status,
                        "Normal" if not unfinished else "Warning")
         if unfinished:
             raise providers.ProviderError(message, retryable=True)
-        return delta
+        return status
+
+    def reconcile_and_write(self, body: Mapping[str, Any], index: Mapping[Any, Any],
+                            compositions: list[Mapping[str, Any]]) -> Outcome | None:
+        """`reconcile_now` and its status written (compose.reconcile_and_write: one path at a time
+        per identity, each from the status as last written)."""
+        return self.compose.reconcile_and_write(self.kind, body, lambda current: self.reconcile_now(current, index, compositions))
 
     def resync(self, body: Mapping[str, Any], index: Mapping[Any, Any], compositions: list[Mapping[str, Any]]) -> None:
-        """Reconcile outside a Kopf handler cycle and write the status delta (the daemon's path)."""
+        """Reconcile outside a Kopf handler cycle and write the status (the daemon's path)."""
         try:
-            reconcile_and_write(self.kind, body, lambda fresh: self.reconcile_now(fresh, index, compositions)[0])
+            self.reconcile_and_write(body, index, compositions)
         except (providers.ProviderError, ApiError) as error:  # the next tick or event retries
             log.warning("%s/%s: %s (retrying)", body["metadata"]["namespace"], body["metadata"]["name"], error)
 

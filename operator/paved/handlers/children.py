@@ -28,7 +28,7 @@ from typing import Any
 import kopf
 
 from paved.engines import Engines
-from paved.engines.compose import compositions_from, in_scope, reconcile_and_write
+from paved.engines.compose import compositions_from, in_scope
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
 from paved.providers.base import Owner
@@ -76,8 +76,7 @@ def restore_owner(child: Mapping[str, Any], event: str, compositions: list[Mappi
     if intent is None or intent["metadata"].get("uid") != ref.uid or intent["metadata"].get("deletionTimestamp"):
         return  # the garbage collector or the finalizer is removing this child on purpose
     trigger = f"{event} of {kube.key_of(child)}"
-    reconcile_and_write(intent_kind, intent,
-                        lambda body: engines.compose.reconcile(intent_kind, body, compositions, trigger=trigger).delta)
+    engines.compose.reconcile_written(intent_kind, intent, compositions, trigger=trigger)
 
 
 async def on_child_event(type: str | None, body: kopf.Body, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:

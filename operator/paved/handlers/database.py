@@ -1,7 +1,7 @@
 """DatabaseIntent: Kopf's side of the database engine (paved.engines.database).
 
-- create/update/resume: the checks and the composed reconcile; one status PATCH (Kopf's),
-  only when the status changed.
+- create/update/resume: the checks and the composed reconcile; the status is written (one
+  server-side apply as the reconcile) only when it changed.
 - a per-intent daemon re-reads cloud resources every `spec.driftCheckInterval`. It is `async`
   only to sleep without holding a thread (hundreds of intents would otherwise pin hundreds of
   worker threads); the check itself is the same synchronous reconcile, run in a worker
@@ -21,18 +21,10 @@ from typing import Any
 import kopf
 
 from paved import GROUP, VERSION
-from paved.api.common import READY
 from paved.engines import Engines
 from paved.engines.compose import HANDLER_RETRIES, backoff, compositions_from
-from paved.engines.database import (
-    CLEANUP_FINALIZER,
-    REASON_DELETION_FAILED,
-    IntentChanging,
-    has_cleanup_finalizer,
-    next_drift_wait,
-)
+from paved.engines.database import CLEANUP_FINALIZER, IntentChanging, has_cleanup_finalizer, next_drift_wait
 from paved.handlers.common import raise_for_kopf
-from paved.kube import status as kube_status
 from paved.kube.client import ApiError
 from paved.providers.base import ProviderError
 
@@ -62,16 +54,14 @@ async def watch_cloud_drift(stopped: kopf.DaemonStopped, body: kopf.Body, compos
             logger.warning(f"drift check failed, retrying in one interval: {error}")
 
 
-def reconcile_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, memo: Engines,
-                       **_: Any) -> None:
-    """Check, render and apply; one status PATCH (Kopf's) and only when the status changed."""
+def reconcile_database(body: kopf.Body, retry: int, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:
+    """Check, render and apply; the status is written only when it changed."""
     try:
-        outcome = memo.databases.reconcile(body, compositions_from(composition_index), trigger="handler")
+        outcome = memo.databases.reconcile_and_write(body, compositions_from(composition_index), trigger="handler")
     except IntentChanging as changing:
         raise kopf.TemporaryError(str(changing), delay=changing.delay) from None
-    for key, value in outcome.delta.items():
-        patch.status[key] = value
-    raise_for_kopf(outcome, retry)
+    if outcome is not None:
+        raise_for_kopf(outcome, retry)
 
 
 def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index, memo: Engines,
@@ -84,9 +74,7 @@ def finalize_database(body: kopf.Body, patch: kopf.Patch, retry: int, compositio
     except (ProviderError, ApiError) as error:
         message = (f"deletion (spec.deletionPolicy={body.get('spec', {}).get('deletionPolicy', 'Snapshot')}) failed "
                    f"and will be retried; nothing was released: {error}")
-        status = kube_status.with_conditions(body.get("status"), [(READY, False, REASON_DELETION_FAILED, message)],
-                                             body["metadata"].get("generation"))
-        patch.status["conditions"] = status["conditions"]
+        memo.databases.deletion_failed(body, message)
         raise kopf.TemporaryError(message, delay=backoff(retry)) from None
     if unfinished:
         raise kopf.TemporaryError(f"still deleting: {'; '.join(unfinished)}", delay=backoff(retry))

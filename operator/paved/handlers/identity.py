@@ -2,8 +2,8 @@
 
 - `identity_summaries` (a Kopf index): every identity's spec and expiry by (namespace, name);
   parents are resolved from here.
-- create/update/resume: decide, render the effective spec and apply; one status PATCH
-  (Kopf's), only on change.
+- create/update/resume: decide, render the effective spec and apply; the status is written
+  (one server-side apply as the reconcile) only on change.
 - an async daemon per identity sleeps until `status.expiresAt` (ticks of at most 1 s) and
   re-reconciles when it passes, when an ancestor changes (the index), so parents expiring or
   narrowing expire or narrow their descendants, and when what IntentPolicies allow it
@@ -46,15 +46,13 @@ def identity_summaries(body: kopf.Body, namespace: str | None, name: str, **_: A
     return {(namespace or "", name): summary(body)}  # namespaced: never empty
 
 
-def reconcile_identity(body: kopf.Body, patch: kopf.Patch, retry: int, composition_index: kopf.Index,
-                       identity_summaries: kopf.Index, memo: Engines, **_: Any) -> None:
-    """Decide, render the effective spec and apply; one status PATCH (Kopf's), only on change."""
+def reconcile_identity(body: kopf.Body, retry: int, composition_index: kopf.Index, identity_summaries: kopf.Index,
+                       memo: Engines, **_: Any) -> None:
+    """Decide, render the effective spec and apply; the status is written only on change."""
     try:
-        delta, outcome = memo.identities.reconcile_now(body, identity_summaries, compositions_from(composition_index))
+        outcome = memo.identities.reconcile_and_write(body, identity_summaries, compositions_from(composition_index))
     except ProviderError as error:
         raise kopf.TemporaryError(str(error), delay=backoff(retry)) from None
-    for key, value in delta.items():
-        patch.status[key] = value
     if outcome is not None:
         raise_for_kopf(outcome, retry)
 

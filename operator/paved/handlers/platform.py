@@ -1,8 +1,9 @@
 """Compositions: their Ready status, and re-rendering the intents that use one when it changes.
 
 A Composition whose spec or templates do not compile gets Ready=False naming the resource
-and line; a valid one Ready=True. Status is written only when it changes. (The composition
-index itself, which every intent is rendered from, is in paved.handlers.indexes.)
+and line; a valid one Ready=True. Status is written only when it changes (server-side
+apply as `paved-composition-check`, paved.kube.status). (The composition index itself,
+which every intent is rendered from, is in paved.handlers.indexes.)
 
 When a Composition's spec changes (or it appears or disappears), the intents that use it,
 and those still waiting with NoComposition, are re-rendered at once through the kind's
@@ -24,14 +25,16 @@ from paved import API_VERSION, GROUP, VERSION
 from paved.api.common import READY
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
-from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope, reconcile_and_write
+from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, request, resource_info
+from paved.kube.status import StatusWriter
 from paved.render import check_composition
 
 log = logging.getLogger(__name__)
 
 COMPOSITION = "Composition"
+COMPOSITION_STATUS = StatusWriter("paved-composition-check", frozenset({"observedGeneration"}), frozenset({READY}))
 
 
 def problems_of(composition: Mapping[str, Any]) -> list[str]:
@@ -55,9 +58,7 @@ def composition_changed(type: str | None, body: kopf.Body, composition_index: ko
     problems = problems_of(body)
     ready = (READY, True, "Valid", "templates compile") if not problems else (READY, False, "Invalid", "; ".join(problems))
     status = kube_status.with_conditions({**old, "observedGeneration": generation}, [ready], generation)
-    delta = kube_status.status_delta(old, status)
-    if delta:
-        kube_status.patch_status(API_VERSION, COMPOSITION, None, name, delta)
+    if COMPOSITION_STATUS.write({"apiVersion": API_VERSION, "kind": COMPOSITION, **body}, status) is not None:
         if problems:
             log.warning("composition %s is invalid: %s", name, "; ".join(problems))
     spec_changed = old.get("observedGeneration") != generation
@@ -82,8 +83,7 @@ def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, 
         if not _uses(item, name) or not in_scope(item["metadata"].get("namespace"), memo.scope.namespaces):
             continue
         try:
-            reconcile_and_write(intent_kind, item,
-                                lambda body: memo.compose.reconcile(intent_kind, body, compositions, trigger=reason).delta)
+            memo.compose.reconcile_written(intent_kind, item, compositions, trigger=reason)
         except ApiError as error:  # one intent's failure must not stop the others
             log.warning("re-render of %s %s/%s after %s failed: %s", intent_kind.kind,
                         item["metadata"].get("namespace"), item["metadata"].get("name"), reason, error)

@@ -88,8 +88,11 @@ def exception_changed(type: str | None, body: kopf.Body, policy_index: kopf.Inde
 
 
 async def intent_changed(type: str | None, body: kopf.Body, memo: Engines, **_: Any) -> None:
-    """Kopf's watch of the intent kinds it serves (in its event loop: no I/O here)."""
+    """Kopf's watch of the intent kinds it serves (in its event loop: no I/O here); a deleted
+    intent is also forgotten by the compose engine (what it wrote of its status)."""
     memo.audit.observe(type, body)
+    if type == "DELETED":
+        memo.compose.forget((body.get("metadata") or {}).get("uid") or "")
 
 
 def start_audit(policy_index: kopf.Index, exception_index: kopf.Index, composition_index: kopf.Index, memo: Engines,

@@ -12,7 +12,8 @@ Handlers do not sync. They validate and *register*:
   the policy audit.
 - SecretStore / ClusterSecretStore events (Kopf) feed the engine's store cache and make the
   store's refs due at once when it appears or changes; create/update/resume and a timer
-  run a real authentication check and write the store's Ready condition. A SecretStore that
+  run a real authentication check and write the store's Ready condition (server-side apply
+  as `paved-store-check`). A SecretStore that
   would act with the operator's credentials or at an endpoint the platform did not give it
   (paved.secretsync.tenancy) is refused before anything is asked of a backend; when
   IntentPolicy allowances change (`allowances_changed`), every SecretStore is checked again
@@ -36,10 +37,9 @@ import kopf
 from paved import API_VERSION, GROUP, VERSION
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
-from paved.engines.secretsync import REF_KIND, STORE_CHECK_INTERVAL, STORE_PLURALS
+from paved.engines.secretsync import REF_KIND, STORE_CHECK_INTERVAL, STORE_PLURALS, STORE_STATUS
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
-from paved.kube import status as kube_status
 from paved.kube.watch import Informer
 from paved.providers.base import Owner
 from paved.secretsync import target
@@ -114,11 +114,8 @@ def _store_event(kind: str) -> Callable[..., None]:
 
 
 def _store_check(kind: str) -> Callable[..., None]:
-    def handler(body: kopf.Body, patch: kopf.Patch, memo: Engines, **_: Any) -> None:
-        old = dict(body.get("status") or {})
-        status = memo.secrets.check_store(_store_key(kind, body), body)
-        for key, value in kube_status.status_delta(old, status).items():
-            patch.status[key] = value
+    def handler(body: kopf.Body, memo: Engines, **_: Any) -> None:
+        STORE_STATUS.write(body, memo.secrets.check_store(_store_key(kind, body), body))
 
     return handler
 

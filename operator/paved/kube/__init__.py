@@ -4,6 +4,7 @@
   discovery of plural names and scope.
 - apply: THE server-side-apply helper (labels, ownerReferences), get/create/delete, prune,
   and the pure `decorate`/`drift` functions behind them.
-- status: status deltas and status-subresource patches (conditions via set_condition).
+- status: status by server-side apply, each writer its own field manager and fields
+  (StatusWriter; conditions via set_condition).
 - events: Kubernetes Events on intents.
 """

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -310,7 +310,7 @@ def request(
     path: str,
     *,
     operation: str,
-    body: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | Sequence[Any] | None = None,  # a list: a JSON patch
     query: Mapping[str, Any] | None = None,
     content_type: str = "application/json",
     accept: str = "application/json",

@@ -5,9 +5,9 @@ user-facing fields (phase, message, currentStepIndex, canaryWeight, revisions, c
 analysisHistory, pauseUntil) follow the ProgressiveRollout status schema; the machine's own
 bookkeeping lives under `status.progress` (not an API contract; shown for debugging).
 
-Written status is complete and merge-patch safe: every key the machine owns is present
-(None where cleared, which deletes it in a JSON merge patch), collections are lists (replaced
-whole by a merge patch) or maps keyed by the spec's metric names with every metric present.
+Written status is complete: every key the machine owns is present (None where cleared: the
+rollout's status writer leaves it out, and server-side apply removes it), collections are
+lists (replaced whole) or maps keyed by the spec's metric names with every metric present.
 Keys the machine does not own (conditions, observedGeneration) are passed through untouched.
 """
 

@@ -6,9 +6,7 @@ from paved.engines.compose.engine import (
     build_status,
     generated_secret_name,
     namespace_labels,
-    reconcile_and_write,
     render_for_deletion,
-    write_status,
 )
 from paved.engines.compose.model import (
     BACKOFF_CAP,
@@ -35,5 +33,5 @@ __all__ = [
     "REASON_PROVIDER_ERROR", "REASON_READY", "REASON_RENDER_FAILED", "AllowanceSource", "ComposeEngine",
     "ComposeError", "ComposeResult", "IntentKind", "Outcome", "ResourceState", "backoff", "build_status",
     "compositions_from", "generated_secret_name", "in_scope", "namespace_labels", "owner_of",
-    "reconcile_and_write", "render_for_deletion", "write_status",
+    "render_for_deletion",
 ]

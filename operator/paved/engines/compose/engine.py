@@ -12,14 +12,16 @@ the world match it, in a fixed, visible order:
    next render pass, repeat until nothing more can be applied           -> ProviderError
 6. prune Kubernetes children the intent no longer renders
 7. build the new status (Ready, Synced, observedGeneration, composition, renderHash,
-   resources) and the delta against the old one
+   resources) and what of it changed
 
 Quiet at idle: when the render hash equals status.renderHash, step 5 first observes each
-resource and writes only the missing or drifted ones, and the status delta of an unchanged
-reconcile is empty, so a resumed or re-listed intent causes no write at all.
+resource and writes only the missing or drifted ones, and the status of an unchanged
+reconcile equals what the intent shows, so a resumed or re-listed intent causes no write at all.
 
-Callers: the Kopf handlers of each kind (status through Kopf's patch), the children watch
-(drift of owned objects) and Composition changes (both write status with paved.kube.status).
+Callers: the Kopf handlers of each kind, the children watch (drift of owned objects) and
+Composition changes; all reconcile and write through `reconcile_and_write`, as one writer
+(the kind's `status_writer`: server-side apply as `paved-reconcile`, paved.kube.status), one
+path at a time per intent, each starting from the status as last written (`as_written`).
 Kinds register an `IntentKind` with the engine so those generic paths can reconcile any
 intent from its ownerReference.
 
@@ -34,10 +36,10 @@ import base64
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
-from paved import metrics
+from paved import metrics, ratelimit
 from paved.api.common import READY, SYNCED
 from paved.api.fields import derived_name
 from paved.api.kinds import SpecError
@@ -64,6 +66,7 @@ from paved.engines.compose.model import (
 from paved.kube import apply as kube
 from paved.kube import events, status as kube_status
 from paved.kube.client import ApiError
+from paved.kube.status import CONDITIONS
 from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
 from paved.render import RenderError, RenderResult, declared_secrets, everything_allowed, generate_missing, render_intent
@@ -72,6 +75,7 @@ from paved.render.types import RenderedResource
 log = logging.getLogger(__name__)
 
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
+T = TypeVar("T")
 
 
 class ComposeEngine:
@@ -84,6 +88,7 @@ class ComposeEngine:
         self._allowances_seen: dict[str, Any] = {}  # policy name -> allowance_signature of a policy that allows something
         self._locks_guard = threading.Lock()
         self._locks: weakref.WeakValueDictionary[str, threading.RLock] = weakref.WeakValueDictionary()
+        self._written: dict[str, dict[str, Any]] = {}  # uid -> the reconcile's part of the status as last written
 
     # --- kinds ----------------------------------------------------------------------------
 
@@ -194,7 +199,7 @@ class ComposeEngine:
         *,
         trigger: str = "handler",
     ) -> Outcome:
-        """Compose, build the status and its delta, post Events for what changed; no status write.
+        """Compose, build the status and what changed of it, post Events for that; no status write.
 
         Serialised per intent (owner_lock). Events are posted only when something changed, so
         an idle re-run is silent.
@@ -204,14 +209,78 @@ class ComposeEngine:
             old = dict(body.get("status") or {})
             result = self.compose(intent_kind, body, compositions, previous=old)
             status = build_status(intent_kind, body, result)
-            outcome = Outcome(result, status, kube_status.status_delta(old, status))
+            outcome = intent_kind.outcome(result, body, status)
             metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
-            _report(owner, result, outcome.delta, trigger)
+            _report(owner, result, outcome.changed, trigger)
             if intent_kind.refine is not None:
                 outcome = intent_kind.refine(outcome, body)
-            if outcome.delta and intent_kind.audit is not None:
+            if outcome.changed and intent_kind.audit is not None:
                 intent_kind.audit(owner, old, outcome.status)
             return outcome
+
+    # --- the reconcile's status ------------------------------------------------------------
+
+    def reconcile_and_write(self, intent_kind: IntentKind, body: Mapping[str, Any],
+                            compute: Callable[[Mapping[str, Any]], tuple[Mapping[str, Any] | None, T]], *,
+                            while_deleting: bool = False) -> T | None:
+        """Reconcile an intent and write its status, one path at a time per intent (owner_lock):
+        `compute(current)` acts and returns the new status (None: nothing to write) and what
+        to hand back. `current` is `body` as this process last wrote the reconcile's part of
+        its status (`as_written`). An intent being deleted is left to its finalizer (None)
+        unless `while_deleting`; a gone one gets no status. Meanwhile the policy audit yields
+        (paved.ratelimit.BURST): it no longer waits for an intent's Ready, and at a cold start
+        of thousands its evaluations and writes would otherwise compete with the reconciles."""
+        if (body.get("metadata") or {}).get("deletionTimestamp") and not while_deleting:
+            return None
+        with ratelimit.BURST.held(), self.owner_lock(owner_of(body).uid):
+            current = self.as_written(intent_kind, body)
+            status, result = compute(current)
+            try:
+                if status is not None:
+                    self._write_status(intent_kind, current, status)
+            except ApiError as error:
+                if not error.not_found:  # gone: nothing to write
+                    raise
+            return result
+
+    def reconcile_written(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]],
+                          *, trigger: str) -> Outcome | None:
+        """The composed reconcile and its status written (the children watch, Composition
+        changes): `reconcile` through `reconcile_and_write`."""
+        return self.reconcile_and_write(
+            intent_kind, body, lambda current: self.reconcile(intent_kind, current, compositions, trigger=trigger).written())
+
+    def as_written(self, intent_kind: IntentKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`body` with the reconcile's part of its status as this process last wrote it.
+
+        Every path that reconciles an intent (its Kopf handlers, the children watch,
+        Composition changes, an identity's daemon, a database's drift check) is one writer,
+        the only one of those fields, and writes them through here one at a time; so
+        that part is newer than in any body read before the write (a Kopf event, a daemon's
+        snapshot, a listing). Computing from it, a path never puts back what another path
+        changed meanwhile (an identity's Accepted), and comparing with it, never skips a
+        write the object still needs. A new leader starts from the bodies."""
+        written = self._written.get(owner_of(body).uid)
+        if written is None:
+            return body
+        return {**body, "status": intent_kind.status_writer.with_part(body.get("status"), written)}
+
+    def _write_status(self, intent_kind: IntentKind, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """Write the reconcile's part of `status` onto the intent `body` (as_written); no request
+        when it holds that already. True when written. A gone intent raises ApiError (404)."""
+        uid = owner_of(body).uid
+        with self.owner_lock(uid):
+            try:
+                written = intent_kind.status_writer.write(body, status)
+            except Exception:
+                self._written.pop(uid, None)  # it may or may not have landed: read bodies again
+                raise
+            self._written[uid] = intent_kind.status_writer.owned(status)
+            return written is not None
+
+    def forget(self, uid: str) -> None:
+        """The intent is gone: drop what was written of its status."""
+        self._written.pop(uid, None)
 
     def finalize(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]) -> list[str]:
         """Remove what the garbage collector cannot: external resources and unowned children.
@@ -418,7 +487,7 @@ def _conditions(result: ComposeResult) -> tuple[kube_status.ConditionSpec, kube_
 
 
 
-def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigger: str) -> None:
+def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigger: str) -> None:
     """Log and post Events for transitions only (names and fields, never values)."""
     where = f"{owner.kind} {owner.namespace}/{owner.name}"
     if result.corrected:
@@ -429,7 +498,7 @@ def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigg
         message = "removed resources no longer rendered: " + ", ".join(result.pruned)
         log.info("%s: %s", where, message)
         events.post_event(owner, "Pruned", message)
-    if "conditions" not in delta:
+    if CONDITIONS not in changed:
         return
     if result.error is not None:
         log.warning("%s: %s: %s", where, result.error.reason, result.error.message)
@@ -437,26 +506,6 @@ def _report(owner: Owner, result: ComposeResult, delta: Mapping[str, Any], trigg
     elif result.ready:
         log.info("%s: ready through composition %s", where, result.composition)
         events.post_event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
-
-
-def write_status(intent_kind: IntentKind, body: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
-    """Write a status delta outside a Kopf handler (drift restore, composition change)."""
-    owner = owner_of(body)
-    kube_status.patch_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, delta)
-
-
-def reconcile_and_write(intent_kind: IntentKind, body: Mapping[str, Any],
-                        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
-    """Outside a Kopf handler: `compute(body)` reconciles and returns the status delta, written
-    only onto the version it was computed from (paved.kube.status.update_status: several paths
-    reconcile one intent, and a stale conditions list must not win); an intent being deleted
-    is left to its finalizer."""
-    owner = owner_of(body)
-
-    def reconciled(current: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {} if (current.get("metadata") or {}).get("deletionTimestamp") else compute(current)
-
-    kube_status.update_status(intent_kind.api_version, intent_kind.kind, owner.namespace, owner.name, reconciled, body)
 
 
 # --------------------------------------------------------------------------- deletion

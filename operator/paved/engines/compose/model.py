@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from paved import API_VERSION
-from paved.api.common import Model
+from paved.api.common import READY, SYNCED, Model
 from paved.api.kinds import kind_info
+from paved.kube.status import StatusWriter
 from paved.providers.base import Observation, Owner
 from paved.render.types import RenderedResource
 
@@ -33,6 +35,11 @@ REASON_NO_COMPOSITION = "NoComposition"
 REASON_RENDER_FAILED = "RenderFailed"
 REASON_PROVIDER_ERROR = "ProviderError"
 
+# Every path that reconciles an intent (its Kopf handlers, the children drift watch,
+# Composition re-renders, an identity's daemon, a database's drift check, a failed
+# deletion) computes the same status: one writer, whatever the trigger.
+RECONCILE_FIELD_MANAGER = "paved-reconcile"
+
 
 # --------------------------------------------------------------------------- kinds
 
@@ -45,11 +52,13 @@ class IntentKind:
     identity's serviceAccount and grants); it must be deterministic so that an unchanged
     reconcile gives an unchanged status. `audit(owner, old_status, new_status)` posts the
     kind's own Events when the status changed (an identity's Granted/Revoked).
-    `refine(outcome, body)` may adjust the outcome's status and delta (a database's
+    `refine(outcome, body)` may adjust the outcome's status (a database's
     Synced=False on immutable drift); it runs inside `reconcile`, so the Kopf handler, the
     drift watch and Composition re-renders all see the same status.
     `deletion_policy(spec)` tells providers what to do with external resources on deletion
     (Delete, Retain, Snapshot).
+    `conditions` are the condition types the reconcile sets; it owns every field of the
+    kind's status model but `not_reconciled` ones (written by other writers): `status_writer`.
     """
 
     kind: str
@@ -57,10 +66,22 @@ class IntentKind:
     audit: Callable[[Owner, Mapping[str, Any], Mapping[str, Any]], None] | None = None
     refine: Callable[[Outcome, Mapping[str, Any]], Outcome] | None = None
     deletion_policy: Callable[[Model], str] = lambda spec: "Delete"
+    conditions: frozenset[str] = frozenset({READY, SYNCED})
+    not_reconciled: frozenset[str] = frozenset()
 
     @property
     def api_version(self) -> str:
         return API_VERSION
+
+    @cached_property
+    def status_writer(self) -> StatusWriter:
+        """The reconcile's status writer for this kind (paved.kube.status)."""
+        return StatusWriter.of_model(RECONCILE_FIELD_MANAGER, kind_info(self.kind).status, self.conditions,
+                                     without=self.not_reconciled)
+
+    def outcome(self, result: ComposeResult, body: Mapping[str, Any], status: dict[str, Any]) -> Outcome:
+        """`result` with the status it implies, and what of it differs from what `body` shows."""
+        return Outcome(result, status, self.status_writer.changed(body.get("status"), status))
 
     @property
     def plural(self) -> str:
@@ -149,11 +170,16 @@ class ComposeResult:
 
 @dataclass
 class Outcome:
-    """A reconcile plus the status it implies: `delta` is what must be written ({} = nothing)."""
+    """A reconcile plus the status it implies (the reconcile's fields are written from it);
+    `changed`: which of those fields differ from what the intent showed (empty: no write)."""
 
     result: ComposeResult
     status: dict[str, Any]
-    delta: dict[str, Any]
+    changed: frozenset[str]
+
+    def written(self) -> tuple[dict[str, Any], Outcome]:
+        """(the status to write, this outcome): what ComposeEngine.reconcile_and_write's `compute` returns."""
+        return self.status, self
 
 
 # --------------------------------------------------------------------------- helpers

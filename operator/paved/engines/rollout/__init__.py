@@ -8,15 +8,15 @@ from paved.engines.rollout.runner import (
     REASON_QUERY_REJECTED,
     REASON_ROUTING_INVALID,
     REASON_TARGET_NOT_FOUND,
+    ROLLOUT_STATUS,
     RolloutRunner,
     TickResult,
     command_of,
     endpoint_problems,
-    status_patch,
 )
 
 __all__ = [
     "IDLE_RESYNC", "KIND", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
-    "REASON_TARGET_NOT_FOUND", "WAKE_DEBOUNCE", "RolloutEngine", "RolloutRunner", "Slot", "TickResult", "command_of",
-    "endpoint_problems", "status_patch",
+    "REASON_TARGET_NOT_FOUND", "ROLLOUT_STATUS", "WAKE_DEBOUNCE", "RolloutEngine", "RolloutRunner", "Slot", "TickResult", "command_of",
+    "endpoint_problems",
 ]

@@ -38,10 +38,13 @@ from typing import Any
 
 from paved import API_VERSION
 from paved import metrics as paved_metrics
+from paved.api.common import PROGRESSING, READY
 from paved.api.platform import nothing_allowed
+from paved.api.rollout import ProgressiveRolloutStatus
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
+from paved.kube.status import StatusWriter
 from paved.providers import egress as egresses
 from paved.providers import metrics as metric_providers
 from paved.providers.base import Owner
@@ -61,6 +64,9 @@ from paved.rollout import (
 
 KIND = "ProgressiveRollout"
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
+
+# Every tick writes the rollout's whole status (all of it but other writers' conditions).
+ROLLOUT_STATUS = StatusWriter.of_model("paved-rollout", ProgressiveRolloutStatus, {READY, PROGRESSING})
 
 REFUSED_RESYNC = 10.0     # seconds between re-checks of refused input (a route fixed in place)
 RECONCILE_EVERY = 300.0   # seconds between re-applies of the Paved Services (and route checks)
@@ -87,35 +93,6 @@ def command_of(metadata: Mapping[str, Any]) -> Command | None:
     return Command(kind, str(annotations.get(COMMAND_ID_ANNOTATION) or text))
 
 
-def _canonical(value: Any) -> Any:
-    """A value as the API server stores it: merge patches drop null map entries, and the
-    CRD schema prunes nulls of non-nullable fields inside list items."""
-    if isinstance(value, Mapping):
-        return {k: _canonical(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch from `old` (as read) to `new` (as decided): top-level keys whose stored
-    form would change. Nulls in maps are kept (they delete), nulls in list items are dropped.
-    Empty when nothing changes, so an idle tick writes nothing."""
-    patch: dict[str, Any] = {}
-    for key in set(old) | set(new):
-        before, after = old.get(key), new.get(key)
-        if _canonical(before) == _canonical(after) or (before is None and after in (None, {}, [])):
-            continue
-        patch[key] = _drop_list_nulls(after) if after is not None else None
-    return patch
-
-
-def _drop_list_nulls(value: Any, in_list: bool = False) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _drop_list_nulls(v, in_list) for k, v in value.items() if not (in_list and v is None)}
-    if isinstance(value, list):
-        return [_drop_list_nulls(v, True) for v in value]
-    return value
 
 
 _WORKLOAD_STAGES = {None, *(stage.value for stage in (
@@ -202,11 +179,14 @@ class RolloutRunner:
     def read(self) -> dict[str, Any] | None:
         return kube_apply.get(API_VERSION, KIND, self.name, self.namespace)
 
-    def write_status(self, patch: Mapping[str, Any]) -> None:
-        live = kube_status.patch_status(API_VERSION, KIND, self.namespace, self.name, patch)
+    def write_status(self, shown: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply the rollout's status (ROLLOUT_STATUS) onto the object as last `shown`; the
+        object written (None: it showed that status already, nothing was sent)."""
+        live = ROLLOUT_STATUS.write(shown, status)
         version = ((live or {}).get("metadata") or {}).get("resourceVersion")
         if version:
             self.own_versions.append(str(version))
+        return live
 
     def post(self, owner: Owner, event: Event) -> None:
         kube_events.post_event(owner, event.reason, event.message, "Warning" if event.warning else "Normal")
@@ -294,29 +274,27 @@ class RolloutRunner:
             weights=weights, command=command_of(metadata), observed_at=observed_at,
         )
         decision: Decision | None = None
-        stored = status  # what the API server holds
+        shown: Mapping[str, Any] = body  # the rollout as the API server holds it
         for _ in range(MAX_DECIDE_ROUNDS):
             decision = decide(spec, status, observation, _now())
             status = kube_status.with_conditions({**decision.status, "observedGeneration": generation},
                                                  conditions_for(decision.status), generation)
             if not _only_measures(decision):  # status first: it is the intent the actions carry out
-                stored = self._store(stored, status)
+                shown = self._store(shown, status)
             update_metrics(self.namespace, self.name, status)
             answers = self._execute(decision, owner, spec, router, workloads, egress, autoscalers)
             if answers is None:
                 break
             observation = replace(observation, measurements={**observation.measurements, **answers[0]},
                                   webhook_results={**observation.webhook_results, **answers[1]})
-        self._store(stored, status)
+        self._store(shown, status)
         self.stage = (status.get("progress") or {}).get("stage")
         assert decision is not None  # noqa: S101
         return TickResult(decision.requeue_after)
 
-    def _store(self, stored: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        patch = status_patch(stored, status)
-        if patch:
-            self.write_status(patch)
-        return status
+    def _store(self, shown: Mapping[str, Any], status: dict[str, Any]) -> Mapping[str, Any]:
+        """Write `status` unless `shown` holds it already; the rollout as it is now."""
+        return self.write_status(shown, status) or shown
 
     def _reconcile(self, router: Router, generation: int | None) -> None:
         """Re-apply the Paved Services and re-check the route when the spec changed, and now
@@ -371,9 +349,7 @@ class RolloutRunner:
         refusal = refuse(status, reason, problems)
         new_status = kube_status.with_conditions({**refusal.status, "observedGeneration": generation},
                                                  refusal.conditions, generation)
-        patch = status_patch(status, new_status)
-        if patch:
-            self.write_status(patch)
+        self.write_status(body, new_status)
         if refusal.event is not None and refusal.message != self.last_refusal:
             self.post(self.owner(metadata), refusal.event)
         self.last_refusal = refusal.message

@@ -1,16 +1,17 @@
 """The ExternalSecretRef sync engine: one thread, cycles batched by store (see .engine)."""
 
 from paved.engines.secretsync.engine import (
-    REF_CONDITIONS,
     STORE_CHECK_INTERVAL,
     STORE_PLURALS,
+    STORE_STATUS,
     CycleReport,
     SyncEngine,
     engine_status,
 )
-from paved.engines.secretsync.kube import REF_KIND, STATUS_FIELD_MANAGER, KubeApi, KubePort
+from paved.engines.secretsync.kube import REF_CONDITIONS, REF_KIND, REF_STATUS, STATUS_FIELD_MANAGER, KubeApi, KubePort
 
 __all__ = [
-    "REF_CONDITIONS", "REF_KIND", "STATUS_FIELD_MANAGER", "STORE_CHECK_INTERVAL", "STORE_PLURALS", "CycleReport",
+    "REF_CONDITIONS", "REF_KIND", "REF_STATUS", "STATUS_FIELD_MANAGER", "STORE_CHECK_INTERVAL", "STORE_PLURALS",
+    "STORE_STATUS", "CycleReport",
     "KubeApi", "KubePort", "SyncEngine", "engine_status",
 ]

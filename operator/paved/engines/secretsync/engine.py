@@ -51,15 +51,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import API_VERSION, operator_namespace, ratelimit
-from paved.api.common import READY, STALE, now_rfc3339, parse_duration
+from paved.api.common import READY, now_rfc3339, parse_duration
 from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
-from paved.engines.secretsync.kube import REF_KIND, KubePort
+from paved.api.secrets import SecretStoreStatus
+from paved.engines.secretsync.kube import REF_KIND, REF_STATUS, KubePort
 from paved.engines.secretsync.lanes import StoreLanes
 from paved.errors import located
 from paved.kube import apply as kube_apply
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError
+from paved.kube.status import StatusWriter
 from paved.metrics import SECRET_REFRESH_LATENESS, SECRET_STORES_CIRCUIT_OPEN
 from paved.providers import deadline
 from paved.providers.base import Owner
@@ -96,7 +98,8 @@ GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created togethe
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 # A cycle writing this many Secrets holds paved.ratelimit.BURST: the policy audit yields to it.
 BURST_WRITES = 100
-REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
+# A store's authentication check (Kopf's handlers and timer, and a re-check after an allowance change).
+STORE_STATUS = StatusWriter.of_model("paved-store-check", SecretStoreStatus, {READY})
 WRITE_WORKERS = 8  # threads writing Secrets and statuses of one cycle; a cycle's reads stay batched
 STORE_WORKERS = 16  # store jobs running at once (one per store at most: paved.engines.secretsync.lanes)
 # A store's backend work in one job (logins, version look-ups, value reads, retries) must end
@@ -126,9 +129,8 @@ def _iso(moment: float) -> str:
 
 
 def engine_status(status: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a ref's status the engine owns: all of it but other writers' conditions."""
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") in REF_CONDITIONS]
-    return {**status, "conditions": conditions}
+    """The part of a ref's status the engine owns (REF_STATUS): all of it but other writers' conditions."""
+    return REF_STATUS.owned(status)
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ class SyncEngine:
         self.state.unregister(metadata.get("uid", ""))
         old = dict(body.get("status") or {})
         status = plan.invalid_status(old, metadata.get("generation"), problems)
-        if kube_status.status_delta(old, status):
+        if REF_STATUS.changed(old, status):
             try:
                 self.kube.apply_ref_status(metadata.get("namespace", ""), metadata.get("name", ""), engine_status(status))
             except ApiError as error:
@@ -420,10 +422,7 @@ class SyncEngine:
                 live = kube_apply.get(API_VERSION, key.kind, key.name, key.namespace)
                 if live is None:
                     continue
-                delta = kube_status.status_delta(dict(live.get("status") or {}), self.check_store(key, live))
-                if delta:
-                    kube_status.patch_status(API_VERSION, key.kind, key.namespace, key.name, delta,
-                                             resource_version=(live.get("metadata") or {}).get("resourceVersion"))
+                STORE_STATUS.write(live, self.check_store(key, live))
             except Exception as error:  # noqa: BLE001 - the store's own timer checks it again
                 log.warning("re-checking %s after an allowance change failed: %s", key, located(error))
 
@@ -607,7 +606,7 @@ class SyncEngine:
             applied.failure = decision.reason
         status = plan.status_for(memory, decision, stamp)
         written = status
-        if kube_status.status_delta(memory.status, status):
+        if REF_STATUS.changed(memory.status, status):
             try:
                 self.kube.apply_ref_status(spec.namespace, spec.name, engine_status(status))
             except ApiError as error:

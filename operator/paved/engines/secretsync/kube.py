@@ -10,11 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from paved import API_VERSION, operator_namespace
+from paved.api.common import READY, STALE
+from paved.api.secrets import ExternalSecretRefStatus
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
-from paved.kube import status as kube_status
 from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
 from paved.kube.client import ApiError, list_pages, request, resource_info
+from paved.kube.status import StatusWriter
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, CREDENTIALS_MISSING, StoreError
 from paved.secretsync import target
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 REF_KIND = "ExternalSecretRef"
 HASH_KEY_SECRET = "paved-content-hash-key"  # noqa: S105 - in the operator's namespace; keys every content digest
 STATUS_FIELD_MANAGER = "paved-secret-sync"  # owns every status field but other writers' conditions
+REF_CONDITIONS = frozenset({READY, STALE})  # the ref's conditions the engine writes; others (PolicyCompliant) are kept
+REF_STATUS = StatusWriter.of_model(STATUS_FIELD_MANAGER, ExternalSecretRefStatus, REF_CONDITIONS)
 LIST_PAGE_SIZE = 500
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 WORKLOADS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"))
@@ -110,9 +114,11 @@ class KubeApi:
         kube_apply.delete("v1", "Secret", name, namespace, uid=uid)
 
     def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Server-side apply the engine's part of the status (kube.status.apply_status): one
-        request, no read, and the policy audit's PolicyCompliant is not the engine's to touch."""
-        kube_status.apply_status(API_VERSION, REF_KIND, namespace, name, status, field_manager=STATUS_FIELD_MANAGER)
+        """Write the engine's part of the status (REF_STATUS): one request, no read (the engine
+        compared it with its own memory of the status), and the policy audit's PolicyCompliant
+        is not the engine's to touch."""
+        REF_STATUS.write({"apiVersion": API_VERSION, "kind": REF_KIND, "metadata": {"name": name, "namespace": namespace}},
+                         status)
 
     def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
         found = []
