@@ -22,6 +22,7 @@ REASON_ENDPOINT_REFUSED = "EndpointRefused"
 REASON_QUERY_REJECTED = "QueryRejected"
 REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_ROUTING_INVALID = "RoutingInvalid"
+REASON_CREDENTIALS_MISSING = "CredentialsMissing"
 
 _WHAT_IS_WRONG = {
     REASON_INVALID_SPEC: "spec is invalid",
@@ -29,6 +30,7 @@ _WHAT_IS_WRONG = {
     REASON_QUERY_REJECTED: "Prometheus rejects a query",
     REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
     REASON_ROUTING_INVALID: "traffic cannot be steered",
+    REASON_CREDENTIALS_MISSING: "a Secret or ConfigMap it names for Prometheus is missing",
 }
 
 
