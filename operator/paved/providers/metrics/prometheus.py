@@ -63,8 +63,11 @@ class PrometheusProvider:
         self.timeout = timeout
         self.attempts = attempts
         self.session = egress.session(pool_connections=1, pool_maxsize=POOL_SIZE)
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: str | bool = True
         if access is not None:
             access.apply(self.session)
+            self.verify = access.verify()
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.shown!r})"
@@ -85,7 +88,7 @@ class PrometheusProvider:
         count_call(NAME, "query")
         url = f"{self.address}/api/v1/query"
         try:
-            response = self.session.get(url, params={"query": promql}, timeout=self.timeout)
+            response = self.session.get(url, params={"query": promql}, timeout=self.timeout, verify=self.verify)
         except requests.Timeout:
             raise _Transient(f"Prometheus at {self.shown} did not answer within {self.timeout[1]:g}s") from None
         except requests.ConnectionError as exc:
@@ -176,8 +179,10 @@ class Access:
             session.headers["Authorization"] = f"Bearer {self.bearer_token}"
         if self.basic_auth is not None:
             session.auth = self.basic_auth
-        if self.ca_bundle is not None:
-            session.verify = _ca_file(self.ca_bundle)
+
+    def verify(self) -> str | bool:
+        """What requests verifies the server's certificate with: the CA bundle's file, or the system's CAs."""
+        return _ca_file(self.ca_bundle) if self.ca_bundle is not None else True
 
 
 def _ca_file(pem: str) -> str:
