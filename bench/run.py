@@ -12,7 +12,8 @@ secrets (bench_secrets.py: provider calls per cycle, in process), secrets-scale 
 ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), secrets-isolation
 (bench_secrets_isolation.py: other stores' refresh lateness while one store hangs, in process),
 policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cost), failover
-(bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load).
+(bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load), demo (bench_demo.py:
+time from a bad version to 100% stable in `make demo`'s canary).
 The exit status is non-zero if any scenario failed.
 """
 
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "policy": ("bench_policy.py", ("--quick",)),
     "rollout": ("bench_rollout.py", ("--quick",)),
     "failover": ("bench_failover.py", ("--quick",)),
+    "demo": ("bench_demo.py", ("--quick",)),
 }
 
 
