@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
-from email.message import Message
 from typing import Any
 
 import pytest
-import requests
 
 from e2e.shop import INTERVAL_S, SUCCESS_RATE, Shop, start
 from fixtures.cluster import wait_for
 from fixtures.operator import OperatorProcess
-from paved.dev.apps.loopback import answering
+from fixtures.prometheus import bearer_proxy
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.usefixtures("operator")]
 
@@ -34,18 +32,10 @@ def analysis(address: str, key: str) -> dict[str, Any]:
 
 
 def test_a_bearer_token_from_the_namespace_and_a_missing_key_named(shop: Shop, operator: OperatorProcess) -> None:
-    seen: list[tuple[str | None, str | None]] = []
-
-    def guard(path: str, headers: Message, body: bytes) -> tuple[int, Any]:
-        seen.append((headers.get("Authorization"), headers.get("X-Scope-OrgID")))
-        if headers.get("Authorization") != f"Bearer {TOKEN}":
-            return 401, {"status": "error", "errorType": "unauthorized", "error": "bearer token required"}
-        answer = requests.get(f"{shop.prometheus}{path}", timeout=10)
-        return answer.status_code, answer.json()
-
+    proxy, seen = bearer_proxy(shop.prometheus, TOKEN)
     shop.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus-token", "namespace": shop.namespace},
                 "data": {"token": base64.b64encode(TOKEN.encode()).decode()}})
-    with answering(guard, "bearer-proxy") as proxy:
+    with proxy:
         # A key the Secret does not have: refused, naming the field; stable keeps all traffic.
         shop.apply(shop.rollout("missing-key", analysis=analysis(proxy.url, "tokn")))
         condition = wait_for(lambda: (c := shop.condition("Ready", "missing-key")).get("reason") and c, timeout=30,

@@ -15,16 +15,13 @@ from __future__ import annotations
 import base64
 import warnings
 from collections.abc import Callable, Mapping
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
-from fixtures.prometheus import PrometheusServer
-from paved.dev.apps.loopback import answering
+from fixtures.prometheus import PrometheusServer, bearer_proxy
 from paved.engines.rollout.sources import resolve_prometheus
 from paved.pki import CertificateAuthority, issue_serving_cert
 from paved.providers.egress import STRICT
@@ -94,17 +91,9 @@ def test_basic_auth_and_a_custom_ca_from_the_namespace(secured: tuple[Prometheus
 
 def test_bearer_token_and_headers_through_a_proxy(prometheus: Callable[..., PrometheusServer]) -> None:
     server = prometheus([])
-    seen: list[tuple[str | None, str | None]] = []
-
-    def guard(path: str, headers: Message, body: bytes) -> tuple[int, Any]:
-        seen.append((headers.get("Authorization"), headers.get("X-Scope-OrgID")))
-        if headers.get("Authorization") != f"Bearer {TOKEN}":
-            return 401, {"status": "error", "errorType": "unauthorized", "error": "bearer token required"}
-        answer = requests.get(f"{server}{path}", timeout=10)
-        return answer.status_code, answer.json()
-
+    proxy, seen = bearer_proxy(str(server), TOKEN)
     objects = {("Secret", "prometheus"): {"data": {"token": b64(TOKEN + "\n")}}}
-    with answering(guard, "bearer-proxy") as proxy:
+    with proxy:
         source = {"address": proxy.url, "auth": {"bearerToken": ref("token")},
                   "headers": [{"name": "X-Scope-OrgID", "value": "shop"}]}
         assert from_settings(settings(source, objects), STRICT).query(QUERY).value == 0.25

@@ -15,6 +15,7 @@ from paved.api.common import IntentStatus, LocalObjectReference, Model
 from paved.api.fields import (
     HTTP_URL_PATTERN,
     CelRule,
+    ConfigMapKeySelector,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -111,13 +112,6 @@ class PrometheusAuth(RuledModel):
 
     bearerToken: SecretKeyRef | None = Field(default=None, description="Sent as `Authorization: Bearer <token>`.")
     basic: BasicAuth | None = Field(default=None, description="Sent as HTTP basic authentication.")
-
-
-class ConfigMapKeySelector(Model):
-    """One key of a ConfigMap in the namespace of the object that refers to it."""
-
-    name: ObjectName = Field(description="Name of the ConfigMap.")
-    key: str = Field(min_length=1, description="Key inside the ConfigMap's data.")
 
 
 class CertificateAuthority(RuledModel):
