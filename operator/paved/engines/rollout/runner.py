@@ -54,7 +54,8 @@ from paved.providers.routing.workloads import DeploymentCache, Workloads, target
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.engines.rollout import sources
 from paved.rollout import (
-    REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
+    REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED,
+    REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleStable, SetWeights, Stage, WebhookResult,
     Weights, conditions_for, decide, refuse, validate_spec,
