@@ -123,6 +123,7 @@ def watch_canary_promote_and_roll_back(state_dir: Path, out: str) -> None:
                                "promotion", 150)
         subprocess.run(["bash", "-c", env + failing], check=True, capture_output=True, timeout=60)
         rolled_back = wait_status(plane, lambda s: s.get("phase") == "RolledBack", "rollback", 90)
+        time.sleep(3)  # the watcher reads every second: let it print what was just seen here
     finally:
         watcher.terminate()
         watched = watcher.communicate(timeout=30)[0]
