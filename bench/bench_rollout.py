@@ -14,7 +14,7 @@ A. Model (pure, instant): `paved.rollout.simulate` plays the state machine over 
    `interval x threshold` for the same settings.
 
 B. Rollback, real parts (bench/harness.py: a control plane, `paved run` as deploy/'s
-   ServiceAccount; a real Prometheus scraping the loopback apps of tests/e2e/apps; a load
+   ServiceAccount; a real Prometheus scraping the loopback apps of paved.dev.apps; a load
    generator following the HTTPRoute's weights). A canary serving 30% errors, with and
    without a failureCondition. Reported: first bad measurement (its `at` in
    status.analysisHistory) -> the route read back at 100/0 (polled every 0.1 s).
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import BenchEnv, log, percentile, print_table  # noqa: E402
 
-from e2e.apps import LoadGenerator, VersionedApp, WeightReader  # noqa: E402
+from paved.dev.apps import LoadGenerator, VersionedApp, WeightReader  # noqa: E402
 from fixtures.prometheus import start_prometheus  # noqa: E402
 from paved.api.common import parse_duration, parse_rfc3339  # noqa: E402
 from paved.rollout.simulate import Sample, Scenario, example_spec, simulate  # noqa: E402

@@ -14,7 +14,8 @@ ExternalSecretRef cold start, refresh after a restart, apply->Secret latency), s
 policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cost), rollout-scale-down
 (bench_rollout_scale_down.py: pods before/during/after a rollout for each spec.originalScaleDown), failover
 (bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load), hostile (bench_hostile.py:
-670 hostile cases by stopping point, crashes, partial resources, the batch's duration).
+670 hostile cases by stopping point, crashes, partial resources, the batch's duration), demo (bench_demo.py:
+time from a bad version to 100% stable in `make demo`'s canary).
 The exit status is non-zero if any scenario failed.
 """
 
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rollout-scale-down": ("bench_rollout_scale_down.py", ("--quick",)),
     "failover": ("bench_failover.py", ("--quick",)),
     "hostile": ("bench_hostile.py", ("--quick",)),
+    "demo": ("bench_demo.py", ("--quick",)),
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from e2e.apps import VersionedApp
+from paved.dev.apps import VersionedApp
 from e2e.shop import Shop, user_objects
 from fixtures.cluster import Kubectl
 from fixtures.prometheus import PrometheusServer

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.apps import LoadGenerator, VersionedApp, WeightReader
+from paved.dev.apps import LoadGenerator, VersionedApp, WeightReader
 from fixtures.cluster import Kubectl
 from fixtures.prometheus import PrometheusServer
 

@@ -3,7 +3,7 @@
 - the real control plane with kwok (Deployments become Available) and the Gateway API CRDs;
 - `paved run` as deploy/'s ServiceAccount (the `operator` fixture);
 - a real Prometheus (Debian package) scraping two loopback apps, `stable` and `canary`,
-  that count requests by version and status code (tests/e2e/apps);
+  that count requests by version and status code (paved.dev.apps);
 - a bounded load generator in the test that sends the apps traffic in the ratio the
   HTTPRoute says, re-reading the route's weights from the API server every second
   (tests/e2e/shop.py and the `shop` fixture, shared with the HA tests).
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.apps import LoadGenerator, WeightReader
+from paved.dev.apps import LoadGenerator, WeightReader
 from e2e.shop import (
     INTERVAL_S, REPLAY_STEP_S, ROUTE_FIELD_MANAGER, SUCCESS_RATE, Shop, canary_weights, seed_steps, start,
 )

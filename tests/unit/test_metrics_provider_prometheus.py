@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from e2e.apps.loopback import answering
+from paved.dev.apps.loopback import answering
 from paved.providers import metrics as registry
 from paved.providers.base import ProviderError
 from paved.providers.metrics import QueryResult, measure

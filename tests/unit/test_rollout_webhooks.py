@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2e.apps.loopback import answering
+from paved.dev.apps.loopback import answering
 from paved.providers.webhooks import KEY_HEADER, RolloutRef, WebhookCaller
 from paved.rollout import RunWebhook, WebhookResult
 

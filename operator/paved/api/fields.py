@@ -134,6 +134,13 @@ class SecretKeySelector(Model):
     key: str = Field(min_length=1, max_length=NAME_MAX, description="Key inside the Secret's data.")
 
 
+class ConfigMapKeySelector(Model):
+    """One key of a ConfigMap in the namespace of the object that refers to it."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, max_length=NAME_MAX, description="Key inside the ConfigMap's data.")
+
+
 class CompositionReference(Model):
     """Names a Composition explicitly, bypassing selector and default matching."""
 

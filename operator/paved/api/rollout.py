@@ -15,14 +15,18 @@ from paved.api.common import IntentStatus, Model
 from paved.api.fields import (
     EXPRESSION_MAX,
     HTTP_URL_PATTERN,
+    NAME_MAX,
     QUERY_MAX,
+    TEXT_MAX,
     URL_MAX,
     CelRule,
+    ConfigMapKeySelector,
     DNSLabel,
     Duration,
     FieldGroup,
     ObjectName,
     RuledModel,
+    SecretKeySelector,
     Timestamp,
     UniqueBy,
 )
@@ -114,10 +118,68 @@ class Step(RuledModel):
     analysis: AnalysisStep | None = Field(default=None, description="Run metric analysis as a gate.")
 
 
+class SecretKeyRef(Model):
+    """A value kept in a Secret of the rollout's namespace."""
+
+    secretKeyRef: SecretKeySelector = Field(description="The Secret and the key inside its data.")
+
+
+class BasicAuth(Model):
+    """HTTP basic authentication; both parts come from Secrets of the rollout's namespace."""
+
+    username: SecretKeyRef = Field(description="The user name.")
+    password: SecretKeyRef = Field(description="The password.")
+
+
+class PrometheusAuth(RuledModel):
+    """How Paved authenticates to Prometheus; exactly one way."""
+
+    field_groups = (FieldGroup(("bearerToken", "basic")),)
+
+    bearerToken: SecretKeyRef | None = Field(default=None, description="Sent as `Authorization: Bearer <token>`.")
+    basic: BasicAuth | None = Field(default=None, description="Sent as HTTP basic authentication.")
+
+
+class CertificateAuthority(RuledModel):
+    """PEM certificates Paved trusts for the server's certificate; exactly one source."""
+
+    field_groups = (FieldGroup(("secretKeyRef", "configMapKeyRef")),)
+
+    secretKeyRef: SecretKeySelector | None = Field(default=None, description="A key of a Secret holding the PEM.")
+    configMapKeyRef: ConfigMapKeySelector | None = Field(default=None, description="A key of a ConfigMap holding the PEM.")
+
+
+class PrometheusTLS(Model):
+    """TLS settings for an https address."""
+
+    ca: CertificateAuthority | None = Field(
+        default=None, description="Trust only these CAs (instead of the operator's system CAs) for the server's certificate.")
+
+
+class HTTPHeader(Model):
+    """One HTTP header sent with every query (not for credentials: use auth)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9-]+$", max_length=NAME_MAX, description="Header name, e.g. X-Scope-OrgID.")
+    value: str = Field(max_length=TEXT_MAX, description="Header value.")
+
+
 class PrometheusSource(Model):
     """The Prometheus server queried for metrics."""
 
-    address: str = Field(pattern=HTTP_URL_PATTERN, max_length=URL_MAX, description="Base URL, e.g. http://prometheus.monitoring:9090.")
+    address: str | None = Field(
+        default=None, pattern=HTTP_URL_PATTERN, max_length=URL_MAX,
+        description="Base URL, e.g. http://prometheus.monitoring:9090. Default: the operator's "
+                    "`paved run --prometheus-address` (PAVED_PROMETHEUS_ADDRESS).")
+    auth: PrometheusAuth | None = Field(default=None, description="Credentials, from Secrets of the rollout's namespace.")
+    tls: PrometheusTLS | None = Field(default=None, description="TLS settings for an https address.")
+    headers: Annotated[list[HTTPHeader], UniqueBy("name")] = Field(
+        default_factory=list, max_length=32, description="Extra headers sent with every query (e.g. a tenant header of a Prometheus proxy).")
+
+    @model_validator(mode="after")
+    def _credentials_go_in_auth(self) -> Self:
+        if any(header.name.lower() in ("authorization", "host") for header in self.headers):
+            raise ValueError("headers: Authorization and Host cannot be set here; use auth (its value then comes from a Secret)")
+        return self
 
 
 class Metric(RuledModel):
@@ -167,7 +229,8 @@ class Metric(RuledModel):
 class Analysis(Model):
     """Metrics measured during every step and at analysis steps."""
 
-    prometheus: PrometheusSource = Field(description="Where the metrics come from.")
+    prometheus: PrometheusSource | None = Field(
+        default=None, description="Where the metrics come from. Default: the operator's default Prometheus.")
     interval: Duration = Field(default="30s", description="Time between measurements.")
     metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, max_length=32, description="The checks.")
 

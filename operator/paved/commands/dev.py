@@ -171,6 +171,7 @@ def demo(state_dir: Path | None, examples: Path | None, timeout: float, wait: fl
         f"  {kubectl} get agid -n orders-app pod-reader -o yaml\n"
         f"  {paved} dev status{flag}             # this table again\n"
         f"  operator log: {result.operator.log_path}\n"
+        + _canary_lines(kubectl, paved) +
         "Stop it:\n"
         f"  make down   (or: {paved} dev down{flag}; add --purge to delete the state)"
     )
@@ -195,6 +196,13 @@ def status(state_dir: Path | None) -> None:
         raise click.ClickException(str(error)) from error
     click.echo("")
     click.echo(format_table(rows))
+
+
+def _canary_lines(kubectl: str, paved: str) -> str:
+    from paved.dev.demo_canary import canary_commands
+
+    lines = "".join(f"  # {what}\n  {command}\n" for what, command in canary_commands(kubectl, paved))
+    return f"Watch a canary (shop/checkout; docs/rollout.md#the-demo):\n{lines}"
 
 
 def _command_name(name: str) -> str:

@@ -1,7 +1,8 @@
 """`paved rollout status|promote|abort|retry NAME [-n NAMESPACE]`.
 
 `status` prints where a ProgressiveRollout is and why (phase, weight, step, the one-sentence
-message, conditions, the latest measurements). The three commands set two annotations on
+message, conditions, the latest measurements); with `--watch`, then one line (phase, weight,
+each metric's latest value, the message) whenever it changes. The three commands set two annotations on
 the rollout, `paved.dev/command: <command>` and `paved.dev/command-id: <a new id>`, in one
 patch; the operator acts on each id once:
 
@@ -100,6 +101,42 @@ def describe(body: Mapping[str, Any], history: int = 5) -> str:
     return "\n".join(lines)
 
 
+def watch_line(body: Mapping[str, Any]) -> str:
+    """One line of `paved rollout status --watch`: phase, weight, the latest value of each
+    metric, and the one-sentence reason. Pure."""
+    status = body.get("status") or {}
+    latest: dict[str, Mapping[str, Any]] = {}
+    for entry in status.get("analysisHistory") or []:
+        latest[str(entry.get("metric"))] = entry
+    metrics = []
+    for metric, entry in latest.items():
+        value = entry.get("value")
+        samples = f" ({entry['samples']} samples)" if entry.get("samples") is not None else ""
+        metrics.append(f"{metric}={'no data' if value is None else f'{value:.4g}'}{samples} {entry.get('verdict')}")
+    return (f"{status.get('phase') or 'Unknown':<11} weight {int(status.get('canaryWeight') or 0):>3}%  "
+            f"{'; '.join(metrics) or '-'}  | {status.get('message') or '(no message yet)'}")
+
+
+def _watch(namespace: str, name: str, every: float) -> None:
+    """Print a line whenever the rollout's line changes, until interrupted."""
+    import time
+    from datetime import datetime
+
+    body = _get(namespace, name)
+    click.echo(describe(body))
+    shown = None
+    try:
+        while True:
+            line = watch_line(body)
+            if line != shown:
+                click.echo(f"{datetime.now().astimezone():%H:%M:%S} {line}")
+                shown = line
+            time.sleep(every)
+            body = _get(namespace, name)
+    except KeyboardInterrupt:
+        return
+
+
 @click.group()
 def rollout() -> None:
     """Inspect and steer ProgressiveRollouts."""
@@ -113,8 +150,15 @@ _ns = click.option("--namespace", "-n", default=None, help="Namespace (default: 
 @_name
 @_ns
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def status(name: str, namespace: str | None, output: str) -> None:
+@click.option("--watch", "-w", is_flag=True, help="Keep going: a line (phase, weight, each metric, the reason) on every change.")
+@click.option("--every", default=1.0, show_default=True, type=click.FloatRange(min=0.2), help="Seconds between reads with --watch.")
+def status(name: str, namespace: str | None, output: str, watch: bool, every: float) -> None:
     """Where the rollout is and why."""
+    if watch:
+        if output == "json":
+            raise click.UsageError("--watch prints text lines; leave out -o json")
+        _watch(_namespace(namespace), name, every)
+        return
     body = _get(_namespace(namespace), name)
     if output == "json":
         click.echo(json.dumps(body.get("status") or {}, indent=2, sort_keys=True))

@@ -32,6 +32,9 @@ import click
               help="Namespace whose PolicyExceptions are honoured (repeatable; also: namespace label paved.dev/policy-exceptions=allowed).")
 @click.option("--audit-interval", default=600.0, show_default=True, type=click.FloatRange(min=1.0),
               help="Seconds between full policy audits (jittered).")
+@click.option("--prometheus-address", envvar="PAVED_PROMETHEUS_ADDRESS", default=None, metavar="URL",
+              help="Prometheus queried by ProgressiveRollouts whose spec.analysis.prometheus.address is empty "
+                   "(env PAVED_PROMETHEUS_ADDRESS). Called under the same endpoint rule as a rollout's own address.")
 @click.option("--leader-election/--no-leader-election", default=True, show_default=True,
               help="Take part in leader election on a Lease; only the leader reconciles. Without it this process "
                    "acts as the only replica.")
@@ -48,11 +51,14 @@ def run(namespaces: tuple[str, ...], metrics_port: int, health_port: int, bind_a
         webhook_address: str | None, webhook_host: str | None, webhook_service: str | None, webhook_cert: str | None,
         webhook_key: str | None, webhook_ca: str | None, webhook_failure_policy: str, webhook_timeout: int,
         no_webhook_registration: bool, exception_namespaces: tuple[str, ...], audit_interval: float,
+        prometheus_address: str | None,
         leader_election: bool, lease_name: str, lease_namespace: str | None, lease_duration: int, renew_deadline: float,
         retry_period: float, verbose: bool) -> None:
     """Run the operator against the current kubeconfig (or in-cluster credentials)."""
     from paved import runtime  # heavy imports (kopf, kubernetes) only when running
 
+    if prometheus_address and not prometheus_address.startswith(("http://", "https://")):
+        raise click.BadParameter("an http:// or https:// URL", param_hint="--prometheus-address")
     if bool(webhook_cert) != bool(webhook_key):
         raise click.UsageError("--webhook-cert and --webhook-key go together")
     timings = runtime.LeaseTimings(lease_duration, renew_deadline, retry_period)
@@ -76,6 +82,7 @@ def run(namespaces: tuple[str, ...], metrics_port: int, health_port: int, bind_a
             ),
             exception_namespaces=runtime.namespaces_option(exception_namespaces),
             audit_interval=audit_interval,
+            prometheus_address=prometheus_address,
             leader_election=leader_election,
             lease_name=lease_name,
             lease_namespace=lease_namespace,

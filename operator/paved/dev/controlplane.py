@@ -631,6 +631,14 @@ class ControlPlane:
             **kwargs,
         )
 
+    def get_json(self, path: str) -> Any | None:
+        """GET ``path`` as admin: the decoded answer, None when the object does not exist."""
+        answer = self._get(path)
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        return answer.json()
+
     def serviceaccount_kubeconfig(
         self,
         namespace: str,

@@ -5,7 +5,9 @@
 2. a moto server on loopback (fake AWS), so the seed DatabaseIntent goes through the real
    aws-rds provider, with a VPC standing for the cluster's that the RDS Composition's network
    parameters name, and an OpenBao dev server (paved.dev.demo_vault) that the Vault
-   SecretStore examples are pointed at;
+   SecretStore examples are pointed at; the canary demo (paved.dev.demo_canary): two
+   loopback apps with traffic and a Prometheus scraping them, that the example rollout is
+   pointed at (at demo tempo);
 3. the operator, `paved run` as deploy/'s ServiceAccount with ``PAVED_AWS_ENDPOINT_URL``
    pointing at moto (always restarted, so it runs the current code with a fresh token);
 4. every ``examples/NN-topic/`` folder, applied into its namespace; then a bounded wait
@@ -17,7 +19,7 @@ the namespace its namespaced objects go to when they do not name one themselves;
 it they go to ``paved-examples``. The Namespace is created first.
 
 Everything started here is detached and recorded in the state dir (``demo/operator/``,
-``demo/moto/``), so `paved dev down` stops it; running the demo again reuses what runs.
+``demo/moto/``, ``demo/canary/``), so `paved dev down` stops it; running the demo again reuses what runs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 from paved.dev.binaries import repo_root
 from paved.dev.controlplane import ControlPlane
+from paved.dev.demo_canary import at_demo_tempo, canary_state, start_demo_canary, stop_demo_canary
 from paved.dev.demo_vault import point_stores_at, start_demo_openbao, stop_demo_openbao
 from paved.dev.manifests import load_manifests
 from paved.render.engine import CLUSTER_SCOPED_KINDS
@@ -215,6 +218,7 @@ def run_demo(
         log(f"the RDS composition places databases in moto's VPC {network.vpc_id} (subnets {', '.join(network.subnet_ids)})")
 
     openbao = start_demo_openbao(demo_dir / "openbao", plane, log)
+    canary = start_demo_canary(demo_dir / "canary", plane.state_dir, log)
 
     _stop_operator(demo_dir)  # always the current code, a fresh token and moto's address
     operator_env = {**(moto.env() if moto else {}), **(openbao.operator_env() if openbao else {})}
@@ -231,6 +235,8 @@ def run_demo(
     objects = example_objects(examples or repo_root() / "examples")
     if openbao is not None:
         point_stores_at(objects, openbao, log)
+    if canary is not None:
+        at_demo_tempo(objects, canary.prometheus_url, log)
     plane.apply_objects(objects, timeout=timeout)
     log(f"applied {len(objects)} objects from examples/; waiting up to {wait:.0f}s for Ready")
     rows = wait_settled(plane, wait)
@@ -260,6 +266,7 @@ def demo_processes(plane: ControlPlane) -> dict[str, str]:
         "operator": (f"running (pid {operator.pid}), log {operator.log_path}, metrics {operator.metrics_url}"
                      if operator is not None and operator.alive() else "not running"),
         "moto": f"running at {moto.endpoint_url} (pid {moto.pid})" if moto else "not running",
+        "canary demo": canary_state(demo_dir / "canary"),
     }
 
 
@@ -275,4 +282,5 @@ def stop_demo(plane: ControlPlane) -> list[str]:
         stopped.append("moto")
     if stop_demo_openbao(demo_dir / "openbao"):
         stopped.append("openbao")
+    stopped += stop_demo_canary(demo_dir / "canary")
     return stopped

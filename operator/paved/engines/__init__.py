@@ -44,6 +44,7 @@ class Scope:
     namespaces: frozenset[str] = frozenset()  # empty: every namespace
     exception_namespaces: frozenset[str] = frozenset()  # where PolicyExceptions are honoured
     audit_interval: float = DEFAULT_AUDIT_INTERVAL  # seconds between full policy audits
+    prometheus_address: str | None = None  # the Prometheus of rollouts whose spec names none
 
 
 class Engines:
@@ -55,7 +56,7 @@ class Engines:
         self.compose = ComposeEngine()
         self.databases = DatabaseEngine(self.compose)
         self.identities = IdentityEngine(self.compose)
-        self.rollouts = RolloutEngine(self.compose.allowances)
+        self.rollouts = RolloutEngine(self.compose.allowances, scope.prometheus_address)
         self.secrets = secrets or SyncEngine(KubeApi(), allowances=self.compose.allowances)
         self.audit = Auditor(namespaces=scope.namespaces, exception_namespaces=scope.exception_namespaces,
                              namespace_cache=self.namespaces, interval=scope.audit_interval)

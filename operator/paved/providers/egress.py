@@ -125,7 +125,7 @@ def refused_reason(error: BaseException) -> str | None:
     pending: list[Any] = [error]
     while pending:
         current = pending.pop()
-        if current is None or id(current) in seen:
+        if not isinstance(current, BaseException) or id(current) in seen:  # a `reason` may be a str (an SSL error's)
             continue
         seen.add(id(current))
         if isinstance(current, EndpointRefused):

@@ -29,7 +29,8 @@ from paved.rollout.observation import (
 from paved.errors import FieldError
 from paved.rollout.plan import RolloutPlan, SpecError, read_plan, validate_spec
 from paved.rollout.refusal import (
-    REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
+    REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
+    REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
     REASON_TARGET_NOT_FOUND, Refusal, refuse,
 )
 from paved.rollout.state import Phase, Stage, conditions_for
@@ -37,7 +38,8 @@ from paved.rollout.state import Phase, Stage, conditions_for
 __all__ = [
     "Action", "AutoscalerState", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
     "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
-    "REASON_AUTOSCALER_INVALID", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC", "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
+    "REASON_AUTOSCALER_INVALID", "REASON_CREDENTIALS_MISSING", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC",
+    "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
     "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
     "SetWeights", "SpecError", "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState",
     "decide", "read_plan", "refuse", "restore_on_delete", "validate_spec",

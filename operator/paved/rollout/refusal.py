@@ -24,6 +24,7 @@ REASON_QUERY_REJECTED = "QueryRejected"
 REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_ROUTING_INVALID = "RoutingInvalid"
 REASON_AUTOSCALER_INVALID = "AutoscalerInvalid"
+REASON_CREDENTIALS_MISSING = "CredentialsMissing"
 
 _WHAT_IS_WRONG = {
     REASON_INVALID_SPEC: "spec is invalid",
@@ -32,6 +33,7 @@ _WHAT_IS_WRONG = {
     REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
     REASON_ROUTING_INVALID: "traffic cannot be steered",
     REASON_AUTOSCALER_INVALID: "the autoscaler cannot be used",
+    REASON_CREDENTIALS_MISSING: "a Secret or ConfigMap it names for Prometheus is missing",
 }
 
 

@@ -66,6 +66,7 @@ class RunOptions:
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
     exception_namespaces: tuple[str, ...] = ()  # namespaces allowed to hold PolicyExceptions
     audit_interval: float = 600.0  # seconds between full policy audits (jittered)
+    prometheus_address: str | None = None  # default spec.analysis.prometheus.address
     leader_election: bool = True
     lease_name: str = DEFAULT_LEASE_NAME
     lease_namespace: str | None = None  # default: the operator's namespace
@@ -130,7 +131,7 @@ class Runtime:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.engines = Engines(Scope(frozenset(options.namespaces), frozenset(options.exception_namespaces),
-                                     options.audit_interval))
+                                     options.audit_interval, options.prometheus_address))
         namespace = operator_namespace()
         self.certificate_files = CertificateFiles(namespace) if options.webhook.shared_certificate else None
         self.webhook = PavedWebhookServer(options.webhook, self.certificate_files)

@@ -47,8 +47,10 @@ class Slot:
 class RolloutEngine:
     """Runners, their pools and the wake-up bookkeeping (see the module docstring)."""
 
-    def __init__(self, allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
+    def __init__(self, allowances: AllowanceSource = lambda kind, namespace: nothing_allowed(),
+                 default_prometheus: str | None = None) -> None:
         self.allowances = allowances  # what IntentPolicies allow a rollout (AnyEndpoint)
+        self.default_prometheus = default_prometheus  # for rollouts whose spec names no address
         self.deployments = DeploymentCache()  # targets and copies, fed by the Deployment watch
         self.ticks = ThreadPoolExecutor(max_workers=TICK_WORKERS, thread_name_prefix="rollout")
         self.reads = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="rollout-read")
@@ -57,7 +59,8 @@ class RolloutEngine:
         self._by_target: dict[tuple[str, str], set[str]] = {}  # (namespace, target Deployment) -> uids
 
     def runner(self, namespace: str, name: str, uid: str) -> RolloutRunner:
-        return RolloutRunner(namespace, name, uid, reads=self.reads, deployments=self.deployments, allowances=self.allowances)
+        return RolloutRunner(namespace, name, uid, reads=self.reads, deployments=self.deployments, allowances=self.allowances,
+                             default_prometheus=self.default_prometheus)
 
     # --- slots (called from Kopf's event loop) ------------------------------------------
 

@@ -9,6 +9,9 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
           at a link-local address or the
           Kubernetes API server (without an
           AnyEndpoint allowance)             -> EndpointRefused (paved.policy.endpoints)
+        a Secret/ConfigMap key that
+          spec.analysis.prometheus names
+          is missing                         -> CredentialsMissing
         a query Prometheus rejects           -> QueryRejected
         the target Deployment is missing     -> TargetNotFound
         the route/Service cannot be steered  -> RoutingInvalid
@@ -55,8 +58,10 @@ from paved.providers.routing import (
 from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
+from paved.engines.rollout import sources
 from paved.rollout import (
-    REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
+    REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
+    REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
@@ -159,8 +164,10 @@ class RolloutRunner:
 
     def __init__(self, namespace: str, name: str, uid: str, *, webhooks: WebhookCaller | None = None,
                  reads: Executor | None = None, deployments: DeploymentCache | None = None,
-                 allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:
+                 allowances: AllowanceSource = lambda kind, namespace: nothing_allowed(),
+                 default_prometheus: str | None = None) -> None:
         self.namespace, self.name, self.uid = namespace, name, uid
+        self.default_prometheus = default_prometheus  # `paved run --prometheus-address`
         self.allowances = allowances
         self.webhooks = webhooks or WebhookCaller()
         # The engine's shared pool and cache; a runner of its own (unit tests) gets private ones.
@@ -201,6 +208,21 @@ class RolloutRunner:
     def router(self, spec: Mapping[str, Any], context: RolloutContext) -> Router:
         return router_for(spec, context, Workloads(context, deployments=self.deployments))
 
+    def read_source(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        return sources.kube_read(self.namespace)(kind, name)
+
+    def calling_spec(self, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`spec` with analysis.prometheus as the provider calls it (the default address, the
+        values of the Secrets it names): only for calls, never written anywhere."""
+        analysis = spec.get("analysis")
+        if not analysis or not analysis.get("metrics"):
+            return spec
+        try:
+            source = sources.resolve_prometheus(analysis, self.namespace, self.default_prometheus, self.read_source)
+        except sources.SourceProblems as missing:
+            raise _Refused(REASON_CREDENTIALS_MISSING, missing.problems) from None
+        return {**spec, "analysis": {**analysis, "prometheus": source}}
+
     def egress(self) -> Egress:
         """Where this rollout's URLs may point: anywhere only if an IntentPolicy allows AnyEndpoint."""
         return egresses.for_allowance(bool(self.allowances(KIND, self.namespace).get("anyEndpoint")))
@@ -231,10 +253,11 @@ class RolloutRunner:
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
         egress = self.egress()
-        refused = endpoint_problems(self.namespace, spec, egress)
+        calling = self.calling_spec(spec)
+        refused = endpoint_problems(self.namespace, calling, egress)
         if refused:
             raise _Refused(REASON_ENDPOINT_REFUSED, refused)
-        problems = query_problems(spec, egress)
+        problems = query_problems(calling, egress)
         if problems:
             raise _Refused(REASON_QUERY_REJECTED, problems)
         context = RolloutContext.from_body(body, owner)
@@ -282,7 +305,7 @@ class RolloutRunner:
             if not _only_measures(decision):  # status first: it is the intent the actions carry out
                 shown = self._store(shown, status)
             update_metrics(self.namespace, self.name, status)
-            answers = self._execute(decision, owner, spec, router, workloads, egress, autoscalers)
+            answers = self._execute(decision, owner, calling, router, workloads, egress, autoscalers)
             if answers is None:
                 break
             observation = replace(observation, measurements={**observation.measurements, **answers[0]},

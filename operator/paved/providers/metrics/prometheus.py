@@ -14,13 +14,22 @@ pooled `requests.Session`). Answers, as `QueryResult`:
   backoff with jitter, a few attempts within about two seconds so that step timing
   keeps its 1 s precision), then an error. Inconclusive, never a silent pass;
 - a connection to an address the endpoint rule forbids     -> error, rejected=True (the
-  rollout's tick refuses such an address before any query; paved.providers.egress).
+  rollout's tick refuses such an address before any query; paved.providers.egress);
+- HTTP 401/403 (credentials refused)                       -> error (inconclusive).
+
+Credentials (bearer token or basic auth), a CA bundle and extra headers come with the
+settings (`Access`); they are set on the session once and never appear in a message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -47,12 +56,18 @@ class PrometheusProvider:
     name = NAME
 
     def __init__(self, address: str, *, egress: Egress = STRICT,
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT), attempts: int = ATTEMPTS) -> None:
+                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT), attempts: int = ATTEMPTS,
+                 access: Access | None = None) -> None:
         self.address = address.rstrip("/")
         self.shown = without_credentials(self.address)  # for messages: they reach status and Events
         self.timeout = timeout
         self.attempts = attempts
         self.session = egress.session(pool_connections=1, pool_maxsize=POOL_SIZE)
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify: str | bool = True
+        if access is not None:
+            access.apply(self.session)
+            self.verify = access.verify()
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.shown!r})"
@@ -73,7 +88,7 @@ class PrometheusProvider:
         count_call(NAME, "query")
         url = f"{self.address}/api/v1/query"
         try:
-            response = self.session.get(url, params={"query": promql}, timeout=self.timeout)
+            response = self.session.get(url, params={"query": promql}, timeout=self.timeout, verify=self.verify)
         except requests.Timeout:
             raise _Transient(f"Prometheus at {self.shown} did not answer within {self.timeout[1]:g}s") from None
         except requests.ConnectionError as exc:
@@ -83,6 +98,9 @@ class PrometheusProvider:
             raise _Transient(f"cannot reach Prometheus at {self.shown}: {_reason(exc)}") from None
         except requests.RequestException as exc:  # an unusable address (bad port, scheme): its text quotes the URL
             return QueryResult(error=f"Prometheus address {self.shown} is not usable: {type(exc).__name__}", rejected=True)
+        if response.status_code in (401, 403):  # not the query's fault: inconclusive, never a rejection
+            return QueryResult(error=f"Prometheus at {self.shown} refused the credentials (HTTP {response.status_code}); "
+                                     "check spec.analysis.prometheus.auth")
         if response.status_code >= 500:
             raise _Transient(f"Prometheus at {self.shown} answered HTTP {response.status_code}: "
                              f"{_error_text(response)}")
@@ -145,6 +163,49 @@ def _reason(exc: Exception) -> str:
     return type(exc).__name__
 
 
+@dataclass(frozen=True, repr=False)
+class Access:
+    """What a session sends besides the query: credentials, the CAs it trusts, extra headers.
+    Holds secret values: it has no repr, and nothing here is ever put in a message."""
+
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    ca_bundle: str | None = None  # PEM
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def apply(self, session: requests.Session) -> None:
+        session.headers.update(dict(self.headers))
+        if self.bearer_token is not None:
+            session.headers["Authorization"] = f"Bearer {self.bearer_token}"
+        if self.basic_auth is not None:
+            session.auth = self.basic_auth
+
+    def verify(self) -> str | bool:
+        """What requests verifies the server's certificate with: the CA bundle's file, or the system's CAs."""
+        return _ca_file(self.ca_bundle) if self.ca_bundle is not None else True
+
+
+def _ca_file(pem: str) -> str:
+    """A file holding `pem` (requests verifies against a path); one per distinct bundle, kept
+    for the life of the process (CA certificates are public)."""
+    path = Path(tempfile.gettempdir()) / f"paved-prometheus-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+    if not path.exists():
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+        with os.fdopen(fd, "w") as out:
+            out.write(pem)
+        os.replace(partial, path)
+    return str(path)
+
+
 def from_settings(settings: Mapping[str, Any], egress: Egress) -> PrometheusProvider:
-    """The `prometheus` factory of paved.providers.metrics.METRICS."""
-    return PrometheusProvider(str(settings["address"]), egress=egress)
+    """The `prometheus` factory of paved.providers.metrics.METRICS: `address`, and optionally
+    `bearerToken`, `basicAuth` (user, password), `caBundle` (PEM), `headers` ((name, value), ...)
+    as paved.engines.rollout.sources resolves them from the spec."""
+    basic = settings.get("basicAuth")
+    access = Access(
+        bearer_token=settings.get("bearerToken"),
+        basic_auth=(str(basic[0]), str(basic[1])) if basic else None,
+        ca_bundle=settings.get("caBundle"),
+        headers=tuple(settings.get("headers") or ()),
+    )
+    return PrometheusProvider(str(settings["address"]), egress=egress, access=access)

@@ -14,13 +14,13 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from e2e.apps.loopback import LoopbackServer
+from paved.dev.apps.loopback import LoopbackServer
 
 CODES = ("200", "500")
 
 
 class VersionedApp:
-    def __init__(self, version: str, error_rate: float = 0.0) -> None:
+    def __init__(self, version: str, error_rate: float = 0.0, port: int = 0) -> None:
         self.version = version
         self.error_rate = error_rate
         self.counts = {code: 0 for code in CODES}
@@ -46,7 +46,7 @@ class VersionedApp:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 return
 
-        self.loopback = LoopbackServer(Handler, name=f"app-{version}")
+        self.loopback = LoopbackServer(Handler, name=f"app-{version}", port=port)
 
     @property
     def port(self) -> int:

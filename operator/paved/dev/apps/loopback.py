@@ -23,8 +23,8 @@ class _QuietServer(ThreadingHTTPServer):
 class LoopbackServer:
     """`with LoopbackServer(Handler) as server: server.url ...`; also start()/stop()."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str = "loopback") -> None:
-        self.server = _QuietServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], name: str = "loopback", port: int = 0) -> None:
+        self.server = _QuietServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=name, daemon=True)
 
     @property
