@@ -8,6 +8,9 @@
 - Objects written by the old merge patches (`Update` managers in managedFields) converge:
   a field a writer leaves out is removed even though another manager held it, once, and
   other writers' parts stay.
+
+No operator may run against the control plane meanwhile (it would write these objects' status
+too): pytest's testpaths run tests/integration before tests/e2e start theirs.
 """
 
 from __future__ import annotations
