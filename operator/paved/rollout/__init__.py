@@ -11,13 +11,14 @@ Kubernetes client, no clock. A handler tick is:
     for action in decision.actions: execute    # in order; stop at the first failure
     if Measure/RunWebhook were among them: answer them and call decide again now
     else: come back after RequeueAfter (or on the next watch event)
+    (Notify is sent off the critical path, once; its failure is only reported)
 
 See `paved.rollout.actions` for what each action means and `paved.rollout.simulate` for a
 handler that plays this loop on synthetic time.
 """
 
 from paved.rollout.actions import (
-    Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
+    Action, EnsureCanary, Event, Measure, MetricQuery, Notify, PromoteStableTemplate, RequeueAfter, RunWebhook,
     ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
@@ -37,7 +38,7 @@ from paved.rollout.state import Phase, Stage, conditions_for
 
 __all__ = [
     "Action", "AutoscalerState", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
-    "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
+    "Measure", "MetricMeasurement", "MetricQuery", "Notify", "Observation", "Phase", "PromoteStableTemplate",
     "REASON_AUTOSCALER_INVALID", "REASON_CREDENTIALS_MISSING", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC",
     "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
     "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",

@@ -30,6 +30,7 @@ two), and Events are posted off the critical path.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ from paved import metrics as paved_metrics
 from paved.api.common import PROGRESSING, READY
 from paved.api.platform import nothing_allowed
 from paved.api.rollout import ProgressiveRolloutStatus
+from paved.errors import describe
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
@@ -62,12 +64,13 @@ from paved.engines.rollout import sources
 from paved.rollout import (
     REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
-    Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
+    Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
 )
 
 KIND = "ProgressiveRollout"
+log = logging.getLogger(__name__)
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
 
 # Every tick writes the rollout's whole status (all of it but other writers' conditions).
@@ -132,6 +135,8 @@ def endpoint_problems(namespace: str, spec: Mapping[str, Any], egress: Egress) -
     judged by what its host resolves to now."""
     urls = [("spec.analysis.prometheus.address", ((spec.get("analysis") or {}).get("prometheus") or {}).get("address"))]
     urls += [(f"spec.webhooks[{index}].url", hook.get("url")) for index, hook in enumerate(spec.get("webhooks") or [])]
+    urls += [(f"spec.notifications[{index}].url", note.get("url"))
+             for index, note in enumerate(spec.get("notifications") or [])]
     problems = []
     for field, url in urls:
         problem = egress.refusal(url) if isinstance(url, str) else None
@@ -180,6 +185,7 @@ class RolloutRunner:
         self.own_versions: deque[str] = deque(maxlen=8)  # resourceVersions of our own status writes
         self.stage: str | None = None  # status.progress.stage after the last tick
         self.last_refusal: str | None = None
+        self.notified: deque[str] = deque(maxlen=32)  # keys of notifications sent: never one twice
 
     # -- I/O seams (unit tests replace these) ------------------------------------------------
 
@@ -201,6 +207,23 @@ class RolloutRunner:
     def emit(self, owner: Owner, event: Event) -> None:
         """Post an Event without waiting for it: best effort, off the step's critical path."""
         self.reads.submit(self.post, owner, event)
+
+    def notify(self, owner: Owner, action: Notify, egress: Egress) -> None:
+        """Send one notification, once: a failure is logged by type and posted as a Warning
+        Event naming the field (never the URL: a chat webhook's URL is its credential), and
+        changes nothing else."""
+        try:
+            result = self.webhooks.notify(RolloutRef(self.namespace, self.name), action, egress)
+        except Exception as error:  # noqa: BLE001 - a notification never fails the rollout
+            log.warning("rollout %s/%s: %s notification %d not sent: %s", self.namespace, self.name, action.event,
+                        action.index, describe(error))
+            return
+        if not result.ok:
+            field = f"spec.notifications[{action.index}].url"
+            log.warning("rollout %s/%s: %s notification to %s failed: %s", self.namespace, self.name, action.event,
+                        field, result.detail)
+            self.post(owner, Event("NotificationFailed", f"{field}: {action.event} notification not delivered: "
+                                                         f"{result.detail}", warning=True))
 
     def owner(self, metadata: Mapping[str, Any]) -> Owner:
         return Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
@@ -362,6 +385,9 @@ class RolloutRunner:
             elif isinstance(action, RunWebhook):
                 asked = True
                 results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action, egress)
+            elif isinstance(action, Notify) and action.key not in self.notified:
+                self.notified.append(action.key)
+                self.reads.submit(self.notify, owner, action, egress)  # off the critical path, like Events
         return (measurements, results) if asked else None
 
     def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:
