@@ -6,14 +6,19 @@ decision's actions); the sender is driven against a loopback receiver.
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from typing import Any
 
 import pytest
 
 from paved.dev.apps.loopback import answering
+from paved.engines.rollout.outbox import Outbox
 from paved.engines.rollout.runner import RolloutRunner, endpoint_problems
 from paved.providers import egress as egresses
 from paved.providers.base import Owner
@@ -182,3 +187,22 @@ def test_a_notification_that_cannot_be_sent_never_raises_and_is_logged_by_type(c
                   egresses.STRICT)
     assert runner.posted == []
     assert "RuntimeError" in caplog.text and "hunter2" not in caplog.text
+
+
+def test_one_rollouts_notifications_go_out_in_order_on_a_shared_pool() -> None:
+    pool = ThreadPoolExecutor(max_workers=4)
+    outbox, done = Outbox(pool, capacity=8), []
+    started, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        started.set()
+        release.wait(5)
+        done.append(0)
+
+    outbox.put(first, "job 0")
+    assert started.wait(5)
+    for index in range(1, 10):  # 8 wait behind the first; the last finds the outbox full
+        outbox.put(functools.partial(lambda i: (time.sleep(0.01 * (i % 3)), done.append(i)), index), f"job {index}")
+    release.set()
+    pool.shutdown(wait=True)
+    assert done == list(range(9))

@@ -30,6 +30,7 @@ two), and Events are posted off the critical path.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -61,6 +62,7 @@ from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.engines.rollout import sources
+from paved.engines.rollout.outbox import Outbox
 from paved.rollout import (
     REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
@@ -186,6 +188,7 @@ class RolloutRunner:
         self.stage: str | None = None  # status.progress.stage after the last tick
         self.last_refusal: str | None = None
         self.notified: deque[str] = deque(maxlen=32)  # keys of notifications sent: never one twice
+        self.outbox = Outbox(self.reads)  # notifications, in order, off the critical path
 
     # -- I/O seams (unit tests replace these) ------------------------------------------------
 
@@ -387,7 +390,8 @@ class RolloutRunner:
                 results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action, egress)
             elif isinstance(action, Notify) and action.key not in self.notified:
                 self.notified.append(action.key)
-                self.reads.submit(self.notify, owner, action, egress)  # off the critical path, like Events
+                self.outbox.put(functools.partial(self.notify, owner, action, egress),
+                                f"rollout {self.namespace}/{self.name}: {action.event} notification")
         return (measurements, results) if asked else None
 
     def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:
