@@ -5,7 +5,8 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
         spec (schema, CEL, weights)          -> InvalidSpec
-        a Prometheus address or webhook URL
+        a Prometheus address, webhook or
+          notification URL
           at a link-local address or the
           Kubernetes API server (without an
           AnyEndpoint allowance)             -> EndpointRefused (paved.policy.endpoints)
@@ -25,7 +26,8 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
     `decide` called again with the answers (bounded); else sleep until RequeueAfter.
 
 Measurement-only decisions are written together with their answers (one status write, not
-two), and Events are posted off the critical path.
+two), and Events and notifications are sent off the critical path (notifications once, in
+order, through the rollout's Outbox; a failed one is only reported).
 """
 
 from __future__ import annotations
