@@ -256,7 +256,8 @@ class Notification(Model):
                      description="URL receiving a POST with `text` (one sentence) and the rollout's state.")
     events: list[NotificationEvent] = Field(
         default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1, max_length=len(NOTIFICATION_EVENTS),
-        description="Transitions that send a message: Started, StepStarted, Paused (an indefinite pause step), "
+        description="Transitions that send a message: Started, StepStarted, Paused (an indefinite pause step, or "
+                    "analysis inconclusive maxHolds times in a row), "
                     "Promoted, RolledBack (also when it ends Failed); absent means all of them. Each is sent once per "
                     "transition, whatever the list repeats.")
     timeout: Duration = Field(default="5s", description="Time allowed for an answer.")

@@ -9,9 +9,9 @@ Kubernetes client, no clock. A handler tick is:
     decision = decide(spec, status, observation, now)
     write decision.status                      # first: status is the intent
     for action in decision.actions: execute    # in order; stop at the first failure
+                                               # (Notify: queued, sent once, a failure only reported)
     if Measure/RunWebhook were among them: answer them and call decide again now
     else: come back after RequeueAfter (or on the next watch event)
-    (Notify is sent off the critical path, once; its failure is only reported)
 
 See `paved.rollout.actions` for what each action means and `paved.rollout.simulate` for a
 handler that plays this loop on synthetic time.

@@ -1,7 +1,7 @@
 """Rollout notifications: one message per transition, for people (a chat channel), never a gate.
 
-The code that makes a transition emits its Event and calls `notify` next to it; every
-spec.notifications entry that lists the transition gets one `Notify` action. A transition
+The code that makes a transition emits its Event through `announce`, and every
+spec.notifications entry that lists the transition gets one `Notify` action with it. A transition
 happens once (status records it before any action runs), so a repeated decision asks for
 nothing again; the key, built like a webhook call's (`paved.rollout.gates.call_key`), lets a
 receiver drop the duplicate that a lost status write can cause (the transition is then

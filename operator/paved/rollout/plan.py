@@ -260,7 +260,7 @@ def _durations_positive(spec: Mapping[str, Any]) -> list[FieldError]:
             continue  # the schema reports the syntax
         if duration <= timedelta(0):
             errors.append(FieldError(path, "must be longer than 0s"))
-        elif (path, value) in notifications and duration > MAX_NOTIFICATION_TIMEOUT:
+        elif path.startswith("spec.notifications[") and duration > MAX_NOTIFICATION_TIMEOUT:
             errors.append(FieldError(path, f"must be at most {MAX_NOTIFICATION_TIMEOUT.total_seconds():g}s"))
     return errors
 
