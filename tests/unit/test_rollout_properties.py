@@ -5,7 +5,8 @@ results, query errors, thin samples), webhook failures, user commands, revision 
 operator crashes half-way through a decision's actions — and checks at every single call:
 
 - idempotence: calling decide again with its own output status and the same observation
-  changes nothing and asks for nothing (no duplicate SetWeights, webhooks, scaling, events);
+  changes nothing and asks for nothing (no duplicate SetWeights, webhooks, notifications,
+  scaling, events);
 - weights never step backwards while a rollout progresses: the canary's share only drops
   to 0, and only when the stable workload is ready at full scale;
 - the canary gets more traffic only when it runs the rollout's revision with ready pods;
@@ -63,6 +64,7 @@ def specs(draw) -> dict:
                   "metrics": [metric]},
         webhooks=[{"name": f"{kind}-hook", "type": kind, "url": "http://h/", "timeout": "5s"} for kind in hooks],
         originalScaleDown=draw(st.sampled_from(["Never", "OnSuccess", "Progressively"])),
+        notifications=[{"url": "http://n/"}] if draw(st.booleans()) else [],
     )
 
 

@@ -40,6 +40,8 @@ Weight = Annotated[int, Field(ge=0, le=100)]
 Phase = Literal["Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
 WebhookType = Literal["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback"]
+NotificationEvent = Literal["Started", "StepStarted", "Paused", "Promoted", "RolledBack"]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("Started", "StepStarted", "Paused", "Promoted", "RolledBack")
 
 
 OriginalScaleDown = Literal["Never", "OnSuccess", "Progressively"]
@@ -244,6 +246,23 @@ class Webhook(Model):
     timeout: Duration = Field(default="10s", description="Time allowed for an answer.")
 
 
+class Notification(Model):
+    """A message POSTed at transitions of the rollout (Slack-compatible JSON: `text` plus fields).
+
+    Sent once per transition, never retried: a failed notification is a Warning Event, and
+    never holds up or fails the rollout. The same endpoint rules as spec.webhooks apply."""
+
+    url: str = Field(pattern=HTTP_URL_PATTERN, max_length=URL_MAX,
+                     description="URL receiving a POST with `text` (one sentence) and the rollout's state.")
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1, max_length=len(NOTIFICATION_EVENTS),
+        description="Transitions that send a message: Started, StepStarted, Paused (an indefinite pause step, or "
+                    "analysis inconclusive maxHolds times in a row), "
+                    "Promoted, RolledBack (also when it ends Failed); absent means all of them. Each is sent once per "
+                    "transition, whatever the list repeats.")
+    timeout: Duration = Field(default="5s", description="Time allowed for an answer.")
+
+
 class ProgressiveRolloutSpec(RuledModel):
     """Roll a Deployment's new pod template out as a canary, step by step, judged by metrics.
 
@@ -287,6 +306,8 @@ class ProgressiveRolloutSpec(RuledModel):
     stepInterval: Duration | None = Field(default=None, description="Shorthand: time between steps.")
     analysis: Analysis | None = Field(default=None, description="Metric analysis; absent means steps only.")
     webhooks: Annotated[list[Webhook], UniqueBy("name")] = Field(default_factory=list, max_length=16, description="Webhooks.")
+    notifications: list[Notification] = Field(
+        default_factory=list, max_length=8, description="Messages sent at transitions (e.g. to a Slack incoming webhook).")
 
     @model_validator(mode="after")
     def _analysis_steps_name_metrics(self) -> Self:

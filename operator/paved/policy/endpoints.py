@@ -1,7 +1,8 @@
 """Where Paved may connect on a tenant's behalf: the rule for URLs written in tenants' objects.
 
-A URL in a namespaced object (a ProgressiveRollout's Prometheus address and webhooks) makes
-Paved, from inside the operator's network position, send a request there. Two kinds of
+A URL in a namespaced object (a ProgressiveRollout's Prometheus address, webhooks and
+notifications) makes Paved, from inside the operator's network position, send a request
+there. Two kinds of
 destination are refused unless an IntentPolicy allows the namespace `AnyEndpoint`:
 
 - link-local addresses, 169.254.0.0/16 and fe80::/10: the cloud metadata endpoint lives

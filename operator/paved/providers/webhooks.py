@@ -1,4 +1,5 @@
-"""Rollout webhooks: one POST per `RunWebhook` action, answered as a `WebhookResult`.
+"""Rollout webhooks: one POST per `RunWebhook` action, answered as a `WebhookResult`,
+and one per `Notify` action (a notification, whose result is only reported).
 
 A 2xx answer within the webhook's timeout passes; anything else fails the check: another
 status ("HTTP 503"), a timeout ("timed out after 10s"), no connection ("connection
@@ -13,6 +14,12 @@ rollout, which hook and where the rollout is (no secrets: it is built from names
 
     {"name": "checkout", "namespace": "shop", "webhook": "load-test", "type": "rollout",
      "revision": "5d9c7f6b4a", "stepIndex": 2, "key": "..."}
+
+A notification's body is Slack-compatible (an incoming webhook shows `text`, and ignores the rest):
+
+    {"text": "ProgressiveRollout shop/checkout: step 2/4 (20%): setWeight 20", "event": "StepStarted",
+     "name": "checkout", "namespace": "shop", "revision": "5d9c7f6b4a", "stepIndex": 1,
+     "canaryWeight": 20, "key": "..."}
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from paved import fence
 from paved.metrics import count_call
 from paved.providers.base import ProviderError
 from paved.providers.egress import STRICT, Egress, refused_reason
-from paved.rollout.actions import RunWebhook
+from paved.rollout.actions import Notify, RunWebhook
 from paved.rollout.observation import WebhookResult
 
 KEY_HEADER = "X-Paved-Webhook-Key"
@@ -58,16 +65,33 @@ class WebhookCaller:
 
     def call(self, rollout: RolloutRef, action: RunWebhook, egress: Egress = STRICT) -> WebhookResult:
         """The call's verdict; ProviderError (not a verdict) when this replica may not call out."""
-        if not fence.WRITES.permits():
-            raise ProviderError(f"webhook {action.name} not called: {fence.WRITES.why_not()}", retryable=True)
-        count_call("webhook", action.type)
         payload: dict[str, Any] = {
             "name": rollout.name, "namespace": rollout.namespace, "webhook": action.name, "type": action.type,
             "revision": action.revision, "stepIndex": action.step_index, "key": action.key,
         }
-        timeout = max(action.timeout_seconds, 0.1)
+        return self._post(f"webhook {action.name}", action.type, action.url, payload, action.key,
+                          action.timeout_seconds, egress)
+
+    def notify(self, rollout: RolloutRef, action: Notify, egress: Egress = STRICT) -> WebhookResult:
+        """Send one notification (a Slack-compatible body: `text` plus the rollout's state);
+        its outcome is only reported, never a verdict on the rollout."""
+        payload: dict[str, Any] = {
+            "text": f"ProgressiveRollout {rollout.namespace}/{rollout.name}: {action.text}",
+            "event": action.event, "name": rollout.name, "namespace": rollout.namespace,
+            "revision": action.revision, "stepIndex": action.step_index, "canaryWeight": action.weight,
+            "key": action.key,
+        }
+        return self._post(f"notification {action.index}", "notification", action.url, payload, action.key,
+                          action.timeout_seconds, egress)
+
+    def _post(self, what: str, operation: str, url: str, payload: dict[str, Any], key: str, timeout_seconds: float,
+              egress: Egress) -> WebhookResult:
+        if not fence.WRITES.permits():
+            raise ProviderError(f"{what} not called: {fence.WRITES.why_not()}", retryable=True)
+        count_call("webhook", operation)
+        timeout = max(timeout_seconds, 0.1)
         try:
-            response = self.session(egress).post(action.url, json=payload, headers={KEY_HEADER: action.key},
+            response = self.session(egress).post(url, json=payload, headers={KEY_HEADER: key},
                                                  timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
         except requests.Timeout:
             return WebhookResult(False, f"timed out after {timeout:g}s")

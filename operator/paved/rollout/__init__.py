@@ -9,6 +9,7 @@ Kubernetes client, no clock. A handler tick is:
     decision = decide(spec, status, observation, now)
     write decision.status                      # first: status is the intent
     for action in decision.actions: execute    # in order; stop at the first failure
+                                               # (Notify: queued, sent once, a failure only reported)
     if Measure/RunWebhook were among them: answer them and call decide again now
     else: come back after RequeueAfter (or on the next watch event)
 
@@ -17,7 +18,7 @@ handler that plays this loop on synthetic time.
 """
 
 from paved.rollout.actions import (
-    Action, EnsureCanary, Event, Measure, MetricQuery, PromoteStableTemplate, RequeueAfter, RunWebhook,
+    Action, EnsureCanary, Event, Measure, MetricQuery, Notify, PromoteStableTemplate, RequeueAfter, RunWebhook,
     ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
@@ -37,7 +38,7 @@ from paved.rollout.state import Phase, Stage, conditions_for
 
 __all__ = [
     "Action", "AutoscalerState", "Command", "CommandKind", "Decision", "EnsureCanary", "Event", "FieldError", "HISTORY_LIMIT",
-    "Measure", "MetricMeasurement", "MetricQuery", "Observation", "Phase", "PromoteStableTemplate",
+    "Measure", "MetricMeasurement", "MetricQuery", "Notify", "Observation", "Phase", "PromoteStableTemplate",
     "REASON_AUTOSCALER_INVALID", "REASON_CREDENTIALS_MISSING", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC",
     "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
     "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",

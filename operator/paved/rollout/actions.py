@@ -89,6 +89,28 @@ class RunWebhook:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """POST a message about a transition (`event`: Started, StepStarted, Paused, Promoted,
+    RolledBack) to spec.notifications[`index`].url, once, without waiting for it.
+
+    Unlike RunWebhook nothing waits for the answer and nothing re-sends it: a failed
+    notification is reported (a Warning Event) and the rollout goes on. `key` has the shape
+    of a webhook call's key, so a receiver can drop the duplicate a lost status write may
+    cause (the transition is then decided again, with the same key).
+    """
+
+    index: int
+    url: str
+    timeout_seconds: float
+    key: str
+    event: str
+    text: str
+    revision: str
+    step_index: int
+    weight: int
+
+
+@dataclass(frozen=True)
 class MetricQuery:
     name: str
     query: str
@@ -122,5 +144,5 @@ class RequeueAfter:
 
 Action = Union[
     EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetAutoscaler, SetWeights,
-    RunWebhook, Measure, Event, RequeueAfter,
+    RunWebhook, Notify, Measure, Event, RequeueAfter,
 ]

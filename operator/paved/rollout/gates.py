@@ -35,13 +35,18 @@ class Gate:
 
 def open_gate(tick: Tick, kind: WebhookType, scope: str) -> None:
     """Call every webhook of `kind` now; `check_gate(tick, kind)` reports when all have answered."""
-    revision = tick.state.canary_revision or tick.state.stable_revision or ""
     calls = []
     for hook in tick.plan.webhooks_of(kind):
-        key = f"{revision}/{tick.progress.run}/{scope}/{kind.value}/{hook.name}"
+        key = call_key(tick, scope, kind.value, hook.name)
         calls.append(WebhookCall(key, kind.value, hook.name, CallState.REQUESTED, tick.now))
         tick.emit(_webhook_action(tick, key, kind, hook.name))
     tick.progress.webhooks = calls
+
+
+def call_key(tick: Tick, scope: str, kind: str, name: str) -> str:
+    """'<revision>/<run>/<scope>/<kind>/<name>': the same for every send of one call of one
+    rollout run (the run counts rollouts started, so a retried revision gets new keys)."""
+    return f"{tick.revision}/{tick.progress.run}/{scope}/{kind}/{name}"
 
 
 def check_gate(tick: Tick, kind: WebhookType) -> Gate:
@@ -68,8 +73,7 @@ def webhook_failure(call: WebhookCall) -> str:
 
 def _webhook_action(tick: Tick, key: str, kind: WebhookType, name: str) -> RunWebhook:
     hook = next(h for h in tick.plan.webhooks_of(kind) if h.name == name)
-    revision = tick.state.canary_revision or tick.state.stable_revision or ""
-    return RunWebhook(kind.value, name, hook.url, hook.timeout.total_seconds(), key, revision,
+    return RunWebhook(kind.value, name, hook.url, hook.timeout.total_seconds(), key, tick.revision,
                       tick.state.current_step_index)
 
 

@@ -18,7 +18,8 @@ from paved.api.rollout import ANALYSIS_HISTORY_LIMIT
 from paved.rollout.actions import Event, Measure, MetricQuery
 from paved.rollout.analysis import VerdictKind, judge
 from paved.rollout.observation import MetricMeasurement
-from paved.rollout.plan import AnalysisStep
+from paved.rollout.notifications import announce
+from paved.rollout.plan import AnalysisStep, NotificationEvent
 from paved.rollout.state import MetricChecks, PendingMeasure, Stage, format_time
 from paved.rollout.tick import Tick
 
@@ -151,7 +152,9 @@ def _on_hold(tick: Tick, name: str, reason: str, holds: int, max_holds: int) -> 
         progress.hold_paused = True
         progress.paused_reason = (f"paused: {name} {reason} {holds} times in a row (maxHolds {max_holds}); "
                                   f"`paved rollout promote` continues, `abort` rolls back")
-        tick.emit(Event("Paused", f"{tick.where()}: {progress.paused_reason}", warning=True))
+        # One such pause per stage and step of a run at most: only `promote` lifts it, and moves on.
+        announce(tick, Event("Paused", f"{tick.where()}: {progress.paused_reason}", warning=True),
+                 NotificationEvent.PAUSED, f"held/{tick.stage.value}{tick.state.current_step_index}")
 
 
 def _due_metrics(tick: Tick) -> list[str]:

@@ -122,6 +122,27 @@ class Webhook:
     timeout: timedelta = timedelta(seconds=10)
 
 
+class NotificationEvent(str, Enum):
+    """The transitions a spec.notifications entry may ask to hear about."""
+
+    STARTED = "Started"
+    STEP_STARTED = "StepStarted"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+
+
+@dataclass(frozen=True)
+class Notification:
+    url: str
+    events: frozenset[NotificationEvent]
+    timeout: timedelta = timedelta(seconds=5)
+
+
+MAX_NOTIFICATION_TIMEOUT = timedelta(seconds=30)
+"""A notification holds one of the engine's read workers while it waits: keep that short."""
+
+
 @dataclass(frozen=True)
 class RolloutPlan:
     """Everything the state machine needs from the spec, already expanded and checked.
@@ -138,6 +159,7 @@ class RolloutPlan:
     interval: timedelta = timedelta(seconds=30)
     original_scale_down: OriginalScaleDown = OriginalScaleDown.NEVER
     autoscaled: bool = False  # spec.autoscalerRef: HPAs own the copies' replica counts between transitions
+    notifications: tuple[Notification, ...] = ()
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
@@ -226,15 +248,20 @@ def _durations_positive(spec: Mapping[str, Any]) -> list[FieldError]:
                    for i, m in enumerate(_list(analysis.get("metrics")))]
     candidates += [(f"spec.webhooks[{i}].timeout", _mapping(h).get("timeout"))
                    for i, h in enumerate(_list(spec.get("webhooks")))]
+    notifications = [(f"spec.notifications[{i}].timeout", _mapping(n).get("timeout"))
+                     for i, n in enumerate(_list(spec.get("notifications")))]
     errors = []
-    for path, value in candidates:
+    for path, value in candidates + notifications:
         if value is None:
             continue
         try:
-            if parse_duration(value, path) <= timedelta(0):
-                errors.append(FieldError(path, "must be longer than 0s"))
+            duration = parse_duration(value, path)
         except ValueError:
-            pass  # the schema reports the syntax
+            continue  # the schema reports the syntax
+        if duration <= timedelta(0):
+            errors.append(FieldError(path, "must be longer than 0s"))
+        elif path.startswith("spec.notifications[") and duration > MAX_NOTIFICATION_TIMEOUT:
+            errors.append(FieldError(path, f"must be at most {MAX_NOTIFICATION_TIMEOUT.total_seconds():g}s"))
     return errors
 
 
@@ -252,8 +279,10 @@ def _plan(model: api.ProgressiveRolloutSpec) -> RolloutPlan:
     metrics = tuple(_metric(m, interval) for m in (model.analysis.metrics if model.analysis else []))
     webhooks = tuple(Webhook(h.name, WebhookType(h.type), h.url, parse_duration(h.timeout)) for h in model.webhooks)
     steps = tuple(_step(s) for s in model.expanded_steps())
+    notifications = tuple(Notification(n.url, frozenset(NotificationEvent(e) for e in n.events), parse_duration(n.timeout))
+                          for n in model.notifications)
     return RolloutPlan(router, _end_at_full_weight(steps), metrics, webhooks, interval,
-                       OriginalScaleDown(model.originalScaleDown), model.autoscalerRef is not None)
+                       OriginalScaleDown(model.originalScaleDown), model.autoscalerRef is not None, notifications)
 
 
 def _metric(m: api.Metric, default_interval: timedelta) -> Metric:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from paved.rollout.actions import Event
 from paved.rollout.gates import Gate, check_gate, open_gate, webhook_failure
 from paved.rollout.measurements import analysis_blocking
+from paved.rollout.notifications import announce
 from paved.rollout.plan import (
-    AnalysisStep, PauseStep, RouterKind, SetWeightStep, WebhookType, canary_replicas, stable_replicas,
+    AnalysisStep, NotificationEvent, PauseStep, RouterKind, SetWeightStep, WebhookType, canary_replicas, stable_replicas,
 )
 from paved.rollout.state import MetricChecks, Phase, Progress, Stage, WebhookCall, Withdrawal, format_time
 from paved.rollout.tick import Tick
@@ -37,7 +38,8 @@ def start_rollout(tick: Tick, revision: str) -> None:
         stable_template=old.stable_template, last_command=old.last_command,
         original_asked=old.original_asked, original_set_at=old.original_set_at, autoscalers=old.autoscalers,
     )
-    tick.emit(Event("RolloutStarted", f"rolling out revision {revision} (stable is {state.stable_revision})"))
+    announce(tick, Event("RolloutStarted", f"rolling out revision {revision} (stable is {state.stable_revision})"),
+             NotificationEvent.STARTED, "started")
     tick.goto(Stage.START_CANARY)
 
 
@@ -130,11 +132,14 @@ def run_step_enter(tick: Tick) -> None:
     assert step is not None  # noqa: S101
     tick.state.step_started_at = tick.now
     tick.state.pause_until = tick.now + step.duration if isinstance(step, PauseStep) and step.duration else None
-    tick.emit(Event("StepStarted", f"{tick.where()}: {step.describe()}"))
-    open_gate(tick, WebhookType.ROLLOUT, f"step{tick.state.current_step_index}")
+    index = tick.state.current_step_index
+    announce(tick, Event("StepStarted", f"{tick.where()}: {step.describe()}"), NotificationEvent.STEP_STARTED,
+             f"step{index}")
+    open_gate(tick, WebhookType.ROLLOUT, f"step{index}")
     tick.goto(Stage.STEP_RUN)
     if isinstance(step, PauseStep) and step.duration is None:
-        tick.emit(Event("Paused", f"paused at {tick.where()} until `paved rollout promote`"))
+        announce(tick, Event("Paused", f"paused at {tick.where()} until `paved rollout promote`"),
+                 NotificationEvent.PAUSED, f"pause{index}")
 
 
 def run_step_run(tick: Tick) -> None:
@@ -248,7 +253,7 @@ def enter_post_rollout(tick: Tick) -> None:
     tick.state.canary_revision = None
     tick.state.phase = Phase.SUCCEEDED
     tick.state.message = f"promoted revision {revision}: 100% on stable at full scale"
-    tick.emit(Event("Promoted", tick.state.message))
+    announce(tick, Event("Promoted", tick.state.message), NotificationEvent.PROMOTED, "promoted")
     open_gate(tick, WebhookType.POST_ROLLOUT, "post")
 
 
@@ -292,8 +297,8 @@ def enter_rollback_notify(tick: Tick) -> None:
     assert withdrawal is not None  # noqa: S101
     tick.state.phase = withdrawal.outcome
     tick.state.message = _rollback_sentence(tick, "rolled back")
-    tick.emit(Event("RolledBack" if withdrawal.outcome is Phase.ROLLED_BACK else "Failed",
-                    tick.state.message, warning=True))
+    announce(tick, Event("RolledBack" if withdrawal.outcome is Phase.ROLLED_BACK else "Failed", tick.state.message,
+                         warning=True), NotificationEvent.ROLLED_BACK, "rollback")
     open_gate(tick, WebhookType.ROLLBACK, "rollback")
 
 

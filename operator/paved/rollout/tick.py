@@ -75,6 +75,11 @@ class Tick:
         return self.state.stable_revision
 
     @property
+    def revision(self) -> str:
+        """The canary's revision while there is one, else the stable's ('' before the first)."""
+        return self.state.canary_revision or self.state.stable_revision or ""
+
+    @property
     def stable(self) -> WorkloadState:
         return self.obs.stable or ABSENT
 

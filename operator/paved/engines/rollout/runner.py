@@ -5,7 +5,8 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
         spec (schema, CEL, weights)          -> InvalidSpec
-        a Prometheus address or webhook URL
+        a Prometheus address, webhook or
+          notification URL
           at a link-local address or the
           Kubernetes API server (without an
           AnyEndpoint allowance)             -> EndpointRefused (paved.policy.endpoints)
@@ -25,11 +26,14 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
     `decide` called again with the answers (bounded); else sleep until RequeueAfter.
 
 Measurement-only decisions are written together with their answers (one status write, not
-two), and Events are posted off the critical path.
+two), and Events and notifications are sent off the critical path (notifications once, in
+order, through the rollout's Outbox; a failed one is only reported).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections import deque
@@ -44,6 +48,7 @@ from paved import metrics as paved_metrics
 from paved.api.common import PROGRESSING, READY
 from paved.api.platform import nothing_allowed
 from paved.api.rollout import ProgressiveRolloutStatus
+from paved.errors import describe
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
 from paved.kube import status as kube_status
@@ -59,15 +64,17 @@ from paved.providers.routing.autoscalers import Autoscalers, autoscalers_for
 from paved.providers.routing.workloads import DeploymentCache, Workloads, target_state
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.engines.rollout import sources
+from paved.engines.rollout.outbox import Outbox
 from paved.rollout import (
     REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
-    Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Observation,
+    Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
 )
 
 KIND = "ProgressiveRollout"
+log = logging.getLogger(__name__)
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
 
 # Every tick writes the rollout's whole status (all of it but other writers' conditions).
@@ -132,6 +139,8 @@ def endpoint_problems(namespace: str, spec: Mapping[str, Any], egress: Egress) -
     judged by what its host resolves to now."""
     urls = [("spec.analysis.prometheus.address", ((spec.get("analysis") or {}).get("prometheus") or {}).get("address"))]
     urls += [(f"spec.webhooks[{index}].url", hook.get("url")) for index, hook in enumerate(spec.get("webhooks") or [])]
+    urls += [(f"spec.notifications[{index}].url", note.get("url"))
+             for index, note in enumerate(spec.get("notifications") or [])]
     problems = []
     for field, url in urls:
         problem = egress.refusal(url) if isinstance(url, str) else None
@@ -180,6 +189,8 @@ class RolloutRunner:
         self.own_versions: deque[str] = deque(maxlen=8)  # resourceVersions of our own status writes
         self.stage: str | None = None  # status.progress.stage after the last tick
         self.last_refusal: str | None = None
+        self.notified: deque[str] = deque(maxlen=32)  # keys of notifications sent: never one twice
+        self.outbox = Outbox(self.reads)  # notifications, in order, off the critical path
 
     # -- I/O seams (unit tests replace these) ------------------------------------------------
 
@@ -201,6 +212,23 @@ class RolloutRunner:
     def emit(self, owner: Owner, event: Event) -> None:
         """Post an Event without waiting for it: best effort, off the step's critical path."""
         self.reads.submit(self.post, owner, event)
+
+    def notify(self, owner: Owner, action: Notify, egress: Egress) -> None:
+        """Send one notification, once: a failure is logged by type and posted as a Warning
+        Event naming the field (never the URL: a chat webhook's URL is its credential), and
+        changes nothing else."""
+        try:
+            result = self.webhooks.notify(RolloutRef(self.namespace, self.name), action, egress)
+        except Exception as error:  # noqa: BLE001 - a notification never fails the rollout
+            log.warning("rollout %s/%s: %s notification %d not sent: %s", self.namespace, self.name, action.event,
+                        action.index, describe(error))
+            return
+        if not result.ok:
+            field = f"spec.notifications[{action.index}].url"
+            log.warning("rollout %s/%s: %s notification to %s failed: %s", self.namespace, self.name, action.event,
+                        field, result.detail)
+            self.post(owner, Event("NotificationFailed", f"{field}: {action.event} notification not delivered: "
+                                                         f"{result.detail}", warning=True))
 
     def owner(self, metadata: Mapping[str, Any]) -> Owner:
         return Owner(API_VERSION, KIND, self.name, self.namespace, metadata.get("uid", ""), metadata.get("generation"))
@@ -362,6 +390,10 @@ class RolloutRunner:
             elif isinstance(action, RunWebhook):
                 asked = True
                 results[action.key] = self.webhooks.call(RolloutRef(self.namespace, self.name), action, egress)
+            elif isinstance(action, Notify) and action.key not in self.notified:
+                self.notified.append(action.key)
+                self.outbox.put(functools.partial(self.notify, owner, action, egress),
+                                f"rollout {self.namespace}/{self.name}: {action.event} notification")
         return (measurements, results) if asked else None
 
     def _refuse(self, body: Mapping[str, Any], reason: str, problems: list[FieldError]) -> None:
