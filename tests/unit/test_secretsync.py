@@ -236,14 +236,14 @@ def test_next_due_is_on_the_grid_and_within_one_interval(after: float, interval:
 @settings(max_examples=200, deadline=None)
 @given(st.floats(min_value=0, max_value=1e6), st.sampled_from([10.0, 60.0, 3600.0]))
 def test_a_late_refresh_is_not_followed_by_another_a_moment_later(late: float, interval: float) -> None:
-    # A refresh at any moment (on the grid or late: a new leader's first cycle) is followed by the
-    # next between half an interval and one and a half intervals later, on the store's grid.
-    due = schedule.after_refresh(late, interval, STORE)
-    assert late + interval / 2 < due <= late + 1.5 * interval + 1e-6
+    # A refresh taken at a grid point, however late it ran (a new leader's first cycle), is
+    # followed by the next between half an interval and one and a half intervals later, on the grid.
+    point = schedule.next_due(late - interval, interval, STORE)  # the grid point it was due at
+    due = schedule.after_refresh(point, late, interval, STORE)
+    assert late + interval / 2 <= due + 1e-6 and due <= late + 1.5 * interval + 1e-6
     steps = (due - schedule.phase(STORE, interval)) / interval
     assert math.isclose(steps, round(steps), abs_tol=1e-6)  # on the store's grid
-    on_time = schedule.next_due(late, interval, STORE)
-    assert schedule.after_refresh(on_time, interval, STORE) == pytest.approx(on_time + interval)
+    assert schedule.after_refresh(point, point, interval, STORE) == pytest.approx(point + interval)
 
 
 def test_dividing_intervals_share_grid_points() -> None:
@@ -507,7 +507,7 @@ def test_state_retries_failures_with_backoff_and_reschedules_success() -> None:
     decision = decide(taken, {DB: Present("1")}, {DB: DB_VALUE}, NOW)
     retried_at = due
     due = state.complete(taken, decision, {}, retried_at)
-    assert due == schedule.after_refresh(retried_at, 3600, spec.store)
+    assert due == schedule.next_due(retried_at, 3600, spec.store)
 
 
 def test_state_skips_the_refs_of_busy_stores_and_honours_retry_at() -> None:

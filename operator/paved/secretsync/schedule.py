@@ -15,11 +15,12 @@ modulo I). Consequences, all deliberate:
   next point on a `RESUME_WINDOW` grid: one instant per store, different stores at
   different instants, never all at once, and never one cycle per resumed ref (Kopf resumes
   thousands of refs over many seconds);
-- after a refresh the next is the first grid point at least half an interval away: one
-  interval later when cycles run on time; after a late or off-grid one (a first sync, a new
-  leader's first cycle slowed by its start-up) not again a moment later, at the price of up
-  to one and a half intervals once. Successive refreshes of a ref are therefore between half
-  an interval and one and a half intervals apart.
+- after a refresh the next is the store's next grid point, unless the refresh ran more than
+  half an interval late (a new leader's first cycle slowed by its start-up, a slow store): then
+  the first grid point at least half an interval away, so a key is not read again a moment
+  later. Refreshes taken from the grid are therefore between half an interval and one and a
+  half intervals apart (exactly one when cycles run on time); a first sync, immediate and off
+  the grid, is followed by the next grid point.
 
 The first sync of a new or changed ref is immediate (it does not wait for the grid).
 Failures retry with tenacity's exponential backoff with full jitter, capped well below the
@@ -63,10 +64,13 @@ def next_due(after: float, interval: float, store: StoreKey) -> float:
     return due
 
 
-def after_refresh(now: float, interval: float, store: StoreKey) -> float:
-    """Due time of a ref refreshed at `now`: its store's first grid point at least half an
-    interval away (NEVER for interval 0)."""
-    return next_due(now + interval / 2, interval, store)
+def after_refresh(due: float, now: float, interval: float, store: StoreKey) -> float:
+    """Due time of a ref that was due at `due` and refreshed at `now` (NEVER for interval 0):
+    the next grid point, or, after a refresh more than half an interval late, the first grid
+    point at least half an interval away."""
+    if now - due > interval / 2:
+        return next_due(now + interval / 2, interval, store)
+    return next_due(now, interval, store)
 
 
 def resume_due(last_refresh: float | None, now: float, interval: float, store: StoreKey) -> float:

@@ -168,7 +168,7 @@ class SyncState:
             interval = memory.spec.interval
             if decision.success or not decision.retry:
                 entry.attempt = 0 if decision.success else entry.attempt
-                entry.due = schedule.after_refresh(now, interval, memory.spec.store)
+                entry.due = schedule.after_refresh(entry.due, now, interval, memory.spec.store)
             else:
                 entry.attempt += 1
                 entry.due = now + schedule.retry_delay(entry.attempt, interval)
