@@ -17,6 +17,7 @@ import yaml
 
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
+from paved.identity.ceiling import AGGREGATION_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -196,6 +197,12 @@ def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
     user = f"system:serviceaccount:{namespace}:node-reader"
     label = namespace  # the platform's label: selects the allowance policy below
     kubectl("label", "namespace", namespace, f"paved-e2e/allow={label}")
+    # Paved's default ceiling holds explicit verbs only; a platform wanting `*` labels its own role in.
+    extension = f"e2e-wildcard-ceiling-{namespace}"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": extension, "labels": {AGGREGATION_LABEL: "true"}},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
     capabilities = [{"resources": ["nodes"], "verbs": ["get", "list"], "clusterWide": True},
                     {"resources": ["configmaps"], "verbs": ["*"]}]
     kubectl("apply", "-f", "-", input=identity_manifest("node-reader", namespace, capabilities))
@@ -236,3 +243,4 @@ def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
         assert not allowed(kubectl, user, "get", "nodes", "")
     finally:
         kubectl("delete", "intentpolicy", policy, "--ignore-not-found", check=False)
+        kubectl("delete", "clusterrole", extension, "--ignore-not-found", check=False)
