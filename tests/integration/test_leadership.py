@@ -23,13 +23,19 @@ TIMINGS = LeaseTimings(lease_duration=3, renew_deadline=2.0, retry_period=1.0)
 
 
 class Candidate:
-    def __init__(self, api: Any, namespace: str, lease: str, name: str) -> None:
+    def __init__(self, api: Any, namespace: str, lease: str, name: str, on_started: Callable[[], None] | None) -> None:
         self.fence = WriteFence()
         self.fence.arm()
         self.started = threading.Event()
         self.stopped = threading.Event()
+
+        def started() -> None:
+            if on_started:
+                on_started()
+            self.started.set()
+
         self.elector = Elector(namespace=namespace, name=lease, identity=f"{name}_{uuid.uuid4().hex[:6]}", timings=TIMINGS,
-                               fence=self.fence, api_client=api, on_started=self.started.set, on_stopped=self.stopped.set)
+                               fence=self.fence, api_client=api, on_started=started, on_stopped=self.stopped.set)
         self.thread = threading.Thread(target=self.elector.run, daemon=True)
 
     def start(self) -> Candidate:
@@ -38,12 +44,12 @@ class Candidate:
 
 
 @pytest.fixture
-def candidates(kube_admin: Any, namespace: str) -> Iterator[Callable[[str], Candidate]]:
+def candidates(kube_admin: Any, namespace: str) -> Iterator[Callable[..., Candidate]]:
     made: list[Candidate] = []
     lease = f"lease-{uuid.uuid4().hex[:6]}"
 
-    def make(name: str) -> Candidate:
-        candidate = Candidate(kube_admin, namespace, lease, name).start()
+    def make(name: str, on_started: Callable[[], None] | None = None) -> Candidate:
+        candidate = Candidate(kube_admin, namespace, lease, name, on_started).start()
         made.append(candidate)
         return candidate
 
@@ -52,7 +58,7 @@ def candidates(kube_admin: Any, namespace: str) -> Iterator[Callable[[str], Cand
         candidate.elector.release()
 
 
-def test_one_candidate_leads_and_only_its_fence_is_open(candidates: Callable[[str], Candidate]) -> None:
+def test_one_candidate_leads_and_only_its_fence_is_open(candidates: Callable[..., Candidate]) -> None:
     first = candidates("first")
     wait_for(first.started.is_set, timeout=10, what="the first candidate to lead")
     second = candidates("second")
@@ -62,35 +68,33 @@ def test_one_candidate_leads_and_only_its_fence_is_open(candidates: Callable[[st
     assert second.elector.holder() == first.elector.identity
 
 
-def test_a_released_lease_is_taken_at_once_not_after_its_duration(candidates: Callable[[str], Candidate]) -> None:
+def test_a_released_lease_is_taken_at_once_not_after_its_duration(candidates: Callable[..., Candidate]) -> None:
     first = candidates("first")
     wait_for(first.started.is_set, timeout=10, what="the first candidate to lead")
     second = candidates("second")
     time.sleep(TIMINGS.retry_period)
-    released = time.monotonic()
     assert first.elector.release()
     assert not first.fence.permits()  # closed before the Lease was handed back
     second.elector.nudge()  # what the runtime's watch on the Lease does
+    # Within the lease duration: the release handed it over, the Lease did not merely expire.
     wait_for(second.started.is_set, timeout=TIMINGS.lease_duration, interval=0.05, what="the second candidate to lead")
-    assert time.monotonic() - released < TIMINGS.lease_duration
     assert second.fence.permits()
 
 
 def test_a_leader_that_cannot_renew_closes_its_fence_before_the_lease_can_be_taken(
-        candidates: Callable[[str], Candidate], monkeypatch: pytest.MonkeyPatch) -> None:
+        candidates: Callable[..., Candidate], monkeypatch: pytest.MonkeyPatch) -> None:
     first = candidates("first")
     wait_for(first.started.is_set, timeout=10, what="the first candidate to lead")
-    second = candidates("second")
+    first_could_write_when_second_started: list[bool] = []
+    second = candidates("second", on_started=lambda: first_could_write_when_second_started.append(first.fence.permits()))
 
     def unreachable() -> bool:
         raise ConnectionError("the API server does not answer")
 
-    cut = time.monotonic()
+    # Fault injection, not a fake: the first candidate's own renewals fail as if its network were
+    # cut; the Lease, the second candidate and the API server are real.
     monkeypatch.setattr(first.elector._election, "try_acquire_or_renew", unreachable)  # noqa: SLF001 - the network, cut
     wait_for(lambda: not first.fence.permits(), timeout=TIMINGS.renew_deadline + 2, interval=0.02, what="the fence to close")
-    closed = time.monotonic()
     wait_for(second.started.is_set, timeout=TIMINGS.lease_duration + 5, interval=0.02, what="the second candidate to lead")
-    taken = time.monotonic()
-    assert closed < taken  # never two replicas that may write
-    assert closed - cut <= TIMINGS.renew_deadline + 0.5
+    assert first_could_write_when_second_started == [False]  # never two replicas that may write
     wait_for(first.stopped.is_set, timeout=5, what="on_stopped (the runtime exits there)")
