@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ def config_map(value: str, block: str = "") -> str:
 INTENT = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
           "metadata": {"name": "a", "namespace": "n", "uid": "u"}, "spec": {"capabilities": []}}
 
+# str methods whose result is far larger than their arguments: refused before they run (peak
+# memory stays near the template's own values, see the test below).
+GROWING_METHODS = {
+    "join method": config_map("('x' * 1000000).join(['a'] * 50) | length"),
+    "translate method": config_map("('x' * 1000).translate({120: 'y' * 50000}) | length"),
+    "expandtabs method": config_map("('\\t' * 1000).expandtabs(50000) | length"),
+    "replace method": config_map("('ab' * 400000).replace('a', 'x' * 100) | length"),
+}
+
 BOMBS = {
     "string product": config_map("'a' * 2000000"),
     "list product": config_map("([1] * 2000000) | length"),
@@ -51,7 +61,9 @@ BOMBS = {
     "doubling": config_map("ns.s | length", "{% set ns = namespace(s='ab') %}{% for i in range(22) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
     "output flood": config_map("1", "{% for i in range(5000) %}{{ '0123456789' * 100 }}{% endfor %}"),
     "list building in a loop": config_map("1", "{% for i in range(50) %}{{ range(100000) | list | length }}{% endfor %}"),
+    **GROWING_METHODS,
 }
+
 
 
 @pytest.mark.parametrize("template", BOMBS.values(), ids=BOMBS.keys())
@@ -60,6 +72,19 @@ def test_a_composition_bomb_fails_its_render_naming_resource_and_limit(template:
         render(composition(template), INTENT)
     assert error.value.resource == "r"
     assert re.search(r"larger than|more than", error.value.message), error.value.message
+
+
+@pytest.mark.parametrize("template", GROWING_METHODS.values(), ids=GROWING_METHODS.keys())
+def test_a_growing_str_method_is_refused_before_it_allocates(template: str) -> None:
+    # Each result would be 50 MB or more; refused up front, the render never holds it.
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderError):
+            render(composition(template), INTENT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"peak {peak:,} bytes"
 
 
 def test_lipsum_is_not_offered_and_escapes_stay_refused() -> None:

@@ -20,8 +20,9 @@ the operator.
 - a cap on the size of every value a template builds (MAX_VALUE_SIZE: a million characters, an
   item of a list or map counting ITEM_SIZE), checked *before*
   the operations whose result size is known in advance (`*`, `**`, `+`, `~`, `%` and
-  `str.format` widths, padding methods, every integer argument of a filter, `join`, `replace`)
-  and after every other call, and a cap on each render's output (MAX_OUTPUT_SIZE characters);
+  `str.format` widths, padding methods, every integer argument of a filter, the `join` and
+  `replace` filters and the str/bytes methods that grow text: `join`, `replace`, `translate`,
+  `expandtabs`) and after every other call, and a cap on each render's output (MAX_OUTPUT_SIZE characters);
 - `*`, `**`, `%` and `+` intercepted, so nothing is folded at compile time;
 - no `lipsum` (random text has no place in a manifest, and `lipsum(n=10**6)` takes minutes).
 
@@ -308,12 +309,24 @@ def _check_int_arguments(values: Iterable[Any], what: str) -> None:
             raise RenderLimitError(f"{what}: an argument larger than {MAX_VALUE_SIZE:,} is not allowed in a template")
 
 
+def _check_joined_size(separator: Any, items: list[Any]) -> None:
+    if size_of(separator) * len(items) + sum(size_of(item) for item in items) > MAX_VALUE_SIZE:
+        raise _too_large("the joined text")
+
+
+def _check_replaced_size(text: Any, old: Any, new: Any, count: Any) -> None:
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    if len(text) + found * max(len(new) - len(old), 0) > MAX_VALUE_SIZE:
+        raise _too_large("the replaced text")
+
+
 def _bounded_join_filter(original: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(original)
     def join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
         items = list(_counted(value))
-        if size_of(str(d)) * len(items) + sum(size_of(str(item)) for item in items) > MAX_VALUE_SIZE:
-            raise _too_large("the joined text")
+        _check_joined_size(str(d), [str(item) for item in items])
         return original(eval_ctx, items, d, attribute)
 
     return join
@@ -322,15 +335,41 @@ def _bounded_join_filter(original: Callable[..., str]) -> Callable[..., str]:
 def _bounded_replace_filter(original: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(original)
     def replace(eval_ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
-        text, old_text, new_text = str(s), str(old), str(new)
-        found = text.count(old_text) if old_text else len(text) + 1
-        if count is not None and count >= 0:
-            found = min(found, count)
-        if len(text) + found * max(len(new_text) - len(old_text), 0) > MAX_VALUE_SIZE:
-            raise _too_large("the replaced text")
+        _check_replaced_size(str(s), str(old), str(new), count)
         return original(eval_ctx, s, old, new, count)
 
     return replace
+
+
+def _growing_method_call(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Refuse, before it runs, a str/bytes method whose result would be over MAX_VALUE_SIZE
+    (checking only after would let one call allocate gigabytes: `sep.join(many)`, a translate
+    table mapping each character to a long text, expandtabs with a wide tab). Returns the
+    arguments to call with (join's iterable, consumed here, as a list)."""
+    receiver, name = getattr(method, "__self__", None), getattr(method, "__name__", None)
+    if not isinstance(receiver, (str, bytes)):
+        return args
+    if name in _PADDING_METHODS:
+        _check_int_arguments((*args, *kwargs.values()), f"{name}()")
+    if name == "join" and args:
+        items = list(_counted(args[0]))
+        _check_joined_size(receiver, items)
+        return (items, *args[1:])
+    if name == "replace" and len(args) >= 2:
+        _check_replaced_size(receiver, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count", -1))
+    elif name == "expandtabs":
+        tab_size = args[0] if args else kwargs.get("tabsize", 8)
+        tabs = receiver.count("\t") if isinstance(receiver, str) else receiver.count(b"\t")
+        if isinstance(tab_size, int) and len(receiver) + tabs * max(tab_size, 0) > MAX_VALUE_SIZE:
+            raise _too_large("the expanded text")
+    elif name == "translate" and isinstance(receiver, str):
+        table = args[0] if args else None
+        if not isinstance(table, Mapping):
+            raise RenderLimitError("translate(): only a mapping table is allowed in a template")
+        longest = max((size_of(value) for value in table.values()), default=1)
+        if len(receiver) * max(longest, 1) > MAX_VALUE_SIZE:
+            raise _too_large("the translated text")
+    return args
 
 
 def _bounded_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -412,8 +451,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
         spend()
-        if getattr(__obj, "__name__", None) in _PADDING_METHODS and isinstance(getattr(__obj, "__self__", None), (str, bytes)):
-            _check_int_arguments((*args, *kwargs.values()), f"{__obj.__name__}()")
+        args = _growing_method_call(__obj, args, kwargs)
         result = super().call(__context, __obj, *args, **kwargs)
         if isinstance(result, Iterator):
             return _counted(result)
