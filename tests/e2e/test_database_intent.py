@@ -553,18 +553,28 @@ def test_an_intent_restores_the_final_snapshot_its_namespace_and_name_left(
     assert rds.tags_of(instance)[rds.TAG_PASSWORD] == base64.b64decode(generated["data"]["masterPasswordId"]).decode()
 
 
-def other_engines_snapshot(rds_client: Any, name: str) -> str:
+def other_engines_snapshot(rds_client: Any, name: str, namespace: str) -> str:
+    """A snapshot taken by hand and tagged for `namespace` (a name alone restores only its own namespace's)."""
     rds_client.create_db_instance(DBInstanceIdentifier=name, Engine="mysql", EngineVersion="8.0", DBInstanceClass="db.t3.micro",
                                   AllocatedStorage=20, StorageEncrypted=True, MasterUsername="admin", MasterUserPassword="not-ours-1")
-    rds_client.create_db_snapshot(DBSnapshotIdentifier=f"{name}-snap", DBInstanceIdentifier=name)
+    rds_client.create_db_snapshot(DBSnapshotIdentifier=f"{name}-snap", DBInstanceIdentifier=name,
+                                  Tags=[{"Key": rds.TAG_NAMESPACE, "Value": namespace}])
     return f"{name}-snap"
 
 
-@pytest.mark.parametrize("case", ["missing", "other-engine"])
+REFUSED_RESTORES = {
+    "missing": "does not exist",
+    "other-engine": "is of engine mysql, the intent asks for postgres",
+    "other-namespace": "was not left by an intent of namespace",
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RESTORES)
 def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_nothing_is_created(
     aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any, case: str
 ) -> None:
-    snapshot = f"no-such-snapshot-{db_namespace}" if case == "missing" else other_engines_snapshot(rds_client, f"mysql-{db_namespace}")
+    snapshot = (f"no-such-snapshot-{db_namespace}" if case == "missing" else
+                other_engines_snapshot(rds_client, f"mysql-{case}-{db_namespace}", "team-z" if case == "other-namespace" else db_namespace))
     creating = (("aws-rds", "create_db_instance"), ("aws-rds", "restore_db_instance_from_db_snapshot"),
                 ("aws-db-subnet-group", "create_db_subnet_group"), ("aws-security-group", "create_security_group"))
 
@@ -577,7 +587,7 @@ def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_noth
                      what="a Ready condition")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidRestoreSource")
     assert "spec.restoreFrom.snapshot" in ready["message"] and snapshot in ready["message"]
-    assert ("does not exist" if case == "missing" else "is of engine mysql, the intent asks for postgres") in ready["message"]
+    assert REFUSED_RESTORES[case] in ready["message"]
     body = get(kubectl, db_namespace, "phantom")
     assert body is not None
     uid = body["metadata"]["uid"]

@@ -311,3 +311,32 @@ def test_errors_never_contain_the_password(provider: rds.RdsProvider) -> None:
         provider.apply(resource, owner)
     assert not error.value.retryable
     assert "12345678" not in str(error.value) and "MasterUserPassword" in str(error.value)
+
+
+@pytest.mark.parametrize("left_by", ["another namespace", "a person (no Paved tags)"])
+def test_a_snapshot_by_name_restores_only_what_the_namespace_left_unless_adopt_is_allowed(
+        provider: rds.RdsProvider, rds_client: Any, left_by: str) -> None:
+    """Paved's credentials read the snapshot, so a tenant naming one must not reach another team's data."""
+    source = Owner("paved.dev/v1alpha1", "DatabaseIntent", "ledger", "team-b", str(uuid.uuid4()), 1)
+    source_body = make_resource(source, DeletionProtection=False).body
+    if left_by == "another namespace":
+        provider.apply(make_resource(source, DeletionProtection=False), source)
+    else:
+        rds_client.create_db_instance(**{k: v for k, v in source_body.items() if k != "Tags"})
+    snapshot = f"snap-{uuid.uuid4().hex[:8]}"
+    rds_client.create_db_snapshot(DBSnapshotIdentifier=snapshot, DBInstanceIdentifier=source_body["DBInstanceIdentifier"])
+
+    owner = make_owner()
+    refused = make_resource(owner, RestoreFromSnapshot={"DBSnapshotIdentifier": snapshot, "AnyNamespace": False})
+    with pytest.raises(ProviderError) as error:
+        provider.check_restore(refused, owner)
+    assert error.value.field == "spec.restoreFrom.snapshot" and not error.value.retryable
+    assert "was not left by an intent of namespace team-a" in str(error.value) and "allows Adopt" in str(error.value)
+    with pytest.raises(ProviderError):
+        provider.apply(refused, owner)
+    assert [i["DBInstanceIdentifier"] for i in instances(rds_client)] == [source_body["DBInstanceIdentifier"]]
+
+    allowed = make_resource(owner, RestoreFromSnapshot={"DBSnapshotIdentifier": snapshot, "AnyNamespace": True})
+    provider.check_restore(allowed, owner)
+    provider.apply(allowed, owner)
+    assert len(instances(rds_client)) == 2

@@ -155,12 +155,15 @@ def test_identifier_is_stable_for_an_intent_and_unique_per_uid() -> None:
 
 
 @pytest.mark.parametrize(("restore", "expected"), [
-    ({"snapshot": "orders-before-migration"}, {"DBSnapshotIdentifier": "orders-before-migration"}),
+    ({"snapshot": "orders-before-migration"}, {"DBSnapshotIdentifier": "orders-before-migration", "AnyNamespace": False}),
     ({"latestFinalSnapshot": True}, {"LatestFinalSnapshotOf": {"Namespace": "orders", "Name": "orders-db"}}),
 ])
 def test_restore_from_renders_where_the_instance_comes_from(restore: dict[str, Any], expected: dict[str, Any]) -> None:
     intent = as_operator_sees({**SEED, "spec": {**SEED["spec"], "restoreFrom": restore}})
     assert by_name(render(rds_composition(), intent))["instance"].body["RestoreFromSnapshot"] == expected
+    if "snapshot" in restore:  # another namespace's snapshot only where the platform allows Adopt
+        allowed = by_name(render(rds_composition(), intent, allowed={"adopt": ["platform-migrations"]}))["instance"].body
+        assert allowed["RestoreFromSnapshot"]["AnyNamespace"] is True
     intent["metadata"]["annotations"] = {"paved.dev/adopt-db-instance": "legacy-orders"}
     with pytest.raises(RenderError) as refused:
         render(rds_composition(), intent, allowed={"adopt": ["p"]})

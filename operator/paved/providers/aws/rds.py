@@ -18,7 +18,8 @@ The rendered body is exactly the parameters of `create_db_instance`. The provide
 - keeps the network the composition gives it: `VpcSecurityGroupIds` exactly (a group added
   by hand is removed), `DBSubnetGroupName` reported when it differs (never moved);
 - restores instead of creating when the body says `RestoreFromSnapshot` (not a create
-  parameter): `{DBSnapshotIdentifier: <id or ARN>}`, or `{LatestFinalSnapshotOf: {Namespace,
+  parameter): `{DBSnapshotIdentifier: <id or ARN>, AnyNamespace: <bool>}` (without
+  AnyNamespace, only a snapshot tagged with the intent's own namespace), or `{LatestFinalSnapshotOf: {Namespace,
   Name}}` for the newest final snapshot a deleted intent of that namespace/name left. The
   snapshot is checked first (it exists, is available, same engine, encryption and major
   version, no more storage than asked: restore_problems), also by `check_restore`, which the
@@ -464,6 +465,12 @@ class RdsProvider:
                     raise
                 found = []
             snapshot = found[0] if found else None
+            if snapshot is not None and not source.get("AnyNamespace") and tags_of(snapshot).get(TAG_NAMESPACE) != owner.namespace:
+                # Paved's own credentials read it: a tenant restores only what its namespace left.
+                raise ProviderError(
+                    f"{field}: DB snapshot {source['DBSnapshotIdentifier']} was not left by an intent of namespace "
+                    f"{owner.namespace}; restoring another namespace's or a hand-made snapshot needs an IntentPolicy "
+                    "that allows Adopt for this intent; nothing was created", retryable=False, field=field)
         else:
             of = source.get("LatestFinalSnapshotOf") or {}
             namespace, name = str(of.get("Namespace") or owner.namespace), str(of.get("Name") or owner.name)
