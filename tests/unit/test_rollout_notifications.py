@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from paved.dev.apps.loopback import answering
+from paved.engines.rollout.engine import READ_WORKERS, RolloutEngine
 from paved.engines.rollout.outbox import Outbox
 from paved.engines.rollout.runner import RolloutRunner, endpoint_problems
 from paved.providers import egress as egresses
@@ -167,6 +168,7 @@ def test_a_failed_notification_is_a_warning_naming_the_field_sent_once(receiver:
     decision = Decision((action, action), {})
     for _ in range(2):  # the same decision twice (e.g. a tick retried after a failed action)
         assert runner._execute(decision, owner, {}, None, None, egresses.STRICT) is None  # type: ignore[arg-type]
+    runner.notifications.shutdown(wait=True)
     runner.reads.shutdown(wait=True)
     assert len(receiver.calls) == 1
     [warning] = runner.posted
@@ -206,3 +208,17 @@ def test_one_rollouts_notifications_go_out_in_order_on_a_shared_pool() -> None:
     release.set()
     pool.shutdown(wait=True)
     assert done == list(range(9))
+
+
+def test_receivers_that_hang_never_take_the_workers_ticks_read_with() -> None:
+    engine = RolloutEngine()
+    release = threading.Event()
+    try:
+        # More rollouts than there are read workers, each with a notification that hangs.
+        for index in range(READ_WORKERS + 2):
+            runner = engine.runner("shop", f"checkout-{index}", f"uid-{index}")
+            runner.outbox.put(lambda: release.wait(10), f"hanging notification {index}")
+        assert engine.reads.submit(lambda: "read").result(timeout=2) == "read"
+    finally:
+        release.set()
+        engine.stop()

@@ -31,6 +31,8 @@ from paved.providers.routing.workloads import DeploymentCache
 IDLE_RESYNC = 30.0        # seconds between ticks when the machine asks for none (drift checks)
 TICK_WORKERS = 24         # rollouts ticking at the same moment (a tick may wait on a webhook)
 READ_WORKERS = 8          # parallel reads inside ticks
+NOTIFY_WORKERS = 4        # notifications in flight: a pool of their own, so receivers that hang
+                          # (each up to its timeout) never take the workers ticks read with
 WAKE_DEBOUNCE = 0.05      # seconds to gather a burst of watch events into one tick
 
 
@@ -54,13 +56,14 @@ class RolloutEngine:
         self.deployments = DeploymentCache()  # targets and copies, fed by the Deployment watch
         self.ticks = ThreadPoolExecutor(max_workers=TICK_WORKERS, thread_name_prefix="rollout")
         self.reads = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="rollout-read")
+        self.notifications = ThreadPoolExecutor(max_workers=NOTIFY_WORKERS, thread_name_prefix="rollout-notify")
         self._slots: dict[str, Slot] = {}                     # rollout uid -> its daemon's slot
         self._by_name: dict[tuple[str, str], str] = {}         # (namespace, its ROLLOUT_LABEL value) -> uid
         self._by_target: dict[tuple[str, str], set[str]] = {}  # (namespace, target Deployment) -> uids
 
     def runner(self, namespace: str, name: str, uid: str) -> RolloutRunner:
-        return RolloutRunner(namespace, name, uid, reads=self.reads, deployments=self.deployments, allowances=self.allowances,
-                             default_prometheus=self.default_prometheus)
+        return RolloutRunner(namespace, name, uid, reads=self.reads, notifications=self.notifications,
+                             deployments=self.deployments, allowances=self.allowances, default_prometheus=self.default_prometheus)
 
     # --- slots (called from Kopf's event loop) ------------------------------------------
 
@@ -135,6 +138,7 @@ class RolloutEngine:
         """Let running ticks finish; start no new ones."""
         self.ticks.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
+        self.notifications.shutdown(wait=False, cancel_futures=True)
 
 
 def _timed_tick(runner: RolloutRunner, due: float | None) -> TickResult:

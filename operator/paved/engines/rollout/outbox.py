@@ -2,7 +2,8 @@
 
 A chat channel must show a rollout's transitions in the order they happened, yet sending
 must never hold up a tick: the jobs of one `Outbox` run one at a time on the engine's
-shared pool (no thread of their own), and a rollout that has nothing to send costs nothing.
+notification pool (no thread of their own, and not the pool ticks read with, so receivers that
+hang cannot stall other rollouts' ticks), and a rollout that has nothing to send costs nothing.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ class RolloutRunner:
     """Ticks of one rollout. Holds only caches; all progress is in the object's status."""
 
     def __init__(self, namespace: str, name: str, uid: str, *, webhooks: WebhookCaller | None = None,
-                 reads: Executor | None = None, deployments: DeploymentCache | None = None,
+                 reads: Executor | None = None, notifications: Executor | None = None,
+                 deployments: DeploymentCache | None = None,
                  allowances: AllowanceSource = lambda kind, namespace: nothing_allowed(),
                  default_prometheus: str | None = None) -> None:
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -190,7 +191,9 @@ class RolloutRunner:
         self.stage: str | None = None  # status.progress.stage after the last tick
         self.last_refusal: str | None = None
         self.notified: deque[str] = deque(maxlen=32)  # keys of notifications sent: never one twice
-        self.outbox = Outbox(self.reads)  # notifications, in order, off the critical path
+        # Notifications, in order, off the critical path, on a pool ticks never wait for.
+        self.notifications = notifications or ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-notify")
+        self.outbox = Outbox(self.notifications)
 
     # -- I/O seams (unit tests replace these) ------------------------------------------------
 
