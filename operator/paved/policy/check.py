@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from paved.api.common import Model
-from paved.api.kinds import COMPOSED_KINDS, SpecError, kind_info, with_defaults
+from paved.api.kinds import COMPOSED_KINDS, SpecError, kind_info
 from paved.policy.allowances import allowances_for
 from paved.policy.compile import CompiledPolicy
 from paved.policy.evaluate import evaluate
@@ -55,13 +55,12 @@ def check_intent(
     policies = list(policies)
     kind = str(intent.get("kind") or "")
     if kind not in COMPOSED_KINDS:
-        return CheckResult(evaluate(policies, with_defaults(intent), (), namespace_object, exceptions, now=now))
-    try:  # parsed once for the rules and the render (admission latency)
+        return CheckResult(evaluate(policies, intent, (), namespace_object, exceptions, now=now))
+    try:  # evaluate() applies the defaults to what the rules see; the render takes the parsed spec
         spec: Model | None = kind_info(kind).parse_spec(intent.get("spec"))
     except SpecError:
-        spec = None  # the rules see the intent as written; the render reports the spec's problems
-    full = {**intent, "spec": spec.dump()} if spec is not None else intent
+        spec = None  # the render reports the spec's problems
     allowed = allowances_for(policies, kind, labels if namespace_object is not None else None)  # as evaluate() reads it
     rendering = render_intent(intent, compositions, namespace_labels=labels, allowed=allowed, spec=spec)
-    verdicts = evaluate(policies, full, rendering.resources, namespace_object, exceptions, now=now)
+    verdicts = evaluate(policies, intent, rendering.resources, namespace_object, exceptions, now=now)
     return CheckResult(verdicts, rendering.composition_name, rendering.resources, rendering.error)
