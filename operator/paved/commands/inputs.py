@@ -21,6 +21,7 @@ import yaml
 from paved import API_VERSION, GROUP
 
 if TYPE_CHECKING:  # CEL is imported when a command runs, so `paved --help` stays fast
+    from paved.api.common import Model
     from paved.policy import CompiledPolicy
 
 OFFLINE_UID = "00000000-0000-0000-0000-000000000000"
@@ -153,6 +154,17 @@ def is_intent(doc: Mapping[str, Any]) -> bool:
     if not api_version.startswith(f"{GROUP}/"):
         return False
     return kind in INTENT_KINDS or kind not in BY_KIND or api_version != API_VERSION
+
+
+def parse_intent(document: Mapping[str, Any]) -> Model:
+    """The intent's parsed spec; SpecError lists every problem naming its field (apiVersion,
+    kind, spec, and metadata.name, which offline documents must carry)."""
+    from paved.api.kinds import SpecError, parse_object
+
+    _, spec = parse_object(document)
+    if not (document.get("metadata") or {}).get("name"):
+        raise SpecError(str(document.get("kind")), ["metadata.name: required"])
+    return spec
 
 
 def offline_intent(document: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:

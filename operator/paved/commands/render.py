@@ -25,6 +25,7 @@ import yaml
 from paved.commands.inputs import (
     Document,
     NamespaceLabels,
+    parse_intent,
     compositions_option,
     documents,
     exclude_option,
@@ -130,7 +131,7 @@ class _Rendered:
 def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: NamespaceLabels, namespace: str | None,
                 policies: list[CompiledPolicy], *, explicit: bool, run: _Run) -> _Rendered | None:
     """Render one document if it is an intent rendered through a Composition; report why not otherwise."""
-    from paved.api.kinds import COMPOSED_KINDS, INTENT_KINDS, SpecError, parse_object
+    from paved.api.kinds import COMPOSED_KINDS, INTENT_KINDS, SpecError
     from paved.policy.allowances import allowances_for
     from paved.render import render_intent
 
@@ -143,14 +144,10 @@ def _render_one(doc: Document, candidates: list[dict[str, Any]], namespaces: Nam
         run.skipped += 1
         return None
     try:
-        _, spec = parse_object(doc.body)  # apiVersion, kind and spec, each problem naming its field
+        spec = parse_intent(doc.body)
     except SpecError as error:
         for problem in error.problems:
             click.echo(f"paved render: {doc.where}: {doc.subject}: {problem}", err=True)
-        run.failed += 1
-        return None
-    if not (doc.body.get("metadata") or {}).get("name"):
-        click.echo(f"paved render: {doc.where}: {doc.subject}: metadata.name: required", err=True)
         run.failed += 1
         return None
     intent = offline_intent(doc.body, namespace)

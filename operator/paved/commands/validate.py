@@ -22,6 +22,7 @@ from paved.commands.inputs import (
     REPO_COMPOSITIONS,
     Document,
     NamespaceLabels,
+    parse_intent,
     compositions_option,
     documents,
     exclude_option,
@@ -126,15 +127,13 @@ def _check(
     exceptions: list[dict[str, Any]],
     now: datetime,
 ) -> list[Finding]:
-    from paved.api.kinds import SpecError, parse_object
+    from paved.api.kinds import SpecError
     from paved.policy import Mode, Outcome, check_intent
 
     name = (doc.get("metadata") or {}).get("name")
     subject = f"{doc.get('kind')}/{name or '<unnamed>'}"
     try:
-        parse_object(doc)
-        if not name:
-            raise SpecError(str(doc.get("kind")), ["metadata.name: required"])
+        parse_intent(doc)
     except SpecError as error:
         return [Finding(str(file), subject, "invalid", f"invalid: {problem}", True) for problem in error.problems]
     intent = offline_intent(doc)
