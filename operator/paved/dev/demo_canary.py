@@ -29,7 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paved.dev.processes import ProcessRecord, free_port, is_alive, read_record, start_detached, stop_all
+from paved.dev.processes import (
+    PortTaken,
+    ProcessRecord,
+    free_port,
+    is_alive,
+    log_tail,
+    port_in_use,
+    port_taken,
+    read_record,
+    start_detached,
+    start_with_free_port,
+    stop_all,
+)
 
 __all__ = ["BROKEN_SUFFIX", "CanaryDemo", "at_demo_tempo", "canary_commands", "canary_state", "error_rate_for",
            "start_demo_canary", "stop_demo_canary"]
@@ -110,12 +122,11 @@ def start_demo_canary(workdir: Path, state_dir: Path, log: Log) -> CanaryDemo | 
         log(f"canary demo apps and Prometheus already running ({prometheus.url})")
         return CanaryDemo(prometheus.url, traffic)
     stop_demo_canary(workdir)
-    ports = [free_port(), free_port()]
-    while ports[1] == ports[0]:
-        ports[1] = free_port()
-    argv = [sys.executable, "-m", "paved.dev.demo_canary", "--state-dir", str(state_dir),
-            "--stable-port", str(ports[0]), "--canary-port", str(ports[1])]
-    traffic = start_detached("demo-traffic", argv, workdir / "traffic.log", workdir / "traffic.pid")
+    try:
+        traffic, ports = start_with_free_port(lambda port: _start_traffic(workdir, state_dir, port))
+    except (PortTaken, TrafficError) as error:
+        log(f"the demo apps did not start, the canary demo is off: {error}")
+        return None
     try:
         prometheus = start_prometheus(workdir / "prometheus", [f"127.0.0.1:{port}" for port in ports],
                                       die_with_parent=False)
@@ -169,6 +180,30 @@ def route_weights(route: Mapping[str, Any] | None) -> tuple[int, int] | None:
 def image_of(deployment: Mapping[str, Any] | None) -> str | None:
     containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
     return next((c.get("image") for c in containers if c.get("name") == CONTAINER), None)
+
+
+class TrafficError(RuntimeError):
+    """The traffic process exited or did not serve; the message holds its log's tail."""
+
+
+def _start_traffic(workdir: Path, state_dir: Path, stable_port: int,
+                   timeout: float = 15.0) -> tuple[ProcessRecord, tuple[int, int]]:
+    """The traffic process serving on `stable_port` and another free port, once both answer."""
+    canary_port = free_port(avoid=lambda port: port == stable_port)
+    argv = [sys.executable, "-m", "paved.dev.demo_canary", "--state-dir", str(state_dir),
+            "--stable-port", str(stable_port), "--canary-port", str(canary_port)]
+    log_file = workdir / "traffic.log"
+    traffic = start_detached("demo-traffic", argv, log_file, workdir / "traffic.pid")
+    deadline = time.monotonic() + timeout
+    while not (port_in_use(stable_port) and port_in_use(canary_port)):
+        if not is_alive(traffic) or time.monotonic() > deadline:
+            stop_all([traffic])
+            tail = log_tail(log_file)
+            if port_taken(tail):
+                raise PortTaken(f"demo traffic: port {stable_port} or {canary_port} taken")
+            raise TrafficError(f"the traffic process did not serve; log {log_file}:\n{tail}")
+        time.sleep(0.1)
+    return traffic, (stable_port, canary_port)
 
 
 def serve_traffic(state_dir: Path, stable_port: int, canary_port: int) -> None:
