@@ -36,7 +36,6 @@ judging where they stopped is the caller's (tests/e2e/test_hostile_input.py, ben
 from __future__ import annotations
 
 import copy
-import json
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
@@ -894,20 +893,7 @@ def remote_secrets(world: World) -> dict[str, dict[str, str]]:
     }
 
 
-def summary(cases: list[Case]) -> dict[str, int]:
-    """Cases per attack category."""
-    counts: dict[str, int] = {}
-    for case in cases:
-        counts[case.attack] = counts.get(case.attack, 0) + 1
-    return counts
-
-
-def dump(case: Case) -> str:
-    """The case's object as JSON (what is sent to the API server)."""
-    return json.dumps(case.body, ensure_ascii=False)
-
-
 __all__ = [
     "Case", "HANDLED", "HANDLER", "REFUSED", "SCHEMA", "STOPS", "WEBHOOK", "World", "hostile_cases",
-    "infrastructure", "namespaces", "remote_secrets", "summary",
+    "infrastructure", "namespaces", "remote_secrets",
 ]

@@ -28,13 +28,16 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hvac.exceptions
+
 from paved import API_VERSION
+from paved.api.common import READY, get_condition
 from paved.api.kinds import BY_KIND
 from paved.dev.demo import use_cluster_network
 from paved.render.helpers import stable_id
@@ -128,8 +131,7 @@ class Kube:
 
 
 def ready_condition(body: Mapping[str, Any] | None) -> dict[str, Any]:
-    conditions = ((body or {}).get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == "Ready"), {})
+    return get_condition(((body or {}).get("status") or {}).get("conditions"), READY) or {}
 
 
 @dataclass
@@ -324,10 +326,6 @@ class HostileRun:
                          + f"{f'{named}/{refused}':>8}")
         return "\n".join(lines)
 
-    def per_case(self) -> Iterator[str]:
-        for outcome in self.outcomes.values():
-            yield f"{outcome.case.id:<90} {str(outcome.stop):<8} {outcome.named}"
-
     @property
     def batch_seconds(self) -> float:
         """From the first request to the last case seen in its final state (or the end of settle)."""
@@ -414,7 +412,7 @@ def cloud_resources(moto: Any, vault: Any | None) -> set[CloudResource]:
                 found.add(CloudResource("Vault policy", policy, None))
         try:
             roles = vault.auth.kubernetes.list_roles(mount_point="kubernetes")["keys"]
-        except Exception:  # noqa: BLE001 - no role yet: the list is a 404
+        except hvac.exceptions.InvalidPath:  # no role yet: the list is a 404 (any other failure fails the check)
             roles = []
         found.update(CloudResource("Vault role", role, None) for role in roles if role.startswith("paved-"))
     return found
