@@ -18,6 +18,7 @@ from typing import Any, Literal
 from paved.errors import FieldError
 from paved.kube import apply as kube_apply
 from paved.kube.values import KeyProblem, key_value
+from paved.rollout.refusal import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC
 
 Read = Callable[[str, str], Mapping[str, Any] | None]
 """(kind "Secret" or "ConfigMap", name) -> the object in the rollout's namespace, None if absent."""
@@ -26,11 +27,13 @@ FIELD = "spec.analysis.prometheus"
 
 
 class SourceProblems(Exception):
-    """The spec names an object or key that is not there; `problems` name each field."""
+    """The spec names an object or key that is not there or not usable (`reason`
+    CredentialsMissing), or there is no address at all (InvalidSpec); `problems` name each field."""
 
-    def __init__(self, problems: list[FieldError]) -> None:
+    def __init__(self, problems: list[FieldError], reason: str = REASON_CREDENTIALS_MISSING) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+        self.reason = reason
 
 
 def resolve_prometheus(analysis: Mapping[str, Any], namespace: str, default_address: str | None,
@@ -70,7 +73,7 @@ def resolve_prometheus(analysis: Mapping[str, Any], namespace: str, default_addr
     if headers:
         settings["headers"] = tuple((str(h.get("name")), str(h.get("value", ""))) for h in headers)
     if problems:
-        raise SourceProblems(problems)
+        raise SourceProblems(problems, REASON_INVALID_SPEC if not settings["address"] else REASON_CREDENTIALS_MISSING)
     return settings
 
 
