@@ -172,3 +172,40 @@ def test_the_ca_bundle_file_is_private_unpredictable_and_removed_on_close(tmp_pa
     first.close()
     assert not Path(first.verify).exists() and Path(str(second.verify)).read_text() == CA_PEM
     second.close()
+
+
+def test_rotated_credentials_leave_one_instance_and_close_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(registry, "_clock", lambda: now[0])
+    address = "http://prometheus.rotation:9090"
+
+    def settings(token: str) -> dict[str, Any]:
+        return {"prometheus": {"address": address, "bearerToken": token, "caBundle": CA_PEM,
+                               "basicAuth": ("reader", f"pw-{token}"), "headers": (("X-Scope-OrgID", "shop"),)}}
+
+    old = registry.for_analysis(settings("TOKEN-one"))
+    assert isinstance(old, PrometheusProvider) and isinstance(old.verify, str)
+    closed: list[bool] = []
+    monkeypatch.setattr(old.session, "close", lambda: closed.append(True))
+    now[0] += 30
+    new = registry.for_analysis(settings("TOKEN-two"))  # the Secret was rotated: new settings
+    assert new is not old and registry.for_analysis(settings("TOKEN-two")) is new
+    now[0] += registry.IDLE_SECONDS + 1  # the old credentials are asked for no more
+    assert registry.for_analysis(settings("TOKEN-two")) is new
+    ours = [i.provider for i in registry._instances.values() if getattr(i.provider, "address", None) == address]
+    assert ours == [new]
+    assert closed == [True] and not Path(old.verify).exists()
+    assert "TOKEN" not in repr(list(registry._instances)) and "pw-" not in repr(list(registry._instances))
+
+
+def test_beyond_the_bound_the_least_recently_used_instances_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [5000.0]
+    monkeypatch.setattr(registry, "_clock", lambda: now[0])
+    monkeypatch.setattr(registry, "MAX_INSTANCES", 3)
+    first = registry.for_analysis({"prometheus": {"address": "http://bound:9090", "bearerToken": "t0"}})
+    closed: list[bool] = []
+    monkeypatch.setattr(first.session, "close", lambda: closed.append(True))  # type: ignore[attr-defined]
+    for index in range(1, 4):
+        now[0] += 1
+        registry.for_analysis({"prometheus": {"address": "http://bound:9090", "bearerToken": f"t{index}"}})
+    assert len(registry._instances) <= 3 and closed == [True]
