@@ -26,7 +26,8 @@ For each size N, in a fresh namespace ``bench-db-N``:
    Kubernetes API calls are shown alongside, normalised the same way. A second table gives
    the AWS calls per intent per drift interval at rest, by operation, the network's included
    (target: one describe per cloud resource, i.e. describe_db_instances 1,
-   describe_db_subnet_groups 1, describe_security_groups 2, and no write at all); the
+   describe_db_subnet_groups 1, describe_security_groups 2, plus list_tags_for_resource 1 for
+   the subnet group's owner tag, and no write at all); the
    jitter that spreads checks stretches each interval by up to 10 %, so a figure a little
    under 1 is one describe per check.
 4. Deleting the namespace (every intent's finalizer deletes its instance): seconds until gone.
@@ -66,8 +67,8 @@ ALLOWED_NAMESPACE = "orders-app"  # the seed's allowFrom
 DEFAULT_INTERVAL_S = 600.0
 COUNTER = "paved_provider_api_calls_total"
 AWS_PROVIDERS = ("aws-rds", "aws-db-subnet-group", "aws-security-group")
-# What a check at rest may call: one describe per cloud resource. Anything else is a write.
-DESCRIBES = ("describe_db_instances", "describe_db_subnet_groups", "describe_security_groups")
+# What a check at rest may call: one describe per cloud resource (and the subnet group's tags). Anything else is a write.
+DESCRIBES = ("describe_db_instances", "describe_db_subnet_groups", "describe_security_groups", "list_tags_for_resource")
 
 
 @dataclass

@@ -46,6 +46,7 @@ SINKS: dict[str, tuple[str, ...]] = {
     "paved.providers.secretstores.StoreError": ("reason",),
     "paved.engines.secretsync.engine._TargetProblem": ("reason",),
     "paved.engines.rollout.runner._Refused": ("reason",),
+    "paved.engines.rollout.sources.SourceProblems": ("reason",),
     "paved.rollout.refusal.refuse": ("reason",),
     "paved.engines.rollout.runner.RolloutRunner._refuse": ("reason",),
 }

@@ -174,3 +174,27 @@ def test_the_operators_iam_policy_holds_exactly_the_actions_the_code_calls() -> 
     assert granted - called - set(DEPENDENT_AWS_ACTIONS) == set(), "actions no code path calls"
     readme = (DEPLOY / "aws" / "README.md").read_text()
     assert [action for action in sorted(granted) if f"`{action}`" not in readme] == [], "actions the README does not explain"
+
+
+# Writes to a security group or DB subnet group that exists: only to one Paved tagged (a condition).
+GROUP_WRITES = {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
+                "ec2:CreateTags", "rds:ModifyDBSubnetGroup", "rds:DeleteDBSubnetGroup"}
+RULES_ONLY = "arn:aws:ec2:*:*:security-group-rule/*"  # a rule is a resource of its own; its group is checked
+
+
+def test_every_write_to_an_existing_group_is_conditioned() -> None:
+    import json
+
+    from paved.providers.aws.tags import TAG_UID
+
+    policy = json.loads((DEPLOY / "aws" / "iam-policy.json").read_text())
+    granted = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert GROUP_WRITES <= granted
+    unconditioned = {action for statement in policy["Statement"] if "Condition" not in statement
+                     and statement["Resource"] != RULES_ONLY for action in statement["Action"]}
+    assert unconditioned & GROUP_WRITES == set()
+    owned = {"Null": {f"aws:ResourceTag/{TAG_UID}": "false"}}  # the tag the code puts on what it creates
+    conditions = {action: statement["Condition"] for statement in policy["Statement"] if "Condition" in statement
+                  for action in statement["Action"]}
+    assert conditions.pop("ec2:CreateTags") == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
+    assert all(conditions[action] == owned for action in GROUP_WRITES - {"ec2:CreateTags"})

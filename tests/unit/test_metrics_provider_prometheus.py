@@ -6,10 +6,15 @@ HTTP goes to a small stdlib server on loopback that answers like Prometheus's
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from email.message import Message
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +25,7 @@ from paved.providers import metrics as registry
 from paved.providers.base import ProviderError
 from paved.providers.metrics import QueryResult, measure
 from paved.providers.metrics.fake import FakeMetrics
-from paved.providers.metrics.prometheus import PrometheusProvider, parse_answer
+from paved.providers.metrics.prometheus import Access, PrometheusProvider, parse_answer
 from paved.rollout.actions import MetricQuery
 from paved.rollout.observation import MetricMeasurement
 
@@ -147,3 +152,60 @@ def test_the_fake_replaces_prometheus_for_unit_tests_and_goes_away() -> None:
     finally:
         registry.METRICS.unregister("prometheus")
     assert isinstance(registry.for_analysis({"prometheus": {"address": "http://x"}}), PrometheusProvider)
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_the_ca_bundle_file_is_private_unpredictable_and_removed_on_close(tmp_path: Any,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another local user plants a CA of their own where a predictable name would be.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"paved-prometheus-ca-{hashlib.sha256(CA_PEM.encode()).hexdigest()[:16]}.pem"
+    planted.write_text("-----BEGIN CERTIFICATE-----\nTHEIRS\n-----END CERTIFICATE-----\n")
+    first = PrometheusProvider("https://127.0.0.1:9", access=Access(ca_bundle=CA_PEM))
+    second = PrometheusProvider("https://127.0.0.1:9", access=Access(ca_bundle=CA_PEM))
+    assert isinstance(first.verify, str) and first.verify != str(planted)
+    assert Path(first.verify).read_text() == CA_PEM
+    assert stat.S_IMODE(os.stat(first.verify).st_mode) == 0o600
+    assert second.verify != first.verify  # one file per provider: closing one leaves the other's
+    first.close()
+    assert not Path(first.verify).exists() and Path(str(second.verify)).read_text() == CA_PEM
+    second.close()
+
+
+def test_rotated_credentials_leave_one_instance_and_close_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(registry, "_clock", lambda: now[0])
+    address = "http://prometheus.rotation:9090"
+
+    def settings(token: str) -> dict[str, Any]:
+        return {"prometheus": {"address": address, "bearerToken": token, "caBundle": CA_PEM,
+                               "basicAuth": ("reader", f"pw-{token}"), "headers": (("X-Scope-OrgID", "shop"),)}}
+
+    old = registry.for_analysis(settings("TOKEN-one"))
+    assert isinstance(old, PrometheusProvider) and isinstance(old.verify, str)
+    closed: list[bool] = []
+    monkeypatch.setattr(old.session, "close", lambda: closed.append(True))
+    now[0] += 30
+    new = registry.for_analysis(settings("TOKEN-two"))  # the Secret was rotated: new settings
+    assert new is not old and registry.for_analysis(settings("TOKEN-two")) is new
+    now[0] += registry.IDLE_SECONDS + 1  # the old credentials are asked for no more
+    assert registry.for_analysis(settings("TOKEN-two")) is new
+    ours = [i.provider for i in registry._instances.values() if getattr(i.provider, "address", None) == address]
+    assert ours == [new]
+    assert closed == [True] and not Path(old.verify).exists()
+    assert "TOKEN" not in repr(list(registry._instances)) and "pw-" not in repr(list(registry._instances))
+
+
+def test_beyond_the_bound_the_least_recently_used_instances_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [5000.0]
+    monkeypatch.setattr(registry, "_clock", lambda: now[0])
+    monkeypatch.setattr(registry, "MAX_INSTANCES", 3)
+    first = registry.for_analysis({"prometheus": {"address": "http://bound:9090", "bearerToken": "t0"}})
+    closed: list[bool] = []
+    monkeypatch.setattr(first.session, "close", lambda: closed.append(True))  # type: ignore[attr-defined]
+    for index in range(1, 4):
+        now[0] += 1
+        registry.for_analysis({"prometheus": {"address": "http://bound:9090", "bearerToken": f"t{index}"}})
+    assert len(registry._instances) <= 3 and closed == [True]

@@ -243,7 +243,9 @@ def test_commands_are_read_from_annotations_once(metrics: FakeMetrics) -> None:
     ({"webhooks": [{"name": "ok", "type": "rollout", "url": "http://hooks.test/x"},
                    {"name": "imds", "type": "rollout", "url": "http://2852039166/latest/api/token"}]},
      REASON_ENDPOINT_REFUSED, "spec.webhooks[1].url"),
-], ids=["cel", "weights-backwards", "query", "target", "metadata-prometheus", "metadata-webhook"])
+    ({"analysis": {"metrics": [{"name": "m", "query": QUERY, "successCondition": "result > 0.0"}]}},
+     REASON_INVALID_SPEC, "spec.analysis.prometheus.address"),
+], ids=["cel", "weights-backwards", "query", "target", "metadata-prometheus", "metadata-webhook", "no-address"])
 def test_bad_input_is_refused_with_the_field_and_moves_nothing(
         metrics: FakeMetrics, overrides: dict[str, Any], reason: str, field: str) -> None:
     metrics.answers["rejected"] = QueryResult(error="bad_data: parse error", rejected=True)

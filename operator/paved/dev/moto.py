@@ -100,10 +100,12 @@ def operator_iam_policy() -> dict[str, Any]:
 
 
 def actions_only(policy: Mapping[str, Any]) -> dict[str, Any]:
-    """`policy` with every statement's Resource widened to "*": the form moto can evaluate
-    (see the module docstring); the actions, what moto does check, are exactly the same."""
+    """`policy` with every statement's Resource widened to "*" and its Condition dropped: the
+    form moto can evaluate (see the module docstring); the actions, what moto does check, are
+    exactly the same."""
     statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
-    return {**policy, "Statement": [{**statement, "Resource": "*"} for statement in statements]}
+    return {**policy, "Statement": [{**{k: v for k, v in statement.items() if k != "Condition"}, "Resource": "*"}
+                                    for statement in statements]}
 
 
 def moto_installed() -> bool:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import identity as core
-from paved.api.common import READY, SYNCED, Model, now_rfc3339, parse_rfc3339
+from paved.api.common import READY, SYNCED, Model, get_condition, now_rfc3339, parse_rfc3339
 from paved.api.kinds import SpecError, kind_info
 from paved.errors import describe
 from paved.engines.compose import (
@@ -92,7 +92,7 @@ def identity_status(body: Mapping[str, Any], result: ComposeResult, old: Mapping
 
 
 def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]:
-    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
+    return get_condition((status or {}).get("conditions"), type_) or {}
 
 
 def is_true(status: Mapping[str, Any] | None, type_: str) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from paved import API_VERSION, GROUP, VERSION
-from paved.api.common import READY
+from paved.api.common import READY, get_condition
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
 from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope
@@ -93,7 +93,7 @@ def _uses(intent: Mapping[str, Any], composition: str) -> bool:
     status = intent.get("status") or {}
     if status.get("composition") == composition:
         return True
-    ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+    ready = get_condition(status.get("conditions"), READY) or {}
     return ready.get("reason") == REASON_NO_COMPOSITION
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from paved import GROUP
+from paved.api.common import READY, get_condition
 from paved.kube import apply as kube
 from paved.kube.client import ApiError
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
@@ -50,7 +51,7 @@ def readiness(live: Mapping[str, Any]) -> tuple[bool, str]:
     if str(live.get("apiVersion", "")).startswith(f"{GROUP}/"):
         # A Paved object (an ExternalSecretRef a database composes): ready when its own Ready
         # condition says so for its current generation; its message tells why not.
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        ready = get_condition(status.get("conditions"), READY)
         if ready is None or (generation is not None and ready.get("observedGeneration") not in (None, generation)):
             return False, f"{kind} not yet reconciled"
         if ready.get("status") != "True":

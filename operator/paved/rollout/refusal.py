@@ -33,7 +33,7 @@ _WHAT_IS_WRONG = {
     REASON_TARGET_NOT_FOUND: "the target Deployment is missing",
     REASON_ROUTING_INVALID: "traffic cannot be steered",
     REASON_AUTOSCALER_INVALID: "the autoscaler cannot be used",
-    REASON_CREDENTIALS_MISSING: "a Secret or ConfigMap it names for Prometheus is missing",
+    REASON_CREDENTIALS_MISSING: "a Secret or ConfigMap it names for Prometheus is missing or unusable",
 }
 
 

@@ -72,7 +72,7 @@ class RefMemory:
     @classmethod
     def from_status(cls, spec: RefSpec, status: Mapping[str, Any] | None) -> RefMemory:
         status = dict(status or {})
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+        ready = get_condition(status.get("conditions"), READY) or {}
         synced = status.get("observedGeneration") if ready.get("status") == "True" else None
         return cls(
             spec=spec,

@@ -4,7 +4,8 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
 
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
-        spec (schema, CEL, weights)          -> InvalidSpec
+        spec (schema, CEL, weights), or no
+          Prometheus address and no default  -> InvalidSpec
         a Prometheus address, webhook or
           notification URL
           at a link-local address or the
@@ -66,7 +67,7 @@ from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.engines.rollout import sources
 from paved.engines.rollout.outbox import Outbox
 from paved.rollout import (
-    REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
+    REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
@@ -251,7 +252,7 @@ class RolloutRunner:
         try:
             source = sources.resolve_prometheus(analysis, self.namespace, self.default_prometheus, self.read_source)
         except sources.SourceProblems as missing:
-            raise _Refused(REASON_CREDENTIALS_MISSING, missing.problems) from None
+            raise _Refused(missing.reason, missing.problems) from None
         return {**spec, "analysis": {**analysis, "prometheus": source}}
 
     def egress(self) -> Egress:

@@ -12,13 +12,13 @@ fix and never quotes a value.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from paved.errors import FieldError
 from paved.kube import apply as kube_apply
+from paved.kube.values import KeyProblem, key_value
+from paved.rollout.refusal import REASON_CREDENTIALS_MISSING, REASON_INVALID_SPEC
 
 Read = Callable[[str, str], Mapping[str, Any] | None]
 """(kind "Secret" or "ConfigMap", name) -> the object in the rollout's namespace, None if absent."""
@@ -27,11 +27,13 @@ FIELD = "spec.analysis.prometheus"
 
 
 class SourceProblems(Exception):
-    """The spec names an object or key that is not there; `problems` name each field."""
+    """The spec names an object or key that is not there or not usable (`reason`
+    CredentialsMissing), or there is no address at all (InvalidSpec); `problems` name each field."""
 
-    def __init__(self, problems: list[FieldError]) -> None:
+    def __init__(self, problems: list[FieldError], reason: str = REASON_CREDENTIALS_MISSING) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+        self.reason = reason
 
 
 def resolve_prometheus(analysis: Mapping[str, Any], namespace: str, default_address: str | None,
@@ -71,7 +73,7 @@ def resolve_prometheus(analysis: Mapping[str, Any], namespace: str, default_addr
     if headers:
         settings["headers"] = tuple((str(h.get("name")), str(h.get("value", ""))) for h in headers)
     if problems:
-        raise SourceProblems(problems)
+        raise SourceProblems(problems, REASON_INVALID_SPEC if not settings["address"] else REASON_CREDENTIALS_MISSING)
     return settings
 
 
@@ -88,28 +90,14 @@ class _Values:
     def config(self, field: str, ref: Mapping[str, Any]) -> str | None:
         return self._value("ConfigMap", f"{field}.configMapKeyRef", ref.get("configMapKeyRef") or {})
 
-    def _value(self, kind: str, field: str, selector: Mapping[str, Any]) -> str | None:
+    def _value(self, kind: Literal["Secret", "ConfigMap"], field: str, selector: Mapping[str, Any]) -> str | None:
         name, key = str(selector.get("name") or ""), str(selector.get("key") or "")
         if (kind, name) not in self.objects:
             self.objects[(kind, name)] = self.read(kind, name)
-        obj = self.objects[(kind, name)]
-        if obj is None:
-            self.problems.append(FieldError(f"{field}.name", f"{kind} {self.namespace}/{name} not found"))
-            return None
-        if kind == "ConfigMap":
-            value = (obj.get("data") or {}).get(key)
-            if value is None:
-                self.problems.append(FieldError(f"{field}.key", f"{kind} {self.namespace}/{name} has no key {key!r}"))
-            return None if value is None else str(value)
-        encoded = (obj.get("data") or {}).get(key)
-        if encoded is None:
-            self.problems.append(FieldError(f"{field}.key", f"{kind} {self.namespace}/{name} has no key {key!r}"))
-            return None
         try:
-            return base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            self.problems.append(FieldError(f"{field}.key", f"the value of key {key!r} of {kind} {self.namespace}/{name} "
-                                                            "is not UTF-8 text"))
+            return key_value(kind, self.objects[(kind, name)], self.namespace, name, key)
+        except KeyProblem as problem:
+            self.problems.append(FieldError(f"{field}.{problem.part}", str(problem)))
             return None
 
 

@@ -17,6 +17,7 @@ from paved.kube import events as kube_events
 from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
 from paved.kube.client import ApiError, list_pages, request, resource_info
 from paved.kube.status import StatusWriter
+from paved.kube.values import KeyProblem, key_value
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, CREDENTIALS_MISSING, StoreError
 from paved.secretsync import target
@@ -144,12 +145,10 @@ class KubeApi:
         except ApiError as error:
             raise StoreError(f"reading Secret {namespace}/{name} failed: {error.status} {error.reason}",
                              reason=CREDENTIALS_MISSING) from None
-        if secret is None:
-            raise StoreError(f"Secret {namespace}/{name} not found", reason=CREDENTIALS_MISSING)
-        encoded = (secret.get("data") or {}).get(key)
-        if encoded is None:
-            raise StoreError(f"Secret {namespace}/{name} has no key {key!r}", reason=CREDENTIALS_MISSING)
-        return base64.b64decode(encoded).decode()
+        try:
+            return key_value("Secret", secret, namespace, name, key)
+        except KeyProblem as problem:
+            raise StoreError(str(problem), reason=CREDENTIALS_MISSING) from None
 
     def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
         body = {

@@ -5,9 +5,11 @@ The rendered body is exactly the parameters of `rds.create_db_subnet_group`
 Composition's platform parameters (the cluster VPC's subnets). The provider:
 
 - observes with ONE `describe_db_subnet_groups` by the deterministic name (it answers the
-  VPC too, which the security groups of the intent are created in: output `vpcId`);
-- creates idempotently (`DBSubnetGroupAlreadyExists` resolves to "found it", after checking
-  the group's `paved.dev/uid` tag: a group of another intent is never taken over);
+  VPC too, which the security groups of the intent are created in: output `vpcId`), plus one
+  `list_tags_for_resource` when the group exists (describe answers no tags);
+- observes, corrects or takes (after `DBSubnetGroupAlreadyExists`: a race with itself) only
+  a group tagged with the intent's `paved.dev/uid`: a group of the same name that another
+  intent, or no intent, made is never taken over nor modified (an error, not retried);
 - corrects the subnet list with one `modify_db_subnet_group` when it differs;
 - deletes after the instance (the compose engine deletes in reverse order and waits for each),
   only a group tagged with the intent's uid; a group still in use is "not done yet".
@@ -50,6 +52,7 @@ class DBSubnetGroupProvider:
         group = self._describe(_name(resource))
         if group is None:
             return Observation(exists=False, external_id=_name(resource), message=f"DB subnet group {_name(resource)} does not exist")
+        self._check_owner(group, owner)
         drift = ["SubnetIds"] if subnets_of(group) != set(subnets) else []
         return _observation(group, drift=drift)
 
@@ -58,6 +61,7 @@ class DBSubnetGroupProvider:
         group = self._describe(name)
         if group is None:
             return _observation(self._create(resource, owner), changed=True)
+        self._check_owner(group, owner)
         if subnets_of(group) == set(subnets):
             return _observation(group)
         log.info("DB subnet group %s: subnets differ; modifying", name)
@@ -115,10 +119,13 @@ class DBSubnetGroupProvider:
         group = self._describe(name)  # a race with ourselves (a retry, another replica), or a clash
         if group is None:
             raise ProviderError(f"DB subnet group {name} reported as existing but not found; retrying", retryable=True)
-        if not self._owned(group, owner):
-            raise ProviderError(f"DB subnet group {name} already exists and was not created by this intent; "
-                                "Paved will not take it over", retryable=False)
+        self._check_owner(group, owner)
         return group
+
+    def _check_owner(self, group: Mapping[str, Any], owner: Owner) -> None:
+        if not self._owned(group, owner):
+            raise ProviderError(f"DB subnet group {group['DBSubnetGroupName']} already exists and was not created by "
+                                "this intent; Paved will not take it over", retryable=False)
 
 
 def _name(resource: RenderedResource) -> str:

@@ -4,7 +4,9 @@ Flagger's shape: `spec.analysis` names its source with a one-of field (today onl
 `prometheus`); the name of the field that is set picks the factory, and the factory builds a
 provider for that source's settings (its address) and the rollout's `Egress` (where it may
 connect: paved.providers.egress). `for_analysis` keeps one instance per (provider, settings,
-egress), so HTTP connections are reused by every rollout that queries the same server.
+egress), so HTTP connections are reused by every rollout that queries the same server; it is
+keyed by a digest of the settings, which hold credentials, and closed once no rollout asked
+for it in a while (a rotated credential makes new settings, so a new instance).
 
 A provider answers one instant query at a time:
 
@@ -21,8 +23,13 @@ never registered by production code.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
+import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -110,14 +117,41 @@ METRICS: Registry[ProviderFactory] = Registry(
 )
 """Metrics providers by the one-of field of spec.analysis."""
 
-_INSTANCES: dict[tuple[str, str, bool], MetricsProvider] = {}
+IDLE_SECONDS = 600.0
+"""A provider no rollout asked for in this long is closed: what is left after the credentials
+of its settings were rotated (the new settings are another instance), or a rollout went away."""
+MAX_INSTANCES = 64
+"""Beyond this many, the least recently used providers are closed first."""
+
+_instances: dict[tuple[str, str, bool], _Instance] = {}  # (provider, digest of the settings, any_endpoint)
 _lock = threading.Lock()
+_clock: Callable[[], float] = time.monotonic
+_DIGEST_KEY = secrets.token_bytes(32)  # keyed: the cache holds no digest a guessed credential could be checked against
+
+
+@dataclass
+class _Instance:
+    provider: MetricsProvider
+    used: float
+
+
+def _settings_digest(settings: Mapping[str, Any]) -> str:
+    """The settings (which hold credentials) as a cache key that does not hold them."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(_DIGEST_KEY, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _close(providers: list[MetricsProvider]) -> None:
+    for provider in providers:
+        close = getattr(provider, "close", None)
+        if callable(close):
+            close()
 
 
 def _forget_instances(name: str) -> None:
     with _lock:
-        for key in [k for k in _INSTANCES if k[0] == name]:
-            del _INSTANCES[key]
+        gone = [_instances.pop(key).provider for key in [k for k in _instances if k[0] == name]]
+    _close(gone)
 
 
 METRICS.on_change(_forget_instances)
@@ -134,13 +168,25 @@ def source_of(analysis: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
 
 
 def for_analysis(analysis: Mapping[str, Any], egress: Egress = STRICT) -> MetricsProvider:
-    """The provider for spec.analysis, one instance per (provider, settings, egress) per process."""
+    """The provider for spec.analysis, one instance per (provider, settings, egress) per process;
+    those idle for IDLE_SECONDS, and the least recently used beyond MAX_INSTANCES, are closed."""
     name, settings = source_of(analysis)
-    key = (name, repr(sorted(settings.items())), egress.any_endpoint)
+    key = (name, _settings_digest(settings), egress.any_endpoint)
+    now = _clock()
     with _lock:
-        provider = _INSTANCES.get(key)
-    if provider is None:
-        provider = METRICS.factory(name)(settings, egress)
-        with _lock:
-            provider = _INSTANCES.setdefault(key, provider)
-    return provider
+        instance = _instances.get(key)
+        if instance is not None:
+            instance.used = now  # before any sweep can see it idle
+    created = METRICS.factory(name)(settings, egress) if instance is None else None
+    with _lock:
+        if created is not None:
+            instance = _instances.setdefault(key, _Instance(created, now))
+        assert instance is not None  # noqa: S101
+        idle = [k for k, other in _instances.items() if k != key and now - other.used > IDLE_SECONDS]
+        crowd = sorted((k for k in _instances if k != key and k not in idle), key=lambda k: _instances[k].used)
+        evicted = idle + crowd[:max(0, len(_instances) - len(idle) - MAX_INSTANCES)]
+        gone = [_instances.pop(k).provider for k in evicted]
+    if created is not None and created is not instance.provider:
+        gone.append(created)  # another thread built the same one first
+    _close(gone)
+    return instance.provider

@@ -23,13 +23,9 @@ settings (`Access`); they are set on the session once and never appear in a mess
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -37,6 +33,7 @@ import tenacity
 
 from paved.metrics import count_call
 from paved.policy.endpoints import without_credentials
+from paved.providers.cafile import CaFile
 from paved.providers.egress import STRICT, Egress, refused_reason
 from paved.providers.metrics import QueryResult
 
@@ -63,14 +60,20 @@ class PrometheusProvider:
         self.timeout = timeout
         self.attempts = attempts
         self.session = egress.session(pool_connections=1, pool_maxsize=POOL_SIZE)
+        self._ca_file = CaFile(access.ca_bundle, prefix="paved-prometheus-ca-") if access and access.ca_bundle is not None else None
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
-        self.verify: str | bool = True
+        self.verify: str | bool = self._ca_file.path if self._ca_file else True
         if access is not None:
             access.apply(self.session)
-            self.verify = access.verify()
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.shown!r})"
+
+    def close(self) -> None:
+        """Close the pooled connections and remove the CA bundle's file."""
+        self.session.close()
+        if self._ca_file:
+            self._ca_file.close()
 
     def query(self, promql: str) -> QueryResult:
         retrying = tenacity.Retrying(
@@ -179,22 +182,6 @@ class Access:
             session.headers["Authorization"] = f"Bearer {self.bearer_token}"
         if self.basic_auth is not None:
             session.auth = self.basic_auth
-
-    def verify(self) -> str | bool:
-        """What requests verifies the server's certificate with: the CA bundle's file, or the system's CAs."""
-        return _ca_file(self.ca_bundle) if self.ca_bundle is not None else True
-
-
-def _ca_file(pem: str) -> str:
-    """A file holding `pem` (requests verifies against a path); one per distinct bundle, kept
-    for the life of the process (CA certificates are public)."""
-    path = Path(tempfile.gettempdir()) / f"paved-prometheus-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
-    if not path.exists():
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-        with os.fdopen(fd, "w") as out:
-            out.write(pem)
-        os.replace(partial, path)
-    return str(path)
 
 
 def from_settings(settings: Mapping[str, Any], egress: Egress) -> PrometheusProvider:

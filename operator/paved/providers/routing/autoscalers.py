@@ -12,13 +12,11 @@ from `Autoscalers`, which reads and sends.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from paved.providers.routing import ROLE_LABEL, ROLLOUT_LABEL, RolloutContext
-from paved.providers.routing.workloads import KubePort, PavedKube
+from paved.providers.routing.workloads import KubePort, PavedKube, spec_digest
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
@@ -40,9 +38,8 @@ def autoscaler_problem(context: RolloutContext, name: str, hpa: Mapping[str, Any
 def autoscaler_state(hpa: Mapping[str, Any]) -> AutoscalerState:
     """The user's HPA as the state machine sees it: its bounds and a hash of its spec. Pure."""
     spec = hpa.get("spec") or {}
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return AutoscalerState(min_replicas=int(spec.get("minReplicas") or 1), max_replicas=int(spec.get("maxReplicas") or 1),
-                           revision=hashlib.sha256(text.encode()).hexdigest()[:10])
+                           revision=spec_digest(spec))
 
 
 def derived_autoscaler(context: RolloutContext, role: str, hpa: Mapping[str, Any], min_replicas: int,

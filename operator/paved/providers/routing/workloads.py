@@ -62,7 +62,13 @@ def template_revision(template: Mapping[str, Any]) -> str:
     labels = (clean.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(POD_TEMPLATE_HASH, None)
-    text = json.dumps(clean, sort_keys=True, separators=(",", ":"))
+    return spec_digest(clean)
+
+
+def spec_digest(value: Any) -> str:
+    """A short hash of a JSON value that key order does not change: the revision of a pod
+    template, or of an HPA's spec."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -47,8 +47,6 @@ reached Vault by type.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +62,7 @@ from paved import fence
 from paved.api.secrets import VaultProvider
 from paved.metrics import count_call
 from paved.providers import deadline
+from paved.providers.cafile import CaFile
 from paved.providers.vault import error_text
 from paved.providers.secretstores import (
     AUTH_FAILED,
@@ -145,14 +144,9 @@ class VaultStore:
         self.mount = spec.path.strip("/")
         self._lock = threading.RLock()
         self._expires: float | None = None  # monotonic deadline for a re-login; None: no token
-        self._ca_file: str | None = None
         self._prefetched: dict[RemoteKey, RemoteValue] = {}
-        verify: bool | str = True
-        if spec.caBundle:
-            handle, self._ca_file = tempfile.mkstemp(prefix="paved-vault-ca-", suffix=".pem")
-            with os.fdopen(handle, "w") as file:
-                file.write(spec.caBundle)
-            verify = self._ca_file
+        self._ca_file = CaFile(spec.caBundle, prefix="paved-vault-ca-") if spec.caBundle else None
+        verify: bool | str = self._ca_file.path if self._ca_file else True
         session = requests.Session()
         session.verify = verify  # hvac takes verification from a given session, not from `verify=`
         adapter = _CountingAdapter(pool_connections=2, pool_maxsize=4)
@@ -391,10 +385,6 @@ class VaultStore:
             self._prefetched.clear()
             self.client.adapter.close()
             if self._ca_file:
-                try:
-                    os.unlink(self._ca_file)
-                except OSError:
-                    pass
-                self._ca_file = None
+                self._ca_file.close()
 
 
