@@ -36,6 +36,10 @@ ANALYSIS_HISTORY_LIMIT = 50
 
 MAX_STEPS = 100
 
+WEIGHT_HISTORY_LIMIT = 2 * MAX_STEPS + 4
+"""status.weightHistory keeps at most this many weight changes: one per step of the most steps
+allowed, and the way back, fits with room."""
+
 Weight = Annotated[int, Field(ge=0, le=100)]
 Phase = Literal["Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
@@ -411,6 +415,13 @@ class Measurement(Model):
     at: Timestamp = Field(description="When it was measured.")
 
 
+class WeightChange(Model):
+    """The canary weight from a moment on."""
+
+    weight: Weight = Field(description="Percentage of traffic sent to the canary.")
+    at: Timestamp = Field(description="When the route was asked for it.")
+
+
 class TemplateUse(Model):
     """One template as a canary run uses it."""
 
@@ -458,6 +469,9 @@ class ProgressiveRolloutStatus(IntentStatus):
     analysisHistory: list[Measurement] = Field(
         default_factory=list, max_length=ANALYSIS_HISTORY_LIMIT, description="Latest measurements, oldest first."
     )
+    weightHistory: list[WeightChange] = Field(
+        default_factory=list, max_length=WEIGHT_HISTORY_LIMIT,
+        description="The canary weights of the current (or last) run and when each was set, oldest first.")
     analysisTemplates: AnalysisSnapshot | None = Field(
         default=None,
         description="The analysis templates as the current canary run resolved them when it started (arguments "
