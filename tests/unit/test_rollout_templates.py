@@ -191,3 +191,10 @@ def test_the_snapshot_stays_in_force_until_the_run_is_over(stage: str) -> None:
     spec = rollout_spec(ref(service="a"))
     status = record(spec, in_flight(1), resolve(spec, {("AnalysisTemplate", "rate"): template()}, "shop"))
     assert in_force(spec, {**status, "progress": {"stage": stage, "run": 1}}) is not None
+
+
+def test_templates_cannot_bring_a_rollout_past_its_metric_limit() -> None:
+    many = template(metrics=[{"name": f"m{i}", "query": "up", "successCondition": "result > 0.0"} for i in range(32)])
+    problems = resolve(rollout_spec(ref(service="a")), {("AnalysisTemplate", "rate"): many}, "shop").problems
+    assert [str(p) for p in problems] == [
+        "spec.analysis.templates: with the templates' metrics the rollout would measure 33; at most 32 per rollout"]

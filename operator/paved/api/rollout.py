@@ -35,6 +35,8 @@ ANALYSIS_HISTORY_LIMIT = 50
 """status.analysisHistory keeps at most this many measurements, newest last."""
 
 MAX_STEPS = 100
+MAX_METRICS = 32
+"""Metrics of one rollout: its own, and with those of its templates."""
 
 WEIGHT_HISTORY_LIMIT = 2 * MAX_STEPS + 4
 """status.weightHistory keeps at most this many weight changes: one per step of the most steps
@@ -276,7 +278,8 @@ class Analysis(Model):
         default=None, description="Where the metrics come from (also those of templates). Default: the operator's "
                                   "default Prometheus.")
     interval: Duration = Field(default="30s", description="Time between measurements.")
-    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, max_length=32, description="The checks.")
+    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(
+        default_factory=list, max_length=MAX_METRICS, description="The checks.")
     templates: list[TemplateReference] = Field(
         default_factory=list, max_length=8,
         description="AnalysisTemplates and ClusterAnalysisTemplates whose metrics are measured like those in metrics. "
@@ -505,7 +508,7 @@ class AnalysisTemplateSpec(Model):
     args: Annotated[list[TemplateArgument], UniqueBy("name")] = Field(
         default_factory=list, max_length=32, description="Arguments, each used as `{{args.NAME}}` in the queries.")
     metrics: Annotated[list[Metric], UniqueBy("name")] = Field(
-        min_length=1, max_length=32, description="The checks, as in a rollout's spec.analysis.metrics.")
+        min_length=1, max_length=MAX_METRICS, description="The checks, as in a rollout's spec.analysis.metrics.")
 
 
 class AnalysisTemplateStatus(IntentStatus):

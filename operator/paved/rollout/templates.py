@@ -251,6 +251,9 @@ def resolve(spec: Mapping[str, Any], templates: Mapping[TemplateKey, Mapping[str
             names.append(metric.name)
         uses.append({"kind": ref.kind, "name": ref.name,
                      "generation": _mapping(body.get("metadata")).get("generation"), "metrics": names})
+    if not problems and len(taken) > api.MAX_METRICS:
+        problems.append(FieldError(FIELD, f"with the templates' metrics the rollout would measure {len(taken)}; "
+                                          f"at most {api.MAX_METRICS} per rollout"))
     if problems:
         return Resolution(problems=tuple(problems))
     return Resolution(tuple(metrics), tuple(uses))
