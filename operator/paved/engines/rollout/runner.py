@@ -248,7 +248,7 @@ class RolloutRunner:
         return kube_apply.get(API_VERSION, kind, name, self.namespace if kind == templates.NAMESPACED else None)
 
     def with_templates(self, spec: Mapping[str, Any], status: Mapping[str, Any]
-                       ) -> tuple[dict[str, Any], Any, templates.Resolution | None]:
+                       ) -> tuple[Mapping[str, Any], Any, templates.Resolution | None]:
         """The spec the machine runs (templates' metrics joined in), the templates used, and the
         fresh resolution when one was read: a canary run in flight measures its snapshot in
         status and reads nothing; otherwise the templates are read now (a missing one, an
@@ -259,7 +259,7 @@ class RolloutRunner:
             return templates.effective_spec(spec, snapshot.get("metrics"), uses), uses, None
         keys = [ref.key for ref in templates.references(spec)]
         if not keys:
-            return dict(spec), (), None
+            return spec, (), None
         read = dict(zip(keys, self.reads.map(lambda key: self.read_template(*key), keys)))
         fresh = templates.resolve(spec, read, self.namespace)
         if fresh.problems:
@@ -308,7 +308,7 @@ class RolloutRunner:
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
         run_spec, uses, fresh = self.with_templates(spec, status)
-        errors = templates.relocate(validate_spec(run_spec), spec, uses)
+        errors = templates.relocate(validate_spec(run_spec), spec, uses) if uses else []  # the joined spec, checked too
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
         egress = self.egress()
