@@ -98,7 +98,8 @@ def test_webhook_configuration_is_scoped_and_short() -> None:
     config = webhook.webhook_configuration({"url": "https://127.0.0.1:9443", "caBundle": "Q0E="}, admission.WEBHOOKS)
     assert config["metadata"]["name"] == "paved.dev"
     hooks = {hook["name"]: hook for hook in config["webhooks"]}
-    assert set(hooks) == {"validate-intents.paved.dev", "validate-intentpolicies.paved.dev", "validate-policyexceptions.paved.dev"}
+    assert set(hooks) == {"validate-intents.paved.dev", "validate-intentpolicies.paved.dev", "validate-policyexceptions.paved.dev",
+                          "validate-analysistemplates.paved.dev"}
     for hook in hooks.values():
         assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5 and hook["sideEffects"] == "None"
         (rule,) = hook["rules"]
@@ -133,6 +134,7 @@ def test_webhook_handlers_are_registered_for_every_kind() -> None:
     assert ("validate-intentpolicies", "intentpolicies") in ids
     assert ("validate-policyexceptions", "policyexceptions") in ids
     assert ("validate-intents", "databaseintents") in ids
+    assert ("validate-analysistemplates", "clusteranalysistemplates") in ids
 
 
 def test_only_the_serving_registry_has_webhooks_and_the_leading_one_has_no_validation() -> None:

@@ -39,6 +39,9 @@ def plural(kind: str) -> str:
 
 def test_every_paved_kind_is_watchable_and_its_status_patchable() -> None:
     for info in KINDS:
+        if not info.reconciled:  # only read, when a rollout resolves one
+            assert verbs_for("paved.dev", info.plural) == {"get"}, info.kind
+            continue
         assert {"list", "watch"} <= verbs_for("paved.dev", info.plural), info.kind
         assert "patch" in verbs_for("paved.dev", f"{info.plural}/status"), info.kind
 

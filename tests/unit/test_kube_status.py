@@ -180,8 +180,9 @@ def test_per_kind_every_status_field_has_one_writer_and_no_condition_two() -> No
     from paved.api.kinds import KINDS
 
     writers = writers_by_kind()
-    assert set(writers) == {info.kind for info in KINDS}
-    for info in KINDS:
+    reconciled = [info for info in KINDS if info.reconciled]  # nothing writes an analysis template's status
+    assert set(writers) == {info.kind for info in reconciled}
+    for info in reconciled:
         fields = [field for writer in writers[info.kind] for field in writer.fields]
         conditions = [type_ for writer in writers[info.kind] for type_ in writer.conditions]
         assert sorted(fields) == sorted(set(info.status.model_fields) - {"conditions"}), info.kind

@@ -313,3 +313,71 @@ def test_command_of_and_conditions_for() -> None:
     ready, progressing = conditions_for({"phase": "Paused", "message": "why"})
     assert ready == ("Ready", False, "Paused", "why") and progressing == ("Progressing", True, "Paused", "why")
     assert conditions_for({"phase": "Succeeded"})[0][1] is True
+
+
+# --- analysis templates ---------------------------------------------------------------------------
+
+TEMPLATE_QUERY = 'rate{service="{{args.service}}"}'
+
+
+class TemplatedWorld(World):
+    """A World whose rollout uses an AnalysisTemplate kept in `templates` (None: absent)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.templates: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.template_reads = 0
+
+    def read_template(self, kind: str, name: str) -> dict[str, Any] | None:
+        self.template_reads += 1
+        return copy.deepcopy(self.templates.get((kind, name)))
+
+    def put_template(self, query: str, generation: int) -> None:
+        self.templates[("AnalysisTemplate", "rate")] = {
+            "metadata": {"name": "rate", "generation": generation},
+            "spec": {"args": [{"name": "service"}],
+                     "metrics": [{"name": "rate", "query": query, "successCondition": "result >= 0.95",
+                                  "failureCondition": "result < 0.8"}]}}
+
+
+def templated_spec(*args: dict[str, str]) -> dict[str, Any]:
+    return spec(analysis={"prometheus": {"address": "http://prometheus.test:9090"}, "interval": "1s",
+                          "templates": [{"templateName": "rate", "args": list(args)}]})
+
+
+def test_a_template_edited_mid_run_changes_the_next_run_only(metrics: FakeMetrics) -> None:
+    metrics.answers.update({'rate{service="checkout"}': 0.99, 'edited{service="checkout"}': 0.1})
+    world = TemplatedWorld(templated_spec({"name": "service", "value": "checkout"}))
+    world.put_template(TEMPLATE_QUERY, 1)
+    world.until(succeeded)
+    world.kube.put_target("v2")
+    world.until(lambda s: s.get("canaryWeight") == 20)
+    world.put_template('edited{service="{{args.service}}"}', 2)
+    reads = world.template_reads
+    status = world.until(lambda s: succeeded(s) and s["message"].startswith("promoted"))
+    assert world.template_reads == reads  # the run measured its snapshot, reading nothing
+    assert set(metrics.queries) == {'rate{service="checkout"}'}
+    assert status["analysisTemplates"]["templates"] == [
+        {"kind": "AnalysisTemplate", "name": "rate", "generation": 1, "metrics": ["rate"]}]
+
+    world.kube.put_target("v3")  # the next run takes the edited template, and rolls back on it
+    status = world.until(lambda s: s.get("phase") == "RolledBack")
+    assert 'edited{service="checkout"}' in metrics.queries
+    assert status["analysisTemplates"]["templates"][0]["generation"] == 2
+
+
+@pytest.mark.parametrize(("args", "present", "field"), [
+    ([{"name": "service", "value": "checkout"}], False, "spec.analysis.templates[0].templateName"),
+    ([], True, "spec.analysis.templates[0].args"),
+], ids=["missing-template", "unset-argument"])
+def test_a_missing_template_or_an_unset_argument_moves_no_traffic(
+        metrics: FakeMetrics, args: list[dict[str, str]], present: bool, field: str) -> None:
+    world = TemplatedWorld(templated_spec(*args))
+    if present:
+        world.put_template(TEMPLATE_QUERY, 1)
+    world.tick()
+    ready = next(c for c in world.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AnalysisTemplateInvalid")
+    assert ready["message"].startswith(field + ": "), ready["message"]
+    assert "no traffic moved" in world.status["message"]
+    assert world.fake_router is None and metrics.queries == []

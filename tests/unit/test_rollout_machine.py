@@ -16,6 +16,7 @@ from paved.rollout import (
     RunWebhook, ScaleCanary, ScaleStable, SetWeights, TargetState, WebhookResult, Weights,
     WorkloadState, decide,
 )
+from paved.rollout.state import format_time
 from paved.rollout.simulate import EPOCH, Sample, Scenario, SimulationResult, TickRecord, example_spec, simulate
 
 
@@ -123,6 +124,14 @@ def test_weights_follow_the_steps_and_pauses_on_schedule():
     assert [w for _, w in canary_weights] == [5, 20, 50, 100, 0]
     starts = [t for t, _ in canary_weights]
     assert [round(b - a, 3) for a, b in zip(starts, starts[1:4])] == [60.0, 60.0, 60.0]
+
+
+def test_the_weights_of_the_run_are_kept_in_status_with_when_they_were_set():
+    result = rollout(no_analysis(), ready_delay=0, replicas=1)
+    changes = [(t, w) for t, w in route_changes(result) if t >= 0]
+    history = result.status["weightHistory"]
+    assert [h["weight"] for h in history] == [0] + [w for _, w in changes]
+    assert [h["at"] for h in history[1:]] == [format_time(at(t)) for t, _ in changes]
 
 
 def test_a_timed_pause_asks_to_be_called_back_exactly_when_it_ends():

@@ -65,6 +65,9 @@ class KindInfo:
     columns: tuple[PrinterColumn, ...]
     example: str
     categories: tuple[str, ...] = ("paved",)
+    reconciled: bool = True
+    """False for kinds nothing watches or writes status on (analysis templates: checked when
+    admitted and read when a rollout resolves them)."""
 
     @property
     def singular(self) -> str:
@@ -142,6 +145,14 @@ def field_errors(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
     return problems
 
 
+# Analysis templates have no Ready: nothing reconciles them (the webhook checks them when
+# admitted, the rollout engine when it resolves them for a rollout).
+TEMPLATE_COLUMNS = (
+    PrinterColumn("Args", ".spec.args[*].name", description="Arguments the template declares."),
+    PrinterColumn("Metrics", ".spec.metrics[*].name", description="Metrics the template defines."),
+    AGE,
+)
+
 KINDS: tuple[KindInfo, ...] = (
     KindInfo(
         kind="DatabaseIntent",
@@ -199,6 +210,28 @@ KINDS: tuple[KindInfo, ...] = (
             AGE,
         ),
         example=rollout.EXAMPLE,
+    ),
+    KindInfo(
+        kind="AnalysisTemplate",
+        plural="analysistemplates",
+        short_names=("at",),
+        scope="Namespaced",
+        spec=rollout.AnalysisTemplateSpec,
+        status=rollout.AnalysisTemplateStatus,
+        columns=TEMPLATE_COLUMNS,
+        example=rollout.ANALYSIS_TEMPLATE_EXAMPLE,
+        reconciled=False,
+    ),
+    KindInfo(
+        kind="ClusterAnalysisTemplate",
+        plural="clusteranalysistemplates",
+        short_names=("cat",),
+        scope="Cluster",
+        spec=rollout.AnalysisTemplateSpec,
+        status=rollout.AnalysisTemplateStatus,
+        columns=TEMPLATE_COLUMNS,
+        example=rollout.CLUSTER_ANALYSIS_TEMPLATE_EXAMPLE,
+        reconciled=False,
     ),
     KindInfo(
         kind="SecretStore",

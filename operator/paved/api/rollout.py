@@ -35,11 +35,18 @@ ANALYSIS_HISTORY_LIMIT = 50
 """status.analysisHistory keeps at most this many measurements, newest last."""
 
 MAX_STEPS = 100
+MAX_METRICS = 32
+"""Metrics of one rollout: its own, and with those of its templates."""
+
+WEIGHT_HISTORY_LIMIT = 2 * MAX_STEPS + 4
+"""status.weightHistory keeps at most this many weight changes: one per step of the most steps
+allowed, and the way back, fits with room."""
 
 Weight = Annotated[int, Field(ge=0, le=100)]
 Phase = Literal["Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Failed"]
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
 WebhookType = Literal["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback"]
+TemplateKind = Literal["AnalysisTemplate", "ClusterAnalysisTemplate"]
 NotificationEvent = Literal["Started", "StepStarted", "Paused", "Promoted", "RolledBack"]
 NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = ("Started", "StepStarted", "Paused", "Promoted", "RolledBack")
 
@@ -102,12 +109,25 @@ class PauseStep(Model):
     duration: Duration | None = Field(default=None, description="How long; absent means until `paved rollout promote`.")
 
 
+class TemplateName(Model):
+    """An AnalysisTemplate of the rollout's namespace, or a ClusterAnalysisTemplate (Argo's reference)."""
+
+    templateName: ObjectName = Field(description="Name of the template.")
+    clusterScope: bool = Field(
+        default=False, description="true: a ClusterAnalysisTemplate; false: an AnalysisTemplate of the rollout's namespace.")
+
+
 class AnalysisStep(Model):
     """Run the analysis now and wait for a verdict."""
 
     metrics: list[DNSLabel] | None = Field(
-        default=None, max_length=32, description="Names of spec.analysis.metrics to run; absent means all."
-    )
+        default=None, max_length=32,
+        description="Names of spec.analysis.metrics (or of a referenced template's metrics) to run; absent (and no "
+                    "templates) means all.")
+    templates: list[TemplateName] | None = Field(
+        default=None, max_length=8,
+        description="Run the metrics of these templates (each listed in spec.analysis.templates, which gives its "
+                    "arguments), with those named in metrics.")
 
 
 class Step(RuledModel):
@@ -228,13 +248,51 @@ class Metric(RuledModel):
         return self
 
 
+ARGUMENT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+ARGUMENT_VALUE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""Argument values are single-line text: a control character has no business in a label value."""
+
+
+class Argument(Model):
+    """A value for one argument of an analysis template."""
+
+    name: str = Field(pattern=ARGUMENT_NAME_PATTERN, max_length=63, description="Argument name, as the template declares it.")
+    value: str = Field(
+        pattern=ARGUMENT_VALUE_PATTERN, max_length=TEXT_MAX,
+        description="The value; it replaces `{{args.NAME}}` inside a quoted string of the template's queries, "
+                    "escaped so that it stays one string (regex-escaped too after =~ or !~).")
+
+
+class TemplateReference(TemplateName):
+    """A template whose metrics join this rollout's analysis, with values for its arguments."""
+
+    args: Annotated[list[Argument], UniqueBy("name")] = Field(
+        default_factory=list, max_length=32,
+        description="Values for the template's arguments; each argument without a default needs one.")
+
+
 class Analysis(Model):
     """Metrics measured during every step and at analysis steps."""
 
     prometheus: PrometheusSource | None = Field(
-        default=None, description="Where the metrics come from. Default: the operator's default Prometheus.")
+        default=None, description="Where the metrics come from (also those of templates). Default: the operator's "
+                                  "default Prometheus.")
     interval: Duration = Field(default="30s", description="Time between measurements.")
-    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(default_factory=list, max_length=32, description="The checks.")
+    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(
+        default_factory=list, max_length=MAX_METRICS, description="The checks.")
+    templates: list[TemplateReference] = Field(
+        default_factory=list, max_length=8,
+        description="AnalysisTemplates and ClusterAnalysisTemplates whose metrics are measured like those in metrics. "
+                    "A canary run keeps the templates as they were when it started (status.analysisTemplates): "
+                    "editing a template changes the next run, not this one.")
+
+    @model_validator(mode="after")
+    def _templates_once(self) -> Self:
+        seen = [(t.clusterScope, t.templateName) for t in self.templates]
+        for index, key in enumerate(seen):
+            if key in seen[:index]:
+                raise ValueError(f"templates[{index}]: template {key[1]!r} is referenced twice")
+        return self
 
 
 class Webhook(Model):
@@ -311,15 +369,22 @@ class ProgressiveRolloutSpec(RuledModel):
 
     @model_validator(mode="after")
     def _analysis_steps_name_metrics(self) -> Self:
-        """Analysis steps may only name declared metrics (too costly to check in CEL)."""
+        """Analysis steps may only name declared metrics and referenced templates (too costly
+        to check in CEL). A template's metric names are known only once it is read: with
+        templates, the operator checks those names when it resolves them."""
         declared = {metric.name for metric in (self.analysis.metrics if self.analysis else [])}
+        referenced = {(t.clusterScope, t.templateName) for t in (self.analysis.templates if self.analysis else [])}
         for index, step in enumerate(self.steps or []):
             if step.analysis is None:
                 continue
-            if not declared:
-                raise ValueError(f"steps[{index}].analysis needs spec.analysis.metrics")
+            if not declared and not referenced:
+                raise ValueError(f"steps[{index}].analysis needs spec.analysis.metrics or spec.analysis.templates")
+            for position, name in enumerate(step.analysis.templates or []):
+                if (name.clusterScope, name.templateName) not in referenced:
+                    raise ValueError(f"steps[{index}].analysis.templates[{position}]: template {name.templateName!r} "
+                                     "is not listed in spec.analysis.templates (which gives its arguments)")
             unknown = sorted(set(step.analysis.metrics or []) - declared)
-            if unknown:
+            if unknown and not referenced:
                 raise ValueError(f"steps[{index}].analysis.metrics: unknown metric(s) {', '.join(unknown)}")
         return self
 
@@ -353,6 +418,33 @@ class Measurement(Model):
     at: Timestamp = Field(description="When it was measured.")
 
 
+class WeightChange(Model):
+    """The canary weight from a moment on."""
+
+    weight: Weight = Field(description="Percentage of traffic sent to the canary.")
+    at: Timestamp = Field(description="When the route was asked for it.")
+
+
+class TemplateUse(Model):
+    """One template as a canary run uses it."""
+
+    kind: TemplateKind = Field(description="AnalysisTemplate or ClusterAnalysisTemplate.")
+    name: str = Field(description="Name of the template.")
+    generation: int | None = Field(default=None, description="The template's metadata.generation that was read.")
+    metrics: list[str] = Field(default_factory=list, description="Names of the metrics it contributed.")
+
+
+class AnalysisSnapshot(Model):
+    """What a canary run measures from templates, fixed when the run starts."""
+
+    revision: str = Field(description="The canary revision of the run.")
+    run: int = Field(ge=0, description="The run (status.progress.run) it belongs to.")
+    referencesDigest: str = Field(description="Digest of spec.analysis.templates it was resolved from; "
+                                              "a changed reference resolves again.")
+    templates: list[TemplateUse] = Field(default_factory=list, description="The templates read.")
+    metrics: list[Metric] = Field(default_factory=list, description="Their metrics, arguments substituted.")
+
+
 class ProgressiveRolloutStatus(IntentStatus):
     """Observed state of a rollout; enough to resume after an operator restart."""
 
@@ -380,6 +472,13 @@ class ProgressiveRolloutStatus(IntentStatus):
     analysisHistory: list[Measurement] = Field(
         default_factory=list, max_length=ANALYSIS_HISTORY_LIMIT, description="Latest measurements, oldest first."
     )
+    weightHistory: list[WeightChange] = Field(
+        default_factory=list, max_length=WEIGHT_HISTORY_LIMIT,
+        description="The canary weights of the current (or last) run and when each was set, oldest first.")
+    analysisTemplates: AnalysisSnapshot | None = Field(
+        default=None,
+        description="The analysis templates as the current canary run resolved them when it started (arguments "
+                    "substituted): the run measures these, whatever happens to the templates meanwhile.")
     progress: dict[str, Any] = Field(
         default_factory=dict,
         description=(
@@ -387,6 +486,33 @@ class ProgressiveRolloutStatus(IntentStatus):
             "Kept in status so a restarted operator continues exactly where it stopped; not for humans."
         ),
     )
+
+
+class TemplateArgument(Model):
+    """An argument a template declares; `{{args.NAME}}` in its queries stands for its value."""
+
+    name: str = Field(pattern=ARGUMENT_NAME_PATTERN, max_length=63, description="Argument name.")
+    value: str | None = Field(
+        default=None, pattern=ARGUMENT_VALUE_PATTERN, max_length=TEXT_MAX,
+        description="Default value; absent means every rollout referencing the template must give one.")
+
+
+class AnalysisTemplateSpec(Model):
+    """Metrics shared by many rollouts (Argo Rollouts' AnalysisTemplate), with arguments.
+
+    The rollout that references a template supplies the Prometheus server (and its
+    credentials, from the rollout's own namespace) and the argument values. An argument may
+    only stand inside a quoted string of a query, usually a label value:
+    `{service="{{args.service}}"}`; its value is escaped to stay that one string."""
+
+    args: Annotated[list[TemplateArgument], UniqueBy("name")] = Field(
+        default_factory=list, max_length=32, description="Arguments, each used as `{{args.NAME}}` in the queries.")
+    metrics: Annotated[list[Metric], UniqueBy("name")] = Field(
+        min_length=1, max_length=MAX_METRICS, description="The checks, as in a rollout's spec.analysis.metrics.")
+
+
+class AnalysisTemplateStatus(IntentStatus):
+    """Nothing is written here: a template is checked when it is admitted and when a rollout uses it."""
 
 
 EXAMPLE = """\
@@ -419,4 +545,37 @@ spec:
         failureLimit: 2
         minSamples: 50
         samplesQuery: sum(increase(http_requests_total{version="canary"}[1m]))
+"""
+
+ANALYSIS_TEMPLATE_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: success-rate
+spec:
+  args:
+    - name: service
+    - name: version
+      value: canary
+  metrics:
+    - name: success-rate
+      query: |
+        sum(rate(http_requests_total{service="{{args.service}}",version="{{args.version}}",code!~"5.."}[1m]))
+        / sum(rate(http_requests_total{service="{{args.service}}",version="{{args.version}}"}[1m]))
+      successCondition: result >= 0.95
+      failureLimit: 2
+"""
+
+CLUSTER_ANALYSIS_TEMPLATE_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: ClusterAnalysisTemplate
+metadata:
+  name: error-budget
+spec:
+  args:
+    - name: job
+  metrics:
+    - name: error-ratio
+      query: sum(rate(http_requests_total{job="{{args.job}}",code=~"5.."}[5m])) / sum(rate(http_requests_total{job="{{args.job}}"}[5m]))
+      successCondition: result < 0.01
 """

@@ -1,8 +1,9 @@
-"""`paved rollout status|promote|abort|retry NAME [-n NAMESPACE]`.
+"""`paved rollout status|report|promote|abort|retry NAME [-n NAMESPACE]`.
 
 `status` prints where a ProgressiveRollout is and why (phase, weight, step, the one-sentence
 message, conditions, the latest measurements); with `--watch`, then one line (phase, weight,
-each metric's latest value, the message) whenever it changes. The three commands set two annotations on
+each metric's latest value, the message) whenever it changes. `report -o timeline.png` draws
+the weight and each metric over time from what status records (paved.commands.timeline). The three commands set two annotations on
 the rollout, `paved.dev/command: <command>` and `paved.dev/command-id: <a new id>`, in one
 patch; the operator acts on each id once:
 
@@ -164,6 +165,28 @@ def status(name: str, namespace: str | None, output: str, watch: bool, every: fl
         click.echo(json.dumps(body.get("status") or {}, indent=2, sort_keys=True))
     else:
         click.echo(describe(body))
+
+
+@rollout.command()
+@_name
+@_ns
+@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="PNG file to write, e.g. timeline.png.")
+def report(name: str, namespace: str | None, output: str) -> None:
+    """Draw the canary weight and each metric over time (from the rollout's status) into a PNG."""
+    from paved.commands import timeline
+
+    try:
+        data = timeline.timeline(_get(_namespace(namespace), name))
+    except timeline.NoHistory as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        picture = timeline.png(timeline.figure(data))
+    except ImportError:
+        raise click.ClickException("drawing needs matplotlib: pip install 'paved[report]'") from None
+    with open(output, "wb") as file:
+        file.write(picture)
+    click.echo(f"wrote {output}: canary weight and {len(data.metrics)} metric(s), {data.measurements} measurements")
 
 
 @rollout.command()

@@ -12,6 +12,9 @@ answer never depends on who leads. What is judged (pure, see paved.policy.decisi
   leaves before the webhook's timeout.
 - IntentPolicy: refused when its CEL does not compile, naming rule, line and column.
 - PolicyException: refused outside the namespaces the platform names (see handlers.policy).
+- AnalysisTemplate, ClusterAnalysisTemplate: refused when a CEL condition does not compile or
+  an argument stands where it could not be substituted safely, naming the field
+  (paved.rollout.templates.template_problems; the rollout engine checks again when it uses one).
 
 Updates that leave `spec` unchanged never reach the webhook (the configuration's
 matchConditions), and are admitted without evaluation if they do.
@@ -41,6 +44,7 @@ from paved.engines.audit import compiled_policies, exceptions_for
 from paved.engines.compose import compositions_from, in_scope
 from paved.policy.decisions import Review, review_exception, review_intent, review_policy, spec_unchanged
 from paved.render.sandbox import stop_when
+from paved.rollout.templates import template_problems
 
 DENIED_CODE = 403
 ADMISSION_WORKERS = 4  # the work is CPU-bound under the GIL: more threads add no throughput
@@ -63,6 +67,7 @@ WEBHOOKS: tuple[Webhook, ...] = (
     Webhook("validate-intents", tuple(kind_info(kind).plural for kind in INTENT_KINDS)),
     Webhook("validate-intentpolicies", ("intentpolicies",)),
     Webhook("validate-policyexceptions", ("policyexceptions",)),
+    Webhook("validate-analysistemplates", ("analysistemplates", "clusteranalysistemplates")),
 )
 
 
@@ -125,11 +130,19 @@ def validate_exception(body: kopf.Body, operation: str | None, warnings: list[st
     _deny(review_exception(body, memo.namespaces.get(namespace), memo.scope.exception_namespaces), warnings)
 
 
+def validate_template(body: kopf.Body, operation: str | None, **_: Any) -> None:
+    if operation not in ("CREATE", "UPDATE"):
+        return
+    problems = template_problems(body.get("spec") or {})
+    if problems:
+        raise kopf.AdmissionError("; ".join(str(problem) for problem in problems), code=DENIED_CODE)
+
+
 def register(registry: kopf.OperatorRegistry, executor: concurrent.futures.Executor) -> None:
     """Add the validation handlers to the serving registry, running on `executor`."""
     functions: dict[str, Callable[..., None]] = {
         "validate-intents": validate_intent, "validate-intentpolicies": validate_policy,
-        "validate-policyexceptions": validate_exception,
+        "validate-policyexceptions": validate_exception, "validate-analysistemplates": validate_template,
     }
     for webhook in WEBHOOKS:
         handler = _on_own_threads(functions[webhook.id], executor)

@@ -32,7 +32,7 @@ from paved.rollout.plan import RolloutPlan, SpecError, read_plan, validate_spec
 from paved.rollout.refusal import (
     REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID,
-    REASON_TARGET_NOT_FOUND, Refusal, refuse,
+    REASON_TARGET_NOT_FOUND, REASON_TEMPLATE_INVALID, Refusal, refuse,
 )
 from paved.rollout.state import Phase, Stage, conditions_for
 
@@ -41,7 +41,7 @@ __all__ = [
     "Measure", "MetricMeasurement", "MetricQuery", "Notify", "Observation", "Phase", "PromoteStableTemplate",
     "REASON_AUTOSCALER_INVALID", "REASON_CREDENTIALS_MISSING", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC",
     "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
-    "REASON_TARGET_NOT_FOUND", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
+    "REASON_TARGET_NOT_FOUND", "REASON_TEMPLATE_INVALID", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
     "SetWeights", "SpecError", "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState",
     "decide", "read_plan", "refuse", "restore_on_delete", "validate_spec",
 ]

@@ -227,15 +227,20 @@ def _weights_never_decrease(steps: Any) -> list[FieldError]:
 
 
 def _conditions_compile(analysis: Any) -> list[FieldError]:
-    """Each CEL condition compiles and yields a boolean for a sample result (see cel.check)."""
+    return conditions_problems(_mapping(analysis).get("metrics"), "spec.analysis.metrics")
+
+
+def conditions_problems(metrics: Any, prefix: str) -> list[FieldError]:
+    """Each CEL condition of `metrics` (a list of metric dicts at `prefix`) compiles and yields
+    a boolean for a sample result (see cel.check)."""
     errors: list[FieldError] = []
-    for index, metric in enumerate(_list(_mapping(analysis).get("metrics"))):
+    for index, metric in enumerate(_list(metrics)):
         for key in ("successCondition", "failureCondition"):
             expression = _mapping(metric).get(key)
             if isinstance(expression, str) and expression.strip():
                 problem = cel.check(expression)
                 if problem:
-                    errors.append(FieldError(f"spec.analysis.metrics[{index}].{key}", problem))
+                    errors.append(FieldError(f"{prefix}[{index}].{key}", problem))
     return errors
 
 

@@ -2,8 +2,8 @@
 
 A rollout is refused, before the machine runs, when its spec is invalid, when it names an
 address Paved must not call, when Prometheus rejects one of its queries, when its target
-Deployment is missing, when its traffic cannot be steered or when its autoscaler cannot be
-used. The refusal keeps every bit of
+Deployment is missing, when its traffic cannot be steered, when its autoscaler cannot be
+used or when an analysis template it references is missing, invalid or lacks an argument. The refusal keeps every bit of
 progress (the next valid tick continues where the rollout was), says in one line what is
 wrong, and names every field at fault in the Ready and Progressing conditions, so that
 `kubectl get pro` and `kubectl wait --for=condition=Ready` show what to fix.
@@ -25,6 +25,7 @@ REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_ROUTING_INVALID = "RoutingInvalid"
 REASON_AUTOSCALER_INVALID = "AutoscalerInvalid"
 REASON_CREDENTIALS_MISSING = "CredentialsMissing"
+REASON_TEMPLATE_INVALID = "AnalysisTemplateInvalid"
 
 _WHAT_IS_WRONG = {
     REASON_INVALID_SPEC: "spec is invalid",
@@ -34,6 +35,7 @@ _WHAT_IS_WRONG = {
     REASON_ROUTING_INVALID: "traffic cannot be steered",
     REASON_AUTOSCALER_INVALID: "the autoscaler cannot be used",
     REASON_CREDENTIALS_MISSING: "a Secret or ConfigMap it names for Prometheus is missing or unusable",
+    REASON_TEMPLATE_INVALID: "an analysis template it references cannot be used",
 }
 
 

@@ -31,6 +31,8 @@ def start_rollout(tick: Tick, revision: str) -> None:
     state.pause_until = None
     state.checks = {m.name: MetricChecks() for m in tick.plan.metrics}
     state.history = []
+    state.weight_history = []
+    tick.note_weight()  # the run starts at the weight it has now (0 after a promotion or rollback)
     old = tick.progress
     state.progress = Progress(  # keeps only what describes the cluster and the last command
         run=old.run + 1, weights_set_at=old.weights_set_at, workloads_set_at=old.workloads_set_at,

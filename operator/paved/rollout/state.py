@@ -156,6 +156,7 @@ class RolloutState:
     pause_until: datetime | None = None
     checks: dict[str, MetricChecks] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    weight_history: list[dict[str, Any]] = field(default_factory=list)  # {"weight", "at"} of this run
     progress: Progress = field(default_factory=Progress)
 
     # -- reading -------------------------------------------------------------------------
@@ -178,6 +179,7 @@ class RolloutState:
                                        int(c.get("successes") or 0))
                     for name, c in (raw.get("checks") or {}).items() if isinstance(c, Mapping)},
             history=[dict(h) for h in raw.get("analysisHistory") or []],
+            weight_history=[dict(h) for h in raw.get("weightHistory") or []],
             progress=_read_progress(progress),
         )
 
@@ -199,6 +201,7 @@ class RolloutState:
             "pauseUntil": format_time(self.pause_until),
             "checks": {name: _checks_dict(self.checks.get(name, MetricChecks())) for name in names},
             "analysisHistory": [dict(h) for h in self.history],
+            "weightHistory": [dict(h) for h in self.weight_history],
             "progress": _progress_dict(self.progress, names),
         })
         return status
@@ -206,7 +209,7 @@ class RolloutState:
 
 _OWNED = frozenset({"phase", "message", "currentStepIndex", "canaryWeight", "stableRevision", "canaryRevision",
                     "originalReplicas",
-                    "stepStartedAt", "pauseUntil", "checks", "analysisHistory", "progress"})
+                    "stepStartedAt", "pauseUntil", "checks", "analysisHistory", "weightHistory", "progress"})
 
 
 def _checks_dict(checks: MetricChecks) -> dict[str, int]:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
 
+from paved.api.rollout import WEIGHT_HISTORY_LIMIT
 from paved.rollout.actions import Action, EnsureCanary, PromoteStableTemplate, ScaleCanary, ScaleStable, SetWeights
 from paved.rollout.observation import ABSENT, Observation, TargetState, WorkloadState
 from paved.rollout.plan import RolloutPlan, Step
-from paved.rollout.state import Progress, RolloutState, Stage, as_utc
+from paved.rollout.state import Progress, RolloutState, Stage, as_utc, format_time
 
 POLL = timedelta(seconds=2)
 """Re-check this soon while waiting for the cluster (readiness, a route read-back)."""
@@ -124,7 +125,16 @@ class Tick:
     def set_weights(self, canary: int) -> None:
         self.state.canary_weight = canary
         self.progress.weights_set_at = self.now
+        self.note_weight()
         self.emit(SetWeights(100 - canary, canary))
+
+    def note_weight(self) -> None:
+        """Add the canary weight to status.weightHistory when it differs from the last entry
+        (`paved rollout report` draws it); a drift repair re-sends the same weight, noted once."""
+        history = self.state.weight_history
+        if not history or history[-1].get("weight") != self.state.canary_weight:
+            history.append({"weight": self.state.canary_weight, "at": format_time(self.now)})
+            del history[:-WEIGHT_HISTORY_LIMIT]
 
     def ensure_canary(self, replicas: int, force: bool = False) -> None:
         if force or replicas != self.progress.canary_replicas:

@@ -4,8 +4,16 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
 
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
+<<<<<<< HEAD
         spec (schema, CEL, weights), or no
           Prometheus address and no default  -> InvalidSpec
+=======
+        spec (schema, CEL, weights)          -> InvalidSpec
+        an analysis template missing,
+          invalid, or an argument without
+          a value (not while a canary run
+          measures its snapshot)             -> AnalysisTemplateInvalid
+>>>>>>> wt/analysis
         a Prometheus address, webhook or
           notification URL
           at a link-local address or the
@@ -66,9 +74,15 @@ from paved.providers.routing.workloads import DeploymentCache, Workloads, target
 from paved.providers.webhooks import RolloutRef, WebhookCaller
 from paved.engines.rollout import sources
 from paved.engines.rollout.outbox import Outbox
+from paved.rollout import templates
 from paved.rollout import (
+<<<<<<< HEAD
     REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
+=======
+    REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
+    REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, REASON_TEMPLATE_INVALID,
+>>>>>>> wt/analysis
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
@@ -243,6 +257,28 @@ class RolloutRunner:
     def read_source(self, kind: str, name: str) -> Mapping[str, Any] | None:
         return sources.kube_read(self.namespace)(kind, name)
 
+    def read_template(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        return kube_apply.get(API_VERSION, kind, name, self.namespace if kind == templates.NAMESPACED else None)
+
+    def with_templates(self, spec: Mapping[str, Any], status: Mapping[str, Any]
+                       ) -> tuple[Mapping[str, Any], Any, templates.Resolution | None]:
+        """The spec the machine runs (templates' metrics joined in), the templates used, and the
+        fresh resolution when one was read: a canary run in flight measures its snapshot in
+        status and reads nothing; otherwise the templates are read now (a missing one, an
+        invalid one or an argument without a value refuses the rollout, naming the field)."""
+        snapshot = templates.in_force(spec, status)
+        if snapshot is not None:
+            uses = snapshot.get("templates")
+            return templates.effective_spec(spec, snapshot.get("metrics"), uses), uses, None
+        keys = [ref.key for ref in templates.references(spec)]
+        if not keys:
+            return spec, (), None
+        read = dict(zip(keys, self.reads.map(lambda key: self.read_template(*key), keys)))
+        fresh = templates.resolve(spec, read, self.namespace)
+        if fresh.problems:
+            raise _Refused(REASON_TEMPLATE_INVALID, list(fresh.problems))
+        return templates.effective_spec(spec, fresh.metrics, fresh.uses), fresh.uses, fresh
+
     def calling_spec(self, spec: Mapping[str, Any]) -> Mapping[str, Any]:
         """`spec` with analysis.prometheus as the provider calls it (the default address, the
         values of the Secrets it names): only for calls, never written anywhere."""
@@ -284,12 +320,16 @@ class RolloutRunner:
         errors = validate_spec(spec)
         if errors:
             raise _Refused(REASON_INVALID_SPEC, errors)
+        run_spec, uses, fresh = self.with_templates(spec, status)
+        errors = templates.relocate(validate_spec(run_spec), spec, uses) if uses else []  # the joined spec, checked too
+        if errors:
+            raise _Refused(REASON_INVALID_SPEC, errors)
         egress = self.egress()
-        calling = self.calling_spec(spec)
+        calling = self.calling_spec(run_spec)
         refused = endpoint_problems(self.namespace, calling, egress)
         if refused:
             raise _Refused(REASON_ENDPOINT_REFUSED, refused)
-        problems = query_problems(calling, egress)
+        problems = templates.relocate(query_problems(calling, egress), spec, uses)
         if problems:
             raise _Refused(REASON_QUERY_REJECTED, problems)
         context = RolloutContext.from_body(body, owner)
@@ -331,9 +371,10 @@ class RolloutRunner:
         decision: Decision | None = None
         shown: Mapping[str, Any] = body  # the rollout as the API server holds it
         for _ in range(MAX_DECIDE_ROUNDS):
-            decision = decide(spec, status, observation, _now())
-            status = kube_status.with_conditions({**decision.status, "observedGeneration": generation},
-                                                 conditions_for(decision.status), generation)
+            decision = decide(run_spec, status, observation, _now())
+            decided = templates.record(spec, decision.status, fresh)  # a run that started keeps what it measures
+            status = kube_status.with_conditions({**decided, "observedGeneration": generation},
+                                                 conditions_for(decided), generation)
             if not _only_measures(decision):  # status first: it is the intent the actions carry out
                 shown = self._store(shown, status)
             update_metrics(self.namespace, self.name, status)
