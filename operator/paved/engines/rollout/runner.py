@@ -4,16 +4,12 @@ One *tick* (`RolloutRunner.tick`, synchronous, in a worker thread of the rollout
 
     read the rollout (fresh: status is the machine's memory, a cached copy could be stale)
     refuse bad input with a condition naming the field, moving nothing (paved.rollout.refuse):
-<<<<<<< HEAD
         spec (schema, CEL, weights), or no
           Prometheus address and no default  -> InvalidSpec
-=======
-        spec (schema, CEL, weights)          -> InvalidSpec
         an analysis template missing,
           invalid, or an argument without
           a value (not while a canary run
           measures its snapshot)             -> AnalysisTemplateInvalid
->>>>>>> wt/analysis
         a Prometheus address, webhook or
           notification URL
           at a link-local address or the
@@ -76,13 +72,8 @@ from paved.engines.rollout import sources
 from paved.engines.rollout.outbox import Outbox
 from paved.rollout import templates
 from paved.rollout import (
-<<<<<<< HEAD
     REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
-    REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
-=======
-    REASON_AUTOSCALER_INVALID, REASON_CREDENTIALS_MISSING, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, REASON_TEMPLATE_INVALID,
->>>>>>> wt/analysis
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
     PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
