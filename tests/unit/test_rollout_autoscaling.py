@@ -3,7 +3,7 @@ paved.providers.routing.autoscalers, pure parts)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -11,8 +11,11 @@ import pytest
 from paved.providers.base import Owner
 from paved.providers.routing import RolloutContext
 from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler
-from paved.rollout import AutoscalerState, Observation, ScaleStable, SetAutoscaler, TargetState, WorkloadState, decide
+from paved.rollout import (
+    AutoscalerState, Observation, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
+)
 from paved.rollout.autoscaling import canary_bounds
+from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
 from paved.rollout.simulate import Sample, Scenario, example_spec, simulate
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -102,8 +105,38 @@ def test_a_wait_for_ready_accepts_the_count_the_hpa_chose() -> None:
     result = simulate(SPEC, Scenario(metrics=healthy, stable_ready_delay=10.0, autoscaler=AutoscalerState(2, 10, "r1")))
     waiting = next(tick for tick in result.ticks if tick.stage == "Promote")
     assert "waiting for stable" in waiting.message
-    raised = Observation(**{**waiting.observation.__dict__, "stable": WorkloadState("v2", 5, 5)})
-    moment = waiting.observation.observed_at
+    assert waiting.observation.observed_at is not None
+    moment = waiting.observation.observed_at + timedelta(seconds=1)  # a read after the promotion's scale
+    raised = Observation(**{**waiting.observation.__dict__, "stable": WorkloadState("v2", 5, 5), "observed_at": moment})
     assert decide(SPEC, waiting.decision.status, raised, moment).status["message"].startswith("promoted")
     plain = example_spec()
     assert "waiting for stable" in decide(plain, waiting.decision.status, raised, moment).status["message"]
+
+
+FIXED = AutoscalerState(10, 10, "r1")  # an HPA that keeps exactly 10 pods: every count is known
+ROUTERS = {"gatewayAPI": {"gatewayAPI": {"httpRoute": "checkout"}}, "replicaRatio": {"replicaRatio": {}}}
+
+
+@pytest.mark.parametrize("router", sorted(ROUTERS))
+@pytest.mark.parametrize("healthy", [True, False], ids=["promoted", "rolled-back"])
+def test_traffic_moves_only_to_pods_ready_for_it(router: str, healthy: bool) -> None:
+    """Every weight change is sent only when the copies, as read in that tick, have the pods
+    for it ready: the canary scaled up for its new share, the stable back at full scale
+    before a rollback takes traffic off the canary (the copies' HPAs acting in between)."""
+    spec = example_spec(autoscalerRef={"name": "checkout"}, trafficRouting=ROUTERS[router],
+                        steps=[{"setWeight": 50}, {"pause": {"duration": "1m"}},
+                               {"setWeight": 100}, {"pause": {"duration": "1m"}}])
+    value = 0.99 if healthy else 0.5
+    result = simulate(spec, Scenario(metrics={"success-rate": lambda t, w: Sample(value if w else 0.99, 600)},
+                                     replicas=10, ready_delay=5.0, autoscaler=FIXED))
+    assert result.phase == ("Succeeded" if healthy else "RolledBack")
+    kind = RouterKind(router)
+    moves = [(tick, action) for tick in result.ticks for action in tick.decision.of_type(SetWeights)]
+    assert moves
+    for tick, action in moves:
+        stable, canary = tick.observation.stable, tick.observation.canary
+        assert stable is not None and canary is not None
+        assert stable.ready >= stable_replicas(kind, 10, action.canary), (tick.t, action, stable)
+        if action.canary:
+            assert canary.revision == "v2" and canary.ready >= canary_replicas(kind, 10, action.canary), (
+                tick.t, action, canary)

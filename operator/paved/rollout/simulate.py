@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from paved.rollout.actions import (
     Action, EnsureCanary, Measure, PromoteStableTemplate, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable,
-    SetWeights,
+    SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.observation import (
@@ -173,6 +173,11 @@ class _Workload:
         self.desired = replicas
         self.ready_at = t + self.delay
 
+    def autoscale(self, t: float, bounds: tuple[int, int] | None) -> None:
+        """What its HPA does at rest (no load): keep a running copy within the HPA's bounds."""
+        if bounds is not None and self.desired > 0 and not bounds[0] <= self.desired <= bounds[1]:
+            self.set(t, min(max(self.desired, bounds[0]), bounds[1]))
+
     def observe(self, t: float) -> WorkloadState:
         if t >= self.ready_at:
             self.ready = self.desired
@@ -189,6 +194,7 @@ class _World:
     route: Weights = Weights(100, 0)
     measurements: dict[str, MetricMeasurement] = field(default_factory=dict)
     webhook_results: dict[str, WebhookResult] = field(default_factory=dict)
+    autoscalers: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> its HPA's bounds
 
     def target_revision(self, t: float) -> str:
         revision = self.scenario.stable_revision if t < 0 else self.scenario.new_revision
@@ -206,6 +212,9 @@ class _World:
         return Command(kind, f"{kind.value}@{at:g}")
 
     def observe(self, t: float) -> Observation:
+        # The copies' HPAs act between two reads (the adversarial timing: at once).
+        self.stable.autoscale(t, self.autoscalers.get("stable"))
+        self.canary.autoscale(t, self.autoscalers.get("canary"))
         return Observation(
             target=TargetState(self.target_revision(t), self.original, self.remembered),
             stable=self.stable.observe(t), canary=self.canary.observe(t), weights=self.route,
@@ -230,6 +239,8 @@ class _World:
             self.stable.set(t, action.replicas, action.revision)
         elif isinstance(action, ScaleOriginal):
             self.original, self.remembered = action.replicas, action.remember
+        elif isinstance(action, SetAutoscaler):
+            self.autoscalers[action.role] = (action.min_replicas, action.max_replicas)
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)
