@@ -14,7 +14,7 @@ from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_s
 from paved.rollout import (
     AutoscalerState, Observation, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
 )
-from paved.rollout.autoscaling import canary_bounds
+from paved.rollout.autoscaling import copy_bounds
 from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
 from paved.rollout.simulate import Sample, Scenario, example_spec, simulate
 
@@ -35,7 +35,16 @@ def user_hpa(target: str = "checkout") -> dict[str, Any]:
 
 @pytest.mark.parametrize("weight, bounds", [(0, (1, 1)), (5, (1, 1)), (20, (1, 2)), (50, (1, 5)), (100, (2, 10))])
 def test_the_canarys_bounds_follow_its_traffic_weight(weight: int, bounds: tuple[int, int]) -> None:
-    assert canary_bounds(2, 10, weight) == bounds
+    assert copy_bounds(RouterKind.GATEWAY_API, "canary", 2, 10, weight) == bounds
+    assert copy_bounds(RouterKind.GATEWAY_API, "stable", 2, 10, weight) == (2, 10)  # the stable stays at full scale
+
+
+@pytest.mark.parametrize("weight, stable, canary", [(0, (4, 12), (1, 1)), (25, (3, 9), (1, 3)), (50, (2, 6), (2, 6)),
+                                                    (100, (1, 1), (4, 12))])
+def test_under_replica_ratio_the_copies_bounds_split_the_users(weight: int, stable: tuple[int, int],
+                                                               canary: tuple[int, int]) -> None:
+    assert copy_bounds(RouterKind.REPLICA_RATIO, "stable", 4, 12, weight) == stable
+    assert copy_bounds(RouterKind.REPLICA_RATIO, "canary", 4, 12, weight) == canary
 
 
 def test_a_rollout_asks_for_both_hpas_and_moves_the_canarys_with_each_weight() -> None:
@@ -140,3 +149,22 @@ def test_traffic_moves_only_to_pods_ready_for_it(router: str, healthy: bool) -> 
         if action.canary:
             assert canary.revision == "v2" and canary.ready >= canary_replicas(kind, 10, action.canary), (
                 tick.t, action, canary)
+
+
+def test_under_replica_ratio_the_copies_hpas_keep_the_traffic_split() -> None:
+    """With replicaRatio the pod counts are the split: the stable copy's HPA must let it shrink
+    to its share (5 of 10 at 50%), not push it back to the user's minimum of 10."""
+    spec = example_spec(autoscalerRef={"name": "checkout"}, trafficRouting=ROUTERS["replicaRatio"],
+                        steps=[{"setWeight": 20}, {"pause": {"duration": "1m"}},
+                               {"setWeight": 50}, {"pause": {"duration": "1m"}}])
+    result = simulate(spec, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)}, replicas=10,
+                                     ready_delay=5.0, autoscaler=FIXED))
+    assert result.phase == "Succeeded"
+    running = [tick for tick in result.ticks
+               if (tick.status_before.get("progress") or {}).get("stage") == "StepRun" == tick.stage]
+    assert {tick.status_before["canaryWeight"] for tick in running} == {20, 50}
+    for tick in running:
+        weight, stable, canary = tick.status_before["canaryWeight"], tick.observation.stable, tick.observation.canary
+        assert stable is not None and canary is not None
+        split = (stable_replicas(RouterKind.REPLICA_RATIO, 10, weight), canary_replicas(RouterKind.REPLICA_RATIO, 10, weight))
+        assert (stable.desired, canary.desired) == split, (tick.t, weight)

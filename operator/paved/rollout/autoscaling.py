@@ -4,10 +4,17 @@ The user's HPA keeps aiming at the user's Deployment, untouched (when spec.origi
 takes that Deployment to 0 the HPA stops acting: Kubernetes does not autoscale a target
 scaled to zero). Paved gives each copy an HPA with the user's metrics and behaviour:
 
-    stable   the user's minReplicas..maxReplicas
-    canary   the same bounds times the canary's traffic weight, rounded up, at least 1
-             (an HPA's minimum), so the canary scales with the share of load it gets; while
-             a step scales the canary up, the step's weight (its HPA must not undo the scale)
+    stable   the user's minReplicas..maxReplicas; with replicaRatio routing (where the pod
+             counts are the traffic split) those bounds times the stable's share, so its HPA
+             keeps the split instead of pushing the stable back to the user's minimum
+    canary   the same bounds times the canary's traffic weight, at least 1 (an HPA's
+             minimum), so the canary scales with the share of load it gets; while a step
+             scales the canary up, the step's weight (its HPA must not undo the scale)
+
+Each bound is the count the machine itself gives the copy for a user's count of
+minReplicas (maxReplicas), `canary_replicas` and `stable_replicas`, so the two HPAs' bounds
+add up to the user's. A rollback and a promotion size the stable copy for all the traffic
+before they move it there, and so do its bounds.
 
 Between its own transitions (a step's scale, promotion, rollback) the machine lets these
 HPAs move the copies' replica counts (`Tick.autoscaled_count`); its transitions still set
@@ -17,9 +24,8 @@ from there.
 
 from __future__ import annotations
 
-import math
-
 from paved.rollout.actions import SetAutoscaler
+from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
 from paved.rollout.stages import step_weight
 from paved.rollout.state import AutoscalerBounds, Stage
 from paved.rollout.tick import Tick
@@ -27,10 +33,18 @@ from paved.rollout.tick import Tick
 STABLE, CANARY = "stable", "canary"
 
 
-def canary_bounds(min_replicas: int, max_replicas: int, weight: int) -> tuple[int, int]:
-    """The canary's HPA bounds at `weight`% of the traffic: the user's, scaled, at least 1."""
-    low = max(1, math.ceil(min_replicas * weight / 100))
-    return low, max(low, math.ceil(max_replicas * weight / 100))
+def copy_bounds(router: RouterKind, role: str, min_replicas: int, max_replicas: int, weight: int) -> tuple[int, int]:
+    """The `role` copy's HPA bounds while it is sized for the canary having `weight`%: the
+    machine's counts for that copy at the user's bounds, at least 1 (an HPA's minimum)."""
+    count = canary_replicas if role == CANARY else stable_replicas
+    low = max(1, count(router, min_replicas, weight))
+    return low, max(low, count(router, max_replicas, weight))
+
+
+def _stable_sized_for(tick: Tick) -> int:
+    """The canary weight the stable copy is scaled for: none while a rollback or a promotion
+    brings the stable to full scale before traffic moves to it."""
+    return 0 if tick.stage in (Stage.WITHDRAW, Stage.PROMOTE) else tick.state.canary_weight
 
 
 def _canary_sized_for(tick: Tick) -> int:
@@ -44,9 +58,9 @@ def follow_autoscaler(tick: Tick) -> None:
     user = tick.obs.autoscaler
     if not tick.plan.autoscaled or user is None:
         return
-    wanted = {STABLE: (user.min_replicas, user.max_replicas),
-              CANARY: canary_bounds(user.min_replicas, user.max_replicas, _canary_sized_for(tick))}
-    for role, (low, high) in wanted.items():
+    sized_for = {STABLE: _stable_sized_for(tick), CANARY: _canary_sized_for(tick)}
+    for role, weight in sized_for.items():
+        low, high = copy_bounds(tick.plan.router, role, user.min_replicas, user.max_replicas, weight)
         bounds = AutoscalerBounds(low, high, user.revision)
         if tick.progress.autoscalers.get(role) != bounds:
             tick.progress.autoscalers[role] = bounds
