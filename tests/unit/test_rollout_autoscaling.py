@@ -10,9 +10,9 @@ import pytest
 
 from paved.providers.base import Owner
 from paved.providers.routing import RolloutContext
-from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler
+from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler, derived_state
 from paved.rollout import (
-    AutoscalerState, Observation, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
+    AutoscalerState, Decision, Observation, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
 )
 from paved.rollout.autoscaling import copy_bounds
 from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
@@ -94,6 +94,9 @@ def test_derived_hpas_aim_at_the_copy_with_the_users_metrics() -> None:
     assert (derived["spec"]["minReplicas"], derived["spec"]["maxReplicas"]) == (1, 5)
     assert derived["spec"]["metrics"] == user_hpa()["spec"]["metrics"]
     assert "resourceVersion" not in derived["metadata"]
+    # Read back, it says what it was made from: the bounds and the user's HPA's revision.
+    assert derived_state(derived) == AutoscalerState(1, 5, autoscaler_state(user_hpa()).revision)
+    assert derived_state({"spec": {"minReplicas": 1, "maxReplicas": 5}}).revision == ""  # made by an older Paved
 
 
 def test_the_users_hpa_must_exist_and_scale_the_target() -> None:
@@ -168,3 +171,41 @@ def test_under_replica_ratio_the_copies_hpas_keep_the_traffic_split() -> None:
         assert stable is not None and canary is not None
         split = (stable_replicas(RouterKind.REPLICA_RATIO, 10, weight), canary_replicas(RouterKind.REPLICA_RATIO, 10, weight))
         assert (stable.desired, canary.desired) == split, (tick.t, weight)
+
+
+def test_an_hpa_asked_for_but_missing_from_the_cluster_is_asked_for_again() -> None:
+    """Status records the bounds before the actions run: a SetAutoscaler that never ran (an
+    earlier action of the tick failed, or the operator died) is sent again once a read taken
+    after the request shows the copy's HPA missing or different; an older read re-sends nothing."""
+    status = simulate(SPEC, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)},
+                                     autoscaler=AutoscalerState(2, 10, "r1"))).status
+    asked_at = datetime.fromisoformat(status["progress"]["autoscalersSetAt"].replace("Z", "+00:00"))
+    later = asked_at + timedelta(seconds=5)
+    applied = {"stable": AutoscalerState(2, 10, "r1"), "canary": AutoscalerState(1, 1, "r1")}
+
+    def asked(copies: dict[str, AutoscalerState], observed_at: datetime, last: dict[str, Any] = status) -> Decision:
+        observation = Observation(target=TargetState("v2", 4), stable=WorkloadState("v2", 4, 4),
+                                  canary=WorkloadState("v2", 0, 0), autoscaler=AutoscalerState(2, 10, "r1"),
+                                  copy_autoscalers=copies, observed_at=observed_at)
+        return decide(SPEC, last, observation, later)
+
+    assert not asked(applied, later).of_type(SetAutoscaler)
+    assert asked({}, asked_at).of_type(SetAutoscaler) == []  # read before the request could take effect
+    resent = asked({"stable": applied["stable"]}, later)
+    assert resent.of_type(SetAutoscaler) == [SetAutoscaler("canary", 1, 1, "r1")]
+    assert not asked({"stable": applied["stable"]}, later, resent.status).of_type(SetAutoscaler)  # asked once
+    changed = {**applied, "stable": AutoscalerState(3, 10, "r1")}
+    assert asked(changed, later).of_type(SetAutoscaler) == [SetAutoscaler("stable", 2, 10, "r1")]
+
+
+def test_after_an_operator_crash_the_copies_hpas_end_as_asked() -> None:
+    """The operator dies half-way through the bootstrap's actions (the SetAutoscalers, after
+    the stable's template and the original's scale, are lost); the copies' HPAs still end as
+    status says they were asked."""
+    spec = {**SPEC, "originalScaleDown": "Progressively"}
+    result = simulate(spec, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)},
+                                     autoscaler=AutoscalerState(2, 10, "r1"), restarts=(-60.0,)))
+    assert result.phase == "Succeeded"
+    asked = result.status["progress"]["autoscalers"]
+    assert {role: (hpa.min_replicas, hpa.max_replicas, hpa.revision) for role, hpa in result.ticks[-1].autoscalers.items()} == {
+        role: (bounds["min"], bounds["max"], bounds["revision"]) for role, bounds in asked.items()}

@@ -53,8 +53,20 @@ def _canary_sized_for(tick: Tick) -> int:
     return step_weight(tick) if tick.stage is Stage.STEP_ENTER else tick.state.canary_weight
 
 
+def _not_applied(tick: Tick, role: str, bounds: AutoscalerBounds) -> bool:
+    """Whether a read taken after the last request shows the copy's HPA other than asked: the
+    request failed or was never sent (status is written before the actions run, which stop at
+    the first failure), or someone changed or deleted the HPA. An older read proves nothing."""
+    seen, set_at = tick.obs.copy_autoscalers, tick.progress.autoscalers_set_at
+    if seen is None or (set_at is not None and tick.observed_at <= set_at):
+        return False
+    have = seen.get(role)
+    return have is None or AutoscalerBounds(have.min_replicas, have.max_replicas, have.revision) != bounds
+
+
 def follow_autoscaler(tick: Tick) -> None:
-    """Ask for each copy's HPA when its bounds (or the user's HPA) changed since last asked."""
+    """Ask for each copy's HPA when its bounds (or the user's HPA) changed since last asked,
+    or when the cluster does not have what was asked."""
     user = tick.obs.autoscaler
     if not tick.plan.autoscaled or user is None:
         return
@@ -62,6 +74,7 @@ def follow_autoscaler(tick: Tick) -> None:
     for role, weight in sized_for.items():
         low, high = copy_bounds(tick.plan.router, role, user.min_replicas, user.max_replicas, weight)
         bounds = AutoscalerBounds(low, high, user.revision)
-        if tick.progress.autoscalers.get(role) != bounds:
+        if tick.progress.autoscalers.get(role) != bounds or _not_applied(tick, role, bounds):
             tick.progress.autoscalers[role] = bounds
+            tick.progress.autoscalers_set_at = tick.now
             tick.emit(SetAutoscaler(role, low, high, user.revision))

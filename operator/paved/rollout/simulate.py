@@ -111,6 +111,7 @@ class TickRecord:
     decision: Decision
     route: Weights  # after the decision's actions were applied
     pods: int = 0  # pods the user's Deployment and both copies ask for, after the actions
+    autoscalers: Mapping[str, AutoscalerState] = field(default_factory=dict)  # the copies' HPAs, after the actions
 
     @property
     def phase(self) -> str | None:
@@ -173,10 +174,10 @@ class _Workload:
         self.desired = replicas
         self.ready_at = t + self.delay
 
-    def autoscale(self, t: float, bounds: tuple[int, int] | None) -> None:
+    def autoscale(self, t: float, hpa: AutoscalerState | None) -> None:
         """What its HPA does at rest (no load): keep a running copy within the HPA's bounds."""
-        if bounds is not None and self.desired > 0 and not bounds[0] <= self.desired <= bounds[1]:
-            self.set(t, min(max(self.desired, bounds[0]), bounds[1]))
+        if hpa is not None and self.desired > 0 and not hpa.min_replicas <= self.desired <= hpa.max_replicas:
+            self.set(t, min(max(self.desired, hpa.min_replicas), hpa.max_replicas))
 
     def observe(self, t: float) -> WorkloadState:
         if t >= self.ready_at:
@@ -194,7 +195,7 @@ class _World:
     route: Weights = Weights(100, 0)
     measurements: dict[str, MetricMeasurement] = field(default_factory=dict)
     webhook_results: dict[str, WebhookResult] = field(default_factory=dict)
-    autoscalers: dict[str, tuple[int, int]] = field(default_factory=dict)  # role -> its HPA's bounds
+    autoscalers: dict[str, AutoscalerState] = field(default_factory=dict)  # the copies' HPAs, by role
 
     def target_revision(self, t: float) -> str:
         revision = self.scenario.stable_revision if t < 0 else self.scenario.new_revision
@@ -220,6 +221,7 @@ class _World:
             stable=self.stable.observe(t), canary=self.canary.observe(t), weights=self.route,
             measurements=dict(self.measurements), webhook_results=dict(self.webhook_results),
             command=self.command(t), observed_at=EPOCH + timedelta(seconds=t), autoscaler=self.scenario.autoscaler,
+            copy_autoscalers=dict(self.autoscalers),
         )
 
     def pods(self) -> int:
@@ -240,7 +242,7 @@ class _World:
         elif isinstance(action, ScaleOriginal):
             self.original, self.remembered = action.replicas, action.remember
         elif isinstance(action, SetAutoscaler):
-            self.autoscalers[action.role] = (action.min_replicas, action.max_replicas)
+            self.autoscalers[action.role] = AutoscalerState(action.min_replicas, action.max_replicas, action.revision)
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)
@@ -285,7 +287,8 @@ def simulate(spec: Mapping[str, Any], scenario: Scenario, start: float = -60.0) 
             world.measurements.clear()
             world.webhook_results.clear()
             answered = False
-        ticks.append(TickRecord(t, status_before, observation, decision, world.route, world.pods()))
+        ticks.append(TickRecord(t, status_before, observation, decision, world.route, world.pods(),
+                                dict(world.autoscalers)))
         if answered and answers_at_same_moment < 5:
             answers_at_same_moment += 1
             continue

@@ -37,6 +37,7 @@ def start_rollout(tick: Tick, revision: str) -> None:
         canary_replicas=old.canary_replicas, stable_replicas=old.stable_replicas,
         stable_template=old.stable_template, last_command=old.last_command,
         original_asked=old.original_asked, original_set_at=old.original_set_at, autoscalers=old.autoscalers,
+        autoscalers_set_at=old.autoscalers_set_at,
     )
     announce(tick, Event("RolloutStarted", f"rolling out revision {revision} (stable is {state.stable_revision})"),
              NotificationEvent.STARTED, "started")

@@ -301,6 +301,7 @@ class RolloutRunner:
             CANARY: self.reads.submit(workloads.copy, CANARY),
             "weights": self.reads.submit(router.get_weights),
             "autoscaler": self.reads.submit(autoscalers.user if autoscalers else lambda: None),
+            "copy_autoscalers": self.reads.submit(autoscalers.copies if autoscalers else lambda: None),
         }
         for future in reads.values():
             future.exception()  # wait for all of them, whatever the outcome
@@ -320,7 +321,7 @@ class RolloutRunner:
             raise _Refused(REASON_AUTOSCALER_INVALID, [FieldError("spec.autoscalerRef.name", autoscaler_problem)])
         self.last_refusal = None
         observation = Observation(
-            autoscaler=autoscalers.observe() if autoscalers else None,
+            autoscaler=autoscalers.observe() if autoscalers else None, copy_autoscalers=reads["copy_autoscalers"].result(),
             target=target_state(target), stable=workloads.observe(STABLE), canary=workloads.observe(CANARY),
             weights=weights, command=command_of(metadata), observed_at=observed_at,
         )

@@ -5,8 +5,11 @@ Paved reads the user's HPA (autoscaling/v2) and never writes it; it applies one 
 behaviour and the bounds the state machine asks for (paved.rollout.autoscaling). They are
 owned by the rollout like the copies, so the cluster removes them with it.
 
-Pure builders (`autoscaler_problem`, `autoscaler_state`, `derived_autoscaler`) are separate
-from `Autoscalers`, which reads and sends.
+Each derived HPA notes the revision of the user's HPA it was made from (an annotation), so a
+read of it tells the state machine whether the cluster has what it asked for.
+
+Pure builders (`autoscaler_problem`, `autoscaler_state`, `derived_autoscaler`,
+`derived_state`) are separate from `Autoscalers`, which reads and sends.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from paved.providers.routing import ROLE_LABEL, ROLLOUT_LABEL, RolloutContext
+from paved.providers.routing import CANARY, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext
 from paved.providers.routing.workloads import KubePort, PavedKube
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
 API_VERSION, KIND = "autoscaling/v2", "HorizontalPodAutoscaler"
 FIELD = "spec.autoscalerRef.name"
+DERIVED_FROM_ANNOTATION = "paved.dev/autoscaler-revision"  # the user's HPA's revision a copy's HPA was made from
 
 
 def autoscaler_problem(context: RolloutContext, name: str, hpa: Mapping[str, Any] | None) -> str | None:
@@ -55,9 +59,18 @@ def derived_autoscaler(context: RolloutContext, role: str, hpa: Mapping[str, Any
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": context.deployment_name(role), "namespace": context.namespace,
-                     "labels": {ROLLOUT_LABEL: context.name, ROLE_LABEL: role}},
+                     "labels": {ROLLOUT_LABEL: context.name, ROLE_LABEL: role},
+                     "annotations": {DERIVED_FROM_ANNOTATION: autoscaler_state(hpa).revision}},
         "spec": spec,
     }
+
+
+def derived_state(hpa: Mapping[str, Any]) -> AutoscalerState:
+    """A copy's HPA as read: its bounds and the revision of the user's HPA it was made from. Pure."""
+    spec = hpa.get("spec") or {}
+    annotations = (hpa.get("metadata") or {}).get("annotations") or {}
+    return AutoscalerState(min_replicas=int(spec.get("minReplicas") or 1), max_replicas=int(spec.get("maxReplicas") or 1),
+                           revision=str(annotations.get(DERIVED_FROM_ANNOTATION) or ""))
 
 
 def autoscalers_for(spec: Mapping[str, Any], context: RolloutContext, kube: KubePort | None = None) -> Autoscalers | None:
@@ -67,7 +80,7 @@ def autoscalers_for(spec: Mapping[str, Any], context: RolloutContext, kube: Kube
 
 
 class Autoscalers:
-    """Reads the user's HPA (once per tick) and applies the copies' HPAs."""
+    """Reads the user's HPA (once per tick) and the copies' HPAs, and applies the latter."""
 
     def __init__(self, context: RolloutContext, name: str, kube: KubePort | None = None) -> None:
         self.context, self.name = context, name
@@ -85,6 +98,12 @@ class Autoscalers:
     def observe(self) -> AutoscalerState | None:
         user = self.user()
         return autoscaler_state(user) if user is not None and self.problem() is None else None
+
+    def copies(self) -> dict[str, AutoscalerState]:
+        """The copies' HPAs as they are, by role (a role missing: it has none)."""
+        found = {role: self.kube.get(API_VERSION, KIND, self.context.deployment_name(role), self.context.namespace)
+                 for role in (STABLE, CANARY)}
+        return {role: derived_state(hpa) for role, hpa in found.items() if hpa is not None}
 
     def apply(self, role: str, min_replicas: int, max_replicas: int) -> None:
         user = self.user()
