@@ -102,3 +102,32 @@ def test_an_autoscaler_ref_to_a_missing_hpa_is_refused_naming_the_field_and_stab
         assert shop.status()["canaryWeight"] == 0
     assert not shop.exists("hpa", "checkout-stable") and not shop.exists("deployment", "checkout-canary")
     assert "no traffic moved" in shop.status()["message"]
+
+
+def poke(shop: Shop) -> None:
+    """Wake the rollout for a tick (any change of it does)."""
+    shop.kubectl("annotate", "progressiverollout", "checkout", "-n", shop.namespace, "--overwrite",
+                 f"example.com/poke={uuid.uuid4().hex}")
+
+
+def test_a_deleted_copy_hpa_is_applied_again_and_dropping_the_ref_deletes_both(shop: Shop) -> None:
+    shop.apply(user_hpa(shop))
+    body = paused_rollout(shop)
+    shop.apply(body)
+    shop.wait_status(lambda s: s.get("phase") == "Succeeded", "the bootstrap")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 2, 6), "after the bootstrap")
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 1, 1), "after the bootstrap")
+    # Status says it was asked for; the cluster says otherwise: Paved applies it again.
+    shop.kubectl("delete", "hpa", "checkout-canary", "-n", shop.namespace)
+    poke(shop)
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 1, 1), "after someone deleted it")
+
+    # Without the autoscalerRef Paved sets the copies' counts again: their HPAs must go.
+    del body["spec"]["autoscalerRef"]
+    shop.apply(body)
+    wait_for(lambda: not shop.exists("hpa", "checkout-stable") and not shop.exists("hpa", "checkout-canary"),
+             timeout=30, what="the copies' HPAs deleted")
+    assert shop.exists("hpa", "checkout")  # the user's is the user's
+    status = shop.wait_status(lambda s: not (s.get("progress") or {}).get("autoscalers"), "the HPAs forgotten")
+    assert status["phase"] == "Succeeded" and shop.route_weights() == (100, 0)
+

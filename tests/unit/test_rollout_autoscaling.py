@@ -12,7 +12,7 @@ from paved.providers.base import Owner
 from paved.providers.routing import RolloutContext
 from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler, derived_state
 from paved.rollout import (
-    AutoscalerState, Decision, Observation, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
+    AutoscalerState, Decision, Observation, RemoveAutoscalers, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
 )
 from paved.rollout.autoscaling import copy_bounds
 from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
@@ -209,3 +209,28 @@ def test_after_an_operator_crash_the_copies_hpas_end_as_asked() -> None:
     asked = result.status["progress"]["autoscalers"]
     assert {role: (hpa.min_replicas, hpa.max_replicas, hpa.revision) for role, hpa in result.ticks[-1].autoscalers.items()} == {
         role: (bounds["min"], bounds["max"], bounds["revision"]) for role, bounds in asked.items()}
+
+
+def test_dropping_the_autoscaler_ref_removes_the_copies_hpas() -> None:
+    """Without spec.autoscalerRef the machine sets the copies' counts again, so their HPAs must
+    go: removed once, asked again only if a later read still shows one, then forgotten."""
+    autoscaled = simulate(SPEC, Scenario(metrics={"success-rate": lambda t, w: Sample(0.99, 600)},
+                                         autoscaler=AutoscalerState(2, 10, "r1")))
+    status, plain = autoscaled.status, example_spec()
+    applied = dict(autoscaled.ticks[-1].autoscalers)
+    assert set(applied) == {"stable", "canary"}
+    later = NOW.replace(year=2031)
+
+    def tick(last: dict[str, Any], copies: dict[str, AutoscalerState], observed_at: datetime) -> Decision:
+        observation = Observation(target=TargetState("v2", 4), stable=WorkloadState("v2", 4, 4),
+                                  canary=WorkloadState("v2", 0, 0), copy_autoscalers=copies, observed_at=observed_at)
+        return decide(plain, last, observation, later)
+
+    first = tick(status, applied, later)
+    assert first.of_type(RemoveAutoscalers) == [RemoveAutoscalers()]
+    assert not tick(first.status, applied, later).of_type(RemoveAutoscalers)  # asked once for this read
+    again = tick(first.status, {"canary": applied["canary"]}, later + timedelta(seconds=1))
+    assert again.of_type(RemoveAutoscalers) == [RemoveAutoscalers()]  # still there after the request
+    gone = tick(again.status, {}, later + timedelta(seconds=2))
+    assert not gone.actions and gone.status["progress"]["autoscalers"] == {}
+    assert not tick(gone.status, {}, later + timedelta(seconds=3)).actions

@@ -24,7 +24,10 @@ from there.
 
 from __future__ import annotations
 
-from paved.rollout.actions import SetAutoscaler
+from typing import Mapping
+
+from paved.rollout.actions import RemoveAutoscalers, SetAutoscaler
+from paved.rollout.observation import AutoscalerState
 from paved.rollout.plan import RouterKind, canary_replicas, stable_replicas
 from paved.rollout.stages import step_weight
 from paved.rollout.state import AutoscalerBounds, Stage
@@ -53,22 +56,47 @@ def _canary_sized_for(tick: Tick) -> int:
     return step_weight(tick) if tick.stage is Stage.STEP_ENTER else tick.state.canary_weight
 
 
-def _not_applied(tick: Tick, role: str, bounds: AutoscalerBounds) -> bool:
-    """Whether a read taken after the last request shows the copy's HPA other than asked: the
-    request failed or was never sent (status is written before the actions run, which stop at
-    the first failure), or someone changed or deleted the HPA. An older read proves nothing."""
+def _read_since_asked(tick: Tick) -> Mapping[str, AutoscalerState] | None:
+    """The copies' HPAs in a read taken after the last request about them; None without one
+    (a read from before a request proves nothing about it)."""
     seen, set_at = tick.obs.copy_autoscalers, tick.progress.autoscalers_set_at
-    if seen is None or (set_at is not None and tick.observed_at <= set_at):
+    return None if set_at is not None and tick.observed_at <= set_at else seen
+
+
+def _not_applied(tick: Tick, role: str, bounds: AutoscalerBounds) -> bool:
+    """Whether the cluster shows the copy's HPA other than asked: the request failed or was
+    never sent (status is written before the actions run, which stop at the first failure),
+    or someone changed or deleted the HPA."""
+    seen = _read_since_asked(tick)
+    if seen is None:
         return False
     have = seen.get(role)
     return have is None or AutoscalerBounds(have.min_replicas, have.max_replicas, have.revision) != bounds
 
 
+def _remove_autoscalers(tick: Tick) -> None:
+    """Without spec.autoscalerRef the machine sets the copies' counts again, so the HPAs it
+    asked for go: removed, removed again while a later read still shows one, then forgotten."""
+    progress = tick.progress
+    seen = _read_since_asked(tick) if progress.autoscalers else None
+    if seen is None:
+        return
+    if seen:
+        progress.autoscalers_set_at = tick.now
+        tick.emit(RemoveAutoscalers())
+        tick.poll()  # to see them gone
+    else:
+        progress.autoscalers, progress.autoscalers_set_at = {}, None
+
+
 def follow_autoscaler(tick: Tick) -> None:
     """Ask for each copy's HPA when its bounds (or the user's HPA) changed since last asked,
-    or when the cluster does not have what was asked."""
+    or when the cluster does not have what was asked; remove them when the spec drops them."""
+    if not tick.plan.autoscaled:
+        _remove_autoscalers(tick)
+        return
     user = tick.obs.autoscaler
-    if not tick.plan.autoscaled or user is None:
+    if user is None:
         return
     sized_for = {STABLE: _stable_sized_for(tick), CANARY: _canary_sized_for(tick)}
     for role, weight in sized_for.items():

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from paved.rollout.actions import (
     Action, EnsureCanary, Measure, PromoteStableTemplate, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable,
-    SetAutoscaler, SetWeights,
+    RemoveAutoscalers, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.observation import (
@@ -243,6 +243,8 @@ class _World:
             self.original, self.remembered = action.replicas, action.remember
         elif isinstance(action, SetAutoscaler):
             self.autoscalers[action.role] = AutoscalerState(action.min_replicas, action.max_replicas, action.revision)
+        elif isinstance(action, RemoveAutoscalers):
+            self.autoscalers.clear()
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)
