@@ -131,3 +131,21 @@ def test_a_deleted_copy_hpa_is_applied_again_and_dropping_the_ref_deletes_both(s
     status = shop.wait_status(lambda s: not (s.get("progress") or {}).get("autoscalers"), "the HPAs forgotten")
     assert status["phase"] == "Succeeded" and shop.route_weights() == (100, 0)
 
+
+def test_under_replica_ratio_the_stable_copys_hpa_keeps_it_at_its_share(shop: Shop) -> None:
+    """With replicaRatio the pod counts are the traffic split: at 50% each copy's HPA holds
+    half of the user's 4 pods, so the stable copy's HPA does not raise it back to 4."""
+    shop.apply(user_hpa(shop, min_replicas=4, max_replicas=4))
+    wait_for(lambda: shop.get("deployment", "checkout")["spec"]["replicas"] == 4, what="the user's HPA at rest")
+    # replicaRatio: the user's Service selects only the copies' pods.
+    shop.kubectl("patch", "service", "checkout", "-n", shop.namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"selector": {"paved.dev/rollout": "checkout"}}}))
+    shop.apply(paused_rollout(shop, trafficRouting={"replicaRatio": {}}))
+    shop.wait_status(lambda s: s.get("phase") == "Succeeded", "the bootstrap")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 4, 4), "after the bootstrap")
+    shop.new_version("v2")
+    shop.wait_phase("Paused")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 2, 2), "with the canary at 50%")
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 2, 2), "with the canary at 50%")
+    time.sleep(20)  # longer than the HPA controller's sync period (15 s)
+    assert [shop.get("deployment", name)["spec"]["replicas"] for name in ("checkout-stable", "checkout-canary")] == [2, 2]
