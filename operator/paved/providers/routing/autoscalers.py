@@ -105,20 +105,20 @@ class Autoscalers:
         return autoscaler_state(user) if user is not None and self.problem() is None else None
 
     def copies(self) -> dict[str, AutoscalerState]:
-        """The copies' HPAs as they are, by role (a role missing: it has none)."""
+        """The copies' HPAs as they are, by role (a role missing: it has none of this rollout's)."""
         return {role: derived_state(hpa) for role, hpa in self._copies().items()}
 
     def remove(self) -> None:
-        """Delete the copies' HPAs this rollout owns (that incarnation only; gone already is fine)."""
+        """Delete the copies' HPAs (that incarnation only; gone already is fine)."""
         for hpa in self._copies().values():
-            metadata = hpa.get("metadata") or {}
-            if is_owned_by(hpa, self.context.owner):
-                self.kube.delete(API_VERSION, KIND, metadata["name"], self.context.namespace, uid=metadata["uid"])
+            metadata = hpa["metadata"]
+            self.kube.delete(API_VERSION, KIND, metadata["name"], self.context.namespace, uid=metadata["uid"])
 
     def _copies(self) -> dict[str, Json]:
+        """The `<target>-<role>` HPAs this rollout owns (a namesake of someone else's is not one)."""
         found = {role: self.kube.get(API_VERSION, KIND, self.context.deployment_name(role), self.context.namespace)
                  for role in (STABLE, CANARY)}
-        return {role: hpa for role, hpa in found.items() if hpa is not None}
+        return {role: hpa for role, hpa in found.items() if hpa is not None and is_owned_by(hpa, self.context.owner)}
 
     def apply(self, role: str, min_replicas: int, max_replicas: int) -> None:
         user = self.user()
