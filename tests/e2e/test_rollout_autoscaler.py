@@ -102,3 +102,50 @@ def test_an_autoscaler_ref_to_a_missing_hpa_is_refused_naming_the_field_and_stab
         assert shop.status()["canaryWeight"] == 0
     assert not shop.exists("hpa", "checkout-stable") and not shop.exists("deployment", "checkout-canary")
     assert "no traffic moved" in shop.status()["message"]
+
+
+def poke(shop: Shop) -> None:
+    """Wake the rollout for a tick (any change of it does)."""
+    shop.kubectl("annotate", "progressiverollout", "checkout", "-n", shop.namespace, "--overwrite",
+                 f"example.com/poke={uuid.uuid4().hex}")
+
+
+def test_a_deleted_copy_hpa_is_applied_again_and_dropping_the_ref_deletes_both(shop: Shop) -> None:
+    shop.apply(user_hpa(shop))
+    body = paused_rollout(shop)
+    shop.apply(body)
+    shop.wait_status(lambda s: s.get("phase") == "Succeeded", "the bootstrap")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 2, 6), "after the bootstrap")
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 1, 1), "after the bootstrap")
+    # Status says it was asked for; the cluster says otherwise: Paved applies it again.
+    shop.kubectl("delete", "hpa", "checkout-canary", "-n", shop.namespace)
+    poke(shop)
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 1, 1), "after someone deleted it")
+
+    # Without the autoscalerRef Paved sets the copies' counts again: their HPAs must go.
+    del body["spec"]["autoscalerRef"]
+    shop.apply(body)
+    wait_for(lambda: not shop.exists("hpa", "checkout-stable") and not shop.exists("hpa", "checkout-canary"),
+             timeout=30, what="the copies' HPAs deleted")
+    assert shop.exists("hpa", "checkout")  # the user's is the user's
+    status = shop.wait_status(lambda s: not (s.get("progress") or {}).get("autoscalers"), "the HPAs forgotten")
+    assert status["phase"] == "Succeeded" and shop.route_weights() == (100, 0)
+
+
+def test_under_replica_ratio_the_stable_copys_hpa_keeps_it_at_its_share(shop: Shop) -> None:
+    """With replicaRatio the pod counts are the traffic split: at 50% each copy's HPA holds
+    half of the user's 4 pods, so the stable copy's HPA does not raise it back to 4."""
+    shop.apply(user_hpa(shop, min_replicas=4, max_replicas=4))
+    wait_for(lambda: shop.get("deployment", "checkout")["spec"]["replicas"] == 4, what="the user's HPA at rest")
+    # replicaRatio: the user's Service selects only the copies' pods.
+    shop.kubectl("patch", "service", "checkout", "-n", shop.namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"selector": {"paved.dev/rollout": "checkout"}}}))
+    shop.apply(paused_rollout(shop, trafficRouting={"replicaRatio": {}}))
+    shop.wait_status(lambda s: s.get("phase") == "Succeeded", "the bootstrap")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 4, 4), "after the bootstrap")
+    shop.new_version("v2")
+    shop.wait_phase("Paused")
+    wait_bounds(shop, "checkout-stable", ("checkout-stable", 2, 2), "with the canary at 50%")
+    wait_bounds(shop, "checkout-canary", ("checkout-canary", 2, 2), "with the canary at 50%")
+    time.sleep(20)  # longer than the HPA controller's sync period (15 s)
+    assert [shop.get("deployment", name)["spec"]["replicas"] for name in ("checkout-stable", "checkout-canary")] == [2, 2]

@@ -95,6 +95,10 @@ SET_BY_PAVED = (
                 "your Deployment, while `spec.originalScaleDown` keeps it scaled down",
                 "your replica count", "Restored to `spec.replicas` when the rollout is deleted; "
                 "written with `spec.replicas` by field manager `paved-rollout-scale`."),
+    MetadataKey("paved.dev/autoscaler-revision", "annotation",
+                "a rollout's `<target>-stable` and `<target>-canary` HorizontalPodAutoscalers",
+                "a 10-character hash of your HPA's spec",
+                "Which version of your HPA (`spec.autoscalerRef`) the copy's HPA was made from."),
     MetadataKey("paved.dev/traffic-weights", "annotation", "`<target>-stable` (replicaRatio routing)",
                 "`<stable>/<canary>`", "The nominal split; the replica counts realise it."),
     MetadataKey("paved.dev/database", "label", "a database's Secret, NetworkPolicy, Service and pods",

@@ -19,7 +19,7 @@ handler that plays this loop on synthetic time.
 
 from paved.rollout.actions import (
     Action, EnsureCanary, Event, Measure, MetricQuery, Notify, PromoteStableTemplate, RequeueAfter, RunWebhook,
-    ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights,
+    RemoveAutoscalers, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.measurements import HISTORY_LIMIT
@@ -41,7 +41,7 @@ __all__ = [
     "Measure", "MetricMeasurement", "MetricQuery", "Notify", "Observation", "Phase", "PromoteStableTemplate",
     "REASON_AUTOSCALER_INVALID", "REASON_CREDENTIALS_MISSING", "REASON_ENDPOINT_REFUSED", "REASON_INVALID_SPEC",
     "REASON_QUERY_REJECTED", "REASON_ROUTING_INVALID",
-    "REASON_TARGET_NOT_FOUND", "REASON_TEMPLATE_INVALID", "Refusal", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
+    "REASON_TARGET_NOT_FOUND", "REASON_TEMPLATE_INVALID", "Refusal", "RemoveAutoscalers", "RequeueAfter", "RolloutPlan", "RunWebhook", "ScaleCanary", "ScaleOriginal", "ScaleStable", "SetAutoscaler",
     "SetWeights", "SpecError", "Stage", "TargetState", "conditions_for", "WebhookResult", "Weights", "WorkloadState",
     "decide", "read_plan", "refuse", "restore_on_delete", "validate_spec",
 ]

@@ -63,6 +63,12 @@ class SetAutoscaler:
 
 
 @dataclass(frozen=True)
+class RemoveAutoscalers:
+    """Delete the copies' HorizontalPodAutoscalers (spec.autoscalerRef was removed); those
+    already gone are fine."""
+
+
+@dataclass(frozen=True)
 class SetWeights:
     """Set the route weights; the router must read them back and fail the action (stopping
     the remaining actions) when they differ, because later actions rely on them."""
@@ -143,6 +149,7 @@ class RequeueAfter:
 
 
 Action = Union[
-    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetAutoscaler, SetWeights,
+    EnsureCanary, ScaleStable, ScaleCanary, PromoteStableTemplate, ScaleOriginal, SetAutoscaler, RemoveAutoscalers,
+    SetWeights,
     RunWebhook, Notify, Measure, Event, RequeueAfter,
 ]

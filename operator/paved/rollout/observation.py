@@ -117,6 +117,9 @@ class Observation:
 
     `observed_at` is when workloads and weights were read; a read older than the machine's
     last change to them is not treated as drift. None means "read at `now`".
+    `copy_autoscalers` are the copies' HPAs as read, by role ("stable", "canary"; a role
+    missing: no HPA), each with the revision of the user's HPA it was derived from; None:
+    not read.
     """
 
     target: TargetState | None
@@ -128,3 +131,4 @@ class Observation:
     command: Command | None = None
     observed_at: datetime | None = None
     autoscaler: AutoscalerState | None = None
+    copy_autoscalers: Mapping[str, AutoscalerState] | None = None

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from paved.rollout.actions import (
     Action, EnsureCanary, Measure, PromoteStableTemplate, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable,
-    SetWeights,
+    RemoveAutoscalers, SetAutoscaler, SetWeights,
 )
 from paved.rollout.machine import Decision, decide
 from paved.rollout.observation import (
@@ -111,6 +111,7 @@ class TickRecord:
     decision: Decision
     route: Weights  # after the decision's actions were applied
     pods: int = 0  # pods the user's Deployment and both copies ask for, after the actions
+    autoscalers: Mapping[str, AutoscalerState] = field(default_factory=dict)  # the copies' HPAs, after the actions
 
     @property
     def phase(self) -> str | None:
@@ -173,6 +174,11 @@ class _Workload:
         self.desired = replicas
         self.ready_at = t + self.delay
 
+    def autoscale(self, t: float, hpa: AutoscalerState | None) -> None:
+        """What its HPA does at rest (no load): keep a running copy within the HPA's bounds."""
+        if hpa is not None and self.desired > 0 and not hpa.min_replicas <= self.desired <= hpa.max_replicas:
+            self.set(t, min(max(self.desired, hpa.min_replicas), hpa.max_replicas))
+
     def observe(self, t: float) -> WorkloadState:
         if t >= self.ready_at:
             self.ready = self.desired
@@ -189,6 +195,7 @@ class _World:
     route: Weights = Weights(100, 0)
     measurements: dict[str, MetricMeasurement] = field(default_factory=dict)
     webhook_results: dict[str, WebhookResult] = field(default_factory=dict)
+    autoscalers: dict[str, AutoscalerState] = field(default_factory=dict)  # the copies' HPAs, by role
 
     def target_revision(self, t: float) -> str:
         revision = self.scenario.stable_revision if t < 0 else self.scenario.new_revision
@@ -206,11 +213,15 @@ class _World:
         return Command(kind, f"{kind.value}@{at:g}")
 
     def observe(self, t: float) -> Observation:
+        # The copies' HPAs act between two reads (the adversarial timing: at once).
+        self.stable.autoscale(t, self.autoscalers.get("stable"))
+        self.canary.autoscale(t, self.autoscalers.get("canary"))
         return Observation(
             target=TargetState(self.target_revision(t), self.original, self.remembered),
             stable=self.stable.observe(t), canary=self.canary.observe(t), weights=self.route,
             measurements=dict(self.measurements), webhook_results=dict(self.webhook_results),
             command=self.command(t), observed_at=EPOCH + timedelta(seconds=t), autoscaler=self.scenario.autoscaler,
+            copy_autoscalers=dict(self.autoscalers),
         )
 
     def pods(self) -> int:
@@ -230,6 +241,10 @@ class _World:
             self.stable.set(t, action.replicas, action.revision)
         elif isinstance(action, ScaleOriginal):
             self.original, self.remembered = action.replicas, action.remember
+        elif isinstance(action, SetAutoscaler):
+            self.autoscalers[action.role] = AutoscalerState(action.min_replicas, action.max_replicas, action.revision)
+        elif isinstance(action, RemoveAutoscalers):
+            self.autoscalers.clear()
         elif isinstance(action, Measure):
             for query in action.metrics:
                 source = self.scenario.metrics.get(query.name)
@@ -274,7 +289,8 @@ def simulate(spec: Mapping[str, Any], scenario: Scenario, start: float = -60.0) 
             world.measurements.clear()
             world.webhook_results.clear()
             answered = False
-        ticks.append(TickRecord(t, status_before, observation, decision, world.route, world.pods()))
+        ticks.append(TickRecord(t, status_before, observation, decision, world.route, world.pods(),
+                                dict(world.autoscalers)))
         if answered and answers_at_same_moment < 5:
             answers_at_same_moment += 1
             continue

@@ -39,6 +39,7 @@ def start_rollout(tick: Tick, revision: str) -> None:
         canary_replicas=old.canary_replicas, stable_replicas=old.stable_replicas,
         stable_template=old.stable_template, last_command=old.last_command,
         original_asked=old.original_asked, original_set_at=old.original_set_at, autoscalers=old.autoscalers,
+        autoscalers_set_at=old.autoscalers_set_at,
     )
     announce(tick, Event("RolloutStarted", f"rolling out revision {revision} (stable is {state.stable_revision})"),
              NotificationEvent.STARTED, "started")
@@ -115,14 +116,14 @@ def enter_step_enter(tick: Tick) -> None:
     tick.progress.step_passed = []
     tick.progress.step_measured = []
     tick.progress.skip_step = False
-    tick.ensure_canary(canary_replicas(tick.plan.router, tick.full, _step_weight(tick)))
+    tick.ensure_canary(canary_replicas(tick.plan.router, tick.full, step_weight(tick)))
 
 
 def run_step_enter(tick: Tick) -> None:
     if tick.current_step() is None:
         tick.goto(Stage.CONFIRM)  # the spec lost steps mid-rollout: all done
         return
-    weight = _step_weight(tick)
+    weight = step_weight(tick)
     if tick.waiting_for("canary", tick.progress.canary_replicas or 0, tick.rollout_revision,
                         f"{tick.where()}: ", f" before sending it {weight}%"):
         return
@@ -161,7 +162,7 @@ def run_step_run(tick: Tick) -> None:
         tick.goto(Stage.CONFIRM)
 
 
-def _step_weight(tick: Tick) -> int:
+def step_weight(tick: Tick) -> int:
     """The step's weight; never below the current weight (weights only move forward)."""
     step = tick.current_step()
     weight = step.weight if isinstance(step, SetWeightStep) else tick.state.canary_weight

@@ -141,6 +141,7 @@ class Progress:
     original_asked: OriginalScale | None = None  # the last scale asked of the user's Deployment
     original_set_at: datetime | None = None
     autoscalers: dict[str, AutoscalerBounds] = field(default_factory=dict)  # role -> the bounds asked
+    autoscalers_set_at: datetime | None = None
 
 
 @dataclass
@@ -251,6 +252,7 @@ def _read_progress(raw: Mapping[str, Any]) -> Progress:
         original_set_at=parse_rfc3339(raw.get("originalSetAt")),
         autoscalers={role: AutoscalerBounds(int(b["min"]), int(b["max"]), str(b["revision"]))
                      for role, b in (raw.get("autoscalers") or {}).items() if isinstance(b, Mapping)},
+        autoscalers_set_at=parse_rfc3339(raw.get("autoscalersSetAt")),
     )
 
 
@@ -290,6 +292,7 @@ def _progress_dict(progress: Progress, metric_names: list[str]) -> dict[str, Any
         "originalSetAt": format_time(progress.original_set_at),
         "autoscalers": {role: {"min": b.min_replicas, "max": b.max_replicas, "revision": b.revision}
                         for role, b in progress.autoscalers.items()},
+        "autoscalersSetAt": format_time(progress.autoscalers_set_at),
     }
 
 

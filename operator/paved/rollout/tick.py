@@ -160,12 +160,25 @@ class Tick:
         self.progress.workloads_set_at = self.now
         self.emit(PromoteStableTemplate(revision, replicas))
 
+    def autoscaled_count(self, name: str) -> int | None:
+        """The stable or canary copy's count as its HPA may have chosen it, or None when only
+        the machine's count serves: without an HPA, in a read taken before the machine's last
+        workload change (in the tick that scales a copy up the read still shows the old count),
+        or outside the bounds last asked of the copy's HPA (a count it cannot have chosen)."""
+        bounds = self.progress.autoscalers.get(name)
+        set_at = self.progress.workloads_set_at
+        if not self.plan.autoscaled or bounds is None or (set_at is not None and self.observed_at <= set_at):
+            return None
+        desired = (self.stable if name == "stable" else self.canary).desired
+        return desired if bounds.min_replicas <= desired <= bounds.max_replicas else None
+
     def waiting_for(self, name: str, replicas: int, revision: str, prefix: str, suffix: str) -> bool:
         """True while the stable or canary workload is not ready at `replicas` on `revision`;
         then the message says so ('...waiting for stable 2/4 ready...') and a poll is due."""
         workload = self.stable if name == "stable" else self.canary
-        if self.plan.autoscaled and replicas > 0 and workload.desired > 0:
-            replicas = workload.desired  # its HPA may have moved the count the machine set: any count serves
+        chosen = self.autoscaled_count(name) if replicas > 0 else None
+        if chosen:
+            replicas = chosen  # its HPA moved the count the machine set: any count it chose serves
         if workload.is_ready(replicas, revision):
             return False
         ready = min(workload.ready, replicas) if workload.revision == revision else 0

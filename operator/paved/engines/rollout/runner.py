@@ -75,7 +75,7 @@ from paved.rollout import (
     REASON_AUTOSCALER_INVALID, REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC,
     REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND, REASON_TEMPLATE_INVALID,
     Command, CommandKind, Decision, EnsureCanary, Event, FieldError, Measure, MetricMeasurement, Notify, Observation,
-    PromoteStableTemplate, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
+    PromoteStableTemplate, RemoveAutoscalers, RequeueAfter, RunWebhook, ScaleCanary, ScaleOriginal, ScaleStable, SetAutoscaler, SetWeights, Stage,
     WebhookResult, Weights, conditions_for, decide, refuse, restore_on_delete, validate_spec,
 )
 
@@ -327,6 +327,9 @@ class RolloutRunner:
         router = self.router(spec, context)
         workloads: Workloads = getattr(router, "workloads", None) or Workloads(context)
         autoscalers = autoscalers_for(spec, context)
+        # The copies' HPAs are read while the spec asks for them, and after it stopped until
+        # status no longer records any (the machine then has them removed).
+        read_copies = autoscalers.name is not None or bool((status.get("progress") or {}).get("autoscalers"))
         observed_at = _now()
         # The reads are independent: in parallel, so a tick costs two round trips (the
         # rollout, then these), not one per read, however busy the API server is.
@@ -335,7 +338,8 @@ class RolloutRunner:
             STABLE: self.reads.submit(workloads.copy, STABLE),
             CANARY: self.reads.submit(workloads.copy, CANARY),
             "weights": self.reads.submit(router.get_weights),
-            "autoscaler": self.reads.submit(autoscalers.user if autoscalers else lambda: None),
+            "autoscaler": self.reads.submit(autoscalers.user),
+            "copy_autoscalers": self.reads.submit(autoscalers.copies if read_copies else lambda: None),
         }
         for future in reads.values():
             future.exception()  # wait for all of them, whatever the outcome
@@ -350,12 +354,12 @@ class RolloutRunner:
             if error.retryable:
                 raise
             raise _Refused(REASON_ROUTING_INVALID, [FieldError(error.field or "spec.trafficRouting", str(error))]) from None
-        autoscaler_problem = autoscalers.problem() if autoscalers else None
+        autoscaler_problem = autoscalers.problem()
         if autoscaler_problem:
             raise _Refused(REASON_AUTOSCALER_INVALID, [FieldError("spec.autoscalerRef.name", autoscaler_problem)])
         self.last_refusal = None
         observation = Observation(
-            autoscaler=autoscalers.observe() if autoscalers else None,
+            autoscaler=autoscalers.observe(), copy_autoscalers=reads["copy_autoscalers"].result(),
             target=target_state(target), stable=workloads.observe(STABLE), canary=workloads.observe(CANARY),
             weights=weights, command=command_of(metadata), observed_at=observed_at,
         )
@@ -416,6 +420,8 @@ class RolloutRunner:
                 workloads.scale_original(action.replicas, action.remember)
             elif isinstance(action, SetAutoscaler) and autoscalers is not None:
                 autoscalers.apply(action.role, action.min_replicas, action.max_replicas)
+            elif isinstance(action, RemoveAutoscalers) and autoscalers is not None:
+                autoscalers.remove()
             elif isinstance(action, Measure):
                 asked = True
                 provider = metric_providers.for_analysis(spec.get("analysis") or {}, egress)

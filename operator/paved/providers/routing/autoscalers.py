@@ -3,10 +3,14 @@
 Paved reads the user's HPA (autoscaling/v2) and never writes it; it applies one HPA per copy,
 `<target>-stable` and `<target>-canary`, aimed at that copy with the user's metrics and
 behaviour and the bounds the state machine asks for (paved.rollout.autoscaling). They are
-owned by the rollout like the copies, so the cluster removes them with it.
+owned by the rollout like the copies, so the cluster removes them with it; a rollout that
+drops spec.autoscalerRef has them deleted (`RemoveAutoscalers`).
 
-Pure builders (`autoscaler_problem`, `autoscaler_state`, `derived_autoscaler`) are separate
-from `Autoscalers`, which reads and sends.
+Each derived HPA notes the revision of the user's HPA it was made from (an annotation), so a
+read of it tells the state machine whether the cluster has what it asked for.
+
+Pure builders (`autoscaler_problem`, `autoscaler_state`, `derived_autoscaler`,
+`derived_state`) are separate from `Autoscalers`, which reads and sends.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from paved.providers.routing import ROLE_LABEL, ROLLOUT_LABEL, RolloutContext
+from paved.kube.apply import is_owned_by
+from paved.providers.routing import CANARY, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext
 from paved.providers.routing.workloads import KubePort, PavedKube, spec_digest
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
 API_VERSION, KIND = "autoscaling/v2", "HorizontalPodAutoscaler"
 FIELD = "spec.autoscalerRef.name"
+DERIVED_FROM_ANNOTATION = "paved.dev/autoscaler-revision"  # the user's HPA's revision a copy's HPA was made from
 
 
 def autoscaler_problem(context: RolloutContext, name: str, hpa: Mapping[str, Any] | None) -> str | None:
@@ -52,36 +58,64 @@ def derived_autoscaler(context: RolloutContext, role: str, hpa: Mapping[str, Any
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": context.deployment_name(role), "namespace": context.namespace,
-                     "labels": {ROLLOUT_LABEL: context.name, ROLE_LABEL: role}},
+                     "labels": {ROLLOUT_LABEL: context.name, ROLE_LABEL: role},
+                     "annotations": {DERIVED_FROM_ANNOTATION: autoscaler_state(hpa).revision}},
         "spec": spec,
     }
 
 
-def autoscalers_for(spec: Mapping[str, Any], context: RolloutContext, kube: KubePort | None = None) -> Autoscalers | None:
-    """The rollout's Autoscalers when spec.autoscalerRef names one, else None."""
+def derived_state(hpa: Mapping[str, Any]) -> AutoscalerState:
+    """A copy's HPA as read: its bounds and the revision of the user's HPA it was made from. Pure."""
+    spec = hpa.get("spec") or {}
+    annotations = (hpa.get("metadata") or {}).get("annotations") or {}
+    return AutoscalerState(min_replicas=int(spec.get("minReplicas") or 1), max_replicas=int(spec.get("maxReplicas") or 1),
+                           revision=str(annotations.get(DERIVED_FROM_ANNOTATION) or ""))
+
+
+def autoscalers_for(spec: Mapping[str, Any], context: RolloutContext, kube: KubePort | None = None) -> Autoscalers:
+    """The rollout's Autoscalers, of the HPA spec.autoscalerRef names (name None without one)."""
     name = (spec.get("autoscalerRef") or {}).get("name")
-    return Autoscalers(context, str(name), kube) if name else None
+    return Autoscalers(context, str(name) if name else None, kube)
 
 
 class Autoscalers:
-    """Reads the user's HPA (once per tick) and applies the copies' HPAs."""
+    """Reads the user's HPA (once per tick; none without spec.autoscalerRef) and the copies'
+    HPAs, and applies or removes the latter."""
 
-    def __init__(self, context: RolloutContext, name: str, kube: KubePort | None = None) -> None:
+    def __init__(self, context: RolloutContext, name: str | None, kube: KubePort | None = None) -> None:
         self.context, self.name = context, name
         self.kube = kube or PavedKube()
         self._user: tuple[Json | None] | None = None  # (the read,) once read: absence is an answer too
 
     def user(self) -> Json | None:
+        if self.name is None:
+            return None
         if self._user is None:
             self._user = (self.kube.get(API_VERSION, KIND, self.name, self.context.namespace),)
         return self._user[0]
 
     def problem(self) -> str | None:
-        return autoscaler_problem(self.context, self.name, self.user())
+        return autoscaler_problem(self.context, self.name, self.user()) if self.name is not None else None
 
     def observe(self) -> AutoscalerState | None:
         user = self.user()
         return autoscaler_state(user) if user is not None and self.problem() is None else None
+
+    def copies(self) -> dict[str, AutoscalerState]:
+        """The copies' HPAs as they are, by role (a role missing: it has none of this rollout's)."""
+        return {role: derived_state(hpa) for role, hpa in self._copies().items()}
+
+    def remove(self) -> None:
+        """Delete the copies' HPAs (that incarnation only; gone already is fine)."""
+        for hpa in self._copies().values():
+            metadata = hpa["metadata"]
+            self.kube.delete(API_VERSION, KIND, metadata["name"], self.context.namespace, uid=metadata["uid"])
+
+    def _copies(self) -> dict[str, Json]:
+        """The `<target>-<role>` HPAs this rollout owns (a namesake of someone else's is not one)."""
+        found = {role: self.kube.get(API_VERSION, KIND, self.context.deployment_name(role), self.context.namespace)
+                 for role in (STABLE, CANARY)}
+        return {role: hpa for role, hpa in found.items() if hpa is not None and is_owned_by(hpa, self.context.owner)}
 
     def apply(self, role: str, min_replicas: int, max_replicas: int) -> None:
         user = self.user()

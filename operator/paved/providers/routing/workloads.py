@@ -225,6 +225,7 @@ class KubePort(Protocol):
     def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = ...) -> Json: ...
     def apply_fields(self, body: Mapping[str, Any], *, field_manager: str) -> Json: ...
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]: ...
+    def delete(self, api_version: str, kind: str, name: str, namespace: str, *, uid: str) -> bool: ...
 
 
 class PavedKube:
@@ -244,6 +245,9 @@ class PavedKube:
         path = resource_info(api_version, kind).path(namespace=namespace)
         answer = request("GET", path, operation="list", query={"labelSelector": selector or None})
         return list(answer.get("items") or [])
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str, *, uid: str) -> bool:
+        return kube.delete(api_version, kind, name, namespace, uid=uid)
 
 
 _ABSENT: Json = {}
