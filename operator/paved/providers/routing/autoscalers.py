@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from paved.providers.routing import ROLE_LABEL, ROLLOUT_LABEL, RolloutContext
-from paved.providers.routing.workloads import KubePort, PavedKube
+from paved.kube.port import ApiKube, KubePort
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
@@ -71,7 +71,7 @@ class Autoscalers:
 
     def __init__(self, context: RolloutContext, name: str, kube: KubePort | None = None) -> None:
         self.context, self.name = context, name
-        self.kube = kube or PavedKube()
+        self.kube = kube or ApiKube()
         self._user: tuple[Json | None] | None = None  # (the read,) once read: absence is an answer too
 
     def user(self) -> Json | None:
