@@ -18,7 +18,8 @@ tests/integration/test_kube_port_contract.py):
 
 For tests: `calls` logs every port call (`count(...)` filters it), `events` every Event,
 `put` seeds an object as another client would, `obj` reads one, `fail` makes a verb fail,
-`react` plays a controller (e.g. a Deployment becoming ready once written).
+`before` lands another client's write just before a call (races), `react` plays a controller
+(e.g. a Deployment becoming ready once written).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class FakeKube:
         self._version = 0
         self._failures: dict[tuple[str, str], ApiError] = {}
         self._controllers: dict[str, Callable[[Json], None]] = {}
+        self._before: dict[tuple[str, str], Callable[[], None]] = {}
         self.calls: list[Call] = []
         self.events: list[tuple[str, str, str, str]] = []  # (owner name, reason, message, type)
         for body in objects:
@@ -132,6 +134,15 @@ class FakeKube:
                     self._failures.pop((verb, kind), None)
                 else:
                     self._failures[(verb, kind)] = error
+
+    def before(self, verb: str, kind: str, action: Callable[[], None] | None) -> None:
+        """Run `action` at the start of every `verb` call on `kind` (another client's write
+        landing between a read and a write: a race); None removes it."""
+        with self._lock:
+            if action is None:
+                self._before.pop((verb, kind), None)
+            else:
+                self._before[(verb, kind)] = action
 
     def react(self, kind: str, controller: Callable[[Json], None]) -> None:
         """After every write of a `kind` object, `controller` may change the stored object in
@@ -238,6 +249,9 @@ class FakeKube:
                subresource: str | None = None) -> None:
         self.calls.append(Call(verb, kind, "" if kind in CLUSTER_SCOPED else (namespace or ""), name, field_manager,
                                subresource))
+        action = self._before.get((verb, kind))
+        if action is not None:
+            action()
         failure = self._failures.get((verb, kind))
         if failure is not None:
             raise failure

@@ -60,3 +60,14 @@ def test_a_controller_answers_a_write_with_its_own(port: FakeKube, space: str) -
                            "spec": {"replicas": 2}})
     assert written["status"] == {"readyReplicas": 2} and written["metadata"]["generation"] == 1
     assert port.obj("Deployment", "d", space) == written
+
+
+def test_before_lands_another_write_between_a_read_and_a_write(port: FakeKube, space: str) -> None:
+    read = port.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "raced", "namespace": space}})
+    port.before("merge_patch", "ConfigMap", lambda: port.put({**read, "data": {"theirs": "1"}}))
+    with pytest.raises(ApiError) as conflict:
+        port.merge_patch(read, {"data": {"mine": "1"}})
+    assert conflict.value.status == 409 and port.obj("ConfigMap", "raced", space)["data"] == {"theirs": "1"}  # type: ignore[index]
+    port.before("merge_patch", "ConfigMap", None)
+    port.merge_patch(port.obj("ConfigMap", "raced", space) or {}, {"data": {"mine": "1"}})
+    assert port.obj("ConfigMap", "raced", space)["data"] == {"theirs": "1", "mine": "1"}  # type: ignore[index]
