@@ -14,7 +14,8 @@ tests/integration/test_kube_port_contract.py):
   resourceVersion is a precondition (409 Conflict);
 - create of a taken name, a stale guarded merge patch: 409; a missing object: 404; all as
   paved.kube.client.ApiError, the real adapter's type;
-- label selectors (`a=b`, `a!=b`, `a`, `!a`, comma-joined), metadata-only lists.
+- label selectors (`a=b`, `a!=b`, `a`, `!a`, comma-joined), metadata-only lists;
+- a Secret's write-only stringData is stored as base64 data.
 
 For tests: `calls` logs every port call (`count(...)` filters it), `events` every Event,
 `put` seeds an object as another client would, `obj` reads one, `fail` makes a verb fail,
@@ -88,7 +89,7 @@ class FakeKube:
             metadata = body.get("metadata") or {}
             key = _key(str(body.get("kind")), str(metadata.get("name")), metadata.get("namespace"))
             live = self._objects.get(key)
-            stored = copy.deepcopy(dict(body))
+            stored = copy.deepcopy(dict(kube_apply.as_stored(body)))
             stored.setdefault("metadata", {})
             if key[1]:
                 stored["metadata"]["namespace"] = key[1]
@@ -198,7 +199,7 @@ class FakeKube:
             self._enter("create", key[0], key[1], key[2])
             if key in self._objects:
                 raise self._error(409, "AlreadyExists", "POST", key)
-            stored = copy.deepcopy(dict(body))
+            stored = copy.deepcopy(dict(kube_apply.as_stored(body)))
             for field in SERVER_METADATA:
                 stored["metadata"].pop(field, None)
             stored.pop("status", None)
@@ -275,7 +276,7 @@ class FakeKube:
                 raise self._error(404, "NotFound", "PATCH", key)
             declared = {"status": body.get("status") or {}}
         else:
-            declared = _declared({k: v for k, v in body.items() if k != "status"})
+            declared = _declared({k: v for k, v in kube_apply.as_stored(body).items() if k != "status"})
         space = f"{manager}/{subresource or ''}"
         result = copy.deepcopy(live) if live is not None else {
             "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),

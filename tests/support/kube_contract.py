@@ -92,6 +92,14 @@ def test_server_side_apply_keeps_field_ownership_per_manager(port: KubePort, spa
     assert not live["metadata"].get("labels")
 
 
+def test_a_secrets_string_data_is_stored_as_data(port: KubePort, space: str, owner: Owner) -> None:
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "folded", "namespace": space},
+            "stringData": {"password": "p"}, "data": {"user": "dQ=="}}
+    live = port.apply(body, owner)
+    assert live["data"] == {"user": "dQ==", "password": "cA=="} and "stringData" not in live
+    assert version(port.apply(body, owner)) == version(live)  # as stored: nothing changed
+
+
 def test_an_apply_with_a_stale_resource_version_is_refused(port: KubePort, space: str) -> None:
     made = port.create(config_map("guarded", space, {"a": "1"}))
     port.patch("v1", "ConfigMap", "guarded", space, {"data": {"a": "2"}})

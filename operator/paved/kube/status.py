@@ -126,11 +126,10 @@ class StatusWriter:
 
     def _apply(self, shown: Mapping[str, Any], status: Mapping[str, Any], kube: KubePort | None) -> Json:
         metadata = shown.get("metadata") or {}
-        api_version, kind, namespace, name = str(shown.get("apiVersion")), str(shown.get("kind")), metadata.get("namespace"), metadata["name"]
+        where = (str(shown.get("apiVersion")), str(shown.get("kind")), metadata.get("namespace"), metadata["name"])
         if kube is not None:
-            return kube.apply_fields(status_body(api_version, kind, namespace, name, status), field_manager=self.field_manager,
-                                     subresource="status")
-        return apply_status(api_version, kind, namespace, name, status, field_manager=self.field_manager)
+            return kube.apply_fields(status_body(*where, status), field_manager=self.field_manager, subresource="status")
+        return apply_status(*where, status, field_manager=self.field_manager)
 
     def _drop_held_by_others(self, answer: Mapping[str, Any], applied: Mapping[str, Any]) -> Json | None:
         """Remove what the object shows of this writer's fields beyond `applied` that another
