@@ -7,7 +7,7 @@
 Real backends, real providers: a moto server (Secrets Manager, SSM) and an OpenBao dev
 server are started on loopback (paved.dev.moto, paved.dev.openbao); the operator's sync engine (paved.engines.secretsync
 .SyncEngine) runs in this process with the production providers. Only Kubernetes is
-replaced by an in-memory stand-in (Secret and status writes are not what is measured here;
+replaced by the tests' in-memory FakeKube (tests/support/kube.py) (Secret and status writes are not what is measured here;
 the e2e tests cover them). Calls are read from `paved_provider_api_calls_total`, which counts
 every real HTTP request the providers send.
 
@@ -19,90 +19,56 @@ per refresh costs (ESO's model): N calls every cycle.
 from __future__ import annotations
 
 import argparse
-import copy
+import base64
 import json
 import math
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness import delta  # noqa: E402
+from support.kube import FakeKube  # noqa: E402
 from paved.api.platform import nothing_allowed  # noqa: E402
 from paved.dev.moto import start_moto  # noqa: E402
 from paved.dev.openbao import start_openbao  # noqa: E402
-from paved.engines.secretsync import SyncEngine  # noqa: E402
+from paved import API_VERSION  # noqa: E402
+from paved.engines.secretsync import REF_KIND, KubeApi, SyncEngine  # noqa: E402
 from paved.handlers.secrets import parse_ref  # noqa: E402
-from paved.kube import apply as kube_apply  # noqa: E402
 from paved.metrics import call_counts as calls  # noqa: E402
-from paved.providers.base import Owner  # noqa: E402
-from paved.providers.secretstores import StoreError  # noqa: E402
-from paved.secretsync import target  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
 
 NAMESPACE = "bench"
 PLATFORM_ALLOWANCES = {**nothing_allowed(), "operatorCredentials": ["bench"], "anyEndpoint": ["bench"]}
 
 
-class MemoryKube:
-    """The Kubernetes side of the engine, in memory (a KubePort)."""
+def memory_kube(stores: dict[StoreKey, dict[str, Any]], credentials: dict[tuple[str, str, str], str]) -> FakeKube:
+    """The Kubernetes side of the engine, in memory (tests/support/kube.FakeKube): the bench's
+    namespace, its stores and the stores' credential Secrets."""
+    kube = FakeKube([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+    for key, body in stores.items():
+        kube.put({**body, "apiVersion": API_VERSION, "kind": key.kind,
+                  "metadata": {**body["metadata"], "name": key.name, "namespace": key.namespace}})
+    for (namespace, name, field), value in credentials.items():
+        kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                  "data": {field: base64.b64encode(value.encode()).decode()}})
+    return kube
 
-    def __init__(self, stores: dict[StoreKey, dict[str, Any]], credentials: dict[tuple[str, str, str], str]) -> None:
-        self.stores = stores
-        self.credentials = credentials
-        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
-        self.writes = 0
 
-    def content_hash_key(self) -> bytes:
-        return b"0" * 32
+def register_ref(engine: SyncEngine, kube: FakeKube, body: dict[str, Any]) -> None:
+    """Create the ref (the engine writes its status) and register it."""
+    kube.put({**body, "apiVersion": API_VERSION, "kind": REF_KIND})
+    engine.register(parse_ref(body), None)
 
-    def get_store(self, key: StoreKey) -> dict[str, Any] | None:
-        return copy.deepcopy(self.stores.get(key))
 
-    def namespace_labels(self, name: str) -> dict[str, str] | None:
-        return {}
-
-    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.secrets.get((namespace, name))
-
-    def secrets_metadata(self, namespace: str) -> dict[str, dict[str, Any]]:
-        return {name: target.live_view(secret) for (ns, name), secret in self.secrets.items() if ns == namespace}
-
-    def apply_secret(self, owner: Owner, body: Mapping[str, Any]) -> None:
-        self.writes += 1
-        self.secrets[(owner.namespace or "", body["metadata"]["name"])] = kube_apply.decorate(body, owner, namespaced=True)
-
-    def merge_secret(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
-        self.writes += 1
-
-    def delete_secret(self, namespace: str, name: str, uid: str | None) -> None:
-        self.secrets.pop((namespace, name), None)
-
-    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        pass
-
-    def list_workloads(self, namespace: str) -> list[dict[str, Any]]:
-        return []
-
-    def patch_workload(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
-        pass
-
-    def event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
-        pass
-
-    def secret_value(self, namespace: str, name: str, key: str) -> str:
-        try:
-            return self.credentials[(namespace, name, key)]
-        except KeyError:
-            raise StoreError(f"Secret {namespace}/{name} not found", reason="CredentialsMissing") from None
-
-    def service_account_token(self, namespace: str, name: str, audiences: Sequence[str], seconds: int) -> str:
-        raise StoreError("no ServiceAccounts in the bench", reason="CredentialsMissing")
+def secret_writes(kube: FakeKube) -> int:
+    return sum(1 for call in kube.writes("Secret", NAMESPACE) if call.verb in ("apply", "merge_patch"))
 
 
 class Clock:
@@ -137,12 +103,12 @@ def run_scenario(
 ) -> list[dict[str, Any]]:
     clock = Clock()
     key = StoreKey("SecretStore", NAMESPACE, store["metadata"]["name"])
-    kube = MemoryKube({key: store}, credentials)
-    # write_workers=1: the stub counts writes unlocked. The bench is the platform here: its stores
+    kube = memory_kube({key: store}, credentials)
+    # write_workers=1: as before the shared fake. The bench is the platform here: its stores
     # use this process's moto credentials and its own OpenBao, as an IntentPolicy could allow.
-    engine = SyncEngine(kube, clock=clock, write_workers=1, allowances=lambda kind, namespace: PLATFORM_ALLOWANCES)
+    engine = SyncEngine(KubeApi(kube), clock=clock, write_workers=1, allowances=lambda kind, namespace: PLATFORM_ALLOWANCES)
     for i in range(refs):
-        engine.register(parse_ref(ref_body(i, keys[i % len(keys)], key.name, properties)), None)
+        register_ref(engine, kube, ref_body(i, keys[i % len(keys)], key.name, properties))
     rows = []
     for phase in ("cold", "steady", "rotation"):
         if phase == "rotation":
@@ -151,7 +117,7 @@ def run_scenario(
         if phase != "cold":
             clock.now = max(clock.now, engine.state.next_due())
         before = {p: calls(p) for p in providers}
-        writes = kube.writes
+        writes = secret_writes(kube)
         started = time.perf_counter()
         report = engine.run_cycle()
         seconds = time.perf_counter() - started
@@ -160,7 +126,7 @@ def run_scenario(
         detail = ", ".join(f"{op} {n:g}" for ops in used.values() for op, n in sorted(ops.items()))
         rows.append({
             "backend": label, "phase": phase, "refs": report.refs, "distinct": len(keys), "calls": total, "detail": detail,
-            "eso": refs, "writes": kube.writes - writes, "failures": report.failures, "seconds": seconds,
+            "eso": refs, "writes": secret_writes(kube) - writes, "failures": report.failures, "seconds": seconds,
         })
         if report.failures:
             raise SystemExit(f"{label} {phase}: {report.failures} ref(s) failed: {report.reasons}")

@@ -35,27 +35,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_secrets import PLATFORM_ALLOWANCES, MemoryKube  # noqa: E402
+from bench_secrets import PLATFORM_ALLOWANCES, memory_kube, register_ref  # noqa: E402
+from support.kube import FakeKube  # noqa: E402
 from harness import print_table, summarize  # noqa: E402
 from paved.dev.openbao import start_openbao  # noqa: E402
 from paved.dev.stall import StallingProxy  # noqa: E402
-from paved.engines.secretsync import SyncEngine  # noqa: E402
-from paved.handlers.secrets import parse_ref  # noqa: E402
+from paved.engines.secretsync import REF_KIND, KubeApi, SyncEngine  # noqa: E402
+from paved.kube.apply import MANAGED_BY_LABEL  # noqa: E402
 from paved.secretsync.model import StoreKey  # noqa: E402
 
 NAMESPACE = "bench"
 HUNG = "hung"
 
 
-class RecordingKube(MemoryKube):
-    """MemoryKube that keeps the last status of each ref (the hung store's refs' reason)."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.statuses: dict[str, Mapping[str, Any]] = {}
-
-    def apply_ref_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.statuses[name] = status
+def written(kube: FakeKube) -> int:
+    """Target Secrets the engine wrote (not the stores' credentials)."""
+    return sum(1 for secret in kube.objects("Secret", NAMESPACE) if secret["metadata"].get("labels", {}).get(MANAGED_BY_LABEL))
 
 
 def ready_reason(status: Mapping[str, Any] | None) -> str:
@@ -89,10 +84,10 @@ def main() -> None:
             "spec": {"provider": {"vault": {"server": proxies[name].url("https"), "caBundle": ca,
                                             "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}}}}}
             for name in names}
-        kube = RecordingKube(stores, {(NAMESPACE, "vault-token", "token"): token})
-        # Real clock; the stand-in counts writes unlocked. The stores' proxies are endpoints the
+        kube = memory_kube(stores, {(NAMESPACE, "vault-token", "token"): token})
+        # Real clock. The stores' proxies are endpoints the
         # bench (the platform here) allows, as an IntentPolicy allowing AnyEndpoint would.
-        engine = SyncEngine(kube, write_workers=1, allowances=lambda kind, namespace: PLATFORM_ALLOWANCES)
+        engine = SyncEngine(KubeApi(kube), write_workers=1, allowances=lambda kind, namespace: PLATFORM_ALLOWANCES)
         refs = []
         for name in names:
             for i in range(args.refs):
@@ -103,11 +98,11 @@ def main() -> None:
                                       "data": [{"secretKey": "password", "remoteRef": {"key": key, "property": "password"}}]}})
         engine.start()
         for body in refs:
-            engine.register(parse_ref(body), None)
+            register_ref(engine, kube, body)
         deadline = time.monotonic() + 60
-        while len(kube.secrets) < len(refs):
+        while written(kube) < len(refs):
             if time.monotonic() > deadline:
-                raise SystemExit(f"only {len(kube.secrets)} of {len(refs)} Secrets written after 60 s")
+                raise SystemExit(f"only {written(kube)} of {len(refs)} Secrets written after 60 s")
             time.sleep(0.1)
 
         phases = []
@@ -121,7 +116,7 @@ def main() -> None:
                 StoreKey("SecretStore", NAMESPACE, name), args.interval, start + 1, end - args.interval)]
             summary = summarize([x for x in late if x < math.inf])
             phases.append((phase, len(late), summary.p50, summary.p95, summary.max, sum(1 for x in late if x >= args.interval)))
-        hung = sorted({ready_reason(kube.statuses.get(f"{HUNG}-{i}")) for i in range(args.refs)})
+        hung = sorted({ready_reason((kube.obj(REF_KIND, f"{HUNG}-{i}", NAMESPACE) or {}).get("status")) for i in range(args.refs)})
     finally:
         if engine is not None:
             engine.stop(timeout=2)

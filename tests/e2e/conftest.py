@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 
 from paved.dev.apps import VersionedApp
+from e2e.cluster import Cluster
 from e2e.shop import Shop, user_objects
 from fixtures.cluster import Kubectl
 from fixtures.prometheus import PrometheusServer
+
+
+@pytest.fixture(scope="session")
+def cluster(kubectl: Kubectl) -> Cluster:
+    """Apply, read and wait on objects of the test control plane (tests/e2e/cluster.py)."""
+    return Cluster(kubectl)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.identity.ceiling import AGGREGATION_LABEL
@@ -33,59 +34,25 @@ def identity_manifest(name: str, namespace: str, capabilities: list[dict[str, An
     })
 
 
-def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
-    result = kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        if "NotFound" in result.stderr:
-            return None
-        pytest.fail(f"kubectl get {' '.join(args)}: {result.stderr}")
-    return json.loads(result.stdout)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def allowed(kubectl: Kubectl, user: str, verb: str, resource: str, namespace: str, group: str = "") -> bool:
-    """Ask the API server (SubjectAccessReview) whether `user` may `verb` `resource` in `namespace`."""
-    review = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SubjectAccessReview",
-        "spec": {
-            "user": user,
-            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}", "system:authenticated"],
-            "resourceAttributes": {"verb": verb, "resource": resource, "group": group, "namespace": namespace},
-        },
-    }
-    result = kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
-    return bool(json.loads(result.stdout)["status"].get("allowed"))
-
-
-def children(kubectl: Kubectl, namespace: str, uid: str) -> list[dict[str, Any]]:
+def children(cluster: Cluster, namespace: str, uid: str) -> list[dict[str, Any]]:
     """Paved's ServiceAccounts, Roles and RoleBindings of intent `uid` in `namespace`."""
-    listing = get_json(kubectl, "serviceaccounts,roles,rolebindings", "-n", namespace, "-l", f"paved.dev/owner-uid={uid}")
-    return (listing or {}).get("items", [])
+    return cluster.items("serviceaccounts,roles,rolebindings", namespace, selector=f"paved.dev/owner-uid={uid}")
 
 
-def wait_reason(kubectl: Kubectl, namespace: str, name: str, type_: str, reason: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+def wait_reason(cluster: Cluster, namespace: str, name: str, type_: str, reason: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
     """The identity once its `type_` condition has `reason`."""
-    def reached() -> dict[str, Any] | None:
-        obj = get_json(kubectl, "agentidentity", name, "-n", namespace) or {}
-        return obj if condition(obj, type_).get("reason") == reason else None
-
-    return wait_for(reached, timeout=timeout, what=f"{type_} reason {reason} on {name}")
+    return cluster.wait_condition("agentidentity", name, namespace, type_, status=None, reason=reason, timeout=timeout)
 
 
-def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    kubectl("wait", "--for=condition=Ready", f"agentidentity/{name}", "-n", namespace, f"--timeout={READY_TIMEOUT}s")
-    return get_json(kubectl, "agentidentity", name, "-n", namespace)  # type: ignore[return-value]
+def wait_ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.wait_condition("agentidentity", name, namespace, timeout=READY_TIMEOUT)
 
 
 def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_delete(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+    operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster, namespace: str
 ) -> None:
-    kubectl("apply", "-f", "-", input=identity_manifest("reporter", namespace, [{"resources": ["configmaps"], "verbs": ["get", "list"]}]))
-    intent = wait_ready(kubectl, namespace, "reporter")
+    cluster.apply(identity_manifest("reporter", namespace, [{"resources": ["configmaps"], "verbs": ["get", "list"]}]))
+    intent = wait_ready(cluster, namespace, "reporter")
     uid = intent["metadata"]["uid"]
     status = intent["status"]
 
@@ -99,11 +66,11 @@ def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_d
     assert {g["kind"] for g in status["grants"]} == {"Role", "RoleBinding"}
 
     # ServiceAccount, Role, RoleBinding: labelled, owned by the intent (garbage collection).
-    account = get_json(kubectl, "serviceaccount", "reporter", "-n", namespace)
+    account = cluster.get("serviceaccount", "reporter", namespace)
     assert account is not None
     role_name = next(g["name"] for g in status["grants"] if g["kind"] == "Role")
-    role = get_json(kubectl, "role", role_name, "-n", namespace)
-    binding = get_json(kubectl, "rolebinding", role_name, "-n", namespace)
+    role = cluster.get("role", role_name, namespace)
+    binding = cluster.get("rolebinding", role_name, namespace)
     for child in (account, role, binding):
         assert child is not None
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "paved"
@@ -113,66 +80,66 @@ def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_d
 
     # The API server agrees: exactly the declared permissions.
     user = f"system:serviceaccount:{namespace}:reporter"
-    assert allowed(kubectl, user, "get", "configmaps", namespace)
-    assert allowed(kubectl, user, "list", "configmaps", namespace)
-    assert not allowed(kubectl, user, "delete", "configmaps", namespace)
-    assert not allowed(kubectl, user, "get", "secrets", namespace)
-    assert not allowed(kubectl, user, "get", "configmaps", "default")
+    assert cluster.allowed(user, "get", "configmaps", namespace)
+    assert cluster.allowed(user, "list", "configmaps", namespace)
+    assert not cluster.allowed(user, "delete", "configmaps", namespace)
+    assert not cluster.allowed(user, "get", "secrets", namespace)
+    assert not cluster.allowed(user, "get", "configmaps", "default")
 
     # Quiet at idle: nothing rewrites the intent or its children.
     versions = {key: obj["metadata"]["resourceVersion"] for key, obj in {"intent": intent, "role": role, "binding": binding}.items()}  # type: ignore[index]
     time.sleep(3)
-    assert get_json(kubectl, "agentidentity", "reporter", "-n", namespace)["metadata"]["resourceVersion"] == versions["intent"]  # type: ignore[index]
-    assert get_json(kubectl, "role", role_name, "-n", namespace)["metadata"]["resourceVersion"] == versions["role"]  # type: ignore[index]
+    assert cluster.get("agentidentity", "reporter", namespace)["metadata"]["resourceVersion"] == versions["intent"]  # type: ignore[index]
+    assert cluster.get("role", role_name, namespace)["metadata"]["resourceVersion"] == versions["role"]  # type: ignore[index]
 
     # Drift: a deleted RoleBinding comes back (a new object), an edited Role is put back.
     kubectl("delete", "rolebinding", role_name, "-n", namespace, "--wait=true")
-    restored = wait_for(lambda: get_json(kubectl, "rolebinding", role_name, "-n", namespace), timeout=20, what="RoleBinding restored")
+    restored = wait_for(lambda: cluster.get("rolebinding", role_name, namespace), timeout=20, what="RoleBinding restored")
     assert restored["metadata"]["uid"] != binding["metadata"]["uid"]  # type: ignore[index]
     kubectl("patch", "role", role_name, "-n", namespace, "--type=json",
             "-p", json.dumps([{"op": "add", "path": "/rules/0/verbs/-", "value": "delete"}]))
-    wait_for(lambda: get_json(kubectl, "role", role_name, "-n", namespace)["rules"][0]["verbs"] == ["get", "list"],  # type: ignore[index]
+    wait_for(lambda: cluster.get("role", role_name, namespace)["rules"][0]["verbs"] == ["get", "list"],  # type: ignore[index]
              timeout=20, what="Role rules restored")
-    assert not allowed(kubectl, user, "delete", "configmaps", namespace)
+    assert not cluster.allowed(user, "delete", "configmaps", namespace)
 
     assert operator.metric("paved_reconcile_total", kind="AgentIdentity") >= 1
 
     # Deleting the intent removes the children through the garbage collector.
     kubectl("delete", "agentidentity", "reporter", "-n", namespace, "--wait=true", "--timeout=60s")
-    wait_for(lambda: not children(kubectl, namespace, uid), timeout=60, what="children garbage-collected")
-    assert not allowed(kubectl, user, "get", "configmaps", namespace)
+    wait_for(lambda: not children(cluster, namespace, uid), timeout=60, what="children garbage-collected")
+    assert not cluster.allowed(user, "get", "configmaps", namespace)
 
 
 def test_neighbour_namespace_grant_is_removed_by_the_finalizer(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+    operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster, namespace: str
 ) -> None:
     neighbour = f"t-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", neighbour)
     try:
         capabilities = [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": [neighbour]}]
-        kubectl("apply", "-f", "-", input=identity_manifest("wide", namespace, capabilities))
-        intent = wait_ready(kubectl, namespace, "wide")
+        cluster.apply(identity_manifest("wide", namespace, capabilities))
+        intent = wait_ready(cluster, namespace, "wide")
         assert "paved.dev/cleanup" in intent["metadata"]["finalizers"]
         user = f"system:serviceaccount:{namespace}:wide"
-        assert allowed(kubectl, user, "get", "configmaps", neighbour)
-        assert not allowed(kubectl, user, "list", "configmaps", neighbour)
-        remote = get_json(kubectl, "roles", "-n", neighbour, "-l", f"paved.dev/owner-uid={intent['metadata']['uid']}")["items"]  # type: ignore[index]
+        assert cluster.allowed(user, "get", "configmaps", neighbour)
+        assert not cluster.allowed(user, "list", "configmaps", neighbour)
+        remote = cluster.items("roles", neighbour, selector=f"paved.dev/owner-uid={intent['metadata']['uid']}")
         assert len(remote) == 1 and not remote[0]["metadata"].get("ownerReferences")
 
         kubectl("delete", "agentidentity", "wide", "-n", namespace, "--wait=true", "--timeout=60s")
-        wait_for(lambda: not allowed(kubectl, user, "get", "configmaps", neighbour), timeout=30, what="neighbour grant revoked")
+        wait_for(lambda: not cluster.allowed(user, "get", "configmaps", neighbour), timeout=30, what="neighbour grant revoked")
     finally:
         kubectl("delete", "namespace", neighbour, "--wait=false", check=False)
 
 
-def test_operator_restart_rewrites_nothing(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+def test_operator_restart_rewrites_nothing(operator: OperatorProcess, cluster: Cluster, namespace: str) -> None:
     """Resuming after a restart observes every child and writes nothing when all is in place."""
-    kubectl("apply", "-f", "-", input=identity_manifest("steady", namespace, [{"resources": ["pods"], "verbs": ["get"]}]))
-    wait_ready(kubectl, namespace, "steady")
+    cluster.apply(identity_manifest("steady", namespace, [{"resources": ["pods"], "verbs": ["get"]}]))
+    wait_ready(cluster, namespace, "steady")
 
     def versions() -> dict[str, str]:
-        listing = get_json(kubectl, "agentidentities,serviceaccounts,roles,rolebindings", "-n", namespace)
-        return {f"{item['kind']}/{item['metadata']['name']}": item["metadata"]["resourceVersion"] for item in listing["items"]}  # type: ignore[index]
+        listing = cluster.items("agentidentities,serviceaccounts,roles,rolebindings", namespace)
+        return {f"{item['kind']}/{item['metadata']['name']}": item["metadata"]["resourceVersion"] for item in listing}
 
     before = versions()
     operator.restart()
@@ -192,7 +159,7 @@ def allowance_policy(name: str, label: str, allow: list[str]) -> str:
 
 
 def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+    operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster, namespace: str
 ) -> None:
     user = f"system:serviceaccount:{namespace}:node-reader"
     label = namespace  # the platform's label: selects the allowance policy below
@@ -205,42 +172,42 @@ def test_cluster_scope_and_wildcards_only_while_an_intent_policy_allows_them(
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]}))
     capabilities = [{"resources": ["nodes"], "verbs": ["get", "list"], "clusterWide": True},
                     {"resources": ["configmaps"], "verbs": ["*"]}]
-    kubectl("apply", "-f", "-", input=identity_manifest("node-reader", namespace, capabilities))
+    cluster.apply(identity_manifest("node-reader", namespace, capabilities))
 
     # No policy allows it: refused, naming the field, and nothing at all is granted.
-    ready = condition(wait_reason(kubectl, namespace, "node-reader", "Ready", "NotAllowed"), "Ready")
+    ready = condition(wait_reason(cluster, namespace, "node-reader", "Ready", "NotAllowed"), "Ready")
     assert ready["status"] == "False" and "spec.capabilities[0].clusterWide" in ready["message"] and "ClusterScope" in ready["message"]
-    assert not allowed(kubectl, user, "get", "nodes", "") and not allowed(kubectl, user, "get", "configmaps", namespace)
+    assert not cluster.allowed(user, "get", "nodes", "") and not cluster.allowed(user, "get", "configmaps", namespace)
 
     # The platform allows both for this namespace: the same generation is granted, exactly.
     policy = f"allow-{namespace}"
-    kubectl("apply", "-f", "-", input=allowance_policy(policy, label, ["ClusterScope", "Wildcards"]))
+    cluster.apply(allowance_policy(policy, label, ["ClusterScope", "Wildcards"]))
     try:
-        intent = wait_ready(kubectl, namespace, "node-reader")
+        intent = wait_ready(cluster, namespace, "node-reader")
         kinds = {g["kind"] for g in intent["status"]["grants"]}
         assert {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} <= kinds
-        assert allowed(kubectl, user, "get", "nodes", "") and allowed(kubectl, user, "list", "nodes", "")
-        assert not allowed(kubectl, user, "delete", "nodes", "") and not allowed(kubectl, user, "get", "pods", "")
-        assert allowed(kubectl, user, "delete", "configmaps", namespace)  # the allowed wildcard verb
-        assert not allowed(kubectl, user, "get", "configmaps", "default") and not allowed(kubectl, user, "get", "secrets", namespace)
+        assert cluster.allowed(user, "get", "nodes", "") and cluster.allowed(user, "list", "nodes", "")
+        assert not cluster.allowed(user, "delete", "nodes", "") and not cluster.allowed(user, "get", "pods", "")
+        assert cluster.allowed(user, "delete", "configmaps", namespace)  # the allowed wildcard verb
+        assert not cluster.allowed(user, "get", "configmaps", "default") and not cluster.allowed(user, "get", "secrets", namespace)
         binding_name = next(g["name"] for g in intent["status"]["grants"] if g["kind"] == "ClusterRoleBinding")
-        binding = get_json(kubectl, "clusterrolebinding", binding_name)
+        binding = cluster.get("clusterrolebinding", binding_name)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "node-reader", "namespace": namespace}]  # type: ignore[index]
         assert not binding["metadata"].get("ownerReferences")  # type: ignore[index]  # cluster-scoped: the finalizer removes it
 
         # The allowance is withdrawn: the grant narrows to what is still allowed, on its own.
         kubectl("delete", "intentpolicy", policy, "--wait=true")
-        wait_for(lambda: not allowed(kubectl, user, "get", "nodes", ""), timeout=20, what="cluster-wide grant withdrawn")
-        wait_for(lambda: not allowed(kubectl, user, "delete", "configmaps", namespace), timeout=20, what="wildcard grant withdrawn")
-        wait_reason(kubectl, namespace, "node-reader", "Accepted", "Narrowed", timeout=10)
-        assert get_json(kubectl, "clusterrolebinding", binding_name) is None
+        wait_for(lambda: not cluster.allowed(user, "get", "nodes", ""), timeout=20, what="cluster-wide grant withdrawn")
+        wait_for(lambda: not cluster.allowed(user, "delete", "configmaps", namespace), timeout=20, what="wildcard grant withdrawn")
+        wait_reason(cluster, namespace, "node-reader", "Accepted", "Narrowed", timeout=10)
+        assert cluster.get("clusterrolebinding", binding_name) is None
 
         # Allowed again, then deleted: the finalizer removes the cluster-scoped grant.
-        kubectl("apply", "-f", "-", input=allowance_policy(policy, label, ["ClusterScope"]))
-        wait_for(lambda: allowed(kubectl, user, "get", "nodes", ""), timeout=20, what="cluster-wide grant restored")
+        cluster.apply(allowance_policy(policy, label, ["ClusterScope"]))
+        wait_for(lambda: cluster.allowed(user, "get", "nodes", ""), timeout=20, what="cluster-wide grant restored")
         kubectl("delete", "agentidentity", "node-reader", "-n", namespace, "--wait=true", "--timeout=60s")
-        assert get_json(kubectl, "clusterrolebinding", binding_name) is None
-        assert not allowed(kubectl, user, "get", "nodes", "")
+        assert cluster.get("clusterrolebinding", binding_name) is None
+        assert not cluster.allowed(user, "get", "nodes", "")
     finally:
         kubectl("delete", "intentpolicy", policy, "--ignore-not-found", check=False)
         kubectl("delete", "clusterrole", extension, "--ignore-not-found", check=False)

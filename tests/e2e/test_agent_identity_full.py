@@ -15,8 +15,8 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import pytest
-import yaml
 
+from e2e.cluster import Cluster, condition
 from fixtures.cluster import wait_for
 from fixtures.vault import configure_kubernetes_auth
 from paved.dev.moto import actions_only, operator_iam_policy
@@ -31,31 +31,16 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def get(kubectl, *args) -> dict[str, Any] | None:
-    result = kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+def apply(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    cluster.apply({"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": name, "namespace": namespace},
+                   "spec": {"owner": "team-e2e", "purpose": "e2e", **spec}})
 
 
-def cond(obj, type_) -> dict[str, Any]:
-    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def apply(kubectl, namespace, name, spec) -> None:
-    manifest = {"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
-                "metadata": {"name": name, "namespace": namespace}, "spec": {"owner": "team-e2e", "purpose": "e2e", **spec}}
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def wait_cond(kubectl, namespace, name, type_, status="True", timeout=60.0, reason=None) -> dict[str, Any]:
-    def check():
-        obj = get(kubectl, "agentidentity", name, "-n", namespace)
-        c = cond(obj, type_)
-        if c.get("status") == status and (reason is None or c.get("reason") == reason):
-            gen = obj["metadata"]["generation"]
-            return obj if c.get("observedGeneration", gen) == gen else None
-        return None
-
-    return wait_for(check, timeout=timeout, interval=0.2, what=f"{name} {type_}={status} {reason or ''}")
+def wait_cond(cluster: Cluster, namespace: str, name: str, type_: str, status: str = "True", timeout: float = 60.0,
+              reason: str | None = None) -> dict[str, Any]:
+    """The identity once its condition `type_` has `status` (and `reason`) for its current generation."""
+    return cluster.wait_condition("agentidentity", name, namespace, type_, status=status, reason=reason, current=True,
+                                  timeout=timeout, interval=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -100,25 +85,25 @@ def vault_role(obj) -> str:
     return entry["externalId"].rsplit("/", 1)[1]
 
 
-def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, kubectl, namespace, control_plane):
+def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, kubectl, cluster, namespace, control_plane):
     openbao, moto = world
     root = openbao.client
     root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/allowed", secret={"k": "v"}, mount_point="secret")
     root.secrets.kv.v2.create_or_update_secret(path=f"{namespace}/denied", secret={"k": "v"}, mount_point="secret")
     expires = (datetime.now(timezone.utc) + timedelta(seconds=45)).replace(microsecond=0)
-    apply(kubectl, namespace, "agent", {
+    apply(cluster, namespace, "agent", {
         "capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}],
         "secrets": [{"path": f"secret/data/{namespace}/allowed", "capabilities": ["read"]}],
         "cloud": {"aws": {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::reports/*"]}},
         "tokenTTL": "10m", "expiresAt": iso(expires),
     })
-    obj = wait_cond(kubectl, namespace, "agent", "Ready", timeout=90)
+    obj = wait_cond(cluster, namespace, "agent", "Ready", timeout=90)
     kinds = {g["kind"] for g in obj["status"]["grants"]}
     assert kinds >= {"Role", "RoleBinding", "VaultPolicy", "VaultRole", "IAMRole"}, obj["status"]["grants"]
     assert obj["status"]["expiresAt"] == iso(expires)
 
     # IAM: the SA carries the role; the trust names exactly this SA and the audience
-    sa = get(kubectl, "serviceaccount", "agent", "-n", namespace)
+    sa = cluster.get("serviceaccount", "agent", namespace)
     arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     iam = moto.client("iam")
     role_name = arn.rsplit("/", 1)[1]
@@ -138,7 +123,7 @@ def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, ku
     binding_name = next(g["name"] for g in obj["status"]["grants"] if g["kind"] == "RoleBinding")
 
     def revoked() -> bool:
-        gone_binding = get(kubectl, "rolebinding", binding_name, "-n", namespace) is None
+        gone_binding = cluster.get("rolebinding", binding_name, namespace) is None
         try:
             root.adapter.get(f"/v1/auth/kubernetes/role/{role}")
             gone_role = False
@@ -158,8 +143,8 @@ def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, ku
     latency = (datetime.now(timezone.utc) - expires).total_seconds()
     print(f"\n[identity] expiry-to-revocation: {latency:.2f}s")
     assert latency < 5.0
-    obj = wait_cond(kubectl, namespace, "agent", "Expired", timeout=10)
-    assert cond(obj, "Ready")["reason"] == "Expired" and obj["status"]["grants"] == []
+    obj = wait_cond(cluster, namespace, "agent", "Expired", timeout=10)
+    assert condition(obj, "Ready")["reason"] == "Expired" and obj["status"]["grants"] == []
     with pytest.raises((hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest)):  # the old token is revoked
         agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/allowed", mount_point="secret", raise_on_deleted_version=True)
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=agent", "-o", "json").stdout
@@ -169,59 +154,59 @@ def test_full_identity_expiry_revokes_within_5s_and_extension_restores(world, ku
     # Extension restores every grant
     kubectl("patch", "agentidentity", "agent", "-n", namespace, "--type=merge",
             "-p", json.dumps({"spec": {"expiresAt": iso(datetime.now(timezone.utc) + timedelta(hours=1))}}))
-    obj = wait_cond(kubectl, namespace, "agent", "Ready", timeout=60)
-    assert cond(obj, "Expired")["status"] == "False"
-    assert get(kubectl, "rolebinding", binding_name, "-n", namespace) is not None
+    obj = wait_cond(cluster, namespace, "agent", "Ready", timeout=60)
+    assert condition(obj, "Expired")["status"] == "False"
+    assert cluster.get("rolebinding", binding_name, namespace) is not None
     agent = login(openbao, control_plane, namespace, "agent", role)
     assert agent.secrets.kv.v2.read_secret_version(path=f"{namespace}/allowed", mount_point="secret", raise_on_deleted_version=True)
     doc = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
     assert doc["Statement"][0]["Effect"] == "Allow"
 
 
-def rules_of(kubectl, namespace, obj) -> list[dict[str, Any]]:
+def rules_of(cluster, namespace, obj) -> list[dict[str, Any]]:
     name = next(g["name"] for g in obj["status"]["grants"] if g["kind"] == "Role")
-    return get(kubectl, "role", name, "-n", namespace)["rules"]
+    return cluster.get("role", name, namespace)["rules"]
 
 
-def test_delegation_refuses_excess_narrows_and_expires_with_parent(world, kubectl, namespace):
+def test_delegation_refuses_excess_narrows_and_expires_with_parent(world, cluster, namespace):
     parent_expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
-    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}],
+    apply(cluster, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}],
                                          "expiresAt": iso(parent_expiry)})
-    wait_cond(kubectl, namespace, "parent", "Ready")
-    apply(kubectl, namespace, "child", {"delegatedFrom": {"name": "parent"}, "ttl": "24h",
+    wait_cond(cluster, namespace, "parent", "Ready")
+    apply(cluster, namespace, "child", {"delegatedFrom": {"name": "parent"}, "ttl": "24h",
                                         "capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}]})
-    child = wait_cond(kubectl, namespace, "child", "Ready")
+    child = wait_cond(cluster, namespace, "child", "Ready")
     assert child["status"]["expiresAt"] == iso(parent_expiry)  # capped at the parent's
     (hop,) = child["status"]["delegationChain"]
     assert (hop["issuer"], hop["subject"]) == (f"{namespace}/parent", f"{namespace}/child") and hop["at"]
 
-    apply(kubectl, namespace, "greedy", {"delegatedFrom": {"name": "parent"},
+    apply(cluster, namespace, "greedy", {"delegatedFrom": {"name": "parent"},
                                          "capabilities": [{"resources": ["configmaps"], "verbs": ["get", "delete"]}]})
-    greedy = wait_cond(kubectl, namespace, "greedy", "Ready", status="False", reason="DelegationRefused")
-    assert f'verb "delete" on configmaps in namespace {namespace}' in cond(greedy, "Ready")["message"]
+    greedy = wait_cond(cluster, namespace, "greedy", "Ready", status="False", reason="DelegationRefused")
+    assert f'verb "delete" on configmaps in namespace {namespace}' in condition(greedy, "Ready")["message"]
     assert not (greedy.get("status") or {}).get("grants")
-    assert get(kubectl, "serviceaccount", "greedy", "-n", namespace) is None  # nothing granted
+    assert cluster.get("serviceaccount", "greedy", namespace) is None  # nothing granted
 
-    apply(kubectl, namespace, "orphan", {"delegatedFrom": {"name": "nobody"}})
-    orphan = wait_cond(kubectl, namespace, "orphan", "Ready", status="False", reason="DelegationRefused")
-    assert "spec.delegatedFrom.name" in cond(orphan, "Ready")["message"]
+    apply(cluster, namespace, "orphan", {"delegatedFrom": {"name": "nobody"}})
+    orphan = wait_cond(cluster, namespace, "orphan", "Ready", status="False", reason="DelegationRefused")
+    assert "spec.delegatedFrom.name" in condition(orphan, "Ready")["message"]
 
     # the parent narrows: the child is narrowed at once
-    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}],
+    apply(cluster, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}],
                                          "expiresAt": iso(parent_expiry)})
-    wait_for(lambda: rules_of(kubectl, namespace, get(kubectl, "agentidentity", "child", "-n", namespace))[0]["verbs"] == ["get"],
+    wait_for(lambda: rules_of(cluster, namespace, cluster.get("agentidentity", "child", namespace))[0]["verbs"] == ["get"],
              timeout=30, interval=0.3, what="child narrowed")
 
     # the parent expires: the child expires with it
     soon = (datetime.now(timezone.utc) + timedelta(seconds=6)).replace(microsecond=0)
-    apply(kubectl, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}], "expiresAt": iso(soon)})
-    wait_cond(kubectl, namespace, "parent", "Expired", timeout=30)
-    child = wait_cond(kubectl, namespace, "child", "Expired", timeout=15)
+    apply(cluster, namespace, "parent", {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}], "expiresAt": iso(soon)})
+    wait_cond(cluster, namespace, "parent", "Expired", timeout=30)
+    child = wait_cond(cluster, namespace, "child", "Expired", timeout=15)
     assert child["status"]["grants"] == []
     print(f"\n[identity] child expired {(datetime.now(timezone.utc) - soon).total_seconds():.2f}s after the parent's expiry")
 
 
-def test_delegation_across_namespaces_only_from_allowed_ones_and_chains_are_capped(world, kubectl, namespace):
+def test_delegation_across_namespaces_only_from_allowed_ones_and_chains_are_capped(world, kubectl, cluster, namespace):
     forbidden = f"forbidden-{uuid.uuid4().hex[:8]}"
     for name in (DELEGATING_NAMESPACE, forbidden):
         kubectl("create", "namespace", name)
@@ -229,26 +214,26 @@ def test_delegation_across_namespaces_only_from_allowed_ones_and_chains_are_capp
         # A platform identity in the delegating namespace holds get/list on configmaps in ours.
         reach = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"], "namespaces": [namespace]}]}
         for home in (DELEGATING_NAMESPACE, forbidden):
-            apply(kubectl, home, "platform", reach)
-            wait_cond(kubectl, home, "platform", "Ready")
+            apply(cluster, home, "platform", reach)
+            wait_cond(cluster, home, "platform", "Ready")
         wanted = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}]}
-        apply(kubectl, namespace, "tenant", {**wanted, "delegatedFrom": {"name": "platform", "namespace": DELEGATING_NAMESPACE}})
-        tenant = wait_cond(kubectl, namespace, "tenant", "Ready")
+        apply(cluster, namespace, "tenant", {**wanted, "delegatedFrom": {"name": "platform", "namespace": DELEGATING_NAMESPACE}})
+        tenant = wait_cond(cluster, namespace, "tenant", "Ready")
         (hop,) = tenant["status"]["delegationChain"]
         assert (hop["issuer"], hop["subject"]) == (f"{DELEGATING_NAMESPACE}/platform", f"{namespace}/tenant")
-        apply(kubectl, namespace, "smuggler", {**wanted, "delegatedFrom": {"name": "platform", "namespace": forbidden}})
-        smuggler = wait_cond(kubectl, namespace, "smuggler", "Ready", status="False", reason="DelegationRefused")
-        assert cond(smuggler, "Ready")["message"].startswith("spec.delegatedFrom.namespace:")
-        assert get(kubectl, "serviceaccount", "smuggler", "-n", namespace) is None  # nothing granted
+        apply(cluster, namespace, "smuggler", {**wanted, "delegatedFrom": {"name": "platform", "namespace": forbidden}})
+        smuggler = wait_cond(cluster, namespace, "smuggler", "Ready", status="False", reason="DelegationRefused")
+        assert condition(smuggler, "Ready")["message"].startswith("spec.delegatedFrom.namespace:")
+        assert cluster.get("serviceaccount", "smuggler", namespace) is None  # nothing granted
 
         # The chain cap: tenant -> hop2 is two hops (allowed), hop3 would be three.
-        apply(kubectl, namespace, "hop2", {**wanted, "delegatedFrom": {"name": "tenant"}})
-        hop2 = wait_cond(kubectl, namespace, "hop2", "Ready")
+        apply(cluster, namespace, "hop2", {**wanted, "delegatedFrom": {"name": "tenant"}})
+        hop2 = wait_cond(cluster, namespace, "hop2", "Ready")
         assert [h["subject"] for h in hop2["status"]["delegationChain"]] == [f"{namespace}/tenant", f"{namespace}/hop2"]
-        apply(kubectl, namespace, "hop3", {**wanted, "delegatedFrom": {"name": "hop2"}})
-        hop3 = wait_cond(kubectl, namespace, "hop3", "Ready", status="False", reason="DelegationRefused")
-        assert f"cap of {MAX_DEPTH} hops" in cond(hop3, "Ready")["message"]
-        assert get(kubectl, "serviceaccount", "hop3", "-n", namespace) is None
+        apply(cluster, namespace, "hop3", {**wanted, "delegatedFrom": {"name": "hop2"}})
+        hop3 = wait_cond(cluster, namespace, "hop3", "Ready", status="False", reason="DelegationRefused")
+        assert f"cap of {MAX_DEPTH} hops" in condition(hop3, "Ready")["message"]
+        assert cluster.get("serviceaccount", "hop3", namespace) is None
     finally:
         for name in (DELEGATING_NAMESPACE, forbidden):
             kubectl("delete", "namespace", name, "--wait=false", check=False)

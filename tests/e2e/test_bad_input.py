@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fixtures.cluster import Kubectl, wait_for
+from e2e.cluster import Cluster, condition
+from fixtures.cluster import Kubectl
 from fixtures.operator import OperatorProcess
 
 pytestmark = pytest.mark.cluster
@@ -23,12 +24,6 @@ pytestmark = pytest.mark.cluster
 def manifest(name: str, namespace: str, spec: dict[str, Any]) -> str:
     return yaml.safe_dump({"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity",
                            "metadata": {"name": name, "namespace": namespace}, "spec": spec})
-
-
-def ready_condition(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    result = kubectl("get", "agentidentity", name, "-n", namespace, "-o", "json")
-    conditions = (json.loads(result.stdout).get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == "Ready"), {})
 
 
 @pytest.mark.parametrize(
@@ -42,37 +37,36 @@ def ready_condition(kubectl: Kubectl, namespace: str, name: str) -> dict[str, An
     ids=["unknown-verb", "empty-resources", "unknown-field", "exclusive-fields"],
 )
 def test_schema_violations_are_rejected_by_the_api_server_with_the_field(
-    kubectl: Kubectl, namespace: str, spec: dict[str, Any], expected: str
+    cluster: Cluster, namespace: str, spec: dict[str, Any], expected: str
 ) -> None:
-    result = kubectl("apply", "-f", "-", input=manifest("broken", namespace, spec), check=False)
+    result = cluster.apply(manifest("broken", namespace, spec), check=False)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
-    assert kubectl("get", "agentidentity", "broken", "-n", namespace, check=False).returncode != 0
+    assert cluster.get("agentidentity", "broken", namespace) is None
 
 
 def test_unrenderable_intent_gets_a_condition_and_the_operator_keeps_serving(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+    operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster, namespace: str
 ) -> None:
     # The API accepts the verb (RBAC knows it); the default composition's verb list does not.
     unknown = {"capabilities": [{"resources": ["configmaps"], "verbs": ["impersonate"]}]}
-    kubectl("apply", "-f", "-", input=manifest("greedy", namespace, unknown))
-    kubectl("apply", "-f", "-", input=manifest("modest", namespace, {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}]}))
+    cluster.apply(manifest("greedy", namespace, unknown))
+    cluster.apply(manifest("modest", namespace, {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"]}]}))
 
-    condition = wait_for(lambda: (c := ready_condition(kubectl, namespace, "greedy")).get("reason") and c,
-                         timeout=60, what="a Ready condition on the unrenderable intent")
-    assert condition["status"] == "False"
-    assert condition["reason"] == "RenderFailed"
-    assert condition["message"].startswith("spec.capabilities[0].verbs: ")
-    assert 'unknown verb "impersonate"' in condition["message"]
+    ready = condition(cluster.wait_condition("agentidentity", "greedy", namespace, status=None))
+    assert ready["status"] == "False"
+    assert ready["reason"] == "RenderFailed"
+    assert ready["message"].startswith("spec.capabilities[0].verbs: ")
+    assert 'unknown verb "impersonate"' in ready["message"]
 
-    kubectl("wait", "--for=condition=Ready", "agentidentity/modest", "-n", namespace, "--timeout=60s")
+    cluster.wait_condition("agentidentity", "modest", namespace)
     assert operator.alive()
     # Nothing was created for the refused intent.
-    assert kubectl("get", "serviceaccount", "greedy", "-n", namespace, check=False).returncode != 0
+    assert cluster.get("serviceaccount", "greedy", namespace) is None
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=greedy", "-o", "json")
     assert "RenderFailed" in {event["reason"] for event in json.loads(events.stdout)["items"]}
 
     # Fixing the spec is enough: the update handler renders it.
-    kubectl("apply", "-f", "-", input=manifest("greedy", namespace, {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}]}))
-    kubectl("wait", "--for=condition=Ready", "agentidentity/greedy", "-n", namespace, "--timeout=60s")
-    assert ready_condition(kubectl, namespace, "greedy")["observedGeneration"] == 2
+    cluster.apply(manifest("greedy", namespace, {"capabilities": [{"resources": ["configmaps"], "verbs": ["get", "list"]}]}))
+    fixed = cluster.wait_condition("agentidentity", "greedy", namespace)
+    assert condition(fixed)["observedGeneration"] == 2

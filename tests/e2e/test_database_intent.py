@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from fixtures.aws import MotoServer
+from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.dev.controlplane import ControlPlane
@@ -112,27 +113,6 @@ def intent(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     return body
 
 
-def apply(kubectl: Kubectl, body: dict[str, Any]) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
-
-
-def get(kubectl: Kubectl, namespace: str, name: str, kind: str = "databaseintent") -> dict[str, Any] | None:
-    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(kubectl: Kubectl, namespace: str, name: str, type_: str) -> dict[str, Any]:
-    conditions = ((get(kubectl, namespace, name) or {}).get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == type_), {})
-
-
-def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: int = 90) -> dict[str, Any]:
-    kubectl("wait", "--for=condition=Ready", f"databaseintent/{name}", "-n", namespace, f"--timeout={timeout}s")
-    body = get(kubectl, namespace, name)
-    assert body is not None
-    return body
-
-
 def owner_of(body: dict[str, Any]) -> Owner:
     meta = body["metadata"]
     return Owner(body["apiVersion"], body["kind"], meta["name"], meta["namespace"], meta["uid"])
@@ -165,16 +145,11 @@ def ingress(group: dict[str, Any]) -> list[tuple[Any, ...]]:
                   for p in group["IpPermissions"] for source in p.get("UserIdGroupPairs", []) + p.get("IpRanges", []))
 
 
-def delete_and_wait(kubectl: Kubectl, namespace: str, name: str, timeout: int = 90) -> None:
-    kubectl("delete", "databaseintent", name, "-n", namespace, "--wait=false")
-    wait_for(lambda: get(kubectl, namespace, name) is None, timeout=timeout, what=f"databaseintent {name} to be deleted")
-
-
 def test_seed_intent_becomes_an_encrypted_multi_az_instance_reachable_only_from_allow_from(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any, ec2_client: Any
 ) -> None:
-    apply(kubectl, intent("orders-db", db_namespace))
-    body = wait_ready(kubectl, db_namespace, "orders-db")
+    cluster.apply(intent("orders-db", db_namespace))
+    body = cluster.wait_condition("dbi", "orders-db", db_namespace, timeout=90)
 
     instance = the_instance(rds_client, body["metadata"]["uid"])
     assert instance["MultiAZ"] is True
@@ -191,10 +166,10 @@ def test_seed_intent_becomes_an_encrypted_multi_az_instance_reachable_only_from_
         "subnet-group": True, "client-security-group": True, "database-security-group": True, "instance": True,
         "connection-secret": True, "security-group-policy-0": True}
     assert next(r for r in status["resources"] if r["name"] == "instance")["externalId"] == instance["DBInstanceIdentifier"]
-    assert condition(kubectl, db_namespace, "orders-db", "Synced")["status"] == "True"
+    assert cluster.condition("dbi", "orders-db", db_namespace, "Synced")["status"] == "True"
     assert {"paved.dev/database-cleanup", "paved.dev/cleanup"} <= set(body["metadata"]["finalizers"])
 
-    secret = get(kubectl, db_namespace, "orders-db-connection", "secret")
+    secret = cluster.get("secret", "orders-db-connection", db_namespace)
     assert secret is not None and set(secret["data"]) == CNPG_KEYS
     values = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert values["host"] == instance["Endpoint"]["Address"] and values["port"] == "5432"
@@ -214,7 +189,7 @@ def test_seed_intent_becomes_an_encrypted_multi_az_instance_reachable_only_from_
                                   f"paved.dev/owner-uid={body['metadata']['uid']}", "-o", "json").stdout)["items"]
     assert policy["spec"] == {"podSelector": {}, "securityGroups": {"groupIds": [groups["client"]["GroupId"],
                                                                                  network.cluster_security_group_id]}}
-    assert get(kubectl, db_namespace, "orders-db-database", "networkpolicy") is None  # not for a database outside the cluster
+    assert cluster.get("networkpolicy", "orders-db-database", db_namespace) is None  # not for a database outside the cluster
 
     # The password lives only in Secrets: not in status, Events or the operator's log.
     password = values["password"]
@@ -224,13 +199,13 @@ def test_seed_intent_becomes_an_encrypted_multi_az_instance_reachable_only_from_
 
 
 def test_out_of_band_change_is_corrected_within_the_drift_interval(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
-    apply(kubectl, intent("drifty", db_namespace, driftCheckInterval="3s"))
-    uid = wait_ready(kubectl, db_namespace, "drifty")["metadata"]["uid"]
+    cluster.apply(intent("drifty", db_namespace, driftCheckInterval="3s"))
+    uid = cluster.wait_condition("dbi", "drifty", db_namespace, timeout=90)["metadata"]["uid"]
     identifier = the_instance(rds_client, uid)["DBInstanceIdentifier"]
     # Steady state first: a drift check happens, and it modifies nothing.
-    wait_for(lambda: (get(kubectl, db_namespace, "drifty") or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
+    wait_for(lambda: (cluster.get("dbi", "drifty", db_namespace) or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
              what="a first drift check")
     modifies = aws_operator.rds_calls("modify_db_instance")
 
@@ -251,91 +226,90 @@ def test_out_of_band_change_is_corrected_within_the_drift_interval(
 
 
 def test_immutable_change_is_reported_never_recreated(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
-    apply(kubectl, intent("sealed", db_namespace))
-    uid = wait_ready(kubectl, db_namespace, "sealed")["metadata"]["uid"]
+    cluster.apply(intent("sealed", db_namespace))
+    uid = cluster.wait_condition("dbi", "sealed", db_namespace, timeout=90)["metadata"]["uid"]
     created = the_instance(rds_client, uid)["InstanceCreateTime"]
 
-    apply(kubectl, intent("sealed", db_namespace, encryption=False))
-    synced = wait_for(lambda: (c := condition(kubectl, db_namespace, "sealed", "Synced")).get("reason") == "ImmutableFieldChanged" and c,
-                      timeout=60, what="Synced=False/ImmutableFieldChanged")
+    cluster.apply(intent("sealed", db_namespace, encryption=False))
+    synced = condition(cluster.wait_condition("dbi", "sealed", db_namespace, "Synced", status=None, reason="ImmutableFieldChanged"),
+                       "Synced")
     assert synced["status"] == "False" and "StorageEncrypted" in synced["message"]
     instance = the_instance(rds_client, uid)
     assert instance["StorageEncrypted"] is True and instance["InstanceCreateTime"] == created
 
 
 def test_operator_killed_during_creation_leaves_exactly_one_instance(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
-    apply(kubectl, intent("phoenix", db_namespace))
-    uid = wait_for(lambda: ((get(kubectl, db_namespace, "phoenix") or {}).get("metadata") or {}).get("uid"), what="uid")
+    cluster.apply(intent("phoenix", db_namespace))
+    uid = wait_for(lambda: ((cluster.get("dbi", "phoenix", db_namespace) or {}).get("metadata") or {}).get("uid"), what="uid")
     wait_for(lambda: instances_of(rds_client, uid), timeout=60, interval=0.05, what="create_db_instance")
     aws_operator.kill()  # right after the create call: status, Secret and policy may not exist yet
     aws_operator.start()
 
-    wait_ready(kubectl, db_namespace, "phoenix")
+    cluster.wait_condition("dbi", "phoenix", db_namespace, timeout=90)
     assert len(instances_of(rds_client, uid)) == 1
-    assert get(kubectl, db_namespace, "phoenix-connection", "secret") is not None
+    assert cluster.get("secret", "phoenix-connection", db_namespace) is not None
 
 
 def test_intent_deleted_while_no_operator_runs_is_still_cleaned_up(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
     """Killed right after the create call, the operator may not have put Kopf's own finalizer on
     yet; a deletion that arrives before the next leader runs must still reach the delete
     handler (Kopf runs it only for objects carrying its finalizer)."""
-    apply(kubectl, intent("orphan", db_namespace))
-    uid = wait_for(lambda: ((get(kubectl, db_namespace, "orphan") or {}).get("metadata") or {}).get("uid"), what="uid")
+    cluster.apply(intent("orphan", db_namespace))
+    uid = wait_for(lambda: ((cluster.get("dbi", "orphan", db_namespace) or {}).get("metadata") or {}).get("uid"), what="uid")
     wait_for(lambda: instances_of(rds_client, uid), timeout=60, interval=0.05, what="create_db_instance")
     aws_operator.kill()
     kubectl("delete", "databaseintent", "orphan", "-n", db_namespace, "--wait=false")
     aws_operator.start()
 
-    wait_for(lambda: get(kubectl, db_namespace, "orphan") is None, timeout=90, what="the intent to be gone")
+    wait_for(lambda: cluster.get("dbi", "orphan", db_namespace) is None, timeout=90, what="the intent to be gone")
     assert instances_of(rds_client, uid) == []
 
 
-def test_deletion_takes_a_final_snapshot(aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any) -> None:
-    apply(kubectl, intent("short-lived", db_namespace))
-    body = wait_ready(kubectl, db_namespace, "short-lived")
+def test_deletion_takes_a_final_snapshot(aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any) -> None:
+    cluster.apply(intent("short-lived", db_namespace))
+    body = cluster.wait_condition("dbi", "short-lived", db_namespace, timeout=90)
     identifier = the_instance(rds_client, body["metadata"]["uid"])["DBInstanceIdentifier"]
 
-    delete_and_wait(kubectl, db_namespace, "short-lived")
+    cluster.delete_and_wait("dbi", "short-lived", db_namespace)
 
     assert instances_of(rds_client, body["metadata"]["uid"]) == []
     snapshots = rds_client.describe_db_snapshots(DBInstanceIdentifier=identifier)["DBSnapshots"]
     assert [s["DBSnapshotIdentifier"] for s in snapshots] == [rds.final_snapshot_identifier(identifier, owner_of(body))]
 
 
-def test_retain_keeps_the_instance(aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any) -> None:
-    apply(kubectl, intent("keeper", db_namespace, deletionPolicy="Retain"))
-    uid = wait_ready(kubectl, db_namespace, "keeper")["metadata"]["uid"]
+def test_retain_keeps_the_instance(aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any) -> None:
+    cluster.apply(intent("keeper", db_namespace, deletionPolicy="Retain"))
+    uid = cluster.wait_condition("dbi", "keeper", db_namespace, timeout=90)["metadata"]["uid"]
 
-    delete_and_wait(kubectl, db_namespace, "keeper")
+    cluster.delete_and_wait("dbi", "keeper", db_namespace)
 
     assert the_instance(rds_client, uid)["DBInstanceStatus"] == "available"
 
 
 def test_failed_cloud_call_during_deletion_keeps_the_finalizer(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
-    apply(kubectl, intent("stubborn", db_namespace))
-    uid = wait_ready(kubectl, db_namespace, "stubborn")["metadata"]["uid"]
+    cluster.apply(intent("stubborn", db_namespace))
+    uid = cluster.wait_condition("dbi", "stubborn", db_namespace, timeout=90)["metadata"]["uid"]
     from fixtures._servers import free_port
 
     aws_operator.restart(PAVED_AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # AWS unreachable
     try:
         kubectl("delete", "databaseintent", "stubborn", "-n", db_namespace, "--wait=false")
-        failed = wait_for(lambda: (c := condition(kubectl, db_namespace, "stubborn", "Ready")).get("reason") == "DeletionFailed" and c,
-                          timeout=60, what="Ready=False/DeletionFailed")
+        failed = condition(cluster.wait_condition("dbi", "stubborn", db_namespace, status=None, reason="DeletionFailed"))
         assert "retried" in failed["message"]
-        body = get(kubectl, db_namespace, "stubborn")
+        body = cluster.get("dbi", "stubborn", db_namespace)
         assert body is not None and "paved.dev/database-cleanup" in body["metadata"]["finalizers"]
         assert the_instance(rds_client, uid)["DBInstanceStatus"] == "available"
     finally:
         aws_operator.restart()  # AWS is back: the retried deletion completes
-    wait_for(lambda: get(kubectl, db_namespace, "stubborn") is None, timeout=90, what="deletion after AWS came back")
+    wait_for(lambda: cluster.get("dbi", "stubborn", db_namespace) is None, timeout=90, what="deletion after AWS came back")
     assert instances_of(rds_client, uid) == []
 
 
@@ -373,18 +347,18 @@ def adoption_allowed(kubectl: Kubectl, namespace: str) -> Iterator[None]:
 
 
 def test_adoption_annotation_manages_an_existing_instance(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
     identifier = unmanaged_instance(rds_client, f"legacy-{db_namespace}")
     creates = aws_operator.rds_calls("create_db_instance")
     with adoption_allowed(kubectl, db_namespace):
-        apply(kubectl, adopting("adopter", db_namespace, identifier))
-        uid = wait_ready(kubectl, db_namespace, "adopter")["metadata"]["uid"]
+        cluster.apply(adopting("adopter", db_namespace, identifier))
+        uid = cluster.wait_condition("dbi", "adopter", db_namespace, timeout=90)["metadata"]["uid"]
     instance = the_instance(rds_client, uid)
     assert instance["DBInstanceIdentifier"] == identifier and instance["BackupRetentionPeriod"] == 30
     assert aws_operator.rds_calls("create_db_instance") == creates
     # The reset master password (the one now in the Secret) reaches no Event and no log line.
-    secret = get(kubectl, db_namespace, "adopter-connection", "secret")
+    secret = cluster.get("secret", "adopter-connection", db_namespace)
     assert secret is not None
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert password not in kubectl("get", "events", "-n", db_namespace, "-o", "json").stdout
@@ -392,7 +366,7 @@ def test_adoption_annotation_manages_an_existing_instance(
 
 
 def test_an_adopted_instance_gets_the_cleanup_finalizer_and_goes_by_the_deletion_policy(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
     """Whether an intent needs its cleanup finalizer is decided from the reconcile's own render:
     with the Adopt allowance, an adoption renders an RDS instance like any other intent, so the
@@ -401,26 +375,25 @@ def test_an_adopted_instance_gets_the_cleanup_finalizer_and_goes_by_the_deletion
     body = adopting("adoptee", db_namespace, identifier)
     body["spec"]["deletionPolicy"] = "Delete"
     with adoption_allowed(kubectl, db_namespace):
-        apply(kubectl, body)
-        ready = wait_ready(kubectl, db_namespace, "adoptee")
+        cluster.apply(body)
+        ready = cluster.wait_condition("dbi", "adoptee", db_namespace, timeout=90)
         assert "paved.dev/database-cleanup" in (ready["metadata"].get("finalizers") or [])
         uid = ready["metadata"]["uid"]
         assert the_instance(rds_client, uid)["DBInstanceIdentifier"] == identifier
 
-        delete_and_wait(kubectl, db_namespace, "adoptee")
+        cluster.delete_and_wait("dbi", "adoptee", db_namespace)
 
     assert instances_of(rds_client, uid) == []
     assert identifier not in [i["DBInstanceIdentifier"] for i in rds_client.describe_db_instances()["DBInstances"]]
 
 
 def test_adoption_without_an_adopt_allowance_is_refused_and_touches_nothing(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any
 ) -> None:
     identifier = unmanaged_instance(rds_client, f"guarded-{db_namespace}")
     modifies = aws_operator.rds_calls("modify_db_instance")
-    apply(kubectl, adopting("taker", db_namespace, identifier))
-    refused = wait_for(lambda: (c := condition(kubectl, db_namespace, "taker", "Ready")).get("reason") == "RenderFailed" and c,
-                       timeout=60, what="adoption refused")
+    cluster.apply(adopting("taker", db_namespace, identifier))
+    refused = condition(cluster.wait_condition("dbi", "taker", db_namespace, status=None, reason="RenderFailed"))
     assert refused["message"].startswith("metadata.annotations[paved.dev/adopt-db-instance]: ") and "Adopt" in refused["message"]
     assert aws_operator.rds_calls("modify_db_instance") == modifies
     tags = rds_client.list_tags_for_resource(ResourceName=rds_client.describe_db_instances(
@@ -433,10 +406,10 @@ def test_adoption_without_an_adopt_allowance_is_refused_and_touches_nothing(
     [({"engine": "oracle"}, "spec.engine"), ({"backup": {"retentionDays": 40}}, "spec.backup.retentionDays")],
     ids=["unknown-engine", "retention-out-of-range"],
 )
-def test_schema_refuses_bad_input_naming_the_field(kubectl: Kubectl, namespace: str, spec: dict[str, Any], field: str) -> None:
+def test_schema_refuses_bad_input_naming_the_field(kubectl: Kubectl, cluster: Cluster, namespace: str, spec: dict[str, Any], field: str) -> None:
     result = kubectl("apply", "-f", "-", input=yaml.safe_dump(intent("refused", namespace, **spec)), check=False)
     assert result.returncode != 0 and field in result.stderr, result.stderr
-    assert get(kubectl, namespace, "refused") is None
+    assert cluster.get("dbi", "refused", namespace) is None
 
 
 @pytest.mark.parametrize(
@@ -449,16 +422,15 @@ def test_schema_refuses_bad_input_naming_the_field(kubectl: Kubectl, namespace: 
     ids=["unsupported-version", "missing-allowfrom-namespace"],
 )
 def test_unservable_intent_gets_a_condition_and_no_cloud_call(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, spec: dict[str, Any], reason: str, field: str
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any, spec: dict[str, Any], reason: str, field: str
 ) -> None:
     creates = aws_operator.rds_calls("create_db_instance")
-    apply(kubectl, intent("unservable", db_namespace, **spec))
+    cluster.apply(intent("unservable", db_namespace, **spec))
 
-    ready = wait_for(lambda: (c := condition(kubectl, db_namespace, "unservable", "Ready")).get("reason") and c, timeout=60,
-                     what="a Ready condition")
+    ready = condition(cluster.wait_condition("dbi", "unservable", db_namespace, status=None))
     assert ready["status"] == "False" and ready["reason"] == reason
     assert field in ready["message"]
-    body = get(kubectl, db_namespace, "unservable")
+    body = cluster.get("dbi", "unservable", db_namespace)
     assert body is not None
     assert instances_of(rds_client, body["metadata"]["uid"]) == []
     assert aws_operator.rds_calls("create_db_instance") == creates
@@ -479,13 +451,13 @@ def client_policy_groups(kubectl: Kubectl, uid: str) -> list[list[str]]:
 
 
 def test_a_rule_added_by_hand_is_revoked_and_a_group_deleted_by_hand_is_made_again(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, ec2_client: Any
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, ec2_client: Any
 ) -> None:
-    apply(kubectl, intent("guarded", db_namespace, driftCheckInterval="2s"))
-    uid = wait_ready(kubectl, db_namespace, "guarded")["metadata"]["uid"]
+    cluster.apply(intent("guarded", db_namespace, driftCheckInterval="2s"))
+    uid = cluster.wait_condition("dbi", "guarded", db_namespace, timeout=90)["metadata"]["uid"]
     groups = groups_of(ec2_client, uid)
     database, client = groups["db"]["GroupId"], groups["client"]["GroupId"]
-    wait_for(lambda: (get(kubectl, db_namespace, "guarded") or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
+    wait_for(lambda: (cluster.get("dbi", "guarded", db_namespace) or {}).get("status", {}).get("lastDriftCheck"), timeout=30,
              what="a first drift check")
     authorized = aws_operator.rds_calls("authorize_security_group_ingress", provider="aws-security-group")
 
@@ -503,20 +475,20 @@ def test_a_rule_added_by_hand_is_revoked_and_a_group_deleted_by_hand_is_made_aga
              what="the database group to admit the new client group only")
     wait_for(lambda: client_policy_groups(kubectl, uid) == [[remade, aws_operator.network.cluster_security_group_id]], timeout=30,
              interval=0.5, what="the SecurityGroupPolicy to give pods the new client group")
-    wait_ready(kubectl, db_namespace, "guarded")
+    cluster.wait_condition("dbi", "guarded", db_namespace, timeout=90)
 
 
 def test_deletion_removes_the_network_after_the_instance(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any, moto_server: MotoServer
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any, ec2_client: Any, moto_server: MotoServer
 ) -> None:
-    apply(kubectl, intent("ephemeral", db_namespace, deletionPolicy="Delete"))
-    uid = wait_ready(kubectl, db_namespace, "ephemeral")["metadata"]["uid"]
+    cluster.apply(intent("ephemeral", db_namespace, deletionPolicy="Delete"))
+    uid = cluster.wait_condition("dbi", "ephemeral", db_namespace, timeout=90)["metadata"]["uid"]
     assert len(groups_of(ec2_client, uid)) == 2 and len(subnet_groups_of(rds_client, uid)) == 1
     assert client_policy_groups(kubectl, uid)
 
     moto_server.start_recording()
     try:
-        delete_and_wait(kubectl, db_namespace, "ephemeral")
+        cluster.delete_and_wait("dbi", "ephemeral", db_namespace)
         actions = [action for entry in moto_server.recorded() for action in ("DeleteDBInstance", "DeleteSecurityGroup",
                                                                               "DeleteDBSubnetGroup")
                    if f"Action={action}&" in entry["body"]]
@@ -529,16 +501,16 @@ def test_deletion_removes_the_network_after_the_instance(
 
 
 def test_an_intent_restores_the_final_snapshot_its_namespace_and_name_left(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any, ec2_client: Any
 ) -> None:
-    apply(kubectl, intent("ledger", db_namespace, storageGB=30))
-    old = wait_ready(kubectl, db_namespace, "ledger")["metadata"]["uid"]
-    delete_and_wait(kubectl, db_namespace, "ledger")  # deletionPolicy Snapshot (the default)
+    cluster.apply(intent("ledger", db_namespace, storageGB=30))
+    old = cluster.wait_condition("dbi", "ledger", db_namespace, timeout=90)["metadata"]["uid"]
+    cluster.delete_and_wait("dbi", "ledger", db_namespace)  # deletionPolicy Snapshot (the default)
     assert instances_of(rds_client, old) == []
     creates, restores = aws_operator.rds_calls("create_db_instance"), aws_operator.rds_calls("restore_db_instance_from_db_snapshot")
 
-    apply(kubectl, intent("ledger", db_namespace, storageGB=30, restoreFrom={"latestFinalSnapshot": True}))
-    body = wait_ready(kubectl, db_namespace, "ledger", timeout=120)
+    cluster.apply(intent("ledger", db_namespace, storageGB=30, restoreFrom={"latestFinalSnapshot": True}))
+    body = cluster.wait_condition("dbi", "ledger", db_namespace, timeout=120)
     assert (aws_operator.rds_calls("create_db_instance"), aws_operator.rds_calls("restore_db_instance_from_db_snapshot")) == (
         creates, restores + 1)
     instance = the_instance(rds_client, body["metadata"]["uid"])
@@ -548,7 +520,7 @@ def test_an_intent_restores_the_final_snapshot_its_namespace_and_name_left(
     assert [g["VpcSecurityGroupId"] for g in instance["VpcSecurityGroups"]] == [groups["db"]["GroupId"]]
     assert instance["DBSubnetGroup"]["VpcId"] == aws_operator.network.vpc_id
     # The snapshot's password is replaced by the one in the connection Secret.
-    generated = get(kubectl, db_namespace, "ledger-paved-generated", "secret")
+    generated = cluster.get("secret", "ledger-paved-generated", db_namespace)
     assert generated is not None
     assert rds.tags_of(instance)[rds.TAG_PASSWORD] == base64.b64decode(generated["data"]["masterPasswordId"]).decode()
 
@@ -571,7 +543,7 @@ REFUSED_RESTORES = {
 
 @pytest.mark.parametrize("case", REFUSED_RESTORES)
 def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_nothing_is_created(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, ec2_client: Any, case: str
+    aws_operator: AwsOperator, cluster: Cluster, db_namespace: str, rds_client: Any, ec2_client: Any, case: str
 ) -> None:
     snapshot = (f"no-such-snapshot-{db_namespace}" if case == "missing" else
                 other_engines_snapshot(rds_client, f"mysql-{case}-{db_namespace}", "team-z" if case == "other-namespace" else db_namespace))
@@ -582,13 +554,12 @@ def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_noth
         return [aws_operator.rds_calls(operation, provider=provider) for provider, operation in creating]
 
     before = creations()
-    apply(kubectl, intent("phantom", db_namespace, restoreFrom={"snapshot": snapshot}))
-    ready = wait_for(lambda: (c := condition(kubectl, db_namespace, "phantom", "Ready")).get("reason") and c, timeout=60,
-                     what="a Ready condition")
+    cluster.apply(intent("phantom", db_namespace, restoreFrom={"snapshot": snapshot}))
+    ready = condition(cluster.wait_condition("dbi", "phantom", db_namespace, status=None))
     assert (ready["status"], ready["reason"]) == ("False", "InvalidRestoreSource")
     assert "spec.restoreFrom.snapshot" in ready["message"] and snapshot in ready["message"]
     assert REFUSED_RESTORES[case] in ready["message"]
-    body = get(kubectl, db_namespace, "phantom")
+    body = cluster.get("dbi", "phantom", db_namespace)
     assert body is not None
     uid = body["metadata"]["uid"]
     assert instances_of(rds_client, uid) == [] and groups_of(ec2_client, uid) == {} and subnet_groups_of(rds_client, uid) == []
@@ -597,13 +568,13 @@ def test_a_snapshot_that_cannot_be_restored_is_refused_naming_the_field_and_noth
 
 
 def test_a_password_generated_again_after_its_secret_was_lost_is_pushed_to_rds(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, moto_server: MotoServer
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any, moto_server: MotoServer
 ) -> None:
-    apply(kubectl, intent("keys", db_namespace))
-    uid = wait_ready(kubectl, db_namespace, "keys")["metadata"]["uid"]
+    cluster.apply(intent("keys", db_namespace))
+    uid = cluster.wait_condition("dbi", "keys", db_namespace, timeout=90)["metadata"]["uid"]
 
     def generated() -> dict[str, str]:
-        secret = get(kubectl, db_namespace, "keys-paved-generated", "secret") or {"data": {}}
+        secret = cluster.get("secret", "keys-paved-generated", db_namespace) or {"data": {}}
         return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
     before = generated()
@@ -619,14 +590,14 @@ def test_a_password_generated_again_after_its_secret_was_lost_is_pushed_to_rds(
     finally:
         moto_server.stop_recording()
     assert any(f"MasterUserPassword={after['masterPassword']}" in request for request in pushed)
-    body = wait_ready(kubectl, db_namespace, "keys")
-    connection = get(kubectl, db_namespace, "keys-connection", "secret")
+    body = cluster.wait_condition("dbi", "keys", db_namespace, timeout=90)
+    connection = cluster.get("secret", "keys-connection", db_namespace)
     assert connection is not None and base64.b64decode(connection["data"]["password"]).decode() == after["masterPassword"]
     assert after["masterPassword"] not in json.dumps(body) and after["masterPassword"] not in aws_operator.process.log_path.read_text()
 
 
 def test_a_password_rds_manages_reaches_the_connection_secret_through_paveds_secret_sync(
-    aws_operator: AwsOperator, kubectl: Kubectl, db_namespace: str, rds_client: Any, moto_server: MotoServer,
+    aws_operator: AwsOperator, kubectl: Kubectl, cluster: Cluster, db_namespace: str, rds_client: Any, moto_server: MotoServer,
     control_plane: ControlPlane
 ) -> None:
     store = f"rds-passwords-{db_namespace}"
@@ -644,12 +615,12 @@ def test_a_password_rds_manages_reaches_the_connection_secret_through_paveds_sec
     patch = {"spec": {"parameters": {"managedPasswordStore": store}}}
     control_plane.kubectl("patch", "composition", "postgres-aws-rds", "--type=merge", "-p", json.dumps(patch))
     try:
-        apply(kubectl, intent("managed", db_namespace, masterPassword={"managedBy": "Cloud"}))
-        body = wait_ready(kubectl, db_namespace, "managed", timeout=120)
+        cluster.apply(intent("managed", db_namespace, masterPassword={"managedBy": "Cloud"}))
+        body = cluster.wait_condition("dbi", "managed", db_namespace, timeout=120)
         instance = the_instance(rds_client, body["metadata"]["uid"])
         arn = instance["MasterUserSecret"]["SecretArn"]
         kept = json.loads(moto_server.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
-        connection = get(kubectl, db_namespace, "managed-connection", "secret")
+        connection = cluster.get("secret", "managed-connection", db_namespace)
         assert connection is not None and body["status"]["connectionSecret"] == "managed-connection"
         values = {key: base64.b64decode(value).decode() for key, value in connection["data"].items()}
         assert set(values) == CNPG_KEYS
@@ -661,5 +632,5 @@ def test_a_password_rds_manages_reaches_the_connection_secret_through_paveds_sec
         control_plane.kubectl("patch", "composition", "postgres-aws-rds", "--type=merge", "-p",
                               json.dumps({"spec": {"parameters": {"managedPasswordStore": ""}}}))
         kubectl("delete", "databaseintent", "managed", "-n", db_namespace, "--wait=false", check=False)
-        wait_for(lambda: get(kubectl, db_namespace, "managed") is None, timeout=90, what="the managed intent to go")
+        wait_for(lambda: cluster.get("dbi", "managed", db_namespace) is None, timeout=90, what="the managed intent to go")
         kubectl("delete", "clustersecretstore", store, "--wait=false", check=False)

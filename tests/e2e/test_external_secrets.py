@@ -42,6 +42,7 @@ import yaml
 
 from fixtures._servers import ServerProcess, free_port
 from fixtures.aws import MotoServer
+from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao, bao_binary, configure_kubernetes_auth
@@ -63,37 +64,8 @@ def marker(label: str) -> str:
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def apply(kubectl: Kubectl, *docs: dict[str, Any], namespace: str | None = None) -> None:
-    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
-    kubectl(*args, input=yaml.safe_dump_all(docs))
-
-
-def get(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-    args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
-    result = kubectl(*args, check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None, type_: str = "Ready") -> dict[str, Any]:
-    body = get(kubectl, kind, name, namespace) or {}
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def wait_condition(kubectl: Kubectl, kind: str, name: str, namespace: str | None, *, status: str, reason: str | None = None,
-                   timeout: float = 60, type_: str = "Ready") -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        found = condition(kubectl, kind, name, namespace, type_)
-        if found.get("status") == status and (reason is None or found.get("reason") == reason):
-            return found
-        return None
-
-    return wait_for(check, timeout=timeout, interval=0.5,
-                    what=f"{kind} {namespace}/{name} {type_}={status} {reason or ''} "
-                         f"(last: {condition(kubectl, kind, name, namespace, type_)})")
-
-
-def secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, str] | None:
-    body = get(kubectl, "secret", name, namespace)
+def secret_data(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
+    body = cluster.get("secret", name, namespace)
     if body is None:
         return None
     return {key: base64.b64decode(value).decode() for key, value in (body.get("data") or {}).items()}
@@ -157,12 +129,12 @@ def platform_operator(operator: OperatorProcess, moto_server: MotoServer, openba
         operator.restart()
 
 
-def allow(kubectl: Kubectl, name: str, namespace: str, kinds: list[str], *allowances: str) -> None:
+def allow(cluster: Cluster, name: str, namespace: str, kinds: list[str], *allowances: str) -> None:
     """An IntentPolicy allowing `allowances` to `kinds` in `namespace` (the API server labels every
     namespace with kubernetes.io/metadata.name)."""
-    apply(kubectl, {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": name},
-                    "spec": {"match": {"kinds": kinds, "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}}}, "allow": list(allowances)}})
+    cluster.apply({"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": name},
+                   "spec": {"match": {"kinds": kinds, "namespaceSelector": {
+                       "matchLabels": {"kubernetes.io/metadata.name": namespace}}}, "allow": list(allowances)}})
 
 
 # --- Vault with Kubernetes auth -------------------------------------------------------------------
@@ -174,7 +146,7 @@ def kubernetes_auth(openbao: OpenBao, control_plane: Any, operator: OperatorProc
     return configure_kubernetes_auth(openbao, control_plane, mount="kubernetes").mount
 
 
-def vault_store(kubectl: Kubectl, openbao: OpenBao, namespace: str, *, name: str = "vault", role: str | None = None,
+def vault_store(cluster: Cluster, openbao: OpenBao, namespace: str, *, name: str = "vault", role: str | None = None,
                 prefix: str = "production") -> dict[str, Any]:
     """ServiceAccount secrets-reader, a Vault role bound to it reading `prefix/*`, and the SecretStore."""
     vault = openbao.client
@@ -196,63 +168,63 @@ path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}
             "auth": {"kubernetes": {"mountPath": "kubernetes", "role": role, "serviceAccountRef": {"name": "secrets-reader"}}},
         }}},
     }
-    apply(kubectl, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}}, store, namespace=namespace)
+    cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}}, store, namespace=namespace)
     return store
 
 
 def test_vault_database_example_rotation_restarts_once(
-    kubectl: Kubectl, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
+    kubectl: Kubectl, cluster: Cluster, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
 ) -> None:
     first, second = marker("vault-v1"), marker("vault-v2")
     kv_put(openbao.client, "production/database", {"username": "app", "password": first})
-    vault_store(kubectl, openbao, namespace)
-    apply(kubectl, deployment("web", "db-credentials"), namespace=namespace)
+    vault_store(cluster, openbao, namespace)
+    cluster.apply(deployment("web", "db-credentials"), namespace=namespace)
     created = time.monotonic()
-    apply(kubectl, ref("db-credentials", "vault"), namespace=namespace)
+    cluster.apply(ref("db-credentials", "vault"), namespace=namespace)
 
-    wait_condition(kubectl, "secretstore", "vault", namespace, status="True", reason="Authenticated")
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+    cluster.wait_condition("secretstore", "vault", namespace, status="True", reason="Authenticated")
+    cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30)
     assert time.monotonic() - created < REFRESH, "the first sync must not wait for the refresh interval"
-    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": first}
-    esr = get(kubectl, "esr", "db-credentials", namespace) or {}
-    secret = get(kubectl, "secret", "db-credentials", namespace) or {}
+    assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": first}
+    esr = cluster.get("esr", "db-credentials", namespace) or {}
+    secret = cluster.get("secret", "db-credentials", namespace) or {}
     status = esr["status"]
     assert status["sourceVersions"] == {"production/database": str(_vault_version(openbao, "production/database"))}
     assert status["contentHash"] == secret["metadata"]["annotations"]["paved.dev/content-hash"]
     # The digest shown in status is keyed with the operator's own key, so it cannot be used to
     # guess a value by hashing candidates.
-    key_secret = get(kubectl, "secret", "paved-content-hash-key", "paved-system") or {}
+    key_secret = cluster.get("secret", "paved-content-hash-key", "paved-system") or {}
     key = base64.b64decode(key_secret["data"]["key"])
     content = {"username": b"app", "password": first.encode()}
     assert status["contentHash"] == content_hash(key, namespace, "db-credentials", "Opaque", content)
-    assert condition(kubectl, "esr", "db-credentials", namespace, type_="Stale")["status"] == "False"
+    assert cluster.condition("esr", "db-credentials", namespace, type_="Stale")["status"] == "False"
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "ExternalSecretRef"
     assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "paved"
-    web = get(kubectl, "deployment", "web", namespace) or {}
+    web = cluster.get("deployment", "web", namespace) or {}
     generation = web["metadata"]["generation"]
     assert "paved.dev/secret-hash" not in (web["spec"]["template"]["metadata"].get("annotations") or {})
 
     # Two status writers, each applying only its own fields: the audit's PolicyCompliant
     # (field manager paved-policy-audit) must outlive the engine's writes (paved-secret-sync).
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", type_="PolicyCompliant", timeout=15)
+    cluster.wait_condition("esr", "db-credentials", namespace, status="True", type_="PolicyCompliant", timeout=15)
     audit_write = status_owner(kubectl, namespace, "db-credentials", "paved-policy-audit")
 
     # Rotation: visible in the Secret within one refresh, and ONE rolling restart of `web`.
     kv_put(openbao.client, "production/database", {"username": "app", "password": second})
     rotated = time.monotonic()
-    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == second,
+    wait_for(lambda: (secret_data(cluster, namespace, "db-credentials") or {}).get("password") == second,
              timeout=REFRESH + 8, interval=0.5, what="the rotated password in db-credentials")
     assert time.monotonic() - rotated <= REFRESH + 5
-    wait_for(lambda: (get(kubectl, "deployment", "web", namespace) or {})["metadata"]["generation"] == generation + 1,
+    wait_for(lambda: (cluster.get("deployment", "web", namespace) or {})["metadata"]["generation"] == generation + 1,
              timeout=20, what="one rolling restart of web")
     time.sleep(2 * REFRESH + 2)  # two more cycles: no further restart without a further change
-    web = get(kubectl, "deployment", "web", namespace) or {}
+    web = cluster.get("deployment", "web", namespace) or {}
     assert web["metadata"]["generation"] == generation + 1
     assert "paved.dev/secret-hash" in web["spec"]["template"]["metadata"]["annotations"]
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert [e for e in events if e["reason"] == "WorkloadRestarted"], "the restart is recorded as an Event on the ref"
     # The rotation rewrote the engine's status; the audit's condition was neither dropped nor rewritten.
-    assert (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]["contentHash"] != status["contentHash"]
+    assert (cluster.get("esr", "db-credentials", namespace) or {})["status"]["contentHash"] != status["contentHash"]
     assert status_owner(kubectl, namespace, "db-credentials", "paved-policy-audit") == audit_write
     engine_conditions = status_owner(kubectl, namespace, "db-credentials", "paved-secret-sync")["fieldsV1"]["f:status"]["f:conditions"]
     assert set(engine_conditions) == {'k:{"type":"Ready"}', 'k:{"type":"Stale"}'}
@@ -273,7 +245,7 @@ def _vault_version(openbao: OpenBao, path: str) -> int:
 # --- AWS Secrets Manager (moto) --------------------------------------------------------------------
 
 
-def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, moto_server: MotoServer,
+def test_aws_secrets_manager_database_example(kubectl: Kubectl, cluster: Cluster, namespace: str, moto_server: MotoServer,
                                               operator: OperatorProcess) -> None:
     first, second = marker("aws-v1"), marker("aws-v2")
     sm = moto_server.client("secretsmanager")
@@ -293,21 +265,21 @@ def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, 
                                    "secretAccessKeySecretRef": {"name": "aws-credentials", "key": "secret-access-key"}}},
         }}},
     }
-    apply(kubectl, credentials, store, deployment("api", "db-credentials"), namespace=namespace)
-    apply(kubectl, ref("db-credentials", "aws"), namespace=namespace)
-    wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated")
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
-    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": first}
+    cluster.apply(credentials, store, deployment("api", "db-credentials"), namespace=namespace)
+    cluster.apply(ref("db-credentials", "aws"), namespace=namespace)
+    cluster.wait_condition("secretstore", "aws", namespace, status="True", reason="Authenticated")
+    cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30)
+    assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": first}
 
     # Edited or deleted by hand: restored at once (an unchanged refresh would not rewrite it).
     tampered = base64.b64encode(b"edited-by-hand").decode()
     kubectl("patch", "secret", "db-credentials", "-n", namespace, "--type", "merge", "-p", json.dumps({"data": {"password": tampered}}))
-    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == first,
+    wait_for(lambda: (secret_data(cluster, namespace, "db-credentials") or {}).get("password") == first,
              timeout=REFRESH / 2, interval=0.2, what="the hand-edited Secret restored")
     kubectl("delete", "secret", "db-credentials", "-n", namespace)
-    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == first,
+    wait_for(lambda: (secret_data(cluster, namespace, "db-credentials") or {}).get("password") == first,
              timeout=REFRESH / 2, interval=0.2, what="the deleted Secret written again")
-    generation = (get(kubectl, "deployment", "api", namespace) or {})["metadata"]["generation"]
+    generation = (cluster.get("deployment", "api", namespace) or {})["metadata"]["generation"]
 
     # Unchanged cycles cost one ListSecrets each and no value read.
     before = _aws_calls(operator)
@@ -317,9 +289,9 @@ def test_aws_secrets_manager_database_example(kubectl: Kubectl, namespace: str, 
     assert 1 <= after["list_secrets"] - before["list_secrets"] <= 4
 
     sm.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "app", "password": second}))
-    wait_for(lambda: (secret_data(kubectl, namespace, "db-credentials") or {}).get("password") == second,
+    wait_for(lambda: (secret_data(cluster, namespace, "db-credentials") or {}).get("password") == second,
              timeout=REFRESH + 8, interval=0.5, what="the rotated password from Secrets Manager")
-    wait_for(lambda: (get(kubectl, "deployment", "api", namespace) or {})["metadata"]["generation"] == generation + 1,
+    wait_for(lambda: (cluster.get("deployment", "api", namespace) or {})["metadata"]["generation"] == generation + 1,
              timeout=20, what="one rolling restart of api")
     assert _aws_calls(operator)["batch_get_secret_value"] - after["batch_get_secret_value"] == 1
     sm.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
@@ -431,7 +403,7 @@ def restartable_openbao(tmp_path: Path) -> Iterator[RestartableOpenBao]:
 
 
 def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
-    kubectl: Kubectl, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
+    kubectl: Kubectl, cluster: Cluster, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
 ) -> None:
     bao = restartable_openbao
     value = marker("outage")
@@ -441,34 +413,34 @@ def test_openbao_outage_keeps_the_secret_and_sets_stale_then_recovers(
     client.sys.create_or_update_policy("read", 'path "secret/*" { capabilities = ["read"] }')
     token = client.auth.token.create(policies=["read"], ttl="2h")["auth"]["client_token"]
     # This Vault is not the platform's (PAVED_VAULT_ADDR): the platform allows the namespace to name it.
-    allow(kubectl, f"{namespace}-any-endpoint", namespace, ["SecretStore"], "AnyEndpoint")
-    apply(kubectl,
-          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-token"}, "stringData": {"token": token}},
-          {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "bao"},
-           "spec": {"provider": {"vault": {"server": bao.addr, "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}}}}},
-          ref("db-credentials", "bao", interval="5s"), namespace=namespace)
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
-    before = get(kubectl, "secret", "db-credentials", namespace) or {}
-    good = (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]["lastGoodSyncTime"]
+    allow(cluster, f"{namespace}-any-endpoint", namespace, ["SecretStore"], "AnyEndpoint")
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-token"}, "stringData": {"token": token}},
+        {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "bao"},
+         "spec": {"provider": {"vault": {"server": bao.addr, "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token"}}}}}},
+        ref("db-credentials", "bao", interval="5s"), namespace=namespace)
+    cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30)
+    before = cluster.get("secret", "db-credentials", namespace) or {}
+    good = (cluster.get("esr", "db-credentials", namespace) or {})["status"]["lastGoodSyncTime"]
 
     bao.kill()
-    down = wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", reason="StoreUnreachable", timeout=30)
+    down = condition(cluster.wait_condition("esr", "db-credentials", namespace, status="False", reason="StoreUnreachable", timeout=30))
     assert "unreachable" in down["message"]
-    stale = wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", type_="Stale", timeout=10)
+    stale = condition(cluster.wait_condition("esr", "db-credentials", namespace, status="True", type_="Stale", timeout=10), "Stale")
     assert good in stale["message"]
     time.sleep(20)  # several refresh intervals and retries while the backend is down
-    during = get(kubectl, "secret", "db-credentials", namespace) or {}
+    during = cluster.get("secret", "db-credentials", namespace) or {}
     assert during["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert during["data"] == before["data"]
-    status = (get(kubectl, "esr", "db-credentials", namespace) or {})["status"]
+    status = (cluster.get("esr", "db-credentials", namespace) or {})["status"]
     assert status["lastGoodSyncTime"] == good and status["lastRefreshTime"] > good
 
     bao.start()  # same data, unsealed again; the token is still valid
     # The outage opened the store's circuit: the first probe after the cool-down reconnects (one
     # made while OpenBao was still starting doubles the cool-down).
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30 + 2 * breaker.COOL_DOWN)
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", type_="Stale", timeout=10)
-    after = get(kubectl, "secret", "db-credentials", namespace) or {}
+    cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30 + 2 * breaker.COOL_DOWN)
+    cluster.wait_condition("esr", "db-credentials", namespace, status="False", type_="Stale", timeout=10)
+    after = cluster.get("secret", "db-credentials", namespace) or {}
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # same content: not rewritten
     kubectl("delete", "intentpolicy", f"{namespace}-any-endpoint", check=False)
 
@@ -485,7 +457,7 @@ def _try(action: Any) -> bool:
 
 
 def test_cluster_store_refuses_keys_outside_the_namespace_prefix(
-    kubectl: Kubectl, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
+    kubectl: Kubectl, cluster: Cluster, namespace: str, restartable_openbao: RestartableOpenBao, operator: OperatorProcess
 ) -> None:
     bao = restartable_openbao
     client = bao.client()
@@ -497,9 +469,9 @@ def test_cluster_store_refuses_keys_outside_the_namespace_prefix(
     client.sys.create_or_update_policy("teams-read", 'path "secret/*" { capabilities = ["read"] }')
     token = client.auth.token.create(policies=["teams-read"], ttl="2h")["auth"]["client_token"]
     store_name = f"shared-{namespace}"
-    apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{store_name}-token"}, "stringData": {"token": token}},
-          namespace="paved-system")  # a ClusterSecretStore's credentials live in the operator's namespace
-    apply(kubectl, {
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{store_name}-token"}, "stringData": {"token": token}},
+                  namespace="paved-system")  # a ClusterSecretStore's credentials live in the operator's namespace
+    cluster.apply({
         "apiVersion": "paved.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": store_name},
         "spec": {
             "provider": {"vault": {"server": bao.addr, "auth": {"tokenSecretRef": {"name": f"{store_name}-token", "key": "token"}}}},
@@ -507,15 +479,15 @@ def test_cluster_store_refuses_keys_outside_the_namespace_prefix(
         },
     })
     try:
-        apply(kubectl, ref("mine", store_name, kind="ClusterSecretStore", key=f"teams/{namespace}/db"),
-              ref("theirs", store_name, kind="ClusterSecretStore", key=f"teams/{other}/db"), namespace=namespace)
-        wait_condition(kubectl, "clustersecretstore", store_name, None, status="True", reason="Authenticated")
-        wait_condition(kubectl, "esr", "mine", namespace, status="True", timeout=30)
-        assert secret_data(kubectl, namespace, "mine") == {"username": "a", "password": mine}
-        refused = wait_condition(kubectl, "esr", "theirs", namespace, status="False", reason="AccessDenied", timeout=30)
+        cluster.apply(ref("mine", store_name, kind="ClusterSecretStore", key=f"teams/{namespace}/db"),
+                      ref("theirs", store_name, kind="ClusterSecretStore", key=f"teams/{other}/db"), namespace=namespace)
+        cluster.wait_condition("clustersecretstore", store_name, None, status="True", reason="Authenticated")
+        cluster.wait_condition("esr", "mine", namespace, status="True", timeout=30)
+        assert secret_data(cluster, namespace, "mine") == {"username": "a", "password": mine}
+        refused = condition(cluster.wait_condition("esr", "theirs", namespace, status="False", reason="AccessDenied", timeout=30))
         assert refused["message"].startswith("spec.data[0].remoteRef.key: ")
         assert f"teams/{namespace}/" in refused["message"] and "nothing was read" in refused["message"]
-        assert get(kubectl, "secret", "theirs", namespace) is None
+        assert cluster.get("secret", "theirs", namespace) is None
         time.sleep(REFRESH + 2)  # more cycles of both refs
         reads = bao.audited_reads()
         assert f"secret/metadata/teams/{namespace}/db" in reads  # the allowed key was read ...
@@ -568,19 +540,19 @@ def put_moto_secret(moto_server: MotoServer, name: str, value: dict[str, str]) -
     sm.create_secret(Name=name, SecretString=json.dumps(value))
 
 
-def refused(kubectl: Kubectl, namespace: str, store: str, field: str, ref_name: str) -> None:
+def refused(cluster: Cluster, namespace: str, store: str, field: str, ref_name: str) -> None:
     """The store says NotAllowed naming `field`; its ref says StoreNotAllowed naming
     spec.storeRef.name and the store's refusal; no Secret."""
-    condition_ = wait_condition(kubectl, "secretstore", store, namespace, status="False", reason="NotAllowed")
+    condition_ = condition(cluster.wait_condition("secretstore", store, namespace, status="False", reason="NotAllowed"))
     assert condition_["message"].startswith(f"{field}: "), condition_["message"]
     assert condition_["message"].endswith("nothing was read")
-    on_ref = wait_condition(kubectl, "esr", ref_name, namespace, status="False", reason="StoreNotAllowed", timeout=30)
+    on_ref = condition(cluster.wait_condition("esr", ref_name, namespace, status="False", reason="StoreNotAllowed", timeout=30))
     assert on_ref["message"].startswith(f"spec.storeRef.name: SecretStore {namespace}/{store} may not act: {field}: ")
-    assert get(kubectl, "secret", ref_name, namespace) is None
+    assert cluster.get("secret", ref_name, namespace) is None
 
 
 def test_a_tenant_cannot_read_with_the_operators_aws_identity_or_through_an_endpoint_of_its_own(
-    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+    cluster: Cluster, namespace: str, moto_server: MotoServer, operator: OperatorProcess
 ) -> None:
     evil, victim_key = namespace, f"team-b/{namespace}/payments"
     put_moto_secret(moto_server, victim_key, {"username": "b", "password": marker("team-b")})
@@ -602,12 +574,12 @@ def test_a_tenant_cannot_read_with_the_operators_aws_identity_or_through_an_endp
     sts_before = operator.metric("paved_provider_api_calls_total", provider="aws-sts")
     moto_server.start_recording()
     try:
-        apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "evil-keys"},
-                        "stringData": {"id": "AKIAEVILEVILEVIL0000", "secret": "evil"}}, namespace=evil)
+        cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "evil-keys"},
+                       "stringData": {"id": "AKIAEVILEVILEVIL0000", "secret": "evil"}}, namespace=evil)
         for store, (fields, _) in attempts.items():
-            apply(kubectl, aws_store(store, region, **fields), ref(store, store, key=victim_key), namespace=evil)
+            cluster.apply(aws_store(store, region, **fields), ref(store, store, key=victim_key), namespace=evil)
         for store, (_, field_path) in attempts.items():
-            refused(kubectl, evil, store, field_path, store)
+            refused(cluster, evil, store, field_path, store)
         time.sleep(REFRESH + 2)  # store checks and ref cycles have run, and would have again
         requests = moto_server.recorded()
     finally:
@@ -621,22 +593,22 @@ def test_a_tenant_cannot_read_with_the_operators_aws_identity_or_through_an_endp
 
 
 def test_a_tenant_aws_store_acts_as_its_own_service_account(
-    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+    cluster: Cluster, namespace: str, moto_server: MotoServer, operator: OperatorProcess
 ) -> None:
     value = marker("web-identity")
     put_moto_secret(moto_server, f"teams/{namespace}/db", {"username": "app", "password": value})
     moto_server.start_recording()
     try:
-        apply(kubectl, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}},
-              aws_store("aws", moto_server.region, auth={"serviceAccountRef": {"name": "secrets-reader"}, "role": ROLE}),
-              ref("db-credentials", "aws", key=f"teams/{namespace}/db"), namespace=namespace)
-        ready = wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated")
+        cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}},
+                      aws_store("aws", moto_server.region, auth={"serviceAccountRef": {"name": "secrets-reader"}, "role": ROLE}),
+                      ref("db-credentials", "aws", key=f"teams/{namespace}/db"), namespace=namespace)
+        ready = condition(cluster.wait_condition("secretstore", "aws", namespace, status="True", reason="Authenticated"))
         assert f"ServiceAccount {namespace}/secrets-reader" in ready["message"]
-        wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+        cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30)
         requests = moto_server.recorded()
     finally:
         moto_server.stop_recording()
-    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}
+    assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": value}
     [exchange] = [r for r in requests if action(r) == "AssumeRoleWithWebIdentity"]  # once, then refreshed credentials
     assert access_key(exchange) is None, "AssumeRoleWithWebIdentity is sent unsigned: no operator credentials"
     fields = dict(part.split("=", 1) for part in exchange["body"].split("&"))
@@ -648,27 +620,27 @@ def test_a_tenant_aws_store_acts_as_its_own_service_account(
 
 
 def test_an_allowance_lets_a_namespace_use_the_operators_credentials_and_its_withdrawal_stops_it(
-    kubectl: Kubectl, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+    kubectl: Kubectl, cluster: Cluster, namespace: str, moto_server: MotoServer, operator: OperatorProcess
 ) -> None:
     value = marker("operator-credentials")
     put_moto_secret(moto_server, f"platform/{namespace}/db", {"username": "app", "password": value})
-    apply(kubectl, aws_store("aws", moto_server.region), ref("db-credentials", "aws", key=f"platform/{namespace}/db",
-                                                             interval="1h"), namespace=namespace)
-    refused(kubectl, namespace, "aws", "spec.provider.aws.auth", "db-credentials")
+    cluster.apply(aws_store("aws", moto_server.region), ref("db-credentials", "aws", key=f"platform/{namespace}/db",
+                                                            interval="1h"), namespace=namespace)
+    refused(cluster, namespace, "aws", "spec.provider.aws.auth", "db-credentials")
     policy = f"{namespace}-operator-credentials"
     try:
-        allow(kubectl, policy, namespace, ["SecretStore"], "OperatorCredentials")
+        allow(cluster, policy, namespace, ["SecretStore"], "OperatorCredentials")
         allowed = time.monotonic()
-        ready = wait_condition(kubectl, "secretstore", "aws", namespace, status="True", reason="Authenticated", timeout=30)
+        ready = condition(cluster.wait_condition("secretstore", "aws", namespace, status="True", reason="Authenticated", timeout=30))
         assert "the operator's default credential chain" in ready["message"]
-        wait_condition(kubectl, "esr", "db-credentials", namespace, status="True", timeout=30)
+        cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=30)
         assert time.monotonic() - allowed < 30, "an allowance takes effect at once, not at the next refresh (1h)"
-        assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}
+        assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": value}
     finally:
         kubectl("delete", "intentpolicy", policy, check=False)
-    wait_condition(kubectl, "secretstore", "aws", namespace, status="False", reason="NotAllowed", timeout=30)
-    wait_condition(kubectl, "esr", "db-credentials", namespace, status="False", reason="StoreNotAllowed", timeout=30)
-    assert secret_data(kubectl, namespace, "db-credentials") == {"username": "app", "password": value}  # kept as it was
+    cluster.wait_condition("secretstore", "aws", namespace, status="False", reason="NotAllowed", timeout=30)
+    cluster.wait_condition("esr", "db-credentials", namespace, status="False", reason="StoreNotAllowed", timeout=30)
+    assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": value}  # kept as it was
 
 
 def tokens_issued_by(vault: Any, mount: str) -> list[str]:
@@ -683,7 +655,7 @@ def tokens_issued_by(vault: Any, mount: str) -> list[str]:
 
 
 def test_a_tenant_vault_store_cannot_name_its_own_server_or_another_namespaces_account(
-    kubectl: Kubectl, namespace: str, openbao: OpenBao, control_plane: Any, restartable_openbao: RestartableOpenBao,
+    kubectl: Kubectl, cluster: Cluster, namespace: str, openbao: OpenBao, control_plane: Any, restartable_openbao: RestartableOpenBao,
     operator: OperatorProcess
 ) -> None:
     evil = namespace
@@ -713,14 +685,14 @@ def test_a_tenant_vault_store_cannot_name_its_own_server_or_another_namespaces_a
                                "serviceAccountRef": {"name": "paved-operator", "namespace": "paved-system"}}}},
                 "spec.provider.vault.auth.kubernetes.serviceAccountRef.namespace"),
         }
-        apply(kubectl, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "foreign-token"}, "stringData": {"token": token}},
-              namespace=evil)
+        cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "foreign-token"}, "stringData": {"token": token}},
+                      namespace=evil)
         for store, (vault_spec, _) in attempts.items():
-            apply(kubectl, {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": store},
-                            "spec": {"provider": {"vault": vault_spec}}},
-                  ref(store, store, key="teams/victim/db"), namespace=evil)
+            cluster.apply({"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": store},
+                           "spec": {"provider": {"vault": vault_spec}}},
+                          ref(store, store, key="teams/victim/db"), namespace=evil)
         for store, (_, field_path) in attempts.items():
-            refused(kubectl, evil, store, field_path, store)
+            refused(cluster, evil, store, field_path, store)
         # No auth at all (which could only mean the operator's own PAVED_VAULT_TOKEN): the API server refuses it.
         no_auth = {"apiVersion": "paved.dev/v1alpha1", "kind": "SecretStore", "metadata": {"name": "operator-token"},
                    "spec": {"provider": {"vault": {"server": openbao.addr, "auth": {}}}}}
@@ -737,28 +709,28 @@ def test_a_tenant_vault_store_cannot_name_its_own_server_or_another_namespaces_a
 
 
 def test_bad_input_gives_conditions_naming_the_field_while_neighbours_keep_syncing(
-    kubectl: Kubectl, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
+    kubectl: Kubectl, cluster: Cluster, namespace: str, openbao: OpenBao, kubernetes_auth: str, operator: OperatorProcess
 ) -> None:
     first, second = marker("bad-good-v1"), marker("bad-good-v2")
     path = f"badinput/{namespace}/db"
     kv_put(openbao.client, path, {"username": "app", "password": first})
-    vault_store(kubectl, openbao, namespace, prefix="badinput")
-    vault_store(kubectl, openbao, namespace, name="vault-badauth", role="no-such-role", prefix="badinput")
-    apply(kubectl,
-          ref("good", "vault", key=path),
-          ref("badauth", "vault-badauth", key=path),
-          ref("nostore", "absent", key=path),
-          ref("noprop", "vault", data=[{"secretKey": "pw", "remoteRef": {"key": path, "property": "passwd"}}]),
-          ref("badtemplate", "vault", key=path, target={"name": "badtemplate", "template": {"data": {"url": "{{ username "}}}),
-          ref("badrender", "vault", key=path, target={"name": "badrender", "template": {"data": {"url": "{{ {}[password] }}"}}}),
-          ref("badinterval", "vault", key=path, interval="100ms"),
-          namespace=namespace)
+    vault_store(cluster, openbao, namespace, prefix="badinput")
+    vault_store(cluster, openbao, namespace, name="vault-badauth", role="no-such-role", prefix="badinput")
+    cluster.apply(
+        ref("good", "vault", key=path),
+        ref("badauth", "vault-badauth", key=path),
+        ref("nostore", "absent", key=path),
+        ref("noprop", "vault", data=[{"secretKey": "pw", "remoteRef": {"key": path, "property": "passwd"}}]),
+        ref("badtemplate", "vault", key=path, target={"name": "badtemplate", "template": {"data": {"url": "{{ username "}}}),
+        ref("badrender", "vault", key=path, target={"name": "badrender", "template": {"data": {"url": "{{ {}[password] }}"}}}),
+        ref("badinterval", "vault", key=path, interval="100ms"),
+        namespace=namespace)
 
     rejected = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(ref("soon", "vault", interval="soon")), check=False)
     assert rejected.returncode != 0 and "spec.refreshInterval" in rejected.stderr  # the CRD schema first
 
-    wait_condition(kubectl, "esr", "good", namespace, status="True", timeout=30)
-    store = wait_condition(kubectl, "secretstore", "vault-badauth", namespace, status="False", reason="AuthFailed")
+    cluster.wait_condition("esr", "good", namespace, status="True", timeout=30)
+    store = condition(cluster.wait_condition("secretstore", "vault-badauth", namespace, status="False", reason="AuthFailed"))
     assert "spec.provider.vault.auth.kubernetes" in store["message"] and "no-such-role" in store["message"]
     expected = {
         "badauth": ("AuthFailed", "spec.provider.vault.auth.kubernetes"),
@@ -769,13 +741,13 @@ def test_bad_input_gives_conditions_naming_the_field_while_neighbours_keep_synci
         "badinterval": ("InvalidSpec", "spec.refreshInterval"),
     }
     for name, (reason, field_path) in expected.items():
-        found = wait_condition(kubectl, "esr", name, namespace, status="False", reason=reason, timeout=30)
+        found = condition(cluster.wait_condition("esr", name, namespace, status="False", reason=reason, timeout=30))
         assert field_path in found["message"], (name, found["message"])
-        assert get(kubectl, "secret", name, namespace) is None, f"{name} must not create a Secret"
+        assert cluster.get("secret", name, namespace) is None, f"{name} must not create a Secret"
 
     # The good ref on the same store keeps syncing: a rotation reaches it.
     kv_put(openbao.client, path, {"username": "app", "password": second})
-    wait_for(lambda: (secret_data(kubectl, namespace, "good") or {}).get("password") == second,
+    wait_for(lambda: (secret_data(cluster, namespace, "good") or {}).get("password") == second,
              timeout=REFRESH + 8, interval=0.5, what="the good ref to keep syncing")
     assert operator.alive()
 

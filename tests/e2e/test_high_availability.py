@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e.cluster import Cluster
 from e2e.shop import Shop, canary_weights, seed_steps, start
 from fixtures.aws import MotoServer
 from fixtures.cluster import Kubectl, wait_for
@@ -144,18 +145,6 @@ def database(name: str, namespace: str) -> dict[str, Any]:
             "spec": {"engine": "postgresql", "version": "16", "encryption": True, "deletionPolicy": "Delete"}}
 
 
-def ready(kubectl: Kubectl, kind: str, name: str, namespace: str) -> bool:
-    found = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
-        return False
-    conditions = (json.loads(found.stdout).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def apply(kubectl: Kubectl, *documents: dict[str, Any]) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
-
-
 # --- the cases --------------------------------------------------------------------------------
 
 
@@ -174,7 +163,7 @@ def leader_identity(process: OperatorProcess) -> str:
     return leads[-1][len(marker):].split(" ", 1)[0]
 
 
-def test_the_standby_answers_admission_while_the_leader_is_dead(replicas: Replicas, kubectl: Kubectl, namespace: str) -> None:
+def test_the_standby_answers_admission_while_the_leader_is_dead(replicas: Replicas, kubectl: Kubectl, cluster: Cluster, namespace: str) -> None:
     leader = ensure_pair(replicas)
     (standby,) = [process for process in replicas.processes if process is not leader]
     guard = {"apiVersion": "paved.dev/v1alpha1", "kind": "IntentPolicy", "metadata": {"name": f"ha-{namespace}"},
@@ -182,7 +171,7 @@ def test_the_standby_answers_admission_while_the_leader_is_dead(replicas: Replic
                  "matchLabels": {"kubernetes.io/metadata.name": namespace}}},
                  "mode": "Enforce", "rules": [{"name": "no-delete", "message": "agents may not delete",
                                                "expression": "!object.spec.capabilities.exists(c, 'delete' in c.verbs)"}]}}
-    apply(kubectl, guard)
+    cluster.apply(guard)
     try:
         wait_for(lambda: kubectl("apply", "--dry-run=server", "-f", "-", check=False,
                                  input=yaml.safe_dump(identity("probe", namespace, verbs=("delete",)))).returncode != 0,
@@ -195,7 +184,7 @@ def test_the_standby_answers_admission_while_the_leader_is_dead(replicas: Replic
         assert allowed.returncode == 0, allowed.stderr
         assert denied.returncode != 0 and "agents may not delete" in denied.stderr, denied.stderr  # judged, not failed open
         replicas.wait_leader(timeout=30, other_than=leader)
-        wait_for(lambda: ready(kubectl, "agentidentity", "reader", namespace), timeout=60, what="reader Ready under the new leader")
+        cluster.wait_condition("agentidentity", "reader", namespace)
     finally:
         kubectl("delete", "intentpolicy", guard["metadata"]["name"], check=False)
         ensure_pair(replicas)
@@ -213,10 +202,10 @@ def test_sigterm_hands_the_lease_over_at_once(replicas: Replicas) -> None:
 
 
 def test_a_frozen_leader_that_wakes_after_losing_the_lease_writes_nothing(
-        replicas: Replicas, kubectl: Kubectl, namespace: str, control_plane: ControlPlane) -> None:
+        replicas: Replicas, kubectl: Kubectl, cluster: Cluster, namespace: str, control_plane: ControlPlane) -> None:
     leader = ensure_pair(replicas)
-    apply(kubectl, identity("watched", namespace))
-    wait_for(lambda: ready(kubectl, "agentidentity", "watched", namespace), timeout=60, what="watched Ready")
+    cluster.apply(identity("watched", namespace))
+    cluster.wait_condition("agentidentity", "watched", namespace)
     pid = leader.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
@@ -232,7 +221,7 @@ def test_a_frozen_leader_that_wakes_after_losing_the_lease_writes_nothing(
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: not leader.alive(), timeout=30, what="the old leader to exit after losing the Lease")
-    wait_for(lambda: ready(kubectl, "agentidentity", "fresh", namespace), timeout=60, what="fresh Ready under the new leader")
+    cluster.wait_condition("agentidentity", "fresh", namespace)
     assert successor.leads()
     assert writes_after(control_plane, pid, woke) == []
     assert "lost the leader Lease: exiting" in leader.tail(200)
@@ -240,7 +229,7 @@ def test_a_frozen_leader_that_wakes_after_losing_the_lease_writes_nothing(
 
 
 def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
-        replicas: Replicas, kubectl: Kubectl, namespace: str, moto_server: MotoServer, shop: Shop) -> None:
+        replicas: Replicas, kubectl: Kubectl, cluster: Cluster, namespace: str, moto_server: MotoServer, shop: Shop) -> None:
     leader = ensure_pair(replicas)
     sm = moto_server.client("secretsmanager")
     keys = [f"ha/{namespace}/key-{index}" for index in range(3)]
@@ -255,11 +244,10 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
             for index, key in enumerate(keys)]
     databases = [database(f"db-{index}", shop.namespace) for index in range(3)]
     identities = [identity(f"agent-{index}", shop.namespace) for index in range(3)]
-    apply(kubectl, store, *refs, *databases, *identities)
+    cluster.apply(store, *refs, *databases, *identities)
     try:
         for body in (*refs, *databases, *identities):
-            wait_for(lambda body=body: ready(kubectl, body["kind"].lower(), body["metadata"]["name"], shop.namespace),
-                     timeout=120, what=f"{body['kind']} {body['metadata']['name']} Ready")
+            cluster.wait_condition(body["kind"].lower(), body["metadata"]["name"], shop.namespace, timeout=120)
         start(shop, steps=seed_steps(pause="20s"))
         reader, traffic = shop.traffic()
         admission = AdmissionLoad(kubectl, shop.namespace).start()
@@ -270,13 +258,12 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
             leader.kill()  # SIGKILL in the middle of the 20% pause, everything in flight
             killed_at = time.monotonic()
             late = [database(f"db-late-{index}", shop.namespace) for index in range(2)]
-            apply(kubectl, *late, identity("agent-0", shop.namespace, verbs=("get",)))  # changes while nobody leads
+            cluster.apply(*late, identity("agent-0", shop.namespace, verbs=("get",)))  # changes while nobody leads
             successor = replicas.wait_leader(timeout=40, other_than=leader)
             led_at = time.monotonic()
             leader.start()  # back, as a standby
             for body in (*refs, *databases, *late, *identities):
-                wait_for(lambda body=body: ready(kubectl, body["kind"].lower(), body["metadata"]["name"], shop.namespace),
-                         timeout=120, what=f"{body['kind']} {body['metadata']['name']} Ready after the failover")
+                cluster.wait_condition(body["kind"].lower(), body["metadata"]["name"], shop.namespace, timeout=120)
             status = shop.wait_promoted(timeout=180)
             reader.poll_once()
         finally:
@@ -293,7 +280,7 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
         rds = moto_server.client("rds")
         instances = rds.describe_db_instances()["DBInstances"]
         for body in (*databases, *late):
-            uid = json.loads(kubectl("get", "databaseintent", body["metadata"]["name"], "-n", shop.namespace, "-o", "json").stdout)["metadata"]["uid"]
+            uid = cluster.get("databaseintent", body["metadata"]["name"], shop.namespace)["metadata"]["uid"]  # type: ignore[index]
             owned = [i for i in instances if any(t["Key"] == "paved.dev/uid" and t["Value"] == uid for t in i.get("TagList") or [])]
             assert len(owned) == 1, (body["metadata"]["name"], [i["DBInstanceIdentifier"] for i in owned])
 
@@ -324,15 +311,16 @@ def test_killing_the_leader_under_mixed_load_loses_and_repeats_nothing(
 
 
 def test_with_every_replica_stopped_metadata_changes_pass_and_spec_changes_are_refused(
-        replicas: Replicas, kubectl: Kubectl, namespace: str) -> None:
+        replicas: Replicas, kubectl: Kubectl, cluster: Cluster, namespace: str) -> None:
     ensure_pair(replicas)
-    apply(kubectl, identity("stranded", namespace))
-    wait_for(lambda: ready(kubectl, "agentidentity", "stranded", namespace), timeout=60, what="stranded Ready")
+    cluster.apply(identity("stranded", namespace))
+    cluster.wait_condition("agentidentity", "stranded", namespace)
     replicas.stop()
     try:
         kubectl("delete", "agentidentity", "stranded", "-n", namespace, "--wait=false")  # DELETE never reaches the webhook
         time.sleep(2)
-        stuck = json.loads(kubectl("get", "agentidentity", "stranded", "-n", namespace, "-o", "json").stdout)
+        stuck = cluster.get("agentidentity", "stranded", namespace)
+        assert stuck is not None
         assert stuck["metadata"].get("deletionTimestamp") and stuck["metadata"].get("finalizers")  # nobody to finalize it
         relabelled = kubectl("label", "agentidentity", "stranded", "-n", namespace, "team=ops", check=False)
         assert relabelled.returncode == 0, relabelled.stderr
@@ -342,7 +330,6 @@ def test_with_every_replica_stopped_metadata_changes_pass_and_spec_changes_are_r
         unstuck = kubectl("patch", "agentidentity", "stranded", "-n", namespace, "--type=merge",
                           "-p", '{"metadata": {"finalizers": null}}', check=False)
         assert unstuck.returncode == 0, unstuck.stderr
-        wait_for(lambda: kubectl("get", "agentidentity", "stranded", "-n", namespace, check=False).returncode != 0,
-                 timeout=30, what="the unstuck identity to be gone")
+        wait_for(lambda: cluster.get("agentidentity", "stranded", namespace) is None, timeout=30, what="the unstuck identity to be gone")
     finally:
         ensure_pair(replicas)

@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from fixtures._leaks import FED_TO_SINKS, SINKS, leaks, new_marker, transforms
 from fixtures.aws import MotoServer
-from fixtures.cluster import Kubectl, wait_for
+from e2e.cluster import Cluster, condition
+from fixtures.cluster import Kubectl
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao
 from paved.secretsync import values
@@ -58,26 +58,6 @@ def verbose_operator(operator: OperatorProcess, openbao: OpenBao, moto_server: M
     finally:
         operator.extra_args, operator.env = arguments, environment
         operator.restart()
-
-
-def apply(kubectl: Kubectl, namespace: str | None, *docs: dict[str, Any]) -> None:
-    kubectl("apply", *(["-n", namespace] if namespace else []), "-f", "-", input=yaml.safe_dump_all(docs))
-
-
-def ready(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-    result = kubectl("get", kind, name, "-o", "json", *(["-n", namespace] if namespace else []), check=False)
-    body = json.loads(result.stdout) if result.returncode == 0 else {}
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
-
-
-def wait_ready(kubectl: Kubectl, kind: str, name: str, namespace: str | None, status: str, reason: str | None = None,
-               timeout: float = 90) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        found = ready(kubectl, kind, name, namespace)
-        return found if found.get("status") == status and reason in (None, found.get("reason")) else None
-
-    return wait_for(check, timeout=timeout, interval=0.5,
-                    what=f"{kind} {namespace}/{name} Ready={status} {reason or ''} (last: {ready(kubectl, kind, name, namespace)})")
 
 
 def failing_templates() -> list[str]:
@@ -150,7 +130,8 @@ def intent(name: str, composition_name: str) -> dict[str, Any]:
             "spec": {"engine": "postgresql", "version": "16", "compositionRef": {"name": composition_name}}}
 
 
-def test_no_marker_in_status_events_or_verbose_log(verbose_operator: OperatorProcess, kubectl: Kubectl, namespace: str,
+def test_no_marker_in_status_events_or_verbose_log(verbose_operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster,
+                                                  namespace: str,
                                                   openbao: OpenBao, moto_server: MotoServer) -> None:
     vault_marker, aws_marker, generated_marker, bad_token = (new_marker() for _ in range(4))
     markers = {"vault": vault_marker, "aws": aws_marker, "generated": generated_marker, "bad token": bad_token}
@@ -171,34 +152,35 @@ path "secret/metadata/noleak/*" { capabilities = ["read"] }
         "service": "SecretsManager", "region": moto_server.region, "endpointURL": moto_server.endpoint_url,
         "auth": {"secretRef": {"accessKeyIDSecretRef": {"name": "aws-credentials", "key": "id"},
                                "secretAccessKeySecretRef": {"name": "aws-credentials", "key": "secret"}}}}}}}
-    apply(kubectl, namespace,
-          secret("vault-token", {"token": token}), secret("bad-token", {"token": bad_token}),
-          secret("aws-credentials", {"id": "AKIAPAVEDTEST0000000", "secret": "test-secret-key"}),
-          vault_store("vault", openbao, "vault-token"), vault_store("vault-bad", openbao, "bad-token"), aws_store)
+    cluster.apply(secret("vault-token", {"token": token}), secret("bad-token", {"token": bad_token}),
+                  secret("aws-credentials", {"id": "AKIAPAVEDTEST0000000", "secret": "test-secret-key"}),
+                  vault_store("vault", openbao, "vault-token"), vault_store("vault-bad", openbao, "bad-token"), aws_store,
+                  namespace=namespace)
 
     templates = failing_templates()
     refs = [ref(f"vault-{index:02d}", "vault", key, template) for index, template in enumerate(templates)]
     refs += [ref(f"aws-{index:02d}", "aws", key, template) for index, template in enumerate(templates[:6])]
     refs += [ref("good", "vault", key, None), ref("bad-auth", "vault-bad", key, "{{ password }}")]
-    apply(kubectl, namespace, *refs)
+    cluster.apply(*refs, namespace=namespace)
 
     names = {"render": f"noleak-render-{namespace}", "refused": f"noleak-refused-{namespace}"}
-    apply(kubectl, None, composition(names["render"], RENDER_FAILS), composition(names["refused"], SERVER_REFUSES))
+    cluster.apply(composition(names["render"], RENDER_FAILS), composition(names["refused"], SERVER_REFUSES))
     try:
         for name in names.values():
-            wait_ready(kubectl, "composition", name, None, "True")
+            cluster.wait_condition("composition", name, timeout=90)
         # Generated once and kept: the operator finds the marker where it would keep its own.
-        apply(kubectl, namespace, *(secret(f"{kind}-paved-generated", {"password": generated_marker}) for kind in names))
-        apply(kubectl, namespace, intent("render", names["render"]), intent("refused", names["refused"]))
+        cluster.apply(*(secret(f"{kind}-paved-generated", {"password": generated_marker}) for kind in names), namespace=namespace)
+        cluster.apply(intent("render", names["render"]), intent("refused", names["refused"]), namespace=namespace)
 
-        wait_ready(kubectl, "esr", "good", namespace, "True")
+        cluster.wait_condition("esr", "good", namespace, timeout=90)
         for body in refs[:-2]:
-            found = wait_ready(kubectl, "esr", body["metadata"]["name"], namespace, "False", "TemplateError")
+            found = condition(cluster.wait_condition("esr", body["metadata"]["name"], namespace, status="False", reason="TemplateError",
+                                                     timeout=90))
             assert "spec.target.template.data.url: template does not render" in found["message"]
-        wait_ready(kubectl, "esr", "bad-auth", namespace, "False")
-        rendered = wait_ready(kubectl, "dbi", "render", namespace, "False", "RenderFailed")
+        cluster.wait_condition("esr", "bad-auth", namespace, status="False", timeout=90)
+        rendered = condition(cluster.wait_condition("dbi", "render", namespace, status="False", reason="RenderFailed", timeout=90))
         assert f'composition {names["render"]}, resource "config", line 6' in rendered["message"]
-        refused = wait_ready(kubectl, "dbi", "refused", namespace, "False", "ProviderError")
+        refused = condition(cluster.wait_condition("dbi", "refused", namespace, status="False", reason="ProviderError", timeout=90))
         assert "metadata.labels" in refused["message"]  # the field the API server refused
         time.sleep(12)  # another refresh and a few retries of everything that failed
 

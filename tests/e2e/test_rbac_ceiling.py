@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
+from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.identity.ceiling import AGGREGATION_LABEL, CLUSTER_ROLE, ESCALATION_REFUSAL, refused_rules
@@ -35,42 +35,23 @@ WITHIN = {"resources": ["pods"], "verbs": ["get"]}
 BEYOND = [{"resources": ["secrets"], "verbs": ["get"]}, {"resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]}]
 
 
-def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
-    result = kubectl("get", *args, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
+def apply_identity(cluster: Cluster, namespace: str, name: str, capabilities: list[dict[str, Any]]) -> None:
+    cluster.apply({"apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": name, "namespace": namespace},
+                   "spec": {"owner": "team-e2e", "purpose": "ceiling e2e", "capabilities": capabilities}})
 
 
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+def wait_reason(cluster: Cluster, namespace: str, name: str, type_: str, reason: str) -> dict[str, Any]:
+    return cluster.wait_condition("agentidentity", name, namespace, type_, status=None, reason=reason)
 
 
-def apply_identity(kubectl: Kubectl, namespace: str, name: str, capabilities: list[dict[str, Any]]) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "paved.dev/v1alpha1", "kind": "AgentIdentity", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"owner": "team-e2e", "purpose": "ceiling e2e", "capabilities": capabilities},
-    }))
+def allowed(cluster: Cluster, namespace: str, account: str, verb: str, resource: str) -> bool:
+    return cluster.allowed(f"system:serviceaccount:{namespace}:{account}", verb, resource, namespace)
 
 
-def wait_reason(kubectl: Kubectl, namespace: str, name: str, type_: str, reason: str, timeout: float = 60) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        obj = get_json(kubectl, "agentidentity", name, "-n", namespace)
-        return obj if condition(obj, type_).get("reason") == reason else None
-
-    return wait_for(reached, timeout=timeout, what=f"{name} {type_} reason {reason}")
-
-
-def allowed(kubectl: Kubectl, namespace: str, account: str, verb: str, resource: str) -> bool:
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-        "user": f"system:serviceaccount:{namespace}:{account}",
-        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
-        "resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace}}}
-    return bool(json.loads(kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review)).stdout)["status"].get("allowed"))
-
-
-def created_for(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+def created_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
     """Everything Paved made in `namespace` for identity `name` (ServiceAccount, Roles, bindings)."""
-    listing = get_json(kubectl, "serviceaccounts,roles,rolebindings", "-n", namespace, "-l", f"paved.dev/agent-identity={name}")
-    return [f"{item['kind']}/{item['metadata']['name']}" for item in (listing or {}).get("items", [])]
+    listing = cluster.items("serviceaccounts,roles,rolebindings", namespace, selector=f"paved.dev/agent-identity={name}")
+    return [f"{item['kind']}/{item['metadata']['name']}" for item in listing]
 
 
 # --------------------------------------------------------------------------- the operator's own token
@@ -97,7 +78,8 @@ def role_ref(kind: str, name: str) -> dict[str, str]:
 OPERATOR_SUBJECT = [{"kind": "ServiceAccount", "name": "paved-operator", "namespace": "paved-system"}]
 
 
-def test_the_operators_token_cannot_grant_beyond_what_it_holds(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+def test_the_operators_token_cannot_grant_beyond_what_it_holds(operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster,
+                                                                namespace: str) -> None:
     suffix = uuid.uuid4().hex[:8]
     # cluster-admin to itself
     refusal = as_operator(kubectl, operator, rbac("ClusterRoleBinding", f"e2e-escalate-{suffix}", roleRef=role_ref("ClusterRole", "cluster-admin"),
@@ -122,10 +104,10 @@ def test_the_operators_token_cannot_grant_beyond_what_it_holds(operator: Operato
     assert result.returncode != 0 and ESCALATION_REFUSAL in result.stderr, result.stderr
     print(f"\n[escalation] patch ClusterRole paved-operator: {result.stderr.strip()[:400]}")
     # nothing of the above exists
-    assert get_json(kubectl, "clusterrolebinding", f"e2e-escalate-{suffix}") is None
-    assert get_json(kubectl, "role", "everything", "-n", namespace) is None
-    assert get_json(kubectl, "clusterrole", f"e2e-aggregate-{suffix}") is None
-    assert all("*" not in rule["verbs"] for rule in get_json(kubectl, "clusterrole", "paved-operator")["rules"])  # type: ignore[index]
+    assert cluster.get("clusterrolebinding", f"e2e-escalate-{suffix}") is None
+    assert cluster.get("role", "everything", namespace) is None
+    assert cluster.get("clusterrole", f"e2e-aggregate-{suffix}") is None
+    assert all("*" not in rule["verbs"] for rule in cluster.get("clusterrole", "paved-operator")["rules"])  # type: ignore[index]
 
 
 def token_request(kubectl: Kubectl, operator: OperatorProcess, namespace: str, account: str) -> Any:
@@ -164,45 +146,45 @@ def ceiling_extension(kubectl: Kubectl) -> Iterator[str]:
 
 
 def test_beyond_the_ceiling_is_refused_until_the_platform_extends_it(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, ceiling_extension: str
+    operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster, namespace: str, ceiling_extension: str
 ) -> None:
-    apply_identity(kubectl, namespace, "modest", [WITHIN])
-    apply_identity(kubectl, namespace, "greedy", [WITHIN, *BEYOND])
+    apply_identity(cluster, namespace, "modest", [WITHIN])
+    apply_identity(cluster, namespace, "greedy", [WITHIN, *BEYOND])
 
     # Within the ceiling: granted, exactly.
-    wait_reason(kubectl, namespace, "modest", "Ready", "Ready")
-    assert allowed(kubectl, namespace, "modest", "get", "pods") and not allowed(kubectl, namespace, "modest", "list", "pods")
+    wait_reason(cluster, namespace, "modest", "Ready", "Ready")
+    assert allowed(cluster, namespace, "modest", "get", "pods") and not allowed(cluster, namespace, "modest", "list", "pods")
 
     # Beyond it: refused up front (not by the API server), naming the capability and the
     # ClusterRole, and nothing exists.
-    refused = wait_reason(kubectl, namespace, "greedy", "Ready", "OutsideCeiling")
+    refused = wait_reason(cluster, namespace, "greedy", "Ready", "OutsideCeiling")
     message = condition(refused, "Ready")["message"]
     assert message.startswith("spec.capabilities[1]: ") and f"outside the platform's ceiling (ClusterRole {CLUSTER_ROLE})" in message
     assert 'verb "get" on secrets' in message and 'spec.capabilities[2]: verb "get" on persistentvolumeclaims' in message
     assert "refused by the API server" not in message
     assert condition(refused, "Accepted")["status"] == "False"
-    assert created_for(kubectl, namespace, "greedy") == [] and not (refused.get("status") or {}).get("grants")
+    assert created_for(cluster, namespace, "greedy") == [] and not (refused.get("status") or {}).get("grants")
 
     # The platform labels a ClusterRole into the ceiling (no Paved file changes): now granted.
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(rbac("ClusterRole", ceiling_extension, rules=[
-        {"apiGroups": [""], "resources": ["secrets", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]}])))
+    cluster.apply(rbac("ClusterRole", ceiling_extension, rules=[
+        {"apiGroups": [""], "resources": ["secrets", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]}]))
     kubectl("label", "clusterrole", ceiling_extension, f"{AGGREGATION_LABEL}=true")
-    wait_reason(kubectl, namespace, "greedy", "Ready", "Ready", timeout=60)
-    assert allowed(kubectl, namespace, "greedy", "get", "secrets") and allowed(kubectl, namespace, "greedy", "list", "persistentvolumeclaims")
-    assert not allowed(kubectl, namespace, "greedy", "list", "secrets")  # still exactly the declared verbs
+    wait_reason(cluster, namespace, "greedy", "Ready", "Ready")
+    assert allowed(cluster, namespace, "greedy", "get", "secrets") and allowed(cluster, namespace, "greedy", "list", "persistentvolumeclaims")
+    assert not allowed(cluster, namespace, "greedy", "list", "secrets")  # still exactly the declared verbs
 
     # Withdrawn: the granted identity is narrowed to what the ceiling still holds.
     kubectl("delete", "clusterrole", ceiling_extension, "--wait=true")
-    wait_reason(kubectl, namespace, "greedy", "Accepted", "Narrowed", timeout=60)
-    wait_for(lambda: not allowed(kubectl, namespace, "greedy", "get", "secrets"), timeout=20, what="grant narrowed to the ceiling")
-    assert not allowed(kubectl, namespace, "greedy", "get", "persistentvolumeclaims")
-    assert allowed(kubectl, namespace, "greedy", "get", "pods")
+    wait_reason(cluster, namespace, "greedy", "Accepted", "Narrowed")
+    wait_for(lambda: not allowed(cluster, namespace, "greedy", "get", "secrets"), timeout=20, what="grant narrowed to the ceiling")
+    assert not allowed(cluster, namespace, "greedy", "get", "persistentvolumeclaims")
+    assert allowed(cluster, namespace, "greedy", "get", "pods")
 
 
 @pytest.fixture
-def operator_without_ceiling(kubectl: Kubectl) -> Iterator[None]:
+def operator_without_ceiling(kubectl: Kubectl, cluster: Cluster) -> Iterator[None]:
     """The operator's binding to the ceiling removed (a misconfigured install), restored afterwards."""
-    binding = get_json(kubectl, "clusterrolebinding", "paved-operator-agent-ceiling")
+    binding = cluster.get("clusterrolebinding", "paved-operator-agent-ceiling")
     assert binding is not None
     kubectl("delete", "clusterrolebinding", "paved-operator-agent-ceiling", "--wait=true")
     try:
@@ -214,14 +196,14 @@ def operator_without_ceiling(kubectl: Kubectl) -> Iterator[None]:
 
 
 def test_the_api_servers_refusal_reads_as_the_same_condition(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, operator_without_ceiling: None
+    operator: OperatorProcess, cluster: Cluster, namespace: str, operator_without_ceiling: None
 ) -> None:
     # Paved's own check passes (pods/get is in the ceiling), but the operator does not hold the
     # ceiling: the API server refuses the Role, and the apply stops before anything is bound.
-    apply_identity(kubectl, namespace, "unbound", [{"resources": ["configmaps"], "verbs": ["get"]}, WITHIN])
-    refused = wait_reason(kubectl, namespace, "unbound", "Ready", "OutsideCeiling")
+    apply_identity(cluster, namespace, "unbound", [{"resources": ["configmaps"], "verbs": ["get"]}, WITHIN])
+    refused = wait_reason(cluster, namespace, "unbound", "Ready", "OutsideCeiling")
     message = condition(refused, "Ready")["message"]
     assert message.startswith("spec.capabilities[1]: ") and "refused by the API server" in message, message
     assert condition(refused, "Accepted")["reason"] == "OutsideCeiling"
-    assert created_for(kubectl, namespace, "unbound") == []  # the Role was refused: nothing after it was applied
-    assert not allowed(kubectl, namespace, "unbound", "get", "configmaps")
+    assert created_for(cluster, namespace, "unbound") == []  # the Role was refused: nothing after it was applied
+    assert not allowed(cluster, namespace, "unbound", "get", "configmaps")

@@ -12,15 +12,16 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from paved.kube import client as kube_client
+from paved.kube.port import ApiKube
 from paved.providers.base import Owner
 from paved.providers.routing import ROUTE_FIELD_MANAGER, RolloutContext, RouterError
-from paved.providers.routing.gatewayapi import GatewayAPIRouter, KubeRoutes
+from paved.providers.routing.gatewayapi import API_VERSION, KIND, GatewayAPIRouter
 from paved.rollout.observation import Weights
 
 pytestmark = pytest.mark.cluster
@@ -78,7 +79,7 @@ def argo_apply(body: dict[str, Any], *, force: bool = False) -> dict[str, Any]:
 
 
 def live(namespace: str) -> dict[str, Any]:
-    route = KubeRoutes().get_route(namespace, "checkout")
+    route = ApiKube().get(API_VERSION, KIND, "checkout", namespace)
     assert route is not None
     return route
 
@@ -173,24 +174,20 @@ def test_a_concurrent_edit_between_read_and_write_is_never_lost(kube: None, name
     """The write carries the resourceVersion it read: an edit that lands in between makes it
     fail with 409, and the router starts over from a fresh read."""
     argo_apply(route_manifest(namespace))
-    routes = KubeRoutes()
     edited = threading.Event()
 
-    class RacingRoutes:
-        def get_route(self, ns: str, name: str) -> dict[str, Any] | None:
-            return routes.get_route(ns, name)
-
-        def apply_route(self, body: dict[str, Any]) -> dict[str, Any]:
-            if not edited.is_set():  # someone edits another rule right after our read
+    class RacingKube(ApiKube):
+        def apply_fields(self, body: Mapping[str, Any], *, field_manager: str, subresource: str | None = None) -> dict[str, Any]:
+            if body["kind"] == KIND and not edited.is_set():  # someone edits another rule right after our read
                 edited.set()
                 change = route_manifest(namespace)
                 change["spec"]["rules"] = copy.deepcopy(live(namespace)["spec"]["rules"])
                 change["spec"]["rules"][2]["matches"][0]["path"]["value"] = "/healthz"
                 argo_apply(change, force=True)
-            return routes.apply_route(body)
+            return super().apply_fields(body, field_manager=field_manager, subresource=subresource)
 
     router = router_for(namespace)
-    router.routes = RacingRoutes()
+    router.kube = RacingKube()
     router.set_weights(Weights(95, 5))
     after = live(namespace)
     assert edited.is_set()

@@ -8,6 +8,7 @@ import pytest
 from fixtures.cluster import Kubectl
 
 from paved.engines.secretsync import kube as _secretsync
+from paved.kube import port as kube_port
 from paved.kube.client import request
 from paved.providers.secretstores import StoreError
 
@@ -17,7 +18,7 @@ def test_secrets_metadata_lists_every_secret_of_a_namespace_by_name_without_its_
     for name in ("a", "b", "c"):
         kubectl("create", "secret", "generic", name, "-n", namespace, "--from-literal=password=MARKER-not-listed")
     kubectl("label", "secret", "b", "-n", namespace, "team=x")
-    monkeypatch.setattr(_secretsync, "LIST_PAGE_SIZE", 2)  # three Secrets: two pages
+    monkeypatch.setattr(kube_port, "LIST_PAGE_SIZE", 2)  # three Secrets: two pages
     listed = _secretsync.KubeApi().secrets_metadata(namespace)
     assert sorted(listed) == ["a", "b", "c"]
     assert listed["b"]["metadata"]["labels"] == {"team": "x"} and listed["b"]["metadata"]["resourceVersion"]
@@ -25,7 +26,7 @@ def test_secrets_metadata_lists_every_secret_of_a_namespace_by_name_without_its_
                and "managedFields" not in secret["metadata"] for secret in listed.values())
     assert "MARKER" not in repr(listed)
     # what the API server sends: metadata only, no data
-    raw = request("GET", f"/api/v1/namespaces/{namespace}/secrets", operation="list", accept=_secretsync.METADATA_ONLY)
+    raw = request("GET", f"/api/v1/namespaces/{namespace}/secrets", operation="list", accept=kube_port.METADATA_ONLY)
     assert raw["kind"] == "PartialObjectMetadataList" and "MARKER" not in repr(raw)
 
 

@@ -54,7 +54,7 @@ SINKS: dict[str, tuple[str, ...]] = {
 # covers a whole package).
 NOT_CONDITION_REASONS = {
     "paved.kube.events.": "an Event's reason",
-    "paved.engines.secretsync.kube.KubePort.event": "an Event's reason",
+    "paved.kube.port.": "an Event's reason (KubePort.event)",
     "paved.engines.secretsync.kube.KubeApi.event": "an Event's reason",
     "paved.engines.identity.IdentityEngine.audit": "an audit Event's reason",
     "paved.kube.client.": "the API server's (or the write fence's) reason for a failed request",

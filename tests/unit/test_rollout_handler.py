@@ -1,8 +1,8 @@
 """The ProgressiveRollout tick loop (paved.engines.rollout) with in-memory fakes.
 
-A fake cluster holds the rollout (status written by server-side apply, as the API server does it),
-the target Deployment and the copies (which become ready the moment they are applied),
-and a fake router; FakeMetrics answers the queries. The real loop runs against the real
+The rollout is held in memory (status written by server-side apply, as the API server does it);
+the target Deployment and the copies are in tests/support's FakeKube (copies become ready the
+moment they are applied); the router is a fake; FakeMetrics answers the queries. The real loop runs against the real
 control plane in tests/e2e/test_progressive_rollout.py.
 """
 
@@ -13,12 +13,14 @@ import time
 from typing import Any
 
 import pytest
+from support.kube import FakeKube
 
 from paved.engines.rollout import (
     REASON_ENDPOINT_REFUSED, REASON_INVALID_SPEC, REASON_QUERY_REJECTED, REASON_ROUTING_INVALID, REASON_TARGET_NOT_FOUND,
     ROLLOUT_STATUS, RolloutRunner, command_of,
 )
 from paved.api.platform import nothing_allowed
+from paved.kube.apply import MANAGED_BY, MANAGED_BY_LABEL
 from paved.rollout import conditions_for
 from paved.providers import metrics as metric_providers
 from paved.providers.metrics import QueryResult
@@ -31,38 +33,28 @@ QUERY = "success_rate"
 SAMPLES = "requests"
 
 
-class FakeKube:
-    """Deployments and Services; an applied Deployment is ready at once (kwok-like)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.put_target("v1")
-        self.objects[("Service", "checkout")] = {"spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}}
-
-    def put_target(self, image: str) -> None:
-        self.objects[("Deployment", "checkout")] = {
-            "metadata": {"name": "checkout", "uid": "t-uid", "generation": 1},
+def target(image: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "checkout", "namespace": "shop", "uid": "t-uid"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "checkout"}},
                      "template": {"metadata": {"labels": {"app": "checkout"}},
                                   "spec": {"containers": [{"name": "app", "image": image}]}}}}
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return copy.deepcopy(self.objects.get((kind, name)))
 
-    def apply(self, body: dict[str, Any], owner: Any, *, field_manager: str = "paved") -> dict[str, Any]:
-        live = copy.deepcopy(body)
-        if body["kind"] == "Deployment":
-            generation = (self.objects.get((body["kind"], body["metadata"]["name"])) or {}).get(
-                "metadata", {}).get("generation", 0) + 1
-            replicas = body["spec"]["replicas"]
-            live["metadata"]["generation"] = generation
-            live["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                              "readyReplicas": replicas}
-        self.objects[(body["kind"], body["metadata"]["name"])] = live
-        return copy.deepcopy(live)
+def ready_at_once(deployment: dict[str, Any]) -> None:
+    """Paved's copies are ready the moment they are written (kwok-like); the user's target is left alone."""
+    if (deployment["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return
+    replicas = deployment["spec"]["replicas"]
+    deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+                            "updatedReplicas": replicas, "readyReplicas": replicas}
 
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
+
+def cluster() -> FakeKube:
+    """The target Deployment and the user's Service; Deployments Paved writes are ready at once."""
+    kube = FakeKube([target("v1"), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "checkout", "namespace": "shop"},
+                                    "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}}])
+    kube.react("Deployment", ready_at_once)
+    return kube
 
 
 class FakeRouter:
@@ -98,7 +90,7 @@ class World(RolloutRunner):
             "apiVersion": "paved.dev/v1alpha1", "kind": "ProgressiveRollout",
             "metadata": {"name": "checkout", "namespace": "shop", "uid": "uid-1", "generation": 1, "annotations": {}},
             "spec": spec}
-        self.kube = FakeKube()
+        self.kube = cluster()
         self.router_problem = router_problem
         self.fake_router: FakeRouter | None = None
         self.events: list[Event] = []
@@ -183,12 +175,13 @@ def test_bootstrap_then_a_healthy_rollout_is_promoted(metrics: FakeMetrics) -> N
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and status["observedGeneration"] == 1
 
-    world.kube.put_target("v2")
+    world.kube.put(target("v2"))
     status = world.until(lambda s: succeeded(s) and s["message"].startswith("promoted"))
     assert [w.canary for w in world.fake_router.history] == [0, 20, 60, 100, 0]
-    stable = world.kube.objects[("Deployment", "checkout-stable")]
+    stable = world.kube.obj("Deployment", "checkout-stable", "shop")
+    assert stable is not None
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "v2"
-    assert world.kube.objects[("Deployment", "checkout-canary")]["spec"]["replicas"] == 0
+    assert world.kube.obj("Deployment", "checkout-canary", "shop")["spec"]["replicas"] == 0  # type: ignore[index]
     assert {h["verdict"] for h in status["analysisHistory"]} == {"Successful"}
     assert any(e.reason == "Promoted" for e in world.events)
 
@@ -206,7 +199,7 @@ def test_a_breach_rolls_back_in_the_same_tick_as_the_measurement(metrics: FakeMe
     world = World(spec())
     world.until(succeeded)
     metrics.answers[QUERY] = 0.5
-    world.kube.put_target("v2")
+    world.kube.put(target("v2"))
     status = world.until(lambda s: s.get("phase") == "RolledBack")
     assert status["message"] == ("rolled back at step 1 (20%): success-rate 0.5 < 0.8, failure condition met; "
                                  "100 samples")
@@ -219,7 +212,7 @@ def test_a_breach_rolls_back_in_the_same_tick_as_the_measurement(metrics: FakeMe
 def test_commands_are_read_from_annotations_once(metrics: FakeMetrics) -> None:
     world = World(spec(steps=[{"setWeight": 10}, {"pause": {}}]))
     world.until(succeeded)
-    world.kube.put_target("v2")
+    world.kube.put(target("v2"))
     world.until(lambda s: s.get("phase") == "Paused")
     assert world.body is not None
     world.body["metadata"]["annotations"] = {COMMAND_ANNOTATION: "abort", COMMAND_ID_ANNOTATION: "a1"}
@@ -257,7 +250,7 @@ def test_bad_input_is_refused_with_the_field_and_moves_nothing(
     assert (ready["status"], ready["reason"]) == ("False", reason)
     assert ready["message"].startswith(field), ready["message"]
     assert "no traffic moved" in status["message"] and "phase" not in status
-    assert ("Deployment", "checkout-stable") not in world.kube.objects
+    assert world.kube.obj("Deployment", "checkout-stable", "shop") is None
     assert world.fake_router is None or world.fake_router.history == []
     world.tick()
     assert [e.reason for e in world.events] == [reason]  # said once, not every tick
@@ -350,7 +343,7 @@ def test_a_template_edited_mid_run_changes_the_next_run_only(metrics: FakeMetric
     world = TemplatedWorld(templated_spec({"name": "service", "value": "checkout"}))
     world.put_template(TEMPLATE_QUERY, 1)
     world.until(succeeded)
-    world.kube.put_target("v2")
+    world.kube.put(target("v2"))
     world.until(lambda s: s.get("canaryWeight") == 20)
     world.put_template('edited{service="{{args.service}}"}', 2)
     reads = world.template_reads
@@ -360,7 +353,7 @@ def test_a_template_edited_mid_run_changes_the_next_run_only(metrics: FakeMetric
     assert status["analysisTemplates"]["templates"] == [
         {"kind": "AnalysisTemplate", "name": "rate", "generation": 1, "metrics": ["rate"]}]
 
-    world.kube.put_target("v3")  # the next run takes the edited template, and rolls back on it
+    world.kube.put(target("v3"))  # the next run takes the edited template, and rolls back on it
     status = world.until(lambda s: s.get("phase") == "RolledBack")
     assert 'edited{service="checkout"}' in metrics.queries
     assert status["analysisTemplates"]["templates"][0]["generation"] == 2

@@ -1,4 +1,4 @@
-"""Gateway API router: the pure route edits, and the write loop against a fake route store.
+"""Gateway API router: the pure route edits, and the write loop against FakeKube (tests/support/kube.py).
 
 The same router runs against a real HTTPRoute in tests/integration/test_gateway_router.py.
 """
@@ -10,11 +10,12 @@ import json
 from typing import Any
 
 import pytest
+from support.kube import FakeKube
 
 from paved.providers.base import Owner
 from paved.providers.routing import RolloutContext, RouterError
 from paved.providers.routing.gatewayapi import (
-    INCOHERENT, GatewayAPIRouter, RouteConflict, apply_body, combined, handed_back, managed_rules, refers_to,
+    INCOHERENT, GatewayAPIRouter, apply_body, combined, handed_back, managed_rules, refers_to,
     route_problem, rule_weights, with_weights,
 )
 from paved.rollout.observation import Weights
@@ -112,30 +113,28 @@ def test_handed_back_points_the_rule_at_the_users_service() -> None:
     assert rules[1]["filters"] == [{"type": "RequestMirror"}]
 
 
-class FakeRoutes:
-    """An in-memory route store that can lose a write to a concurrent edit or misbehave."""
+def routes(live: dict[str, Any] | None) -> FakeKube:
+    return FakeKube([live] if live else [])
 
-    def __init__(self, live: dict[str, Any] | None) -> None:
-        self.live = copy.deepcopy(live)
-        self.writes: list[dict[str, Any]] = []
-        self.conflicts = 0
-        self.ignore_writes = False
 
-    def get_route(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.live)
+def stored(kube: FakeKube) -> dict[str, Any]:
+    live = kube.obj("HTTPRoute", "checkout", "shop")
+    assert live is not None
+    return live
 
-    def apply_route(self, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.live is not None
-        if self.conflicts:
-            self.conflicts -= 1
-            self.live["metadata"]["resourceVersion"] = str(int(self.live["metadata"]["resourceVersion"]) + 1)
-            raise RouteConflict("the object has been modified")
-        assert body["metadata"]["resourceVersion"] == self.live["metadata"]["resourceVersion"]
-        self.writes.append(body)
-        if not self.ignore_writes:
-            self.live["spec"]["rules"] = copy.deepcopy(body["spec"]["rules"])
-            self.live["metadata"]["resourceVersion"] = str(int(self.live["metadata"]["resourceVersion"]) + 1)
-        return copy.deepcopy(self.live)
+
+def edited_concurrently(kube: FakeKube, times: int) -> None:
+    """Another client edits the route right before each of Paved's next `times` writes."""
+    left = [times]
+
+    def edit() -> None:
+        if left[0]:
+            left[0] -= 1
+            live = stored(kube)
+            live["metadata"].setdefault("labels", {})["edits"] = str(times - left[0])
+            kube.put(live)
+
+    kube.before("apply_fields", "HTTPRoute", edit)
 
 
 class NoWorkloads:
@@ -143,64 +142,70 @@ class NoWorkloads:
         return None
 
 
-def router(store: FakeRoutes) -> GatewayAPIRouter:
-    return GatewayAPIRouter(CONTEXT, {"httpRoute": "checkout"}, routes=store, workloads=NoWorkloads())  # type: ignore[arg-type]
+def router(kube: FakeKube) -> GatewayAPIRouter:
+    return GatewayAPIRouter(CONTEXT, {"httpRoute": "checkout"}, kube=kube, workloads=NoWorkloads())  # type: ignore[arg-type]
 
 
 def test_set_weights_writes_reads_back_and_skips_no_ops() -> None:
-    store = FakeRoutes(route(OTHER, pair()))
-    r = router(store)
+    kube = routes(route(OTHER, pair()))
+    r = router(kube)
     r.reconcile()
     assert r.get_weights() == Weights(100, 0)
     r.set_weights(Weights(100, 0))
-    assert store.writes == []  # already so
+    assert kube.writes() == []  # already so
     r.set_weights(Weights(95, 5))
-    assert r.get_weights() == Weights(95, 5) and len(store.writes) == 1
+    assert r.get_weights() == Weights(95, 5) and len(kube.writes()) == 1
+    assert stored(kube)["spec"]["rules"][0] == OTHER  # the user's other rule untouched
 
 
 def test_set_weights_leaves_an_unset_weight_alone_when_the_split_is_already_right() -> None:
-    store = FakeRoutes(route(pair(None, 0)))  # Git says "stable (default weight), canary 0"
-    router(store).set_weights(Weights(100, 0))
-    assert store.writes == []
+    kube = routes(route(pair(None, 0)))  # Git says "stable (default weight), canary 0"
+    router(kube).set_weights(Weights(100, 0))
+    assert kube.writes() == []
 
 
 def test_set_weights_retries_after_a_conflict_from_a_fresh_read() -> None:
-    store = FakeRoutes(route(pair()))
-    store.conflicts = 2
-    router(store).set_weights(Weights(80, 20))
-    assert len(store.writes) == 1 and store.writes[0]["metadata"]["resourceVersion"] == "9"
+    kube = routes(route(pair()))
+    edited_concurrently(kube, 2)
+    router(kube).set_weights(Weights(80, 20))
+    # Two writes lost to the edits (409: the resourceVersion they carried was stale), the third
+    # from a fresh read; the other client's edit is kept.
+    assert len(kube.writes()) == 3 and router(kube).get_weights() == Weights(80, 20)
+    assert stored(kube)["metadata"]["labels"] == {"edits": "2"}
 
 
 def test_set_weights_gives_up_after_repeated_conflicts() -> None:
-    store = FakeRoutes(route(pair()))
-    store.conflicts = 10
+    kube = routes(route(pair()))
+    edited_concurrently(kube, 10)
     with pytest.raises(RouterError, match="kept changing"):
-        router(store).set_weights(Weights(80, 20))
+        router(kube).set_weights(Weights(80, 20))
 
 
 def test_set_weights_raises_when_the_read_back_differs() -> None:
-    store = FakeRoutes(route(pair()))
-    store.ignore_writes = True  # e.g. a mutating webhook resets the weights
+    kube = routes(route(pair()))
+    kube.react("HTTPRoute", lambda live: live["spec"].update(rules=[pair()]))  # e.g. a mutating webhook resets the weights
     with pytest.raises(RouterError, match="reads back 100/0 after setting 80/20"):
-        router(store).set_weights(Weights(80, 20))
+        router(kube).set_weights(Weights(80, 20))
 
 
 def test_set_weights_refuses_a_split_that_is_not_100() -> None:
     with pytest.raises(RouterError, match="do not add up to 100"):
-        router(FakeRoutes(route(pair()))).set_weights(Weights(80, 10))
+        router(routes(route(pair()))).set_weights(Weights(80, 10))
 
 
 def test_a_route_that_cannot_be_steered_is_a_field_error() -> None:
     with pytest.raises(RouterError) as refused:
-        router(FakeRoutes(route(OTHER))).get_weights()
+        router(routes(route(OTHER))).get_weights()
     assert refused.value.field == "spec.trafficRouting.gatewayAPI.httpRoute" and not refused.value.retryable
 
 
 def test_finalize_is_idempotent() -> None:
-    store = FakeRoutes(route(pair(50, 50)))
-    r = router(store)
+    kube = routes(route(pair(50, 50)))
+    r = router(kube)
     r.finalize()
     r.finalize()
-    assert len(store.writes) == 1
-    assert [ref["name"] for ref in store.live["spec"]["rules"][0]["backendRefs"]] == ["checkout"]
-    router(FakeRoutes(None)).finalize()  # route gone: nothing to do
+    assert len(kube.writes()) == 1
+    assert [ref["name"] for ref in stored(kube)["spec"]["rules"][0]["backendRefs"]] == ["checkout"]
+    empty = routes(None)
+    router(empty).finalize()  # route gone: nothing to do
+    assert empty.writes() == []

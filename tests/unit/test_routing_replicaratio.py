@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
+from support.kube import FakeKube
 
 from paved.providers import routing
 from paved.providers.base import Owner
@@ -21,27 +21,9 @@ CONTEXT = RolloutContext(owner=Owner("paved.dev/v1alpha1", "ProgressiveRollout",
                          target="checkout", service="checkout", port=80)
 
 
-class FakeKube:
-    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-        self.objects = objects
-        self.applied: list[tuple[dict[str, Any], str]] = []
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return copy.deepcopy(self.objects.get((kind, name)))
-
-    def apply(self, body: dict[str, Any], owner: Any, *, field_manager: str = "paved") -> dict[str, Any]:
-        self.applied.append((body, field_manager))
-        key = (body["kind"], body["metadata"]["name"])
-        live = self.objects.setdefault(key, {"metadata": {"name": key[1]}})
-        live["metadata"].setdefault("annotations", {}).update(body["metadata"].get("annotations") or {})
-        return copy.deepcopy(live)
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
-
-
 def service(selector: dict[str, str]) -> dict[str, Any]:
-    return {"spec": {"selector": selector, "ports": [{"port": 80}]}}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"selector": selector, "ports": [{"port": 80}]}}
 
 
 def test_the_users_service_must_select_only_paved_pods() -> None:
@@ -58,27 +40,28 @@ def test_parse_weights() -> None:
 
 
 def test_router_records_and_reads_back_the_nominal_split() -> None:
-    kube = FakeKube({("Service", "checkout"): service({"app": "checkout", ROLLOUT_LABEL: "checkout"}),
-                     ("Deployment", "checkout-stable"): {"metadata": {"name": "checkout-stable"}}})
+    kube = FakeKube([service({"app": "checkout", ROLLOUT_LABEL: "checkout"}),
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "checkout-stable", "namespace": "shop"}}])
     router = ReplicaRatioRouter(CONTEXT, workloads=Workloads(CONTEXT, kube))
     router.reconcile()
     assert router.get_weights() is None
     router.set_weights(Weights(80, 20))
-    body, manager = kube.applied[-1]
-    assert manager == ROUTE_FIELD_MANAGER
-    assert body["metadata"]["annotations"] == {WEIGHTS_ANNOTATION: "80/20"}
+    write = kube.writes()[-1]
+    assert (write.name, write.field_manager) == ("checkout-stable", ROUTE_FIELD_MANAGER)
+    stable = kube.obj("Deployment", "checkout-stable", "shop")
+    assert stable is not None and stable["metadata"]["annotations"] == {WEIGHTS_ANNOTATION: "80/20"}
     assert router.get_weights() == Weights(80, 20)
 
 
 def test_router_refuses_a_service_that_selects_the_targets_pods() -> None:
-    kube = FakeKube({("Service", "checkout"): service({"app": "checkout"})})
+    kube = FakeKube([service({"app": "checkout"})])
     with pytest.raises(RouterError) as refused:
         ReplicaRatioRouter(CONTEXT, workloads=Workloads(CONTEXT, kube)).reconcile()
     assert refused.value.field == "spec.service.name" and not refused.value.retryable
 
 
 def test_set_weights_needs_the_stable_workload() -> None:
-    router = ReplicaRatioRouter(CONTEXT, workloads=Workloads(CONTEXT, FakeKube({})))
+    router = ReplicaRatioRouter(CONTEXT, workloads=Workloads(CONTEXT, FakeKube()))
     with pytest.raises(RouterError, match="does not exist yet"):
         router.set_weights(Weights(100, 0))
 

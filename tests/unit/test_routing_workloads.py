@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+from support.kube import FakeKube
 
 from paved.providers.base import Owner
 from paved.providers.routing import (
@@ -122,35 +123,30 @@ def test_workload_state_counts_only_ready_pods_of_the_new_template() -> None:
     assert workload_state(deployment(2, 2, replicas=4, updatedReplicas=4, readyReplicas=4)) == WorkloadState("r2", 4, 4)
 
 
-class FakeKube:
-    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]], replica_sets: list[dict[str, Any]] = ()) -> None:
-        self.objects = objects
-        self.replica_sets = list(replica_sets)
-        self.applied: list[dict[str, Any]] = []
+def service(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "checkout", "namespace": "shop"}, "spec": spec}
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return copy.deepcopy(self.objects.get((kind, name)))
 
-    def apply(self, body: dict[str, Any], owner: Any, *, field_manager: str = "paved") -> dict[str, Any]:
-        self.applied.append(body)
-        self.objects[(body["kind"], body["metadata"]["name"])] = copy.deepcopy(body)
-        return copy.deepcopy(body)
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        assert selector == "app=checkout"
-        return copy.deepcopy(self.replica_sets)
+def copy_of(kube: FakeKube, role: str) -> dict[str, Any]:
+    live = kube.obj("Deployment", f"checkout-{role}", "shop")
+    assert live is not None
+    return live
 
 
 def test_template_for_finds_old_revisions_on_copies_and_replica_sets() -> None:
     old = template("v0")
-    old_rs = {"metadata": {"ownerReferences": [{"uid": "target-uid"}]},
-              "spec": {"template": {**old, "metadata": {"labels": {"app": "checkout", "pod-template-hash": "x"}}}}}
-    kube = FakeKube({("Deployment", "checkout"): target("v2")}, [old_rs])
+    pod_labels = {"app": "checkout", "pod-template-hash": "x"}
+    old_rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+              "metadata": {"name": "checkout-x", "namespace": "shop", "labels": pod_labels,
+                           "ownerReferences": [{"uid": "target-uid"}]},
+              "spec": {"template": {**old, "metadata": {"labels": pod_labels}}}}
+    other_rs = {**old_rs, "metadata": {**old_rs["metadata"], "name": "other-x", "labels": {"app": "other"}}}
+    kube = FakeKube([target("v2"), old_rs, other_rs])
     workloads = Workloads(CONTEXT, kube)
     assert workloads.template_for(template_revision(template("v2")))["spec"] == template("v2")["spec"]
     assert workloads.template_for(template_revision(old))["spec"] == old["spec"]
     workloads.ensure_canary(template_revision(old), 1)  # now the canary copy has v0
-    kube.replica_sets.clear()
+    kube.delete("apps/v1", "ReplicaSet", "checkout-x", "shop")
     workloads.refresh()
     assert workloads.template_for(template_revision(old)) == old
     with pytest.raises(WorkloadError, match="is gone"):
@@ -158,27 +154,28 @@ def test_template_for_finds_old_revisions_on_copies_and_replica_sets() -> None:
 
 
 def test_scaling_keeps_the_template_and_needs_an_existing_copy() -> None:
-    kube = FakeKube({("Deployment", "checkout"): target()})
+    kube = FakeKube([target()])
     workloads = Workloads(CONTEXT, kube)
     revision = template_revision(template())
     workloads.scale("canary", 0)  # nothing to scale down: no write
-    assert kube.applied == []
+    assert kube.writes() == []
     with pytest.raises(WorkloadError, match="does not exist yet"):
         workloads.scale("stable", 3)
     workloads.promote_stable(revision, 0)
-    assert kube.applied[-1]["spec"]["replicas"] == 0  # created at 0, scaled next
+    assert copy_of(kube, "stable")["spec"]["replicas"] == 0  # created at 0, scaled next
     workloads.scale("stable", 3)
-    assert kube.applied[-1]["spec"]["replicas"] == 3
-    assert kube.applied[-1]["metadata"]["annotations"][REVISION_ANNOTATION] == revision
+    assert copy_of(kube, "stable")["spec"]["replicas"] == 3 and len(kube.writes()) == 2
+    assert copy_of(kube, "stable")["metadata"]["annotations"][REVISION_ANNOTATION] == revision
+    assert copy_of(kube, "stable")["spec"]["template"]["spec"] == template()["spec"]
 
 
 def test_ensure_services_refuses_an_unusable_service_with_the_field() -> None:
     with pytest.raises(RouterError) as refused:
-        Workloads(CONTEXT, FakeKube({})).ensure_services()
+        Workloads(CONTEXT, FakeKube()).ensure_services()
     assert refused.value.field == "spec.service.name" and not refused.value.retryable
-    kube = FakeKube({("Service", "checkout"): {"spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}}})
+    kube = FakeKube([service({"selector": {"app": "checkout"}, "ports": [{"port": 80}]})])
     Workloads(CONTEXT, kube).ensure_services()
-    assert [body["metadata"]["name"] for body in kube.applied] == ["checkout-stable", "checkout-canary"]
+    assert [call.name for call in kube.writes()] == ["checkout-stable", "checkout-canary"]
 
 
 def test_deployment_cache_keeps_the_newest_version_and_remembers_absence() -> None:
@@ -204,22 +201,17 @@ def test_deployment_cache_keeps_the_newest_version_and_remembers_absence() -> No
 def test_workloads_read_deployments_from_the_cache_and_feed_it() -> None:
     from paved.providers.routing.workloads import DeploymentCache
 
-    kube = FakeKube({("Deployment", "checkout"): {**target(), "metadata": {**target()["metadata"],
-                                                                             "resourceVersion": "5"}}})
-    reads: list[str] = []
-    real_get = kube.get
+    kube = FakeKube([target()])
 
-    def counting_get(api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
-        reads.append(name)
-        return real_get(api_version, kind, name, namespace)
+    def reads() -> list[str]:
+        return [call.name for call in kube.calls if call.verb == "get"]
 
-    kube.get = counting_get  # type: ignore[method-assign]
     cache = DeploymentCache()
     first = Workloads(CONTEXT, kube, deployments=cache)
     assert first.target() is not None and first.copy("canary") is None
     second = Workloads(CONTEXT, kube, deployments=cache)  # the next tick
     assert second.target() is not None and second.copy("canary") is None
-    assert reads == ["checkout", "checkout-canary"]  # read once, then served (absence too)
+    assert reads() == ["checkout", "checkout-canary"]  # read once, then served (absence too)
     second.ensure_canary(template_revision(template()), 1)
     assert Workloads(CONTEXT, kube, deployments=cache).copy("canary") is not None  # the write fed it
-    assert reads == ["checkout", "checkout-canary"]
+    assert reads() == ["checkout", "checkout-canary"]

@@ -7,4 +7,6 @@
 - status: status by server-side apply, each writer its own field manager and fields
   (StatusWriter; conditions via set_condition).
 - events: Kubernetes Events on intents.
+- port: KubePort, the object operations code written against a substitutable Kubernetes
+  depends on (ApiKube: the real one; tests/support/kube.py: FakeKube).
 """

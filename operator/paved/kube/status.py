@@ -45,11 +45,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from paved.api.common import ConditionSpec, set_condition
 from paved.kube.apply import server_side_apply
 from paved.kube.client import ApiError, Json, request, resource_info
+
+if TYPE_CHECKING:
+    from paved.kube.port import KubePort
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +110,26 @@ class StatusWriter:
         before, after = _keyed(self.owned(old)), _keyed(self.owned(new))
         return frozenset(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
 
-    def write(self, shown: Mapping[str, Any], status: Mapping[str, Any]) -> Json | None:
+    def write(self, shown: Mapping[str, Any], status: Mapping[str, Any], *, kube: KubePort | None = None) -> Json | None:
         """Apply this writer's part of `status` to the object `shown` (as last read: apiVersion,
         kind, metadata, status); the object as the API server answers, or None when `shown`
-        already holds exactly that part (no request).
+        already holds exactly that part (no request). Sent through `kube` when given (a
+        writer whose engine is handed a KubePort), else straight to the API server.
 
         Raises ApiError (404: the object is gone).
         """
         if not self.changed(shown.get("status"), status):
             return None
         applied = self.owned(status)
-        answer = self._apply(shown, applied)
+        answer = self._apply(shown, applied, kube)
         return self._drop_held_by_others(answer, applied) or answer
 
-    def _apply(self, shown: Mapping[str, Any], status: Mapping[str, Any]) -> Json:
+    def _apply(self, shown: Mapping[str, Any], status: Mapping[str, Any], kube: KubePort | None) -> Json:
         metadata = shown.get("metadata") or {}
-        return apply_status(str(shown.get("apiVersion")), str(shown.get("kind")), metadata.get("namespace"), metadata["name"],
-                            status, field_manager=self.field_manager)
+        where = (str(shown.get("apiVersion")), str(shown.get("kind")), metadata.get("namespace"), metadata["name"])
+        if kube is not None:
+            return kube.apply_fields(status_body(*where, status), field_manager=self.field_manager, subresource="status")
+        return apply_status(*where, status, field_manager=self.field_manager)
 
     def _drop_held_by_others(self, answer: Mapping[str, Any], applied: Mapping[str, Any]) -> Json | None:
         """Remove what the object shows of this writer's fields beyond `applied` that another
@@ -155,9 +161,14 @@ def apply_status(api_version: str, kind: str, namespace: str | None, name: str, 
     """Server-side apply `status` to the object's status subresource as `field_manager`: the
     request behind StatusWriter.write, and no other caller (write it through a StatusWriter).
     A gone object answers 404."""
-    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
-    body = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": dict(status)}
+    body = status_body(api_version, kind, namespace, name, status)
     return server_side_apply(body, resource_info(api_version, kind), field_manager=field_manager, subresource="status")
+
+
+def status_body(api_version: str, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]) -> Json:
+    """The body of a status apply: the object's identity and the status part, nothing else."""
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "status": dict(status)}
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -8,10 +8,10 @@ from paved.engines.secretsync.engine import (
     SyncEngine,
     engine_status,
 )
-from paved.engines.secretsync.kube import REF_CONDITIONS, REF_KIND, REF_STATUS, STATUS_FIELD_MANAGER, KubeApi, KubePort
+from paved.engines.secretsync.kube import REF_CONDITIONS, REF_KIND, REF_STATUS, STATUS_FIELD_MANAGER, KubeApi
 
 __all__ = [
     "REF_CONDITIONS", "REF_KIND", "REF_STATUS", "STATUS_FIELD_MANAGER", "STORE_CHECK_INTERVAL", "STORE_PLURALS",
     "STORE_STATUS", "CycleReport",
-    "KubeApi", "KubePort", "SyncEngine", "engine_status",
+    "KubeApi", "SyncEngine", "engine_status",
 ]

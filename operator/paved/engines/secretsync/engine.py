@@ -55,7 +55,7 @@ from paved.api.common import READY, now_rfc3339, parse_duration
 from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
 from paved.api.secrets import SecretStoreStatus
-from paved.engines.secretsync.kube import REF_KIND, REF_STATUS, KubePort
+from paved.engines.secretsync.kube import REF_KIND, REF_STATUS, KubeApi
 from paved.engines.secretsync.lanes import StoreLanes
 from paved.errors import located
 from paved.kube import apply as kube_apply
@@ -179,7 +179,7 @@ class _TargetProblem(Exception):
 class SyncEngine:
     """Registered refs, one loop, cycles batched by store (see the module docstring)."""
 
-    def __init__(self, kube: KubePort, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
+    def __init__(self, kube: KubeApi, *, clock: Callable[[], float] = time.time, providers: StoreProviders | None = None,
                  write_workers: int = WRITE_WORKERS, store_workers: int = STORE_WORKERS,
                  store_deadline: float = STORE_DEADLINE,
                  allowances: AllowanceSource = lambda kind, namespace: nothing_allowed()) -> None:

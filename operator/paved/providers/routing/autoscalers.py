@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from paved.kube.apply import is_owned_by
+from paved.kube.port import ApiKube, KubePort
 from paved.providers.routing import CANARY, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext
-from paved.providers.routing.workloads import KubePort, PavedKube, spec_digest
+from paved.providers.routing.workloads import spec_digest
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
@@ -84,7 +85,7 @@ class Autoscalers:
 
     def __init__(self, context: RolloutContext, name: str | None, kube: KubePort | None = None) -> None:
         self.context, self.name = context, name
-        self.kube = kube or PavedKube()
+        self.kube = kube or ApiKube()
         self._user: tuple[Json | None] | None = None  # (the read,) once read: absence is an answer too
 
     def user(self) -> Json | None:

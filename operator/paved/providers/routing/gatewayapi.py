@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import tenacity
 
-from paved.kube import apply as kube
-from paved.kube.client import ApiError, resource_info
+from paved.kube.client import ApiError
+from paved.kube.port import ApiKube, KubePort
 from paved.providers.routing import (
     CANARY, ROUTE_FIELD_MANAGER, STABLE, RolloutContext, RouterError,
 )
@@ -190,46 +190,35 @@ class RouteConflict(Exception):
     """The route changed between our read and our write (HTTP 409): read again."""
 
 
-class RoutePort(Protocol):
-    def get_route(self, namespace: str, name: str) -> Json | None: ...
-    def apply_route(self, body: Mapping[str, Any]) -> Json: ...
+class GatewayAPIRouter:
+    name = NAME
 
+    def __init__(self, context: RolloutContext, settings: Mapping[str, Any], *, kube: KubePort | None = None,
+                 workloads: Workloads | None = None) -> None:
+        self.context = context
+        self.route_name = str(settings.get("httpRoute") or "")
+        self.route_namespace = str(settings.get("namespace") or context.namespace)
+        self.kube = kube or ApiKube()
+        self.workloads = workloads or Workloads(context, self.kube)
 
-class KubeRoutes:
-    """RoutePort over paved.kube: the undecorated SSA request (kube.apply.server_side_apply)
-    as `paved-rollout`, counted and retried like every other call.
+    def _route(self) -> Json | None:
+        return self.kube.get(API_VERSION, KIND, self.route_name, self.route_namespace)
 
-    Not paved.kube.apply.apply(): that helper labels its objects as Paved's, gives them an
-    ownerReference to the intent (the garbage collector would delete the user's route with
-    the rollout) and drops metadata.resourceVersion (the precondition this write relies on).
-    Here the body is the user's route's own fields, nothing added.
-    """
-
-    def get_route(self, namespace: str, name: str) -> Json | None:
-        return kube.get(API_VERSION, KIND, name, namespace)
-
-    def apply_route(self, body: Mapping[str, Any]) -> Json:
+    def _apply(self, body: Mapping[str, Any]) -> Json:
+        """The undecorated SSA request as `paved-rollout` (KubePort.apply_fields). Not
+        KubePort.apply: that labels its objects as Paved's, gives them an ownerReference to the
+        intent (the garbage collector would delete the user's route with the rollout) and drops
+        metadata.resourceVersion (the precondition this write relies on). Here the body is the
+        user's route's own fields, nothing added."""
         try:
-            return kube.server_side_apply(body, resource_info(API_VERSION, KIND), field_manager=ROUTE_FIELD_MANAGER)
+            return self.kube.apply_fields(body, field_manager=ROUTE_FIELD_MANAGER)
         except ApiError as error:
             if error.status == 409:
                 raise RouteConflict(error.message) from None
             raise
 
-
-class GatewayAPIRouter:
-    name = NAME
-
-    def __init__(self, context: RolloutContext, settings: Mapping[str, Any], *, routes: RoutePort | None = None,
-                 workloads: Workloads | None = None) -> None:
-        self.context = context
-        self.route_name = str(settings.get("httpRoute") or "")
-        self.route_namespace = str(settings.get("namespace") or context.namespace)
-        self.routes = routes or KubeRoutes()
-        self.workloads = workloads or Workloads(context)
-
     def _read(self) -> Json:
-        route = self.routes.get_route(self.route_namespace, self.route_name)
+        route = self._route()
         problem = route_problem(route, self.context, self.route_name)
         if problem:
             raise RouterError(problem, retryable=False, field="spec.trafficRouting.gatewayAPI.httpRoute")
@@ -260,7 +249,7 @@ class GatewayAPIRouter:
                               f"{weights.stable}/{weights.canary} (stable/canary)")
 
     def finalize(self) -> None:
-        route = self.routes.get_route(self.route_namespace, self.route_name)
+        route = self._route()
         if route is None or not managed_rules(route, self.context):
             return
         self._write(lambda live: handed_back(live, self.context))
@@ -279,12 +268,12 @@ class GatewayAPIRouter:
                               f"({WRITE_ATTEMPTS} attempts): {exc}") from None
 
     def _write_once(self, rules_of: Callable[[Json], list[Json]]) -> Json:
-        route = self.routes.get_route(self.route_namespace, self.route_name)
+        route = self._route()
         if route is None:
             raise RouterError(f"HTTPRoute {self.route_name} not found", retryable=False,
                               field="spec.trafficRouting.gatewayAPI.httpRoute")
         rules = rules_of(route)
         if rules == (route.get("spec") or {}).get("rules"):
             return route  # already so: no write, no new resourceVersion
-        return self.routes.apply_route(apply_body(route, rules))
+        return self._apply(apply_body(route, rules))
 

@@ -33,10 +33,9 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from paved.kube import apply as kube
-from paved.kube.client import request, resource_info
+from paved.kube.port import ApiKube, KubePort
 from paved.providers.routing import (
     CANARY, ORIGINAL_REPLICAS_ANNOTATION, REVISION_ANNOTATION, ROLE_LABEL, ROLLOUT_LABEL, SCALE_FIELD_MANAGER, STABLE,
     RolloutContext, RouterError,
@@ -218,38 +217,6 @@ def revision_of(deployment: Mapping[str, Any] | None) -> str | None:
 # --- I/O ------------------------------------------------------------------------------------
 
 
-class KubePort(Protocol):
-    """The Kubernetes calls of this module (real: paved.kube; unit tests: a fake)."""
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Json | None: ...
-    def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = ...) -> Json: ...
-    def apply_fields(self, body: Mapping[str, Any], *, field_manager: str) -> Json: ...
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]: ...
-    def delete(self, api_version: str, kind: str, name: str, namespace: str, *, uid: str) -> bool: ...
-
-
-class PavedKube:
-    """KubePort over paved.kube (the operator's ServiceAccount)."""
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Json | None:
-        return kube.get(api_version, kind, name, namespace)
-
-    def apply(self, body: Mapping[str, Any], owner: Any, *, field_manager: str = "paved") -> Json:
-        return kube.apply(body, owner, field_manager=field_manager)
-
-    def apply_fields(self, body: Mapping[str, Any], *, field_manager: str) -> Json:
-        """A few fields of an object Paved does not own, as given (no owner, no labels)."""
-        return kube.server_side_apply(body, field_manager=field_manager)
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Json]:
-        path = resource_info(api_version, kind).path(namespace=namespace)
-        answer = request("GET", path, operation="list", query={"labelSelector": selector or None})
-        return list(answer.get("items") or [])
-
-    def delete(self, api_version: str, kind: str, name: str, namespace: str, *, uid: str) -> bool:
-        return kube.delete(api_version, kind, name, namespace, uid=uid)
-
-
 _ABSENT: Json = {}
 
 
@@ -313,7 +280,7 @@ class Workloads:
     def __init__(self, context: RolloutContext, kube: KubePort | None = None,
                  deployments: DeploymentCache | None = None) -> None:
         self.context = context
-        self.kube = kube or PavedKube()
+        self.kube = kube or ApiKube()
         self.deployments = deployments
         self._cache: dict[str, Json | None] = {}
 
