@@ -10,6 +10,7 @@ import pytest
 
 from paved.providers.base import Owner
 from paved.providers.routing import RolloutContext
+from paved.providers.routing.workloads import role_labels
 from paved.providers.routing.autoscalers import autoscaler_problem, autoscaler_state, derived_autoscaler, derived_state
 from paved.rollout import (
     AutoscalerState, Decision, Observation, RemoveAutoscalers, ScaleStable, SetAutoscaler, SetWeights, TargetState, WorkloadState, decide,
@@ -97,6 +98,14 @@ def test_derived_hpas_aim_at_the_copy_with_the_users_metrics() -> None:
     # Read back, it says what it was made from: the bounds and the user's HPA's revision.
     assert derived_state(derived) == AutoscalerState(1, 5, autoscaler_state(user_hpa()).revision)
     assert derived_state({"spec": {"minReplicas": 1, "maxReplicas": 5}}).revision == ""  # made by an older Paved
+
+
+def test_a_derived_hpa_of_a_rollout_with_a_long_name_has_valid_labels() -> None:
+    long = RolloutContext(owner=Owner("paved.dev/v1alpha1", "ProgressiveRollout", "c" * 100, "shop", "uid-1"),
+                          target="checkout", service="checkout", port=80)
+    labels = derived_autoscaler(long, "stable", user_hpa(), 1, 5)["metadata"]["labels"]
+    assert all(len(value) <= 63 for value in labels.values()), labels
+    assert labels == role_labels(long, "stable")  # as the copies' Deployments are labelled
 
 
 def test_the_users_hpa_must_exist_and_scale_the_target() -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 from paved.kube.apply import is_owned_by
 from paved.kube.port import ApiKube, KubePort
-from paved.providers.routing import CANARY, ROLE_LABEL, ROLLOUT_LABEL, STABLE, RolloutContext
-from paved.providers.routing.workloads import spec_digest
+from paved.providers.routing import CANARY, STABLE, RolloutContext
+from paved.providers.routing.workloads import role_labels, spec_digest
 from paved.rollout.observation import AutoscalerState
 
 Json = dict[str, Any]
@@ -59,7 +59,7 @@ def derived_autoscaler(context: RolloutContext, role: str, hpa: Mapping[str, Any
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": context.deployment_name(role), "namespace": context.namespace,
-                     "labels": {ROLLOUT_LABEL: context.name, ROLE_LABEL: role},
+                     "labels": role_labels(context, role),
                      "annotations": {DERIVED_FROM_ANNOTATION: autoscaler_state(hpa).revision}},
         "spec": spec,
     }
