@@ -17,13 +17,14 @@ import pytest
 import yaml
 
 from fixtures.cluster import Kubectl, wait_for
+from paved.api.common import get_condition
 
 Json = dict[str, Any]
 
 
 def condition(obj: Mapping[str, Any] | None, type_: str = "Ready") -> Json:
     """The condition `type_` of `obj`'s status ({} when there is none)."""
-    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+    return get_condition(((obj or {}).get("status") or {}).get("conditions"), type_) or {}
 
 
 def _scope(namespace: str | None) -> list[str]:

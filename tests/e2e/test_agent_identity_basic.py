@@ -86,7 +86,9 @@ def test_identity_gets_least_privilege_rbac_restored_on_drift_and_collected_on_d
     assert not cluster.allowed(user, "get", "secrets", namespace)
     assert not cluster.allowed(user, "get", "configmaps", "default")
 
-    # Quiet at idle: nothing rewrites the intent or its children.
+    # Quiet at idle: nothing rewrites the intent or its children, once both status writers (the
+    # reconcile's Ready, the audit's PolicyCompliant, which may come later under load) have written.
+    intent = cluster.wait_condition("agentidentity", "reporter", namespace, "PolicyCompliant", status=None, timeout=READY_TIMEOUT)
     versions = {key: obj["metadata"]["resourceVersion"] for key, obj in {"intent": intent, "role": role, "binding": binding}.items()}  # type: ignore[index]
     time.sleep(3)
     assert cluster.get("agentidentity", "reporter", namespace)["metadata"]["resourceVersion"] == versions["intent"]  # type: ignore[index]
