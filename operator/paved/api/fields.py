@@ -147,6 +147,16 @@ class CompositionReference(Model):
     name: ObjectName = Field(description="Name of the (cluster-scoped) Composition to render this intent with.")
 
 
+CompositionUpdatePolicy = Literal["Automatic", "Manual"]
+"""How an intent follows changes of its Composition (docs/database.md, "Revisions and waves")."""
+
+
+class CompositionRevisionReference(Model):
+    """Names a CompositionRevision of the intent's Composition: the revision a Manual intent is pinned to."""
+
+    name: ObjectName = Field(description="Name of the (cluster-scoped) CompositionRevision, <composition>-<hash>.")
+
+
 class ComposedResourceStatus(Model):
     """Observed state of one resource rendered from the Composition."""
 
@@ -163,6 +173,10 @@ class ComposedStatus(IntentStatus):
     """Status of an intent rendered through a Composition."""
 
     composition: str | None = Field(default=None, description="Name of the Composition the intent was rendered with.")
+    compositionRevision: str | None = Field(
+        default=None,
+        description="Name of the CompositionRevision the intent was last rendered with (also when that render failed).",
+    )
     renderHash: str | None = Field(
         default=None, description="Hash of the rendered desired state; changes exactly when the desired state changes."
     )

@@ -19,6 +19,8 @@ from paved.api.fields import (
     CelRule,
     ComposedStatus,
     CompositionReference,
+    CompositionRevisionReference,
+    CompositionUpdatePolicy,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -144,6 +146,16 @@ class AgentIdentitySpec(RuledModel):
     )
     compositionRef: CompositionReference | None = Field(
         default=None, description="Composition to use; absent means selector match, else the kind's default."
+    )
+    compositionUpdatePolicy: CompositionUpdatePolicy = Field(
+        default="Automatic",
+        description="Automatic: a change of the Composition reaches this intent in the Composition's rollout waves; "
+        "Manual: the intent stays on its revision (compositionRevisionRef, else the one it is on) until changed here.",
+    )
+    compositionRevisionRef: CompositionRevisionReference | None = Field(
+        default=None,
+        description="With compositionUpdatePolicy Manual: the CompositionRevision to render with (pin or upgrade by "
+        "changing it).",
     )
 
     def service_account_name(self, intent_name: str) -> str:
