@@ -4,7 +4,7 @@ A change of a Composition is recorded as an immutable CompositionRevision and re
 intents rendered with it in waves of spec.rollout.maxInFlight, each gated on the previous
 wave's Ready; a failing intent halts the rollout with the others untouched; Manual intents
 stay. The Compositions here render a ConfigMap (ready at once) and, to hold a wave in flight,
-a StatefulSet (never ready: the test control plane runs no kubelet).
+a StatefulSet whose pod fits no node (never ready; kwok would run it otherwise).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 from fixtures.cluster import Kubectl, wait_for
 
-pytestmark = [pytest.mark.cluster]
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 
 CONFIG_MAP = """\
 apiVersion: v1
@@ -41,6 +41,7 @@ spec:
   template:
     metadata: {labels: {app: {{ intent.metadata.name }}}}
     spec:
+      nodeSelector: {example.com/nowhere: "true"}
       containers: [{name: db, image: postgres}]
 """
 REFUSE_LARGE = """{% if intent.spec.size == 'large' %}{{ fail('spec.size', 'this revision has no instance class for large') }}{% endif %}\n"""
