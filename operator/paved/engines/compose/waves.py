@@ -8,8 +8,10 @@ the rollout is under way and every SETTLED_RECOUNT_SECONDS once it is done or ha
    revision number, owned by the Composition: the garbage collector removes it with it);
 2. list the intents rendered with it (status.composition) and read, from their status
    alone, which revision each is on and whether it is Ready or failing there;
-3. ask the pure planner (paved.render.waves.plan_wave) which Automatic intents move now, and
-   reconcile exactly those with the latest revision (the compose engine's reconcile with
+3. reconcile the intents in flight (on the latest revision, not Ready yet: a database being
+   modified) to see whether they are Ready now; ask the pure planner
+   (paved.render.waves.plan_wave) which Automatic intents move now, and reconcile exactly
+   those with the latest revision (the compose engine's reconcile with
    `move`: one status write each, as paved-reconcile); repeat while moved intents become
    Ready at once (Kubernetes-only compositions) and nothing halts;
 4. write the Composition's rollout status (latestRevision, intents per revision,
@@ -134,9 +136,15 @@ class CompositionWaves:
             view = {intent.key: (item, intent) for item, intent in self._users(intent_kind, name, namespaces)}
             wave = plan_wave(latest, [intent for _, intent in view.values()], max_in_flight=settings.maxInFlight,
                              max_failures=settings.maxFailures)
+            # Not Ready yet: look again (a database being modified). At most maxInFlight per step, so
+            # that new intents waiting for their first database do not cost a reconcile each per step.
+            for key in sorted(set(wave.in_flight) - set(wave.move))[:settings.maxInFlight]:
+                view = self._reconcile(intent_kind, view, key, compositions, trigger, move=False)
+            wave = plan_wave(latest, [intent for _, intent in view.values()], max_in_flight=settings.maxInFlight,
+                             max_failures=settings.maxFailures)
             while wave.move:
                 for key in wave.move:
-                    view = self._move(intent_kind, view, key, compositions, trigger)
+                    view = self._reconcile(intent_kind, view, key, compositions, trigger, move=True)
                 wave = plan_wave(latest, [intent for _, intent in view.values()], max_in_flight=settings.maxInFlight,
                                  max_failures=settings.maxFailures)
                 if all(key not in view or view[key][1].revision != latest for key in wave.move):
@@ -190,14 +198,15 @@ class CompositionWaves:
                 if in_scope(metadata.get("namespace"), namespaces):
                     yield item, intent_on_revision(item)
 
-    def _move(self, intent_kind: IntentKind, view: dict[str, tuple[dict[str, Any], IntentOnRevision]], key: str,
-              compositions: Sequence[Mapping[str, Any]], trigger: str) -> dict[str, tuple[dict[str, Any], IntentOnRevision]]:
-        """Reconcile the intent `key` with the latest revision; the view with what it shows now."""
+    def _reconcile(self, intent_kind: IntentKind, view: dict[str, tuple[dict[str, Any], IntentOnRevision]], key: str,
+                   compositions: Sequence[Mapping[str, Any]], trigger: str, *, move: bool
+                   ) -> dict[str, tuple[dict[str, Any], IntentOnRevision]]:
+        """Reconcile the intent `key` (`move`: with the latest revision); the view with what it shows now."""
         item, _ = view[key]
         try:
-            outcome = self.compose.reconcile_written(intent_kind, item, compositions, trigger=trigger, move=True)
+            outcome = self.compose.reconcile_written(intent_kind, item, compositions, trigger=trigger, move=move)
         except ApiError as error:  # one intent's failure must not stop the others
-            log.warning("rollout: moving %s %s failed (%s); retried at the next step", intent_kind.kind, key, error)
+            log.warning("rollout: reconciling %s %s failed (%s); retried at the next step", intent_kind.kind, key, error)
             return view
         if outcome is None or outcome.status.get("composition") != (item.get("status") or {}).get("composition"):
             return {k: v for k, v in view.items() if k != key}  # being deleted, or rendered with another Composition now
