@@ -38,6 +38,7 @@ from paved.api.common import READY
 from paved.api.platform import CompositionRollout
 from paved.engines.compose.engine import ComposeEngine
 from paved.engines.compose.model import IntentKind, in_scope, owner_of
+from paved.errors import located
 from paved.kube import apply as kube
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, list_pages, resource_info
@@ -107,8 +108,8 @@ class CompositionWaves:
             for name in due:
                 try:
                     self._step_live(name)
-                except Exception:  # a failed step is retried at the next one; the thread goes on
-                    log.exception("composition %s: rollout step failed", name)
+                except Exception as error:  # noqa: BLE001 - a failed step is retried at the next one; the thread goes on
+                    log.error("composition %s: rollout step failed: %s", name, located(error))
 
     def _step_live(self, name: str) -> None:
         composition = kube.get(API_VERSION, COMPOSITION, name)
