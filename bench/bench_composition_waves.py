@@ -19,7 +19,8 @@ Two parts, printed as two tables:
    a. the Composition's small instance class changes (db.t3.micro -> db.t3.small): seconds
       from the edit until the Composition's status shows every intent Ready on the new
       revision, and AWS calls per intent during that rollout (paved_provider_api_calls_total
-      of the RDS, subnet group and security group providers), modify_db_instance included;
+      of the RDS, subnet group and security group providers, as bench_database.py counts
+      them), modify_db_instance included;
    b. an injected failure: the next edit drops the medium instance class, so the intents of
       size medium fail (RenderFailed naming spec.size). Figures: seconds until the rollout is
       Halted, intents on the new revision then, and how many moved after the first failing
@@ -37,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import BenchEnv, create_objects, delta, load_example, log, operator_counters, print_table
+from bench_database import aws_counters
+from harness import BenchEnv, create_objects, delta, load_example, log, print_table
 
 from paved.api.kinds import kind_info
 from paved.dev.demo import use_cluster_network
@@ -50,8 +52,6 @@ ALLOWED_NAMESPACE = "orders-app"
 NAMESPACE = "bench-waves"
 BASE_COMPOSITION = "postgres-aws-rds"
 COMPOSITION = "bench-waves-rds"
-COUNTER = "paved_provider_api_calls_total"
-AWS_PROVIDERS = ("aws-rds", "aws-db-subnet-group", "aws-security-group")
 
 
 def intent_name(index: int) -> str:
@@ -154,14 +154,6 @@ def wait_until(check: Any, timeout: float, what: str) -> float:
         time.sleep(0.5)
     log(f"timed out after {timeout:.0f}s waiting for {what}")
     return math.nan
-
-
-def aws_counters(env: BenchEnv) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for provider in AWS_PROVIDERS:
-        for operation, count in operator_counters(env.operator, COUNTER, "operation", provider=provider).items():
-            counts[operation] = counts.get(operation, 0.0) + count
-    return counts
 
 
 def apply_composition(env: BenchEnv, body: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ from paved.api.fields import (
     CelRule,
     ComposedStatus,
     CompositionReference,
-    CompositionRevisionReference,
-    CompositionUpdatePolicy,
+    RevisionRefField,
+    UpdatePolicyField,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -125,16 +125,8 @@ class DatabaseIntentSpec(Model):
     compositionRef: CompositionReference | None = Field(
         default=None, description="Composition to use; absent means selector match, else the kind's default."
     )
-    compositionUpdatePolicy: CompositionUpdatePolicy = Field(
-        default="Automatic",
-        description="Automatic: a change of the Composition reaches this intent in the Composition's rollout waves; "
-        "Manual: the intent stays on its revision (compositionRevisionRef, else the one it is on) until changed here.",
-    )
-    compositionRevisionRef: CompositionRevisionReference | None = Field(
-        default=None,
-        description="With compositionUpdatePolicy Manual: the CompositionRevision to render with (pin or upgrade by "
-        "changing it).",
-    )
+    compositionUpdatePolicy: UpdatePolicyField = "Automatic"
+    compositionRevisionRef: RevisionRefField = None
     deletionPolicy: DeletionPolicy = Field(
         default="Snapshot",
         description="On deletion: Snapshot (final snapshot, then delete), Retain (leave the database) or Delete.",

@@ -157,6 +157,16 @@ class CompositionRevisionReference(Model):
     name: ObjectName = Field(description="Name of the (cluster-scoped) CompositionRevision, <composition>-<hash>.")
 
 
+UpdatePolicyField = Annotated[CompositionUpdatePolicy, Field(
+    description="Automatic: a change of the Composition reaches this intent in the Composition's rollout waves; "
+    "Manual: the intent stays on its revision (compositionRevisionRef, else the one it is on) until changed here.",
+)]
+RevisionRefField = Annotated[CompositionRevisionReference | None, Field(
+    description="With compositionUpdatePolicy Manual: the CompositionRevision to render with (pin or upgrade by changing it).",
+)]
+"""The two fields every composed intent kind has (default "Automatic" and None)."""
+
+
 class ComposedResourceStatus(Model):
     """Observed state of one resource rendered from the Composition."""
 
