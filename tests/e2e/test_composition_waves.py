@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from fixtures.cluster import Kubectl, wait_for
+from fixtures.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 
@@ -111,7 +112,8 @@ def settled_on_first_revision(kubectl: Kubectl, namespace: str, name: str, count
     return str(wait_for(first, timeout=90, what="every intent Ready on the first revision"))
 
 
-def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(kubectl: Kubectl, namespace: str, comp_name: str) -> None:
+def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(operator: OperatorProcess, kubectl: Kubectl,
+                                                                     namespace: str, comp_name: str) -> None:
     apply(kubectl, composition(comp_name, "one"))
     automatic = [f"db-{n}" for n in range(6)]
     apply(kubectl, *[intent(name, namespace, comp_name) for name in automatic],
@@ -135,6 +137,12 @@ def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(kubectl: Ku
     assert condition["status"] == "False" and condition["reason"] == "Progressing", condition
     assert {entry["name"]: entry["intents"] for entry in status["revisions"]} == {second: 2, first: 5}
     assert status["revisions"][0]["name"] == second and status["revisions"][0]["revision"] == 2
+
+    # The rollout's state is the intents' status: a restarted operator holds the same wave.
+    operator.stop()
+    operator.start()
+    time.sleep(12)
+    assert on_revision(kubectl, namespace) == revisions
 
     # A new edit starts a new rollout: waves of two, each as soon as the previous is Ready.
     apply(kubectl, composition(comp_name, "three"))

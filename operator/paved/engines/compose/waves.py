@@ -144,12 +144,13 @@ class CompositionWaves:
             wave = plan_wave(latest, [intent for _, intent in view.values()], max_in_flight=settings.maxInFlight,
                              max_failures=settings.maxFailures)
             while wave.move:
-                for key in wave.move:
+                moved = wave.move
+                for key in moved:
                     view = self._reconcile(intent_kind, view, key, compositions, trigger, move=True)
                 wave = plan_wave(latest, [intent for _, intent in view.values()], max_in_flight=settings.maxInFlight,
                                  max_failures=settings.maxFailures)
-                if all(key not in view or view[key][1].revision != latest for key in wave.move):
-                    break  # every move failed to land (API errors): the next tick tries again
+                if all(key not in view or view[key][1].revision != latest for key in moved):
+                    break  # no move landed (API errors): the next step tries again
             self._report(composition, wave, created)
             settled = wave.done or wave.halted
             with self._guard:
