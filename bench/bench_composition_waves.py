@@ -11,8 +11,8 @@ Two parts, printed as two tables:
    reconcile's render). Figures: planner steps and CPU time for the whole rollout, render CPU
    per intent, and, with failing intents injected, how many intents the rollout still moved
    after the first failure (goal: at most maxInFlight - 1, the rest of the wave that found it).
-2. End to end, at --size intents (default 100; 1,000 take far longer than 10 minutes to create
-   on this 2-core machine): real parts (bench/harness.py: a control plane, moto, `paved run`
+2. End to end, at --size intents (default 100, a few minutes; --size 1000 --max-in-flight 50
+   --fail-every 100 takes about 12 minutes on a 2-core machine): real parts (bench/harness.py: a control plane, moto, `paved run`
    as deploy/'s ServiceAccount). N DatabaseIntents (examples/01-database/orders-db.yaml, every
    --fail-every'th one of size medium) are rendered through a copy of the RDS Composition
    with spec.rollout.maxInFlight --max-in-flight. Then:
