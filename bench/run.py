@@ -15,7 +15,8 @@ policy (bench_policy.py), rollout (bench_rollout.py: canary step latency and cos
 (bench_rollout_scale_down.py: pods before/during/after a rollout for each spec.originalScaleDown), failover
 (bench_failover.py: SIGKILLs and SIGTERMs of the leader under mixed load), hostile (bench_hostile.py:
 670 hostile cases by stopping point, crashes, partial resources, the batch's duration), demo (bench_demo.py:
-time from a bad version to 100% stable in `make demo`'s canary).
+time from a bad version to 100% stable in `make demo`'s canary), composition-waves
+(bench_composition_waves.py: a Composition change over many intents in waves, and a halted one).
 The exit status is non-zero if any scenario failed.
 """
 
@@ -42,6 +43,7 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "failover": ("bench_failover.py", ("--quick",)),
     "hostile": ("bench_hostile.py", ("--quick",)),
     "demo": ("bench_demo.py", ("--quick",)),
+    "composition-waves": ("bench_composition_waves.py", ("--quick",)),
 }
 
 

@@ -41,7 +41,8 @@ Atom = tuple[str, str, str, str | None]  # (apiGroup, resource, verb, resourceNa
 CHECKED_BY_ADMISSION = {
     (group, f"{plural}/finalizers", "update"): "OwnerReferencesPermissionEnforcement: blockOwnerDeletion on a child"
     for group, plural in [("paved.dev", "agentidentities"), ("paved.dev", "databaseintents"),
-                          ("paved.dev", "externalsecretrefs"), ("paved.dev", "progressiverollouts")]
+                          ("paved.dev", "externalsecretrefs"), ("paved.dev", "progressiverollouts"),
+                          ("paved.dev", "compositions")]
 }
 
 

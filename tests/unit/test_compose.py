@@ -176,7 +176,7 @@ def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, c
     assert [(g["kind"], g["namespace"]) for g in status["grants"]] == [("Role", NS), ("RoleBinding", NS)]
     assert status["grants"][0]["detail"] == "get,list configmaps"
     assert [r["ready"] for r in status["resources"]] == [True, True, True]
-    assert outcome.changed == {"observedGeneration", "composition", "renderHash", "resources", "serviceAccount", "grants",
+    assert outcome.changed == {"observedGeneration", "composition", "compositionRevision", "renderHash", "resources", "serviceAccount", "grants",
                                "conditions"}
     reasons = [reason for _, reason, _ in cluster.events]
     assert "Ready" in reasons and reasons.count("Granted") == 2

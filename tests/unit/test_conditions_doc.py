@@ -68,7 +68,7 @@ NOT_CONDITION_REASONS = {
 REASON_PARAMETERS = {"reason", "expire_reason", "broken_after_accept"}
 # Conditions whose reason is a value of an enumeration rather than a constant at the sink.
 VOCABULARIES = {"paved.rollout.state.conditions_for": "paved.rollout.state.Phase"}
-CONDITION_TYPE_NAMES = {"READY", "SYNCED", "STALE", "POLICY_COMPLIANT", "EXPIRED", "PROGRESSING", "ACCEPTED"}
+CONDITION_TYPE_NAMES = {"READY", "SYNCED", "STALE", "POLICY_COMPLIANT", "EXPIRED", "PROGRESSING", "ACCEPTED", "ROLLED_OUT"}
 REASON_FORM = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 

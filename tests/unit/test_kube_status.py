@@ -153,6 +153,7 @@ def writers_by_kind() -> dict[str, list[StatusWriter]]:
     from paved.api.kinds import INTENT_KINDS
     from paved.engines.audit import AUDIT_STATUS, PLATFORM_STATUS
     from paved.engines.compose import ComposeEngine
+    from paved.engines.compose.waves import COMPOSITION_ROLLOUT_STATUS, REVISION_STATUS
     from paved.engines.database import DATABASES, DRIFT_CHECK_STATUS
     from paved.engines.identity import IdentityEngine
     from paved.engines.rollout import ROLLOUT_STATUS
@@ -168,7 +169,8 @@ def writers_by_kind() -> dict[str, list[StatusWriter]]:
         "ProgressiveRollout": [ROLLOUT_STATUS],
         "SecretStore": [STORE_STATUS],
         "ClusterSecretStore": [STORE_STATUS],
-        "Composition": [COMPOSITION_STATUS],
+        "Composition": [COMPOSITION_STATUS, COMPOSITION_ROLLOUT_STATUS],
+        "CompositionRevision": [REVISION_STATUS],
         **{kind: [writer] for kind, writer in PLATFORM_STATUS.items()},
     }
     for kind in INTENT_KINDS:

@@ -16,6 +16,8 @@ from paved.api.fields import (
     CelRule,
     ComposedStatus,
     CompositionReference,
+    RevisionRefField,
+    UpdatePolicyField,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -123,6 +125,8 @@ class DatabaseIntentSpec(Model):
     compositionRef: CompositionReference | None = Field(
         default=None, description="Composition to use; absent means selector match, else the kind's default."
     )
+    compositionUpdatePolicy: UpdatePolicyField = "Automatic"
+    compositionRevisionRef: RevisionRefField = None
     deletionPolicy: DeletionPolicy = Field(
         default="Snapshot",
         description="On deletion: Snapshot (final snapshot, then delete), Retain (leave the database) or Delete.",

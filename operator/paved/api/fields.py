@@ -147,6 +147,26 @@ class CompositionReference(Model):
     name: ObjectName = Field(description="Name of the (cluster-scoped) Composition to render this intent with.")
 
 
+CompositionUpdatePolicy = Literal["Automatic", "Manual"]
+"""How an intent follows changes of its Composition (docs/database.md, "Revisions and waves")."""
+
+
+class CompositionRevisionReference(Model):
+    """Names a CompositionRevision of the intent's Composition: the revision a Manual intent is pinned to."""
+
+    name: ObjectName = Field(description="Name of the (cluster-scoped) CompositionRevision, <composition>-<hash>.")
+
+
+UpdatePolicyField = Annotated[CompositionUpdatePolicy, Field(
+    description="Automatic: a change of the Composition reaches this intent in the Composition's rollout waves; "
+    "Manual: the intent stays on its revision (compositionRevisionRef, else the one it is on) until changed here.",
+)]
+RevisionRefField = Annotated[CompositionRevisionReference | None, Field(
+    description="With compositionUpdatePolicy Manual: the CompositionRevision to render with (pin or upgrade by changing it).",
+)]
+"""The two fields every composed intent kind has (default "Automatic" and None)."""
+
+
 class ComposedResourceStatus(Model):
     """Observed state of one resource rendered from the Composition."""
 
@@ -163,6 +183,10 @@ class ComposedStatus(IntentStatus):
     """Status of an intent rendered through a Composition."""
 
     composition: str | None = Field(default=None, description="Name of the Composition the intent was rendered with.")
+    compositionRevision: str | None = Field(
+        default=None,
+        description="Name of the CompositionRevision the intent was last rendered with (also when that render failed).",
+    )
     renderHash: str | None = Field(
         default=None, description="Hash of the rendered desired state; changes exactly when the desired state changes."
     )

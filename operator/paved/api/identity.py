@@ -19,6 +19,8 @@ from paved.api.fields import (
     CelRule,
     ComposedStatus,
     CompositionReference,
+    RevisionRefField,
+    UpdatePolicyField,
     DNSLabel,
     Duration,
     FieldGroup,
@@ -145,6 +147,8 @@ class AgentIdentitySpec(RuledModel):
     compositionRef: CompositionReference | None = Field(
         default=None, description="Composition to use; absent means selector match, else the kind's default."
     )
+    compositionUpdatePolicy: UpdatePolicyField = "Automatic"
+    compositionRevisionRef: RevisionRefField = None
 
     def service_account_name(self, intent_name: str) -> str:
         """The ServiceAccount's name, applying the metadata.name default."""

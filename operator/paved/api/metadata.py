@@ -60,6 +60,8 @@ SET_BY_THE_PLATFORM = (
 )
 
 SET_BY_PAVED = (
+    MetadataKey("paved.dev/composition", "label", "CompositionRevision", "the Composition's name (cut short and hashed "
+                "when longer than a label value)", "Which Composition the revision records a spec of."),
     MetadataKey("paved.dev/owner-uid", "label", "everything Paved composes", "the intent's uid",
                 "Finds an object's intent (drift restores) and its leftovers (pruning, finalizers)."),
     MetadataKey("paved.dev/owner", "annotation", "children in another namespace, or cluster-scoped",

@@ -92,6 +92,21 @@ class ResourceTemplate(Model):
     )
 
 
+class CompositionRollout(Model):
+    """How a change of the Composition reaches the intents rendered with it (Automatic ones), in waves."""
+
+    maxInFlight: int = Field(
+        default=10, ge=1, le=10000,
+        description="Intents moved to the new revision that are not Ready yet, at most; the next intents move as "
+        "these become Ready.",
+    )
+    maxFailures: int = Field(
+        default=1, ge=1, le=10000,
+        description="Intents failing on the new revision (RenderFailed, ProviderError) that halt the rollout: no "
+        "further intent moves; the others stay on their revision. A new edit of the Composition starts a new rollout.",
+    )
+
+
 class CompositionSpec(Model):
     """How one intent kind becomes concrete resources.
 
@@ -119,6 +134,55 @@ class CompositionSpec(Model):
     resources: Annotated[list[ResourceTemplate], UniqueBy("name")] = Field(
         min_length=1, max_length=64, description="Resources in order; later ones may read outputs of earlier ones."
     )
+    rollout: CompositionRollout = Field(
+        default_factory=CompositionRollout,
+        description="How a change reaches the intents, in waves. Not part of a revision: changing only this makes "
+        "no new revision (raise maxFailures to let a halted rollout go on).",
+    )
+
+
+class RevisionCount(Model):
+    """How many intents are on one revision."""
+
+    name: str = Field(description="Name of the CompositionRevision.")
+    revision: int | None = Field(default=None, description="Its revision number (absent: not created yet).")
+    intents: int = Field(ge=0, description="Intents rendered with it.")
+
+
+class CompositionStatus(PlatformStatus):
+    """Observed state of a Composition: validity (Ready) and its rollout (RolledOut)."""
+
+    latestRevision: str | None = Field(
+        default=None, description="The CompositionRevision of the current spec: where Automatic intents are moved."
+    )
+    revisions: list[RevisionCount] = Field(
+        default_factory=list, description="Intents per revision, newest first; revisions no intent is on are left out."
+    )
+    updatedIntents: int | None = Field(default=None, description="Intents on the latest revision and Ready.")
+    failedIntents: int | None = Field(default=None, description="Intents failing on the latest revision.")
+
+
+# --- CompositionRevision ------------------------------------------------------------------
+
+
+class CompositionRevisionSpec(RuledModel):
+    """An immutable copy of a Composition's spec (without rollout), made by Paved at each change of it.
+
+    Named <composition>-<hash of the spec>, owned by the Composition (deleted with it). Intents
+    record the revision they are on (status.compositionRevision) and keep being rendered with it
+    until the rollout moves them, or until their own compositionRevisionRef says otherwise.
+    """
+
+    cel_rules = (CelRule("self == oldSelf", "spec is immutable: a CompositionRevision is a record; edit the Composition"),)
+
+    revision: int = Field(ge=1, description="Revision number: 1 for the first spec of the Composition, then one more per new spec.")
+    compositionSpec: CompositionSpec = Field(description="The Composition's spec as it was (rollout left out).")
+
+
+class CompositionRevisionStatus(PlatformStatus):
+    """Observed state of a CompositionRevision."""
+
+    intents: int | None = Field(default=None, description="Intents rendered with this revision.")
 
 
 # --- IntentPolicy -------------------------------------------------------------------------
@@ -238,6 +302,9 @@ spec:
     image: postgres
   generatedSecrets:
     - name: password
+  rollout:
+    maxInFlight: 10
+    maxFailures: 1
   resources:
     - name: connection
       provider: kubernetes
@@ -248,6 +315,28 @@ spec:
           name: {{ intent.metadata.name }}-connection
         stringData:
           password: {{ generated.password }}
+"""
+
+COMPOSITION_REVISION_EXAMPLE = """\
+apiVersion: paved.dev/v1alpha1
+kind: CompositionRevision
+metadata:
+  name: postgres-in-cluster-3f2a9c1b7d
+  labels:
+    paved.dev/composition: postgres-in-cluster
+spec:
+  revision: 1
+  compositionSpec:
+    compositeKind: DatabaseIntent
+    default: true
+    resources:
+      - name: connection
+        provider: kubernetes
+        template: |
+          apiVersion: v1
+          kind: ConfigMap
+          metadata:
+            name: {{ intent.metadata.name }}-info
 """
 
 INTENT_POLICY_EXAMPLE = """\

@@ -2,7 +2,7 @@
 
 `Engines` is the one object that holds a process's state (paved.runtime builds it once and
 hands it to every Kopf handler as `memo`): the compose engine and the kinds built on it
-(databases, identities), the secret sync engine, the rollout engine, the policy audit, the
+(databases, identities), the Compositions' rollout waves, the secret sync engine, the rollout engine, the policy audit, the
 namespace cache, and what `paved run` was told to serve. Handlers read from it, call into
 it and write what it returns; nothing in paved.handlers keeps state of its own.
 
@@ -21,6 +21,7 @@ from typing import Protocol
 
 from paved.engines.audit import DEFAULT_AUDIT_INTERVAL, Auditor
 from paved.engines.compose import ComposeEngine
+from paved.engines.compose.waves import CompositionWaves
 from paved.engines.database import DatabaseEngine
 from paved.engines.identity import IdentityEngine
 from paved.engines.namespaces import NamespaceCache
@@ -54,6 +55,7 @@ class Engines:
         self.scope = scope
         self.namespaces = NamespaceCache()
         self.compose = ComposeEngine()
+        self.waves = CompositionWaves(self.compose)
         self.databases = DatabaseEngine(self.compose)
         self.identities = IdentityEngine(self.compose)
         self.rollouts = RolloutEngine(self.compose.allowances, scope.prometheus_address)
@@ -78,6 +80,7 @@ class Engines:
         for watch in self._watches:
             watch.stop()
         self.secrets.stop()
+        self.waves.stop()
         self.audit.stop()
         self.rollouts.stop()
         self.identities.stop()

@@ -295,7 +295,7 @@ class DatabaseEngine:
         its allowances), for the checks that must come before the first cloud call."""
         namespace = owner_of(body).namespace
         return render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(namespace),
-                             allowed=self.compose.allowances(KIND, namespace))
+                             allowed=self.compose.allowances(KIND, namespace), revisions=self.compose.revisions())
 
     def reconcile_and_write(self, body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> Outcome | None:
         """`reconcile`, and its status written (None: the intent is being deleted)."""

@@ -332,7 +332,7 @@ class IdentityEngine:
         self._expired[owner.uid] = (decision.reason, decision.message)
         unfinished: list[str] = []
         with self.compose.owner_lock(owner.uid):
-            rendered, _policy = render_for_deletion(self.raw_kind, body, compositions)
+            rendered, _policy = render_for_deletion(self.raw_kind, body, compositions, self.compose.revisions())
             for resource in reversed(rendered):
                 try:
                     if resource.provider == KUBERNETES:

@@ -39,6 +39,13 @@ def composition_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[st
     return {name: snapshot(body)}
 
 
+def revision_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """name -> snapshot of the CompositionRevision (with status, to write it only on change);
+    the leader's only (paved.handlers.platform): admission renders what a new intent gets."""
+    item = {**snapshot(body, "CompositionRevision"), "status": copy.deepcopy(dict(body.get("status") or {}))}
+    return {name: item}
+
+
 def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """name -> snapshot of the IntentPolicy."""
     return {name: {**snapshot(body), "kind": "IntentPolicy"}}

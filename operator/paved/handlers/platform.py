@@ -5,12 +5,14 @@ and line; a valid one Ready=True. Status is written only when it changes (server
 apply as `paved-composition-check`, paved.kube.status). (The composition index itself,
 which every intent is rendered from, is in paved.handlers.indexes.)
 
-When a Composition's spec changes (or it appears or disappears), the intents that use it,
-and those still waiting with NoComposition, are re-rendered at once through the kind's
-registered reconcile (paved.engines.compose). This runs in the Composition's event handler
-thread, one intent after another: fine for tens or hundreds of intents, and a platform
-change is rare; at thousands, expect it to take a while (each intent is one render plus
-reads, and writes only where the render changed).
+When a Composition's spec changes, its new CompositionRevision is recorded and the change
+reaches the intents that use it in waves (paved.engines.compose.waves: at most
+spec.rollout.maxInFlight intents changing at once, halted by maxFailures failing ones); the
+engine's thread goes on with the next waves while the rollout is under way, and re-counts a
+settled one now and then. Intents still waiting with NoComposition are re-rendered at once,
+as are the users of a deleted Composition. All of this runs in the Composition's handler
+threads, one intent after another (each is one render plus reads, and writes only where the
+render changed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from paved.api.common import READY, get_condition
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
 from paved.engines.compose import REASON_NO_COMPOSITION, compositions_from, in_scope
+from paved.handlers.indexes import revision_index
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError, request, resource_info
 from paved.kube.status import StatusWriter
@@ -52,6 +55,7 @@ def composition_changed(type: str | None, body: kopf.Body, composition_index: ko
     name, generation = str(metadata.get("name") or ""), metadata.get("generation")
     served = (body.get("spec") or {}).get("compositeKind")
     if type == "DELETED":
+        memo.waves.forget(name)
         _rerender_users(name, served, composition_index, memo, reason=f"composition {name} deleted")
         return
     old = dict(body.get("status") or {})
@@ -62,12 +66,25 @@ def composition_changed(type: str | None, body: kopf.Body, composition_index: ko
         if problems:
             log.warning("composition %s is invalid: %s", name, "; ".join(problems))
     spec_changed = old.get("observedGeneration") != generation
-    if spec_changed and type is not None:  # not on the initial listing: intents resume by themselves
-        _rerender_users(name, served, composition_index, memo, reason=f"composition {name} changed")
+    if problems:  # nothing moves to a revision that cannot render at all; Ready=False says why
+        return
+    if spec_changed or type is None:  # also on the initial listing: it may have changed while no one led
+        memo.waves.step(body, compositions_from(composition_index), memo.scope.namespaces, trigger=f"composition {name} changed")
+    if spec_changed and type is not None:
+        _rerender_users(name, served, composition_index, memo, reason=f"composition {name} changed", users=False)
 
 
-def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, memo: Engines, *, reason: str) -> None:
-    """Reconcile every intent rendered through `name`, or waiting for any composition of its kind."""
+def share_revisions(revision_index: kopf.Index, composition_index: kopf.Index, memo: Engines, **_: Any) -> None:
+    """Renders everywhere on the leader read CompositionRevisions from the live revision index
+    (Kopf fills it before any intent handler runs); the rollout waves start stepping."""
+    memo.compose.set_revision_source(lambda: {name: item for name, store in revision_index.items() for item in store})
+    memo.waves.start(lambda: compositions_from(composition_index), memo.scope.namespaces)
+
+
+def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, memo: Engines, *, reason: str,
+                    users: bool = True) -> None:
+    """Reconcile every intent waiting for any composition of its kind, and (`users`) every one
+    rendered through `name`."""
     intent_kind = memo.compose.registered_kind(kind or "")
     if intent_kind is None:
         return
@@ -80,7 +97,7 @@ def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, 
     for item in items:
         item.setdefault("apiVersion", API_VERSION)
         item.setdefault("kind", intent_kind.kind)
-        if not _uses(item, name) or not in_scope(item["metadata"].get("namespace"), memo.scope.namespaces):
+        if not _uses(item, name if users else None) or not in_scope(item["metadata"].get("namespace"), memo.scope.namespaces):
             continue
         try:
             memo.compose.reconcile_written(intent_kind, item, compositions, trigger=reason)
@@ -89,14 +106,16 @@ def _rerender_users(name: str, kind: str | None, composition_index: kopf.Index, 
                         item["metadata"].get("namespace"), item["metadata"].get("name"), reason, error)
 
 
-def _uses(intent: Mapping[str, Any], composition: str) -> bool:
+def _uses(intent: Mapping[str, Any], composition: str | None) -> bool:
     status = intent.get("status") or {}
-    if status.get("composition") == composition:
+    if composition is not None and status.get("composition") == composition:
         return True
     ready = get_condition(status.get("conditions"), READY) or {}
     return ready.get("reason") == REASON_NO_COMPOSITION
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    """Add the Composition handler to the leader's registry."""
+    """Add the Composition handlers and the revision index to the leader's registry."""
+    kopf.index(GROUP, VERSION, "compositionrevisions", registry=registry)(revision_index)
+    kopf.on.startup(registry=registry)(share_revisions)  # type: ignore[arg-type]  # indexes by name: see paved.handlers
     kopf.on.event(GROUP, VERSION, "compositions", registry=registry)(composition_changed)  # type: ignore[arg-type]  # indexes by name: see paved.handlers

@@ -27,13 +27,14 @@ field once and no condition twice):
 
 | field manager | kinds | owns | who writes |
 |---|---|---|---|
-| paved-reconcile | DatabaseIntent, AgentIdentity | every status field but lastDriftCheck; Ready, Synced (AgentIdentity: and Expired, Accepted) | the composed reconcile, whatever runs it: Kopf handlers, children drift restores, Composition re-renders, an identity's daemon, a database's drift check, a failed deletion |
+| paved-reconcile | DatabaseIntent, AgentIdentity | every status field (compositionRevision too) but lastDriftCheck; Ready, Synced (AgentIdentity: and Expired, Accepted) | the composed reconcile, whatever runs it: Kopf handlers, children drift restores, Composition re-renders, an identity's daemon, a database's drift check, a failed deletion |
 | paved-drift-check | DatabaseIntent | lastDriftCheck | the drift daemon |
 | paved-secret-sync | ExternalSecretRef | every status field; Ready, Stale | the secret sync engine |
 | paved-rollout | ProgressiveRollout | every status field; Ready, Progressing | the rollout's ticks |
 | paved-policy-audit | every intent kind; PolicyException | PolicyCompliant; (PolicyException) observedGeneration, Ready, Expired | the policy audit |
 | paved-store-check | SecretStore, ClusterSecretStore | every status field; Ready | the authentication check (Kopf's handlers, timer, allowance changes) |
-| paved-composition-check | Composition | every status field; Ready | the Composition handler |
+| paved-composition-check | Composition | observedGeneration; Ready | the Composition handler |
+| paved-composition-rollout | Composition; CompositionRevision | (Composition) latestRevision, revisions, updatedIntents, failedIntents, RolledOut; (CompositionRevision) every status field; Ready | the rollout waves (paved.engines.compose.waves) |
 | paved-policy-compile | IntentPolicy | every status field; Ready | the IntentPolicy handler |
 
 Conditions are always built with paved.api.common.set_condition (`with_conditions`), never

@@ -10,7 +10,8 @@ read it and pass it here; everything else is decided once:
   defaults (`intent_document`);
 - that only COMPOSED_KINDS are rendered (ExternalSecretRef and ProgressiveRollout have their
   own engines, see paved.api.platform.CompositeKind);
-- the Composition (paved.render.select), unless the caller names one;
+- the Composition (paved.render.select), unless the caller names one, and the revision of it
+  the intent is rendered with (paved.render.waves) when the caller knows the revisions;
 - the render itself, with the caller's namespace labels and allowances, placeholders for
   outputs and generated values first (`IntentRender.result`), the real values on demand
   (`IntentRender.with_values`).
@@ -32,6 +33,7 @@ from paved.render.engine import render
 from paved.render.errors import RenderError
 from paved.render.select import select_composition
 from paved.render.types import RenderedResource, RenderResult
+from paved.render.waves import revision_for, revision_name
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class IntentRender:
     composition: Mapping[str, Any] | None = None
     result: RenderResult | None = None
     error: RenderError | None = None
+    revision: str | None = None  # the CompositionRevision rendered (None: none could be chosen)
 
     @property
     def composition_name(self) -> str | None:
@@ -84,6 +87,8 @@ def render_intent(
     allowed: Mapping[str, Sequence[str]] | None,
     spec: Model | None = None,
     composition: Mapping[str, Any] | None = None,
+    revisions: Mapping[str, Mapping[str, Any]] | None = None,
+    move: bool = False,
 ) -> IntentRender:
     """Render the intent `body` (as read: from the API server, a file, an admission request).
 
@@ -94,6 +99,10 @@ def render_intent(
     an error naming its fields, as the reconcile would report it).
     `composition`: use this Composition as is instead of selecting one (`paved render
     --composition FILE`).
+    `revisions`: every CompositionRevision by name (the reconcile): the intent is rendered
+    with the revision it is on, its compositionRevisionRef, or (`move`, or none yet) the
+    latest (paved.render.waves.revision_for). None: the Composition as it is now (admission,
+    `paved render`: what a new intent would get).
 
     Never raises for the user's input: a kind that is not composed, an invalid spec, no
     Composition and a failing template all come back as `error`.
@@ -116,11 +125,17 @@ def render_intent(
             composition = select_composition(intent, compositions, labels)
         except RenderError as error:
             return IntentRender(intent, labels, allowances, error=error)
+    revision = revision_name(composition)
+    if revisions is not None:
+        try:
+            revision, composition = revision_for(body, spec, composition, revisions, move=move)
+        except RenderError as error:
+            return IntentRender(intent, labels, allowances, composition, error=error)
     try:
         result = render(composition, intent, outputs=None, generated=None, namespace_labels=labels, allowed=allowances)
     except RenderError as error:
-        return IntentRender(intent, labels, allowances, composition, error=error)
-    return IntentRender(intent, labels, allowances, composition, result)
+        return IntentRender(intent, labels, allowances, composition, error=error, revision=revision)
+    return IntentRender(intent, labels, allowances, composition, result, revision=revision)
 
 
 def intent_document(body: Mapping[str, Any], spec: Model) -> dict[str, Any]:

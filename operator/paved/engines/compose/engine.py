@@ -75,6 +75,7 @@ from paved.render.types import RenderedResource
 log = logging.getLogger(__name__)
 
 AllowanceSource = Callable[[str, str | None], Mapping[str, list[str]]]  # (kind, namespace) -> allowed
+RevisionSource = Callable[[], Mapping[str, Mapping[str, Any]]]  # CompositionRevisions by name
 T = TypeVar("T")
 
 
@@ -84,6 +85,7 @@ class ComposeEngine:
     def __init__(self) -> None:
         self._kinds: dict[str, IntentKind] = {}
         self._allowance_source: AllowanceSource = lambda kind, namespace: nothing_allowed()
+        self._revision_source: RevisionSource = dict
         self._allowance_epoch = 0  # bumped whenever some policy's allowances change: long-lived watchers re-check
         self._allowances_seen: dict[str, Any] = {}  # policy name -> allowance_signature of a policy that allows something
         self._locks_guard = threading.Lock()
@@ -128,6 +130,17 @@ class ComposeEngine:
         """What IntentPolicies allow an intent of `kind` in `namespace` (paved.policy.allowances)."""
         return self._allowance_source(kind, namespace)
 
+    # --- revisions ------------------------------------------------------------------------
+
+    def set_revision_source(self, source: RevisionSource) -> None:
+        """Where renders read the CompositionRevisions (paved.handlers.platform sets it from the
+        revision index at startup; until then, and in tests without it, none is known and
+        every intent is rendered with its Composition as it is now)."""
+        self._revision_source = source
+
+    def revisions(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._revision_source()
+
     def owner_lock(self, uid: str) -> threading.RLock:
         """One lock per intent, so a drift restore and a Kopf handler never interleave on it."""
         with self._locks_guard:
@@ -146,8 +159,12 @@ class ComposeEngine:
         compositions: Sequence[Mapping[str, Any]],
         *,
         previous: Mapping[str, Any] | None = None,
+        move: bool = False,
     ) -> ComposeResult:
-        """Steps 1-6 of the module docstring; never raises for expected failures (see result.error)."""
+        """Steps 1-6 of the module docstring; never raises for expected failures (see result.error).
+
+        The intent is rendered with the CompositionRevision it is on (paved.render.waves), or
+        with the latest when `move` (a Composition's rollout moves it now)."""
         owner = owner_of(body)
         previous = previous or {}
         result = ComposeResult(generation=owner.generation)
@@ -162,8 +179,9 @@ class ComposeEngine:
             result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
             return result
         rendering = render_intent(body, compositions, spec=result.spec, namespace_labels=labels,
-                                  allowed=self.allowances(intent_kind.kind, owner.namespace))
-        result.composition = rendering.composition_name
+                                  allowed=self.allowances(intent_kind.kind, owner.namespace),
+                                  revisions=self.revisions(), move=move)
+        result.composition, result.revision = rendering.composition_name, rendering.revision
         if rendering.error is not None:
             result.error = _render_error(rendering.error, selecting=rendering.composition is None)
             return result
@@ -198,6 +216,7 @@ class ComposeEngine:
         compositions: Sequence[Mapping[str, Any]],
         *,
         trigger: str = "handler",
+        move: bool = False,
     ) -> Outcome:
         """Compose, build the status and what changed of it, post Events for that; no status write.
 
@@ -207,7 +226,7 @@ class ComposeEngine:
         owner = owner_of(body)
         with self.owner_lock(owner.uid), metrics.timed_reconcile(intent_kind.kind):
             old = dict(body.get("status") or {})
-            result = self.compose(intent_kind, body, compositions, previous=old)
+            result = self.compose(intent_kind, body, compositions, previous=old, move=move)
             status = build_status(intent_kind, body, result)
             outcome = intent_kind.outcome(result, body, status)
             metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
@@ -244,11 +263,12 @@ class ComposeEngine:
             return result
 
     def reconcile_written(self, intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]],
-                          *, trigger: str) -> Outcome | None:
+                          *, trigger: str, move: bool = False) -> Outcome | None:
         """The composed reconcile and its status written (the children watch, Composition
-        changes): `reconcile` through `reconcile_and_write`."""
+        changes, rollout waves with `move`): `reconcile` through `reconcile_and_write`."""
         return self.reconcile_and_write(
-            intent_kind, body, lambda current: self.reconcile(intent_kind, current, compositions, trigger=trigger).written())
+            intent_kind, body,
+            lambda current: self.reconcile(intent_kind, current, compositions, trigger=trigger, move=move).written())
 
     def as_written(self, intent_kind: IntentKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """`body` with the reconcile's part of its status as this process last wrote it.
@@ -296,7 +316,7 @@ class ComposeEngine:
         owner = owner_of(body)
         unfinished: list[str] = []
         with self.owner_lock(owner.uid):
-            rendered, policy = render_for_deletion(intent_kind, body, compositions)
+            rendered, policy = render_for_deletion(intent_kind, body, compositions, self.revisions())
             kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
             if kinds:
                 kube.prune(owner, set(), kinds, only_unowned=True)
@@ -458,6 +478,8 @@ def build_status(intent_kind: IntentKind, body: Mapping[str, Any], result: Compo
     status["observedGeneration"] = result.generation
     if result.composition is not None:  # also on RenderFailed: a fix to this composition re-renders the intent
         status["composition"] = result.composition
+    if result.composition is not None and result.revision is not None:  # also on RenderFailed: the rollout counts it failing
+        status["compositionRevision"] = result.revision
     applied_anything = result.error is None or result.error.reason == REASON_PROVIDER_ERROR
     if applied_anything and result.composition is not None:
         status["renderHash"] = result.render_hash
@@ -513,10 +535,12 @@ def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigg
 
 
 def render_for_deletion(
-    intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]]
+    intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]],
+    revisions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[tuple[RenderedResource, ...], str]:
-    """Everything the intent renders (no outputs, no generated values) and its deletion policy;
-    nothing and "Delete" when it no longer renders (only Kubernetes leftovers are then pruned)."""
+    """Everything the intent renders (no outputs, no generated values; with the revision it
+    is on when `revisions` are known) and its deletion policy; nothing and "Delete" when it no
+    longer renders (only Kubernetes leftovers are then pruned)."""
     owner = owner_of(body)
     try:
         spec = intent_kind.parse_spec(body)
@@ -524,7 +548,7 @@ def render_for_deletion(
         problem: Exception = error
     else:
         rendering = render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(owner.namespace),
-                                  allowed=everything_allowed("(deletion)"))
+                                  allowed=everything_allowed("(deletion)"), revisions=revisions)
         if rendering.error is None:
             return rendering.resources, intent_kind.deletion_policy(spec)
         problem = rendering.error

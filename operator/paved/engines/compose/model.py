@@ -137,6 +137,7 @@ class ComposeResult:
     generation: int | None
     spec: Model | None = None
     composition: str | None = None
+    revision: str | None = None  # the CompositionRevision rendered
     render_hash: str | None = None
     states: list[ResourceState] = field(default_factory=list)
     pending: list[RenderedResource] = field(default_factory=list)  # not applied: waiting for outputs, or stopped by an error
