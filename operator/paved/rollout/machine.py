@@ -132,9 +132,11 @@ def _run(tick: Tick) -> None:
     if rollback:
         stages.withdraw(tick, rollback, Phase.ROLLED_BACK)
     _advance(tick)
-    # A revision that arrived during promotion starts now, in this decision: the next one,
-    # on the same observation, would start it anyway (decide must be idempotent).
-    if tick.stage in (Stage.IDLE, Stage.POST_ROLLOUT):
+    # A revision that arrived during promotion, or during a rollback this very tick decided
+    # (its measurement breached before the new revision could restart the run), starts now, in
+    # this decision: the next one, on the same observation, would start it anyway (decide must
+    # be idempotent).
+    if tick.stage in (Stage.IDLE, Stage.POST_ROLLOUT, Stage.ROLLBACK_NOTIFY):
         _follow_target_revision(tick)
         _advance(tick)
     scale_original(tick)
