@@ -42,6 +42,20 @@ class Cluster:
         text = "---\n".join(doc if isinstance(doc, str) else yaml.safe_dump(dict(doc)) for doc in docs)
         return self.kubectl("apply", *_scope(namespace), "-f", "-", input=text, check=check)
 
+    def refused(self, obj: Mapping[str, Any], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The webhook's refusal of `obj`, retried until the operator has registered its webhook.
+        An apply that got in before is undone first: applying the same spec again changes
+        nothing, which the webhook's matchConditions let through unjudged."""
+        def attempt() -> subprocess.CompletedProcess[str] | None:
+            result = self.apply(obj, check=False)
+            if result.returncode == 0:
+                self.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump(dict(obj)), check=False)
+                return None
+            return result
+
+        refusal: subprocess.CompletedProcess[str] = wait_for(attempt, timeout=timeout, what="the webhook to refuse it")
+        return refusal
+
     def get(self, kind: str, name: str | None = None, namespace: str | None = None, *, selector: str | None = None) -> Json | None:
         """The object (or, without a name, the List of `kind`, which may be comma-separated kinds),
         None when it does not exist; any other error fails the test."""

@@ -9,16 +9,16 @@ a StatefulSet whose pod fits no node (never ready; kwok would run it otherwise).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
 import pytest
-import yaml
 
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
+
+from e2e.cluster import Cluster, condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 
@@ -63,34 +63,25 @@ def intent(name: str, namespace: str, comp: str, **spec: Any) -> dict[str, Any]:
             "spec": {"engine": "postgresql", "version": "16", "compositionRef": {"name": comp}, **spec}}
 
 
-def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
-    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def get(kubectl: Kubectl, *args: str) -> Any:
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)
-
-
-def intents(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
-    items = get(kubectl, "databaseintents", "-n", namespace)["items"]
-    return {item["metadata"]["name"]: item for item in items}
+def intents(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
+    return {item["metadata"]["name"]: item for item in cluster.items("databaseintents", namespace)}
 
 
 def ready(item: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in (item.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return condition(item, "Ready")
 
 
-def on_revision(kubectl: Kubectl, namespace: str) -> dict[str, str | None]:
-    return {name: (item.get("status") or {}).get("compositionRevision") for name, item in intents(kubectl, namespace).items()}
+def on_revision(cluster: Cluster, namespace: str) -> dict[str, str | None]:
+    return {name: (item.get("status") or {}).get("compositionRevision") for name, item in intents(cluster, namespace).items()}
 
 
-def config_value(kubectl: Kubectl, namespace: str, name: str) -> str:
-    return str(get(kubectl, "configmap", f"{name}-info", "-n", namespace)["data"]["value"])
+def config_value(cluster: Cluster, namespace: str, name: str) -> str:
+    return str(cluster.get("configmap", f"{name}-info", namespace)["data"]["value"])  # type: ignore[index]
 
 
-def rolled_out(kubectl: Kubectl, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    status = get(kubectl, "composition", name).get("status") or {}
-    return status, next((c for c in status.get("conditions") or [] if c["type"] == "RolledOut"), {})
+def rolled_out(cluster: Cluster, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    composition = cluster.get("composition", name) or {}
+    return composition.get("status") or {}, condition(composition, "RolledOut")
 
 
 @pytest.fixture
@@ -100,11 +91,11 @@ def comp_name(kubectl: Kubectl) -> Any:
     kubectl("delete", "composition", name, "--ignore-not-found", "--wait=false", check=False)
 
 
-def settled_on_first_revision(kubectl: Kubectl, namespace: str, name: str, count: int) -> str:
+def settled_on_first_revision(cluster: Cluster, namespace: str, name: str, count: int) -> str:
     """Wait until `count` intents are Ready on the Composition's revision; that revision's name."""
     def first() -> str | None:
-        status, condition = rolled_out(kubectl, name)
-        items = intents(kubectl, namespace)
+        status, condition = rolled_out(cluster, name)
+        items = intents(cluster, namespace)
         latest = status.get("latestRevision")
         done = (len(items) == count and all(ready(i).get("status") == "True" for i in items.values())
                 and all(i["status"].get("compositionRevision") == latest for i in items.values()))
@@ -112,28 +103,28 @@ def settled_on_first_revision(kubectl: Kubectl, namespace: str, name: str, count
     return str(wait_for(first, timeout=90, what="every intent Ready on the first revision"))
 
 
-def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(operator: OperatorProcess, kubectl: Kubectl,
+def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(operator: OperatorProcess, kubectl: Kubectl, cluster: Cluster,
                                                                      namespace: str, comp_name: str) -> None:
-    apply(kubectl, composition(comp_name, "one"))
+    cluster.apply(composition(comp_name, "one"))
     automatic = [f"db-{n}" for n in range(6)]
-    apply(kubectl, *[intent(name, namespace, comp_name) for name in automatic],
-          intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual"))
-    first = settled_on_first_revision(kubectl, namespace, comp_name, 7)
-    revision = get(kubectl, "compositionrevision", first)
+    cluster.apply(*[intent(name, namespace, comp_name) for name in automatic],
+                  intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual"))
+    first = settled_on_first_revision(cluster, namespace, comp_name, 7)
+    revision = cluster.get("compositionrevision", first)
     assert revision["spec"]["revision"] == 1 and revision["metadata"]["ownerReferences"][0]["name"] == comp_name
 
     # A wave that does not become Ready holds the rollout: maxInFlight=2 intents move, no more.
-    apply(kubectl, composition(comp_name, "two", holding=True))
-    second = wait_for(lambda: (rolled_out(kubectl, comp_name)[0].get("latestRevision") not in (None, first)
-                               and rolled_out(kubectl, comp_name)[0]["latestRevision"]), timeout=60, what="a second revision")
-    wait_for(lambda: list(on_revision(kubectl, namespace).values()).count(second) == 2, timeout=60, what="the first wave")
+    cluster.apply(composition(comp_name, "two", holding=True))
+    second = wait_for(lambda: (rolled_out(cluster, comp_name)[0].get("latestRevision") not in (None, first)
+                               and rolled_out(cluster, comp_name)[0]["latestRevision"]), timeout=60, what="a second revision")
+    wait_for(lambda: list(on_revision(cluster, namespace).values()).count(second) == 2, timeout=60, what="the first wave")
     time.sleep(12)  # two waves' worth of the engine's ticks: nothing more moves while the wave is in flight
-    revisions = on_revision(kubectl, namespace)
+    revisions = on_revision(cluster, namespace)
     moved = sorted(name for name, rev in revisions.items() if rev == second)
     assert moved == ["db-0", "db-1"], revisions
     assert all(revisions[name] == first for name in [*automatic[2:], "manual"])
-    assert [config_value(kubectl, namespace, name) for name in automatic] == ["two", "two", "one", "one", "one", "one"]
-    status, condition = rolled_out(kubectl, comp_name)
+    assert [config_value(cluster, namespace, name) for name in automatic] == ["two", "two", "one", "one", "one", "one"]
+    status, condition = rolled_out(cluster, comp_name)
     assert condition["status"] == "False" and condition["reason"] == "Progressing", condition
     assert {entry["name"]: entry["intents"] for entry in status["revisions"]} == {second: 2, first: 5}
     assert status["revisions"][0]["name"] == second and status["revisions"][0]["revision"] == 2
@@ -142,70 +133,70 @@ def test_an_edit_reaches_the_intents_in_waves_and_a_manual_one_stays(operator: O
     operator.stop()
     operator.start()
     time.sleep(12)
-    assert on_revision(kubectl, namespace) == revisions
+    assert on_revision(cluster, namespace) == revisions
 
     # A new edit starts a new rollout: waves of two, each as soon as the previous is Ready.
-    apply(kubectl, composition(comp_name, "three"))
+    cluster.apply(composition(comp_name, "three"))
     def third_rolled_out() -> str | None:
-        status, condition = rolled_out(kubectl, comp_name)
+        status, condition = rolled_out(cluster, comp_name)
         return status.get("latestRevision") if condition.get("status") == "True" and status.get("latestRevision") not in (first, second) else None
     third = wait_for(third_rolled_out, timeout=90, what="the third revision rolled out")
-    revisions = on_revision(kubectl, namespace)
+    revisions = on_revision(cluster, namespace)
     assert all(revisions[name] == third for name in automatic) and revisions["manual"] == first, revisions
-    assert [config_value(kubectl, namespace, name) for name in automatic] == ["three"] * 6
-    assert config_value(kubectl, namespace, "manual") == "one"
-    status, _ = rolled_out(kubectl, comp_name)
+    assert [config_value(cluster, namespace, name) for name in automatic] == ["three"] * 6
+    assert config_value(cluster, namespace, "manual") == "one"
+    status, _ = rolled_out(cluster, comp_name)
     assert status["updatedIntents"] == 6 and status["failedIntents"] == 0
     assert {entry["name"]: entry["intents"] for entry in status["revisions"]} == {third: 6, first: 1}
-    statefulsets = get(kubectl, "statefulsets", "-n", namespace)["items"]
+    statefulsets = cluster.items("statefulsets", namespace)
     assert statefulsets == [], "the third revision's render pruned the held wave's StatefulSets"
-    assert get(kubectl, "compositionrevision", first)["status"]["intents"] == 1
+    assert cluster.get("compositionrevision", first)["status"]["intents"] == 1
 
     # Manual with a ref: an explicit upgrade; a ref that is no revision of it names the field.
-    apply(kubectl, intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual",
+    cluster.apply(intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual",
                           compositionRevisionRef={"name": third}))
-    wait_for(lambda: on_revision(kubectl, namespace)["manual"] == third and config_value(kubectl, namespace, "manual") == "three",
+    wait_for(lambda: on_revision(cluster, namespace)["manual"] == third and config_value(cluster, namespace, "manual") == "three",
              timeout=30, what="the manual intent on the revision it names")
-    apply(kubectl, intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual",
+    cluster.apply(intent("manual", namespace, comp_name, compositionUpdatePolicy="Manual",
                           compositionRevisionRef={"name": f"{comp_name}-0000000000"}))
-    refused = wait_for(lambda: ready(intents(kubectl, namespace)["manual"]).get("reason") == "RenderFailed"
-                       and ready(intents(kubectl, namespace)["manual"]), timeout=30, what="a refused revision ref")
+    refused = wait_for(lambda: ready(intents(cluster, namespace)["manual"]).get("reason") == "RenderFailed"
+                       and ready(intents(cluster, namespace)["manual"]), timeout=30, what="a refused revision ref")
     assert refused["message"].startswith("spec.compositionRevisionRef.name:"), refused
-    assert config_value(kubectl, namespace, "manual") == "three"  # nothing changed
+    assert config_value(cluster, namespace, "manual") == "three"  # nothing changed
 
 
-def test_an_edit_that_fails_for_one_intent_halts_with_the_others_untouched(kubectl: Kubectl, namespace: str,
+def test_an_edit_that_fails_for_one_intent_halts_with_the_others_untouched(cluster: Cluster, namespace: str,
                                                                            comp_name: str) -> None:
-    apply(kubectl, composition(comp_name, "one"))
+    cluster.apply(composition(comp_name, "one"))
     names = ["a-large", *[f"b-{n}" for n in range(5)]]  # a-large moves in the first wave (key order)
-    apply(kubectl, intent("a-large", namespace, comp_name, size="large"),
+    cluster.apply(intent("a-large", namespace, comp_name, size="large"),
           *[intent(name, namespace, comp_name) for name in names[1:]])
-    first = settled_on_first_revision(kubectl, namespace, comp_name, 6)
+    first = settled_on_first_revision(cluster, namespace, comp_name, 6)
 
-    apply(kubectl, composition(comp_name, "two", refusing=True))
+    cluster.apply(composition(comp_name, "two", refusing=True))
     def halted() -> dict[str, Any] | None:
-        _, condition = rolled_out(kubectl, comp_name)
+        _, condition = rolled_out(cluster, comp_name)
         return condition if condition.get("reason") == "Halted" else None
     condition = wait_for(halted, timeout=60, what="the rollout halted")
     assert condition["status"] == "False" and f"{namespace}/a-large: spec.size:" in condition["message"], condition
     time.sleep(12)  # two of the engine's ticks: a halted rollout moves nothing more
-    status, _ = rolled_out(kubectl, comp_name)
+    status, _ = rolled_out(cluster, comp_name)
     second = status["latestRevision"]
     assert status["failedIntents"] == 1 and status["updatedIntents"] == 1
-    revisions = on_revision(kubectl, namespace)
+    revisions = on_revision(cluster, namespace)
     assert revisions["a-large"] == second and revisions["b-0"] == second
     assert all(revisions[name] == first for name in names[2:]), revisions
-    failed = ready(intents(kubectl, namespace)["a-large"])
+    failed = ready(intents(cluster, namespace)["a-large"])
     assert failed["reason"] == "RenderFailed" and failed["message"].startswith("spec.size:"), failed
-    assert config_value(kubectl, namespace, "a-large") == "one"  # nothing half-applied: its resources as they were
-    assert [config_value(kubectl, namespace, name) for name in names[1:]] == ["two", "one", "one", "one", "one"]
-    assert all(ready(item).get("status") == "True" for name, item in intents(kubectl, namespace).items() if name != "a-large")
+    assert config_value(cluster, namespace, "a-large") == "one"  # nothing half-applied: its resources as they were
+    assert [config_value(cluster, namespace, name) for name in names[1:]] == ["two", "one", "one", "one", "one"]
+    assert all(ready(item).get("status") == "True" for name, item in intents(cluster, namespace).items() if name != "a-large")
 
 
-def test_a_revision_is_immutable(kubectl: Kubectl, namespace: str, comp_name: str) -> None:
-    apply(kubectl, composition(comp_name, "one"))
-    apply(kubectl, intent("db", namespace, comp_name))
-    first = settled_on_first_revision(kubectl, namespace, comp_name, 1)
+def test_a_revision_is_immutable(kubectl: Kubectl, cluster: Cluster, namespace: str, comp_name: str) -> None:
+    cluster.apply(composition(comp_name, "one"))
+    cluster.apply(intent("db", namespace, comp_name))
+    first = settled_on_first_revision(cluster, namespace, comp_name, 1)
     refused = kubectl("patch", "compositionrevision", first, "--type=merge", "-p", '{"spec": {"revision": 7}}', check=False)
     assert refused.returncode != 0 and "spec is immutable" in refused.stderr, refused.stderr
-    assert get(kubectl, "compositionrevision", first)["spec"]["revision"] == 1
+    assert cluster.get("compositionrevision", first)["spec"]["revision"] == 1

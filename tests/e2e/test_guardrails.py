@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
@@ -46,19 +45,6 @@ def database(name: str, namespace: str, encryption: bool) -> dict[str, Any]:
             "spec": {"engine": "postgresql", "version": "16", "encryption": encryption, "backup": {"retentionDays": 30}}}
 
 
-def refused_once_the_webhook_serves(kubectl: Kubectl, cluster: Cluster, obj: dict[str, Any]) -> Any:
-    """The refusal of `obj`, retried until the webhook is registered. An apply that got in before
-    is undone first: applying the same spec again changes nothing, which the webhook's
-    matchConditions let through unjudged."""
-    def attempt() -> Any:
-        result = cluster.apply(obj, check=False)
-        if result.returncode == 0:
-            kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump(obj), check=False)
-            return None
-        return result
-    return wait_for(attempt, timeout=60, what="the webhook to refuse it")
-
-
 def report_results(cluster: Cluster, namespace: str, intent: str) -> list[dict[str, Any]]:
     report = cluster.get("policyreports.wgpolicyk8s.io", "paved-policy", namespace) or {}
     return [r for r in report.get("results") or [] if any(res.get("name") == intent for res in r.get("resources") or [])]
@@ -75,7 +61,7 @@ def test_enforce_audit_reaudit_exception_and_bad_cel(
     try:
         # A policy with CEL that does not compile is refused at apply (once the webhook is registered).
         bad = policy(broken, label, "Enforce", [{"name": "typo", "expression": "object.spec.encryption ==", "message": "x"}])
-        refused = refused_once_the_webhook_serves(kubectl, cluster, bad)
+        refused = cluster.refused(bad)
         assert "typo" in refused.stderr and "line 1, column" in refused.stderr, refused.stderr
 
         cluster.apply(policy(name, label, "Enforce", [ENCRYPTED]))
@@ -142,7 +128,7 @@ def test_exceptions_are_refused_in_namespaces_the_platform_does_not_name(
                  "metadata": {"name": "sneaky", "namespace": namespace},
                  "spec": {"policy": "encryption-required", "rules": ["storage-encrypted"], "reason": "because",
                           "expiresAt": "2099-01-01T00:00:00Z", "intents": [{"kind": "DatabaseIntent", "name": "x"}]}}
-    result = refused_once_the_webhook_serves(kubectl, cluster, exception)
+    result = cluster.refused(exception)
     assert "not allowed in namespace" in result.stderr, result.stderr
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
+from e2e.cluster import Cluster
 from e2e.shop import INTERVAL_S, SUCCESS_RATE, WARMUP_S, Shop
 from fixtures.cluster import wait_for
 
@@ -58,19 +58,7 @@ def refused_on(shop: Shop, field: str) -> dict[str, Any]:
     return condition
 
 
-def refused_once_the_webhook_serves(shop: Shop, obj: dict[str, Any]) -> Any:
-    """kubectl apply's refusal of `obj`, retried until the operator has registered its webhook
-    (an apply that got in before is undone first)."""
-    def attempt() -> Any:
-        result = shop.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj), check=False)
-        if result.returncode == 0:
-            shop.kubectl("delete", "-f", "-", "--wait=false", input=yaml.safe_dump(obj), check=False)
-            return None
-        return result
-    return wait_for(attempt, timeout=60, what="the webhook to refuse it")
-
-
-def test_templates_with_arguments_refusals_and_a_run_that_keeps_its_snapshot(shop: Shop) -> None:
+def test_templates_with_arguments_refusals_and_a_run_that_keeps_its_snapshot(shop: Shop, cluster: Cluster) -> None:
     cluster_template = f"{shop.namespace}-traffic"  # cluster-scoped: one name per test namespace
     try:
         # Referenced before they exist (as a GitOps sync may apply them): admitted, refused naming the field.
@@ -82,7 +70,7 @@ def test_templates_with_arguments_refusals_and_a_run_that_keeps_its_snapshot(sho
 
         # An argument outside a quoted string could inject PromQL: the API server refuses the template.
         unsafe = traffic_template(cluster_template, query="sum(up) > {{args.version}}")
-        refused = refused_once_the_webhook_serves(shop, unsafe)
+        refused = cluster.refused(unsafe)
         assert "spec.metrics[0].query: an argument may only stand inside a quoted string" in refused.stderr
 
         # Both exist, but the ClusterAnalysisTemplate's argument has no default and no value.
