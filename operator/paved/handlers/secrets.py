@@ -121,8 +121,8 @@ def _store_check(kind: str) -> Callable[..., None]:
 
 
 def _store_recheck(kind: str) -> Callable[..., None]:
-    """The periodic check: every few minutes while the store is Ready, every few seconds while it
-    is not (a namespace labelled for ServiceAccount tokens, a fixed Vault role show soon)."""
+    """The periodic check: every 5 min while the store is Ready, every 30 s while it is not, so a
+    fix made outside the store (its namespace labelled for ServiceAccount tokens) shows soon."""
     check = _store_check(kind)
 
     def handler(body: kopf.Body, memo: Engines, **kwargs: Any) -> None:
