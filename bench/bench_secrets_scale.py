@@ -59,6 +59,7 @@ from harness import (
     summarize,
 )
 from paved.api.common import parse_duration
+from paved.providers.secretstores import SERVICE_ACCOUNT_TOKENS_LABEL
 
 REF_TEMPLATE = load_example("03-external-secret/db-credentials.yaml")
 STORE_TEMPLATE = load_example("03-external-secret/aws-store.yaml")
@@ -105,7 +106,8 @@ def create_store(env: BenchEnv, namespace: str) -> None:
     """The namespace, the ServiceAccount the example store acts as, and the SecretStore on moto
     (the operator's PAVED_AWS_ENDPOINT_URL, whose STS accepts the account's token), Ready."""
     assert env.moto is not None
-    env.create_namespace(namespace)
+    # The store authenticates as a ServiceAccount: the namespace opts in (deploy/token-policy.yaml).
+    env.create_namespace(namespace, labels={SERVICE_ACCOUNT_TOKENS_LABEL: "allowed"})
     store = copy.deepcopy(STORE_TEMPLATE)
     store["metadata"] = {"name": store["metadata"]["name"], "namespace": namespace}
     store["spec"]["provider"]["aws"]["region"] = env.moto.region

@@ -496,8 +496,9 @@ class BenchEnv:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def create_namespace(self, name: str) -> None:
-        self.plane.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        metadata = {"name": name, **({"labels": dict(labels)} if labels else {})}
+        self.plane.apply_objects([{"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}])
 
     def delete_namespace(self, name: str, timeout: float = 300.0) -> float:
         """Delete a namespace and wait until it is gone (its intents first); seconds taken."""

@@ -9,7 +9,9 @@ within one refresh and restarts an opted-in Deployment exactly once; an OpenBao 
 killed leaves the Secret untouched and the ref Stale, and a restart recovers it; a
 ClusterSecretStore refuses keys outside a namespace's prefix without reading them (OpenBao's
 audit log proves it); bad input gives conditions naming the field while neighbours keep
-syncing; and no secret value ever shows up in the operator's log, Events or status.
+syncing; a store authenticating as a ServiceAccount reads nothing until its namespace opts in
+to ServiceAccount tokens (deploy/token-policy.yaml); and no secret value ever shows up in the
+operator's log, Events or status.
 
 The operator runs here as a platform would run it: moto is its AWS endpoint
 (PAVED_AWS_ENDPOINT_URL, with credentials of its own) and the session's OpenBao its Vault
@@ -46,6 +48,7 @@ from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from fixtures.vault import OpenBao, bao_binary, configure_kubernetes_auth
+from paved.providers.secretstores import SERVICE_ACCOUNT_TOKENS_LABEL
 from paved.secretsync import breaker
 from paved.secretsync.values import content_hash
 
@@ -137,6 +140,12 @@ def allow(cluster: Cluster, name: str, namespace: str, kinds: list[str], *allowa
                        "matchLabels": {"kubernetes.io/metadata.name": namespace}}}, "allow": list(allowances)}})
 
 
+def allow_service_account_tokens(cluster: Cluster, namespace: str) -> None:
+    """What the platform does for a namespace whose stores authenticate as its ServiceAccounts:
+    deploy/token-policy.yaml gives the operator their tokens only then."""
+    cluster.kubectl("label", "namespace", namespace, f"{SERVICE_ACCOUNT_TOKENS_LABEL}=allowed", "--overwrite")
+
+
 # --- Vault with Kubernetes auth -------------------------------------------------------------------
 
 
@@ -168,6 +177,7 @@ path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}
             "auth": {"kubernetes": {"mountPath": "kubernetes", "role": role, "serviceAccountRef": {"name": "secrets-reader"}}},
         }}},
     }
+    allow_service_account_tokens(cluster, namespace)
     cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}}, store, namespace=namespace)
     return store
 
@@ -531,6 +541,12 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
+def web_identity_claims(request: dict[str, Any]) -> dict[str, Any]:
+    """The claims of the ServiceAccount token an AssumeRoleWithWebIdentity request carries."""
+    fields = dict(part.split("=", 1) for part in request["body"].split("&"))
+    return jwt_claims(urllib.parse.unquote(fields["WebIdentityToken"]))
+
+
 def put_moto_secret(moto_server: MotoServer, name: str, value: dict[str, str]) -> None:
     sm = moto_server.client("secretsmanager")
     try:
@@ -597,6 +613,7 @@ def test_a_tenant_aws_store_acts_as_its_own_service_account(
 ) -> None:
     value = marker("web-identity")
     put_moto_secret(moto_server, f"teams/{namespace}/db", {"username": "app", "password": value})
+    allow_service_account_tokens(cluster, namespace)
     moto_server.start_recording()
     try:
         cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}},
@@ -611,12 +628,47 @@ def test_a_tenant_aws_store_acts_as_its_own_service_account(
     assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": value}
     [exchange] = [r for r in requests if action(r) == "AssumeRoleWithWebIdentity"]  # once, then refreshed credentials
     assert access_key(exchange) is None, "AssumeRoleWithWebIdentity is sent unsigned: no operator credentials"
-    fields = dict(part.split("=", 1) for part in exchange["body"].split("&"))
-    claims = jwt_claims(urllib.parse.unquote(fields["WebIdentityToken"]))
+    claims = web_identity_claims(exchange)
     assert claims["aud"] == ["sts.amazonaws.com"] and claims["sub"] == f"system:serviceaccount:{namespace}:secrets-reader"
     reads = [r for r in requests if action(r) in AWS_READS]
     assert reads and {access_key(r) for r in reads} != {"testing"}
     assert all((access_key(r) or "").startswith("ASIA") for r in reads), "reads are signed with the role's credentials"
+
+
+def test_a_service_account_store_reads_nothing_until_its_namespace_opts_in_to_tokens(
+    cluster: Cluster, namespace: str, moto_server: MotoServer, operator: OperatorProcess
+) -> None:
+    """deploy/token-policy.yaml: unlabelled, the API server refuses the operator the account's
+    token; the store and its ref say which label to set, and nothing reaches STS or Secrets
+    Manager. Once labelled, both recover on their own (no edit of the store)."""
+    value, key = marker("token-opt-in"), f"teams/{namespace}/db"
+    put_moto_secret(moto_server, key, {"username": "app", "password": value})
+    refusal = (f"spec.provider.aws.auth.serviceAccountRef: the API server refused a token for ServiceAccount "
+               f"{namespace}/secrets-reader (403): label namespace {namespace} {SERVICE_ACCOUNT_TOKENS_LABEL}=allowed "
+               "to let Paved authenticate as its ServiceAccounts (deploy/token-policy.yaml)")
+    moto_server.start_recording()
+    try:
+        cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "secrets-reader"}},
+                      aws_store("aws", moto_server.region, auth={"serviceAccountRef": {"name": "secrets-reader"}, "role": ROLE}),
+                      ref("db-credentials", "aws", key=key), namespace=namespace)
+        store = condition(cluster.wait_condition("secretstore", "aws", namespace, status="False", reason="AuthFailed"))
+        assert store["message"] == refusal
+        on_ref = condition(cluster.wait_condition("esr", "db-credentials", namespace, status="False", reason="AuthFailed",
+                                                  timeout=30))
+        assert refusal in on_ref["message"], on_ref["message"]
+        time.sleep(REFRESH + 2)  # the ref has retried, and would have read by now
+        assert cluster.get("secret", "db-credentials", namespace) is None
+        # (stores of earlier tests' namespaces, deleted without waiting, may still be syncing)
+        requests = moto_server.recorded()
+        assert not [r for r in requests if action(r) == "AssumeRoleWithWebIdentity"
+                    and web_identity_claims(r)["sub"] == f"system:serviceaccount:{namespace}:secrets-reader"]
+        assert not [r for r in requests if key in r["body"] or key.replace("/", "%2F") in r["body"]], "nothing was read"
+        allow_service_account_tokens(cluster, namespace)
+        cluster.wait_condition("esr", "db-credentials", namespace, status="True", timeout=60)
+        cluster.wait_condition("secretstore", "aws", namespace, status="True", reason="Authenticated", timeout=90)
+    finally:
+        moto_server.stop_recording()
+    assert secret_data(cluster, namespace, "db-credentials") == {"username": "app", "password": value}
 
 
 def test_an_allowance_lets_a_namespace_use_the_operators_credentials_and_its_withdrawal_stops_it(

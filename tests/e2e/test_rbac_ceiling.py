@@ -24,6 +24,7 @@ from e2e.cluster import Cluster, condition
 from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.identity.ceiling import AGGREGATION_LABEL, CLUSTER_ROLE, ESCALATION_REFUSAL, refused_rules
+from paved.providers.secretstores import SERVICE_ACCOUNT_TOKENS_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -115,23 +116,32 @@ def token_request(kubectl: Kubectl, operator: OperatorProcess, namespace: str, a
     return kubectl("create", "token", account, "-n", namespace, "--duration=10m", check=False, kubeconfig=operator.kubeconfig)
 
 
-def test_the_operators_token_cannot_mint_tokens_of_system_accounts(operator: OperatorProcess, kubectl: Kubectl,
-                                                                    namespace: str) -> None:
+def test_the_operators_token_mints_tokens_only_in_namespaces_that_opted_in(operator: OperatorProcess, kubectl: Kubectl,
+                                                                          namespace: str) -> None:
     """deploy/token-policy.yaml: TokenRequest is cluster-wide in RBAC (tenants' stores need it in
-    their namespaces), but a system account's token would step over the ceiling."""
+    their namespaces), but another namespace's account (argocd, flux-system, a system account)
+    would step over the ceiling; so the operator gets tokens only where the platform opted in."""
     kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    unlabelled = token_request(kubectl, operator, namespace, "reader")
+    assert unlabelled.returncode != 0, unlabelled.stdout
+    assert (f"namespace {namespace} does not allow the Paved operator ServiceAccount tokens: "
+            f"label it {SERVICE_ACCOUNT_TOKENS_LABEL}=allowed") in unlabelled.stderr, unlabelled.stderr
+    kubectl("label", "namespace", namespace, f"{SERVICE_ACCOUNT_TOKENS_LABEL}=other")
+    assert token_request(kubectl, operator, namespace, "reader").returncode != 0  # only `allowed` opts in
+    kubectl("label", "namespace", namespace, f"{SERVICE_ACCOUNT_TOKENS_LABEL}=allowed", "--overwrite")
     tenant = token_request(kubectl, operator, namespace, "reader")
-    assert tenant.returncode == 0, tenant.stderr  # what SecretStores need still works
+    assert tenant.returncode == 0, tenant.stderr  # what SecretStores need still works where allowed
     system = token_request(kubectl, operator, "kube-system", "clusterrole-aggregation-controller")
-    assert system.returncode != 0 and "may not request a token for a ServiceAccount of namespace kube-system" in system.stderr, \
-        system.stderr
-    kubectl("label", "namespace", namespace, "paved.dev/service-account-tokens=forbidden")
-    try:
-        labelled = token_request(kubectl, operator, namespace, "reader")
-        assert labelled.returncode != 0 and "forbids the Paved operator ServiceAccount tokens" in labelled.stderr, labelled.stderr
+    assert system.returncode != 0 and "may not request a token for a ServiceAccount of system namespace kube-system" in \
+        system.stderr, system.stderr
+    kubectl("label", "namespace", "kube-system", f"{SERVICE_ACCOUNT_TOKENS_LABEL}=allowed")
+    try:  # a system namespace stays refused even when someone labels it
+        labelled = token_request(kubectl, operator, "kube-system", "clusterrole-aggregation-controller")
+        assert labelled.returncode != 0 and "of system namespace kube-system" in labelled.stderr, labelled.stderr
     finally:
-        kubectl("label", "namespace", namespace, "paved.dev/service-account-tokens-")
-    print(f"\n[escalation] TokenRequest kube-system/clusterrole-aggregation-controller: {system.stderr.strip()[:300]}")
+        kubectl("label", "namespace", "kube-system", f"{SERVICE_ACCOUNT_TOKENS_LABEL}-")
+    print(f"\n[escalation] TokenRequest {namespace}/reader, unlabelled: {unlabelled.stderr.strip()[:300]}")
+    print(f"[escalation] TokenRequest kube-system/clusterrole-aggregation-controller: {system.stderr.strip()[:300]}")
 
 
 # --------------------------------------------------------------------------- identities and the ceiling

@@ -201,3 +201,74 @@ def test_every_write_to_an_existing_group_is_conditioned() -> None:
                   for action in statement["Action"]}
     assert conditions.pop("ec2:CreateTags") == {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}
     assert all(conditions[action] == owned for action in GROUP_WRITES - {"ec2:CreateTags"})
+
+
+# --- deploy/token-policy.yaml: ServiceAccount tokens are an opt-in per namespace
+
+OPERATOR_USER = "system:serviceaccount:paved-system:paved-operator"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+def token_policy() -> dict[str, Any]:
+    return next(doc for doc in documents("token-policy.yaml") if doc["kind"] == "ValidatingAdmissionPolicy")
+
+
+def token_refusals(namespace: str, labels: dict[str, str] | None) -> list[str]:
+    """The messages of the policy's failing validations for the operator's TokenRequest in
+    `namespace`, evaluated with CEL as the API server evaluates them (no failure: admitted)."""
+    import celpy
+
+    env = celpy.Environment()
+    activation = {
+        "request": celpy.json_to_cel({"namespace": namespace, "userInfo": {"username": OPERATOR_USER}}),
+        "namespaceObject": celpy.json_to_cel({"metadata": {"name": namespace, **({"labels": labels} if labels is not None else {})}}),
+    }
+    return [str(env.program(env.compile(rule["messageExpression"])).evaluate(activation))
+            for rule in token_policy()["spec"]["validations"]
+            if not env.program(env.compile(rule["expression"])).evaluate(activation)]
+
+
+def test_the_operator_gets_service_account_tokens_only_where_the_namespace_opted_in() -> None:
+    from paved.providers.secretstores import SERVICE_ACCOUNT_TOKENS_LABEL as LABEL
+
+    policy = token_policy()["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    assert policy["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["serviceaccounts/token"]}]
+    assert [c["expression"] for c in policy["matchConditions"]] == [f"request.userInfo.username == '{OPERATOR_USER}'"]
+    binding = next(doc for doc in documents("token-policy.yaml") if doc["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": "paved-operator-token-requests", "validationActions": ["Deny"]}
+    opt_in = f"does not allow the Paved operator ServiceAccount tokens: label it {LABEL}=allowed"
+    for labels in (None, {}, {"team": "a"}, {LABEL: "forbidden"}, {LABEL: "true"}, {LABEL: ""}):
+        assert token_refusals("team-a", labels) == [f"namespace team-a {opt_in}"], labels
+    assert token_refusals("team-a", {LABEL: "allowed", "team": "a"}) == []
+    for system in SYSTEM_NAMESPACES:  # refused even when labelled
+        [refusal] = token_refusals(system, {LABEL: "allowed"})
+        assert refusal == f"the Paved operator may not request a token for a ServiceAccount of system namespace {system}"
+
+
+def test_every_namespace_whose_accounts_a_store_authenticates_as_opts_in_to_tokens() -> None:
+    """The examples' stores (namespaced as `paved dev demo` applies them) and the ClusterSecretStore's
+    account in paved-system: every Namespace manifest of theirs carries the label, so no apply of
+    another folder sharing the namespace takes it away."""
+    from paved.dev.demo import example_objects
+    from paved.providers.secretstores import SERVICE_ACCOUNT_TOKENS_LABEL as LABEL
+
+    objects = example_objects(ROOT / "examples") + documents("namespace.yaml")
+    manifests: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            manifests.setdefault(obj["metadata"]["name"], []).append(obj)
+    accounts = {}
+    for store in (obj for obj in objects if obj["kind"] in ("SecretStore", "ClusterSecretStore")):
+        for provider in store["spec"]["provider"].values():
+            auth = provider.get("auth") or {}
+            ref = auth.get("serviceAccountRef") or (auth.get("kubernetes") or {}).get("serviceAccountRef")
+            if ref:
+                namespace = ref.get("namespace") or store["metadata"].get("namespace") or "paved-system"
+                accounts[f"{namespace}/{ref['name']}"] = namespace
+    assert {"orders-app/secrets-reader", "paved-system/paved-secrets"} <= set(accounts)
+    for account, namespace in accounts.items():
+        assert manifests.get(namespace), account
+        for manifest in manifests[namespace]:
+            assert (manifest["metadata"].get("labels") or {}).get(LABEL) == "allowed", (account, manifest["metadata"])

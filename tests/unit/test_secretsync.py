@@ -256,6 +256,15 @@ def test_stores_get_different_phases() -> None:
     assert len(phases) > 45
 
 
+def test_a_store_check_is_due_sooner_while_the_store_is_not_ready() -> None:
+    now = 1_000_000.0
+    assert schedule.store_check_due(True, None, now, 300, 30)  # never checked
+    assert not schedule.store_check_due(True, now - 200, now, 300, 30)
+    assert schedule.store_check_due(True, now - 300, now, 300, 30)
+    assert not schedule.store_check_due(False, now - 20, now, 300, 30)
+    assert schedule.store_check_due(False, now - 30, now, 300, 30)
+
+
 def test_resume_spreads_overdue_refs_over_a_window() -> None:
     now = 10_000.0
     assert schedule.resume_due(None, now, 3600, STORE) == now  # never synced: at once

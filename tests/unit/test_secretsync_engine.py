@@ -18,7 +18,9 @@ from paved import ratelimit
 from paved.api.platform import nothing_allowed
 from paved import API_VERSION, operator_namespace
 from paved.engines.secretsync import REF_KIND, KubeApi
-from paved.engines.secretsync.engine import BURST_WRITES, LIST_SECRETS_AT, SyncEngine
+from paved.engines.secretsync.engine import (
+    BURST_WRITES, FAILED_STORE_CHECK_INTERVAL, LIST_SECRETS_AT, STORE_CHECK_INTERVAL, SyncEngine,
+)
 from paved.handlers.secrets import parse_ref
 from paved.kube.client import error_from_status
 from paved.providers.base import Owner
@@ -594,6 +596,26 @@ def test_store_auth_failure_is_reported_on_every_ref(world: Any) -> None:
     assert ready["reason"] == AUTH_FAILED and "spec.provider.vault.auth.kubernetes" in ready["message"]
     status = engine.check_store(StoreKey("SecretStore", "app", "vault"), VAULT_STORE)
     assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {"Ready": ("False", AUTH_FAILED)}
+
+
+def test_a_store_not_ready_is_checked_again_within_seconds_a_ready_one_every_few_minutes(world: Any) -> None:
+    """A fix made outside the store (its namespace labelled for ServiceAccount tokens) shows soon."""
+    engine, kube, store, clock = world
+    key = StoreKey("SecretStore", "app", "vault")
+    assert engine.store_check_due(VAULT_STORE)  # never checked
+    store.failure = StoreError("spec.provider.vault.auth.kubernetes: the API server refused a token", reason=AUTH_FAILED)
+    failed = {**VAULT_STORE, "status": engine.check_store(key, VAULT_STORE)}
+    clock.now += FAILED_STORE_CHECK_INTERVAL - 1
+    assert not engine.store_check_due(failed)
+    clock.now += 1
+    assert engine.store_check_due(failed)
+    store.failure = None
+    ready = {**VAULT_STORE, "status": engine.check_store(key, failed)}
+    assert ready["status"]["conditions"][0]["status"] == "True"
+    clock.now += FAILED_STORE_CHECK_INTERVAL
+    assert not engine.store_check_due(ready)
+    clock.now += STORE_CHECK_INTERVAL - FAILED_STORE_CHECK_INTERVAL
+    assert engine.store_check_due(ready)
 
 
 def test_cluster_store_refuses_out_of_prefix_keys_and_reads_nothing(world: Any) -> None:

@@ -43,10 +43,12 @@ SET_BY_THE_PLATFORM = (
     MetadataKey("paved.dev/policy-exceptions", "label", "Namespace", "`allowed`",
                 "PolicyExceptions in this namespace are admitted and honoured (as with "
                 "`paved run --exception-namespace`); elsewhere they are refused."),
-    MetadataKey("paved.dev/service-account-tokens", "label", "Namespace", "`forbidden`",
-                "The admission policy `paved-operator-token-requests` (deploy/token-policy.yaml) refuses the operator "
-                "a token for any ServiceAccount of this namespace; label the namespaces whose accounts hold more than "
-                "tenants should reach (system namespaces are refused anyway)."),
+    MetadataKey("paved.dev/service-account-tokens", "label", "Namespace", "`allowed`",
+                "An opt-in: the admission policy `paved-operator-token-requests` (deploy/token-policy.yaml) gives the "
+                "operator a token for a ServiceAccount only in a namespace labelled so, and refuses it everywhere "
+                "else. Label the namespaces whose SecretStores authenticate as a ServiceAccount (Vault Kubernetes "
+                "auth, AWS web identity) and the namespace of ClusterSecretStores' accounts; system namespaces are "
+                "refused even when labelled."),
     MetadataKey("paved.dev/aggregate-to-agent-ceiling", "label", "ClusterRole", "`\"true\"`",
                 "Adds the ClusterRole's rules to the ceiling `paved-agent-ceiling`: the most any AgentIdentity may "
                 "be granted (docs/identity.md)."),

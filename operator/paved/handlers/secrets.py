@@ -37,7 +37,7 @@ import kopf
 from paved import API_VERSION, GROUP, VERSION
 from paved.api.kinds import SpecError, kind_info
 from paved.engines import Engines
-from paved.engines.secretsync import REF_KIND, STORE_CHECK_INTERVAL, STORE_PLURALS, STORE_STATUS
+from paved.engines.secretsync import FAILED_STORE_CHECK_INTERVAL, REF_KIND, STORE_PLURALS, STORE_STATUS
 from paved.handlers.children import owner_ref_of, written_by_paved
 from paved.kube import apply as kube_apply
 from paved.kube.watch import Informer
@@ -120,6 +120,18 @@ def _store_check(kind: str) -> Callable[..., None]:
     return handler
 
 
+def _store_recheck(kind: str) -> Callable[..., None]:
+    """The periodic check: every 5 min while the store is Ready, every 30 s while it is not, so a
+    fix made outside the store (its namespace labelled for ServiceAccount tokens) shows soon."""
+    check = _store_check(kind)
+
+    def handler(body: kopf.Body, memo: Engines, **kwargs: Any) -> None:
+        if memo.secrets.store_check_due(body):
+            check(body=body, memo=memo, **kwargs)
+
+    return handler
+
+
 def target_event(engines: Engines, type: str | None, body: dict[str, Any]) -> None:
     """A target Secret edited or deleted by someone else: its ref rewrites it at once (the
     engine's own writes, thousands at a cold start, are told apart by managedFields)."""
@@ -146,5 +158,5 @@ def register(registry: kopf.OperatorRegistry) -> None:
         check = _store_check(kind)
         for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
             on(GROUP, VERSION, plural, id=f"{plural}-auth", registry=registry)(check)
-        kopf.timer(GROUP, VERSION, plural, interval=STORE_CHECK_INTERVAL, initial_delay=STORE_CHECK_INTERVAL,
-                   id=f"{plural}-recheck", registry=registry)(check)
+        kopf.timer(GROUP, VERSION, plural, interval=FAILED_STORE_CHECK_INTERVAL, initial_delay=FAILED_STORE_CHECK_INTERVAL,
+                   id=f"{plural}-recheck", registry=registry)(_store_recheck(kind))

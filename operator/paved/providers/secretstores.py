@@ -67,6 +67,9 @@ class StoreError(ProviderError):
 
 
 SA_TOKEN_SECONDS = 600  # ServiceAccount tokens (TokenRequest API): the minimum; each is used once, right away
+# On a Namespace, value `allowed`: deploy/token-policy.yaml gives the operator tokens of its
+# ServiceAccounts there only (an opt-in: a stolen operator token mints no other account's).
+SERVICE_ACCOUNT_TOKENS_LABEL = "paved.dev/service-account-tokens"
 
 
 class Credentials(Protocol):

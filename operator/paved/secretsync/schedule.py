@@ -102,3 +102,13 @@ def retry_delay(attempt: int, interval: float) -> float:
     state = tenacity.RetryCallState(retry_object=_RETRYING, fn=None, args=(), kwargs={})
     state.attempt_number = max(1, attempt)
     return float(wait(state))
+
+
+def store_check_due(ready: bool, last_check: float | None, now: float, interval: float, failed_interval: float) -> bool:
+    """Whether a store's authentication check is due again: every `interval` while it is Ready,
+    every `failed_interval` while it is not, so a fix made outside the store (its namespace
+    labelled for ServiceAccount tokens, a Vault role created) shows within that rather than
+    at the next full interval. A store never checked is due."""
+    if last_check is None:
+        return True
+    return now - last_check >= (interval if ready else failed_interval)

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from paved import API_VERSION, operator_namespace, ratelimit
-from paved.api.common import READY, now_rfc3339, parse_duration
+from paved.api.common import READY, is_true, now_rfc3339, parse_duration
 from paved.api.platform import nothing_allowed
 from paved.api.kinds import SpecError, kind_info
 from paved.api.secrets import SecretStoreStatus
@@ -74,7 +74,7 @@ from paved.providers.secretstores import (
     StoreProviders,
     platform_endpoints,
 )
-from paved.secretsync import access, plan, restart, target, tenancy
+from paved.secretsync import access, plan, restart, schedule, target, tenancy
 from paved.secretsync.breaker import Breakers
 from paved.secretsync.model import (
     CLUSTER_SECRET_STORE,
@@ -87,13 +87,14 @@ from paved.secretsync.model import (
     StoreFailure,
     StoreKey,
 )
-from paved.secretsync.state import SyncState
+from paved.secretsync.state import SyncState, parse_time
 
 log = logging.getLogger(__name__)
 
 REF_PLURAL = "externalsecretrefs"
 STORE_PLURALS = {SECRET_STORE: "secretstores", CLUSTER_SECRET_STORE: "clustersecretstores"}
 STORE_CHECK_INTERVAL = 300.0  # seconds between authentication re-checks of a store
+FAILED_STORE_CHECK_INTERVAL = 30.0  # seconds between re-checks of a store that is not Ready
 GATHER_SECONDS = 0.25  # after a wake-up, wait this long so refs created together sync together
 IDLE_WAIT = 30.0  # the loop re-evaluates at least this often
 # A cycle writing this many Secrets holds paved.ratelimit.BURST: the policy audit yields to it.
@@ -692,6 +693,12 @@ class SyncEngine:
         return count
 
     # --- stores -------------------------------------------------------------------------
+
+    def store_check_due(self, body: Mapping[str, Any]) -> bool:
+        """Whether the store's periodic authentication check is due (sooner while it is not Ready)."""
+        status = body.get("status") or {}
+        return schedule.store_check_due(is_true(status.get("conditions"), READY), parse_time(status.get("lastAuthCheck")),
+                                        self.clock(), STORE_CHECK_INTERVAL, FAILED_STORE_CHECK_INTERVAL)
 
     def check_store(self, key: StoreKey, body: Mapping[str, Any]) -> dict[str, Any]:
         """A real authentication check of a store; returns its new status."""

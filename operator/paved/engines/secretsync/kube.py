@@ -19,7 +19,7 @@ from paved.kube.port import ApiKube, KubePort
 from paved.kube.status import StatusWriter
 from paved.kube.values import KeyProblem, key_value
 from paved.providers.base import Owner
-from paved.providers.secretstores import AUTH_FAILED, CREDENTIALS_MISSING, StoreError
+from paved.providers.secretstores import AUTH_FAILED, CREDENTIALS_MISSING, SERVICE_ACCOUNT_TOKENS_LABEL, StoreError
 from paved.secretsync import target
 from paved.secretsync.model import StoreKey
 
@@ -133,6 +133,11 @@ class KubeApi:
         except ApiError as error:
             if error.not_found:
                 raise StoreError(f"ServiceAccount {namespace}/{name} not found", reason=CREDENTIALS_MISSING) from None
+            if error.status == 403:  # deploy/token-policy.yaml (the namespace did not opt in), or RBAC
+                raise StoreError(
+                    f"the API server refused a token for ServiceAccount {namespace}/{name} (403): label namespace "
+                    f"{namespace} {SERVICE_ACCOUNT_TOKENS_LABEL}=allowed to let Paved authenticate as its "
+                    "ServiceAccounts (deploy/token-policy.yaml)", reason=AUTH_FAILED) from None
             raise StoreError(f"TokenRequest for ServiceAccount {namespace}/{name} failed: {error.status} {error.reason}",
                              reason=AUTH_FAILED) from None
         return str(answer["status"]["token"])
