@@ -20,6 +20,7 @@ from paved.api.platform import CompositionSpec
 from paved.commands.inputs import load_compositions
 from paved.engines.compose import ComposeEngine
 from paved.engines.compose import engine as compose_engine
+from paved.kube.port import ApiKube
 from paved.engines import database
 from paved.kube import apply as kube
 from paved.policy import check_intent, compile_policies
@@ -142,7 +143,7 @@ def test_nothing_outside_paved_render_selects_or_renders_an_intent_itself() -> N
 
 @pytest.fixture
 def namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(kube, "get", lambda api_version, kind, name, namespace=None: (
+    monkeypatch.setattr(kube, "get", lambda api_version, kind, name, namespace=None, cached=False: (
         {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}} if kind == "Namespace" else None))
     yield
 
@@ -172,7 +173,7 @@ def test_the_deletion_render_sees_everything_a_revoked_allowance_let_the_intent_
 ) -> None:
     kind = ComposeEngine().register_kind(database.DatabaseEngine(ComposeEngine()).kind)
     resources, policy = compose_engine.render_for_deletion(kind, db(annotations={ADOPT: "legacy"}, deletionPolicy="Retain"),
-                                                           compositions)
+                                                           compositions, kube=ApiKube())
     assert policy == "Retain" and next(r for r in resources if r.provider == "aws-rds").body["DBInstanceIdentifier"] == "legacy"
     assert everything_allowed("x")["adopt"] == ["x"]
 
