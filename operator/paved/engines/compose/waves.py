@@ -21,8 +21,9 @@ the rollout is under way and every SETTLED_RECOUNT_SECONDS once it is done or ha
 Nothing here is remembered between steps but when each Composition is due again: the
 rollout's state is the intents' statuses and the revisions, so a restarted operator or a new
 leader goes on where the last one stopped (its initial listing steps every Composition).
-Reads and writes go through the compose engine's KubePort (paved.kube.port; the write fence). The thread is not a Kopf timer on purpose:
-Kopf puts its finalizer on every object with a timer, and Compositions carry none.
+Reads and writes go through the compose engine's KubePort (paved.kube.port; the write fence).
+The thread is not a Kopf timer on purpose: Kopf puts its finalizer on every object with a
+timer, and Compositions carry none.
 """
 
 from __future__ import annotations
