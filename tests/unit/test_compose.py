@@ -128,41 +128,40 @@ def test_an_idle_reconcile_sends_no_status_request(cluster: Cluster, composition
     engines = Engines(kube=cluster.kube)
     monkeypatch.setattr(engines.identities, "ceiling",
                         lambda: Ceiling(rules=({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},)))
-    requests: list[tuple[str, dict[str, Any]]] = []
 
-    def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Any, *,
-                     field_manager: str) -> dict[str, Any]:
-        requests.append((field_manager, copy.deepcopy(dict(status))))
-        return {**body, "status": copy.deepcopy(dict(status))}
+    def status_writers() -> list[str | None]:
+        return [call.field_manager for call in cluster.kube.calls if call.verb == "apply_fields" and call.subresource == "status"]
 
-    monkeypatch.setattr(kube_status, "apply_status", apply_status)
-    body = identity(READ_CONFIGMAPS)
-    reconcile_identity(body=body, retry=0, composition_index=compositions, identity_summaries={}, memo=engines)
-    [(manager, applied)] = requests
-    assert manager == "paved-reconcile" and condition(applied, "Ready")["status"] == "True"
+    cluster.kube.put(identity(READ_CONFIGMAPS))
+    reconcile_identity(body=cluster.kube.obj("AgentIdentity", "reporter", NS), retry=0, composition_index=compositions,
+                       identity_summaries={}, memo=engines)
+    assert status_writers() == ["paved-reconcile"]
+    assert condition(cluster.kube.obj("AgentIdentity", "reporter", NS)["status"], "Ready")["status"] == "True"  # type: ignore[index]
     # What the API server now holds: the reconcile's part, and the audit's condition next to it.
-    body["status"] = with_conditions(applied, [("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")], 1)
+    audit = with_conditions({}, [("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")], 1)
+    cluster.kube.apply_fields(kube_status.status_body("paved.dev/v1alpha1", "AgentIdentity", NS, "reporter", audit),
+                              field_manager="paved-audit", subresource="status")
     for _ in range(3):
-        reconcile_identity(body=copy.deepcopy(body), retry=0, composition_index=compositions, identity_summaries={},
-                           memo=engines)
-    assert len(requests) == 1
+        reconcile_identity(body=cluster.kube.obj("AgentIdentity", "reporter", NS), retry=0, composition_index=compositions,
+                           identity_summaries={}, memo=engines)
+    assert status_writers() == ["paved-reconcile", "paved-audit"]  # no second request of the reconcile's
     engines.stop()
 
 
-def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(
-        cluster: Cluster, compositions: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(cluster: Cluster, compositions: list) -> None:
     """An identity's daemon narrows it (Accepted=Narrowed) while a children drift restore,
     triggered by that narrowing, still holds the intent as read before: the restore computes
     from, and compares with, the status as last written, so it keeps Narrowed."""
-    applied: list[dict[str, Any]] = []
-    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: applied.append(copy.deepcopy(dict(args[4]))) or {})
     engine = _compose.ComposeEngine(cluster.kube)
     kind = IdentityEngine(engine).kind
     before = identity(READ_CONFIGMAPS)
+    cluster.kube.put(before)
     engine.reconcile_and_write(kind, before, lambda current: (with_conditions(
         current.get("status"), [("Accepted", True, "Narrowed", "the parent no longer holds pods")], 1), None))
     engine.reconcile_written(kind, before, compositions, trigger="DELETED of Role/team-a/reporter")
-    assert condition(applied[-1], "Accepted")["reason"] == "Narrowed" and condition(applied[-1], "Ready")["status"] == "True"
+    applied = (cluster.kube.obj("AgentIdentity", "reporter", NS) or {})["status"]
+    assert cluster.kube.count("apply_fields", subresource="status") == 2
+    assert condition(applied, "Accepted")["reason"] == "Narrowed" and condition(applied, "Ready")["status"] == "True"
     engine.forget("uid-reporter")
     assert engine.as_written(kind, before) is before
 

@@ -294,7 +294,7 @@ class ComposeEngine:
         uid = owner_of(body).uid
         with self.owner_lock(uid):
             try:
-                written = intent_kind.status_writer.write(body, status)
+                written = intent_kind.status_writer.write(body, status, kube=self.kube)
             except Exception:
                 self._written.pop(uid, None)  # it may or may not have landed: read bodies again
                 raise
