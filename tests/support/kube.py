@@ -175,8 +175,10 @@ class FakeKube:
                 found.append(item)
             return found
 
-    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = kube_apply.FIELD_MANAGER) -> Json:
-        decorated = kube_apply.decorate(body, owner, namespaced=body.get("kind") not in CLUSTER_SCOPED)
+    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = kube_apply.FIELD_MANAGER,
+              allow_unowned: bool = False) -> Json:
+        decorated = kube_apply.decorate(body, owner, namespaced=body.get("kind") not in CLUSTER_SCOPED,
+                                        allow_unowned=allow_unowned)
         for field in SERVER_METADATA:
             decorated["metadata"].pop(field, None)
         decorated.pop("status", None)
@@ -192,7 +194,9 @@ class FakeKube:
                         field_manager, subresource)
             return self._server_side_apply(body, field_manager, subresource)
 
-    def create(self, body: Mapping[str, Any]) -> Json:
+    def create(self, body: Mapping[str, Any], owner: Owner | None = None) -> Json:
+        if owner is not None:
+            body = kube_apply.decorate(body, owner, namespaced=body.get("kind") not in CLUSTER_SCOPED)
         metadata = body.get("metadata") or {}
         key = _key(str(body.get("kind")), str(metadata.get("name")), metadata.get("namespace"))
         with self._lock:
@@ -243,6 +247,9 @@ class FakeKube:
         with self._lock:
             self.calls.append(Call("event", owner.kind, owner.namespace or "", owner.name))
             self.events.append((owner.name, reason, message, type))
+
+    def namespaced(self, api_version: str, kind: str) -> bool:
+        return kind not in CLUSTER_SCOPED
 
     # --- the API server's part ----------------------------------------------------------
 

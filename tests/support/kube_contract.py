@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from paved import API_VERSION
+from paved.kube.apply import OWNER_ANNOTATION, OwnershipError, key_of
 from paved.kube.client import ApiError
-from paved.kube.port import KubePort
+from paved.kube.port import KubePort, prune
 from paved.providers.base import Owner
 
+
+RBAC = "rbac.authorization.k8s.io/v1"
 
 
 @pytest.fixture
@@ -26,6 +29,16 @@ def owner(port: KubePort, space: str) -> Owner:
     live = port.get("v1", "Namespace", space)
     assert live is not None
     return Owner("v1", "Namespace", space, None, live["metadata"]["uid"])
+
+
+def anchor(port: KubePort, space: str) -> Owner:
+    """A namespaced owner (a ConfigMap): what it cannot own (cluster scope) must be unowned."""
+    live = port.create(config_map("anchor", space))
+    return Owner("v1", "ConfigMap", "anchor", space, live["metadata"]["uid"])
+
+
+def cluster_role(space: str) -> dict[str, Any]:
+    return {"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": f"contract-{space}"}, "rules": []}
 
 
 def config_map(name: str, space: str, data: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -183,3 +196,52 @@ def test_status_by_server_side_apply_keeps_other_writers_conditions(port: KubePo
     by_type = {c["type"]: c["reason"] for c in live["status"]["conditions"]}
     assert by_type == {"Ready": "Two", "PolicyCompliant": "Fine"} and "composition" not in live["status"]
     assert port.get(API_VERSION, "DatabaseIntent", "db", space)["status"] == live["status"]  # type: ignore[index]
+
+
+def test_create_as_an_owners_child(port: KubePort, space: str, owner: Owner) -> None:
+    made = port.create(config_map("child", space, {"a": "1"}), owner)
+    labels = made["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "paved" and labels["paved.dev/owner-uid"] == owner.uid
+    assert [ref["uid"] for ref in made["metadata"]["ownerReferences"]] == [owner.uid]
+    with pytest.raises(ApiError) as taken:
+        port.create(config_map("child", space, {"a": "2"}), owner)
+    assert taken.value.already_exists
+
+
+def test_what_cannot_be_owned_is_applied_only_when_allowed_unowned(port: KubePort, space: str) -> None:
+    namespaced_owner = anchor(port, space)
+    with pytest.raises(OwnershipError):
+        port.apply(cluster_role(space), namespaced_owner)
+    assert port.get(RBAC, "ClusterRole", f"contract-{space}") is None
+    try:
+        live = port.apply(cluster_role(space), namespaced_owner, allow_unowned=True)
+        metadata = live["metadata"]
+        assert "namespace" not in metadata and not metadata.get("ownerReferences")
+        assert metadata["labels"]["paved.dev/owner-uid"] == namespaced_owner.uid
+        assert metadata["annotations"][OWNER_ANNOTATION] == f"v1/ConfigMap/{space}/anchor"
+    finally:
+        port.delete(RBAC, "ClusterRole", f"contract-{space}")
+
+
+def test_which_kinds_are_namespaced(port: KubePort) -> None:
+    assert port.namespaced("v1", "ConfigMap") and port.namespaced("apps/v1", "Deployment")
+    assert not port.namespaced("v1", "Namespace") and not port.namespaced(RBAC, "ClusterRole")
+    assert port.namespaced(API_VERSION, "DatabaseIntent") and not port.namespaced(API_VERSION, "Composition")
+
+
+def test_prune_deletes_only_the_owners_objects_not_kept(port: KubePort, space: str) -> None:
+    namespaced_owner = anchor(port, space)
+    kept = port.apply(config_map("p-kept", space), namespaced_owner)
+    port.apply(config_map("p-dropped", space), namespaced_owner)
+    port.create(config_map("p-stranger", space, labels={"app.kubernetes.io/managed-by": "paved"}))
+    port.apply(cluster_role(space), namespaced_owner, allow_unowned=True)
+    kinds = [("v1", "ConfigMap"), (RBAC, "ClusterRole"), ("example.com/v1", "NotServed")]
+    try:
+        # A finalizer's: only what the garbage collector cannot reach (no ownerReference).
+        assert prune(port, namespaced_owner, set(), kinds, only_unowned=True) == [key_of(cluster_role(space))]
+        assert port.get(RBAC, "ClusterRole", f"contract-{space}") is None
+        assert prune(port, namespaced_owner, {key_of(kept)}, kinds) == [key_of(config_map("p-dropped", space))]
+        left = {item["metadata"]["name"] for item in port.list("v1", "ConfigMap", space)}
+        assert {"anchor", "p-kept", "p-stranger"} <= left and "p-dropped" not in left
+    finally:
+        port.delete(RBAC, "ClusterRole", f"contract-{space}")

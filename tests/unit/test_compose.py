@@ -1,8 +1,9 @@
-"""The composed reconcile (paved.engines.compose) with in-memory fakes instead of a cluster.
+"""The composed reconcile (paved.engines.compose) over FakeKube instead of a cluster.
 
-A fake `kubernetes` provider and fake paved.kube functions share one dict of objects, so
-the tests see exactly what was written, how often, and what was pruned. Only unit tests
-use these fakes; the e2e tests run the real provider against the real control plane.
+The engine and the real `kubernetes` provider both talk to one FakeKube
+(tests/support/kube.py, held to the API server's contract), so the tests see exactly what
+was written, how often (its call log), and what was pruned. The e2e tests run the same code
+against the real control plane.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 
 import kopf
 import pytest
+from support.kube import FakeKube
 
 from paved.commands.inputs import load_compositions
 from paved.engines import compose as _compose
-from paved.engines.compose import engine as compose_engine
 from paved.engines import Engines
 from paved.engines.identity import IdentityEngine
 from paved.handlers.common import raise_for_kopf
@@ -27,111 +28,37 @@ from paved.identity.ceiling import Ceiling
 from paved.handlers.platform import problems_of
 from paved.kube import apply as kube
 from paved.kube import status as kube_status
-from paved.kube.client import error_from_status
+from paved.kube.client import ApiError, error_from_status
 from paved.kube.status import with_conditions
-from paved.providers import kubernetes as kubernetes_provider
 from paved.providers import base as providers
-from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
+from paved.providers.base import DeletionResult, Owner
+from paved.providers.kubernetes import KubernetesProvider
 from paved.render.types import RenderedResource
 
-ENGINE = _compose.ComposeEngine()
-IDENTITY = IdentityEngine(ENGINE).kind
 REPO = Path(__file__).resolve().parents[2]
 NS = "team-a"
 
-
-class FakeCluster:
-    """Objects by ObjectKey, plus a log of writes; stands in for the API server."""
+class Cluster:
+    """The FakeKube the engine and the `kubernetes` provider share, and the intent kind over it."""
 
     def __init__(self) -> None:
-        self.objects: dict[kube.ObjectKey, dict[str, Any]] = {}
-        self.writes: list[tuple[str, str]] = []
-        self.reads = 0
-        self.events: list[tuple[str, str, str]] = []
-        self.fail_apply: ProviderError | None = None
+        self.kube = FakeKube([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"team": "a"}}}])
+        self.engine = _compose.ComposeEngine(self.kube)
+        self.kind = IdentityEngine(self.engine).kind
 
-    def key(self, body: dict[str, Any], owner: Owner) -> kube.ObjectKey:
-        metadata = body["metadata"]
-        namespaced = body["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Namespace")
-        return kube.ObjectKey(body["apiVersion"], body["kind"], (metadata.get("namespace") or owner.namespace) if namespaced else "", metadata["name"])
+    def children(self) -> dict[kube.ObjectKey, dict[str, Any]]:
+        """Every object but the namespace, by key."""
+        return {kube.key_of(body): body for body in self.kube.objects() if body["kind"] != "Namespace"}
 
-    # --- paved.kube.apply stand-ins
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        self.reads += 1
-        if kind == "Namespace":
-            return {"metadata": {"name": name, "labels": {"team": "a"}}}
-        found = self.objects.get(kube.ObjectKey(api_version, kind, namespace or "", name))
-        return copy.deepcopy(found)
-
-    def create(self, body: dict[str, Any], owner: Owner) -> dict[str, Any] | None:
-        decorated = kube.decorate(body, owner, namespaced=True)
-        key = self.key(decorated, owner)
-        if key in self.objects:
-            return None
-        decorated["metadata"]["resourceVersion"] = "1"
-        self.objects[key] = decorated
-        self.writes.append(("create", str(key)))
-        return copy.deepcopy(decorated)
-
-    def merge_patch(self, live: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-        key = kube.key_of(live)
-        self.objects[key].setdefault("data", {}).update(patch.get("data") or {})
-        self.writes.append(("patch", str(key)))
-        return copy.deepcopy(self.objects[key])
-
-    def prune(self, owner: Owner, keep: set[kube.ObjectKey], kinds: Any, *, only_unowned: bool = False) -> list[kube.ObjectKey]:
-        wanted = {kind for _, kind in kinds}
-        doomed = [
-            key for key, body in self.objects.items()
-            if key.kind in wanted and key not in keep and kube.is_owned_by(body, owner)
-            and not (only_unowned and body["metadata"].get("ownerReferences"))
-        ]
-        for key in doomed:
-            del self.objects[key]
-            self.writes.append(("delete", str(key)))
-        return doomed
-
-    def post_event(self, owner: Owner, reason: str, message: str, type: str = "Normal") -> None:
-        self.events.append((type, reason, message))
-
-
-class FakeKubernetesProvider:
-    """The `kubernetes` provider over FakeCluster (observe = get + drift; apply = store)."""
-
-    name = "kubernetes"
-
-    def __init__(self, cluster: FakeCluster) -> None:
-        self.cluster = cluster
-
-    def observe(self, resource: RenderedResource, owner: Owner) -> Observation:
-        desired = kube.decorate(resource.body, owner, namespaced=True, allow_unowned=True)
-        key = self.cluster.key(desired, owner)
-        self.cluster.reads += 1
-        live = self.cluster.objects.get(key)
-        if live is None:
-            return Observation(exists=False, external_id=str(key))
-        return Observation(exists=True, ready=True, outputs={"name": key.name}, external_id=str(key), drift=kube.drift(desired, live))
-
-    def apply(self, resource: RenderedResource, owner: Owner) -> Observation:
-        if self.cluster.fail_apply is not None:
-            raise self.cluster.fail_apply
-        desired = kube.decorate(resource.body, owner, namespaced=True, allow_unowned=True)
-        key = self.cluster.key(desired, owner)
-        self.cluster.objects[key] = desired
-        self.cluster.writes.append(("apply", str(key)))
-        return Observation(exists=True, ready=True, outputs={"name": key.name, "uid": f"uid-of-{key.name}"}, external_id=str(key), changed=True)
-
-    def delete(self, resource: RenderedResource, owner: Owner, policy: str) -> DeletionResult:
-        return DeletionResult(done=True)
+    def reasons(self) -> list[tuple[str, str]]:
+        """(type, reason) of every Event posted."""
+        return [(type_, reason) for _, reason, _, type_ in self.kube.events]
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
-    fake = FakeCluster()
-    for name in ("get", "create", "merge_patch", "prune"):
-        monkeypatch.setattr(kube, name, getattr(fake, name))
-    monkeypatch.setattr(compose_engine.events, "post_event", fake.post_event)
-    with providers.PROVIDERS.substituted("kubernetes", lambda: FakeKubernetesProvider(fake)):
+def cluster() -> Iterator[Cluster]:
+    fake = Cluster()
+    with providers.PROVIDERS.substituted("kubernetes", lambda: KubernetesProvider(fake.kube)):
         yield fake
 
 
@@ -159,11 +86,11 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, compositions: list) -> None:
-    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
-    kinds = sorted(key.kind for key in cluster.objects)
+def test_fresh_identity_creates_account_role_and_binding(cluster: Cluster, compositions: list) -> None:
+    outcome = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
+    kinds = sorted(key.kind for key in cluster.children())
     assert kinds == ["Role", "RoleBinding", "ServiceAccount"]
-    for body in cluster.objects.values():
+    for body in cluster.children().values():
         assert body["metadata"]["labels"][kube.MANAGED_BY_LABEL] == "paved"
         assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-reporter"
     status = outcome.status
@@ -178,64 +105,63 @@ def test_fresh_identity_creates_account_role_and_binding(cluster: FakeCluster, c
     assert [r["ready"] for r in status["resources"]] == [True, True, True]
     assert outcome.changed == {"observedGeneration", "composition", "compositionRevision", "renderHash", "resources", "serviceAccount", "grants",
                                "conditions"}
-    reasons = [reason for _, reason, _ in cluster.events]
+    reasons = [reason for _, reason in cluster.reasons()]
     assert "Ready" in reasons and reasons.count("Granted") == 2
 
 
-def test_unchanged_identity_is_quiet(cluster: FakeCluster, compositions: list) -> None:
-    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
-    cluster.writes.clear()
-    cluster.events.clear()
-    again = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
-    assert cluster.writes == []
+def test_unchanged_identity_is_quiet(cluster: Cluster, compositions: list) -> None:
+    first = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
+    cluster.kube.calls.clear()
+    cluster.kube.events.clear()
+    again = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS, status=first.status), compositions)
+    assert cluster.kube.writes() == []
     assert again.changed == frozenset()
-    assert cluster.events == []
+    assert cluster.kube.events == []
     assert again.result.result_label == "unchanged"
 
 
-def test_an_idle_reconcile_sends_no_status_request(cluster: FakeCluster, compositions: list,
+def test_an_idle_reconcile_sends_no_status_request(cluster: Cluster, compositions: list,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the Kopf handler: the first reconcile applies the reconcile's part of the status
     once; a re-run that changes nothing (a resume, a re-listing, another writer's condition
     added meanwhile) sends no status request at all."""
-    engines = Engines()
+    engines = Engines(kube=cluster.kube)
     monkeypatch.setattr(engines.identities, "ceiling",
                         lambda: Ceiling(rules=({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},)))
-    requests: list[tuple[str, dict[str, Any]]] = []
 
-    def apply_status(api_version: str, kind: str, namespace: str | None, name: str, status: Any, *,
-                     field_manager: str) -> dict[str, Any]:
-        requests.append((field_manager, copy.deepcopy(dict(status))))
-        return {**body, "status": copy.deepcopy(dict(status))}
+    def status_writers() -> list[str | None]:
+        return [call.field_manager for call in cluster.kube.calls if call.verb == "apply_fields" and call.subresource == "status"]
 
-    monkeypatch.setattr(kube_status, "apply_status", apply_status)
-    body = identity(READ_CONFIGMAPS)
-    reconcile_identity(body=body, retry=0, composition_index=compositions, identity_summaries={}, memo=engines)
-    [(manager, applied)] = requests
-    assert manager == "paved-reconcile" and condition(applied, "Ready")["status"] == "True"
+    cluster.kube.put(identity(READ_CONFIGMAPS))
+    reconcile_identity(body=cluster.kube.obj("AgentIdentity", "reporter", NS), retry=0, composition_index=compositions,
+                       identity_summaries={}, memo=engines)
+    assert status_writers() == ["paved-reconcile"]
+    assert condition(cluster.kube.obj("AgentIdentity", "reporter", NS)["status"], "Ready")["status"] == "True"  # type: ignore[index]
     # What the API server now holds: the reconcile's part, and the audit's condition next to it.
-    body["status"] = with_conditions(applied, [("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")], 1)
+    audit = with_conditions({}, [("PolicyCompliant", True, "NoPolicies", "no IntentPolicy applies")], 1)
+    cluster.kube.apply_fields(kube_status.status_body("paved.dev/v1alpha1", "AgentIdentity", NS, "reporter", audit),
+                              field_manager="paved-audit", subresource="status")
     for _ in range(3):
-        reconcile_identity(body=copy.deepcopy(body), retry=0, composition_index=compositions, identity_summaries={},
-                           memo=engines)
-    assert len(requests) == 1
+        reconcile_identity(body=cluster.kube.obj("AgentIdentity", "reporter", NS), retry=0, composition_index=compositions,
+                           identity_summaries={}, memo=engines)
+    assert status_writers() == ["paved-reconcile", "paved-audit"]  # no second request of the reconcile's
     engines.stop()
 
 
-def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(
-        cluster: FakeCluster, compositions: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_path_reading_an_older_body_never_puts_back_what_another_path_wrote(cluster: Cluster, compositions: list) -> None:
     """An identity's daemon narrows it (Accepted=Narrowed) while a children drift restore,
     triggered by that narrowing, still holds the intent as read before: the restore computes
     from, and compares with, the status as last written, so it keeps Narrowed."""
-    applied: list[dict[str, Any]] = []
-    monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: applied.append(copy.deepcopy(dict(args[4]))) or {})
-    engine = _compose.ComposeEngine()
+    engine = _compose.ComposeEngine(cluster.kube)
     kind = IdentityEngine(engine).kind
     before = identity(READ_CONFIGMAPS)
+    cluster.kube.put(before)
     engine.reconcile_and_write(kind, before, lambda current: (with_conditions(
         current.get("status"), [("Accepted", True, "Narrowed", "the parent no longer holds pods")], 1), None))
     engine.reconcile_written(kind, before, compositions, trigger="DELETED of Role/team-a/reporter")
-    assert condition(applied[-1], "Accepted")["reason"] == "Narrowed" and condition(applied[-1], "Ready")["status"] == "True"
+    applied = (cluster.kube.obj("AgentIdentity", "reporter", NS) or {})["status"]
+    assert cluster.kube.count("apply_fields", subresource="status") == 2
+    assert condition(applied, "Accepted")["reason"] == "Narrowed" and condition(applied, "Ready")["status"] == "True"
     engine.forget("uid-reporter")
     assert engine.as_written(kind, before) is before
 
@@ -244,97 +170,101 @@ def test_the_policy_audit_yields_while_an_intent_is_reconciled(monkeypatch: pyte
     from paved import ratelimit
 
     monkeypatch.setattr(kube_status, "apply_status", lambda *args, **kwargs: {})
-    engine = _compose.ComposeEngine()
+    engine = _compose.ComposeEngine(FakeKube())
     seen: list[bool] = []
-    engine.reconcile_and_write(IDENTITY, identity(READ_CONFIGMAPS),
+    engine.reconcile_and_write(IdentityEngine(engine).kind, identity(READ_CONFIGMAPS),
                                lambda current: (seen.append(ratelimit.BURST.active()) or None, None))
     assert seen == [True] and not ratelimit.BURST.active()
 
 
-def test_drifted_and_deleted_children_are_restored(cluster: FakeCluster, compositions: list) -> None:
-    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
-    role_key = next(k for k in cluster.objects if k.kind == "Role")
-    binding_key = next(k for k in cluster.objects if k.kind == "RoleBinding")
-    cluster.objects[role_key]["rules"][0]["verbs"] = ["get", "list", "delete"]
-    del cluster.objects[binding_key]
-    cluster.writes.clear()
+def test_drifted_and_deleted_children_are_restored(cluster: Cluster, compositions: list) -> None:
+    first = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
+    role_key = next(k for k in cluster.children() if k.kind == "Role")
+    binding_key = next(k for k in cluster.children() if k.kind == "RoleBinding")
+    role = cluster.children()[role_key]
+    role["rules"][0]["verbs"] = ["get", "list", "delete"]
+    cluster.kube.put(role)  # as `kubectl edit` would
+    cluster.kube.delete(binding_key.api_version, binding_key.kind, binding_key.name, binding_key.namespace)
+    cluster.kube.calls.clear()
 
-    again = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status), compositions)
-    assert sorted(op for op, _ in cluster.writes) == ["apply", "apply"]
-    assert cluster.objects[role_key]["rules"][0]["verbs"] == ["get", "list"]
-    assert binding_key in cluster.objects
+    again = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS, status=first.status), compositions)
+    assert sorted(call.verb for call in cluster.kube.writes()) == ["apply", "apply"]
+    assert cluster.children()[role_key]["rules"][0]["verbs"] == ["get", "list"]
+    assert binding_key in cluster.children()
     assert again.changed == frozenset()  # the desired state did not change; only reality was corrected
-    drift_events = [message for _, reason, message in cluster.events if reason == "DriftCorrected"]
+    drift_events = [message for _, reason, message, _ in cluster.kube.events if reason == "DriftCorrected"]
     assert drift_events and "rules[0].verbs" in drift_events[-1] and "(missing)" in drift_events[-1]
 
 
-def test_wildcard_verb_is_refused_before_anything_is_written(cluster: FakeCluster, compositions: list) -> None:
+def test_wildcard_verb_is_refused_before_anything_is_written(cluster: Cluster, compositions: list) -> None:
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["*"]}]}
-    outcome = ENGINE.reconcile(IDENTITY, identity(spec), compositions)
-    assert cluster.objects == {} and cluster.writes == []
+    outcome = cluster.engine.reconcile(cluster.kind, identity(spec), compositions)
+    assert cluster.children() == {} and cluster.kube.writes() == []
     ready = condition(outcome.status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "RenderFailed")
     assert ready["message"].startswith("spec.capabilities[0].verbs: ")
     assert outcome.result.error is not None and outcome.result.error.field == "spec.capabilities[0].verbs"
     assert not outcome.result.error.retryable
     raise_for_kopf(outcome, retry=0)  # permanent: no Kopf retry
-    assert ("Warning", "RenderFailed") in [(t, r) for t, r, _ in cluster.events]
+    assert ("Warning", "RenderFailed") in cluster.reasons()
 
 
-def test_schema_invalid_spec_names_the_field_and_writes_nothing(cluster: FakeCluster, compositions: list) -> None:
+def test_schema_invalid_spec_names_the_field_and_writes_nothing(cluster: Cluster, compositions: list) -> None:
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "colour": "red"}]}
-    outcome = ENGINE.reconcile(IDENTITY, identity(spec), compositions)
-    assert cluster.writes == [] and cluster.reads == 0
+    outcome = cluster.engine.reconcile(cluster.kind, identity(spec), compositions)
+    assert cluster.kube.writes() == [] and cluster.kube.count("get") == cluster.kube.count("list") == 0
     ready = condition(outcome.status, "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "spec.capabilities[0].colour" in ready["message"]
 
 
-def test_invalid_new_generation_keeps_the_previous_grants(cluster: FakeCluster, compositions: list) -> None:
-    first = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+def test_invalid_new_generation_keeps_the_previous_grants(cluster: Cluster, compositions: list) -> None:
+    first = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
     spec = {"capabilities": [{"resources": ["configmaps"], "verbs": ["*"]}]}
-    second = ENGINE.reconcile(IDENTITY, identity(spec, status=first.status, generation=2), compositions)
+    second = cluster.engine.reconcile(cluster.kind, identity(spec, status=first.status, generation=2), compositions)
     assert second.status["grants"] == first.status["grants"]
     assert second.status["renderHash"] == first.status["renderHash"]
     assert second.status["observedGeneration"] == 2
     assert condition(second.status, "Ready")["status"] == "False"
-    assert len(cluster.objects) == 3
+    assert len(cluster.children()) == 3
 
 
-def test_dropping_a_namespace_prunes_its_role_and_binding(cluster: FakeCluster, compositions: list) -> None:
+def test_dropping_a_namespace_prunes_its_role_and_binding(cluster: Cluster, compositions: list) -> None:
     wide = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": ["team-b"]}]}
-    first = ENGINE.reconcile(IDENTITY, identity(wide), compositions)
-    in_b = {k for k in cluster.objects if k.namespace == "team-b"}
+    first = cluster.engine.reconcile(cluster.kind, identity(wide), compositions)
+    in_b = {k for k in cluster.children() if k.namespace == "team-b"}
     assert {k.kind for k in in_b} == {"Role", "RoleBinding"}
     for key in in_b:  # another namespace: no ownerReference possible, the annotation instead
-        assert "ownerReferences" not in cluster.objects[key]["metadata"]
-        assert cluster.objects[key]["metadata"]["annotations"][kube.OWNER_ANNOTATION].endswith(f"/{NS}/reporter")
+        assert "ownerReferences" not in cluster.children()[key]["metadata"]
+        assert cluster.children()[key]["metadata"]["annotations"][kube.OWNER_ANNOTATION].endswith(f"/{NS}/reporter")
 
-    second = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS, status=first.status, generation=2), compositions)
-    assert not {k for k in cluster.objects if k.namespace == "team-b"}
+    second = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS, status=first.status, generation=2), compositions)
+    assert not {k for k in cluster.children() if k.namespace == "team-b"}
     assert sorted(second.result.pruned) == sorted(str(k) for k in in_b)
     assert [g["namespace"] for g in second.status["grants"]] == [NS, NS]
-    assert any(reason == "Revoked" for _, reason, _ in cluster.events)
+    assert any(reason == "Revoked" for _, reason in cluster.reasons())
 
 
-def test_missing_composition_is_reported(cluster: FakeCluster) -> None:
-    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), [])
+def test_missing_composition_is_reported(cluster: Cluster) -> None:
+    outcome = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), [])
     ready = condition(outcome.status, "Ready")
     assert ready["reason"] == "NoComposition"
     assert "spec.compositionRef.name" in ready["message"]
-    assert cluster.writes == []
+    assert cluster.kube.writes() == []
 
 
-def test_retryable_provider_error_asks_kopf_to_retry_with_backoff(cluster: FakeCluster, compositions: list) -> None:
-    cluster.fail_apply = ProviderError("503 ServiceUnavailable", retryable=True)
-    outcome = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+def test_retryable_provider_error_asks_kopf_to_retry_with_backoff(cluster: Cluster, compositions: list) -> None:
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        cluster.kube.fail("apply", kind, ApiError(503, "ServiceUnavailable", "try later", method="PATCH"))
+    outcome = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
     assert condition(outcome.status, "Ready")["reason"] == "ProviderError"
     with pytest.raises(kopf.TemporaryError) as raised:
         raise_for_kopf(outcome, retry=3)
     assert 8 <= raised.value.delay <= 16
 
-    cluster.fail_apply = ProviderError("forbidden", retryable=False)
-    permanent = ENGINE.reconcile(IDENTITY, identity(READ_CONFIGMAPS), compositions)
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        cluster.kube.fail("apply", kind, ApiError(403, "Forbidden", "forbidden", method="PATCH"))
+    permanent = cluster.engine.reconcile(cluster.kind, identity(READ_CONFIGMAPS), compositions)
     raise_for_kopf(permanent, retry=0)
 
 
@@ -361,38 +291,40 @@ CHAINED = {
 }
 
 
-def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(cluster: FakeCluster) -> None:
+def test_outputs_flow_to_later_resources_and_generated_values_are_made_once(cluster: Cluster) -> None:
     assert problems_of(CHAINED) == []
-    first = ENGINE.reconcile(IDENTITY, identity({}), [CHAINED])
+    first = cluster.engine.reconcile(cluster.kind, identity({}), [CHAINED])
     assert first.result.ready and first.result.pending == []
-    secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
+    secret = cluster.children()[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
     token = base64.b64decode(secret["data"]["token"]).decode()
-    assert cluster.objects[kube.ObjectKey("v1", "ConfigMap", NS, "first")]["data"]["token"] == token
-    second_cm = cluster.objects[kube.ObjectKey("v1", "ConfigMap", NS, "second")]
-    assert second_cm["data"]["peer"] == "uid-of-first"
-    assert token not in str(first.status) and token not in str(cluster.events)
+    first_cm = cluster.children()[kube.ObjectKey("v1", "ConfigMap", NS, "first")]
+    assert first_cm["data"]["token"] == token
+    second_cm = cluster.children()[kube.ObjectKey("v1", "ConfigMap", NS, "second")]
+    assert second_cm["data"]["peer"] == first_cm["metadata"]["uid"]
+    assert token not in str(first.status) and token not in str(cluster.kube.events)
 
-    ENGINE.reconcile(IDENTITY, identity({}, status=first.status), [CHAINED])
-    assert base64.b64decode(cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"]).decode() == token
+    cluster.engine.reconcile(cluster.kind, identity({}, status=first.status), [CHAINED])
+    assert base64.b64decode(cluster.children()[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]["data"]["token"]).decode() == token
 
 
-def test_generated_values_echoed_by_the_api_server_never_reach_status(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    def echoing_apply(self: FakeKubernetesProvider, resource: RenderedResource, owner: Owner) -> Observation:
+def test_generated_values_echoed_by_the_api_server_never_reach_status(cluster: Cluster) -> None:
+    def echoing_apply() -> None:
         # As the API server answers a value it refuses: quoted, in the message and in the cause.
-        token = resource.body.get("data", {}).get("token", "none")
+        generated = cluster.kube.obj("Secret", "reporter-paved-generated", NS) or {}
+        token = base64.b64decode(generated["data"]["token"]).decode()
         refused = f'Invalid value: "{token}" ({token.upper()}, {base64.b64encode(token.encode()).decode()}): too secret'
         status = {"code": 422, "reason": "Invalid", "message": f'ConfigMap "first" is invalid: data[token]: {refused}',
                   "details": {"name": "first", "kind": "ConfigMap", "causes": [
                       {"reason": "FieldValueInvalid", "field": "data[token]", "message": refused}]}}
-        raise kubernetes_provider._provider_error(error_from_status(status), "applying", resource.body)
+        raise error_from_status(status)
 
-    monkeypatch.setattr(FakeKubernetesProvider, "apply", echoing_apply)
-    outcome = ENGINE.reconcile(IDENTITY, identity({}), [CHAINED])
-    secret = cluster.objects[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
+    cluster.kube.before("apply", "ConfigMap", echoing_apply)
+    outcome = cluster.engine.reconcile(cluster.kind, identity({}), [CHAINED])
+    secret = cluster.children()[kube.ObjectKey("v1", "Secret", NS, "reporter-paved-generated")]
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert outcome.result.error is not None and "data[token]: invalid value" in outcome.result.error.message
     for form in (token, token.upper(), secret["data"]["token"]):
-        assert form not in str(outcome.status) and form not in str(cluster.events)
+        assert form not in str(outcome.status) and form not in str(cluster.kube.events)
 
 
 def test_broken_template_is_a_composition_problem() -> None:
@@ -402,11 +334,11 @@ def test_broken_template_is_a_composition_problem() -> None:
     assert problems and "first" in problems[0]
 
 
-def test_finalize_prunes_only_unowned_children(cluster: FakeCluster, compositions: list) -> None:
+def test_finalize_prunes_only_unowned_children(cluster: Cluster, compositions: list) -> None:
     wide = {"capabilities": [{"resources": ["configmaps"], "verbs": ["get"], "namespaces": ["team-b"]}]}
-    ENGINE.reconcile(IDENTITY, identity(wide), compositions)
-    assert ENGINE.finalize(IDENTITY, identity(wide), compositions) == []
-    assert {k.namespace for k in cluster.objects} == {NS}  # owned ones are left to the garbage collector
+    cluster.engine.reconcile(cluster.kind, identity(wide), compositions)
+    assert cluster.engine.finalize(cluster.kind, identity(wide), compositions) == []
+    assert {k.namespace for k in cluster.children()} == {NS}  # owned ones are left to the garbage collector
 
 
 class SlowCloud:
@@ -431,12 +363,12 @@ NETWORKED = {
 }
 
 
-def test_finalize_deletes_in_reverse_order_each_after_the_later_ones_are_gone(cluster: FakeCluster) -> None:
+def test_finalize_deletes_in_reverse_order_each_after_the_later_ones_are_gone(cluster: Cluster) -> None:
     cloud = SlowCloud({"database": 1})  # the database takes one more check to go
     with providers.PROVIDERS.substituted("slow-cloud", lambda: cloud):
-        assert ENGINE.finalize(IDENTITY, identity({}), [NETWORKED]) == ["database: still deleting"]
+        assert cluster.engine.finalize(cluster.kind, identity({}), [NETWORKED]) == ["database: still deleting"]
         assert cloud.deletes == ["database"]  # its network is not touched while it exists
-        assert ENGINE.finalize(IDENTITY, identity({}), [NETWORKED]) == []
+        assert cluster.engine.finalize(cluster.kind, identity({}), [NETWORKED]) == []
     assert cloud.deletes == ["database", "database", "group", "subnets"]
 
 

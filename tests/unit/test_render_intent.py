@@ -8,12 +8,12 @@ the same resources; these tests hold each of them to the entry point.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kube import FakeKube
 
 from paved.api.database import DatabaseIntentSpec
 from paved.api.platform import CompositionSpec
@@ -21,7 +21,6 @@ from paved.commands.inputs import load_compositions
 from paved.engines.compose import ComposeEngine
 from paved.engines.compose import engine as compose_engine
 from paved.engines import database
-from paved.kube import apply as kube
 from paved.policy import check_intent, compile_policies
 from paved.render import everything_allowed, render_intent
 
@@ -141,18 +140,18 @@ def test_nothing_outside_paved_render_selects_or_renders_an_intent_itself() -> N
 
 
 @pytest.fixture
-def namespace(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(kube, "get", lambda api_version, kind, name, namespace=None: (
-        {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}} if kind == "Namespace" else None))
-    yield
+def kube() -> FakeKube:
+    """The intents' namespace, as the reconcile reads it."""
+    return FakeKube([{"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": "orders", "labels": {"kubernetes.io/metadata.name": "orders"}}}])
 
 
 def test_an_adopting_intent_gets_its_cleanup_finalizer_before_anything_is_created(
-    namespace: None, monkeypatch: pytest.MonkeyPatch, compositions: list[dict[str, Any]]
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, compositions: list[dict[str, Any]]
 ) -> None:
     """The database engine decides on its finalizer from the reconcile's own render: with the
     intent's allowances, an adoption renders an RDS instance, which must be cleaned up."""
-    compose = ComposeEngine()
+    compose = ComposeEngine(kube)
     engine = database.DatabaseEngine(compose)
     finalized: list[str] = []
     monkeypatch.setattr(database, "add_cleanup_finalizer", lambda body: finalized.append(body["metadata"]["name"]))
@@ -168,22 +167,22 @@ def test_an_adopting_intent_gets_its_cleanup_finalizer_before_anything_is_create
 
 
 def test_the_deletion_render_sees_everything_a_revoked_allowance_let_the_intent_create(
-    namespace: None, compositions: list[dict[str, Any]]
+    kube: FakeKube, compositions: list[dict[str, Any]]
 ) -> None:
-    kind = ComposeEngine().register_kind(database.DatabaseEngine(ComposeEngine()).kind)
+    kind = ComposeEngine(kube).register_kind(database.DatabaseEngine(ComposeEngine(kube)).kind)
     resources, policy = compose_engine.render_for_deletion(kind, db(annotations={ADOPT: "legacy"}, deletionPolicy="Retain"),
-                                                           compositions)
+                                                           compositions, kube=kube)
     assert policy == "Retain" and next(r for r in resources if r.provider == "aws-rds").body["DBInstanceIdentifier"] == "legacy"
     assert everything_allowed("x")["adopt"] == ["x"]
 
 
 def test_the_policy_check_judges_exactly_what_the_reconcile_renders(
-    namespace: None, compositions: list[dict[str, Any]]
+    kube: FakeKube, compositions: list[dict[str, Any]]
 ) -> None:
     policies, _ = compile_policies([ALLOW_ADOPT])
     adopting = db(annotations={ADOPT: "legacy"})
     checked = check_intent(adopting, compositions, policies, {"metadata": {"name": "orders", "labels": {}}}, now=NOW)
-    compose = ComposeEngine()
+    compose = ComposeEngine(kube)
     compose.set_allowance_source(lambda kind, ns: {"adopt": ["adopters"]})
     reconciled = database.DatabaseEngine(compose).rendering(adopting, DatabaseIntentSpec.model_validate(adopting["spec"]),
                                                             compositions)

@@ -27,6 +27,7 @@ from paved.engines.identity import IdentityEngine
 from paved.engines.namespaces import NamespaceCache
 from paved.engines.rollout import RolloutEngine
 from paved.engines.secretsync import KubeApi, SyncEngine
+from paved.kube.port import ApiKube, KubePort
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ class Scope:
 class Engines:
     """Every engine of the process, shared by every handler (see the module docstring)."""
 
-    def __init__(self, scope: Scope = Scope(), *, secrets: SyncEngine | None = None) -> None:
+    def __init__(self, scope: Scope = Scope(), *, secrets: SyncEngine | None = None, kube: KubePort | None = None) -> None:
         self.scope = scope
         self.namespaces = NamespaceCache()
-        self.compose = ComposeEngine()
+        self.compose = ComposeEngine(kube or ApiKube())  # the API server; a FakeKube in unit tests
         self.waves = CompositionWaves(self.compose)
         self.databases = DatabaseEngine(self.compose)
         self.identities = IdentityEngine(self.compose)

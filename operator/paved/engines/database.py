@@ -294,7 +294,7 @@ class DatabaseEngine:
         """The intent rendered as the composed reconcile will render it (its namespace's labels,
         its allowances), for the checks that must come before the first cloud call."""
         namespace = owner_of(body).namespace
-        return render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(namespace),
+        return render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(namespace, kube=self.compose.kube),
                              allowed=self.compose.allowances(KIND, namespace), revisions=self.compose.revisions())
 
     def reconcile_and_write(self, body: Mapping[str, Any], compositions: Compositions, *, trigger: str) -> Outcome | None:

@@ -44,7 +44,6 @@ from paved.engines.compose import (
 from paved.identity import ceiling as ceilings, chain as chains, grants, scope as scopes
 from paved.kube import apply as kube
 from paved.kube.ceiling import CeilingReader
-from paved.kube import events
 from paved.kube import status as kube_status
 from paved.kube.client import ApiError
 from paved.providers import base as providers
@@ -223,7 +222,7 @@ class IdentityEngine:
     def audit(self, owner: Owner, reason: str, message: str, status: Mapping[str, Any] | None = None,
               type: str = "Normal") -> None:
         """One audit record: a Kubernetes Event on the intent and one structured (JSON) log line."""
-        events.post_event(owner, reason, message, type)  # type: ignore[arg-type]
+        self.compose.kube.event(owner, reason, message, type)  # type: ignore[arg-type]
         context = self._context.get(owner.uid, {})
         chain = [f"{hop.get('issuer')}->{hop.get('subject')}" for hop in (status or {}).get("delegationChain") or []]
         log.info("audit %s", json.dumps({
@@ -332,7 +331,8 @@ class IdentityEngine:
         self._expired[owner.uid] = (decision.reason, decision.message)
         unfinished: list[str] = []
         with self.compose.owner_lock(owner.uid):
-            rendered, _policy = render_for_deletion(self.raw_kind, body, compositions, self.compose.revisions())
+            rendered, _policy = render_for_deletion(self.raw_kind, body, compositions, self.compose.revisions(),
+                                                     kube=self.compose.kube)
             for resource in reversed(rendered):
                 try:
                     if resource.provider == KUBERNETES:

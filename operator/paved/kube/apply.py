@@ -1,8 +1,9 @@
 """THE server-side-apply helper: every object Paved creates goes through `apply` here.
 
 Two halves, kept apart on purpose (crate-operator's habit): `decorate` and `drift` are pure
-functions over dicts (unit-tested without a cluster), `apply`/`get`/`delete`/`prune` send
-them. Every object Paved writes carries:
+functions over dicts (unit-tested without a cluster), `apply`/`get`/`merge_patch`/`delete`
+send them (paved.kube.port.ApiKube over them; paved.kube.port.prune removes what an intent no
+longer renders). Every object Paved writes carries:
 
 - label `app.kubernetes.io/managed-by: paved` (the children watch selects on it),
 - label `paved.dev/owner-uid: <intent uid>` (finds an object's intent and its leftovers),
@@ -21,13 +22,10 @@ from __future__ import annotations
 
 import base64
 import copy
-import logging
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from paved.kube.client import ApiError, Json, ResourceInfo, request, resource_info
 from paved.providers.base import Owner
-
-log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "paved"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -254,22 +252,6 @@ def get(api_version: str, kind: str, name: str, namespace: str | None = None, *,
         raise
 
 
-def create(body: Mapping[str, Any], owner: Owner) -> Json | None:
-    """Create `body` as `owner`'s child; None if an object of that name already exists.
-
-    For values that must be made exactly once (generated passwords): unlike apply, a
-    create never overwrites what is there.
-    """
-    info = info_for(body)
-    decorated = decorate(body, owner, namespaced=info.namespaced)
-    try:
-        return request("POST", info.path(namespace=decorated["metadata"].get("namespace")), operation="create", body=decorated)
-    except ApiError as error:
-        if error.already_exists:
-            return None
-        raise
-
-
 def merge_patch(live: Mapping[str, Any], patch: Mapping[str, Any]) -> Json:
     """JSON-merge-patch `live` guarded by its resourceVersion: 409 if someone wrote in between.
 
@@ -300,49 +282,3 @@ def delete(api_version: str, kind: str, name: str, namespace: str | None = None,
         if error.not_found or (error.status == 409 and uid):  # gone, or replaced by a namesake
             return False
         raise
-
-
-def list_owned(owner: Owner, api_version: str, kind: str) -> list[Json]:
-    """Every `kind` object labelled for `owner`, in all namespaces (children may live elsewhere)."""
-    info = resource_info(api_version, kind)
-    answer = request("GET", info.path(), operation="list", query={"labelSelector": owner_selector(owner)})
-    items = answer.get("items", [])
-    for item in items:  # list items carry no apiVersion/kind of their own
-        item.setdefault("apiVersion", api_version)
-        item.setdefault("kind", kind)
-    return items
-
-
-def prune(
-    owner: Owner,
-    keep: set[ObjectKey],
-    kinds: Iterable[tuple[str, str]],
-    *,
-    only_unowned: bool = False,
-) -> list[ObjectKey]:
-    """Delete `owner`'s objects of `kinds` that are not in `keep`; return what was deleted.
-
-    Used when an intent stops rendering something (an identity drops a namespace) and, with
-    `keep=set()` and `only_unowned=True`, by finalizers to remove the children the garbage
-    collector cannot reach. Only objects carrying both of Paved's labels for this owner are
-    ever considered.
-    """
-    deleted: list[ObjectKey] = []
-    for api_version, kind in sorted(set(kinds)):
-        try:
-            items = list_owned(owner, api_version, kind)
-        except ApiError as error:
-            if error.not_found:  # kind not served (e.g. an optional CRD): nothing of it to prune
-                continue
-            raise
-        for item in items:
-            key = key_of(item)
-            if key in keep:
-                continue
-            references = (item.get("metadata") or {}).get("ownerReferences") or []
-            if only_unowned and any(ref.get("uid") == owner.uid for ref in references):
-                continue
-            if delete(api_version, kind, key.name, key.namespace or None, uid=item["metadata"].get("uid")):
-                log.info("pruned %s (no longer rendered for %s %s/%s)", key, owner.kind, owner.namespace, owner.name)
-                deleted.append(key)
-    return deleted

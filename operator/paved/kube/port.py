@@ -11,14 +11,17 @@ resourceVersion Conflict), never a substitute's own type.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from paved.kube import apply as kube_apply
 from paved.kube import events as kube_events
-from paved.kube.apply import FIELD_MANAGER
-from paved.kube.client import Json, list_pages, request, resource_info
+from paved.kube.apply import FIELD_MANAGER, ObjectKey, key_of, owner_selector
+from paved.kube.client import ApiError, Json, list_pages, request, resource_info
 from paved.providers.base import Owner
+
+log = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 500
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -36,15 +39,18 @@ class KubePort(Protocol):
         """Every object of `kind` (in `namespace`, or everywhere) matching the label `selector`,
         each with its apiVersion and kind; only apiVersion, kind and metadata with `metadata_only`."""
 
-    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = FIELD_MANAGER) -> Json:
-        """Server-side apply `body` as `owner`'s child (paved.kube.apply.apply: labels, ownerReference)."""
+    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = FIELD_MANAGER,
+              allow_unowned: bool = False) -> Json:
+        """Server-side apply `body` as `owner`'s child (paved.kube.apply.apply: labels, ownerReference;
+        OwnershipError for a child that cannot have one, unless `allow_unowned`: the owner annotation)."""
 
     def apply_fields(self, body: Mapping[str, Any], *, field_manager: str, subresource: str | None = None) -> Json:
         """Server-side apply `body` as given (no owner, no labels), forced: a few fields of an
         object Paved does not own, or (`subresource="status"`) a status part."""
 
-    def create(self, body: Mapping[str, Any]) -> Json:
-        """Create `body` as given; ApiError `already_exists` when the name is taken."""
+    def create(self, body: Mapping[str, Any], owner: Owner | None = None) -> Json:
+        """Create `body` (as `owner`'s child when given: paved.kube.apply.decorate); ApiError
+        `already_exists` when the name is taken."""
 
     def merge_patch(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> Json:
         """JSON merge patch of `live`, guarded by its resourceVersion (409 when written since)."""
@@ -58,6 +64,9 @@ class KubePort(Protocol):
 
     def event(self, owner: Owner, reason: str, message: str, type: kube_events.EventType = "Normal") -> None:
         """Record an Event on `owner` (never raises)."""
+
+    def namespaced(self, api_version: str, kind: str) -> bool:
+        """Whether objects of `kind` live in a namespace; ApiError 404 when the kind is not served."""
 
 
 class ApiKube:
@@ -83,16 +92,19 @@ class ApiKube:
                 found.append(item)
         return found
 
-    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = FIELD_MANAGER) -> Json:
-        return kube_apply.apply(body, owner, field_manager=field_manager)
+    def apply(self, body: Mapping[str, Any], owner: Owner, *, field_manager: str = FIELD_MANAGER,
+              allow_unowned: bool = False) -> Json:
+        return kube_apply.apply(body, owner, field_manager=field_manager, allow_unowned=allow_unowned)
 
     def apply_fields(self, body: Mapping[str, Any], *, field_manager: str, subresource: str | None = None) -> Json:
         return kube_apply.server_side_apply(body, field_manager=field_manager, subresource=subresource)
 
-    def create(self, body: Mapping[str, Any]) -> Json:
+    def create(self, body: Mapping[str, Any], owner: Owner | None = None) -> Json:
+        info = kube_apply.info_for(body)
+        if owner is not None:
+            body = kube_apply.decorate(body, owner, namespaced=info.namespaced)
         metadata = body.get("metadata") or {}
-        return request("POST", kube_apply.info_for(body).path(namespace=metadata.get("namespace")), operation="create",
-                       body=body)
+        return request("POST", info.path(namespace=metadata.get("namespace")), operation="create", body=body)
 
     def merge_patch(self, live: Mapping[str, Any], patch: Mapping[str, Any]) -> Json:
         return kube_apply.merge_patch(live, patch)
@@ -110,3 +122,36 @@ class ApiKube:
             self.recorder.record(owner, reason, message, type)
         else:
             kube_events.post_event(owner, reason, message, type)
+
+    def namespaced(self, api_version: str, kind: str) -> bool:
+        return resource_info(api_version, kind).namespaced
+
+
+def prune(kube: KubePort, owner: Owner, keep: set[ObjectKey], kinds: Iterable[tuple[str, str]], *,
+          only_unowned: bool = False) -> list[ObjectKey]:
+    """Delete `owner`'s objects of `kinds` that are not in `keep`; return what was deleted.
+
+    Used when an intent stops rendering something (an identity drops a namespace) and, with
+    `keep=set()` and `only_unowned=True`, by finalizers to remove the children the garbage
+    collector cannot reach. Only objects carrying both of Paved's labels for this owner are
+    ever considered, in every namespace (children may live elsewhere).
+    """
+    deleted: list[ObjectKey] = []
+    for api_version, kind in sorted(set(kinds)):
+        try:
+            items = kube.list(api_version, kind, None, owner_selector(owner))
+        except ApiError as error:
+            if error.not_found:  # kind not served (e.g. an optional CRD): nothing of it to prune
+                continue
+            raise
+        for item in items:
+            key = key_of(item)
+            if key in keep:
+                continue
+            references = (item.get("metadata") or {}).get("ownerReferences") or []
+            if only_unowned and any(ref.get("uid") == owner.uid for ref in references):
+                continue
+            if kube.delete(api_version, kind, key.name, key.namespace or None, uid=item["metadata"].get("uid")):
+                log.info("pruned %s (no longer rendered for %s %s/%s)", key, owner.kind, owner.namespace, owner.name)
+                deleted.append(key)
+    return deleted

@@ -1,7 +1,8 @@
 """The `kubernetes` provider: composed Kubernetes objects, applied with server-side apply.
 
 observe = GET + drift check + readiness of the common kinds; apply = SSA through
-paved.kube.apply (labels, ownerReference); delete = DELETE. Outputs are identity and
+paved.kube.apply (labels, ownerReference); delete = DELETE; all through a KubePort
+(paved.kube.port: ApiKube unless a test hands it a FakeKube). Outputs are identity and
 addressing facts only (name, namespace, uid, a Service's host), never Secret data.
 
 Children that Kubernetes does not let the intent own (another namespace, cluster scope)
@@ -15,8 +16,9 @@ from typing import Any, Mapping
 
 from paved import GROUP
 from paved.api.common import READY, get_condition
-from paved.kube import apply as kube
+from paved.kube import apply as kube_apply
 from paved.kube.client import ApiError
+from paved.kube.port import ApiKube, KubePort
 from paved.providers.base import DeletionResult, Observation, Owner, ProviderError
 from paved.render.types import RenderedResource
 
@@ -29,7 +31,7 @@ _PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 415, 422})
 
 def external_id(body: Mapping[str, Any]) -> str:
     """`Kind/namespace/name` (or `Kind/name` when cluster-scoped), as shown in intent status."""
-    return str(kube.key_of(body))
+    return str(kube_apply.key_of(body))
 
 
 def readiness(live: Mapping[str, Any]) -> tuple[bool, str]:
@@ -83,26 +85,29 @@ def _provider_error(error: ApiError, action: str, body: Mapping[str, Any]) -> Pr
 
 
 class KubernetesProvider:
-    """ResourceProvider over paved.kube.apply."""
+    """ResourceProvider over a KubePort."""
 
     name = NAME
+
+    def __init__(self, kube: KubePort | None = None) -> None:
+        self.kube: KubePort = kube or ApiKube()
 
     def observe(self, resource: RenderedResource, owner: Owner) -> Observation:
         body = resource.body
         metadata = body.get("metadata") or {}
         try:
-            info = kube.info_for(body)
-            live = kube.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace") or owner.namespace)
+            namespaced = self.kube.namespaced(body["apiVersion"], body["kind"])
+            live = self.kube.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace") or owner.namespace)
         except ApiError as error:
             raise _provider_error(error, "observe", body) from None
         if live is None:
             return Observation(exists=False, external_id=external_id(body), message="does not exist")
-        desired = kube.decorate(body, owner, namespaced=info.namespaced, allow_unowned=True)
-        return self._observation(live, drift=kube.drift(desired, live))
+        desired = kube_apply.decorate(body, owner, namespaced=namespaced, allow_unowned=True)
+        return self._observation(live, drift=kube_apply.drift(desired, live))
 
     def apply(self, resource: RenderedResource, owner: Owner) -> Observation:
         try:
-            live = kube.apply(resource.body, owner, allow_unowned=True)
+            live = self.kube.apply(resource.body, owner, allow_unowned=True)
         except ApiError as error:
             raise _provider_error(error, "apply", resource.body) from None
         observation = self._observation(live, drift=[])
@@ -115,10 +120,10 @@ class KubernetesProvider:
         if policy == "Retain":
             return DeletionResult(done=True, message=f"{external_id(body)} retained")
         try:
-            live = kube.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace") or owner.namespace)
-            if live is None or not kube.is_owned_by(live, owner):
+            live = self.kube.get(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace") or owner.namespace)
+            if live is None or not kube_apply.is_owned_by(live, owner):
                 return DeletionResult(done=True, message=f"{external_id(body)} not present")
-            kube.delete(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace"), uid=live["metadata"]["uid"])
+            self.kube.delete(body["apiVersion"], body["kind"], metadata["name"], metadata.get("namespace"), uid=live["metadata"]["uid"])
         except ApiError as error:
             raise _provider_error(error, "delete", body) from None
         return DeletionResult(done=True, message=f"{external_id(body)} deleted")

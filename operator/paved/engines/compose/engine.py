@@ -63,9 +63,10 @@ from paved.engines.compose.model import (
     ResourceState,
     owner_of,
 )
-from paved.kube import apply as kube
-from paved.kube import events, status as kube_status
+from paved.kube import apply as kube_apply
+from paved.kube import status as kube_status
 from paved.kube.client import ApiError
+from paved.kube.port import ApiKube, KubePort, prune
 from paved.kube.status import CONDITIONS
 from paved.providers import base as providers
 from paved.providers.base import Owner, ProviderError
@@ -80,9 +81,11 @@ T = TypeVar("T")
 
 
 class ComposeEngine:
-    """Registered intent kinds, the allowance source, a lock per intent; the reconcile itself."""
+    """Registered intent kinds, the allowance source, a lock per intent; the reconcile itself,
+    whose Kubernetes reads and writes go through `kube` (ApiKube; FakeKube in unit tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kube: KubePort | None = None) -> None:
+        self.kube: KubePort = kube or ApiKube()
         self._kinds: dict[str, IntentKind] = {}
         self._allowance_source: AllowanceSource = lambda kind, namespace: nothing_allowed()
         self._revision_source: RevisionSource = dict
@@ -174,7 +177,7 @@ class ComposeEngine:
             result.error = _spec_error(error)
             return result
         try:
-            labels = namespace_labels(owner.namespace)
+            labels = namespace_labels(owner.namespace, kube=self.kube)
         except ApiError as error:
             result.error = ComposeError(REASON_PROVIDER_ERROR, f"reading namespace {owner.namespace}: {error.message}", retryable=True)
             return result
@@ -190,14 +193,14 @@ class ComposeEngine:
         result.render_hash = rendered.hash
         generated: dict[str, str] = {}
         try:
-            generated = ensure_generated(composition, owner)
+            generated = ensure_generated(self.kube, composition, owner)
             if generated:
                 rendered = rendering.with_values(generated=generated)
             observe_first = previous.get("renderHash") == rendered.hash
             _apply_passes(result, rendered, owner, observe_first=observe_first,
                           rerender=lambda outputs: rendering.with_values(outputs=outputs, generated=generated))
             if result.error is None and previous.get("renderHash") not in (None, rendered.hash):
-                _prune(result, owner, previous, generated_secret=bool(generated))
+                _prune(self.kube, result, owner, previous, generated_secret=bool(generated))
         except RenderError as error:  # a later pass, with outputs known, failed to render
             result.error = _render_error(error, selecting=False)
         except ProviderError as error:  # outside a resource: generated secret, pruning
@@ -230,7 +233,7 @@ class ComposeEngine:
             status = build_status(intent_kind, body, result)
             outcome = intent_kind.outcome(result, body, status)
             metrics.RECONCILES.labels(kind=intent_kind.kind, result=result.result_label).inc()
-            _report(owner, result, outcome.changed, trigger)
+            _report(self.kube, owner, result, outcome.changed, trigger)
             if intent_kind.refine is not None:
                 outcome = intent_kind.refine(outcome, body)
             if outcome.changed and intent_kind.audit is not None:
@@ -291,7 +294,7 @@ class ComposeEngine:
         uid = owner_of(body).uid
         with self.owner_lock(uid):
             try:
-                written = intent_kind.status_writer.write(body, status)
+                written = intent_kind.status_writer.write(body, status, kube=self.kube)
             except Exception:
                 self._written.pop(uid, None)  # it may or may not have landed: read bodies again
                 raise
@@ -316,10 +319,10 @@ class ComposeEngine:
         owner = owner_of(body)
         unfinished: list[str] = []
         with self.owner_lock(owner.uid):
-            rendered, policy = render_for_deletion(intent_kind, body, compositions, self.revisions())
+            rendered, policy = render_for_deletion(intent_kind, body, compositions, self.revisions(), kube=self.kube)
             kinds = _unowned_kinds(owner, rendered, body.get("status") or {})
             if kinds:
-                kube.prune(owner, set(), kinds, only_unowned=True)
+                prune(self.kube, owner, set(), kinds, only_unowned=True)
             for resource in reversed(rendered):
                 if resource.provider == KUBERNETES:
                     continue
@@ -333,7 +336,7 @@ class ComposeEngine:
 # --------------------------------------------------------------------------- steps
 
 
-def namespace_labels(namespace: str | None) -> dict[str, str]:
+def namespace_labels(namespace: str | None, *, kube: KubePort) -> dict[str, str]:
     if not namespace:
         return {}
     live = kube.get("v1", "Namespace", namespace)
@@ -344,7 +347,7 @@ def generated_secret_name(owner: Owner) -> str:
     return derived_name(owner.name, GENERATED_SUFFIX)
 
 
-def ensure_generated(composition: Mapping[str, Any], owner: Owner) -> dict[str, str]:
+def ensure_generated(kube: KubePort, composition: Mapping[str, Any], owner: Owner) -> dict[str, str]:
     """Values of the composition's generatedSecrets, made once and kept in `<name>-paved-generated`.
 
     Created with POST (never overwritten); a name declared later is added with a
@@ -359,8 +362,12 @@ def ensure_generated(composition: Mapping[str, Any], owner: Owner) -> dict[str, 
         values = generate_missing(composition, existing)
         if live is None:
             body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name}, "data": _encode(values)}
-            if kube.create(body, owner) is not None:
+            try:
+                kube.create(body, owner)
                 return values
+            except ApiError as error:
+                if not error.already_exists:
+                    raise
             continue  # a concurrent reconcile created it first: read theirs
         missing = {key: value for key, value in values.items() if key not in existing}
         if not missing:
@@ -447,19 +454,19 @@ def _reconcile_resource(resource: RenderedResource, owner: Owner, *, observe_fir
     return ResourceState(resource, provider.apply(resource, owner), written=True)
 
 
-def _prune(result: ComposeResult, owner: Owner, previous: Mapping[str, Any], *, generated_secret: bool) -> None:
+def _prune(kube: KubePort, result: ComposeResult, owner: Owner, previous: Mapping[str, Any], *, generated_secret: bool) -> None:
     """Delete Kubernetes children that the previous render had and this one does not."""
-    keep = {kube.key_of(s.resource.body) for s in result.states if s.resource.provider == KUBERNETES}
+    keep = {kube_apply.key_of(s.resource.body) for s in result.states if s.resource.provider == KUBERNETES}
     if generated_secret:
-        keep.add(kube.ObjectKey("v1", "Secret", owner.namespace or "", generated_secret_name(owner)))
+        keep.add(kube_apply.ObjectKey("v1", "Secret", owner.namespace or "", generated_secret_name(owner)))
     kinds = {(key.api_version, key.kind) for key in keep}
     for entry in previous.get("resources") or []:
         if entry.get("provider") == KUBERNETES:
             kind = str(entry.get("externalId", "")).split("/", 1)[0]
-            if kind in kube.MANAGED_KINDS:
-                kinds.add((kube.MANAGED_KINDS[kind], kind))
+            if kind in kube_apply.MANAGED_KINDS:
+                kinds.add((kube_apply.MANAGED_KINDS[kind], kind))
     try:
-        result.pruned = [str(key) for key in kube.prune(owner, keep, kinds)]
+        result.pruned = [str(key) for key in prune(kube, owner, keep, kinds)]
     except ApiError as error:
         raise ProviderError(f"pruning resources no longer rendered: {error.message}", retryable=True) from None
 
@@ -509,25 +516,25 @@ def _conditions(result: ComposeResult) -> tuple[kube_status.ConditionSpec, kube_
 
 
 
-def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigger: str) -> None:
+def _report(kube: KubePort, owner: Owner, result: ComposeResult, changed: Collection[str], trigger: str) -> None:
     """Log and post Events for transitions only (names and fields, never values)."""
     where = f"{owner.kind} {owner.namespace}/{owner.name}"
     if result.corrected:
         message = "restored " + "; ".join(result.corrected)
         log.info("%s: %s (trigger: %s)", where, message, trigger)
-        events.post_event(owner, "DriftCorrected", message)
+        kube.event(owner, "DriftCorrected", message)
     if result.pruned:
         message = "removed resources no longer rendered: " + ", ".join(result.pruned)
         log.info("%s: %s", where, message)
-        events.post_event(owner, "Pruned", message)
+        kube.event(owner, "Pruned", message)
     if CONDITIONS not in changed:
         return
     if result.error is not None:
         log.warning("%s: %s: %s", where, result.error.reason, result.error.message)
-        events.post_event(owner, result.error.reason, result.error.message, "Warning")
+        kube.event(owner, result.error.reason, result.error.message, "Warning")
     elif result.ready:
         log.info("%s: ready through composition %s", where, result.composition)
-        events.post_event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
+        kube.event(owner, REASON_READY, f"{len(result.states)} resources ready through composition {result.composition}")
 
 
 # --------------------------------------------------------------------------- deletion
@@ -536,7 +543,7 @@ def _report(owner: Owner, result: ComposeResult, changed: Collection[str], trigg
 
 def render_for_deletion(
     intent_kind: IntentKind, body: Mapping[str, Any], compositions: Sequence[Mapping[str, Any]],
-    revisions: Mapping[str, Mapping[str, Any]] | None = None,
+    revisions: Mapping[str, Mapping[str, Any]] | None = None, *, kube: KubePort,
 ) -> tuple[tuple[RenderedResource, ...], str]:
     """Everything the intent renders (no outputs, no generated values; with the revision it
     is on when `revisions` are known) and its deletion policy; nothing and "Delete" when it no
@@ -547,7 +554,7 @@ def render_for_deletion(
     except SpecError as error:
         problem: Exception = error
     else:
-        rendering = render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(owner.namespace),
+        rendering = render_intent(body, compositions, spec=spec, namespace_labels=namespace_labels(owner.namespace, kube=kube),
                                   allowed=everything_allowed("(deletion)"), revisions=revisions)
         if rendering.error is None:
             return rendering.resources, intent_kind.deletion_policy(spec)
@@ -560,7 +567,7 @@ def render_for_deletion(
 def _unowned_kinds(owner: Owner, rendered: Sequence[RenderedResource], status: Mapping[str, Any]) -> set[tuple[str, str]]:
     """(apiVersion, kind) of children that cannot carry an ownerReference to `owner`."""
     if not rendered and not status.get("resources"):
-        return {(api_version, kind) for kind, api_version in kube.MANAGED_KINDS.items()}  # nothing known: search all
+        return {(api_version, kind) for kind, api_version in kube_apply.MANAGED_KINDS.items()}  # nothing known: search all
     kinds = set()
     for resource in rendered:
         metadata = resource.body.get("metadata") or {}
@@ -568,6 +575,6 @@ def _unowned_kinds(owner: Owner, rendered: Sequence[RenderedResource], status: M
             kinds.add((resource.body.get("apiVersion", ""), resource.body.get("kind", "")))
     for entry in status.get("resources") or []:
         parts = str(entry.get("externalId", "")).split("/")
-        if entry.get("provider") == KUBERNETES and parts[0] in kube.MANAGED_KINDS and (len(parts) != 3 or parts[1] != owner.namespace):
-            kinds.add((kube.MANAGED_KINDS[parts[0]], parts[0]))
+        if entry.get("provider") == KUBERNETES and parts[0] in kube_apply.MANAGED_KINDS and (len(parts) != 3 or parts[1] != owner.namespace):
+            kinds.add((kube_apply.MANAGED_KINDS[parts[0]], parts[0]))
     return kinds

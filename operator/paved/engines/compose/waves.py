@@ -21,8 +21,9 @@ the rollout is under way and every SETTLED_RECOUNT_SECONDS once it is done or ha
 Nothing here is remembered between steps but when each Composition is due again: the
 rollout's state is the intents' statuses and the revisions, so a restarted operator or a new
 leader goes on where the last one stopped (its initial listing steps every Composition).
-Writes go through paved.kube (the write fence). The thread is not a Kopf timer on purpose:
-Kopf puts its finalizer on every object with a timer, and Compositions carry none.
+Reads and writes go through the compose engine's KubePort (paved.kube.port; the write fence).
+The thread is not a Kopf timer on purpose: Kopf puts its finalizer on every object with a
+timer, and Compositions carry none.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from paved.api.platform import CompositionRollout
 from paved.engines.compose.engine import ComposeEngine
 from paved.engines.compose.model import IntentKind, in_scope, owner_of
 from paved.errors import located
-from paved.kube import apply as kube
 from paved.kube import status as kube_status
-from paved.kube.client import ApiError, list_pages, resource_info
+from paved.kube.client import ApiError
+from paved.kube.port import KubePort
 from paved.kube.status import StatusWriter
 from paved.render.waves import (
     ROLLED_OUT,
@@ -64,14 +65,14 @@ COMPOSITION_ROLLOUT_STATUS = StatusWriter(
 REVISION_STATUS = StatusWriter(ROLLOUT_FIELD_MANAGER, frozenset({"observedGeneration", "intents"}), frozenset({READY}))
 WAVE_SECONDS = 5.0  # a rollout under way looks at its intents again this often
 SETTLED_RECOUNT_SECONDS = 60.0  # a rolled-out or halted Composition is re-counted this often (new intents, recoveries)
-LIST_PAGE = 500
 
 
 class CompositionWaves:
     """Steps of Compositions' rollouts; one at a time per Composition."""
 
-    def __init__(self, compose: ComposeEngine, *, wave_seconds: float = WAVE_SECONDS) -> None:
+    def __init__(self, compose: ComposeEngine, *, wave_seconds: float = WAVE_SECONDS, kube: KubePort | None = None) -> None:
         self.compose = compose
+        self.kube: KubePort = kube or compose.kube
         self.wave_seconds = wave_seconds
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
@@ -112,7 +113,7 @@ class CompositionWaves:
                     log.error("composition %s: rollout step failed: %s", name, located(error))
 
     def _step_live(self, name: str) -> None:
-        composition = kube.get(API_VERSION, COMPOSITION, name)
+        composition = self.kube.get(API_VERSION, COMPOSITION, name)
         if composition is None:
             self.forget(name)
             return
@@ -162,10 +163,8 @@ class CompositionWaves:
         object, or None (known, or made meanwhile by someone else)."""
         if latest in self.compose.revisions():
             return None
-        info = resource_info(API_VERSION, REVISION)
         selector = ",".join(f"{key}={value}" for key, value in revision_labels(composition).items())
-        existing = [item for page in list_pages(info.path(), limit=LIST_PAGE, query={"labelSelector": selector})
-                    for item in page.get("items") or []]
+        existing = self.kube.list(API_VERSION, REVISION, None, selector)
         if any((item.get("metadata") or {}).get("name") == latest for item in existing):
             return None
         number = 1 + max((int((item.get("spec") or {}).get("revision") or 0) for item in existing), default=0)
@@ -175,9 +174,13 @@ class CompositionWaves:
             "spec": {"revision": number, "compositionSpec": revision_spec(composition)},
         }
         owner = owner_of({"apiVersion": API_VERSION, "kind": COMPOSITION, **composition})
-        made = kube.create(body, owner)
-        if made is not None:
-            log.info("composition %s: revision %d recorded as %s", _name(composition), number, latest)
+        try:
+            made = self.kube.create(body, owner)
+        except ApiError as error:
+            if error.already_exists:
+                return None
+            raise
+        log.info("composition %s: revision %d recorded as %s", _name(composition), number, latest)
         return made
 
     # --- steps ---------------------------------------------------------------------------
@@ -189,16 +192,12 @@ class CompositionWaves:
     def _users(self, intent_kind: IntentKind, name: str, namespaces: Collection[str]
                ) -> Iterator[tuple[dict[str, Any], IntentOnRevision]]:
         """The intents rendered with Composition `name` that this operator serves, as read."""
-        path = resource_info(API_VERSION, intent_kind.kind).path()
-        for page in list_pages(path, limit=LIST_PAGE):
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", API_VERSION)
-                item.setdefault("kind", intent_kind.kind)
-                metadata = item.get("metadata") or {}
-                if (item.get("status") or {}).get("composition") != name or metadata.get("deletionTimestamp"):
-                    continue
-                if in_scope(metadata.get("namespace"), namespaces):
-                    yield item, intent_on_revision(item)
+        for item in self.kube.list(API_VERSION, intent_kind.kind):
+            metadata = item.get("metadata") or {}
+            if (item.get("status") or {}).get("composition") != name or metadata.get("deletionTimestamp"):
+                continue
+            if in_scope(metadata.get("namespace"), namespaces):
+                yield item, intent_on_revision(item)
 
     def _reconcile(self, intent_kind: IntentKind, view: dict[str, tuple[dict[str, Any], IntentOnRevision]], key: str,
                    compositions: Sequence[Mapping[str, Any]], trigger: str, *, move: bool
@@ -228,7 +227,8 @@ class CompositionWaves:
         fields = {"latestRevision": wave.latest, "revisions": counted, "updatedIntents": wave.updated,
                   "failedIntents": len(wave.failed)}
         status = kube_status.with_conditions({**dict(composition.get("status") or {}), **fields}, [wave.condition()], generation)
-        if COMPOSITION_ROLLOUT_STATUS.write({"apiVersion": API_VERSION, "kind": COMPOSITION, **composition}, status) is not None:
+        if COMPOSITION_ROLLOUT_STATUS.write({"apiVersion": API_VERSION, "kind": COMPOSITION, **composition}, status,
+                                            kube=self.kube) is not None:
             condition = wave.condition()
             log.info("composition %s: %s (%s)", _name(composition), condition[2], condition[3])
         for name, revision in revisions.items():
@@ -243,7 +243,7 @@ class CompositionWaves:
             revision_status = kube_status.with_conditions(
                 {**shown_status, "observedGeneration": recorded, "intents": count}, [ready], recorded)
             try:
-                REVISION_STATUS.write(shown, revision_status)
+                REVISION_STATUS.write(shown, revision_status, kube=self.kube)
             except ApiError as error:
                 if not error.not_found:
                     raise
