@@ -43,6 +43,7 @@ from fixtures.cluster import Kubectl, wait_for
 from fixtures.operator import OperatorProcess
 from paved.dev.controlplane import ControlPlane
 from paved.dev.demo import use_cluster_network
+from paved.runtime.webhook import CONFIGURATION_NAME
 from paved.dev.operator import Replicas, start_replicas
 
 pytestmark = [pytest.mark.cluster]
@@ -61,6 +62,11 @@ def replicas(operator: OperatorProcess, control_plane: ControlPlane, moto_server
     pair = start_replicas(control_plane, tmp_path_factory.mktemp("replicas"), 2, env=moto_server.env(),
                           process_class=OperatorProcess, install=False)
     try:
+        # The API server calls the URLs the leader writes when it takes the Lease: until then
+        # they name the session operator's port (another address than the pair's shared one).
+        port = pair.processes[0].webhook_port
+        wait_for(lambda: webhook_urls(control_plane) and all(f":{port}/" in url for url in webhook_urls(control_plane)),
+                 timeout=60, what=f"the webhook configuration to name the replicas' port {port}")
         yield pair
     finally:
         if any(process.pid is not None for process in pair.processes):
@@ -72,6 +78,13 @@ def replicas(operator: OperatorProcess, control_plane: ControlPlane, moto_server
                         pass
         pair.stop()
         operator.start()
+
+
+def webhook_urls(control_plane: ControlPlane) -> list[str]:
+    found = control_plane.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION_NAME, "-o", "json", check=False)
+    if found.returncode != 0:
+        return []
+    return [str(hook["clientConfig"].get("url") or "") for hook in json.loads(found.stdout).get("webhooks") or []]
 
 
 def lease_holder(kubectl: Kubectl) -> str | None:

@@ -121,6 +121,7 @@ def watch_canary_promote_and_roll_back(state_dir: Path, out: str) -> None:
         subprocess.run(["bash", "-c", env + healthy], check=True, capture_output=True, timeout=60)
         promoted = wait_status(plane, lambda s: s.get("phase") == "Succeeded" and s.get("message", "").startswith("promoted"),
                                "promotion", 150)
+        time.sleep(3)  # the watcher reads every second: let it print the promotion before the next version
         subprocess.run(["bash", "-c", env + failing], check=True, capture_output=True, timeout=60)
         rolled_back = wait_status(plane, lambda s: s.get("phase") == "RolledBack", "rollback", 90)
         time.sleep(3)  # the watcher reads every second: let it print what was just seen here
