@@ -22,8 +22,7 @@ from paved.engines.secretsync.engine import (
     BURST_WRITES, FAILED_STORE_CHECK_INTERVAL, LIST_SECRETS_AT, STORE_CHECK_INTERVAL, SyncEngine,
 )
 from paved.handlers.secrets import parse_ref
-from paved.engines.secretsync import kube as secretsync_kube
-from paved.kube.client import ApiError, error_from_status
+from paved.kube.client import error_from_status
 from paved.providers.base import Owner
 from paved.providers.secretstores import AUTH_FAILED, UNREACHABLE, FakeStore, StoreConfig, StoreError, StoreProviders
 from paved.secretsync import breaker, restart
@@ -799,18 +798,3 @@ def test_spec_change_resyncs_at_once(world: Any) -> None:
     engine.run_cycle()
     assert secret_of(kube, "app", "db-secret")["metadata"]["labels"]["team"] == "a"
     assert status_of(kube, "app", "db")["observedGeneration"] == 2
-
-
-@pytest.mark.parametrize(("message", "says"), [
-    ("ValidatingAdmissionPolicy 'paved-operator-token-requests' with binding 'paved-operator-token-requests' denied request: "
-     "namespace t does not allow the Paved operator ServiceAccount tokens: label it paved.dev/service-account-tokens=allowed",
-     "label namespace t paved.dev/service-account-tokens=allowed"),
-    ("ValidatingAdmissionPolicy 'paved-operator-token-requests' with binding 'paved-operator-token-requests' denied request: "
-     "the Paved operator may not request a token for a ServiceAccount of system namespace t", "never authenticates as"),
-    ('serviceaccounts "reader" is forbidden: User "system:serviceaccount:paved-system:paved-operator" cannot create resource '
-     '"serviceaccounts/token"', "the operator's RBAC does not allow creating serviceaccounts/token"),
-], ids=["not-opted-in", "system-namespace", "rbac"])
-def test_a_refused_token_request_says_which_fix_applies(message: str, says: str) -> None:
-    refusal = secretsync_kube.token_refusal("t", "reader", ApiError(403, "Forbidden", message))
-    assert says in str(refusal) and "(403)" in str(refusal) and refusal.reason == AUTH_FAILED
-    assert "system:serviceaccount" not in str(refusal)  # built from names, not the API server's text

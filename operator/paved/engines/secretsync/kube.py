@@ -19,12 +19,7 @@ from paved.kube.port import ApiKube, KubePort
 from paved.kube.status import StatusWriter
 from paved.kube.values import KeyProblem, key_value
 from paved.providers.base import Owner
-from paved.providers.secretstores import (
-    AUTH_FAILED,
-    CREDENTIALS_MISSING,
-    SERVICE_ACCOUNT_TOKENS_LABEL,
-    StoreError,
-)
+from paved.providers.secretstores import AUTH_FAILED, CREDENTIALS_MISSING, SERVICE_ACCOUNT_TOKENS_LABEL, StoreError
 from paved.secretsync import target
 from paved.secretsync.model import StoreKey
 
@@ -136,27 +131,13 @@ class KubeApi:
             answer = request("POST", resource_info("v1", "ServiceAccount").path(name, namespace, "token"),
                              operation="token-request", body=body)
         except ApiError as error:
-            raise token_refusal(namespace, name, error) from None
+            if error.not_found:
+                raise StoreError(f"ServiceAccount {namespace}/{name} not found", reason=CREDENTIALS_MISSING) from None
+            if error.status == 403:  # deploy/token-policy.yaml (the namespace did not opt in), or RBAC
+                raise StoreError(
+                    f"the API server refused a token for ServiceAccount {namespace}/{name} (403): label namespace "
+                    f"{namespace} {SERVICE_ACCOUNT_TOKENS_LABEL}=allowed to let Paved authenticate as its "
+                    "ServiceAccounts (deploy/token-policy.yaml)", reason=AUTH_FAILED) from None
+            raise StoreError(f"TokenRequest for ServiceAccount {namespace}/{name} failed: {error.status} {error.reason}",
+                             reason=AUTH_FAILED) from None
         return str(answer["status"]["token"])
-
-
-def token_refusal(namespace: str, name: str, error: ApiError) -> StoreError:
-    """What a refused TokenRequest means for the store, from names only (never the API's text)."""
-    if error.not_found:
-        return StoreError(f"ServiceAccount {namespace}/{name} not found", reason=CREDENTIALS_MISSING)
-    # deploy/token-policy.yaml's refusals: their text survives ApiError's redaction (nothing quoted)
-    if error.status == 403 and SERVICE_ACCOUNT_TOKENS_LABEL in error.message:  # the namespace did not opt in
-        return StoreError(
-            f"the API server refused a token for ServiceAccount {namespace}/{name} (403): label namespace "
-            f"{namespace} {SERVICE_ACCOUNT_TOKENS_LABEL}=allowed to let Paved authenticate as its "
-            "ServiceAccounts (deploy/token-policy.yaml)", reason=AUTH_FAILED)
-    if error.status == 403 and "system namespace" in error.message:
-        return StoreError(f"the API server refused a token for ServiceAccount {namespace}/{name} (403): Paved never "
-                          "authenticates as a ServiceAccount of a system namespace (deploy/token-policy.yaml)",
-                          reason=AUTH_FAILED)
-    if error.status == 403:  # RBAC: the operator's ClusterRole lacks serviceaccounts/token create
-        return StoreError(
-            f"the API server refused a token for ServiceAccount {namespace}/{name} (403): the operator's "
-            "RBAC does not allow creating serviceaccounts/token (deploy/rbac.yaml)", reason=AUTH_FAILED)
-    return StoreError(f"TokenRequest for ServiceAccount {namespace}/{name} failed: {error.status} {error.reason}",
-                      reason=AUTH_FAILED)
